@@ -1,0 +1,1 @@
+"""Backends that compile msnas-graph objects (imported as ``msnas_graph.backends``)."""

@@ -1,0 +1,1 @@
+"""The msnas-graph command line (imported as ``msnas_graph.cli``)."""

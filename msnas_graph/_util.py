@@ -1,0 +1,72 @@
+"""Small shared helpers: "did you mean", atomic file writes, canonical JSON."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "canonical_json", "content_hash", "did_you_mean", "unknown_name"]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest known name, or ``""``.
+
+    >>> did_you_mean("sep_conv_3x4", ["sep_conv_3x3", "avg_pool_3x3"])
+    " (did you mean 'sep_conv_3x3'?)"
+    >>> did_you_mean("zzz", ["sep_conv_3x3"])
+    ''
+    """
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def unknown_name(what: str, name: str, known: Iterable[str]) -> str:
+    """One-line message for an unknown name, listing the known ones and the closest match.
+
+    >>> unknown_name("operation", "sep_conv_7x7", ["sep_conv_3x3", "sep_conv_5x5"])
+    "unknown operation 'sep_conv_7x7' (known: sep_conv_3x3, sep_conv_5x5) (did you mean 'sep_conv_5x5'?)"
+    """
+    known = sorted(known)
+    return f"unknown {what} '{name}' (known: {', '.join(known)}){did_you_mean(name, known)}"
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and fixed separators: equal objects give equal text.
+
+    >>> canonical_json({"b": 1, "a": [1.5, 2]})
+    '{"a":[1.5,2],"b":1}'
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def content_hash(obj: Any) -> str:
+    """Short SHA-256 of the canonical JSON of ``obj`` (16 hex digits).
+
+    >>> content_hash({"a": 1}) == content_hash({"a": 1})
+    True
+    """
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+
+
+def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file and a rename.
+
+    An interrupted write never leaves a half-written file where a good one was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

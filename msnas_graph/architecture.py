@@ -1,0 +1,284 @@
+"""The decoded architecture: a sub-DAG of the supergraph plus one genotype per cell type.
+
+An :class:`Architecture` is what decoding produces and what a backend compiles into the final
+network. It is plain data: versioned JSON with a content hash and the space it came from.
+
+>>> from msnas_graph.spec import SearchSpace
+>>> from msnas_graph.state import SearchState
+>>> from msnas_graph.decode import decode
+>>> arch = decode(SearchState.random(SearchSpace.preset("tiny"), seed=0), paths=2)
+>>> Architecture.from_json(arch.to_json()) == arch
+True
+>>> arch.validate()
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from functools import cached_property
+from pathlib import Path as FsPath
+from typing import Any
+
+import networkx as nx
+
+from ._util import atomic_write, content_hash
+from .errors import ArchitectureError, SpecError
+from .genotype import CellGenotype
+from .graph import Edge, NodeId, Supergraph
+from .operations import NONE_OP
+from .paths import Path
+from .spec import SCHEMA_VERSION, SearchSpace
+
+__all__ = ["Architecture"]
+
+FORMAT = "msnas-graph/architecture"
+
+
+class Architecture:
+    """A decoded network: kept nodes and edges (the union of ``paths``) and the cells."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        edges: Iterable[Edge],
+        cells: dict[str, CellGenotype],
+        paths: Iterable[Path] = (),
+        meta: dict[str, Any] | None = None,
+        graph: Supergraph | None = None,
+    ) -> None:
+        self.space = space
+        self.supergraph = graph if graph is not None and graph.space == space else Supergraph(space)
+        self.edges: tuple[Edge, ...] = tuple(sorted(set(edges), key=lambda e: e.sort_key))
+        self.cells = {c: cells[c] for c in sorted(cells)}
+        self.paths: tuple[Path, ...] = tuple(paths)
+        self.meta: dict[str, Any] = dict(meta or {})
+        nodes = {e.src for e in self.edges} | {e.dst for e in self.edges}
+        self.nodes: tuple[NodeId, ...] = tuple(sorted(nodes))
+
+    # ---------------------------------------------------------------------- structure
+
+    @cached_property
+    def _in(self) -> dict[NodeId, tuple[Edge, ...]]:
+        ins: dict[NodeId, list[Edge]] = {n: [] for n in self.nodes}
+        for e in self.edges:
+            ins[e.dst].append(e)
+        return {n: tuple(v) for n, v in ins.items()}
+
+    def in_edges(self, node: NodeId) -> tuple[Edge, ...]:
+        """Kept edges into ``node`` (canonical order): what the final network fuses there."""
+        return self._in.get(node, ())
+
+    @property
+    def input_node(self) -> NodeId:
+        """The stem's node."""
+        return self.supergraph.input_node
+
+    @property
+    def output_nodes(self) -> tuple[NodeId, ...]:
+        """The kept output nodes (the head reads these)."""
+        return tuple(n for n in self.supergraph.output_nodes if n in self._in)
+
+    @property
+    def fusion_nodes(self) -> tuple[NodeId, ...]:
+        """Nodes where two or more kept edges meet (multi-scale fusion)."""
+        return tuple(n for n in self.nodes if len(self.in_edges(n)) > 1)
+
+    def to_networkx(self) -> nx.MultiDiGraph:
+        """networkx ``MultiDiGraph`` of the kept nodes and edges (keys = kinds)."""
+        G = nx.MultiDiGraph(space=self.space.name)
+        for n in self.nodes:
+            G.add_node(str(n), layer=n.layer, scale=n.scale, channels=self.supergraph.channels(n))
+        for e in self.edges:
+            G.add_edge(str(e.src), str(e.dst), key=e.kind, kind=e.kind)
+        return G
+
+    # ------------------------------------------------------------------------ checking
+
+    def validate(self) -> None:
+        """Raise :class:`ArchitectureError` naming the first problem found.
+
+        Checks: the edges exist in the space's supergraph (so channels and scales are
+        consistent), the graph is acyclic, every kept node is reachable from the input and
+        reaches an output, the cells match the space (types, blocks, sources, known operations,
+        no ``none``), and the paths use kept edges only.
+        """
+        g = self.supergraph
+        if not self.edges:
+            raise ArchitectureError("architecture has no edges")
+        for e in self.edges:
+            if not g.has_edge(e):
+                raise ArchitectureError(
+                    f"edge {e} is not in the space '{self.space.name}' (scale or layer out of "
+                    f"range); the architecture does not match its space"
+                )
+        G = self.to_networkx()
+        if not nx.is_directed_acyclic_graph(G):
+            raise ArchitectureError("architecture graph has a cycle")
+        src = str(self.input_node)
+        if src not in G:
+            raise ArchitectureError(f"architecture does not contain the input node {src}")
+        outs = [str(o) for o in self.output_nodes]
+        if not outs:
+            raise ArchitectureError("architecture reaches no output node")
+        reach = nx.descendants(G, src) | {src}
+        back: set[str] = set(outs)
+        for o in outs:
+            back |= nx.ancestors(G, o)
+        for n in self.nodes:
+            if str(n) not in reach:
+                raise ArchitectureError(f"node {n} is not reachable from the input {src}")
+            if str(n) not in back:
+                raise ArchitectureError(f"node {n} does not reach an output node")
+        used = {e.kind for e in self.edges} - {"skip"}
+        for c in used:
+            if c not in self.cells:
+                raise ArchitectureError(f"edges of kind '{c}' are kept but there is no {c} cell")
+        for c, cell in self.cells.items():
+            self._validate_cell(c, cell)
+        kept = set(self.edges)
+        for i, p in enumerate(self.paths):
+            if not set(p.edges) <= kept:
+                raise ArchitectureError(f"paths[{i}] uses an edge that is not kept")
+
+    def _validate_cell(self, name: str, cell: CellGenotype) -> None:
+        if name not in self.space.cell_types:
+            raise ArchitectureError(f"cells.{name}: not a cell type of the space")
+        if len(cell.blocks) != self.space.blocks:
+            raise ArchitectureError(
+                f"cells.{name}: {len(cell.blocks)} blocks, the space has {self.space.blocks}"
+            )
+        for b, inputs in enumerate(cell.blocks, start=1):
+            if not inputs:
+                raise ArchitectureError(f"cells.{name}.b{b}: block has no input")
+            for i in inputs:
+                if not 0 <= i.source < b:
+                    raise ArchitectureError(
+                        f"cells.{name}.b{b}: source {i.source} out of range (0..{b - 1})"
+                    )
+                if i.op not in self.space.ops or i.op == NONE_OP:
+                    raise ArchitectureError(
+                        f"cells.{name}.b{b}: operation '{i.op}' is not a decodable operation of "
+                        f"the space ({', '.join(self.space.decodable_ops)})"
+                    )
+
+    # ----------------------------------------------------------------------------- I/O
+
+    def _content(self) -> dict[str, Any]:
+        return {
+            "space": self.space.to_dict(),
+            "edges": [e.key for e in self.edges],
+            "cells": {c: g.to_dict() for c, g in self.cells.items()},
+            "paths": [
+                {"edges": [e.key for e in p.edges], "path_score": p.path_score}
+                for p in self.paths
+            ],
+        }
+
+    @cached_property
+    def content_hash(self) -> str:
+        """Hash of the space, edges, cells and paths (not ``meta``)."""
+        return content_hash(self._content())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Versioned, canonical JSON-ready dict with the content hash."""
+        return {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "content_hash": self.content_hash,
+            **self._content(),
+            "meta": self.meta,
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """Versioned JSON text."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | FsPath) -> FsPath:
+        """Write JSON atomically."""
+        return atomic_write(path, self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "architecture") -> Architecture:
+        """Parse :meth:`to_dict` output, check the hash, and :meth:`validate`."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ArchitectureError(
+                f"{source}: not an architecture (format {found!r}, expected '{FORMAT}'); "
+                f"create one with `msnas-graph decode STATE --output ARCH.json`"
+            )
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ArchitectureError(
+                f"{source}: schema_version {data.get('schema_version')!r} is not supported "
+                f"(expected {SCHEMA_VERSION}); decode it again with this version of msnas-graph"
+            )
+        try:
+            space = SearchSpace.from_dict(data["space"], f"{source}: space")
+            edges = [Edge.parse(k) for k in data["edges"]]
+            cells = {
+                c: CellGenotype.from_dict(v, f"{source}: cells.{c}")
+                for c, v in data["cells"].items()
+            }
+            paths = [
+                Path(tuple(Edge.parse(k) for k in p["edges"]), float(p["path_score"]))
+                for p in data.get("paths", [])
+            ]
+        except SpecError as exc:
+            raise ArchitectureError(str(exc)) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArchitectureError(f"{source}: malformed architecture ({exc!r})") from None
+        arch = cls(space, edges, cells, paths, meta=data.get("meta") or {})
+        stored = data.get("content_hash")
+        if stored is not None and stored != arch.content_hash:
+            raise ArchitectureError(
+                f"{source}: content hash {stored} does not match the content "
+                f"({arch.content_hash}); the file was edited or corrupted, decode it again"
+            )
+        try:
+            arch.validate()
+        except ArchitectureError as exc:
+            raise ArchitectureError(f"{source}: {exc}") from None
+        return arch
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "architecture") -> Architecture:
+        """Parse JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchitectureError(
+                f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})"
+            ) from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def load(cls, path: str | FsPath) -> Architecture:
+        """Read an architecture JSON file."""
+        path = FsPath(path)
+        if not path.is_file():
+            raise ArchitectureError(f"{path}: no such architecture file")
+        return cls.from_json(path.read_text(), str(path))
+
+    # -------------------------------------------------------------------------- dunder
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Architecture):
+            return NotImplemented
+        return self._content() == other._content()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        lines = [
+            f"Architecture {self.content_hash} of '{self.space.name}': {len(self.nodes)} nodes, "
+            f"{len(self.edges)} edges, {len(self.paths)} paths, "
+            f"fusion at {len(self.fusion_nodes)} nodes ({self.space.fusion})",
+        ]
+        for c, cell in self.cells.items():
+            lines.append(f"  cell {cell}")
+        for i, p in enumerate(self.paths, start=1):
+            lines.append(f"  path {i}: scales {'-'.join(map(str, p.scales))}  {p}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Architecture {self.content_hash} {len(self.nodes)} nodes {len(self.edges)} edges>"

@@ -1,0 +1,93 @@
+"""Two-step decoding (paper section 2.2): cells first, then the top-``N_l`` network paths.
+
+1. *Cell level*, per cell type: every block keeps the ``inputs_per_block`` inputs whose best
+   operation (``none`` excluded) has the largest ``softmax(p)_j * softmax(alpha_j)_o``; ties go to
+   the lower input index, then the earlier operation in ``space.ops``.
+2. *Network level*: every edge weighs ``softmax(beta)`` at its destination node; the ``N_l``
+   highest-scoring input -> output paths (:func:`msnas_graph.paths.top_k_paths`, exact, with its
+   documented tie-break) are kept, and their union is the architecture.
+
+>>> from msnas_graph.spec import SearchSpace
+>>> from msnas_graph.state import SearchState
+>>> state = SearchState.random(SearchSpace.preset("tiny"), seed=3)
+>>> arch = decode(state, paths=2)
+>>> len(arch.paths), arch.paths[0].path_score >= arch.paths[1].path_score
+(2, True)
+>>> decode(state, paths=2) == arch  # deterministic
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .architecture import Architecture
+from .errors import DecodeError
+from .genotype import BlockInput, CellGenotype
+from .operations import NONE_OP
+from .paths import top_k_paths
+from .spec import CellType
+from .state import SearchState
+
+__all__ = ["decode", "decode_cell", "decode_cells"]
+
+
+def decode_cell(
+    state: SearchState, cell_type: CellType, inputs_per_block: int | None = None
+) -> CellGenotype:
+    """The discrete cell of ``cell_type`` (see module doc for the rule and tie-break)."""
+    space = state.space
+    m = space.inputs_per_block if inputs_per_block is None else inputs_per_block
+    if m < 1:
+        raise DecodeError(f"inputs_per_block must be at least 1, got {m}")
+    if cell_type not in space.cell_types:
+        raise DecodeError(f"cell type '{cell_type}' is not in the space ({space.cell_types})")
+    allowed = np.array([op != NONE_OP for op in space.ops])
+    blocks = []
+    for b in range(space.blocks):
+        ow = np.where(allowed[None, :], state.op_weights(cell_type, b), -np.inf)
+        best_op = np.argmax(ow, axis=1)  # first maximum: earlier op wins ties
+        best_w = ow[np.arange(b + 1), best_op]
+        keep = np.argsort(-best_w, kind="stable")[: min(m, b + 1)]
+        blocks.append(
+            tuple(
+                BlockInput(int(j), space.ops[int(best_op[j])], float(best_w[j]))
+                for j in sorted(int(j) for j in keep)
+            )
+        )
+    return CellGenotype(cell_type, tuple(blocks))
+
+
+def decode_cells(
+    state: SearchState, inputs_per_block: int | None = None
+) -> dict[str, CellGenotype]:
+    """:func:`decode_cell` for every cell type of the space."""
+    return {c: decode_cell(state, c, inputs_per_block) for c in state.space.cell_types}
+
+
+def decode(
+    state: SearchState, paths: int = 3, inputs_per_block: int | None = None
+) -> Architecture:
+    """Decode ``state`` into an :class:`Architecture` keeping the top ``paths`` paths (``N_l``).
+
+    Raises :class:`DecodeError` if ``paths`` is below 1 or above the number of paths.
+    """
+    cells = decode_cells(state, inputs_per_block)
+    best = top_k_paths(state.graph, state.edge_weights(), paths)
+    edges = {e for p in best for e in p.edges}
+    used = {e.kind for e in edges} - {"skip"}
+    arch = Architecture(
+        state.space,
+        edges,
+        {c: g for c, g in cells.items() if c in used},
+        best,
+        meta={"paths": paths, "state_hash": state.content_hash, **_provenance(state)},
+        graph=state.graph,
+    )
+    arch.validate()
+    return arch
+
+
+def _provenance(state: SearchState) -> dict[str, object]:
+    keep = ("epoch", "random_seed", "run")
+    return {k: state.meta[k] for k in keep if k in state.meta}

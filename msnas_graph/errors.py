@@ -1,0 +1,55 @@
+"""The exception hierarchy: every error a user can cause is an :class:`MsnasError`.
+
+Messages are one line that says what is wrong, where, and how to fix it. Only the CLI turns
+them into exit codes; library code raises.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArchitectureError",
+    "BackendError",
+    "DataError",
+    "DecodeError",
+    "MsnasError",
+    "RenderError",
+    "RunError",
+    "SpecError",
+    "StateError",
+]
+
+
+class MsnasError(Exception):
+    """Root of every error msnas-graph raises on bad input or a failed run."""
+
+
+class SpecError(MsnasError, ValueError):
+    """A search-space specification is malformed or impossible."""
+
+
+class StateError(MsnasError, ValueError):
+    """A search state (architecture parameters) is malformed or does not match its space."""
+
+
+class DecodeError(MsnasError, ValueError):
+    """Decoding cannot be done as asked (e.g. more paths than the space has)."""
+
+
+class ArchitectureError(MsnasError, ValueError):
+    """A decoded architecture is malformed or inconsistent with its space."""
+
+
+class RenderError(MsnasError, RuntimeError):
+    """Rendering failed (e.g. graphviz's ``dot`` program is missing)."""
+
+
+class BackendError(MsnasError, RuntimeError):
+    """A backend is unknown, not installed, or cannot build what it was given."""
+
+
+class DataError(MsnasError, ValueError):
+    """A dataset is missing, empty, corrupt or inconsistent."""
+
+
+class RunError(MsnasError, RuntimeError):
+    """A search or training run cannot start or continue (e.g. NaN loss, finished run)."""

@@ -1,0 +1,67 @@
+"""The names of the operations a search space may use (no implementations here).
+
+The core only needs to know which names exist, so that a space can be validated without a
+backend. Backends register their implementations under the same names (the torch backend's
+``register_op`` also registers the name here), and a user's custom operation becomes usable in a
+space once its backend module is imported.
+
+>>> "sep_conv_3x3" in known_operations()
+True
+>>> register_operation_name("my_conv", "a user's operation")
+>>> "my_conv" in known_operations()
+True
+"""
+
+from __future__ import annotations
+
+from .errors import SpecError
+
+__all__ = [
+    "DEFAULT_OPERATIONS",
+    "NONE_OP",
+    "check_operation",
+    "known_operations",
+    "register_operation_name",
+]
+
+#: The zero operation: takes part in the search, never chosen when decoding.
+NONE_OP = "none"
+
+#: The paper's five operations (DESIGN.md section 1), the default of every preset.
+DEFAULT_OPERATIONS: tuple[str, ...] = (
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+)
+
+_OPERATIONS: dict[str, str] = {
+    "sep_conv_3x3": "residual separable conv 3x3: x + BN(pw(dw3x3(ReLU(x))))",
+    "sep_conv_5x5": "residual separable conv 5x5: x + BN(pw(dw5x5(ReLU(x))))",
+    "dil_conv_3x3": "dilated separable conv 3x3, rate 2: BN(pw(dw3x3_d2(ReLU(x))))",
+    "avg_pool_3x3": "average pooling 3x3, stride 1, padding 1 (count_include_pad=False)",
+    "max_pool_3x3": "max pooling 3x3, stride 1, padding 1",
+    "skip_connect": "identity",
+    NONE_OP: "zero (disconnection); searchable, never decoded",
+}
+
+
+def register_operation_name(name: str, description: str = "") -> None:
+    """Make ``name`` a known operation name (idempotent)."""
+    if not name or not name.replace("_", "").isalnum():
+        raise SpecError(f"operation name '{name}' must be letters, digits and underscores")
+    _OPERATIONS.setdefault(name, description)
+
+
+def known_operations() -> dict[str, str]:
+    """All known operation names with a one-line description each."""
+    return dict(_OPERATIONS)
+
+
+def check_operation(name: str, where: str = "ops") -> None:
+    """Raise :class:`SpecError` naming the closest known operation if ``name`` is unknown."""
+    if name not in _OPERATIONS:
+        from ._util import unknown_name
+
+        raise SpecError(f"{where}: {unknown_name('operation', name, _OPERATIONS)}")

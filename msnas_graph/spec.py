@@ -1,0 +1,329 @@
+"""The search-space specification: a small, validated, versioned pydantic model.
+
+A :class:`SearchSpace` says everything needed to build the supergraph (layers x scales trellis),
+the cell spaces and, with a backend, the supernet. It round-trips through JSON and YAML, and
+rejects typos (``extra="forbid"``) and impossible combinations with one-line messages.
+
+>>> space = SearchSpace.preset("paper")
+>>> space.layers, space.scales, space.blocks, space.partial_k
+(10, 5, 3, 4)
+>>> SearchSpace.from_json(space.to_json()) == space
+True
+>>> SearchSpace.preset("quick").model_copy(update={"layers": 3}).layers
+3
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ._util import atomic_write, unknown_name
+from .errors import SpecError
+from .operations import DEFAULT_OPERATIONS, NONE_OP, check_operation
+
+__all__ = [
+    "CELL_TYPES",
+    "EDGE_KINDS",
+    "PRESETS",
+    "SCHEMA_VERSION",
+    "CellType",
+    "EdgeKind",
+    "SearchSpace",
+    "format_validation_error",
+    "load_space",
+]
+
+#: Version of every JSON/YAML document this package writes (spec, state, architecture).
+SCHEMA_VERSION = 1
+
+EdgeKind = Literal["contract", "keep", "expand", "skip"]
+CellType = Literal["contract", "keep", "expand"]
+
+#: Canonical order of network edge kinds (also the tie-break order when decoding).
+EDGE_KINDS: tuple[EdgeKind, ...] = ("contract", "keep", "expand", "skip")
+#: The three cell types: the edge kinds that carry a cell (``skip`` is a bare identity).
+CELL_TYPES: tuple[CellType, ...] = ("contract", "keep", "expand")
+
+
+class SearchSpace(BaseModel):
+    """An MS-NAS search space.
+
+    Attributes:
+        layers: number of layers ``L`` after the stem (node layers ``0..L``).
+        scales: number of scales ``S``; scale ``i`` is downsampled by ``2**i``.
+        channels: base width ``C``; a node at scale ``i`` has ``C * 2**i`` channels.
+        blocks: blocks per cell ``N``.
+        ops: candidate operations, by registered name (``none`` allowed, never decoded).
+        inputs_per_block: inputs each block keeps when decoding (paper: 1, DARTS: 2).
+        partial_k: partial-channel factor ``k`` (``1`` = full-channel DARTS mixed op).
+        edge_kinds: network edge kinds in the space (``contract``, ``keep``, ``expand``, ``skip``).
+        output_scales: scales the segmentation head reads at the last layer.
+        in_channels: image channels.
+        num_classes: segmentation classes, background included.
+        spatial_dims: 2 (3 reserved for volumetric spaces).
+        input_size: default input side length; must be divisible by ``2**(scales-1)``.
+        fusion: how the final network merges edges that meet at a node: ``concat`` (then
+            1x1 conv + BN + ReLU) or ``sum``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    name: str = "custom"
+    layers: int = Field(ge=1, le=1000)
+    scales: int = Field(ge=1, le=16)
+    channels: int = Field(ge=1)
+    blocks: int = Field(default=3, ge=1, le=16)
+    ops: tuple[str, ...] = (*DEFAULT_OPERATIONS, NONE_OP)
+    inputs_per_block: int = Field(default=1, ge=1)
+    partial_k: int = Field(default=4, ge=1)
+    edge_kinds: tuple[EdgeKind, ...] = EDGE_KINDS
+    output_scales: tuple[int, ...] = (0,)
+    in_channels: int = Field(default=1, ge=1)
+    num_classes: int = Field(default=2, ge=2)
+    spatial_dims: Literal[2, 3] = 2
+    input_size: int = Field(default=256, ge=1)
+    fusion: Literal["concat", "sum"] = "concat"
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, "space")) from None
+
+    @field_validator("schema_version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {v} is not supported (this msnas-graph reads version "
+                f"{SCHEMA_VERSION}); re-create the file with this version"
+            )
+        return v
+
+    @field_validator("ops")
+    @classmethod
+    def _ops(cls, ops: tuple[str, ...]) -> tuple[str, ...]:
+        if not ops:
+            raise ValueError("needs at least one operation")
+        for i, op in enumerate(ops):
+            try:
+                check_operation(op, where=f"ops[{i}]")
+            except SpecError as exc:
+                raise ValueError(str(exc).split(": ", 1)[1]) from None
+        if len(set(ops)) != len(ops):
+            dup = sorted({o for o in ops if ops.count(o) > 1})
+            raise ValueError(f"operation(s) listed twice: {', '.join(dup)}")
+        if all(op == NONE_OP for op in ops):
+            raise ValueError("needs at least one operation besides 'none'")
+        return ops
+
+    @field_validator("edge_kinds")
+    @classmethod
+    def _kinds(cls, kinds: tuple[EdgeKind, ...]) -> tuple[EdgeKind, ...]:
+        if not kinds:
+            raise ValueError("needs at least one edge kind")
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("an edge kind is listed twice")
+        if not set(kinds) & set(CELL_TYPES):
+            raise ValueError("needs at least one of contract, keep, expand (skip alone has no cell)")
+        return tuple(k for k in EDGE_KINDS if k in kinds)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchSpace:
+        if not self.output_scales:
+            raise ValueError("output_scales: needs at least one output scale")
+        for o in self.output_scales:
+            if not 0 <= o < self.scales:
+                raise ValueError(
+                    f"output_scales: scale {o} does not exist (scales are 0..{self.scales - 1})"
+                )
+            if o > self.layers:
+                raise ValueError(
+                    f"output_scales: scale {o} cannot be reached in {self.layers} layers "
+                    f"(each layer moves at most one scale); add layers or lower the scale"
+                )
+            if o > 0 and "contract" not in self.edge_kinds:
+                raise ValueError(
+                    f"output_scales: scale {o} cannot be reached without 'contract' edges"
+                )
+        if len(set(self.output_scales)) != len(self.output_scales):
+            raise ValueError("output_scales: a scale is listed twice")
+        if self.channels % self.partial_k:
+            raise ValueError(
+                f"partial_k={self.partial_k} does not divide channels={self.channels}; "
+                f"choose channels that are a multiple of partial_k"
+            )
+        factor = 2 ** (self.scales - 1)
+        if self.input_size % factor:
+            raise ValueError(
+                f"input_size={self.input_size} is not divisible by 2**(scales-1)={factor}: "
+                f"use an input size that is a multiple of {factor}, or fewer scales"
+            )
+        if self.inputs_per_block > self.blocks:
+            raise ValueError(
+                f"inputs_per_block={self.inputs_per_block} exceeds the inputs the last block "
+                f"has ({self.blocks}); use at most {self.blocks}"
+            )
+        return self
+
+    # ----------------------------------------------------------------------------- derived
+
+    @property
+    def decodable_ops(self) -> tuple[str, ...]:
+        """The operations decoding may choose (all but ``none``)."""
+        return tuple(op for op in self.ops if op != NONE_OP)
+
+    @property
+    def cell_types(self) -> tuple[CellType, ...]:
+        """Cell types present in this space, in canonical order."""
+        return tuple(c for c in CELL_TYPES if c in self.edge_kinds)
+
+    def scale_channels(self, scale: int) -> int:
+        """Channels of a node at ``scale``: ``channels * 2**scale``.
+
+        >>> SearchSpace.preset("paper").scale_channels(2)
+        128
+        """
+        return self.channels * 2**scale
+
+    # --------------------------------------------------------------------------------- I/O
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples as lists)."""
+        return json.loads(self.model_dump_json())
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """JSON text with a schema version."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def to_yaml(self) -> str:
+        """YAML text with a schema version."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
+        path = Path(path)
+        text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json()
+        return atomic_write(path, text)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "space") -> SearchSpace:
+        """Validate a dict; errors become one-line :class:`SpecError` naming the field."""
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, source)) from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "space") -> SearchSpace:
+        """Parse JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "space") -> SearchSpace:
+        """Parse YAML text."""
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise SpecError(f"{source}: not valid YAML{where}") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> SearchSpace:
+        """A named preset (``paper``, ``quick``, ``tiny``), optionally with fields overridden.
+
+        >>> SearchSpace.preset("quick", num_classes=4).num_classes
+        4
+        """
+        if name not in PRESETS:
+            raise SpecError(unknown_name("preset", name, PRESETS))
+        return cls.from_dict({**PRESETS[name], "name": name, **overrides}, f"preset {name}")
+
+
+def load_space(source: str | Path) -> SearchSpace:
+    """A preset name or a path to a YAML/JSON spec file.
+
+    >>> load_space("paper").name
+    'paper'
+    """
+    text_source = str(source)
+    if text_source in PRESETS:
+        return SearchSpace.preset(text_source)
+    path = Path(source)
+    if not path.is_file():
+        raise SpecError(
+            f"{path}: no such spec file (give a path to a .yaml/.json spec, or a preset: "
+            f"{', '.join(PRESETS)})"
+        )
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        return SearchSpace.from_yaml(text, str(path))
+    return SearchSpace.from_json(text, str(path))
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """Flatten a pydantic error to one line: ``source: field.path: message; ...``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, SpecError):  # raised by __init__ inside model_validate
+            msg = str(inner).removeprefix("space: ")
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(SearchSpace.model_fields)
+            msg = f"unknown field{_close_field(str(err['loc'][-1]))} (known: {known})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
+
+
+def _close_field(name: str) -> str:
+    from ._util import did_you_mean
+
+    return did_you_mean(name, SearchSpace.model_fields)
+
+
+#: Named presets. ``paper`` is the paper's setting; ``quick`` fits a CPU; ``tiny`` is for tests.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "layers": 10,
+        "scales": 5,
+        "channels": 32,
+        "blocks": 3,
+        "ops": [*DEFAULT_OPERATIONS, NONE_OP],
+        "partial_k": 4,
+        "input_size": 256,
+    },
+    "quick": {
+        "layers": 4,
+        "scales": 3,
+        "channels": 8,
+        "blocks": 2,
+        "ops": [*DEFAULT_OPERATIONS, NONE_OP],
+        "partial_k": 4,
+        "input_size": 64,
+    },
+    "tiny": {
+        "layers": 3,
+        "scales": 2,
+        "channels": 4,
+        "blocks": 2,
+        "ops": ["sep_conv_3x3", "avg_pool_3x3", "skip_connect", "none"],
+        "partial_k": 2,
+        "input_size": 32,
+    },
+}

@@ -1,0 +1,288 @@
+"""Architecture parameters of a search, as plain arrays tied to their space.
+
+A :class:`SearchState` holds, as logits (before softmax):
+
+- ``alpha_logits[cell_type][b]``: shape ``(b + 1, len(space.ops))``, the operation logits of
+  each candidate input ``j = 0..b`` of 0-based block ``b`` (input 0 is the cell input, ``j`` the
+  output of block ``j``), operations in ``space.ops`` order;
+- ``p_logits[cell_type][b]``: shape ``(b + 1,)``, the edge-normalisation logits of those inputs;
+- ``beta_logits[node]``: shape ``(len(graph.node_kinds(node)),)``, one logit per incoming edge
+  kind of each searchable node, in canonical kind order.
+
+>>> from msnas_graph.spec import SearchSpace
+>>> state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
+>>> SearchState.from_json(state.to_json()) == state
+True
+>>> round(float(state.edge_weights().sum()), 6)  # one softmax per searchable node
+5.0
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._util import atomic_write, content_hash
+from .errors import SpecError, StateError
+from .graph import NodeId, Supergraph
+from .spec import SCHEMA_VERSION, CellType, SearchSpace
+
+__all__ = ["SearchState", "softmax"]
+
+FORMAT = "msnas-graph/search-state"
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax in float64.
+
+    >>> softmax(np.zeros(4)).tolist()
+    [0.25, 0.25, 0.25, 0.25]
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+class SearchState:
+    """The architecture parameters (``alpha``, ``p``, ``beta``) of one point of a search."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        alpha_logits: dict[CellType, list[np.ndarray]],
+        p_logits: dict[CellType, list[np.ndarray]],
+        beta_logits: dict[NodeId, np.ndarray],
+        meta: dict[str, Any] | None = None,
+        graph: Supergraph | None = None,
+    ) -> None:
+        self.space = space
+        self.graph = graph if graph is not None and graph.space == space else Supergraph(space)
+        self.alpha_logits = {
+            c: [np.asarray(a, dtype=np.float64) for a in blocks] for c, blocks in alpha_logits.items()
+        }
+        self.p_logits = {
+            c: [np.asarray(a, dtype=np.float64) for a in blocks] for c, blocks in p_logits.items()
+        }
+        self.beta_logits = {n: np.asarray(v, dtype=np.float64) for n, v in beta_logits.items()}
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.validate()
+
+    # ------------------------------------------------------------------------ factories
+
+    @classmethod
+    def zeros(cls, space: SearchSpace, graph: Supergraph | None = None) -> SearchState:
+        """All logits zero: uniform weights everywhere (a search's starting point)."""
+        return cls._filled(space, lambda shape: np.zeros(shape), graph)
+
+    @classmethod
+    def random(
+        cls, space: SearchSpace, seed: int = 0, scale: float = 1.0, graph: Supergraph | None = None
+    ) -> SearchState:
+        """Logits drawn from ``N(0, scale**2)`` with ``seed``: a random-architecture baseline.
+
+        >>> from msnas_graph.spec import SearchSpace
+        >>> s = SearchSpace.preset("tiny")
+        >>> SearchState.random(s, seed=1) == SearchState.random(s, seed=1)
+        True
+        """
+        rng = np.random.default_rng(seed)
+        state = cls._filled(space, lambda shape: rng.normal(0.0, scale, size=shape), graph)
+        state.meta["random_seed"] = seed
+        return state
+
+    @classmethod
+    def _filled(cls, space: SearchSpace, fill: Any, graph: Supergraph | None) -> SearchState:
+        graph = graph if graph is not None else Supergraph(space)
+        n_ops = len(space.ops)
+        alpha = {c: [fill((b + 1, n_ops)) for b in range(space.blocks)] for c in space.cell_types}
+        p = {c: [fill((b + 1,)) for b in range(space.blocks)] for c in space.cell_types}
+        beta = {n: fill((len(graph.node_kinds(n)),)) for n in graph.searchable_nodes}
+        return cls(space, alpha, p, beta, graph=graph)
+
+    # ------------------------------------------------------------------------- weights
+
+    def edge_weights(self) -> np.ndarray:
+        """``softmax(beta)`` of every supergraph edge, aligned with ``graph.edges``."""
+        out = np.zeros(len(self.graph.edges), dtype=np.float64)
+        for node in self.graph.searchable_nodes:
+            w = softmax(self.beta_logits[node])
+            for e, wi in zip(self.graph.in_edges(node), w, strict=True):
+                out[self.graph.edge_index(e)] = wi
+        return out
+
+    def op_weights(self, cell_type: CellType, block: int) -> np.ndarray:
+        """``softmax(p)_j * softmax(alpha_j)_o`` for 0-based ``block``: shape ``(b+1, n_ops)``."""
+        p = softmax(self.p_logits[cell_type][block])
+        a = softmax(self.alpha_logits[cell_type][block], axis=-1)
+        return p[:, None] * a
+
+    # ------------------------------------------------------------------------ checking
+
+    def validate(self) -> None:
+        """Check every array's presence and shape against the space; raise :class:`StateError`."""
+        space, graph = self.space, self.graph
+        n_ops = len(space.ops)
+        for name, params in (("alpha_logits", self.alpha_logits), ("p_logits", self.p_logits)):
+            if set(params) != set(space.cell_types):
+                raise StateError(
+                    f"{name}: has cell types {sorted(params)}, the space has "
+                    f"{list(space.cell_types)}; the state does not belong to this space"
+                )
+            for c, blocks in params.items():
+                if len(blocks) != space.blocks:
+                    raise StateError(
+                        f"{name}.{c}: {len(blocks)} blocks, the space has {space.blocks}"
+                    )
+                for b, arr in enumerate(blocks):
+                    want = (b + 1, n_ops) if name == "alpha_logits" else (b + 1,)
+                    if arr.shape != want:
+                        raise StateError(
+                            f"{name}.{c}[{b}]: shape {arr.shape}, expected {want} "
+                            f"({b + 1} inputs x {n_ops} ops); the state does not match the space"
+                        )
+                    if not np.all(np.isfinite(arr)):
+                        raise StateError(f"{name}.{c}[{b}]: contains NaN or infinity")
+        want_nodes = set(graph.searchable_nodes)
+        if set(self.beta_logits) != want_nodes:
+            extra = sorted(set(self.beta_logits) - want_nodes)
+            missing = sorted(want_nodes - set(self.beta_logits))
+            raise StateError(
+                "beta_logits: nodes do not match the space"
+                + (f"; not in the space: {', '.join(map(str, extra[:5]))}" if extra else "")
+                + (f"; missing: {', '.join(map(str, missing[:5]))}" if missing else "")
+            )
+        for n, v in self.beta_logits.items():
+            want_k = len(graph.node_kinds(n))
+            if v.shape != (want_k,):
+                raise StateError(f"beta_logits.{n}: shape {v.shape}, expected ({want_k},)")
+            if not np.all(np.isfinite(v)):
+                raise StateError(f"beta_logits.{n}: contains NaN or infinity")
+
+    # ----------------------------------------------------------------------------- I/O
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (canonical order, versioned)."""
+        return {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "space": self.space.to_dict(),
+            "alpha_logits": {
+                c: [a.tolist() for a in self.alpha_logits[c]] for c in self.space.cell_types
+            },
+            "p_logits": {c: [a.tolist() for a in self.p_logits[c]] for c in self.space.cell_types},
+            "beta_logits": {
+                str(n): dict(
+                    zip(self.graph.node_kinds(n), self.beta_logits[n].tolist(), strict=True)
+                )
+                for n in self.graph.searchable_nodes
+            },
+            "meta": self.meta,
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        """Versioned JSON text (floats round-trip exactly)."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the space and the logits (not of ``meta``)."""
+        d = self.to_dict()
+        d.pop("meta")
+        return content_hash(d)
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON atomically."""
+        return atomic_write(path, self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "state") -> SearchState:
+        """Build from :meth:`to_dict` output; one-line :class:`StateError` on any problem."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise StateError(
+                f"{source}: not a search state (format {found!r}, expected '{FORMAT}'); "
+                f"create one with `msnas-graph sample` or `msnas-graph search`"
+            )
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise StateError(
+                f"{source}: schema_version {data.get('schema_version')!r} is not supported "
+                f"(expected {SCHEMA_VERSION}); re-create it with this version of msnas-graph"
+            )
+        missing = [k for k in ("space", "alpha_logits", "p_logits", "beta_logits") if k not in data]
+        if missing:
+            raise StateError(f"{source}: missing field(s) {', '.join(missing)}")
+        try:
+            space = SearchSpace.from_dict(data["space"], f"{source}: space")
+        except SpecError as exc:
+            raise StateError(str(exc)) from None
+        graph = Supergraph(space)
+        try:
+            alpha = {c: [np.asarray(a, float) for a in v] for c, v in data["alpha_logits"].items()}
+            p = {c: [np.asarray(a, float) for a in v] for c, v in data["p_logits"].items()}
+            beta: dict[NodeId, np.ndarray] = {}
+            for key, kinds in data["beta_logits"].items():
+                node = NodeId.parse(key)
+                if node not in graph.searchable_nodes:
+                    raise StateError(f"{source}: beta_logits.{key}: node not in the space")
+                want = graph.node_kinds(node)
+                if set(kinds) != set(want):
+                    raise StateError(
+                        f"{source}: beta_logits.{key}: kinds {sorted(kinds)}, expected "
+                        f"{list(want)}"
+                    )
+                beta[node] = np.array([kinds[k] for k in want], dtype=np.float64)
+        except (TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, StateError):
+                raise
+            raise StateError(f"{source}: malformed arrays ({exc})") from None
+        try:
+            return cls(space, alpha, p, beta, meta=data.get("meta") or {}, graph=graph)
+        except StateError as exc:
+            raise StateError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "state") -> SearchState:
+        """Parse JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StateError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchState:
+        """Read a state JSON file."""
+        path = Path(path)
+        if not path.is_file():
+            raise StateError(f"{path}: no such state file")
+        return cls.from_json(path.read_text(), str(path))
+
+    # ------------------------------------------------------------------------- dunder
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SearchState):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        w = self.edge_weights()
+        strongest = sorted(
+            zip(self.graph.edges, w, strict=True), key=lambda t: (-t[1], t[0].sort_key)
+        )[:5]
+        lines = [f"SearchState of '{self.space.name}' ({self.content_hash})"]
+        for c in self.space.cell_types:
+            for b in range(self.space.blocks):
+                ow = self.op_weights(c, b)
+                j, o = np.unravel_index(int(np.argmax(ow)), ow.shape)
+                lines.append(
+                    f"  {c} block {b + 1}: strongest {self.space.ops[o]} from "
+                    f"{'in' if j == 0 else f'b{j}'} ({ow[j, o]:.3f})"
+                )
+        lines.append("  strongest network edges: " + ", ".join(f"{e} {x:.3f}" for e, x in strongest))
+        return "\n".join(lines)

@@ -1,0 +1,26 @@
+"""Shared fixtures and hypothesis settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+REPO = Path(__file__).resolve().parents[1]
+HC18 = REPO.parent / "shared" / "data" / "hc18"
+
+
+@pytest.fixture
+def hc18_dir() -> Path:
+    """The shared HC18 dataset (read in place, never copied); skips if absent."""
+    if not (HC18 / "images").is_dir():
+        pytest.skip("../shared/data/hc18 not present")
+    return HC18

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import itertools
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from msnas_graph.errors import DecodeError
+from msnas_graph.graph import Supergraph
+from msnas_graph.paths import brute_force_paths, count_paths, top_k_paths
+from msnas_graph.spec import EDGE_KINDS, SearchSpace
+
+
+@st.composite
+def small_spaces(draw: st.DrawFn) -> SearchSpace:
+    layers = draw(st.integers(1, 6))
+    scales = draw(st.integers(1, 4))
+    kinds = draw(
+        st.lists(st.sampled_from(EDGE_KINDS), min_size=1, max_size=4, unique=True).filter(
+            lambda ks: set(ks) & {"contract", "keep", "expand"}
+        )
+    )
+    outs = [0]
+    if "contract" in kinds and scales > 1 and layers >= 2 and draw(st.booleans()):
+        outs.append(draw(st.integers(1, min(scales - 1, layers))))
+    # keep only specs whose outputs are reachable
+    if "keep" not in kinds and "skip" not in kinds and ("expand" not in kinds):
+        kinds = [*kinds, "keep"]
+    return SearchSpace(
+        layers=layers,
+        scales=scales,
+        channels=4,
+        blocks=1,
+        partial_k=1,
+        edge_kinds=tuple(kinds),
+        output_scales=tuple(outs),
+        input_size=64,
+    )
+
+
+def _graph_or_none(space: SearchSpace) -> Supergraph | None:
+    from msnas_graph.errors import SpecError
+
+    try:
+        return Supergraph(space)
+    except SpecError:
+        return None
+
+
+@given(space=small_spaces(), seed=st.integers(0, 10_000), ties=st.booleans(), k=st.integers(1, 60))
+def test_top_k_equals_brute_force(space: SearchSpace, seed: int, ties: bool, k: int) -> None:
+    g = _graph_or_none(space)
+    if g is None:
+        return
+    rng = np.random.default_rng(seed)
+    # with ties=True many weights are equal: the tie-break must match brute force exactly
+    w = rng.integers(0, 3, len(g.edges)) / 4 if ties else rng.random(len(g.edges))
+    every = brute_force_paths(g, w)
+    assert len(every) == count_paths(g)
+    k = min(k, len(every))
+    best = top_k_paths(g, w, k)
+    assert [p.edges for p in best] == [p.edges for p in every[:k]]
+    assert [p.path_score for p in best] == [p.path_score for p in every[:k]]
+    scores = [p.path_score for p in best]
+    assert scores == sorted(scores, reverse=True)
+    for p in best:
+        assert p.nodes[0] == g.input_node and p.nodes[-1] in g.output_nodes
+        assert p.path_score == pytest.approx(sum(w[g.edge_index(e)] for e in p.edges))
+
+
+def test_count_paths_against_networkx() -> None:
+    g = Supergraph(SearchSpace.preset("quick"))
+    G = g.to_networkx()
+    n = sum(
+        1 for o in g.output_nodes for _ in nx.all_simple_edge_paths(G, "L0.s0", str(o))
+    )
+    assert count_paths(g) == n
+
+
+def test_paper_space_counts_are_golden() -> None:
+    g = Supergraph(SearchSpace.preset("paper"))
+    assert (len(g.nodes), len(g.edges), count_paths(g)) == (35, 108, 58785)
+
+
+def test_k_larger_than_paths_is_refused() -> None:
+    g = Supergraph(SearchSpace.preset("tiny"))
+    with pytest.raises(DecodeError, match="only 14 input->output paths; ask for at most 14"):
+        top_k_paths(g, np.ones(len(g.edges)), 15)
+    with pytest.raises(DecodeError, match="at least 1"):
+        top_k_paths(g, np.ones(len(g.edges)), 0)
+    with pytest.raises(DecodeError, match="shape"):
+        top_k_paths(g, np.ones(3), 1)
+
+
+def test_large_trellis_top_1000_is_sorted_and_distinct() -> None:
+    space = SearchSpace(layers=100, scales=8, channels=4, blocks=1, partial_k=1, input_size=256)
+    g = Supergraph(space)
+    w = np.random.default_rng(0).random(len(g.edges))
+    best = top_k_paths(g, w, 1000)
+    assert len({p.edges for p in best}) == 1000
+    assert all(a.path_score >= b.path_score for a, b in itertools.pairwise(best))
