@@ -1,0 +1,263 @@
+"""Cost of a network: parameters, multiply-accumulates, FLOPs and activation memory.
+
+* **FLOPs** are as counted by :class:`torch.utils.flop_counter.FlopCounterMode`: convolutions,
+  matrix multiplications and the like (a multiply-add counts 2); element-wise operations
+  (ReLU, BatchNorm, pooling, interpolation, additions) are *not* counted. **MACs** are
+  ``FLOPs // 2``. The paper's "FLOPs" (and most segmentation papers') are MACs: the paper's
+  U-Net at 256x256 reads "31.01 GFLOPs", which :func:`count_macs_flops` gives as about
+  30.6 G MACs.
+* **Activation memory** (:func:`activation_memory`) is the bytes of the distinct tensor storages
+  that autograd saves for the backward pass during one training forward pass plus the loss
+  (parameters and buffers excluded): the memory that a training step holds at its peak besides
+  weights, gradients and optimizer state, and what partial channels (``k > 1``) reduce. It is
+  measured on any device, the CPU included. :func:`cuda_peak_memory` gives the CUDA allocator's
+  peak instead, which also counts gradients and workspaces.
+
+The user's module is never modified: counts run on a copy (on the ``meta`` device where
+possible, so counting a 13 M parameter U-Net at 256x256 takes well under a second).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from msnas_graph.errors import BackendError
+
+__all__ = [
+    "CostReport",
+    "activation_memory",
+    "cost_report",
+    "count_macs_flops",
+    "count_parameters",
+    "cuda_peak_memory",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters (shared parameters counted once).
+
+    >>> count_parameters(nn.Conv2d(1, 4, 3, bias=False))
+    36
+    """
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _check_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(input_shape)
+    if not shape or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+    ):
+        raise BackendError(
+            f"input_shape must be a tuple of positive ints such as (1, 1, 256, 256), got {shape!r}"
+        )
+    return shape
+
+
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters and buffers live on ``meta`` (no data copied)."""
+    memo: dict[int, Any] = {}
+    for p in module.parameters():
+        memo[id(p)] = nn.Parameter(
+            torch.empty_like(p, device="meta"), requires_grad=p.requires_grad
+        )
+    for b in module.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(module, memo)
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _count_flops(module: nn.Module, x: torch.Tensor) -> int:
+    module.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return int(counter.get_total_flops())
+
+
+def count_macs_flops(module: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]:
+    """``(macs, flops)`` of one forward pass (eval mode) on an input of ``input_shape``.
+
+    FLOPs as counted by ``torch.utils.flop_counter`` (conv, matmul, etc.; element-wise ops not
+    counted); MACs = FLOPs / 2; the paper's "FLOPs" are MACs. The count runs on a ``meta``
+    device copy (falls back to a CPU copy if the module cannot run on ``meta``); ``module`` is
+    not modified.
+
+    >>> count_macs_flops(nn.Conv2d(1, 4, 3, padding=1, bias=False), (1, 1, 8, 8))
+    (2304, 4608)
+    """
+    shape = _check_shape(input_shape)
+    flops: int | None = None
+    try:
+        meta = _meta_copy(module)
+        flops = _count_flops(meta, torch.empty(shape, device="meta"))
+    except Exception as exc:  # an op without a meta kernel, data-dependent control flow, ...
+        logger.debug("meta-device FLOP count failed (%s); counting on a real copy", exc)
+    if flops is None:
+        real = copy.deepcopy(module)
+        device = _module_device(real)
+        try:
+            flops = _count_flops(real, torch.randn(shape, device=device))
+        except Exception as exc:
+            raise BackendError(
+                f"count_macs_flops: forward pass on an input of shape {shape} failed: {exc}"
+            ) from exc
+    return flops // 2, flops
+
+
+def _storage_key(t: torch.Tensor) -> tuple[int, int] | None:
+    try:
+        storage = t.untyped_storage()
+        return storage.data_ptr(), storage.nbytes()
+    except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. subclasses)
+        return None
+
+
+def _default_loss(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output.float().mean()
+    if isinstance(output, (list, tuple)):
+        return torch.stack([_default_loss(o) for o in output]).sum()
+    if isinstance(output, dict):
+        return torch.stack([_default_loss(o) for o in output.values()]).sum()
+    raise BackendError(
+        f"activation_memory: cannot build a loss from a forward output of type "
+        f"{type(output).__name__}; return a tensor, a tuple/list or a dict of tensors"
+    )
+
+
+def activation_memory(
+    module: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu"
+) -> int:
+    """Bytes saved for backward by one training forward pass plus loss (activation memory).
+
+    Runs a copy of ``module`` in training mode on ``device`` with a random input of
+    ``input_shape`` and a mean loss, and sums the sizes of the distinct storages (deduplicated
+    by data pointer) that autograd saves for the backward pass, parameters and buffers
+    excluded. This is the memory partial channels reduce; it does not include weights,
+    gradients, optimizer state or temporary workspaces (see :func:`cuda_peak_memory`).
+
+    The conv saves its input (256 B), the ReLU its output (1024 B):
+
+    >>> activation_memory(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()), (1, 1, 8, 8))
+    1280
+    """
+    shape = _check_shape(input_shape)
+    dev = torch.device(device)
+    try:
+        work = copy.deepcopy(module).to(dev)
+    except Exception as exc:
+        raise BackendError(
+            f"activation_memory: cannot copy the module to device '{dev}': {exc}"
+        ) from exc
+    work.train()
+    excluded = {t.untyped_storage().data_ptr() for t in (*work.parameters(), *work.buffers())}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(t)
+        if key is not None and key[0] != 0 and key[0] not in excluded:
+            seen[key[0]] = max(seen.get(key[0], 0), key[1])
+        return t
+
+    def unpack(t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    x = torch.randn(shape, device=dev)
+    try:
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            loss = _default_loss(work(x))
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise BackendError(
+            f"activation_memory: forward pass on an input of shape {shape} failed: {exc}"
+        ) from exc
+    del loss
+    return sum(seen.values())
+
+
+def cuda_peak_memory(
+    module: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cuda"
+) -> int:
+    """Peak CUDA memory (bytes) of one training step above what was allocated before it.
+
+    Copies ``module`` to ``device``, then runs forward, a mean loss and backward in training
+    mode and returns ``torch.cuda.max_memory_allocated`` minus the allocation before the step
+    (so the copy's weights are excluded; the input batch, activations, gradients and
+    workspaces included).
+    Raises :class:`BackendError` when CUDA is not available.
+    """
+    if not torch.cuda.is_available():
+        raise BackendError(
+            "cuda_peak_memory: CUDA is not available; use activation_memory() on the CPU instead"
+        )
+    shape = _check_shape(input_shape)
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        raise BackendError(f"cuda_peak_memory: device must be a CUDA device, got '{dev}'")
+    work = copy.deepcopy(module).to(dev).train()
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    before = torch.cuda.memory_allocated(dev)
+    x = torch.randn(shape, device=dev)
+    loss = _default_loss(work(x))
+    loss.backward()
+    torch.cuda.synchronize(dev)
+    peak = torch.cuda.max_memory_allocated(dev) - before
+    del loss, work, x
+    return int(peak)
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """Parameters, MACs, FLOPs and activation bytes of a network at one input shape."""
+
+    params: int
+    macs: int
+    flops: int
+    activation_bytes: int
+    input_shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with keys ``params``, ``macs``, ``flops``, ``activation_bytes``,
+        ``input_shape``."""
+        return {
+            "params": self.params,
+            "macs": self.macs,
+            "flops": self.flops,
+            "activation_bytes": self.activation_bytes,
+            "input_shape": list(self.input_shape),
+        }
+
+
+def cost_report(
+    module: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu"
+) -> CostReport:
+    """All costs of ``module`` at ``input_shape`` (activation memory measured on ``device``).
+
+    >>> cost_report(nn.Conv2d(1, 4, 3, padding=1, bias=False), (1, 1, 8, 8)).to_dict()["macs"]
+    2304
+    """
+    shape = _check_shape(input_shape)
+    macs, flops = count_macs_flops(module, shape)
+    return CostReport(
+        params=count_parameters(module),
+        macs=macs,
+        flops=flops,
+        activation_bytes=activation_memory(module, shape, device),
+        input_shape=shape,
+    )

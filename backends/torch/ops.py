@@ -1,0 +1,317 @@
+"""The operation registry of the torch backend: candidate operations by name.
+
+Every operation is built by a *factory* ``factory(channels, spatial_dims=2, **options)`` that
+returns an ``nn.Module`` mapping ``(N, C, *spatial)`` to the same shape: all operations have
+stride 1 and keep the channel count (scaling happens outside the cells). The registry drives
+the test matrix: every registered operation is tested automatically.
+
+Registering an operation here also registers its *name* with the core
+(:func:`msnas_graph.operations.register_operation_name`), so a search space that uses it
+validates once the module defining it has been imported.
+
+The default operations (DESIGN.md "Operations"; paper Fig. 2):
+
+===============  ===========================================================================
+``sep_conv_3x3`` ``x + BN(pointwise(depthwise3x3(ReLU(x))))`` -- residual separable conv
+``sep_conv_5x5`` ``x + BN(pointwise(depthwise5x5(ReLU(x))))``
+``dil_conv_3x3`` ``BN(pointwise(depthwise3x3_dilation2(ReLU(x))))`` -- no residual
+``avg_pool_3x3`` average pooling 3x3, stride 1, padding 1, ``count_include_pad=False``
+``max_pool_3x3`` max pooling 3x3, stride 1, padding 1
+``skip_connect`` identity
+``none``         zero (``x.mul(0.0)``): takes part in the search, never decoded
+===============  ===========================================================================
+
+The convolutional operations take ``affine`` (default ``True``): whether their BatchNorm has a
+learnable scale and shift. DARTS and PC-DARTS build the *supernet* with ``affine=False`` (the
+architecture weights then act as the only per-op scale); the final network uses
+``affine=True``. Pass it through :func:`build_op` (``build_op(name, C, affine=False)``).
+Every default operation accepts ``affine`` (the parameter-free ones ignore it), so a supernet
+can pass it to all of them; a user's factory need only accept the options it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from msnas_graph._util import unknown_name
+from msnas_graph.errors import BackendError
+from msnas_graph.operations import register_operation_name
+
+__all__ = [
+    "DilConv",
+    "NdLayers",
+    "OpFactory",
+    "SepConvResidual",
+    "Zero",
+    "build_op",
+    "nd_layers",
+    "op_description",
+    "register_op",
+    "registered_ops",
+    "unregister_op",
+]
+
+
+#: An operation factory: ``factory(channels, spatial_dims=2, **options) -> nn.Module``.
+OpFactory = Callable[..., nn.Module]
+_F = TypeVar("_F", bound=OpFactory)
+
+
+@dataclass(frozen=True)
+class NdLayers:
+    """The layer classes for one number of spatial dimensions (1, 2 or 3)."""
+
+    spatial_dims: int
+    conv: type[nn.Module]
+    conv_transpose: type[nn.Module]
+    batch_norm: type[nn.Module]
+    max_pool: type[nn.Module]
+    avg_pool: type[nn.Module]
+    interpolation: str  # the linear interpolation mode: "linear", "bilinear" or "trilinear"
+
+
+_ND_LAYERS: dict[int, NdLayers] = {
+    d: NdLayers(
+        d,
+        conv=getattr(nn, f"Conv{d}d"),
+        conv_transpose=getattr(nn, f"ConvTranspose{d}d"),
+        batch_norm=getattr(nn, f"BatchNorm{d}d"),
+        max_pool=getattr(nn, f"MaxPool{d}d"),
+        avg_pool=getattr(nn, f"AvgPool{d}d"),
+        interpolation=mode,
+    )
+    for d, mode in ((1, "linear"), (2, "bilinear"), (3, "trilinear"))
+}
+
+
+def nd_layers(spatial_dims: int) -> NdLayers:
+    """The conv / BN / pooling classes for ``spatial_dims`` (1, 2 or 3).
+
+    >>> nd_layers(3).conv.__name__
+    'Conv3d'
+    """
+    try:
+        return _ND_LAYERS[spatial_dims]
+    except (KeyError, TypeError):
+        raise BackendError(
+            f"spatial_dims={spatial_dims!r} is not supported by the torch backend; use 1, 2 or 3"
+        ) from None
+
+
+@dataclass(frozen=True)
+class _OpEntry:
+    name: str
+    factory: OpFactory
+    description: str
+
+
+_REGISTRY: dict[str, _OpEntry] = {}
+
+
+def register_op(name: str, description: str = "", *, override: bool = False) -> Callable[[_F], _F]:
+    """Decorator registering an operation factory under ``name``.
+
+    The factory is called as ``factory(channels, spatial_dims=2, **options)`` and must return a
+    module whose output has the shape of its input. The name is also registered with the core
+    so that search spaces may use it. Registering a name twice raises :class:`BackendError`
+    unless ``override=True``.
+
+    >>> @register_op("doc_example_identity", "identity, registered in a doctest")
+    ... def _identity(channels, spatial_dims=2):
+    ...     return nn.Identity()
+    >>> "doc_example_identity" in registered_ops()
+    True
+    >>> unregister_op("doc_example_identity")
+    """
+    if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
+        raise BackendError(
+            f"register_op: operation name {name!r} is invalid; use letters, digits and "
+            "underscores (e.g. 'my_conv_3x3')"
+        )
+    if name in _REGISTRY and not override:
+        raise BackendError(
+            f"register_op: operation '{name}' is already registered; pass override=True to "
+            "replace it or choose another name"
+        )
+
+    def decorator(factory: _F) -> _F:
+        if not callable(factory):
+            raise BackendError(f"register_op('{name}'): the factory must be callable")
+        register_operation_name(name, description)
+        _REGISTRY[name] = _OpEntry(name, factory, description)
+        return factory
+
+    return decorator
+
+
+def unregister_op(name: str) -> None:
+    """Remove ``name`` from the backend registry (the core keeps knowing the name).
+
+    Meant for tests and interactive sessions; unknown names raise :class:`BackendError`.
+    """
+    if name not in _REGISTRY:
+        raise BackendError(unknown_name("operation", name, _REGISTRY))
+    del _REGISTRY[name]
+
+
+def registered_ops() -> list[str]:
+    """The names of all registered operations, sorted.
+
+    >>> {"sep_conv_3x3", "none", "skip_connect"} <= set(registered_ops())
+    True
+    """
+    return sorted(_REGISTRY)
+
+
+def op_description(name: str) -> str:
+    """The one-line description an operation was registered with."""
+    if name not in _REGISTRY:
+        raise BackendError(unknown_name("operation", name, _REGISTRY))
+    return _REGISTRY[name].description
+
+
+def build_op(name: str, channels: int, spatial_dims: int = 2, **options: Any) -> nn.Module:
+    """Build the operation ``name`` for ``channels`` channels.
+
+    ``options`` (e.g. ``affine=False``) are passed to the factory; only give options the
+    factory accepts (all default convolutional ops accept ``affine``).
+
+    >>> op = build_op("sep_conv_3x3", 8)
+    >>> op(torch.zeros(1, 8, 16, 16)).shape
+    torch.Size([1, 8, 16, 16])
+    """
+    if name not in _REGISTRY:
+        raise BackendError(unknown_name("operation", name, _REGISTRY))
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise BackendError(f"build_op('{name}'): channels must be a positive int, got {channels!r}")
+    nd_layers(spatial_dims)  # validates spatial_dims with a clear message
+    try:
+        module = _REGISTRY[name].factory(channels, spatial_dims, **options)
+    except TypeError as exc:
+        if options:
+            raise BackendError(
+                f"build_op('{name}'): the factory rejected options {sorted(options)}: {exc}"
+            ) from exc
+        raise
+    if not isinstance(module, nn.Module):
+        raise BackendError(
+            f"operation '{name}': factory returned {type(module).__name__}, not an nn.Module"
+        )
+    return module
+
+
+# --------------------------------------------------------------------------- default ops
+
+
+class Zero(nn.Module):
+    """The ``none`` operation: ``x * 0`` (keeps shape, dtype, device and the autograd graph)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+class SepConvResidual(nn.Module):
+    """Residual separable convolution (paper Fig. 2).
+
+    ``y = x + BN(pointwise(depthwise(ReLU(x))))``: ReLU, then a depth-wise ``k x k`` convolution
+    (one filter per channel, padding ``k // 2``, no bias), then a point-wise ``1 x 1``
+    convolution (no bias), then BatchNorm, and the input added back.
+    """
+
+    def __init__(
+        self, channels: int, kernel_size: int, spatial_dims: int = 2, affine: bool = True
+    ) -> None:
+        super().__init__()
+        layers = nd_layers(spatial_dims)
+        self.body = nn.Sequential(
+            nn.ReLU(inplace=False),
+            layers.conv(
+                channels,
+                channels,
+                kernel_size,
+                padding=kernel_size // 2,
+                groups=channels,
+                bias=False,
+            ),
+            layers.conv(channels, channels, 1, bias=False),
+            layers.batch_norm(channels, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class DilConv(nn.Module):
+    """Dilated separable convolution, no residual.
+
+    ``y = BN(pointwise(depthwise_dilated(ReLU(x))))`` with a depth-wise ``k x k`` convolution of
+    dilation ``d`` and padding ``d * (k // 2)`` (shape-preserving).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        dilation: int = 2,
+        spatial_dims: int = 2,
+        affine: bool = True,
+    ) -> None:
+        super().__init__()
+        layers = nd_layers(spatial_dims)
+        self.body = nn.Sequential(
+            nn.ReLU(inplace=False),
+            layers.conv(
+                channels,
+                channels,
+                kernel_size,
+                padding=dilation * (kernel_size // 2),
+                dilation=dilation,
+                groups=channels,
+                bias=False,
+            ),
+            layers.conv(channels, channels, 1, bias=False),
+            layers.batch_norm(channels, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@register_op("sep_conv_3x3", "residual separable conv 3x3: x + BN(pw(dw3x3(ReLU(x))))")
+def _sep_conv_3x3(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return SepConvResidual(channels, 3, spatial_dims, affine=affine)
+
+
+@register_op("sep_conv_5x5", "residual separable conv 5x5: x + BN(pw(dw5x5(ReLU(x))))")
+def _sep_conv_5x5(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return SepConvResidual(channels, 5, spatial_dims, affine=affine)
+
+
+@register_op("dil_conv_3x3", "dilated separable conv 3x3, rate 2: BN(pw(dw3x3_d2(ReLU(x))))")
+def _dil_conv_3x3(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return DilConv(channels, 3, 2, spatial_dims, affine=affine)
+
+
+@register_op("avg_pool_3x3", "average pooling 3x3, stride 1, padding 1 (count_include_pad=False)")
+def _avg_pool_3x3(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return nd_layers(spatial_dims).avg_pool(3, stride=1, padding=1, count_include_pad=False)
+
+
+@register_op("max_pool_3x3", "max pooling 3x3, stride 1, padding 1")
+def _max_pool_3x3(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return nd_layers(spatial_dims).max_pool(3, stride=1, padding=1)
+
+
+@register_op("skip_connect", "identity")
+def _skip_connect(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return nn.Identity()
+
+
+@register_op("none", "zero (disconnection); searchable, never decoded")
+def _none(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return Zero()

@@ -1,0 +1,192 @@
+"""The operation registry and every registered operation (the registry drives the matrix)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from msnas_graph.backends.torch.ops import (
+    SepConvResidual,
+    build_op,
+    nd_layers,
+    op_description,
+    register_op,
+    registered_ops,
+    unregister_op,
+)
+from msnas_graph.errors import BackendError
+from msnas_graph.operations import DEFAULT_OPERATIONS, NONE_OP, known_operations
+
+PARAMETER_FREE = {"avg_pool_3x3", "max_pool_3x3", "skip_connect", "none"}
+DEFAULTS = sorted({*DEFAULT_OPERATIONS, NONE_OP, "max_pool_3x3"})
+
+
+def test_defaults_registered() -> None:
+    ops = registered_ops()
+    assert set(DEFAULTS) <= set(ops)
+    assert ops == sorted(ops)
+    assert all(name in known_operations() for name in ops)
+    assert "x + BN" in op_description("sep_conv_3x3")
+
+
+@pytest.mark.parametrize("name", registered_ops())
+def test_op_keeps_shape_and_passes_gradients(name: str) -> None:
+    torch.manual_seed(0)
+    op = build_op(name, 8)
+    x = torch.randn(2, 8, 32, 32, requires_grad=True)
+    y = op(x)
+    assert y.shape == x.shape
+    y.square().sum().backward()
+    assert x.grad is not None
+    if name == NONE_OP:
+        assert torch.count_nonzero(x.grad) == 0
+    else:
+        assert torch.count_nonzero(x.grad) > 0
+    params = [p for p in op.parameters() if p.requires_grad]
+    if name in PARAMETER_FREE:
+        assert params == []
+    elif name in DEFAULTS:
+        assert params
+    assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in params)
+
+
+@pytest.mark.parametrize("name", DEFAULTS)  # the default ops' contract; user ops may differ
+def test_op_accepts_affine_false(name: str) -> None:
+    op = build_op(name, 4, affine=False)
+    bns = [m for m in op.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(not bn.affine for bn in bns)
+    assert op(torch.randn(1, 4, 8, 8)).shape == (1, 4, 8, 8)
+
+
+@pytest.mark.parametrize("name", registered_ops())
+def test_op_exports_to_onnx(name: str, tmp_path) -> None:
+    from msnas_graph.backends.torch.export import export_onnx
+
+    torch.manual_seed(0)
+    # A conv in front so that the graph has an input-dependent node even for identity ops.
+    net = nn.Sequential(nn.Conv2d(2, 8, 1), build_op(name, 8))
+    report = export_onnx(net, tmp_path / f"{name}.onnx", (1, 2, 16, 16))
+    assert report.max_abs_diff < 1e-4
+    assert (tmp_path / f"{name}.onnx").stat().st_size > 0
+
+
+def test_sep_conv_is_residual_in_documented_order() -> None:
+    torch.manual_seed(0)
+    op = build_op("sep_conv_3x3", 6).eval()
+    assert isinstance(op, SepConvResidual)
+    kinds = [type(m) for m in op.body]
+    assert kinds == [nn.ReLU, nn.Conv2d, nn.Conv2d, nn.BatchNorm2d]
+    depthwise, pointwise = op.body[1], op.body[2]
+    assert depthwise.groups == 6 and depthwise.kernel_size == (3, 3)
+    assert pointwise.kernel_size == (1, 1)
+    x = torch.randn(2, 6, 8, 8)
+    expected = x + op.body[3](pointwise(depthwise(torch.relu(x))))
+    torch.testing.assert_close(op(x), expected)
+    assert build_op("sep_conv_5x5", 6).body[1].kernel_size == (5, 5)
+
+
+def test_dil_conv_has_rate_two_and_no_residual() -> None:
+    op = build_op("dil_conv_3x3", 4).eval()
+    depthwise = op.body[1]
+    assert depthwise.dilation == (2, 2) and depthwise.padding == (2, 2)
+    with torch.no_grad():
+        for p in op.parameters():
+            p.zero_()
+    x = torch.randn(1, 4, 8, 8)
+    assert torch.count_nonzero(op(x)) == 0  # no residual: zero weights give zero output
+
+
+def test_avg_pool_excludes_padding() -> None:
+    op = build_op("avg_pool_3x3", 1)
+    y = op(torch.ones(1, 1, 5, 5))
+    torch.testing.assert_close(y, torch.ones(1, 1, 5, 5))
+
+
+@pytest.mark.parametrize("name", ["sep_conv_3x3", "dil_conv_3x3", "avg_pool_3x3", "none"])
+def test_op_3d_shape(name: str) -> None:
+    op = build_op(name, 4, spatial_dims=3)
+    x = torch.randn(1, 4, 6, 8, 8)
+    assert op(x).shape == x.shape
+
+
+def test_nd_layers_rejects_unsupported_dims() -> None:
+    assert nd_layers(2).conv is nn.Conv2d
+    with pytest.raises(BackendError, match="spatial_dims=4"):
+        nd_layers(4)
+    with pytest.raises(BackendError, match="spatial_dims"):
+        build_op("sep_conv_3x3", 4, spatial_dims=5)
+
+
+def test_unknown_op_lists_known_and_closest() -> None:
+    with pytest.raises(
+        BackendError, match=r"unknown operation 'sep_conv_3x4'.*did you mean 'sep_conv_3x3'"
+    ):
+        build_op("sep_conv_3x4", 8)
+
+
+@pytest.mark.parametrize("channels", [0, -3, 2.5, True])
+def test_bad_channels(channels) -> None:
+    with pytest.raises(BackendError, match="channels must be a positive int"):
+        build_op("skip_connect", channels)
+
+
+@pytest.fixture
+def custom_op():
+    name = "test_scaled_identity"
+
+    @register_op(name, "2 * x, registered by a test")
+    def factory(channels: int, spatial_dims: int = 2) -> nn.Module:
+        class Double(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return 2 * x
+
+        return Double()
+
+    yield name
+    unregister_op(name)
+
+
+def test_custom_op_is_usable(custom_op: str) -> None:
+    from msnas_graph.backends.torch.mixed import PartialChannelMixedOp
+
+    assert custom_op in registered_ops()
+    assert custom_op in known_operations()  # the core accepts it in a space
+    x = torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(build_op(custom_op, 4)(x), 2 * x)
+    mixed = PartialChannelMixedOp(4, [custom_op, "skip_connect"], k=1)
+    torch.testing.assert_close(mixed(x, torch.tensor([0.5, 0.5])), 1.5 * x)
+
+
+def test_custom_op_rejects_unknown_option(custom_op: str) -> None:
+    with pytest.raises(BackendError, match="rejected options"):
+        build_op(custom_op, 4, affine=False)
+
+
+def test_reregistering_needs_override(custom_op: str) -> None:
+    with pytest.raises(BackendError, match=r"already registered.*override=True"):
+        register_op(custom_op)(lambda channels, spatial_dims=2: nn.Identity())
+    register_op(custom_op, override=True)(lambda channels, spatial_dims=2: nn.Identity())
+    x = torch.randn(1, 4, 8, 8)
+    assert torch.equal(build_op(custom_op, 4)(x), x)
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "dash-name", "x.y"])
+def test_rejected_names(bad: str) -> None:
+    with pytest.raises(BackendError, match="invalid"):
+        register_op(bad)
+    assert bad not in registered_ops()
+
+
+def test_factory_must_return_module() -> None:
+    register_op("test_not_a_module")(lambda channels, spatial_dims=2: 42)
+    try:
+        with pytest.raises(BackendError, match=r"not an nn\.Module"):
+            build_op("test_not_a_module", 4)
+    finally:
+        unregister_op("test_not_a_module")
+
+
+def test_unregister_unknown() -> None:
+    with pytest.raises(BackendError, match="unknown operation"):
+        unregister_op("never_registered_op")
