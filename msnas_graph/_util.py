@@ -29,8 +29,8 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 def unknown_name(what: str, name: str, known: Iterable[str]) -> str:
     """One-line message for an unknown name, listing the known ones and the closest match.
 
-    >>> unknown_name("operation", "sep_conv_7x7", ["sep_conv_3x3", "sep_conv_5x5"])
-    "unknown operation 'sep_conv_7x7' (known: sep_conv_3x3, sep_conv_5x5) (did you mean 'sep_conv_5x5'?)"
+    >>> unknown_name("operation", "sep_conv_7", ["sep_conv_3", "avg_pool"])
+    "unknown operation 'sep_conv_7' (known: avg_pool, sep_conv_3) (did you mean 'sep_conv_3'?)"
     """
     known = sorted(known)
     return f"unknown {what} '{name}' (known: {', '.join(known)}){did_you_mean(name, known)}"

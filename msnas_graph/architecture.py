@@ -130,12 +130,12 @@ class Architecture:
                 raise ArchitectureError(f"node {n} is not reachable from the input {src}")
             if str(n) not in back:
                 raise ArchitectureError(f"node {n} does not reach an output node")
-        used = {e.kind for e in self.edges} - {"skip"}
-        for c in used:
+        used = {str(e.kind) for e in self.edges} - {"skip"}
+        for c in sorted(used):
             if c not in self.cells:
                 raise ArchitectureError(f"edges of kind '{c}' are kept but there is no {c} cell")
-        for c, cell in self.cells.items():
-            self._validate_cell(c, cell)
+        for name, cell in self.cells.items():
+            self._validate_cell(name, cell)
         kept = set(self.edges)
         for i, p in enumerate(self.paths):
             if not set(p.edges) <= kept:
@@ -170,8 +170,7 @@ class Architecture:
             "edges": [e.key for e in self.edges],
             "cells": {c: g.to_dict() for c, g in self.cells.items()},
             "paths": [
-                {"edges": [e.key for e in p.edges], "path_score": p.path_score}
-                for p in self.paths
+                {"edges": [e.key for e in p.edges], "path_score": p.path_score} for p in self.paths
             ],
         }
 
@@ -274,7 +273,7 @@ class Architecture:
             f"{len(self.edges)} edges, {len(self.paths)} paths, "
             f"fusion at {len(self.fusion_nodes)} nodes ({self.space.fusion})",
         ]
-        for c, cell in self.cells.items():
+        for cell in self.cells.values():
             lines.append(f"  cell {cell}")
         for i, p in enumerate(self.paths, start=1):
             lines.append(f"  path {i}: scales {'-'.join(map(str, p.scales))}  {p}")

@@ -10,10 +10,11 @@ True
 >>> from msnas_graph.spec import SearchSpace
 >>> b.build_supernet(SearchSpace.preset("tiny"))
 ('supernet', 'tiny')
->>> get_backend("torhc")
-Traceback (most recent call last):
-...
-msnas_graph.errors.BackendError: unknown backend 'torhc' (known: null, torch) (did you mean 'torch'?)
+>>> try:
+...     get_backend("torhc")
+... except BackendError as exc:
+...     print(exc)
+unknown backend 'torhc' (known: null, torch) (did you mean 'torch'?)
 """
 
 from __future__ import annotations

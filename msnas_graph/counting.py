@@ -73,7 +73,7 @@ def count_cells(space: SearchSpace) -> int:
 def count_space(space: SearchSpace, graph: Supergraph | None = None) -> SpaceCounts:
     """All counts of ``space`` (see the module doc for the conventions)."""
     graph = graph if graph is not None else Supergraph(space)
-    per_type = {c: count_cells(space) for c in space.cell_types}
+    per_type: dict[str, int] = {c: count_cells(space) for c in space.cell_types}
     cells = prod(per_type.values())
     paths = count_paths(graph)
     return SpaceCounts(

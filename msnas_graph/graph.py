@@ -101,12 +101,14 @@ class Edge:
             nodes, kind = key.rsplit(":", 1)
             src, dst = nodes.split(">")
         except ValueError:
-            raise SpecError(f"'{key}' is not an edge id (expected e.g. 'L0.s0>L1.s1:contract')") from None
+            raise SpecError(
+                f"'{key}' is not an edge id (expected e.g. 'L0.s0>L1.s1:contract')"
+            ) from None
         if kind not in _KIND_ORDER:
             from ._util import unknown_name
 
             raise SpecError(f"edge '{key}': {unknown_name('edge kind', kind, EDGE_KINDS)}")
-        return cls(NodeId.parse(src), NodeId.parse(dst), kind)  # type: ignore[arg-type]
+        return cls(NodeId.parse(src), NodeId.parse(dst), kind)
 
 
 class Supergraph:

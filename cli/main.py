@@ -1,0 +1,249 @@
+"""``msnas-graph``: a thin click layer over the Python API.
+
+Every command is one short function that parses options, calls one API function and prints
+the result. Only this module turns exceptions into messages and exit codes:
+0 success, 1 error in the input or the run, 2 usage (click's own), 130 interrupted.
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from msnas_graph import __version__
+from msnas_graph.errors import MsnasError
+
+from .options import (
+    json_option,
+    paths_option,
+    render_option,
+    space_option,
+)
+
+log = logging.getLogger("msnas_graph")
+
+
+class Group(click.Group):
+    """A click group that reports library errors as one line with exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MsnasError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo("msnas-graph: interrupted", err=True)
+            sys.exit(130)
+        except OSError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            _fail(f"{where}{exc.strerror or exc}")
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"msnas-graph: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _emit(obj: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(obj, indent=2) if as_json else text)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="msnas-graph")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, verbose: int) -> None:
+    """MS-NAS: multi-scale neural architecture search for medical image segmentation.
+
+    \b
+    Typical session:
+      msnas-graph quickstart runs/quick          # search -> decode -> train -> evaluate
+      msnas-graph count --space paper            # how big is the paper's space?
+      msnas-graph sample --space paper -o s.json # a random search state
+      msnas-graph decode s.json --paths 5 --render arch.svg -o arch.json
+      msnas-graph diff a.json b.json --render diff.svg
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------------------- graph core
+
+
+@main.command()
+@space_option("paper")
+@json_option
+def count(space_source: str, as_json: bool) -> None:
+    """Count paths, cells and architectures of a search space (exact integers).
+
+    \b
+    Example:
+      msnas-graph count --space paper
+    """
+    from msnas_graph.counting import count_space
+    from msnas_graph.spec import load_space
+
+    counts = count_space(load_space(space_source))
+    _emit(counts.to_dict(), as_json, str(counts))
+
+
+@main.command()
+@space_option("quick")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--scale", type=float, default=1.0, show_default=True, help="Std of the random logits."
+)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), required=True, help="State JSON to write."
+)
+def sample(space_source: str, seed: int, scale: float, output: str) -> None:
+    """Write a random search state (a random-architecture baseline).
+
+    \b
+    Example:
+      msnas-graph sample --space paper --seed 1 -o state.json
+    """
+    from msnas_graph.spec import load_space
+    from msnas_graph.state import SearchState
+
+    state = SearchState.random(load_space(space_source), seed=seed, scale=scale)
+    click.echo(f"wrote {state.save(output)}")
+
+
+@main.command()
+@click.argument("state_source", metavar="STATE")
+@paths_option
+@click.option(
+    "--inputs-per-block", type=click.IntRange(min=1), help="Inputs kept per block (default: space)."
+)
+@render_option
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write the architecture JSON here."
+)
+@json_option
+def decode(
+    state_source: str,
+    paths: int,
+    inputs_per_block: int | None,
+    render_path: str | None,
+    output: str | None,
+    as_json: bool,
+) -> None:
+    """Decode a search state (file or run folder) into an architecture.
+
+    Cells first (strongest input and operation per block), then the top N_l
+    input->output paths; their union is the architecture.
+
+    \b
+    Examples:
+      msnas-graph decode runs/search --paths 5 --render arch.svg -o arch.json
+      msnas-graph decode state.json --paths 3 --json
+    """
+    from msnas_graph.decode import decode as decode_state
+    from msnas_graph.io import load_state
+
+    arch = decode_state(load_state(state_source), paths=paths, inputs_per_block=inputs_per_block)
+    if render_path:
+        from msnas_graph.render import render
+
+        render(arch, render_path)
+    if output:
+        arch.save(output)
+    _emit(arch.to_dict(), as_json, str(arch))
+    if not as_json:
+        for what, where in (("architecture", output), ("picture", render_path)):
+            if where:
+                click.echo(f"wrote {what} {where}")
+
+
+@main.command(name="render")
+@click.argument("source", metavar="FILE")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Picture to write: .svg, .png, .pdf or .dot.",
+)
+@click.option("--no-cells", is_flag=True, help="Do not draw the cells of an architecture.")
+def render_cmd(source: str, output: str, no_cells: bool) -> None:
+    """Render a space (preset or spec), a search state or an architecture.
+
+    A space is drawn as its layers x scales trellis; a state adds edge widths from the
+    network weights; an architecture highlights its paths and draws its cells.
+
+    \b
+    Examples:
+      msnas-graph render paper -o trellis.svg
+      msnas-graph render arch.json -o arch.png
+    """
+    from msnas_graph.architecture import Architecture
+    from msnas_graph.io import load_any
+    from msnas_graph.render import render
+
+    obj = load_any(source)
+    kwargs = {"show_cells": not no_cells} if isinstance(obj, Architecture) else {}
+    click.echo(f"wrote {render(obj, output, **kwargs)}")
+
+
+@main.command(name="diff")
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@paths_option
+@render_option
+@json_option
+def diff_cmd(a: str, b: str, paths: int, render_path: str | None, as_json: bool) -> None:
+    """Compare two architectures or search states (states are decoded with --paths).
+
+    Exit code 0 either way; the text says "no differences" when they match.
+
+    \b
+    Examples:
+      msnas-graph diff runs/a/architecture.json runs/b/architecture.json
+      msnas-graph diff runs/s/states/epoch_010.json runs/s/state.json --render evo.svg
+    """
+    from msnas_graph.diff import diff
+    from msnas_graph.io import load_any
+
+    da, db = load_any(a), load_any(b)
+    result = diff(da, db, paths=paths)  # type: ignore[arg-type]
+    if render_path:
+        from msnas_graph.render import render
+
+        render(result, render_path)
+    _emit(result.to_dict(), as_json, str(result))
+
+
+@main.command()
+@json_option
+def ops(as_json: bool) -> None:
+    """List the registered operations a space may use."""
+    from msnas_graph.operations import known_operations
+
+    with contextlib.suppress(ImportError):  # torch's registry adds its (and users') ops
+        import msnas_graph.backends.torch.ops  # noqa: F401
+    known = known_operations()
+    _emit(known, as_json, "\n".join(f"{k:14s} {v}" for k, v in sorted(known.items())))
+
+
+def run() -> None:  # pragma: no cover - console entry point helper
+    main(prog_name="msnas-graph")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,72 @@
+"""Load any msnas-graph document by looking at what it is.
+
+A path may hold a search space (YAML/JSON spec, or a preset name), a search state, an
+architecture, or be a run folder (its ``state.json`` / ``architecture.json``).
+
+>>> load_any("tiny").name
+'tiny'
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from .architecture import FORMAT as ARCH_FORMAT
+from .architecture import Architecture
+from .errors import MsnasError
+from .spec import PRESETS, SearchSpace, load_space
+from .state import FORMAT as STATE_FORMAT
+from .state import SearchState
+
+__all__ = ["load_any", "load_architecture", "load_state"]
+
+Document = SearchSpace | SearchState | Architecture
+
+
+def _resolve(path: Path, names: tuple[str, ...], what: str) -> Path:
+    if path.is_dir():
+        for name in names:
+            if (path / name).is_file():
+                return path / name
+        raise MsnasError(f"{path}: folder holds no {' or '.join(names)} ({what} expected)")
+    if not path.exists():
+        raise MsnasError(f"{path}: no such file or folder")
+    return path
+
+
+def load_any(source: str | Path) -> Document:
+    """A preset name, or a file/run folder holding a space, a state or an architecture."""
+    if str(source) in PRESETS:
+        return SearchSpace.preset(str(source))
+    path = _resolve(Path(source), ("architecture.json", "state.json"), "a document")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError):
+        raise MsnasError(f"{path}: neither valid JSON nor YAML") from None
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt == STATE_FORMAT:
+        return SearchState.from_dict(data, str(path))
+    if fmt == ARCH_FORMAT:
+        return Architecture.from_dict(data, str(path))
+    if fmt is None:
+        return load_space(path)
+    raise MsnasError(
+        f"{path}: unknown document format {fmt!r} (expected a space, '{STATE_FORMAT}' or "
+        f"'{ARCH_FORMAT}')"
+    )
+
+
+def load_state(source: str | Path) -> SearchState:
+    """A state file, or a run folder's ``state.json``."""
+    path = _resolve(Path(source), ("state.json",), "a search state")
+    return SearchState.load(path)
+
+
+def load_architecture(source: str | Path) -> Architecture:
+    """An architecture file, or a run folder's ``architecture.json``."""
+    path = _resolve(Path(source), ("architecture.json",), "an architecture")
+    return Architecture.load(path)

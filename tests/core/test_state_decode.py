@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from msnas_graph.architecture import Architecture
+from msnas_graph.decode import decode, decode_cell
+from msnas_graph.errors import ArchitectureError, DecodeError, StateError
+from msnas_graph.graph import Edge, NodeId
+from msnas_graph.paths import brute_force_paths
+from msnas_graph.spec import SearchSpace
+from msnas_graph.state import SearchState
+
+PRESETS = st.sampled_from(["tiny", "quick"])
+
+
+@given(preset=PRESETS, seed=st.integers(0, 2**31 - 1), scale=st.floats(0.01, 5))
+def test_state_json_round_trip_is_identity(preset: str, seed: int, scale: float) -> None:
+    state = SearchState.random(SearchSpace.preset(preset), seed=seed, scale=scale)
+    again = SearchState.from_json(state.to_json())
+    assert again == state
+    assert again.content_hash == state.content_hash
+    for node, v in state.beta_logits.items():
+        assert np.array_equal(again.beta_logits[node], v)  # bit-exact floats
+
+
+@given(preset=PRESETS, seed=st.integers(0, 10_000), paths=st.integers(1, 8))
+def test_decode_is_deterministic_and_round_trips(preset: str, seed: int, paths: int) -> None:
+    state = SearchState.random(SearchSpace.preset(preset), seed=seed)
+    a = decode(state, paths=paths)
+    b = decode(SearchState.from_json(state.to_json()), paths=paths)
+    assert a == b and a.content_hash == b.content_hash
+    assert Architecture.from_json(a.to_json()) == a
+    assert set(a.edges) == {e for p in a.paths for e in p.edges}
+    a.validate()
+
+
+@given(seed=st.integers(0, 10_000), paths=st.integers(1, 14))
+def test_decoded_paths_are_the_brute_force_best(seed: int, paths: int) -> None:
+    state = SearchState.random(SearchSpace.preset("tiny"), seed=seed)
+    arch = decode(state, paths=paths)
+    ref = brute_force_paths(state.graph, state.edge_weights())[:paths]
+    assert [p.edges for p in arch.paths] == [p.edges for p in ref]
+
+
+def test_uniform_state_uses_the_documented_tie_break() -> None:
+    # all beta logits zero: every node's kinds are equally weighted; the tie-break decides
+    state = SearchState.zeros(SearchSpace.preset("tiny"))
+    arch = decode(state, paths=1)
+    ref = brute_force_paths(state.graph, state.edge_weights())[0]
+    assert arch.paths[0].edges == ref.edges
+
+
+def test_cell_decoding_picks_the_strongest_non_none_edge() -> None:
+    space = SearchSpace.preset("tiny")  # ops: sep_conv_3x3, avg_pool_3x3, skip_connect, none
+    state = SearchState.zeros(space)
+    none = space.ops.index("none")
+    state.alpha_logits["keep"][1][1, none] = 50.0  # 'none' dominates block 2, input b1 ...
+    state.alpha_logits["keep"][1][0, 1] = 3.0  # ... but it is never chosen: avg_pool from in
+    state.alpha_logits["keep"][0][0, 2] = 2.0  # block 1: skip_connect
+    cell = decode_cell(state, "keep")
+    assert [(i.source, i.op) for i in cell.blocks[0]] == [(0, "skip_connect")]
+    assert [(i.source, i.op) for i in cell.blocks[1]] == [(0, "avg_pool_3x3")]
+    two = decode_cell(state, "keep", inputs_per_block=2)
+    assert [i.source for i in two.blocks[1]] == [0, 1]
+    assert all(i.op != "none" for b in two.blocks for i in b)
+
+
+def test_decode_rejects_too_many_paths() -> None:
+    state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
+    with pytest.raises(DecodeError, match="ask for at most 14"):
+        decode(state, paths=15)
+
+
+def test_state_from_another_space_is_rejected() -> None:
+    tiny = SearchState.random(SearchSpace.preset("tiny"), seed=0).to_dict()
+    tiny["space"] = SearchSpace.preset("quick").to_dict()
+    with pytest.raises(StateError, match="not in the space|does not match|do not match"):
+        SearchState.from_dict(tiny)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(format="x"), "not a search state"),
+        (lambda d: d.update(schema_version=2), "schema_version 2 is not supported"),
+        (lambda d: d.pop("beta_logits"), "missing field(s) beta_logits"),
+        (lambda d: d["alpha_logits"]["keep"].pop(), "blocks, the space has"),
+        (lambda d: d["beta_logits"]["L1.s0"].pop("skip"), "kinds ['keep'], expected"),
+        (lambda d: d["beta_logits"].update({"L9.s9": {}}), "node not in the space"),
+    ],
+)
+def test_malformed_states_give_one_line_errors(mutate, message: str) -> None:
+    d = json.loads(SearchState.random(SearchSpace.preset("tiny"), seed=0).to_json())
+    mutate(d)
+    with pytest.raises(StateError) as info:
+        SearchState.from_dict(d, "s.json")
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith("s.json: ")
+
+
+def test_architecture_file_errors(tmp_path) -> None:
+    arch = decode(SearchState.random(SearchSpace.preset("tiny"), seed=0), paths=2)
+    d = arch.to_dict()
+    d["edges"].append("L1.s0>L2.s0:contract")  # not an edge of the space
+    with pytest.raises(ArchitectureError, match="content hash"):
+        Architecture.from_dict(d)
+    d.pop("content_hash")
+    with pytest.raises(ArchitectureError, match="not in the space"):
+        Architecture.from_dict(d)
+    bad = tmp_path / "a.json"
+    bad.write_text("{not json")
+    with pytest.raises(ArchitectureError, match="not valid JSON"):
+        Architecture.load(bad)
+    with pytest.raises(ArchitectureError, match="no such architecture file"):
+        Architecture.load(tmp_path / "nope.json")
+
+
+def test_architecture_validation_catches_dangling_nodes() -> None:
+    state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
+    arch = decode(state, paths=1)
+    dangling = Edge(NodeId(0, 0), NodeId(1, 1), "contract")
+    broken = Architecture(arch.space, [*arch.edges, dangling], arch.cells | decode(state, 14).cells)
+    if dangling not in arch.edges:
+        with pytest.raises(ArchitectureError, match="does not reach an output"):
+            broken.validate()
+
+
+def test_str_forms_are_readable() -> None:
+    state = SearchState.random(SearchSpace.preset("quick"), seed=0)
+    arch = decode(state, paths=3)
+    text = str(arch)
+    assert ("path 1:" in text and "cell keep:" in text) or "cell" in text
+    assert "strongest network edges" in str(state)
