@@ -65,9 +65,7 @@ def decode_cells(
     return {c: decode_cell(state, c, inputs_per_block) for c in state.space.cell_types}
 
 
-def decode(
-    state: SearchState, paths: int = 3, inputs_per_block: int | None = None
-) -> Architecture:
+def decode(state: SearchState, paths: int = 3, inputs_per_block: int | None = None) -> Architecture:
     """Decode ``state`` into an :class:`Architecture` keeping the top ``paths`` paths (``N_l``).
 
     Raises :class:`DecodeError` if ``paths`` is below 1 or above the number of paths.

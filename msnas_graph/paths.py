@@ -92,9 +92,7 @@ def _weights(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray) -> np
     return w
 
 
-def top_k_paths(
-    graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, k: int
-) -> list[Path]:
+def top_k_paths(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, k: int) -> list[Path]:
     """The ``k`` highest-scoring input -> output paths, best first (exact; see module doc).
 
     ``edge_weight`` is aligned with ``graph.edges``. Raises :class:`DecodeError` if ``k`` is

@@ -131,7 +131,9 @@ class SearchSpace(BaseModel):
         if len(set(kinds)) != len(kinds):
             raise ValueError("an edge kind is listed twice")
         if not set(kinds) & set(CELL_TYPES):
-            raise ValueError("needs at least one of contract, keep, expand (skip alone has no cell)")
+            raise ValueError(
+                "needs at least one of contract, keep, expand (skip alone has no cell)"
+            )
         return tuple(k for k in EDGE_KINDS if k in kinds)
 
     @model_validator(mode="after")

@@ -62,7 +62,8 @@ class SearchState:
         self.space = space
         self.graph = graph if graph is not None and graph.space == space else Supergraph(space)
         self.alpha_logits = {
-            c: [np.asarray(a, dtype=np.float64) for a in blocks] for c, blocks in alpha_logits.items()
+            c: [np.asarray(a, dtype=np.float64) for a in blocks]
+            for c, blocks in alpha_logits.items()
         }
         self.p_logits = {
             c: [np.asarray(a, dtype=np.float64) for a in blocks] for c, blocks in p_logits.items()
@@ -231,8 +232,7 @@ class SearchState:
                 want = graph.node_kinds(node)
                 if set(kinds) != set(want):
                     raise StateError(
-                        f"{source}: beta_logits.{key}: kinds {sorted(kinds)}, expected "
-                        f"{list(want)}"
+                        f"{source}: beta_logits.{key}: kinds {sorted(kinds)}, expected {list(want)}"
                     )
                 beta[node] = np.array([kinds[k] for k in want], dtype=np.float64)
         except (TypeError, ValueError, AttributeError) as exc:
@@ -284,5 +284,7 @@ class SearchState:
                     f"  {c} block {b + 1}: strongest {self.space.ops[o]} from "
                     f"{'in' if j == 0 else f'b{j}'} ({ow[j, o]:.3f})"
                 )
-        lines.append("  strongest network edges: " + ", ".join(f"{e} {x:.3f}" for e, x in strongest))
+        lines.append(
+            "  strongest network edges: " + ", ".join(f"{e} {x:.3f}" for e, x in strongest)
+        )
         return "\n".join(lines)

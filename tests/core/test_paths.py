@@ -74,9 +74,7 @@ def test_top_k_equals_brute_force(space: SearchSpace, seed: int, ties: bool, k: 
 def test_count_paths_against_networkx() -> None:
     g = Supergraph(SearchSpace.preset("quick"))
     G = g.to_networkx()
-    n = sum(
-        1 for o in g.output_nodes for _ in nx.all_simple_edge_paths(G, "L0.s0", str(o))
-    )
+    n = sum(1 for o in g.output_nodes for _ in nx.all_simple_edge_paths(G, "L0.s0", str(o)))
     assert count_paths(g) == n
 
 
