@@ -1,0 +1,321 @@
+"""Pieces shared by the supernet and the final network: stem, head, cells, fusion.
+
+Both networks are built from the same parts, so that a supernet with one-hot architecture
+weights computes the same function as the final network compiled from that choice (the parity
+test), and :func:`~msnas_graph.backends.torch.network.transfer_weights` can copy weights between
+them module by module.
+
+* :class:`Stem`: ``conv3x3(in_channels -> C) -> BN -> ReLU``, writes node ``L0.s0``.
+* :class:`Head`: per output node a bias-free ``1x1`` conv to ``num_classes``, bilinearly
+  upsampled by ``2**scale`` to the input size, summed over the output nodes, plus one shared bias.
+  (One bias instead of one per output conv: the sum of several biases is one bias, and a node
+  whose features are zero contributes exactly zero, which keeps the parity test exact when a
+  decoded architecture drops an output scale.)
+* A *cell edge* into a node of width ``C_dst``: :func:`resample` for its kind (``contract``:
+  max-pool 2, ``expand``: bilinear x2 upsample, ``keep``: nothing), then
+  :class:`Preprocess` (``ReLU -> 1x1 conv -> BN``, ``C_src -> C_dst``), then ``N`` blocks,
+  then the concatenation of all block outputs and :class:`Projection`
+  (``1x1 conv -> BN``, ``N * C_dst -> C_dst``).
+  :class:`SearchCell` mixes every candidate input and operation (paper Eq. 1 and 2);
+  :class:`DiscreteCell` runs a decoded :class:`~msnas_graph.genotype.CellGenotype`.
+* :class:`ConcatFusion`: the final network's multi-scale fusion,
+  ``concat -> 1x1 conv -> BN -> ReLU`` back to the node width.
+
+Module names inside ``nn.ModuleDict`` cannot contain ``.``: nodes are named ``L3_s2``
+(:func:`node_key`) and edges ``L3_s2_contract`` (:func:`edge_key`; an edge is determined by its
+destination and kind).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from msnas_graph.backends.torch.mixed import PartialChannelMixedOp
+from msnas_graph.backends.torch.ops import build_op, nd_layers
+from msnas_graph.errors import BackendError
+from msnas_graph.genotype import CellGenotype
+from msnas_graph.graph import Edge, NodeId
+
+__all__ = [
+    "ConcatFusion",
+    "DiscreteCell",
+    "Head",
+    "Preprocess",
+    "Projection",
+    "SearchCell",
+    "Stem",
+    "check_input",
+    "edge_key",
+    "node_key",
+    "resample",
+]
+
+
+def node_key(node: NodeId) -> str:
+    """Module-name form of a node id: ``L3.s2`` -> ``"L3_s2"``.
+
+    >>> node_key(NodeId(3, 2))
+    'L3_s2'
+    """
+    return f"L{node.layer}_s{node.scale}"
+
+
+def edge_key(edge: Edge) -> str:
+    """Module-name form of an edge: ``"<dst>_<kind>"`` (the destination and kind fix the source).
+
+    >>> edge_key(Edge(NodeId(0, 0), NodeId(1, 1), "contract"))
+    'L1_s1_contract'
+    """
+    return f"{node_key(edge.dst)}_{edge.kind}"
+
+
+def _tracing() -> bool:
+    """Whether the module is being traced/exported (skip Python-side input checks then)."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def check_input(
+    x: torch.Tensor, in_channels: int, spatial_dims: int, factor: int, where: str
+) -> None:
+    """Raise a one-line :class:`BackendError` unless ``x`` is ``(N, in_channels, *spatial)``
+    with every spatial size divisible by ``factor`` (``2**deepest_scale``)."""
+    if _tracing():
+        return
+    want_dims = 2 + spatial_dims
+    spatial = "x".join(["S"] * spatial_dims)
+    expected = f"(batch, {in_channels}, {spatial}) with S a multiple of {factor}"
+    if not isinstance(x, torch.Tensor) or x.dim() != want_dims:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise BackendError(f"{where}: input has shape {got}, expected {expected}")
+    if x.shape[1] != in_channels:
+        raise BackendError(
+            f"{where}: input has {x.shape[1]} channels, the space expects "
+            f"in_channels={in_channels}; expected shape {expected}"
+        )
+    sizes = tuple(int(s) for s in x.shape[2:])
+    if any(s % factor for s in sizes):
+        fixed = tuple(max(factor, round(s / factor) * factor) for s in sizes)
+        raise BackendError(
+            f"{where}: input spatial size {sizes} is not divisible by {factor} (the deepest scale "
+            f"downsamples by {factor}); resize or pad the input, e.g. to {fixed}"
+        )
+
+
+def resample(kind: str, spatial_dims: int) -> nn.Module:
+    """The scale change of an edge kind: max-pool 2 (``contract``), bilinear (or trilinear) x2
+    upsampling with ``align_corners=False`` (``expand``), identity otherwise."""
+    layers = nd_layers(spatial_dims)
+    if kind == "contract":
+        return layers.max_pool(2, stride=2)
+    if kind == "expand":
+        return nn.Upsample(scale_factor=2.0, mode=layers.interpolation, align_corners=False)
+    return nn.Identity()
+
+
+class Stem(nn.Module):
+    """``conv3x3(in_channels -> channels, no bias) -> BN -> ReLU`` at full resolution."""
+
+    def __init__(self, in_channels: int, channels: int, spatial_dims: int = 2) -> None:
+        super().__init__()
+        layers = nd_layers(spatial_dims)
+        self.conv = layers.conv(in_channels, channels, 3, padding=1, bias=False)
+        self.bn = layers.batch_norm(channels)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+class Head(nn.Module):
+    """Segmentation head over several output nodes.
+
+    ``logits = bias + sum_o upsample_{2**scale_o}(conv1x1_o(X_o))``, with the ``1x1`` convs
+    bias-free; ``convs`` is keyed by :func:`node_key`.
+    """
+
+    def __init__(
+        self,
+        outputs: Sequence[tuple[NodeId, int]],
+        num_classes: int,
+        spatial_dims: int = 2,
+    ) -> None:
+        super().__init__()
+        layers = nd_layers(spatial_dims)
+        self.mode = layers.interpolation
+        self.keys = tuple(node_key(n) for n, _ in outputs)
+        self.scales = tuple(n.scale for n, _ in outputs)
+        self.convs = nn.ModuleDict(
+            {node_key(n): layers.conv(c, num_classes, 1, bias=False) for n, c in outputs}
+        )
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+        self._bias_shape = (1, num_classes) + (1,) * spatial_dims
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``features`` aligned with the output nodes given at construction."""
+        out: torch.Tensor | None = None
+        for key, scale, x in zip(self.keys, self.scales, features, strict=True):
+            y = self.convs[key](x)
+            if scale:
+                y = nn.functional.interpolate(
+                    y, scale_factor=float(2**scale), mode=self.mode, align_corners=False
+                )
+            out = y if out is None else out + y
+        assert out is not None  # at least one output node, checked by the space
+        return out + self.bias.view(self._bias_shape)
+
+
+class Preprocess(nn.Module):
+    """``ReLU -> 1x1 conv (no bias) -> BN``: maps a cell's input to the node width."""
+
+    def __init__(self, c_in: int, c_out: int, spatial_dims: int = 2) -> None:
+        super().__init__()
+        layers = nd_layers(spatial_dims)
+        self.relu = nn.ReLU()
+        self.conv = layers.conv(c_in, c_out, 1, bias=False)
+        self.bn = layers.batch_norm(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(self.relu(x)))
+
+
+class Projection(nn.Module):
+    """``1x1 conv (no bias) -> BN``: projects the concatenated blocks back to the node width."""
+
+    def __init__(self, c_in: int, c_out: int, spatial_dims: int = 2) -> None:
+        super().__init__()
+        layers = nd_layers(spatial_dims)
+        self.conv = layers.conv(c_in, c_out, 1, bias=False)
+        self.bn = layers.batch_norm(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class ConcatFusion(nn.Module):
+    """Multi-scale fusion: ``concat -> 1x1 conv (no bias) -> BN -> ReLU`` to ``channels``."""
+
+    def __init__(self, n_inputs: int, channels: int, spatial_dims: int = 2) -> None:
+        super().__init__()
+        layers = nd_layers(spatial_dims)
+        self.conv = layers.conv(n_inputs * channels, channels, 1, bias=False)
+        self.bn = layers.batch_norm(channels)
+        self.relu = nn.ReLU()
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(torch.cat(list(inputs), dim=1))))
+
+
+class SearchCell(nn.Module):
+    """A searchable cell on one network edge (paper Eq. 1 and 2).
+
+    ``resample -> preprocess``, then block ``b`` (0-based) computes
+    ``X_b = sum_{j<=b} p_w[b][j] * PCMixedOp_{b,j}(X_j; alpha_w[b][j])`` where ``X_0`` is the
+    preprocessed input and ``X_j`` block ``j``'s output; the output is
+    ``projection(cat(X_1..X_N))``. The weights are given to :meth:`forward` (post-softmax), since
+    they are shared by all cells of a type and owned by the supernet.
+
+    ``mixed[b][j]`` is the :class:`PartialChannelMixedOp` of input ``j`` of block ``b``.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        c_in: int,
+        c_out: int,
+        ops: Sequence[str],
+        blocks: int,
+        partial_k: int,
+        spatial_dims: int = 2,
+        op_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.blocks = blocks
+        self.resample = resample(kind, spatial_dims)
+        self.preprocess = Preprocess(c_in, c_out, spatial_dims)
+        self.mixed = nn.ModuleList(
+            nn.ModuleList(
+                PartialChannelMixedOp(c_out, ops, partial_k, spatial_dims, op_options)
+                for _ in range(b + 1)
+            )
+            for b in range(blocks)
+        )
+        self.projection = Projection(blocks * c_out, c_out, spatial_dims)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        alpha_w: Sequence[torch.Tensor],
+        p_w: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        """``alpha_w[b]``: ``(b+1, n_ops)`` op weights; ``p_w[b]``: ``(b+1,)`` input weights."""
+        states = [self.preprocess(self.resample(x))]
+        for b, row in enumerate(cast(Sequence[nn.ModuleList], self.mixed)):
+            aw, pw = alpha_w[b], p_w[b]
+            out = pw[0] * row[0](states[0], aw[0])
+            for j in range(1, b + 1):
+                out = out + pw[j] * row[j](states[j], aw[j])
+            states.append(out)
+        return self.projection(torch.cat(states[1:], dim=1))
+
+
+class _Block(nn.Module):
+    """A decoded block: the sum of its kept inputs' operations, in genotype order."""
+
+    def __init__(self, sources: Sequence[int], ops: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.sources = tuple(sources)
+        self.ops = nn.ModuleList(ops)
+
+    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+        out: torch.Tensor | None = None
+        for src, op in zip(self.sources, self.ops, strict=True):
+            y = op(states[src])
+            out = y if out is None else out + y
+        assert out is not None  # a validated genotype has at least one input per block
+        return out
+
+
+class DiscreteCell(nn.Module):
+    """A decoded cell on one network edge: ``resample -> preprocess``, block ``b`` is the sum
+    over its kept inputs ``(source, op)`` of ``op(X_source)`` with full-channel operations, then
+    ``projection(cat(X_1..X_N))``. ``blocks[b].ops[i]`` runs the genotype's ``blocks[b][i]``."""
+
+    def __init__(
+        self,
+        kind: str,
+        c_in: int,
+        c_out: int,
+        genotype: CellGenotype,
+        spatial_dims: int = 2,
+    ) -> None:
+        super().__init__()
+        if not genotype.blocks:
+            raise BackendError(f"cell '{genotype.cell_type}': the genotype has no blocks")
+        self.kind = kind
+        self.genotype = genotype
+        self.resample = resample(kind, spatial_dims)
+        self.preprocess = Preprocess(c_in, c_out, spatial_dims)
+        self.blocks = nn.ModuleList(
+            _Block(
+                [i.source for i in inputs],
+                [build_op(i.op, c_out, spatial_dims) for i in inputs],
+            )
+            for inputs in genotype.blocks
+        )
+        self.projection = Projection(len(genotype.blocks) * c_out, c_out, spatial_dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess(self.resample(x))]
+        for block in self.blocks:
+            states.append(block(states))
+        return self.projection(torch.cat(states[1:], dim=1))

@@ -1,0 +1,437 @@
+"""The MS-NAS supernet: every node, edge, cell input and operation of a search space at once.
+
+Node ``(l, i)`` (``C * 2**i`` channels) computes (paper Eq. 3)::
+
+    X[l,i] = sum_kind softmax(beta[l,i])_kind * edge_kind(X[l-1, .])
+
+over its incoming edge kinds in canonical order (``Supergraph.in_edges``); ``skip`` is the
+identity and the other kinds are :class:`~msnas_graph.backends.torch.cells.SearchCell`\\ s, one
+instance (with its own weights) per edge, whose architecture weights ``alpha`` and ``p`` are shared
+by every cell of the same type (paper Eq. 1 and 2).
+
+Architecture parameters are ``nn.Parameter`` logits (zeros = uniform), kept apart from the
+weights: :meth:`Supernet.cell_parameters` (``alpha``, ``p``), :meth:`Supernet.network_parameters`
+(``beta``), :meth:`Supernet.arch_parameters` (both) and :meth:`Supernet.weight_parameters`
+(everything else), so a search can give each group its own optimizer. :meth:`Supernet.state`
+exports them as a backend-free :class:`~msnas_graph.state.SearchState` and
+:meth:`Supernet.load_state` reads one back.
+
+**Fixed architecture weights.** ``forward(x, weights=...)`` (or :meth:`Supernet.fix_weights`)
+runs the supernet with externally given *post-softmax* weights, an :class:`ArchWeights`, instead
+of ``softmax`` of its logits. The vectors are used as given (they need not sum to 1), so exact
+one-hot choices and, for a block keeping two inputs, weight 1 on each are expressible:
+:meth:`ArchWeights.from_architecture` builds exactly the weights under which the supernet (with
+``partial_k=1``) computes the function of the decoded network, with ``sum`` fusion.
+
+>>> from msnas_graph.spec import SearchSpace
+>>> net = build_supernet(SearchSpace.preset("tiny"))
+>>> net(torch.randn(2, 1, 32, 32)).shape
+torch.Size([2, 2, 32, 32])
+>>> net.state() == SearchState.zeros(net.space)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from msnas_graph.architecture import Architecture
+from msnas_graph.backends.torch.cells import (
+    Head,
+    SearchCell,
+    Stem,
+    check_input,
+    edge_key,
+    node_key,
+)
+from msnas_graph.errors import BackendError, StateError
+from msnas_graph.graph import NodeId, Supergraph
+from msnas_graph.spec import SearchSpace
+from msnas_graph.state import SearchState
+from msnas_graph.state import softmax as np_softmax
+
+__all__ = ["ArchWeights", "Supernet", "build_supernet"]
+
+
+@dataclass
+class ArchWeights:
+    """Post-softmax architecture weights for one supernet forward pass.
+
+    Attributes:
+        alpha: ``alpha[cell_type][b]``, shape ``(b + 1, len(space.ops))``: the operation weights
+            of each input ``j = 0..b`` of 0-based block ``b``.
+        p: ``p[cell_type][b]``, shape ``(b + 1,)``: the input weights of block ``b``.
+        beta: ``beta[node]``, shape ``(len(graph.node_kinds(node)),)``: the weights of the edges
+            into each searchable node, in canonical kind order.
+
+    Any values are accepted (nothing is normalised), so one-hot and "1 on each kept input"
+    choices are exact.
+    """
+
+    alpha: dict[str, list[torch.Tensor]]
+    p: dict[str, list[torch.Tensor]]
+    beta: dict[NodeId, torch.Tensor]
+
+    @classmethod
+    def from_state(
+        cls, state: SearchState, dtype: torch.dtype = torch.float32, device: Any = None
+    ) -> ArchWeights:
+        """``softmax`` of a state's logits (what the supernet computes from the same logits)."""
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=dtype, device=device)
+
+        return cls(
+            alpha={
+                c: [t(np_softmax(a, axis=-1)) for a in blocks]
+                for c, blocks in state.alpha_logits.items()
+            },
+            p={c: [t(np_softmax(a)) for a in blocks] for c, blocks in state.p_logits.items()},
+            beta={n: t(np_softmax(v)) for n, v in state.beta_logits.items()},
+        )
+
+    @classmethod
+    def from_architecture(
+        cls, arch: Architecture, dtype: torch.dtype = torch.float32, device: Any = None
+    ) -> ArchWeights:
+        """The weights that select ``arch`` exactly: ``beta`` 1 on every kept edge (0 on the
+        others), ``p`` 1 on every kept input of a block, ``alpha`` one-hot on its operation;
+        everything else 0 (nodes off the architecture then carry zeros).
+
+        With ``partial_k=1`` the supernet under these weights computes the function of
+        ``build_network(arch, fusion="sum")`` with transferred weights (at a node with one kept
+        edge both fusions are the identity, so single-path architectures match either way).
+        """
+        space, graph = arch.space, arch.supergraph
+        n_ops = len(space.ops)
+        alpha: dict[str, list[torch.Tensor]] = {
+            c: [torch.zeros(b + 1, n_ops, dtype=dtype, device=device) for b in range(space.blocks)]
+            for c in space.cell_types
+        }
+        p: dict[str, list[torch.Tensor]] = {
+            c: [torch.zeros(b + 1, dtype=dtype, device=device) for b in range(space.blocks)]
+            for c in space.cell_types
+        }
+        for c, cell in arch.cells.items():
+            for b, inputs in enumerate(cell.blocks):
+                for i in inputs:
+                    p[c][b][i.source] = 1.0
+                    alpha[c][b][i.source, space.ops.index(i.op)] = 1.0
+        beta = {
+            n: torch.zeros(len(graph.node_kinds(n)), dtype=dtype, device=device)
+            for n in graph.searchable_nodes
+        }
+        for e in arch.edges:
+            beta[e.dst][graph.node_kinds(e.dst).index(e.kind)] = 1.0
+        return cls(alpha, p, beta)
+
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> ArchWeights:
+        """A copy on ``device`` / in ``dtype``."""
+
+        def mv(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=dtype)
+
+        return ArchWeights(
+            alpha={c: [mv(a) for a in v] for c, v in self.alpha.items()},
+            p={c: [mv(a) for a in v] for c, v in self.p.items()},
+            beta={n: mv(v) for n, v in self.beta.items()},
+        )
+
+    def check(self, space: SearchSpace, graph: Supergraph) -> None:
+        """Raise :class:`BackendError` naming the first missing or misshapen entry."""
+        n_ops = len(space.ops)
+        for name, table in (("alpha", self.alpha), ("p", self.p)):
+            for c in space.cell_types:
+                blocks = table.get(c)
+                if blocks is None or len(blocks) != space.blocks:
+                    raise BackendError(
+                        f"ArchWeights.{name}: needs {space.blocks} blocks for cell type '{c}'"
+                    )
+                for b, w in enumerate(blocks):
+                    want = (b + 1, n_ops) if name == "alpha" else (b + 1,)
+                    if tuple(w.shape) != want:
+                        raise BackendError(
+                            f"ArchWeights.{name}[{c}][{b}]: shape {tuple(w.shape)}, expected {want}"
+                        )
+        for n in graph.searchable_nodes:
+            v = self.beta.get(n)
+            want_k = len(graph.node_kinds(n))
+            if v is None or tuple(v.shape) != (want_k,):
+                got = "missing" if v is None else f"shape {tuple(v.shape)}"
+                raise BackendError(
+                    f"ArchWeights.beta[{n}]: {got}, expected shape ({want_k},) "
+                    f"(kinds {', '.join(graph.node_kinds(n))})"
+                )
+
+
+class Supernet(nn.Module):
+    """The MS-NAS supernet of a :class:`~msnas_graph.spec.SearchSpace`.
+
+    Args:
+        space: the search space.
+        graph: its supergraph (built if not given).
+        affine_ops: the ``affine`` option passed to every candidate operation's factory
+            (``False``, the DARTS/PC-DARTS convention: the operations' BatchNorms have no
+            learnable scale and shift in the supernet). ``None`` passes no option, for
+            user operations whose factory does not accept ``affine``.
+        checkpoint: recompute each cell in the backward pass instead of storing its
+            activations (``torch.utils.checkpoint``, non-reentrant) while training with
+            gradients. Trades roughly one extra forward pass for far less activation memory;
+            gradients are unchanged, but BatchNorm running statistics are updated twice per step
+            (once more during the recomputation). Can be switched later via ``.checkpoint``.
+
+    Submodules: ``stem``, ``cells`` (``nn.ModuleDict`` of :class:`SearchCell` keyed
+    ``"L3_s2_contract"``, one per non-skip edge), ``head``. Parameters: ``alpha_logits[c][b]``,
+    ``p_logits[c][b]`` (per cell type and block) and ``beta_logits["L3_s2"]``.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        graph: Supergraph | None = None,
+        *,
+        affine_ops: bool | None = False,
+        checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        self.space = space
+        self.graph = graph if graph is not None and graph.space == space else Supergraph(space)
+        graph = self.graph
+        dims = space.spatial_dims
+        op_options = None if affine_ops is None else {"affine": affine_ops}
+        n_ops = len(space.ops)
+
+        self.stem = Stem(space.in_channels, space.scale_channels(0), dims)
+        cells: dict[str, nn.Module] = {}
+        for e in graph.edges:
+            if e.kind == "skip":
+                continue
+            cells[edge_key(e)] = SearchCell(
+                e.kind,
+                graph.channels(e.src),
+                graph.channels(e.dst),
+                space.ops,
+                space.blocks,
+                space.partial_k,
+                dims,
+                op_options,
+            )
+        self.cells = nn.ModuleDict(cells)
+        self.head = Head(
+            [(o, graph.channels(o)) for o in graph.output_nodes], space.num_classes, dims
+        )
+
+        self.alpha_logits = nn.ModuleDict(
+            {
+                c: nn.ParameterList(
+                    nn.Parameter(torch.zeros(b + 1, n_ops)) for b in range(space.blocks)
+                )
+                for c in space.cell_types
+            }
+        )
+        self.p_logits = nn.ModuleDict(
+            {
+                c: nn.ParameterList(nn.Parameter(torch.zeros(b + 1)) for b in range(space.blocks))
+                for c in space.cell_types
+            }
+        )
+        self.beta_logits = nn.ParameterDict(
+            {
+                node_key(n): nn.Parameter(torch.zeros(len(graph.node_kinds(n))))
+                for n in graph.searchable_nodes
+            }
+        )
+
+        # Static forward plan, layer by layer: (node, ((src, kind, cell key or None), ...)).
+        self._nodes: tuple[NodeId, ...] = graph.searchable_nodes
+        plan: list[list[tuple[NodeId, tuple[tuple[NodeId, str, str | None], ...]]]] = [
+            [] for _ in range(space.layers)
+        ]
+        for n in self._nodes:
+            ins = tuple(
+                (e.src, e.kind, None if e.kind == "skip" else edge_key(e))
+                for e in graph.in_edges(n)
+            )
+            plan[n.layer - 1].append((n, ins))
+        self._plan = tuple(tuple(layer) for layer in plan)
+        self._beta_keys = tuple(node_key(n) for n in self._nodes)
+        self._factor = 2 ** max(n.scale for n in graph.nodes)
+        self._fixed: ArchWeights | None = None
+        self.checkpoint = checkpoint
+
+    # ---------------------------------------------------------------- parameter groups
+
+    def cell_parameters(self) -> list[nn.Parameter]:
+        """The cell-level architecture parameters: every ``alpha`` and ``p`` logit tensor."""
+        return [*self.alpha_logits.parameters(), *self.p_logits.parameters()]
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """The network-level architecture parameters: every ``beta`` logit tensor."""
+        return list(self.beta_logits.parameters())
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """All architecture parameters (cell then network level)."""
+        return [*self.cell_parameters(), *self.network_parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter that is not an architecture parameter (the operation weights)."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of :meth:`weight_parameters`."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+
+    # ------------------------------------------------------------------- weights
+
+    def arch_weights(self) -> ArchWeights:
+        """``softmax`` of the current logits, differentiable (what :meth:`forward` uses)."""
+        alpha, p = self._cell_weights()
+        beta = {
+            n: torch.softmax(self.beta_logits[k], dim=0)
+            for n, k in zip(self._nodes, self._beta_keys, strict=True)
+        }
+        return ArchWeights(alpha, p, beta)
+
+    def _cell_weights(self) -> tuple[dict[str, list[torch.Tensor]], dict[str, list[torch.Tensor]]]:
+        alpha: dict[str, list[torch.Tensor]] = {
+            c: [torch.softmax(a, dim=-1) for a in self._logits(self.alpha_logits, c)]
+            for c in self.space.cell_types
+        }
+        p: dict[str, list[torch.Tensor]] = {
+            c: [torch.softmax(a, dim=0) for a in self._logits(self.p_logits, c)]
+            for c in self.space.cell_types
+        }
+        return alpha, p
+
+    @staticmethod
+    def _logits(table: nn.ModuleDict, cell_type: str) -> nn.ParameterList:
+        return cast(nn.ParameterList, table[cell_type])
+
+    def fix_weights(self, weights: ArchWeights | None) -> None:
+        """Use ``weights`` in every later :meth:`forward` without explicit weights (``None``
+        goes back to ``softmax`` of the logits). The tensors are used where they are: move them
+        with :meth:`ArchWeights.to` if the supernet moves to another device."""
+        if weights is not None:
+            weights.check(self.space, self.graph)
+        self._fixed = weights
+
+    @property
+    def fixed_weights(self) -> ArchWeights | None:
+        """The weights set by :meth:`fix_weights`, if any."""
+        return self._fixed
+
+    # ------------------------------------------------------------------- forward
+
+    def forward(self, x: torch.Tensor, weights: ArchWeights | None = None) -> torch.Tensor:
+        """Logits ``(B, num_classes, *spatial)`` at the input's resolution.
+
+        ``weights`` (post-softmax, see :class:`ArchWeights`) overrides the architecture
+        parameters for this call; otherwise the weights set by :meth:`fix_weights`, otherwise
+        ``softmax`` of the logits (computed once per call and per cell type).
+        """
+        check_input(x, self.space.in_channels, self.space.spatial_dims, self._factor, "supernet")
+        if weights is None:
+            weights = self._fixed
+        else:
+            weights.check(self.space, self.graph)
+        if weights is None:
+            alpha, p = self._cell_weights()
+            beta = [torch.softmax(self.beta_logits[k], dim=0) for k in self._beta_keys]
+        else:
+            alpha, p = weights.alpha, weights.p
+            beta = [weights.beta[n] for n in self._nodes]
+
+        cells = self.cells
+        recompute = self.checkpoint and self.training and torch.is_grad_enabled()
+        beta_iter = iter(beta)
+        prev: dict[NodeId, torch.Tensor] = {self.graph.input_node: self.stem(x)}
+        for layer in self._plan:
+            cur: dict[NodeId, torch.Tensor] = {}
+            for node, ins in layer:
+                bw = next(beta_iter)
+                out: torch.Tensor | None = None
+                for k, (src, kind, key) in enumerate(ins):
+                    xs = prev[src]
+                    if key is None:
+                        y = xs
+                    elif recompute:
+                        y = checkpoint(cells[key], xs, alpha[kind], p[kind], use_reentrant=False)
+                    else:
+                        y = cells[key](xs, alpha[kind], p[kind])
+                    term = bw[k] * y
+                    out = term if out is None else out + term
+                assert out is not None  # searchable nodes have incoming edges
+                cur[node] = out
+            prev = cur
+        return self.head([prev[o] for o in self.graph.output_nodes])
+
+    # --------------------------------------------------------------------- state
+
+    def state(self, meta: dict[str, Any] | None = None) -> SearchState:
+        """The architecture parameters as a backend-free :class:`SearchState` (float64)."""
+
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return t.detach().to("cpu", torch.float64).numpy().copy()
+
+        cts = self.space.cell_types
+        return SearchState(
+            self.space,
+            alpha_logits={c: [arr(a) for a in self._logits(self.alpha_logits, c)] for c in cts},
+            p_logits={c: [arr(a) for a in self._logits(self.p_logits, c)] for c in cts},
+            beta_logits={
+                n: arr(self.beta_logits[k])
+                for n, k in zip(self._nodes, self._beta_keys, strict=True)
+            },
+            meta=meta,
+            graph=self.graph,
+        )
+
+    def load_state(self, state: SearchState) -> None:
+        """Copy a :class:`SearchState`'s logits into the architecture parameters.
+
+        Raises :class:`StateError` if the state belongs to another search space.
+        """
+        if state.space != self.space:
+            mine, theirs = self.space.to_dict(), state.space.to_dict()
+            fields = [k for k in mine if mine[k] != theirs.get(k)]
+            raise StateError(
+                f"the state is for space '{state.space.name}', this supernet was built for "
+                f"space '{self.space.name}' (fields differ: {', '.join(fields)}); build the "
+                f"supernet with build_supernet(state.space) or load a state of this space"
+            )
+        with torch.no_grad():
+            for c in self.space.cell_types:
+                for param, a in zip(
+                    self._logits(self.alpha_logits, c), state.alpha_logits[c], strict=True
+                ):
+                    param.copy_(torch.as_tensor(a, dtype=param.dtype))
+                for param, a in zip(self._logits(self.p_logits, c), state.p_logits[c], strict=True):
+                    param.copy_(torch.as_tensor(a, dtype=param.dtype))
+            for n, k in zip(self._nodes, self._beta_keys, strict=True):
+                param = self.beta_logits[k]
+                param.copy_(torch.as_tensor(state.beta_logits[n], dtype=param.dtype))
+
+    def extra_repr(self) -> str:
+        return (
+            f"space='{self.space.name}', nodes={len(self.graph.nodes)}, "
+            f"edges={len(self.graph.edges)}, cells={len(self.cells)}"
+        )
+
+
+def build_supernet(space: SearchSpace, **options: Any) -> Supernet:
+    """The :class:`Supernet` of ``space`` (``options`` go to its constructor).
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> len(build_supernet(SearchSpace.preset("tiny")).network_parameters())
+    5
+    """
+    return Supernet(space, **options)

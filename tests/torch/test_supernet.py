@@ -1,0 +1,311 @@
+"""Supernet: shapes, gradients, parameter groups, state round trip, input checks, and the
+parity with the final network under one-hot architecture weights."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from msnas_graph.backend import get_backend
+from msnas_graph.backends.torch import (
+    ArchWeights,
+    FinalNetwork,
+    Supernet,
+    build_network,
+    build_supernet,
+    transfer_weights,
+)
+from msnas_graph.decode import decode
+from msnas_graph.errors import BackendError, StateError
+from msnas_graph.spec import SearchSpace
+from msnas_graph.state import SearchState
+
+TINY = SearchSpace.preset("tiny")
+QUICK = SearchSpace.preset("quick")
+OPS = ("sep_conv_3x3", "dil_conv_3x3", "avg_pool_3x3", "skip_connect", "none")
+# k = 1 spaces for the parity tests: the tiny preset, and three scales with two output scales.
+TINY_K1 = SearchSpace.preset("tiny", partial_k=1)
+THREE_K1 = SearchSpace(
+    name="three",
+    layers=4,
+    scales=3,
+    channels=4,
+    blocks=2,
+    ops=OPS,
+    partial_k=1,
+    input_size=32,
+)
+THREE_K1_TWO_OUT = THREE_K1.model_copy(update={"name": "three_two_out", "output_scales": (0, 1)})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP
+    oversubscription makes them ~100x slower; restore the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _x(space: SearchSpace, batch: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, space.in_channels, size, size, generator=g)
+
+
+def _randomise(module: nn.Module, seed: int) -> None:
+    """Random BatchNorm statistics and affine parameters, random head bias: makes a weight
+    transfer that forgets anything visible in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, _BatchNorm):
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+                if m.affine:
+                    m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                    m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
+        head_bias = getattr(getattr(module, "head", None), "bias", None)
+        if head_bias is not None:
+            head_bias.copy_(torch.randn(head_bias.shape, generator=g))
+
+
+# ------------------------------------------------------------------------------ basics
+
+
+@pytest.mark.parametrize("space", [TINY, QUICK], ids=lambda s: s.name)
+def test_forward_shape_and_backward_reaches_every_parameter(space: SearchSpace) -> None:
+    torch.manual_seed(0)
+    net = build_supernet(space)
+    net.train()
+    y = net(_x(space))
+    assert y.shape == (2, space.num_classes, 32, 32)
+    y.square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert missing == []
+    for p in net.arch_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert any(p.grad.abs().sum() > 0 for p in net.network_parameters())
+    assert any(p.grad.abs().sum() > 0 for p in net.cell_parameters())
+
+
+def test_parameter_groups_partition_all_parameters() -> None:
+    net = build_supernet(QUICK)
+    everything = {id(p) for p in net.parameters()}
+    cell = {id(p) for p in net.cell_parameters()}
+    network = {id(p) for p in net.network_parameters()}
+    arch = {id(p) for p in net.arch_parameters()}
+    weights = {id(p) for p in net.weight_parameters()}
+    assert arch == cell | network and not cell & network
+    assert arch | weights == everything and not arch & weights
+    assert len(cell) == 2 * len(QUICK.cell_types) * QUICK.blocks
+    assert len(network) == len(net.graph.searchable_nodes)
+    assert {n for n, _ in net.named_weight_parameters()}.isdisjoint(
+        {n for n, _ in net.named_parameters() if n.startswith(("alpha", "p_logits", "beta"))}
+    )
+
+
+def test_zero_logits_are_uniform_and_shapes_follow_the_state_layout() -> None:
+    net = build_supernet(TINY)
+    w = net.arch_weights()
+    n_ops = len(TINY.ops)
+    for c in TINY.cell_types:
+        for b in range(TINY.blocks):
+            assert w.alpha[c][b].shape == (b + 1, n_ops)
+            torch.testing.assert_close(w.alpha[c][b], torch.full((b + 1, n_ops), 1 / n_ops))
+            torch.testing.assert_close(w.p[c][b], torch.full((b + 1,), 1 / (b + 1)))
+    for node in net.graph.searchable_nodes:
+        k = len(net.graph.node_kinds(node))
+        torch.testing.assert_close(w.beta[node], torch.full((k,), 1 / k))
+    assert "L2_s1" in net.beta_logits and "L1_s1_contract" in net.cells
+
+
+def test_state_round_trip() -> None:
+    net = build_supernet(TINY)
+    rand = SearchState.random(TINY, seed=4)
+    net.load_state(rand)
+    got = net.state(meta=rand.meta)
+    for node in TINY_graph_nodes(got):
+        torch.testing.assert_close(
+            torch.as_tensor(got.beta_logits[node]),
+            torch.as_tensor(rand.beta_logits[node]),
+            rtol=1e-6,
+            atol=1e-6,
+        )
+    other = build_supernet(TINY)
+    other.load_state(got)
+    assert other.state(meta=rand.meta) == got  # float32-representable values: exact
+    assert got.meta == rand.meta
+    # the supernet computes softmax of the loaded logits
+    ref = ArchWeights.from_state(got)
+    mine = other.arch_weights()
+    torch.testing.assert_close(mine.alpha["keep"][1], ref.alpha["keep"][1])
+    x = _x(TINY)
+    other.eval()
+    torch.testing.assert_close(other(x), other(x, weights=ref), atol=1e-5, rtol=1e-5)
+
+
+def TINY_graph_nodes(state: SearchState) -> list:
+    return list(state.graph.searchable_nodes)
+
+
+def test_load_state_of_another_space_raises() -> None:
+    net = build_supernet(TINY)
+    with pytest.raises(StateError, match=r"space 'quick'.*space 'tiny'.*build_supernet"):
+        net.load_state(SearchState.zeros(QUICK))
+    k1 = SearchState.zeros(TINY_K1)  # same name, another field
+    with pytest.raises(StateError, match="partial_k"):
+        net.load_state(k1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((2, 3, 32, 32), "input has 3 channels, the space expects in_channels=1"),
+        ((2, 1, 31, 32), r"spatial size \(31, 32\) is not divisible by 2"),
+        ((1, 32, 32), r"input has shape \(1, 32, 32\), expected \(batch, 1, SxS\)"),
+    ],
+)
+def test_bad_input_raises_backend_error(shape: tuple[int, ...], message: str) -> None:
+    net = build_supernet(TINY)
+    with pytest.raises(BackendError, match=message):
+        net(torch.zeros(shape))
+
+
+def test_fixed_weights_are_checked_and_used() -> None:
+    net = build_supernet(TINY).eval()
+    x = _x(TINY)
+    w = ArchWeights.from_state(SearchState.random(TINY, seed=2))
+    expected = net(x, weights=w)
+    net.fix_weights(w)
+    assert net.fixed_weights is w
+    torch.testing.assert_close(net(x), expected)
+    net.fix_weights(None)
+    assert not torch.allclose(net(x), expected)
+    bad = ArchWeights(w.alpha, w.p, {**w.beta})
+    bad.beta.pop(next(iter(bad.beta)))
+    with pytest.raises(BackendError, match=r"ArchWeights\.beta\[L1\.s0\]: missing"):
+        net(x, weights=bad)
+
+
+def test_torch_backend_protocol() -> None:
+    backend = get_backend("torch")
+    assert backend.name == "torch"
+    net = backend.build_supernet(TINY)
+    assert isinstance(net, Supernet)
+    arch = decode(SearchState.random(TINY, seed=0), paths=2)
+    final = backend.build_network(arch)
+    assert isinstance(final, FinalNetwork)
+    cost = backend.cost(final, 32)
+    assert {"params", "macs", "flops"} <= set(cost)
+    assert cost["params"] == sum(p.numel() for p in final.parameters())
+    assert cost["macs"] > 0 and cost["flops"] == 2 * cost["macs"]
+    assert backend.cost(net, 32)["macs"] > cost["macs"]
+
+
+# ------------------------------------------------------------------------------ parity
+
+
+def _parity(space: SearchSpace, seed: int, paths: int, fusion: str = "sum", **decode_kw) -> None:
+    torch.manual_seed(seed)
+    supernet = build_supernet(space)
+    _randomise(supernet, seed)
+    arch = decode(SearchState.random(space, seed=seed, scale=2.0), paths=paths, **decode_kw)
+    network = build_network(arch, fusion=fusion)
+    skipped = transfer_weights(supernet, network)
+    assert skipped == [f"fusions.{k}" for k in network.fusions]
+    supernet.eval()
+    network.eval()
+    x = _x(space, seed=seed)
+    with torch.no_grad():
+        expected = network(x)
+        got = supernet(x, weights=ArchWeights.from_architecture(arch))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # not trivially equal: another choice of weights gives another function
+    with torch.no_grad():
+        other = supernet(x)
+    assert not torch.allclose(other, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("space", [TINY_K1, THREE_K1], ids=lambda s: s.name)
+def test_parity_single_path(space: SearchSpace, seed: int) -> None:
+    """One-hot supernet == final network (paths=1: no fusion, so either fusion mode)."""
+    _parity(space, seed, paths=1, fusion=space.fusion)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_parity_two_inputs_per_block(seed: int) -> None:
+    """Weight 1 on each of a block's two kept inputs (fixed weights need not sum to 1)."""
+    _parity(THREE_K1, seed, paths=1, inputs_per_block=2)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_parity_several_paths_with_sum_fusion(seed: int) -> None:
+    """Weight 1 on every kept edge = the final network's sum fusion; two output scales."""
+    _parity(THREE_K1_TWO_OUT, seed, paths=3, fusion="sum")
+
+
+def test_transfer_with_partial_channels_needs_strict_false() -> None:
+    arch = decode(SearchState.random(TINY, seed=0), paths=1)
+    supernet, network = build_supernet(TINY), build_network(arch)
+    with pytest.raises(BackendError, match="strict=False"):
+        transfer_weights(supernet, network)
+    skipped = transfer_weights(supernet, network, strict=False)
+    convs = sum(
+        1
+        for cell in arch.cells.values()
+        for inputs in cell.blocks
+        for i in inputs
+        if i.op.startswith(("sep", "dil"))
+    )
+    assert skipped or convs == 0
+    with pytest.raises(BackendError, match="differs from the supernet's space"):
+        transfer_weights(build_supernet(TINY_K1), network)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    paths=st.integers(1, 4),
+    inputs_per_block=st.integers(1, 2),
+)
+def test_parity_property(seed: int, paths: int, inputs_per_block: int) -> None:
+    """Any decoded choice (paths, inputs per block) of a k=1 space with two output scales."""
+    _parity(THREE_K1_TWO_OUT, seed, paths=paths, inputs_per_block=inputs_per_block)
+
+
+def test_volumetric_space() -> None:
+    space = SearchSpace.preset("tiny", spatial_dims=3, input_size=16)
+    net = build_supernet(space)
+    y = net(torch.randn(2, 1, 16, 16, 16))
+    assert y.shape == (2, space.num_classes, 16, 16, 16)
+    y.mean().backward()
+    arch = decode(SearchState.random(space, seed=0), paths=3)
+    assert build_network(arch)(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+    with pytest.raises(BackendError, match="SxSxS"):
+        net(torch.randn(2, 1, 16, 16))
+
+
+def test_checkpointing_gives_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    net = build_supernet(QUICK).eval()  # eval: BatchNorm statistics fixed, so runs compare
+    x = _x(QUICK)
+
+    def grads(checkpoint: bool) -> list[torch.Tensor]:
+        net.zero_grad(set_to_none=True)
+        net.checkpoint = checkpoint
+        net.training = True  # the flag the supernet reads; submodules stay in eval mode
+        net(x).square().mean().backward()
+        net.training = False
+        return [p.grad.clone() for p in net.parameters()]
+
+    for a, b in zip(grads(False), grads(True), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
