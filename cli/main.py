@@ -241,6 +241,12 @@ def ops(as_json: bool) -> None:
     _emit(known, as_json, "\n".join(f"{k:14s} {v}" for k, v in sorted(known.items())))
 
 
+from .torch_commands import COMMANDS  # noqa: E402  (registered after the group exists)
+
+for _command in COMMANDS:
+    main.add_command(_command)
+
+
 def run() -> None:  # pragma: no cover - console entry point helper
     main(prog_name="msnas-graph")
 

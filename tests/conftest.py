@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Torch runs single-threaded in tests (read when torch is imported, inherited by subprocesses):
+# pytest-xdist already runs two workers on two cores, and oversubscribed intra-op threads make
+# tiny convolutions many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 settings.register_profile(
     "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
 
 REPO = Path(__file__).resolve().parents[1]
 HC18 = REPO.parent / "shared" / "data" / "hc18"
