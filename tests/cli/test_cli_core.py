@@ -1,0 +1,163 @@
+"""The graph-core commands: behaviour, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from msnas_graph.architecture import Architecture
+from msnas_graph.cli.main import main
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def state_file(tmp_path: Path) -> Path:
+    code, out, _ = run("sample", "--space", "quick", "--seed", "3", "-o", str(tmp_path / "s.json"))
+    assert code == 0 and "wrote" in out
+    return tmp_path / "s.json"
+
+
+def test_count_paper_prints_the_paper_cell_count() -> None:
+    code, out, _ = run("count", "--space", "paper", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["cells"] == 421_875_000 and data["cells_per_type"]["keep"] == 750
+
+
+def test_decode_writes_architecture_and_picture(state_file: Path, tmp_path: Path) -> None:
+    arch_path, pic = tmp_path / "arch.json", tmp_path / "arch.dot"
+    code, out, _ = run(
+        "decode", str(state_file), "--paths", "4", "-o", str(arch_path), "--render", str(pic)
+    )
+    assert code == 0, out
+    arch = Architecture.load(arch_path)
+    assert len(arch.paths) == 4
+    assert "path 4:" in out and f"wrote architecture {arch_path}" in out
+    assert "digraph" in pic.read_text()
+    code, out, _ = run("decode", str(state_file), "--paths", "4", "--json")
+    assert json.loads(out)["content_hash"] == arch.content_hash
+
+
+def test_render_and_diff(state_file: Path, tmp_path: Path) -> None:
+    a = tmp_path / "a.json"
+    b = tmp_path / "b.json"
+    run("decode", str(state_file), "-n", "1", "-o", str(a))
+    run("decode", str(state_file), "-n", "5", "-o", str(b))
+    code, out, _ = run("diff", str(a), str(a))
+    assert code == 0 and "no differences" in out
+    code, out, _ = run("diff", str(a), str(b), "--json")
+    assert code == 0 and json.loads(out)["edges_added"]
+    code, out, _ = run("render", "paper", "-o", str(tmp_path / "trellis.dot"))
+    assert code == 0 and (tmp_path / "trellis.dot").is_file()
+    if shutil.which("dot"):
+        code, _, _ = run("render", str(b), "-o", str(tmp_path / "arch.svg"))
+        assert code == 0 and "<svg" in (tmp_path / "arch.svg").read_text()
+
+
+def test_ops_lists_the_registry() -> None:
+    code, out, _ = run("ops")
+    assert code == 0 and "sep_conv_3x3" in out and "none" in out
+
+
+def _spec(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "space.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    ("make_args", "message"),
+    [
+        (
+            lambda t: [
+                "count",
+                "--space",
+                _spec(t, "layers: 4\nscales: 3\nchannels: 8\nops: [sep_conv_7x7]\n"),
+            ],
+            "space.yaml: ops: unknown operation 'sep_conv_7x7'",
+        ),
+        (
+            lambda t: [
+                "count",
+                "--space",
+                _spec(t, "layers: 4\nscales: 3\nchannels: 6\npartial_k: 4\n"),
+            ],
+            "partial_k=4 does not divide channels=6",
+        ),
+        (
+            lambda t: [
+                "count",
+                "--space",
+                _spec(t, "layers: 4\nscales: 9\nchannels: 8\ninput_size: 64\n"),
+            ],
+            "input_size=64 is not divisible by 2**(scales-1)=256",
+        ),
+        (
+            lambda t: ["count", "--space", _spec(t, "layers: [4\n")],
+            "not valid YAML",
+        ),
+        (lambda t: ["decode", str(t / "missing.json")], "no such file or folder"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_1(tmp_path: Path, make_args, message: str) -> None:
+    code, out, err = run(*make_args(tmp_path))
+    assert code == 1
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_state_files(tmp_path: Path, state_file: Path) -> None:
+    data = json.loads(state_file.read_text())
+    data["schema_version"] = 99
+    bad = tmp_path / "v99.json"
+    bad.write_text(json.dumps(data))
+    code, _, err = run("decode", str(bad))
+    assert code == 1 and "schema_version 99 is not supported" in err
+    broken = tmp_path / "broken.json"
+    broken.write_text(state_file.read_text()[:100])
+    code, _, err = run("decode", str(broken))
+    assert code == 1 and "not valid JSON" in err
+    code, _, err = run("decode", str(state_file), "--paths", "100000")
+    assert code == 1 and "ask for at most" in err
+
+
+def test_architecture_not_matching_its_space(tmp_path: Path, state_file: Path) -> None:
+    arch_path = tmp_path / "a.json"
+    run("decode", str(state_file), "-o", str(arch_path))
+    data = json.loads(arch_path.read_text())
+    data["space"]["layers"] = 2  # edges now fall outside the space
+    data.pop("content_hash")
+    arch_path.write_text(json.dumps(data))
+    code, _, err = run("render", str(arch_path), "-o", str(tmp_path / "x.dot"))
+    assert code == 1 and "not in the space" in err
+    assert not (tmp_path / "x.dot").exists()
+
+
+def test_missing_dot_is_one_line_and_leaves_no_file(
+    tmp_path: Path, state_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    out_file = tmp_path / "arch.svg"
+    code, _, err = run("decode", str(state_file), "--render", str(out_file))
+    assert code == 1 and "`dot` program was not found" in err
+    assert not out_file.exists()
+
+
+def test_usage_errors_exit_2() -> None:
+    code, _, _ = run("decode")
+    assert code == 2
+    code, _, _ = run("decode", "x.json", "--paths", "0")
+    assert code == 2
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["--debug", "count", "--space", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 1 and result.exception is not None
