@@ -1,0 +1,361 @@
+"""Run folders: refusal/overwrite/resume rules, atomic checkpoints, metrics CSV and plots.
+
+A run folder is written by rank 0 only. Every file is replaced atomically (temporary file in the
+same folder, then ``os.replace``), so an interrupted run never leaves a half-written checkpoint
+where a good one was. ``DONE`` marks a finished run.
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> prepare_run_dir(d, "search", resume=False, overwrite=False)
+False
+>>> _ = mark_done(d, {"epochs": 1})
+>>> prepare_run_dir(d, "search", resume=False, overwrite=False)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+msnas_graph.errors.RunError: ... already holds a finished run; use --overwrite to replace it ...
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from msnas_graph._util import atomic_write
+from msnas_graph.errors import RunError
+from msnas_graph.state import SearchState, softmax
+
+__all__ = [
+    "CHECKPOINT",
+    "DONE",
+    "RUN_FILES",
+    "get_rng_state",
+    "is_finished",
+    "load_checkpoint",
+    "mark_done",
+    "plot_arch_weights",
+    "plot_losses",
+    "prepare_run_dir",
+    "save_checkpoint",
+    "save_weights",
+    "set_rng_state",
+    "write_metrics_csv",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+DONE = "DONE"
+
+#: What each kind of run writes (removed by ``overwrite``; nothing else in the folder is).
+RUN_FILES: dict[str, tuple[str, ...]] = {
+    "search": (
+        "config.json",
+        "states",
+        "state.json",
+        "architecture.json",
+        "supernet.pt",
+        CHECKPOINT,
+        "metrics.csv",
+        "plots",
+        DONE,
+    ),
+    "train": (
+        "config.json",
+        "model.json",
+        "best.pt",
+        "last.pt",
+        CHECKPOINT,
+        "metrics.csv",
+        "plots",
+        DONE,
+    ),
+}
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (a ``DONE`` marker)."""
+    return (Path(run_dir) / DONE).is_file()
+
+
+def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: bool) -> bool:
+    """Apply the run-folder rules; return whether there is a checkpoint to resume from.
+
+    - ``resume`` and ``overwrite`` together: :class:`RunError`.
+    - a finished run (``DONE``): refused unless ``overwrite`` (the run's own files are removed)
+      or ``resume`` (the caller returns the finished result).
+    - an unfinished run (``checkpoint.pt``): refused unless ``resume`` or ``overwrite``.
+    - ``resume`` with no checkpoint: :class:`RunError`.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise RunError(
+            f"{run_dir}: --resume and --overwrite contradict each other; give one of them"
+        )
+    finished = is_finished(run_dir)
+    has_ckpt = (run_dir / CHECKPOINT).is_file()
+    if overwrite:
+        if run_dir.exists():
+            for name in RUN_FILES[kind]:
+                p = run_dir / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return False
+    if finished and not resume:
+        raise RunError(
+            f"{run_dir} already holds a finished run; use --overwrite to replace it or choose "
+            f"another folder"
+        )
+    if resume:
+        if not has_ckpt and not finished:
+            raise RunError(
+                f"{run_dir}: no {CHECKPOINT} to resume from; start the run without --resume"
+            )
+        return True
+    if has_ckpt:
+        raise RunError(
+            f"{run_dir} holds an unfinished run; use --resume to continue it or --overwrite to "
+            f"start over"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def mark_done(run_dir: str | Path, info: Mapping[str, Any]) -> Path:
+    """Write the ``DONE`` marker (JSON with ``info`` and the finishing time)."""
+    data = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    return atomic_write(Path(run_dir) / DONE, json.dumps(data, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(dict(payload), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_weights(path: str | Path, module: torch.nn.Module) -> Path:
+    """Save ``module.state_dict()`` (on the CPU) atomically."""
+    state = {k: v.detach().to("cpu") for k, v in module.state_dict().items()}
+    return save_checkpoint(path, state)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: no such checkpoint")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or foreign file
+        raise RunError(
+            f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc}); it is corrupt or "
+            f"not an msnas-graph checkpoint"
+        ) from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: not an msnas-graph checkpoint (a {type(data).__name__})")
+    return data
+
+
+def get_rng_state() -> dict[str, Any]:
+    """RNG states of torch (CPU and CUDA), numpy's global generator and ``random``, in a form
+    that ``torch.load(weights_only=True)`` accepts (tensors, ints, lists)."""
+    np_state: Any = np.random.get_state()
+    py_state = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            n["keys"].numpy().astype(np.uint32),
+            int(n["pos"]),
+            int(n["has_gauss"]),
+            float(n["cached_gaussian"]),
+        )
+    )
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = list(state["cuda"])
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+# ----------------------------------------------------------------------------- metrics.csv
+
+
+def write_metrics_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write one row per epoch (columns from the first row, in order)."""
+    buf = io.StringIO()
+    if rows:
+        fields = list(rows[0])
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in fields})
+    return atomic_write(path, buf.getvalue())
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+# ----------------------------------------------------------------------------------- plots
+
+
+def _figure(width: float, height: float) -> Any:
+    # The object-oriented API with an Agg canvas: no pyplot, no global backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_fig(fig: Any, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return atomic_write(path, buf.getvalue())
+
+
+def plot_losses(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path | None:
+    """Loss curves (train, and val/arch when present) and validation Dice per epoch."""
+    if not rows:
+        return None
+    epochs = [r["epoch"] for r in rows]
+    fig = _figure(7, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    for key, label in (
+        ("train_loss", "train loss"),
+        ("arch_loss", "architecture loss"),
+        ("val_loss", "val loss"),
+    ):
+        ys = [r.get(key) for r in rows]
+        if any(y is not None for y in ys):
+            ax.plot(epochs, [np.nan if y is None else y for y in ys], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (Dice + CE)")
+    phases = [r.get("phase") for r in rows]
+    for i in range(1, len(rows)):
+        if phases[i] != phases[i - 1]:
+            ax.axvline(epochs[i] - 0.5, color="grey", linestyle=":", linewidth=1)
+    dice = [r.get("val_dice") for r in rows]
+    lines, labels = ax.get_legend_handles_labels()
+    if any(d is not None for d in dice):
+        ax2 = ax.twinx()
+        ax2.plot(
+            epochs,
+            [np.nan if d is None else d for d in dice],
+            color="black",
+            marker="s",
+            linestyle="--",
+            label="val Dice",
+        )
+        ax2.set_ylabel("mean foreground Dice")
+        ax2.set_ylim(0, 1)
+        l2, lab2 = ax2.get_legend_handles_labels()
+        lines, labels = lines + l2, labels + lab2
+    ax.legend(lines, labels, loc="best", fontsize="small")
+    return _save_fig(fig, Path(path))
+
+
+def plot_arch_weights(path: str | Path, states: Sequence[SearchState]) -> Path | None:
+    """Heatmaps: ``softmax(beta)`` of every network edge over epochs, and the latest
+    ``softmax(alpha)`` of every cell type (rows: block <- input, with ``softmax(p)``)."""
+    if not states:
+        return None
+    last = states[-1]
+    space, graph = last.space, last.graph
+    cell_types = list(space.cell_types)
+    fig = _figure(4 + 0.35 * len(states) + 4.5 * len(cell_types), max(4, 0.22 * len(graph.edges)))
+    gs = fig.add_gridspec(1, 1 + len(cell_types), width_ratios=[2] + [1] * len(cell_types))
+    ax = fig.add_subplot(gs[0, 0])
+    beta = np.stack([s.edge_weights() for s in states], axis=1)  # (edges, epochs)
+    im = ax.imshow(beta, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(graph.edges)))
+    ax.set_yticklabels([str(e) for e in graph.edges], fontsize=6)
+    ticks = list(range(len(states)))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(s.meta.get("epoch", i + 1)) for i, s in enumerate(states)], fontsize=7)
+    ax.set_xlabel("epoch")
+    ax.set_title("network edges softmax(beta)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    for k, c in enumerate(cell_types):
+        axc = fig.add_subplot(gs[0, 1 + k])
+        rows, labels = [], []
+        for b in range(space.blocks):
+            p = softmax(last.p_logits[c][b])
+            alpha = softmax(last.alpha_logits[c][b], axis=-1)
+            for j in range(b + 1):
+                rows.append(alpha[j])
+                labels.append(f"b{b + 1}<-{'in' if j == 0 else f'b{j}'} (p {p[j]:.2f})")
+        mat = np.stack(rows)
+        imc = axc.imshow(mat, aspect="auto", cmap="magma", interpolation="nearest")
+        if mat.size <= 160:
+            mid = (mat.max() + mat.min()) / 2
+            for (r, o), v in np.ndenumerate(mat):
+                axc.text(o, r, f"{v:.3f}", ha="center", va="center", fontsize=5,
+                         color="black" if v > mid else "white")  # fmt: skip
+        axc.set_xticks(range(len(space.ops)))
+        axc.set_xticklabels(space.ops, rotation=60, ha="right", fontsize=6)
+        axc.set_yticks(range(len(labels)))
+        axc.set_yticklabels(labels, fontsize=6)
+        axc.set_title(f"{c} cell softmax(alpha) (epoch {last.meta.get('epoch', '?')})", fontsize=8)
+        fig.colorbar(imc, ax=axc, fraction=0.05).ax.tick_params(labelsize=6)
+    return _save_fig(fig, Path(path))
+
+
+def beta_summary(state: SearchState) -> dict[str, list[float]]:
+    """``softmax(beta)`` per searchable node, as lists (for logs and reports)."""
+    return {
+        str(n): softmax(state.beta_logits[n]).round(4).tolist()
+        for n in state.graph.searchable_nodes
+    }

@@ -1,0 +1,346 @@
+"""The training engine: a real (tiny) search and training, run folders, refusals, NaN handling,
+evaluation and prediction, data loaders and losses."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from msnas_graph.architecture import Architecture
+from msnas_graph.backends.torch import engine
+from msnas_graph.backends.torch.data import (
+    EpochSampler,
+    SegmentationTorchDataset,
+    make_loader,
+    split_by_group,
+)
+from msnas_graph.backends.torch.engine import (
+    SearchConfig,
+    TrainConfig,
+    evaluate,
+    load_model,
+    predict,
+    search,
+    train,
+)
+from msnas_graph.backends.torch.losses import DiceCELoss, dice_scores
+from msnas_graph.backends.torch.runs import load_checkpoint
+from msnas_graph.data import load_dataset
+from msnas_graph.errors import DataError, RunError
+from msnas_graph.metrics import dice_iou
+from msnas_graph.spec import SearchSpace
+from msnas_graph.state import SearchState
+
+TINY = SearchSpace.preset("tiny")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster, and immune to a busy machine's contention
+    (two threads fighting another process make every step ~100x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+DATA = "phantom:8"
+
+
+def search_config(**kw: object) -> SearchConfig:
+    base: dict[str, object] = dict(
+        space=TINY, data=DATA, batch_size=2, epochs=(1, 1), max_steps_per_epoch=2, device="cpu"
+    )
+    base.update(kw)
+    return SearchConfig(**base)  # type: ignore[arg-type]
+
+
+def unet_config(**kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        model="unet",
+        unet_base_channels=4,
+        unet_depth=3,
+        data=DATA,
+        input_size=32,
+        epochs=2,
+        batch_size=2,
+        max_steps_per_epoch=2,
+        device="cpu",
+    )
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, engine.SearchResult]:
+    run = tmp_path_factory.mktemp("search") / "run"
+    return run, search(search_config(), run, progress=False)
+
+
+def _logits(state: SearchState) -> tuple[np.ndarray, np.ndarray]:
+    cell = np.concatenate(
+        [a.ravel() for c in state.space.cell_types for a in state.alpha_logits[c]]
+        + [a.ravel() for c in state.space.cell_types for a in state.p_logits[c]]
+    )
+    beta = np.concatenate([state.beta_logits[n] for n in state.graph.searchable_nodes])
+    return cell, beta
+
+
+# ------------------------------------------------------------------------------------ search
+
+
+def test_search_phases_update_their_own_parameters(search_run):
+    run, result = search_run
+    start = SearchState.zeros(result.state.space)
+    e1 = SearchState.load(run / "states" / "epoch_001.json")
+    e2 = SearchState.load(run / "states" / "epoch_002.json")
+    assert (e1.meta["phase"], e2.meta["phase"]) == ("cell", "network")
+    c0, b0 = _logits(start)
+    c1, b1 = _logits(e1)
+    c2, b2 = _logits(e2)
+    assert not np.array_equal(c0, c1)  # phase 1 moves alpha and p ...
+    assert np.array_equal(b0, b1)  # ... and not beta
+    assert np.array_equal(c1, c2)  # phase 2 leaves alpha and p ...
+    assert not np.array_equal(b1, b2)  # ... and moves beta
+    assert result.state.content_hash == e2.content_hash
+
+
+def test_search_run_folder(search_run):
+    run, result = search_run
+    for name in (
+        "config.json",
+        "state.json",
+        "architecture.json",
+        "supernet.pt",
+        "checkpoint.pt",
+        "metrics.csv",
+        "plots/loss.png",
+        "plots/arch_weights.png",
+        "DONE",
+        "states/epoch_001.json",
+        "states/epoch_002.json",
+    ):
+        assert (run / name).is_file(), name
+    # the data has 4 classes: the space follows the data
+    assert result.state.space.num_classes == 4
+    assert Architecture.load(run / "architecture.json") == result.architecture
+    assert len(result.architecture.paths) == 3
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["phase"] for r in rows] == ["cell", "network"]
+    assert {"epoch", "train_loss", "arch_loss", "val_loss", "val_dice", "lr"} <= set(rows[0])
+    assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # cosine
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 2 and ckpt["kind"] == "search"
+    assert set(ckpt["split"]) == {"train", "val", "test", "weights", "arch"}
+    assert not set(ckpt["split"]["weights"]) & set(ckpt["split"]["arch"])
+    assert not set(ckpt["split"]["train"]) & set(ckpt["split"]["test"])
+    weights = torch.load(run / "supernet.pt", weights_only=True)
+    assert any(k.startswith("beta_logits") for k in weights)
+    assert SearchConfig.load(run / "config.json").to_dict() == search_config().to_dict()
+
+
+def test_search_refuses_finished_run_and_resume_returns_it(search_run):
+    run, result = search_run
+    with pytest.raises(RunError, match="already holds a finished run; use --overwrite"):
+        search(search_config(), run, progress=False)
+    again = search(None, run, resume=True, progress=False)
+    assert again.state == result.state
+    with pytest.raises(RunError, match="contradict"):
+        search(search_config(), run, resume=True, overwrite=True)
+
+
+def test_search_config_errors():
+    with pytest.raises(RunError, match="amp mode"):
+        search_config(amp="fp8")
+    with pytest.raises(RunError, match="multiple of"):
+        search_config(input_size=33)
+    with pytest.raises(RunError, match="unknown config field 'epoch'"):
+        SearchConfig.from_dict({"epoch": 3})
+    assert SearchConfig(space="paper").epochs == (20, 20)
+    assert SearchConfig(space="quick").epochs == (2, 2)
+    with pytest.raises(RunError, match="fp16.*CUDA"):
+        search(search_config(amp="fp16"), "/nonexistent/never-written")
+
+
+def test_search_paths_more_than_the_space_has(tmp_path):
+    with pytest.raises(RunError, match="paths=999"):
+        search(search_config(paths=999), tmp_path / "run", progress=False)
+
+
+def test_nan_loss_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    calls = {"n": 0}
+    real = DiceCELoss.forward
+
+    def poisoned(self, logits, target):
+        calls["n"] += 1
+        loss = real(self, logits, target)
+        # epoch 1: one step (3 weight-half cases, batch 2, no lone last batch) x 2 losses
+        # + 1 validation batch; then NaN in epoch 2
+        return loss * float("nan") if calls["n"] > 3 else loss
+
+    monkeypatch.setattr(DiceCELoss, "forward", poisoned)
+    with pytest.raises(RunError, match=r"loss became NaN at epoch 2 step 1; the last good"):
+        search(search_config(), run, progress=False)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not (run / "DONE").exists()
+    with pytest.raises(RunError, match="unfinished run; use --resume"):
+        search(search_config(), run, progress=False)
+
+
+def test_nan_from_huge_learning_rate_in_training(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(RunError, match="loss became NaN at epoch"):
+        train(unet_config(lr=1e12, grad_clip=None, epochs=3), run, progress=False)
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] >= 0
+
+
+# ------------------------------------------------------------------------------------- train
+
+
+def test_train_architecture_from_search_run_then_evaluate_and_predict(search_run, tmp_path):
+    search_dir, result = search_run
+    run = tmp_path / "train"
+    res = train(
+        TrainConfig(
+            model=str(search_dir),
+            data=DATA,
+            epochs=2,
+            batch_size=2,
+            max_steps_per_epoch=2,
+            device="cpu",
+        ),
+        run,
+        progress=False,
+    )
+    for name in ("config.json", "model.json", "best.pt", "last.pt", "checkpoint.pt",
+                 "metrics.csv", "plots/loss.png", "DONE"):  # fmt: skip
+        assert (run / name).is_file(), name
+    assert 1 <= res.best_epoch <= 2 and len(res.history) == 2
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["kind"] == "architecture" and spec["input_size"] == TINY.input_size
+    assert Architecture.from_dict(spec["architecture"]) == result.architecture
+
+    model, info = load_model(run)
+    assert info["num_classes"] == 4 and not model.training
+
+    summary = evaluate(run, device="cpu", out_dir=tmp_path / "eval")
+    test_ids = load_checkpoint(run / "checkpoint.pt")["split"]["test"]
+    assert summary["num_cases"] == len(test_ids) > 0
+    assert summary["split"] == "test" and summary["hd95_unit"] == "mm"
+    assert 0.0 <= summary["mean_dice"] <= 1.0
+    rows = list(csv.DictReader((tmp_path / "eval" / "per_case.csv").open()))
+    assert len(rows) == len(test_ids)
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["num_cases"] == len(rows)
+
+    # predictions come back at each case's original size (phantom: 64x64)
+    masks = predict(run, "phantom:2", tmp_path / "pred", overlay=True, device="cpu")
+    assert [m.name for m in masks] == ["phantom_000.png", "phantom_001.png"]
+    from PIL import Image
+
+    assert Image.open(masks[0]).size == (64, 64)
+    assert (tmp_path / "pred" / "overlays" / "phantom_000.png").is_file()
+
+
+def test_train_unet_same_path(tmp_path):
+    run = tmp_path / "unet"
+    res = train(unet_config(), run, progress=False)
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["kind"] == "unet" and spec["unet"] == {"base_channels": 4, "depth": 3}
+    assert res.best_dice is not None
+    model, _ = load_model(run / "last.pt")
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 4, 32, 32)
+    with pytest.raises(RunError, match="already holds a finished run"):
+        train(unet_config(), run, progress=False)
+    train(unet_config(epochs=1), run, overwrite=True, progress=False)
+    assert len(load_checkpoint(run / "checkpoint.pt")["history"]) == 1
+
+
+def test_train_errors(tmp_path, search_run):
+    with pytest.raises(RunError, match="no such file or folder"):
+        train(unet_config(model=str(tmp_path / "missing.json")), tmp_path / "a", progress=False)
+    with pytest.raises(RunError, match="optimizer"):
+        unet_config(optimizer="sgdd")
+    search_dir, _ = search_run
+    with pytest.raises(RunError, match="search run"):
+        load_model(search_dir)
+    with pytest.raises(RunError, match="unknown split"):
+        evaluate(search_dir, split="tset")
+
+
+# ------------------------------------------------------------------------- data and losses
+
+
+def test_dataset_and_sampler_are_pure_functions_of_seed_and_epoch():
+    ds = load_dataset("phantom:6")
+    tds = SegmentationTorchDataset(ds, [0, 2, 4], 32, augment=True, seed=3)
+    assert torch.equal(tds[(1, 5)][0], tds[(1, 5)][0])
+    assert not torch.equal(tds[(1, 5)][0], tds[(1, 6)][0])
+    loader, sampler = make_loader(tds, 2, shuffle=True, seed=3)
+    sampler.set_epoch(2)
+    first = [b[0] for b in loader]
+    sampler.set_epoch(2)
+    again = [b[0] for b in loader]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert len(first) == 1  # drop_last: no lone sample for BatchNorm
+    shares = []
+    for rank in range(2):
+        s = EpochSampler(5, shuffle=True, seed=0, distributed=(rank, 2))
+        s.set_epoch(1)
+        shares.append([i for i, _ in s])
+    assert sorted(shares[0] + shares[1])[:5] != [] and len(shares[0]) == len(shares[1]) == 3
+    assert set(shares[0]) | set(shares[1]) == set(range(5))
+
+
+def test_split_by_group_never_splits_a_group():
+    groups = ["a", "a", "b", "b", "c", "d", "d", "e"]
+    w, a = split_by_group(range(8), groups, seed=1)
+    assert sorted(w + a) == list(range(8))
+    assert not {groups[i] for i in w} & {groups[i] for i in a}
+    with pytest.raises(DataError, match="at least 2"):
+        split_by_group([0, 1], ["a", "a"])
+
+
+def test_dice_scores_match_core_metrics():
+    rng = np.random.default_rng(0)
+    pred = rng.integers(0, 3, size=(4, 8, 8))
+    target = rng.integers(0, 3, size=(4, 8, 8))
+    target[0] = 0  # classes absent on one or both sides
+    pred[0] = 0
+    ours = dice_scores(torch.from_numpy(pred), torch.from_numpy(target), 3).numpy()
+    ref = [dice_iou(p, t, 3)[0][1:].mean() for p, t in zip(pred, target, strict=True)]
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+
+
+def test_loss_is_low_for_a_confident_correct_prediction():
+    target = torch.randint(0, 3, (2, 8, 8))
+    good = torch.nn.functional.one_hot(target, 3).movedim(-1, 1).float() * 20
+    bad = torch.zeros(2, 3, 8, 8)
+    loss = DiceCELoss(3)
+    assert float(loss(good, target)) < 1e-3 < float(loss(bad, target))
+    ignored = target.clone()
+    ignored[:] = -100
+    assert torch.isfinite(loss(bad, ignored))
+
+
+@pytest.mark.parametrize("amp,channels_last", [("bf16", False), ("none", True)])
+def test_amp_and_channels_last_run(tmp_path, amp, channels_last):
+    res = train(
+        unet_config(epochs=1, max_steps_per_epoch=1, amp=amp, channels_last=channels_last),
+        tmp_path / "run",
+        progress=False,
+    )
+    assert np.isfinite(res.history[0]["train_loss"])
+    out = search(
+        search_config(epochs=(1, 0), max_steps_per_epoch=1, amp=amp, channels_last=channels_last),
+        tmp_path / "search",
+        progress=False,
+    )
+    assert out.state.meta["phase"] == "done"
