@@ -1,0 +1,100 @@
+"""The torch commands end to end through the CLI, and their documented errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from msnas_graph.cli.main import main
+
+pytest.importorskip("torch")
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+SMOKE = ["--device", "cpu", "--no-progress", "--max-steps", "1", "--batch-size", "2"]
+
+
+@pytest.mark.slow
+def test_search_decode_train_evaluate_predict_export(tmp_path: Path) -> None:
+    s, t = tmp_path / "s", tmp_path / "t"
+    code, out, err = run(
+        "search", s, "--space", "tiny", "--data", "phantom:8", "--epochs", "1,1", *SMOKE
+    )
+    assert code == 0, err
+    assert (s / "state.json").is_file() and (s / "DONE").is_file()
+    # a finished run is refused without --overwrite
+    code, _, err = run("search", s, "--space", "tiny", "--data", "phantom:8", *SMOKE)
+    assert code == 1 and "--overwrite" in err
+
+    arch = tmp_path / "arch.json"
+    code, out, err = run("decode", s, "--paths", "2", "-o", arch)
+    assert code == 0, err
+
+    code, out, err = run(
+        "train", t, "--model", arch, "--data", "phantom:8", "--epochs", "1", *SMOKE
+    )
+    assert code == 0, err
+    assert "best validation Dice" in out
+
+    code, out, err = run("evaluate", t, "--device", "cpu", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary
+
+    code, out, err = run("predict", t, "phantom:2", "-o", tmp_path / "masks", "--device", "cpu")
+    assert code == 0, err
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 2
+
+    code, out, err = run("export", t, "--onnx", tmp_path / "m.onnx", "--input-size", "32")
+    assert code == 0, err
+    assert "max abs difference" in out and (tmp_path / "m.onnx").is_file()
+
+
+def test_cost_of_unet_and_architecture(tmp_path: Path) -> None:
+    code, out, _ = run("cost", "--model", "unet", "--input-size", "64", "--json", "--no-memory")
+    assert code == 0
+    data = json.loads(out)
+    assert data["params"] == 13_217_178 and data["flops"] == 2 * data["macs"]
+    state = tmp_path / "s.json"
+    run("sample", "--space", "tiny", "-o", state)
+    run("decode", state, "-o", tmp_path / "a.json")
+    code, out, _ = run("cost", tmp_path / "a.json", "--input-size", "32")
+    assert code == 0 and "MACs" in out and "activation memory" in out
+
+
+def test_cost_and_export_errors(tmp_path: Path) -> None:
+    code, _, _ = run("cost")
+    assert code == 2
+    code, _, err = run("cost", tmp_path / "missing.json")
+    assert code == 1 and "no such architecture file" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    code, _, err = run("export", bad, "--onnx", tmp_path / "x.onnx")
+    assert code == 1 and "not an architecture" in err
+    assert not (tmp_path / "x.onnx").exists()
+    state = tmp_path / "s.json"
+    run("sample", "--space", "paper", "--seed", "0", "-o", state)  # its paths reach scale 4
+    run("decode", state, "-o", tmp_path / "a.json")
+    code, _, err = run("cost", tmp_path / "a.json", "--input-size", "36")
+    assert code == 1 and "not divisible by 16" in err
+
+
+def test_search_bad_data_and_sizes(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run("search", tmp_path / "r", "--space", "tiny", "--data", empty, *SMOKE)
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    code, _, err = run(
+        "search", tmp_path / "r2", "--space", "quick", "--data", "phantom:8", "--input-size",
+        "30", *SMOKE,
+    )  # fmt: skip
+    assert code == 1 and "input_size=30" in err
+    code, _, err = run("train", tmp_path / "t", "--model", tmp_path / "nope.json", *SMOKE)
+    assert code == 1 and "nope.json" in err
