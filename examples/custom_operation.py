@@ -20,7 +20,9 @@ from msnas_graph.spec import SearchSpace
 def conv_1x1_relu(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
     conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
     bn = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
-    return nn.Sequential(nn.ReLU(), conv(channels, channels, 1, bias=False), bn(channels, affine=affine))
+    return nn.Sequential(
+        nn.ReLU(), conv(channels, channels, 1, bias=False), bn(channels, affine=affine)
+    )
 
 
 def main() -> None:

@@ -108,7 +108,7 @@ def _spec(tmp_path: Path, text: str) -> str:
     ],
 )
 def test_bad_input_gives_one_line_and_exit_1(tmp_path: Path, make_args, message: str) -> None:
-    code, out, err = run(*make_args(tmp_path))
+    code, _out, err = run(*make_args(tmp_path))
     assert code == 1
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
