@@ -98,3 +98,59 @@ def test_search_bad_data_and_sizes(tmp_path: Path) -> None:
     assert code == 1 and "input_size=30" in err
     code, _, err = run("train", tmp_path / "t", "--model", tmp_path / "nope.json", *SMOKE)
     assert code == 1 and "nope.json" in err
+
+
+def _png(path: Path, array) -> None:
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+
+
+def _pairs(root: Path, n: int = 6, size: int = 32) -> Path:
+    import numpy as np
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        img = (np.random.default_rng(i).random((size, size)) * 255).astype("uint8")
+        _png(root / "images" / f"{i:03d}_HC.png", img)
+        mask = np.zeros((size, size), "uint8")
+        mask[8:20, 8:20] = 1
+        _png(root / "masks" / f"{i:03d}_HC.png", mask)
+    return root
+
+
+def _full(shape: tuple[int, int], value: int):
+    import numpy as np
+
+    return np.full(shape, value, "uint8")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: (r / "masks" / "001_HC.png").unlink(), "001_HC"),
+        (lambda r: (r / "images" / "002_HC.png").write_bytes(b"not a png"), "002_HC.png"),
+        (lambda r: _png(r / "masks" / "000_HC.png", _full((16, 16), 0)), "size"),
+    ],
+    ids=["unmatched", "corrupt", "size"],
+)
+def test_bad_data_through_the_cli(tmp_path: Path, damage, message: str) -> None:
+    data = _pairs(tmp_path / "data")
+    damage(data)
+    args = ["--space", "tiny", "--data", data, "--epochs", "1,1", "--input-size", "32"]
+    code, _, err = run("search", tmp_path / "run", *args, *SMOKE)
+    assert code == 1, err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_mask_labels_beyond_the_architecture_classes(tmp_path: Path) -> None:
+    data = _pairs(tmp_path / "data")
+    _png(data / "masks" / "000_HC.png", _full((32, 32), 7))  # data now reads as 8 classes
+    state = tmp_path / "s.json"
+    run("sample", "--space", "tiny", "-o", state)  # tiny: num_classes=2
+    run("decode", state, "-o", tmp_path / "a.json")
+    code, _, err = run(
+        "train", tmp_path / "t", "--model", tmp_path / "a.json", "--data", data, *SMOKE
+    )
+    assert code == 1 and "2 classes" in err and "8" in err and err.count("\n") == 1
