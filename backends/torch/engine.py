@@ -591,6 +591,22 @@ def _norm(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _restore(
+    ckpt_path: Path, kind: str, config: Any, split: Mapping[str, list[int]], **stateful: Any
+) -> dict[str, Any]:
+    """Load a resume checkpoint of ``kind``, check that the config and data split match, load
+    every ``name=object`` from ``ckpt[name]`` and restore the RNG states."""
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt.get("kind") != kind:
+        raise RunError(f"{ckpt_path}: not a {kind} checkpoint (kind {ckpt.get('kind')!r})")
+    _check_resume_config(json.loads(ckpt["config"]), config.to_dict(), ckpt_path)
+    _check_split(ckpt, split, ckpt_path)
+    for name, obj in stateful.items():
+        obj.load_state_dict(ckpt[name])
+    set_rng_state(ckpt["rng"])
+    return ckpt
+
+
 def _check_split(ckpt: Mapping[str, Any], split: Mapping[str, list[int]], path: Path) -> None:
     stored = {k: [int(i) for i in v] for k, v in ckpt.get("split", {}).items()}
     if stored != split:
@@ -791,18 +807,18 @@ def _search(
     start = 0
     ckpt_path = run_dir / CHECKPOINT
     if resuming:
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("kind") != "search":
-            raise RunError(f"{ckpt_path}: not a search checkpoint (kind {ckpt.get('kind')!r})")
-        _check_resume_config(json.loads(ckpt["config"]), config.to_dict(), ckpt_path)
-        _check_split(ckpt, split, ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        weight_opt.load_state_dict(ckpt["weight_opt"])
-        arch_opt.load_state_dict(ckpt["arch_opt"])
-        sched.load_state_dict(ckpt["sched"])
-        scaler.load_state_dict(ckpt["scaler"])
-        arch_scaler.load_state_dict(ckpt["arch_scaler"])
-        set_rng_state(ckpt["rng"])
+        ckpt = _restore(
+            ckpt_path,
+            "search",
+            config,
+            split,
+            model=model,
+            weight_opt=weight_opt,
+            arch_opt=arch_opt,
+            sched=sched,
+            scaler=scaler,
+            arch_scaler=arch_scaler,
+        )
         history = [dict(r) for r in ckpt["history"]]
         start = int(ckpt["epoch"])
         logger.info("resuming the search in %s after epoch %d of %d", run_dir, start, total)
@@ -1213,16 +1229,9 @@ def _train(
     start = 0
     ckpt_path = run_dir / CHECKPOINT
     if resuming:
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("kind") != "train":
-            raise RunError(f"{ckpt_path}: not a training checkpoint (kind {ckpt.get('kind')!r})")
-        _check_resume_config(json.loads(ckpt["config"]), config.to_dict(), ckpt_path)
-        _check_split(ckpt, split, ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
-        sched.load_state_dict(ckpt["sched"])
-        scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        ckpt = _restore(
+            ckpt_path, "train", config, split, model=model, opt=opt, sched=sched, scaler=scaler
+        )
         history = [dict(r) for r in ckpt["history"]]
         best_dice = None if ckpt.get("best_dice") is None else float(ckpt["best_dice"])
         best_epoch = int(ckpt.get("best_epoch", 0))
