@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -64,8 +65,15 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
 @click.version_option(__version__, prog_name="msnas-graph")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    envvar="MSNAS_THREADS",
+    help="CPU threads for PyTorch (env MSNAS_THREADS). On a busy or shared machine, 1 avoids "
+    "oversubscription, which can slow small networks many times.",
+)
 @click.pass_context
-def main(ctx: click.Context, debug: bool, verbose: int) -> None:
+def main(ctx: click.Context, debug: bool, verbose: int, threads: int | None) -> None:
     """MS-NAS: multi-scale neural architecture search for medical image segmentation.
 
     \b
@@ -78,6 +86,10 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if threads is not None:  # read by torch when it is imported (the torch commands import it)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 

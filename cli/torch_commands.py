@@ -379,8 +379,8 @@ def export_cmd(
 @click.argument("out_dir", type=click.Path(file_okay=False), default="runs/quickstart")
 @click.option("--data", default="phantom:96", show_default=True, help="Dataset source.")
 @space_option("quick")
-@click.option("--search-epochs", default="3,3", show_default=True, metavar="CELL,NETWORK")
-@click.option("--train-epochs", type=click.IntRange(min=1), default=12, show_default=True)
+@click.option("--search-epochs", default="4,4", show_default=True, metavar="CELL,NETWORK")
+@click.option("--train-epochs", type=click.IntRange(min=1), default=40, show_default=True)
 @paths_option
 @input_size_option
 @folds_option
