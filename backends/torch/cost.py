@@ -171,10 +171,10 @@ def activation_memory(
         key = _storage_key(t)
         if key is not None and key[0] != 0 and key[0] not in excluded:
             seen[key[0]] = max(seen.get(key[0], 0), key[1])
-        return t
+        return t.detach()
 
     def unpack(t: torch.Tensor) -> torch.Tensor:
-        return t
+        return t.detach()
 
     x = torch.randn(shape, device=dev)
     try:
