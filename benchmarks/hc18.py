@@ -56,7 +56,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--search-epochs", default="3,3")
     parser.add_argument("--train-epochs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=30, help="max steps per epoch (CPU budget)")
+    parser.add_argument("--steps", type=int, default=30, help="training steps per epoch cap")
+    parser.add_argument("--search-steps", type=int, default=12, help="search steps per epoch cap")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     if not (args.data / "images").is_dir():
@@ -64,13 +65,13 @@ def main() -> None:
 
     if args.full:
         space = SearchSpace.preset("paper", num_classes=2)
-        size, unet_base, steps = 256, 56, None
+        size, unet_base, steps, search_steps = 256, 56, None, None
     else:
         space = SearchSpace(
             name="hc18-cpu", layers=6, scales=4, channels=8, blocks=2, partial_k=4,
             input_size=128, num_classes=2,
         )  # fmt: skip
-        size, unet_base, steps = 128, 16, args.steps
+        size, unet_base, steps, search_steps = 128, 16, args.steps, args.search_steps
     cell_e, net_e = (int(x) for x in args.search_epochs.split(","))
     folds = str(args.data / "folds.json")
     common: dict[str, Any] = {
@@ -88,7 +89,12 @@ def main() -> None:
 
     t0 = time.perf_counter()
     res = search(
-        SearchConfig(space=space, epochs=(cell_e, net_e), paths=3, **common),
+        SearchConfig(
+            space=space,
+            epochs=(cell_e, net_e),
+            paths=3,
+            **{**common, "max_steps_per_epoch": search_steps},
+        ),
         out / "search",
         overwrite=True,
     )
@@ -141,8 +147,9 @@ def main() -> None:
         "",
         f"`python benchmarks/hc18.py{' --full' if args.full else ''}` on "
         f"{platform.machine()}, {time.strftime('%Y-%m-%d')}. Test fold 0 of folds.json; "
-        f"input {size}x{size}; search {cell_e}+{net_e} epochs ({search_s:.0f}s, shared by both "
-        f"MS-NAS rows); training {args.train_epochs} epochs, batch {args.batch_size}, "
+        f"input {size}x{size}; search {cell_e}+{net_e} epochs of at most "
+        f"{search_steps or 'all'} steps ({search_s:.0f}s, shared by both MS-NAS rows); "
+        f"training {args.train_epochs} epochs, batch {args.batch_size}, "
         f"{'all' if steps is None else steps} steps per epoch for every model; "
         f"U-Net base width {unet_base}, MS-NAS base width {space.channels}. Metrics at the "
         "original image size, mean over test cases.",
