@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
 from msnas_graph.backends.torch.engine import (
     SearchConfig,
@@ -48,6 +49,15 @@ def _mean(summary: dict[str, Any], key: str) -> float | None:
     return float(val) if isinstance(val, int | float) else None
 
 
+def widen(arch: Architecture, channels: int) -> Architecture:
+    """The same architecture (graph and cells) at another base width, as DARTS-style searches
+    train at a larger width than they search at."""
+    if channels == arch.space.channels:
+        return arch
+    space = arch.space.model_copy(update={"channels": channels})
+    return Architecture(space, arch.edges, arch.cells, arch.paths, meta=arch.meta)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=HC18)
@@ -59,6 +69,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="training steps per epoch cap")
     parser.add_argument("--search-steps", type=int, default=12, help="search steps per epoch cap")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--train-channels",
+        type=int,
+        default=24,
+        help="base width the searched architectures are trained at (search width: 8)",
+    )
+    parser.add_argument(
+        "--reuse-search", action="store_true", help="reuse a finished search in --out"
+    )
     args = parser.parse_args()
     if not (args.data / "images").is_dir():
         raise SystemExit(f"HC18 not found at {args.data}")
@@ -88,22 +107,27 @@ def main() -> None:
     rows = []
 
     t0 = time.perf_counter()
+    reuse = args.reuse_search and (out / "search" / "DONE").is_file()
     res = search(
-        SearchConfig(
+        None
+        if reuse
+        else SearchConfig(
             space=space,
             epochs=(cell_e, net_e),
             paths=3,
             **{**common, "max_steps_per_epoch": search_steps},
         ),
         out / "search",
-        overwrite=True,
+        overwrite=not reuse,
+        resume=reuse,
     )
     search_s = time.perf_counter() - t0
     print(f"search: {search_s:.0f}s", flush=True)
 
+    width = space.channels if args.full else args.train_channels
     models: dict[str, Any] = {
-        "MS-NAS(3)": decode(res.state, paths=3),
-        "MS-NAS(5)": decode(res.state, paths=5),
+        "MS-NAS(3)": widen(decode(res.state, paths=3), width),
+        "MS-NAS(5)": widen(decode(res.state, paths=5), width),
         "U-Net": "unet",
     }
     for name, model in models.items():
@@ -151,7 +175,8 @@ def main() -> None:
         f"{search_steps or 'all'} steps ({search_s:.0f}s, shared by both MS-NAS rows); "
         f"training {args.train_epochs} epochs, batch {args.batch_size}, "
         f"{'all' if steps is None else steps} steps per epoch for every model; "
-        f"U-Net base width {unet_base}, MS-NAS base width {space.channels}. Metrics at the "
+        f"U-Net base width {unet_base}; MS-NAS searched at base width {space.channels} and "
+        f"trained at {width}. Metrics at the "
         "original image size, mean over test cases.",
         "",
         "| " + " | ".join(cols) + " |",
