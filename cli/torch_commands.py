@@ -221,7 +221,7 @@ def train(
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(exists=True))
+@click.argument("run_dirs", metavar="RUN...", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--data", help="Dataset source (default: the run's own).")
 @click.option(
     "--split",
@@ -231,11 +231,18 @@ def train(
 )
 @folds_option
 @click.option("--test-fold", type=int, help="Fold to test (default: the run's).")
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder (default: RUN/eval_SPLIT); with several runs, also where the k-fold "
+    "summary goes.",
+)
 @device_option
 @json_option
 def evaluate(
-    run_dir: str,
+    run_dirs: tuple[str, ...],
     data: str | None,
     split: str,
     folds: str | None,
@@ -244,25 +251,54 @@ def evaluate(
     device: str,
     as_json: bool,
 ) -> None:
-    """Dice, IoU and HD95 of a trained model on a split (default: its held-out fold).
+    """Dice, IoU and HD95 of trained models on a split (default: each run's held-out fold).
+
+    Several runs (one per fold of a k-fold cross-validation) are each evaluated on their own
+    test fold, and the fold means are combined as mean +- std.
 
     \b
-    Example:
+    Examples:
       msnas-graph evaluate runs/t              # writes runs/t/eval_test/{per_case.csv,summary.json}
+      msnas-graph evaluate runs/f0 runs/f1 runs/f2 runs/f3 runs/f4 -o runs/cv
     """
-    summary = _engine().evaluate(
-        run_dir,
-        data,
-        split=split,
-        folds=folds,
-        test_fold=test_fold,
-        device=device,
-        out_dir=out_dir,
-    )
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-        return
-    click.echo(_format_summary(summary))
+    from msnas_graph._util import atomic_write
+    from msnas_graph.metrics import summarize_folds
+
+    engine = _engine()
+    summaries = []
+    for run_dir in run_dirs:
+        own_out = out_dir
+        if out_dir is not None and len(run_dirs) > 1:  # one sub-folder per run
+            own_out = str(Path(out_dir) / Path(run_dir).name)
+        summaries.append(
+            engine.evaluate(
+                run_dir,
+                data,
+                split=split,
+                folds=folds,
+                test_fold=test_fold,
+                device=device,
+                out_dir=own_out,
+            )
+        )
+    if len(summaries) == 1:
+        result, text = summaries[0], _format_summary(summaries[0])
+    else:
+        result = summarize_folds(summaries)
+        text = _format_folds(result)
+        if out_dir is not None:
+            atomic_write(Path(out_dir) / "kfold_summary.json", json.dumps(result, indent=2))
+    click.echo(json.dumps(result, indent=2) if as_json else text)
+
+
+def _format_folds(result: dict[str, Any]) -> str:
+    lines = [f"{result['num_folds']} folds, {result['num_cases']} test cases"]
+    for key in ("dice", "iou", "hd95"):
+        stat = result.get(f"mean_{key}") or {}
+        mean, std = stat.get("mean"), stat.get("std")
+        val = "n/a" if mean is None else f"{mean:.4f} +- {std or 0:.4f}"
+        lines.append(f"mean {key} over folds: {val}")
+    return "\n".join(lines)
 
 
 def _format_summary(summary: dict[str, Any]) -> str:

@@ -154,3 +154,23 @@ def test_mask_labels_beyond_the_architecture_classes(tmp_path: Path) -> None:
         "train", tmp_path / "t", "--model", tmp_path / "a.json", "--data", data, *SMOKE
     )
     assert code == 1 and "2 classes" in err and "8" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_kfold_evaluation_reports_mean_and_std(tmp_path: Path) -> None:
+    runs = []
+    for fold in (0, 1):
+        run_dir = tmp_path / f"fold{fold}"
+        code, _, err = run(
+            "train", run_dir, "--model", "unet", "--unet-base", "4", "--unet-depth", "3",
+            "--data", "phantom:10", "--input-size", "32", "--epochs", "1",
+            "--test-fold", fold, *SMOKE,
+        )  # fmt: skip
+        assert code == 0, err
+        runs.append(run_dir)
+    code, out, err = run("evaluate", *runs, "--device", "cpu", "-o", tmp_path / "cv")
+    assert code == 0, err
+    assert "2 folds" in out and "mean dice over folds:" in out and "+-" in out
+    summary = json.loads((tmp_path / "cv" / "kfold_summary.json").read_text())
+    assert summary["num_folds"] == 2 and set(summary["mean_dice"]) == {"mean", "std"}
+    assert (tmp_path / "cv" / "fold0" / "per_case.csv").is_file()
