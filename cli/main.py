@@ -45,6 +45,9 @@ class Group(click.Group):
                 raise
             click.echo("msnas-graph: interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+            sys.stderr.close()
+            sys.exit(0)
         except OSError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise

@@ -76,6 +76,12 @@ def _epochs(text: str) -> tuple[int, int]:
 @test_fold_option
 @device_option
 @amp_option
+@click.option(
+    "--checkpoint",
+    "grad_checkpoint",
+    is_flag=True,
+    help="Gradient checkpointing: several times less memory, about 2x the step time.",
+)
 @seed_option
 @max_steps_option
 @resume_option
@@ -93,6 +99,7 @@ def search(
     test_fold: int,
     device: str,
     amp: str,
+    grad_checkpoint: bool,
     seed: int,
     max_steps: int | None,
     resume: bool,
@@ -121,6 +128,7 @@ def search(
             test_fold=test_fold,
             device=device,
             amp=amp,
+            checkpoint=grad_checkpoint,
             seed=seed,
             max_steps_per_epoch=max_steps,
         )
