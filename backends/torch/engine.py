@@ -595,6 +595,24 @@ def _norm(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _optimizer_step(
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    params: Sequence[nn.Parameter],
+    grad_clip: float | None,
+) -> None:
+    """Backward (loss-scaled under fp16), optional gradient-norm clipping, and the step: the
+    weight step shared by the search and training loops."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(opt)
+    scaler.update()
+
+
 def _restore(
     ckpt_path: Path, kind: str, config: Any, split: Mapping[str, list[int]], **stateful: Any
 ) -> dict[str, Any]:
@@ -993,13 +1011,7 @@ def _search_epoch(
             value_w = rt.mean_scalar(loss_w)
             if not math.isfinite(value_w):
                 raise _NonFinite(epoch, step)
-            weight_opt.zero_grad(set_to_none=True)
-            scaler.scale(loss_w).backward()
-            if grad_clip is not None:
-                scaler.unscale_(weight_opt)
-                nn.utils.clip_grad_norm_(weight_params, grad_clip)
-            scaler.step(weight_opt)
-            scaler.update()
+            _optimizer_step(loss_w, weight_opt, scaler, weight_params, grad_clip)
             w_total += value_w
             a_total += value_a
             bar.update(1)
@@ -1367,13 +1379,7 @@ def _train_epoch(
             value = rt.mean_scalar(loss)
             if not math.isfinite(value):
                 raise _NonFinite(epoch, step)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if grad_clip is not None:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(params, grad_clip)
-            scaler.step(opt)
-            scaler.update()
+            _optimizer_step(loss, opt, scaler, params, grad_clip)
             total += value
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")

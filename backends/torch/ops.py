@@ -215,6 +215,28 @@ class Zero(nn.Module):
         return x.mul(0.0)
 
 
+def separable(
+    channels: int, kernel_size: int, dilation: int = 1, spatial_dims: int = 2, affine: bool = True
+) -> nn.Sequential:
+    """``ReLU -> depth-wise k x k (dilation d, padding d * (k // 2), no bias) -> point-wise
+    1 x 1 (no bias) -> BN``: the shape-preserving separable convolution both conv ops use."""
+    layers = nd_layers(spatial_dims)
+    return nn.Sequential(
+        nn.ReLU(inplace=False),
+        layers.conv(
+            channels,
+            channels,
+            kernel_size,
+            padding=dilation * (kernel_size // 2),
+            dilation=dilation,
+            groups=channels,
+            bias=False,
+        ),
+        layers.conv(channels, channels, 1, bias=False),
+        layers.batch_norm(channels, affine=affine),
+    )
+
+
 class SepConvResidual(nn.Module):
     """Residual separable convolution (paper Fig. 2).
 
@@ -227,20 +249,7 @@ class SepConvResidual(nn.Module):
         self, channels: int, kernel_size: int, spatial_dims: int = 2, affine: bool = True
     ) -> None:
         super().__init__()
-        layers = nd_layers(spatial_dims)
-        self.body = nn.Sequential(
-            nn.ReLU(inplace=False),
-            layers.conv(
-                channels,
-                channels,
-                kernel_size,
-                padding=kernel_size // 2,
-                groups=channels,
-                bias=False,
-            ),
-            layers.conv(channels, channels, 1, bias=False),
-            layers.batch_norm(channels, affine=affine),
-        )
+        self.body = separable(channels, kernel_size, 1, spatial_dims, affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -262,21 +271,7 @@ class DilConv(nn.Module):
         affine: bool = True,
     ) -> None:
         super().__init__()
-        layers = nd_layers(spatial_dims)
-        self.body = nn.Sequential(
-            nn.ReLU(inplace=False),
-            layers.conv(
-                channels,
-                channels,
-                kernel_size,
-                padding=dilation * (kernel_size // 2),
-                dilation=dilation,
-                groups=channels,
-                bias=False,
-            ),
-            layers.conv(channels, channels, 1, bias=False),
-            layers.batch_norm(channels, affine=affine),
-        )
+        self.body = separable(channels, kernel_size, dilation, spatial_dims, affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
