@@ -11,8 +11,10 @@ node keeps its K best partial paths (sorted), built from its predecessors' lists
 ``path_score`` descending; among equal scores, by the output node (lower output scale first);
 then by the edge sequence read *from the output backwards*, comparing edges by their canonical
 index in :attr:`Supergraph.edges` (destination layer, destination scale, kind order
-contract < keep < expand < skip). Scores are summed in path order from the input, in float64, so
-the brute-force reference reproduces them bit for bit.
+contract < keep < expand < skip). Scores are *compared* exactly, as integers on a fixed-point
+grid of ``2**-40`` (float sums of the same numbers in another order can differ in the last bit,
+which would order equal paths inconsistently); the reported ``path_score`` is the float64 sum
+in path order from the input, which the brute-force reference reproduces bit for bit.
 
 >>> from msnas_graph.spec import SearchSpace
 >>> from msnas_graph.graph import Supergraph
@@ -92,6 +94,27 @@ def _weights(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray) -> np
     return w
 
 
+#: Bits after the binary point of the fixed-point grid on which path scores are compared.
+SCORE_BITS = 40
+
+
+def _fixed_point(w: np.ndarray, path_length: int) -> np.ndarray:
+    """``w`` as int64 multiples of ``2**-SCORE_BITS`` (fewer bits if the weights are so large
+    that a path's sum could overflow), so that summing in any order gives the same number."""
+    bits = SCORE_BITS
+    bound = float(np.abs(w).max(initial=0.0)) * max(path_length, 1)
+    if bound > 0:
+        bits = min(bits, int(np.floor(np.log2(2.0**62 / bound))))
+    return np.rint(np.ldexp(w, bits)).astype(np.int64)
+
+
+def _path_score(graph: Supergraph, w: np.ndarray, edges: Sequence[Edge]) -> float:
+    score = 0.0
+    for e in edges:
+        score += float(w[graph.edge_index(e)])
+    return score
+
+
 def top_k_paths(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, k: int) -> list[Path]:
     """The ``k`` highest-scoring input -> output paths, best first (exact; see module doc).
 
@@ -107,12 +130,13 @@ def top_k_paths(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, k:
             f"ask for at most {total}"
         )
     w = _weights(graph, edge_weight)
+    wq = _fixed_point(w, graph.space.layers)
     index = {n: i for i, n in enumerate(graph.nodes)}
     edge_src = np.array([index[e.src] for e in graph.edges], dtype=np.int64)
     scores: list[np.ndarray] = [np.empty(0)] * len(graph.nodes)
     back_edge: list[np.ndarray] = [np.empty(0, np.int64)] * len(graph.nodes)
     back_rank: list[np.ndarray] = [np.empty(0, np.int64)] * len(graph.nodes)
-    scores[index[graph.input_node]] = np.zeros(1)
+    scores[index[graph.input_node]] = np.zeros(1, dtype=np.int64)
 
     for node in graph.nodes:  # sorted by layer: a topological order
         ins = graph.in_edges(node)
@@ -122,7 +146,7 @@ def top_k_paths(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, k:
         for e in ins:  # canonical kind order: the tie-break after the score
             ei = graph.edge_index(e)
             prev = scores[edge_src[ei]]
-            cand_s.append(prev + w[ei])
+            cand_s.append(prev + wq[ei])
             cand_e.append(np.full(len(prev), ei, dtype=np.int64))
             cand_r.append(np.arange(len(prev), dtype=np.int64))
         s = np.concatenate(cand_s)
@@ -147,7 +171,8 @@ def top_k_paths(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, k:
             rank = int(back_rank[node_i][rank])
             edges.append(graph.edges[ei])
             node_i = int(edge_src[ei])
-        result.append(Path(tuple(reversed(edges)), float(final_s[j])))
+        edges.reverse()
+        result.append(Path(tuple(edges), _path_score(graph, w, edges)))
     return result
 
 
@@ -157,18 +182,19 @@ def brute_force_paths(graph: Supergraph, edge_weight: Sequence[float] | np.ndarr
     Exponential: a reference for tests and benchmarks on small spaces only.
     """
     w = _weights(graph, edge_weight)
+    wq = _fixed_point(w, graph.space.layers).tolist()
     out_rank = {o: i for i, o in enumerate(graph.output_nodes)}
-    found: list[tuple[float, int, tuple[int, ...], tuple[Edge, ...]]] = []
+    found: list[tuple[int, int, tuple[int, ...], tuple[Edge, ...]]] = []
 
-    def walk(node: NodeId, edges: list[Edge], score: float) -> None:
+    def walk(node: NodeId, edges: list[Edge], exact: int) -> None:
         if node in out_rank:
             idx = tuple(graph.edge_index(e) for e in reversed(edges))
-            found.append((score, out_rank[node], idx, tuple(edges)))
+            found.append((exact, out_rank[node], idx, tuple(edges)))
         for e in graph.out_edges(node):
             edges.append(e)
-            walk(e.dst, edges, score + w[graph.edge_index(e)])
+            walk(e.dst, edges, exact + wq[graph.edge_index(e)])
             edges.pop()
 
-    walk(graph.input_node, [], 0.0)
+    walk(graph.input_node, [], 0)
     found.sort(key=lambda t: (-t[0], t[1], t[2]))
-    return [Path(edges, float(score)) for score, _, _, edges in found]
+    return [Path(edges, _path_score(graph, w, edges)) for _, _, _, edges in found]
