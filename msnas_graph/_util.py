@@ -11,7 +11,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "canonical_json", "content_hash", "did_you_mean", "unknown_name"]
+__all__ = [
+    "atomic_write",
+    "canonical_json",
+    "content_hash",
+    "did_you_mean",
+    "meta_of",
+    "read_text",
+    "unknown_name",
+]
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -70,3 +78,19 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_text(path: Path, error: type[Exception]) -> str:
+    """A file's UTF-8 text; a binary or otherwise undecodable file raises ``error`` in one line."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file (expected JSON or YAML)") from None
+
+
+def meta_of(data: dict[str, Any], source: str, error: type[Exception]) -> dict[str, Any]:
+    """The ``meta`` mapping of a document (empty if absent); anything else raises ``error``."""
+    meta = data.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise error(f"{source}: meta: expected a mapping, got {type(meta).__name__}")
+    return meta

@@ -22,7 +22,8 @@ from typing import Any
 
 import networkx as nx
 
-from ._util import atomic_write, content_hash
+from ._util import atomic_write, content_hash, read_text
+from ._util import meta_of as _meta
 from .errors import ArchitectureError, SpecError
 from .genotype import CellGenotype
 from .graph import Edge, NodeId, Supergraph
@@ -140,10 +141,22 @@ class Architecture:
         for i, p in enumerate(self.paths):
             if not set(p.edges) <= kept:
                 raise ArchitectureError(f"paths[{i}] uses an edge that is not kept")
+            chained = all(a.dst == b.src for a, b in zip(p.edges, p.edges[1:], strict=False))
+            if (
+                not p.edges
+                or p.edges[0].src != self.input_node
+                or p.edges[-1].dst not in g.output_nodes
+                or not chained
+            ):
+                raise ArchitectureError(
+                    f"paths[{i}] is not a chain of edges from the input to an output node"
+                )
 
     def _validate_cell(self, name: str, cell: CellGenotype) -> None:
         if name not in self.space.cell_types:
             raise ArchitectureError(f"cells.{name}: not a cell type of the space")
+        if cell.cell_type != name:
+            raise ArchitectureError(f"cells.{name}: holds a '{cell.cell_type}' cell")
         if len(cell.blocks) != self.space.blocks:
             raise ArchitectureError(
                 f"cells.{name}: {len(cell.blocks)} blocks, the space has {self.space.blocks}"
@@ -224,9 +237,9 @@ class Architecture:
             ]
         except SpecError as exc:
             raise ArchitectureError(str(exc)) from None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArchitectureError(f"{source}: malformed architecture ({exc!r})") from None
-        arch = cls(space, edges, cells, paths, meta=data.get("meta") or {})
+        arch = cls(space, edges, cells, paths, meta=_meta(data, source, ArchitectureError))
         stored = data.get("content_hash")
         if stored is not None and stored != arch.content_hash:
             raise ArchitectureError(
@@ -256,7 +269,7 @@ class Architecture:
         path = FsPath(path)
         if not path.is_file():
             raise ArchitectureError(f"{path}: no such architecture file")
-        return cls.from_json(path.read_text(), str(path))
+        return cls.from_json(read_text(path, ArchitectureError), str(path))
 
     # -------------------------------------------------------------------------- dunder
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ._util import read_text
 from .architecture import FORMAT as ARCH_FORMAT
 from .architecture import Architecture
 from .errors import MsnasError
@@ -42,7 +43,7 @@ def load_any(source: str | Path) -> Document:
     if str(source) in PRESETS:
         return SearchSpace.preset(str(source))
     path = _resolve(Path(source), ("architecture.json", "state.json"), "a document")
-    text = path.read_text()
+    text = read_text(path, MsnasError)
     try:
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError):

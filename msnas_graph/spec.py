@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ._util import atomic_write, unknown_name
+from ._util import atomic_write, read_text, unknown_name
 from .errors import SpecError
 from .operations import DEFAULT_OPERATIONS, NONE_OP, check_operation
 
@@ -271,7 +271,7 @@ def load_space(source: str | Path) -> SearchSpace:
             f"{path}: no such spec file (give a path to a .yaml/.json spec, or a preset: "
             f"{', '.join(PRESETS)})"
         )
-    text = path.read_text()
+    text = read_text(path, SpecError)
     if path.suffix in (".yaml", ".yml"):
         return SearchSpace.from_yaml(text, str(path))
     return SearchSpace.from_json(text, str(path))

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ._util import atomic_write, content_hash
+from ._util import atomic_write, content_hash, read_text
+from ._util import meta_of as _meta
 from .errors import SpecError, StateError
 from .graph import NodeId, Supergraph
 from .spec import SCHEMA_VERSION, CellType, SearchSpace
@@ -62,13 +63,12 @@ class SearchState:
         self.space = space
         self.graph = graph if graph is not None and graph.space == space else Supergraph(space)
         self.alpha_logits = {
-            c: [np.asarray(a, dtype=np.float64) for a in blocks]
-            for c, blocks in alpha_logits.items()
+            c: [np.array(a, dtype=np.float64) for a in blocks] for c, blocks in alpha_logits.items()
         }
         self.p_logits = {
-            c: [np.asarray(a, dtype=np.float64) for a in blocks] for c, blocks in p_logits.items()
+            c: [np.array(a, dtype=np.float64) for a in blocks] for c, blocks in p_logits.items()
         }
-        self.beta_logits = {n: np.asarray(v, dtype=np.float64) for n, v in beta_logits.items()}
+        self.beta_logits = {n: np.array(v, dtype=np.float64) for n, v in beta_logits.items()}
         self.meta: dict[str, Any] = dict(meta or {})
         self.validate()
 
@@ -240,7 +240,7 @@ class SearchState:
                 raise
             raise StateError(f"{source}: malformed arrays ({exc})") from None
         try:
-            return cls(space, alpha, p, beta, meta=data.get("meta") or {}, graph=graph)
+            return cls(space, alpha, p, beta, meta=_meta(data, source, StateError), graph=graph)
         except StateError as exc:
             raise StateError(f"{source}: {exc}") from None
 
@@ -259,7 +259,7 @@ class SearchState:
         path = Path(path)
         if not path.is_file():
             raise StateError(f"{path}: no such state file")
-        return cls.from_json(path.read_text(), str(path))
+        return cls.from_json(read_text(path, StateError), str(path))
 
     # ------------------------------------------------------------------------- dunder
 

@@ -143,9 +143,10 @@ def train_val_test_split(
         fold_of = group_kfold(groups, k, seed) if test_fold is not None else [0] * n
     else:
         fold_of = _fold_list(dataset, folds)
-    split_groups = {
-        g for g in set(groups) if len({fold_of[i] for i in range(n) if groups[i] == g}) > 1
-    }
+    folds_of_group: dict[str, set[int]] = {}
+    for g, f in zip(groups, fold_of, strict=True):
+        folds_of_group.setdefault(g, set()).add(f)
+    split_groups = {g for g, fs in folds_of_group.items() if len(fs) > 1}
     if split_groups:
         logger.warning(
             "folds split %d groups across folds (e.g. %s): test results may be optimistic",

@@ -136,3 +136,43 @@ def test_str_forms_are_readable() -> None:
     text = str(arch)
     assert ("path 1:" in text and "cell keep:" in text) or "cell" in text
     assert "strongest network edges" in str(state)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(cells=[]), "malformed architecture"),
+        (lambda d: d.update(meta=[1]), "meta: expected a mapping"),
+        (lambda d: d["cells"]["keep"].update(cell_type="expand"), "holds a 'expand' cell"),
+        (lambda d: d["paths"][0].update(edges=[]), "not a chain of edges"),
+        (lambda d: d["paths"][0]["edges"].pop(), "not a chain of edges"),
+    ],
+)
+def test_inconsistent_architecture_documents(mutate, message: str) -> None:
+    space = SearchSpace.preset("tiny")
+    d = json.loads(decode(SearchState.zeros(space), paths=2).to_json())
+    d.pop("content_hash")
+    if "keep" not in d["cells"]:
+        pytest.skip("decoded architecture has no keep cell")
+    mutate(d)
+    with pytest.raises(ArchitectureError, match=message):
+        Architecture.from_dict(d)
+
+
+def test_state_copies_the_arrays_it_is_given() -> None:
+    state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
+    beta = dict(state.beta_logits)
+    again = SearchState(state.space, state.alpha_logits, state.p_logits, beta)
+    next(iter(beta.values()))[0] = float("nan")
+    again.validate()  # unaffected by the caller's later mutation
+
+
+def test_binary_files_are_refused_in_one_line(tmp_path) -> None:
+    from msnas_graph.spec import load_space
+
+    p = tmp_path / "bin.yaml"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(Exception, match="not a text file"):
+        load_space(p)
+    with pytest.raises(StateError, match="not a text file"):
+        SearchState.load(p)
