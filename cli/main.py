@@ -53,6 +53,18 @@ class Group(click.Group):
                 raise
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             _fail(f"{where}{exc.strerror or exc}")
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:  # a safety net: never a bare traceback without --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            _fail(
+                f"unexpected {type(exc).__name__}: {first} (please report it; --debug shows "
+                f"the traceback)"
+            )
 
 
 def _fail(message: str) -> NoReturn:

@@ -3,6 +3,7 @@ quickstart. Each is a thin wrapper over one function of ``msnas_graph.backends.t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,32 @@ def _engine() -> Any:
             f"the PyTorch backend is not installed ({exc.name}); pip install 'msnas-graph[torch]'"
         ) from None
     return engine
+
+
+#: Options that may change when a run is resumed (the rest is fixed by its config.json).
+_RESUME_FREE = {"device": "device", "amp": "amp", "grad_checkpoint": "checkpoint"}
+_NOT_CONFIG = {"run_dir", "resume", "overwrite", "progress"}
+
+
+def _resume_config(config_cls: Any, run_dir: str) -> Any:
+    """The stored config of a run being resumed, with the options the user gave again that may
+    change (device, amp, checkpoint); any other option given is a usage error, not ignored."""
+    ctx = click.get_current_context()
+    given = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    } - _NOT_CONFIG
+    fixed = sorted(given - set(_RESUME_FREE))
+    if fixed:
+        opts = ", ".join("--" + name.replace("_", "-") for name in fixed)
+        raise click.UsageError(
+            f"{opts} cannot change when resuming: {run_dir}/config.json fixes it; drop the "
+            f"option, or start a new run (--overwrite)"
+        )
+    config = config_cls.load(Path(run_dir) / "config.json")
+    changes = {_RESUME_FREE[name]: ctx.params[name] for name in given}
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def _epochs(text: str) -> tuple[int, int]:
@@ -115,8 +142,9 @@ def search(
       msnas-graph search runs/s --resume            # continue after Ctrl-C
     """
     engine = _engine()
-    config = None
-    if not resume or not (Path(run_dir) / "config.json").is_file():
+    if resume and (Path(run_dir) / "config.json").is_file():
+        config = _resume_config(engine.SearchConfig, run_dir)
+    else:
         config = engine.SearchConfig(
             space=space_source,
             data=data,
@@ -200,8 +228,9 @@ def train(
       msnas-graph train runs/unet --model unet --unet-base 16 --data ../shared/data/hc18
     """
     engine = _engine()
-    config = None
-    if not resume or not (Path(run_dir) / "config.json").is_file():
+    if resume and (Path(run_dir) / "config.json").is_file():
+        config = _resume_config(engine.TrainConfig, run_dir)
+    else:
         config = engine.TrainConfig(
             model=model,
             fusion=fusion,
@@ -273,11 +302,11 @@ def evaluate(
     from msnas_graph.metrics import summarize_folds
 
     engine = _engine()
-    summaries = []
+    summaries: list[dict[str, Any]] = []
     for run_dir in run_dirs:
         own_out = out_dir
-        if out_dir is not None and len(run_dirs) > 1:  # one sub-folder per run
-            own_out = str(Path(out_dir) / Path(run_dir).name)
+        if out_dir is not None and len(run_dirs) > 1:  # one sub-folder per run, numbered
+            own_out = str(Path(out_dir) / f"{len(summaries):02d}_{Path(run_dir).name}")
         summaries.append(
             engine.evaluate(
                 run_dir,

@@ -175,7 +175,12 @@ class _Config:
         for key in data:
             if key not in names:
                 raise RunError(f"{source}: {unknown_name('config field', key, names)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            if isinstance(exc, MsnasError):
+                raise
+            raise RunError(f"{source}: malformed config ({exc})") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
@@ -190,7 +195,18 @@ class _Config:
         return cls.from_dict(data, str(path))
 
 
+def _absolute(source: str | None) -> str | None:
+    """An existing file or folder as an absolute path, so that a run folder's config still
+    finds its data from another working directory; anything else (``phantom``, ``unet``) as is."""
+    if source is None or str(source).startswith("phantom") or str(source).lower() == "unet":
+        return source
+    path = Path(source)
+    return str(path.resolve()) if path.exists() else str(source)
+
+
 def _check_common(cfg: Any, where: str) -> None:
+    cfg.data = _absolute(cfg.data)
+    cfg.folds = _absolute(cfg.folds)
     if cfg.batch_size < 1:
         raise RunError(f"{where}: batch_size={cfg.batch_size} must be at least 1")
     if cfg.amp not in AMP_MODES:
@@ -346,8 +362,8 @@ class TrainConfig(_Config):
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = Architecture.from_dict(self.model, "config: model")
-        if isinstance(self.model, Path):
-            self.model = str(self.model)
+        if isinstance(self.model, str | Path):
+            self.model = _absolute(str(self.model)) or str(self.model)
         where = "train config"
         if self.optimizer not in OPTIMIZERS:
             raise RunError(f"{where}: {unknown_name('optimizer', self.optimizer, OPTIMIZERS)}")
@@ -1069,6 +1085,11 @@ def _model_spec(config: TrainConfig, ds: SegmentationDataset) -> dict[str, Any]:
             num_classes=ds.num_classes,
         )
         factor = 2 ** (config.unet_depth - 1)
+        if size < factor:
+            raise RunError(
+                f"train config: input_size={size} is too small for a U-Net of depth "
+                f"{config.unet_depth}: use at least {factor} (or a smaller --unet-depth)"
+            )
         if size % factor:
             logger.warning(
                 "input_size %d is not a multiple of %d: the U-Net will pad/resize internally",
@@ -1104,6 +1125,8 @@ def _model_spec(config: TrainConfig, ds: SegmentationDataset) -> dict[str, Any]:
 
 def build_model(spec: Mapping[str, Any]) -> nn.Module:
     """Rebuild the model a ``model.json`` describes (weights not loaded)."""
+    if not isinstance(spec, Mapping):
+        raise RunError(f"not a model description (a {type(spec).__name__}, expected a mapping)")
     if spec.get("format") != MODEL_FORMAT:
         raise RunError(
             f"not a model description (format {spec.get('format')!r}, expected '{MODEL_FORMAT}')"
@@ -1432,7 +1455,14 @@ def load_model(
         spec = json.loads((run / "model.json").read_text())
     except json.JSONDecodeError as exc:
         raise RunError(f"{run / 'model.json'}: not valid JSON ({exc.msg})") from None
-    model = build_model(spec)
+    try:
+        model = build_model(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, MsnasError):
+            raise
+        raise RunError(f"{run / 'model.json'}: malformed model description ({exc!r})") from None
+    except RunError as exc:
+        raise RunError(f"{run / 'model.json'}: {exc}") from None
     state = load_checkpoint(weights)
     if "model" in state and isinstance(state["model"], dict):  # a full checkpoint.pt
         state = state["model"]

@@ -58,7 +58,7 @@ class ExportReport:
     """What :func:`export_onnx` wrote and how well onnxruntime reproduces PyTorch."""
 
     path: Path
-    max_abs_diff: float
+    max_abs_diff: float | None
     opset: int
     dynamic_axes: dict[str, dict[int, str]]
     exporter: str
@@ -191,7 +191,7 @@ def export_onnx(
         exporter: ``"dynamo"`` (default) or ``"torchscript"``; see the module docstring.
 
     Returns:
-        An :class:`ExportReport` (``max_abs_diff`` is ``nan`` when ``verify=False``).
+        An :class:`ExportReport` (``max_abs_diff`` is ``None`` when ``verify=False``).
     """
     onnx, ort = _import_onnx()
     if exporter not in EXPORTERS:
@@ -237,7 +237,7 @@ def export_onnx(
         opset_used = next(
             (int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), -1
         )
-        max_diff = float("nan")
+        max_diff: float | None = None
         checked: list[tuple[int, ...]] = []
         if verify:
             try:

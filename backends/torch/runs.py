@@ -21,10 +21,8 @@ import csv
 import io
 import json
 import logging
-import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msnas_graph._util import atomic_write
+from msnas_graph._util import atomic_path, atomic_write
 from msnas_graph.errors import RunError
 from msnas_graph.state import SearchState, softmax
 
@@ -148,15 +146,8 @@ def mark_done(run_dir: str | Path, info: Mapping[str, Any]) -> Path:
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(dict(payload), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -175,8 +166,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file
         raise RunError(
-            f"{path}: cannot read the checkpoint ({type(exc).__name__}: {exc}); it is corrupt or "
-            f"not an msnas-graph checkpoint"
+            f"{path}: cannot read the checkpoint ({type(exc).__name__}: "
+            f"{(str(exc).strip().splitlines() or [''])[0][:160]}); it is corrupt or not an "
+            f"msnas-graph checkpoint"
         ) from None
     if not isinstance(data, dict):
         raise RunError(f"{path}: not an msnas-graph checkpoint (a {type(data).__name__})")

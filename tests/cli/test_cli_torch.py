@@ -173,4 +173,39 @@ def test_kfold_evaluation_reports_mean_and_std(tmp_path: Path) -> None:
     assert "2 folds" in out and "mean dice over folds:" in out and "+-" in out
     summary = json.loads((tmp_path / "cv" / "kfold_summary.json").read_text())
     assert summary["num_folds"] == 2 and set(summary["mean_dice"]) == {"mean", "std"}
-    assert (tmp_path / "cv" / "fold0" / "per_case.csv").is_file()
+    assert (tmp_path / "cv" / "00_fold0" / "per_case.csv").is_file()
+
+
+@pytest.mark.slow
+def test_run_folder_errors_and_resume_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    _pairs(tmp_path / "work" / "data")
+    monkeypatch.chdir(tmp_path / "work")
+    unet = ["--model", "unet", "--unet-base", "4", "--unet-depth", "3", "--input-size", "32"]
+    code, _, err = run("train", "t", *unet, "--data", "data", "--epochs", "1", *SMOKE)
+    assert code == 0, err
+    # files get the umask's permissions, not mkstemp's 0600
+    assert stat.S_IMODE(os.stat("t/best.pt").st_mode) & 0o044
+    # the run finds its (relative) data from another working directory
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("evaluate", "work/t", "--device", "cpu")
+    assert code == 0, err
+    # options fixed by config.json are refused on --resume instead of being ignored
+    code, _, err = run("train", "work/t", "--resume", "--epochs", "5")
+    assert code == 2 and "--epochs cannot change when resuming" in err
+    # broken run folders give one line
+    (tmp_path / "work" / "t" / "model.json").write_text('{"format": "msnas-graph/model"}')
+    code, _, err = run("evaluate", "work/t", "--device", "cpu")
+    assert code == 1 and "model.json" in err and err.count("\n") == 1
+    (tmp_path / "work" / "t" / "best.pt").write_bytes(b"garbage")
+    (tmp_path / "work" / "t" / "model.json").write_text("[1, 2]")
+    code, _, err = run("predict", "work/t", "phantom:1", "-o", "m", "--device", "cpu")
+    assert code == 1 and err.count("\n") == 1
+    # an impossible U-Net input size is refused before anything is written
+    code, _, err = run("train", "u", "--model", "unet", "--input-size", "8", *SMOKE)
+    assert code == 1 and "too small for a U-Net" in err
+    assert not (tmp_path / "u" / "checkpoint.pt").exists()
