@@ -156,6 +156,12 @@ class SegmentationDataset(Sequence[Case]):
         self._volumes = _volumes or VolumeCache()
         self._memory: dict[str, Case] = dict(_memory or {})
         if cases is not None:
+            ids = [c.case_id for c in cases]
+            if len(set(ids)) != len(ids):
+                dup = next(i for i in ids if ids.count(i) > 1)
+                raise DataError(
+                    f"{name}: two cases share the id '{dup}': give every case a unique case_id"
+                )
             self._memory.update({c.case_id: c for c in cases})
             self._ids = [c.case_id for c in cases]
             self._groups = [c.group for c in cases]

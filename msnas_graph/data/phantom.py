@@ -5,11 +5,11 @@ drawn as deformed ellipses (liver, kidneys, spleen, then stomach, aorta, vertebr
 as more classes are asked for), each with its own intensity and a smooth inhomogeneity; then a
 smooth multiplicative bias field and Rician noise. A random affine (rotation, scale, shift) per
 case moves the whole anatomy. Shapes are rendered analytically in the transformed coordinates,
-so there is no resampling and rendering is vectorised numpy: 64 cases of 64x64 take a few
-milliseconds.
+so there is no resampling and rendering is vectorised numpy: 64 cases of 64x64 take about
+0.1 s.
 
-Case ``i`` depends only on ``(seed, i, size, num_classes)``, never on ``n``: ``phantom:8`` is
-the first 8 cases of ``phantom:64``.
+Case ``i`` depends only on ``(seed, i, size, num_classes, in_channels)``, never on ``n``:
+``phantom:8`` is the first 8 cases of ``phantom:64``.
 """
 
 from __future__ import annotations

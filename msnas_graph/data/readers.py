@@ -167,7 +167,7 @@ def read_header(path: str | Path) -> FileHeader:
             with tf.TiffFile(str(path)) as handle:
                 series_shape = handle.series[0].shape
             hw, channels, _ = _tiff_layout(series_shape, path)
-            return FileHeader(hw, channels, None)
+            return FileHeader(hw, 3 if channels == 4 else channels, None)  # RGBA: alpha dropped
         if fmt is None:
             raise DataError(f"{path}: not a supported image file (PNG, TIFF, JPEG, BMP, NIfTI)")
         from PIL import Image
@@ -208,6 +208,8 @@ def _read_2d_raw(path: Path, as_mask: bool) -> np.ndarray:
             _, _, channels_last = _tiff_layout(arr.shape, path)
             if arr.ndim == 3 and not channels_last:
                 arr = np.moveaxis(arr, 0, -1)
+            if arr.ndim == 3 and arr.shape[-1] == 4 and not as_mask:
+                arr = arr[..., :3]  # RGBA: alpha dropped, as for PNG (2 channels stay 2)
             return arr
         return _pil_array(path, as_mask)
     except DataError:
@@ -261,7 +263,7 @@ class VolumeCache:
     """A small LRU cache of whole NIfTI volumes, so slice-wise reading decodes each file once.
 
     ``get`` returns the voxel array as stored (scaled to float only where the file has a
-    slope/intercept), its affine and its spacing.
+    slope/intercept) and its affine.
     """
 
     def __init__(self, max_volumes: int = 4) -> None:
