@@ -54,7 +54,7 @@ def widen(arch: Architecture, channels: int) -> Architecture:
     train at a larger width than they search at."""
     if channels == arch.space.channels:
         return arch
-    space = arch.space.model_copy(update={"channels": channels})
+    space = arch.space.replace(channels=channels)
     return Architecture(space, arch.edges, arch.cells, arch.paths, meta=arch.meta)
 
 

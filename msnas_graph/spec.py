@@ -9,7 +9,7 @@ rejects typos (``extra="forbid"``) and impossible combinations with one-line mes
 (10, 5, 3, 4)
 >>> SearchSpace.from_json(space.to_json()) == space
 True
->>> SearchSpace.preset("quick").model_copy(update={"layers": 3}).layers
+>>> SearchSpace.preset("quick").replace(layers=3).layers
 3
 """
 
@@ -173,6 +173,14 @@ class SearchSpace(BaseModel):
                 f"has ({self.blocks}); use at most {self.blocks}"
             )
         return self
+
+    def replace(self, **changes: Any) -> SearchSpace:
+        """A copy with ``changes`` applied and validated again (unlike ``model_copy``).
+
+        >>> SearchSpace.preset("paper").replace(channels=48).channels
+        48
+        """
+        return type(self).from_dict({**self.to_dict(), **changes}, "space")
 
     # ----------------------------------------------------------------------------- derived
 
