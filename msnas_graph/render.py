@@ -552,7 +552,8 @@ def render_diff(
     dot = _new_graph(f"diff_{diff.a}_{diff.b}")
     in_a, in_b = set(a.nodes), set(b.nodes)
     attrs: dict[NodeId, dict[str, str]] = {}
-    for n in graph.nodes:
+    # both spaces' nodes: a diff may compare spaces with other edge kinds on the same grid
+    for n in sorted(set(graph.nodes) | set(b.supergraph.nodes)):
         if n in in_a or n in in_b:
             at = _base_node_attrs(n, graph)
             if n not in in_a:
