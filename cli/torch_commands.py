@@ -166,7 +166,12 @@ def search(
     if result.architecture is not None:
         click.echo(f"  architecture: {result.run_dir / 'architecture.json'} ({paths} paths)")
         click.echo(str(result.architecture))
-    click.echo(f"next: msnas-graph decode {run_dir} --paths 5 --render arch.svg -o arch.json")
+    from msnas_graph.paths import count_paths
+
+    n_paths = min(5, count_paths(result.state.graph))
+    click.echo(
+        f"next: msnas-graph decode {run_dir} --paths {n_paths} --render arch.svg -o arch.json"
+    )
 
 
 @click.command()
