@@ -60,7 +60,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -690,6 +690,30 @@ def _validate(
     return loss_sum / count, dice_sum / count
 
 
+def _stopped(
+    exc: BaseException,
+    what: str,
+    rt: _Runtime,
+    run_dir: Path,
+    history: list[dict[str, Any]],
+    total: int,
+    plots: Callable[[Path, list[dict[str, Any]]], None],
+) -> NoReturn:
+    """End a search or training loop stopped by a non-finite loss or Ctrl-C: draw the plots
+    of the epochs done and say where the last good checkpoint is (rank 0), then raise."""
+    if rt.main:
+        plots(run_dir, history)
+    if isinstance(exc, _NonFinite):
+        raise RunError(_nan_message(exc, run_dir)) from None
+    if rt.main:
+        done = int(history[-1]["epoch"]) if history else 0
+        logger.warning(
+            "%s interrupted; %s holds epoch %d of %d: continue with --resume",
+            what, run_dir / CHECKPOINT, done, total,
+        )  # fmt: skip
+    raise exc
+
+
 def _nan_message(exc: _NonFinite, run_dir: Path) -> str:
     return (
         f"loss became NaN at epoch {exc.epoch} step {exc.step}; the last good checkpoint is kept "
@@ -940,19 +964,8 @@ def _search(
                 )  # fmt: skip
             if on_epoch_end is not None:
                 on_epoch_end(dict(row))
-    except _NonFinite as exc:
-        if rt.main:
-            _search_plots(run_dir, history)
-        raise RunError(_nan_message(exc, run_dir)) from None
-    except KeyboardInterrupt:
-        if rt.main:
-            done = int(history[-1]["epoch"]) if history else 0
-            logger.warning(
-                "search interrupted; %s holds epoch %d of %d: continue with --resume",
-                ckpt_path, done, total,
-            )  # fmt: skip
-            _search_plots(run_dir, history)
-        raise
+    except (_NonFinite, KeyboardInterrupt) as exc:
+        _stopped(exc, "search", rt, run_dir, history, total, _search_plots)
 
     state = model.state(meta={"epoch": total, "phase": "done", "seed": config.seed})
     arch: Architecture | None = None
@@ -1353,19 +1366,8 @@ def _train(
                 )  # fmt: skip
             if on_epoch_end is not None:
                 on_epoch_end(dict(row))
-    except _NonFinite as exc:
-        if rt.main:
-            _train_plots(run_dir, history)
-        raise RunError(_nan_message(exc, run_dir)) from None
-    except KeyboardInterrupt:
-        if rt.main:
-            done = int(history[-1]["epoch"]) if history else 0
-            logger.warning(
-                "training interrupted; %s holds epoch %d of %d: continue with --resume",
-                ckpt_path, done, config.epochs,
-            )  # fmt: skip
-            _train_plots(run_dir, history)
-        raise
+    except (_NonFinite, KeyboardInterrupt) as exc:
+        _stopped(exc, "training", rt, run_dir, history, config.epochs, _train_plots)
     if rt.main:
         _train_plots(run_dir, history)
         mark_done(
