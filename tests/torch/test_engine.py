@@ -39,16 +39,6 @@ from msnas_graph.state import SearchState
 TINY = SearchSpace.preset("tiny")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy machine's contention
-    (two threads fighting another process make every step ~100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 DATA = "phantom:8"
 
 

@@ -3,8 +3,6 @@ fusion modes, input checks, and (being static) tracing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
@@ -17,16 +15,6 @@ from msnas_graph.state import SearchState
 
 QUICK = SearchSpace.preset("quick")
 TINY = SearchSpace.preset("tiny")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP
-    oversubscription makes them ~100x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _x(space: SearchSpace, batch: int = 2, size: int = 32) -> torch.Tensor:

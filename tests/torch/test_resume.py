@@ -16,16 +16,6 @@ from msnas_graph.errors import RunError
 from msnas_graph.spec import SearchSpace
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a busy machine's contention
-    (two threads fighting another process make every step ~100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _stop_after(epoch: int):
     def hook(row: dict) -> None:
         if row["epoch"] == epoch:

@@ -3,8 +3,6 @@ parity with the final network under one-hot architecture weights."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -42,16 +40,6 @@ THREE_K1 = SearchSpace(
     input_size=32,
 )
 THREE_K1_TWO_OUT = THREE_K1.model_copy(update={"name": "three_two_out", "output_scales": (0, 1)})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP
-    oversubscription makes them ~100x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _x(space: SearchSpace, batch: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
