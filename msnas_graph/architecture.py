@@ -27,6 +27,8 @@ from ._util import meta_of as _meta
 from .errors import ArchitectureError, SpecError
 from .genotype import CellGenotype
 from .graph import Edge, NodeId, Supergraph
+from .kinds import cell_types_of
+from .layout import ParameterLayout
 from .operations import NONE_OP
 from .paths import Path
 from .spec import SCHEMA_VERSION, SearchSpace
@@ -131,7 +133,7 @@ class Architecture:
                 raise ArchitectureError(f"node {n} is not reachable from the input {src}")
             if str(n) not in back:
                 raise ArchitectureError(f"node {n} does not reach an output node")
-        used = {str(e.kind) for e in self.edges} - {"skip"}
+        used = cell_types_of(e.kind for e in self.edges)
         for c in sorted(used):
             if c not in self.cells:
                 raise ArchitectureError(f"edges of kind '{c}' are kept but there is no {c} cell")
@@ -157,15 +159,16 @@ class Architecture:
             raise ArchitectureError(f"cells.{name}: not a cell type of the space")
         if cell.cell_type != name:
             raise ArchitectureError(f"cells.{name}: holds a '{cell.cell_type}' cell")
-        if len(cell.blocks) != self.space.blocks:
+        layout = ParameterLayout(self.space, self.supergraph)
+        if len(cell.blocks) != layout.blocks:
             raise ArchitectureError(
-                f"cells.{name}: {len(cell.blocks)} blocks, the space has {self.space.blocks}"
+                f"cells.{name}: {len(cell.blocks)} blocks, the space has {layout.blocks}"
             )
         for b, inputs in enumerate(cell.blocks, start=1):
             if not inputs:
                 raise ArchitectureError(f"cells.{name}.b{b}: block has no input")
             for i in inputs:
-                if not 0 <= i.source < b:
+                if i.source not in layout.block_sources(b - 1):
                     raise ArchitectureError(
                         f"cells.{name}.b{b}: source {i.source} out of range (0..{b - 1})"
                     )

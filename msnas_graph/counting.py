@@ -24,6 +24,7 @@ from math import comb, prod
 from typing import Any
 
 from .graph import Supergraph
+from .layout import ParameterLayout
 from .paths import count_paths
 from .spec import SearchSpace
 
@@ -67,7 +68,9 @@ def count_cells(space: SearchSpace) -> int:
     """
     n = len(space.decodable_ops)
     m = space.inputs_per_block
-    return prod(comb(b, min(m, b)) * n ** min(m, b) for b in range(1, space.blocks + 1))
+    layout = ParameterLayout(space)
+    sources = (len(layout.block_sources(b)) for b in range(layout.blocks))
+    return prod(comb(s, min(m, s)) * n ** min(m, s) for s in sources)
 
 
 def count_space(space: SearchSpace, graph: Supergraph | None = None) -> SpaceCounts:

@@ -24,6 +24,7 @@ import numpy as np
 from .architecture import Architecture
 from .errors import DecodeError
 from .genotype import BlockInput, CellGenotype
+from .kinds import cell_types_of
 from .operations import NONE_OP
 from .paths import top_k_paths
 from .spec import CellType
@@ -43,12 +44,14 @@ def decode_cell(
     if cell_type not in space.cell_types:
         raise DecodeError(f"cell type '{cell_type}' is not in the space ({space.cell_types})")
     allowed = np.array([op != NONE_OP for op in space.ops])
+    layout = state.layout
     blocks = []
-    for b in range(space.blocks):
+    for b in range(layout.blocks):
+        sources = np.array(layout.block_sources(b))
         ow = np.where(allowed[None, :], state.op_weights(cell_type, b), -np.inf)
         best_op = np.argmax(ow, axis=1)  # first maximum: earlier op wins ties
-        best_w = ow[np.arange(b + 1), best_op]
-        keep = np.argsort(-best_w, kind="stable")[: min(m, b + 1)]
+        best_w = ow[sources, best_op]
+        keep = np.argsort(-best_w, kind="stable")[: min(m, len(sources))]
         blocks.append(
             tuple(
                 BlockInput(int(j), space.ops[int(best_op[j])], float(best_w[j]))
@@ -73,7 +76,7 @@ def decode(state: SearchState, paths: int = 3, inputs_per_block: int | None = No
     cells = decode_cells(state, inputs_per_block)
     best = top_k_paths(state.graph, state.edge_weights(), paths)
     edges = {e for p in best for e in p.edges}
-    used = {e.kind for e in edges} - {"skip"}
+    used = cell_types_of(e.kind for e in edges)
     arch = Architecture(
         state.space,
         edges,

@@ -29,6 +29,7 @@ from .decode import decode
 from .errors import ArchitectureError
 from .genotype import CellGenotype
 from .graph import Edge, NodeId
+from .layout import source_name
 from .paths import Path
 from .spec import SCHEMA_VERSION, SearchSpace
 from .state import SearchState
@@ -41,12 +42,8 @@ FORMAT = "msnas-graph/arch-diff"
 SourceOp = tuple[int, str]
 
 
-def _source_name(source: int) -> str:
-    return "in" if source == 0 else f"b{source}"
-
-
 def _terms(inputs: tuple[SourceOp, ...]) -> str:
-    return " + ".join(f"{op}({_source_name(src)})" for src, op in inputs) or "(nothing)"
+    return " + ".join(f"{op}({source_name(src)})" for src, op in inputs) or "(nothing)"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ArchitectureError
+from .layout import source_name
 
 __all__ = ["BlockInput", "CellGenotype"]
 
@@ -30,7 +31,7 @@ class BlockInput:
     @property
     def source_name(self) -> str:
         """``"in"`` or ``"b{j}"``."""
-        return "in" if self.source == 0 else f"b{self.source}"
+        return source_name(self.source)
 
 
 @dataclass(frozen=True)

@@ -19,22 +19,25 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import networkx as nx
+import numpy as np
 
 from .errors import SpecError
-from .spec import EDGE_KINDS, CellType, EdgeKind, SearchSpace
+from .kinds import KIND_NAMES, KindName, edge_kind, source_scale
+from .spec import SearchSpace
 
-if TYPE_CHECKING:
-    from .state import SearchState
-
-__all__ = ["CellSpace", "Edge", "NodeId", "Supergraph"]
+__all__ = ["Edge", "NodeId", "Supergraph"]
 
 _NODE_RE = re.compile(r"^L(\d+)\.s(\d+)$")
-_KIND_ORDER = {k: i for i, k in enumerate(EDGE_KINDS)}
-#: Scale change of each edge kind (destination scale minus source scale).
-SCALE_STEP: dict[str, int] = {"contract": 1, "keep": 0, "expand": -1, "skip": 0}
+_KIND_ORDER = {k: i for i, k in enumerate(KIND_NAMES)}
+
+
+class _EdgeWeights(Protocol):
+    """Anything that weighs the supergraph's edges (a :class:`~msnas_graph.state.SearchState`)."""
+
+    def edge_weights(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, order=True)
@@ -77,7 +80,7 @@ class Edge:
 
     src: NodeId
     dst: NodeId
-    kind: EdgeKind
+    kind: KindName
 
     def __str__(self) -> str:
         return f"{self.src} -{self.kind}-> {self.dst}"
@@ -104,11 +107,11 @@ class Edge:
             raise SpecError(
                 f"'{key}' is not an edge id (expected e.g. 'L0.s0>L1.s1:contract')"
             ) from None
-        if kind not in _KIND_ORDER:
-            from ._util import unknown_name
-
-            raise SpecError(f"edge '{key}': {unknown_name('edge kind', kind, EDGE_KINDS)}")
-        return cls(NodeId.parse(src), NodeId.parse(dst), kind)
+        try:
+            name = edge_kind(kind).name
+        except SpecError as exc:
+            raise SpecError(f"edge '{key}': {exc}") from None
+        return cls(NodeId.parse(src), NodeId.parse(dst), name)
 
 
 class Supergraph:
@@ -171,12 +174,12 @@ class Supergraph:
         self._edge_index = {e: i for i, e in enumerate(self.edges)}
 
     def _candidate_sources(
-        self, node: NodeId, kinds: tuple[EdgeKind, ...]
-    ) -> Iterator[tuple[NodeId, EdgeKind]]:
+        self, node: NodeId, kinds: tuple[KindName, ...]
+    ) -> Iterator[tuple[NodeId, KindName]]:
         if node.layer == 0:
             return
         for kind in kinds:
-            src_scale = node.scale - SCALE_STEP[kind]
+            src_scale = source_scale(kind, node.scale)
             if not 0 <= src_scale < self.space.scales:
                 continue
             if node.layer - 1 == 0 and src_scale != 0:
@@ -209,7 +212,7 @@ class Supergraph:
         """Nodes with incoming edges: the ones that carry network parameters ``beta``."""
         return tuple(n for n in self.nodes if self._in_edges[n])
 
-    def node_kinds(self, node: NodeId) -> tuple[EdgeKind, ...]:
+    def node_kinds(self, node: NodeId) -> tuple[KindName, ...]:
         """Kinds of the edges into ``node``: the entries of its ``beta`` vector, in order."""
         return tuple(e.kind for e in self._in_edges[node])
 
@@ -217,11 +220,7 @@ class Supergraph:
         """Feature channels at ``node``."""
         return self.space.scale_channels(node.scale)
 
-    def cell_space(self, cell_type: CellType) -> CellSpace:
-        """The block DAG of one cell type."""
-        return CellSpace(self.space, cell_type)
-
-    def to_networkx(self, state: SearchState | None = None) -> nx.MultiDiGraph:
+    def to_networkx(self, state: _EdgeWeights | None = None) -> nx.MultiDiGraph:
         """A networkx ``MultiDiGraph``: nodes are id strings (``"L3.s2"``) with ``layer``,
         ``scale`` and ``channels``; edges are keyed by kind and carry ``kind`` and, when a
         ``state`` is given, ``weight`` (``softmax(beta)`` at the destination node).
@@ -254,45 +253,3 @@ class Supergraph:
 
     def __repr__(self) -> str:
         return f"<Supergraph {self.space.name} {len(self.nodes)} nodes {len(self.edges)} edges>"
-
-
-class CellSpace:
-    """The DAG of one cell type: ``N`` blocks, block ``b`` (1-based) reading the cell input
-    (source 0) and the outputs of blocks ``1..b-1``; every candidate input edge carries every
-    operation of the space. The cell's output is the concatenation of all block outputs.
-
-    >>> from msnas_graph.spec import SearchSpace
-    >>> cs = CellSpace(SearchSpace.preset("paper"), "keep")
-    >>> [cs.block_inputs(b) for b in (1, 2, 3)]
-    [(0, 1), (0, 2), (0, 3)]
-    >>> cs.to_networkx().number_of_edges()
-    9
-    """
-
-    def __init__(self, space: SearchSpace, cell_type: CellType) -> None:
-        self.space = space
-        self.cell_type = cell_type
-        self.blocks = space.blocks
-
-    def block_inputs(self, block: int) -> tuple[int, int]:
-        """Range ``(start, stop)`` of input sources of 1-based ``block``: ``0..block-1``."""
-        return (0, block)
-
-    @staticmethod
-    def source_name(source: int) -> str:
-        """``0`` -> ``"in"``, ``j`` -> ``"b{j}"``."""
-        return "in" if source == 0 else f"b{source}"
-
-    def to_networkx(self) -> nx.MultiDiGraph:
-        """Nodes ``in``, ``b1..bN``, ``out``; an edge per (input, block) keyed by ``input``
-        with the candidate ``ops``; ``b_i -> out`` edges mark the output concatenation."""
-        G = nx.MultiDiGraph(cell_type=self.cell_type)
-        G.add_node("in")
-        for b in range(1, self.blocks + 1):
-            G.add_node(f"b{b}")
-            for j in range(b):
-                G.add_edge(self.source_name(j), f"b{b}", ops=self.space.ops)
-        G.add_node("out")
-        for b in range(1, self.blocks + 1):
-            G.add_edge(f"b{b}", "out", ops=("concat",))
-        return G

@@ -34,7 +34,9 @@ from .architecture import Architecture
 from .errors import RenderError
 from .genotype import CellGenotype
 from .graph import Edge, NodeId, Supergraph
-from .spec import CELL_TYPES, EDGE_KINDS, SearchSpace
+from .kinds import CELL_TYPES, EDGE_KINDS
+from .layout import source_name
+from .spec import SearchSpace
 from .state import SearchState
 
 if TYPE_CHECKING:
@@ -57,13 +59,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Edge colour of each network edge kind (``skip`` is also drawn dashed).
-KIND_COLORS: dict[str, str] = {
-    "contract": "#1f77b4",  # blue: down one scale
-    "keep": "#2ca02c",  # green: same scale, a cell
-    "expand": "#ff7f0e",  # orange: up one scale
-    "skip": "#7f7f7f",  # grey, dashed: same scale, identity
-}
+#: Edge colour of each network edge kind (from :data:`msnas_graph.kinds.EDGE_KINDS`, which also
+#: gives each kind's line style and arrowhead).
+KIND_COLORS: dict[str, str] = {k.name: k.color for k in EDGE_KINDS.values()}
 #: Colours of the decoded paths (path 1 first; cycled when there are more paths).
 PATH_COLORS: tuple[str, ...] = (
     "#e41a1c",
@@ -77,15 +75,6 @@ PATH_COLORS: tuple[str, ...] = (
     "#bcbd22",
     "#666666",
 )
-_KIND_STYLE = {"contract": "solid", "keep": "solid", "expand": "solid", "skip": "dashed"}
-_KIND_LETTER = {"contract": "C", "keep": "K", "expand": "E", "skip": "S"}
-_KIND_ARROW = {"contract": "normal", "keep": "normal", "expand": "normal", "skip": "onormal"}
-_KIND_NOTE = {
-    "contract": "max-pool /2, contracting cell",
-    "keep": "non-scaling cell",
-    "expand": "upsample x2, expanding cell",
-    "skip": "identity (no parameters)",
-}
 _DIFF_COLORS = {"added": "#2ca02c", "removed": "#d62728", "common": "#555555"}
 _FAINT = "#c8c8c8"
 _FUSION_FILL = "#fff2b3"
@@ -263,9 +252,18 @@ def _box_row(fill: str, text: str, extra: str = "") -> str:
 
 def _kind_rows(kinds: Iterable[str]) -> list[str]:
     return [
-        _legend_row(KIND_COLORS[k], k, _KIND_STYLE[k], _KIND_NOTE[k])
-        for k in EDGE_KINDS
-        if k in set(kinds)
+        _legend_row(kind.color, kind.name, kind.style, kind.note)
+        for kind in EDGE_KINDS.values()
+        if kind.name in set(kinds)
+    ]
+
+
+def _identity_rows(kinds: Iterable[str]) -> list[str]:
+    """Legend rows for the identity kinds (no cell) among ``kinds``."""
+    return [
+        _legend_row("#333333", f"{kind.name} edge", kind.style, "identity, hollow arrowhead")
+        for kind in EDGE_KINDS.values()
+        if not kind.carries_cell and kind.name in set(kinds)
     ]
 
 
@@ -310,22 +308,23 @@ def render_supergraph(
     weights = state.edge_weights() if state is not None else None
     show_labels = edge_labels if edge_labels is not None else len(graph.edges) <= 60
     for i, e in enumerate(graph.edges):
+        kind = EDGE_KINDS[e.kind]
         attrs = {
-            "color": KIND_COLORS[e.kind],
-            "style": _KIND_STYLE[e.kind],
-            "arrowhead": _KIND_ARROW[e.kind],
+            "color": kind.color,
+            "style": kind.style,
+            "arrowhead": kind.arrowhead,
             "tooltip": str(e),
         }
         if weights is not None:
             w = float(weights[i])
             alpha = round(60 + 195 * w)
             attrs.update(
-                color=f"{KIND_COLORS[e.kind]}{alpha:02x}",
+                color=f"{kind.color}{alpha:02x}",
                 penwidth=f"{0.4 + 4.0 * w:.2f}",
                 tooltip=f"{e}: weight {w:.3f}",
             )
             if show_labels:
-                attrs.update(label=f"{w:.2f}", fontcolor=KIND_COLORS[e.kind])
+                attrs.update(label=f"{w:.2f}", fontcolor=kind.color)
         dot.edge(str(e.src), str(e.dst), **attrs)
     title = (
         f"Supergraph '{space.name}': {space.layers} layers x {space.scales} scales, "
@@ -406,13 +405,13 @@ def render_architecture(
             color = ":".join(_path_color(i) for i in idx)
             where = "path " + ", ".join(str(i + 1) for i in idx)
         else:
-            color, where = KIND_COLORS[e.kind], "no path"
+            color, where = EDGE_KINDS[e.kind].color, "no path"
         dot.edge(
             str(e.src),
             str(e.dst),
             color=color,
-            style=_KIND_STYLE[e.kind],
-            arrowhead=_KIND_ARROW[e.kind],
+            style=EDGE_KINDS[e.kind].style,
+            arrowhead=EDGE_KINDS[e.kind].arrowhead,
             penwidth="1.8",
             tooltip=f"{e} ({where})",
         )
@@ -426,14 +425,13 @@ def render_architecture(
             _path_color(i),
             f"path {i + 1}  score {p.path_score:.4f}",
             extra=f"scales {'-'.join(map(str, p.scales))}  edges "
-            + "".join(_KIND_LETTER[e.kind] for e in p.edges),
+            + "".join(EDGE_KINDS[e.kind].letter for e in p.edges),
         )
         for i, p in enumerate(arch.paths)
     ]
     if not arch.paths:
         rows += _kind_rows({e.kind for e in arch.edges})
-    if any(e.kind == "skip" for e in arch.edges):
-        rows.append(_legend_row("#333333", "skip edge", "dashed", "identity, hollow arrowhead"))
+    rows += _identity_rows(e.kind for e in arch.edges)
     if fusion:
         rows.append(
             _box_row(
@@ -442,7 +440,8 @@ def render_architecture(
                 extra=f"kept edges from several inputs meet ({space.fusion})",
             )
         )
-    notes = ["edges: C contract, K keep, E expand, S skip"] if arch.paths else []
+    letters = ", ".join(f"{k.letter} {k.name}" for k in EDGE_KINDS.values())
+    notes = [f"edges: {letters}"] if arch.paths else []
     dot.attr(label=_legend_table(rows, title, notes))
     return dot
 
@@ -474,8 +473,8 @@ def _add_cell(dot: graphviz.Digraph, cell: CellGenotype, prefix: str, cluster: b
         )
         for b in range(1, len(cell.blocks) + 1):
             sub.node(
-                f"{prefix}b{b}",
-                label=f"b{b}",
+                f"{prefix}{source_name(b)}",
+                label=source_name(b),
                 shape="circle",
                 fontsize="9",
                 width="0.35",
@@ -572,9 +571,9 @@ def render_diff(
     edges_a, edges_b = set(a.edges), set(b.edges)
     for e in sorted(edges_a | edges_b, key=lambda e: e.sort_key):
         if e in edges_a and e in edges_b:
-            status, style, width = "common", _KIND_STYLE[e.kind], "1.2"
+            status, style, width = "common", EDGE_KINDS[e.kind].style, "1.2"
         elif e in edges_b:
-            status, style, width = "added", _KIND_STYLE[e.kind], "2.2"
+            status, style, width = "added", EDGE_KINDS[e.kind].style, "2.2"
         else:
             status, style, width = "removed", "dashed", "2.2"
         dot.edge(
@@ -582,7 +581,7 @@ def render_diff(
             str(e.dst),
             color=_DIFF_COLORS[status],
             style=style,
-            arrowhead=_KIND_ARROW[e.kind],
+            arrowhead=EDGE_KINDS[e.kind].arrowhead,
             penwidth=width,
             tooltip=f"{status}: {e}",
         )
@@ -595,8 +594,7 @@ def render_diff(
         _legend_row(_DIFF_COLORS["removed"], "removed", "dashed", f"only in {diff.a}"),
         _legend_row(_DIFF_COLORS["common"], "in both"),
     ]
-    if any(e.kind == "skip" for e in edges_a | edges_b):
-        rows.append(_legend_row("#333333", "skip edge", "dashed", "identity, hollow arrowhead"))
+    rows += _identity_rows(e.kind for e in edges_a | edges_b)
     notes = [f"~ space {s}" for s in diff.space_changes]
     notes += [f"- cell {g}" for g in diff.cells_removed.values()]
     notes += [f"+ cell {g}" for g in diff.cells_added.values()]

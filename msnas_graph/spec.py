@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ._util import atomic_write, read_text, unknown_name
 from .errors import SpecError
+from .kinds import CELL_TYPES, KIND_NAMES, CellType, KindName, cell_types_of
+from .kinds import EDGE_KINDS as KIND_TABLE
 from .operations import DEFAULT_OPERATIONS, NONE_OP, check_operation
 
 __all__ = [
@@ -32,7 +34,7 @@ __all__ = [
     "PRESETS",
     "SCHEMA_VERSION",
     "CellType",
-    "EdgeKind",
+    "KindName",
     "SearchSpace",
     "format_validation_error",
     "load_space",
@@ -41,13 +43,8 @@ __all__ = [
 #: Version of every JSON/YAML document this package writes (spec, state, architecture).
 SCHEMA_VERSION = 1
 
-EdgeKind = Literal["contract", "keep", "expand", "skip"]
-CellType = Literal["contract", "keep", "expand"]
-
-#: Canonical order of network edge kinds (also the tie-break order when decoding).
-EDGE_KINDS: tuple[EdgeKind, ...] = ("contract", "keep", "expand", "skip")
-#: The three cell types: the edge kinds that carry a cell (``skip`` is a bare identity).
-CELL_TYPES: tuple[CellType, ...] = ("contract", "keep", "expand")
+#: Canonical order of network edge kind names (what each kind is: :mod:`msnas_graph.kinds`).
+EDGE_KINDS: tuple[KindName, ...] = KIND_NAMES
 
 
 class SearchSpace(BaseModel):
@@ -82,7 +79,7 @@ class SearchSpace(BaseModel):
     ops: tuple[str, ...] = (*DEFAULT_OPERATIONS, NONE_OP)
     inputs_per_block: int = Field(default=1, ge=1)
     partial_k: int = Field(default=4, ge=1)
-    edge_kinds: tuple[EdgeKind, ...] = EDGE_KINDS
+    edge_kinds: tuple[KindName, ...] = EDGE_KINDS
     output_scales: tuple[int, ...] = (0,)
     in_channels: int = Field(default=1, ge=1)
     num_classes: int = Field(default=2, ge=2)
@@ -125,12 +122,12 @@ class SearchSpace(BaseModel):
 
     @field_validator("edge_kinds")
     @classmethod
-    def _kinds(cls, kinds: tuple[EdgeKind, ...]) -> tuple[EdgeKind, ...]:
+    def _kinds(cls, kinds: tuple[KindName, ...]) -> tuple[KindName, ...]:
         if not kinds:
             raise ValueError("needs at least one edge kind")
         if len(set(kinds)) != len(kinds):
             raise ValueError("an edge kind is listed twice")
-        if not set(kinds) & set(CELL_TYPES):
+        if not any(KIND_TABLE[k].carries_cell for k in kinds):
             raise ValueError(
                 "needs at least one of contract, keep, expand (skip alone has no cell)"
             )
@@ -150,7 +147,7 @@ class SearchSpace(BaseModel):
                     f"output_scales: scale {o} cannot be reached in {self.layers} layers "
                     f"(each layer moves at most one scale); add layers or lower the scale"
                 )
-            if o > 0 and "contract" not in self.edge_kinds:
+            if o > 0 and not any(KIND_TABLE[k].scale_step > 0 for k in self.edge_kinds):
                 raise ValueError(
                     f"output_scales: scale {o} cannot be reached without 'contract' edges"
                 )
@@ -192,7 +189,8 @@ class SearchSpace(BaseModel):
     @property
     def cell_types(self) -> tuple[CellType, ...]:
         """Cell types present in this space, in canonical order."""
-        return tuple(c for c in CELL_TYPES if c in self.edge_kinds)
+        used = cell_types_of(self.edge_kinds)
+        return tuple(c for c in CELL_TYPES if c in used)
 
     def scale_channels(self, scale: int) -> int:
         """Channels of a node at ``scale``: ``channels * 2**scale``.

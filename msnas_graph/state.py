@@ -1,13 +1,9 @@
 """Architecture parameters of a search, as plain arrays tied to their space.
 
-A :class:`SearchState` holds, as logits (before softmax):
-
-- ``alpha_logits[cell_type][b]``: shape ``(b + 1, len(space.ops))``, the operation logits of
-  each candidate input ``j = 0..b`` of 0-based block ``b`` (input 0 is the cell input, ``j`` the
-  output of block ``j``), operations in ``space.ops`` order;
-- ``p_logits[cell_type][b]``: shape ``(b + 1,)``, the edge-normalisation logits of those inputs;
-- ``beta_logits[node]``: shape ``(len(graph.node_kinds(node)),)``, one logit per incoming edge
-  kind of each searchable node, in canonical kind order.
+A :class:`SearchState` holds, as logits (before softmax), ``alpha_logits[cell_type][b]``,
+``p_logits[cell_type][b]`` and ``beta_logits[node]``, with the shapes and meaning that
+:class:`~msnas_graph.layout.ParameterLayout` gives (block ``b`` 0-based reads sources ``0..b``;
+one ``beta`` logit per incoming edge kind of each searchable node, in canonical kind order).
 
 >>> from msnas_graph.spec import SearchSpace
 >>> state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
@@ -29,6 +25,7 @@ from ._util import atomic_write, content_hash, read_text
 from ._util import meta_of as _meta
 from .errors import SpecError, StateError
 from .graph import NodeId, Supergraph
+from .layout import ParameterLayout, source_name
 from .spec import SCHEMA_VERSION, CellType, SearchSpace
 
 __all__ = ["SearchState", "softmax"]
@@ -62,6 +59,7 @@ class SearchState:
     ) -> None:
         self.space = space
         self.graph = graph if graph is not None and graph.space == space else Supergraph(space)
+        self.layout = ParameterLayout(space, self.graph)
         self.alpha_logits = {
             c: [np.array(a, dtype=np.float64) for a in blocks] for c, blocks in alpha_logits.items()
         }
@@ -98,10 +96,7 @@ class SearchState:
     @classmethod
     def _filled(cls, space: SearchSpace, fill: Any, graph: Supergraph | None) -> SearchState:
         graph = graph if graph is not None else Supergraph(space)
-        n_ops = len(space.ops)
-        alpha = {c: [fill((b + 1, n_ops)) for b in range(space.blocks)] for c in space.cell_types}
-        p = {c: [fill((b + 1,)) for b in range(space.blocks)] for c in space.cell_types}
-        beta = {n: fill((len(graph.node_kinds(n)),)) for n in graph.searchable_nodes}
+        alpha, p, beta = ParameterLayout(space, graph).filled(fill)
         return cls(space, alpha, p, beta, graph=graph)
 
     # ------------------------------------------------------------------------- weights
@@ -125,8 +120,8 @@ class SearchState:
 
     def validate(self) -> None:
         """Check every array's presence and shape against the space; raise :class:`StateError`."""
-        space, graph = self.space, self.graph
-        n_ops = len(space.ops)
+        space, layout = self.space, self.layout
+        n_ops = layout.n_ops
         for name, params in (("alpha_logits", self.alpha_logits), ("p_logits", self.p_logits)):
             if set(params) != set(space.cell_types):
                 raise StateError(
@@ -134,20 +129,20 @@ class SearchState:
                     f"{list(space.cell_types)}; the state does not belong to this space"
                 )
             for c, blocks in params.items():
-                if len(blocks) != space.blocks:
+                if len(blocks) != layout.blocks:
                     raise StateError(
-                        f"{name}.{c}: {len(blocks)} blocks, the space has {space.blocks}"
+                        f"{name}.{c}: {len(blocks)} blocks, the space has {layout.blocks}"
                     )
                 for b, arr in enumerate(blocks):
-                    want = (b + 1, n_ops) if name == "alpha_logits" else (b + 1,)
+                    want = layout.alpha_shape(b) if name == "alpha_logits" else layout.p_shape(b)
                     if arr.shape != want:
                         raise StateError(
                             f"{name}.{c}[{b}]: shape {arr.shape}, expected {want} "
-                            f"({b + 1} inputs x {n_ops} ops); the state does not match the space"
+                            f"({want[0]} inputs x {n_ops} ops); the state does not match the space"
                         )
                     if not np.all(np.isfinite(arr)):
                         raise StateError(f"{name}.{c}[{b}]: contains NaN or infinity")
-        want_nodes = set(graph.searchable_nodes)
+        want_nodes = set(layout.beta_nodes)
         if set(self.beta_logits) != want_nodes:
             extra = sorted(set(self.beta_logits) - want_nodes)
             missing = sorted(want_nodes - set(self.beta_logits))
@@ -157,9 +152,10 @@ class SearchState:
                 + (f"; missing: {', '.join(map(str, missing[:5]))}" if missing else "")
             )
         for n, v in self.beta_logits.items():
-            want_k = len(graph.node_kinds(n))
-            if v.shape != (want_k,):
-                raise StateError(f"beta_logits.{n}: shape {v.shape}, expected ({want_k},)")
+            if v.shape != layout.beta_shape(n):
+                raise StateError(
+                    f"beta_logits.{n}: shape {v.shape}, expected {layout.beta_shape(n)}"
+                )
             if not np.all(np.isfinite(v)):
                 raise StateError(f"beta_logits.{n}: contains NaN or infinity")
 
@@ -177,9 +173,9 @@ class SearchState:
             "p_logits": {c: [a.tolist() for a in self.p_logits[c]] for c in self.space.cell_types},
             "beta_logits": {
                 str(n): dict(
-                    zip(self.graph.node_kinds(n), self.beta_logits[n].tolist(), strict=True)
+                    zip(self.layout.beta_kinds(n), self.beta_logits[n].tolist(), strict=True)
                 )
-                for n in self.graph.searchable_nodes
+                for n in self.layout.beta_nodes
             },
             "meta": self.meta,
         }
@@ -221,15 +217,16 @@ class SearchState:
         except SpecError as exc:
             raise StateError(str(exc)) from None
         graph = Supergraph(space)
+        layout = ParameterLayout(space, graph)
         try:
             alpha = {c: [np.asarray(a, float) for a in v] for c, v in data["alpha_logits"].items()}
             p = {c: [np.asarray(a, float) for a in v] for c, v in data["p_logits"].items()}
             beta: dict[NodeId, np.ndarray] = {}
             for key, kinds in data["beta_logits"].items():
                 node = NodeId.parse(key)
-                if node not in graph.searchable_nodes:
+                if node not in layout.beta_nodes:
                     raise StateError(f"{source}: beta_logits.{key}: node not in the space")
-                want = graph.node_kinds(node)
+                want = layout.beta_kinds(node)
                 if set(kinds) != set(want):
                     raise StateError(
                         f"{source}: beta_logits.{key}: kinds {sorted(kinds)}, expected {list(want)}"
@@ -282,7 +279,7 @@ class SearchState:
                 j, o = np.unravel_index(int(np.argmax(ow)), ow.shape)
                 lines.append(
                     f"  {c} block {b + 1}: strongest {self.space.ops[o]} from "
-                    f"{'in' if j == 0 else f'b{j}'} ({ow[j, o]:.3f})"
+                    f"{source_name(int(j))} ({ow[j, o]:.3f})"
                 )
         lines.append(
             "  strongest network edges: " + ", ".join(f"{e} {x:.3f}" for e, x in strongest)
