@@ -14,16 +14,15 @@ True
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from functools import cached_property
-from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, ClassVar
 
 import networkx as nx
 
-from ._util import atomic_write, content_hash, read_text
+from ._util import content_hash
 from ._util import meta_of as _meta
+from .documents import Document
 from .errors import ArchitectureError, SpecError
 from .genotype import CellGenotype
 from .graph import Edge, NodeId, Supergraph
@@ -31,15 +30,22 @@ from .kinds import cell_types_of
 from .layout import ParameterLayout
 from .operations import NONE_OP
 from .paths import Path
-from .spec import SCHEMA_VERSION, SearchSpace
+from .spec import SearchSpace
 
 __all__ = ["Architecture"]
 
 FORMAT = "msnas-graph/architecture"
 
 
-class Architecture:
+class Architecture(Document):
     """A decoded network: kept nodes and edges (the union of ``paths``) and the cells."""
+
+    FORMAT: ClassVar[str] = FORMAT
+    WHAT: ClassVar[str] = "an architecture"
+    FILE_NOUN: ClassVar[str] = "architecture"
+    CREATE_HINT: ClassVar[str] = "create one with `msnas-graph decode STATE --output ARCH.json`"
+    UPGRADE_HINT: ClassVar[str] = "decode it again with this version of msnas-graph"
+    ERROR: ClassVar[type[ArchitectureError]] = ArchitectureError
 
     def __init__(
         self,
@@ -190,43 +196,27 @@ class Architecture:
             ],
         }
 
+    def _hashed(self) -> dict[str, Any]:
+        return self._content()
+
     @cached_property
     def content_hash(self) -> str:
-        """Hash of the space, edges, cells and paths (not ``meta``)."""
-        return content_hash(self._content())
+        """Hash of the space, edges, cells and paths (not ``meta``), computed once."""
+        return content_hash(self._hashed())
 
     def to_dict(self) -> dict[str, Any]:
         """Versioned, canonical JSON-ready dict with the content hash."""
         return {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
+            **self.header(),
             "content_hash": self.content_hash,
             **self._content(),
             "meta": self.meta,
         }
 
-    def to_json(self, indent: int | None = 1) -> str:
-        """Versioned JSON text."""
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def save(self, path: str | FsPath) -> FsPath:
-        """Write JSON atomically."""
-        return atomic_write(path, self.to_json())
-
     @classmethod
     def from_dict(cls, data: Any, source: str = "architecture") -> Architecture:
         """Parse :meth:`to_dict` output, check the hash, and :meth:`validate`."""
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise ArchitectureError(
-                f"{source}: not an architecture (format {found!r}, expected '{FORMAT}'); "
-                f"create one with `msnas-graph decode STATE --output ARCH.json`"
-            )
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ArchitectureError(
-                f"{source}: schema_version {data.get('schema_version')!r} is not supported "
-                f"(expected {SCHEMA_VERSION}); decode it again with this version of msnas-graph"
-            )
+        data = cls.check_header(data, source)
         try:
             space = SearchSpace.from_dict(data["space"], f"{source}: space")
             edges = [Edge.parse(k) for k in data["edges"]]
@@ -254,25 +244,6 @@ class Architecture:
         except ArchitectureError as exc:
             raise ArchitectureError(f"{source}: {exc}") from None
         return arch
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "architecture") -> Architecture:
-        """Parse JSON text."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArchitectureError(
-                f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})"
-            ) from None
-        return cls.from_dict(data, source)
-
-    @classmethod
-    def load(cls, path: str | FsPath) -> Architecture:
-        """Read an architecture JSON file."""
-        path = FsPath(path)
-        if not path.is_file():
-            raise ArchitectureError(f"{path}: no such architecture file")
-        return cls.from_json(read_text(path, ArchitectureError), str(path))
 
     # -------------------------------------------------------------------------- dunder
 

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .architecture import Architecture
 from .decode import decode
+from .documents import Document
 from .errors import ArchitectureError
 from .genotype import CellGenotype
 from .graph import Edge, NodeId
 from .layout import source_name
 from .paths import Path
-from .spec import SCHEMA_VERSION, SearchSpace
+from .spec import SearchSpace
 from .state import SearchState
 
 __all__ = ["ArchDiff", "BlockChange", "diff"]
@@ -68,7 +69,7 @@ class BlockChange:
 
 
 @dataclass(frozen=True)
-class ArchDiff:
+class ArchDiff(Document):
     """The difference from architecture ``a`` to architecture ``b`` ("added" = only in ``b``).
 
     Attributes:
@@ -87,6 +88,11 @@ class ArchDiff:
         arch_a, arch_b: the architectures themselves, kept for :func:`render_diff`; not
             compared, not serialised.
     """
+
+    FORMAT: ClassVar[str] = FORMAT
+    WHAT: ClassVar[str] = "an architecture diff"
+    FILE_NOUN: ClassVar[str] = "diff"
+    ERROR: ClassVar[type[ArchitectureError]] = ArchitectureError
 
     a: str
     b: str
@@ -152,8 +158,7 @@ class ArchDiff:
             return [{"edges": [e.key for e in p.edges], "path_score": p.path_score} for p in ps]
 
         return {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
+            **self.header(),
             "a": self.a,
             "b": self.b,
             "is_empty": self.is_empty,
@@ -172,10 +177,6 @@ class ArchDiff:
             "path_overlap": self.path_overlap,
             "edge_overlap": self.edge_overlap,
         }
-
-    def to_json(self, indent: int | None = 1) -> str:
-        """Versioned JSON text."""
-        return json.dumps(self.to_dict(), indent=indent)
 
     def summary(self) -> str:
         """One line: the two hashes and the counts."""

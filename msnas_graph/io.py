@@ -15,16 +15,19 @@ from pathlib import Path
 import yaml
 
 from ._util import read_text
-from .architecture import FORMAT as ARCH_FORMAT
 from .architecture import Architecture
 from .errors import MsnasError
 from .spec import PRESETS, SearchSpace, load_space
-from .state import FORMAT as STATE_FORMAT
 from .state import SearchState
 
-__all__ = ["load_any", "load_architecture", "load_state"]
+__all__ = ["load_any", "load_state"]
 
 Document = SearchSpace | SearchState | Architecture
+#: The loadable documents that carry a ``format`` field, by format.
+_BY_FORMAT: dict[str, type[SearchState] | type[Architecture]] = {
+    SearchState.FORMAT: SearchState,
+    Architecture.FORMAT: Architecture,
+}
 
 
 def _resolve(path: Path, names: tuple[str, ...], what: str) -> Path:
@@ -49,25 +52,15 @@ def load_any(source: str | Path) -> Document:
     except (yaml.YAMLError, json.JSONDecodeError):
         raise MsnasError(f"{path}: neither valid JSON nor YAML") from None
     fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt == STATE_FORMAT:
-        return SearchState.from_dict(data, str(path))
-    if fmt == ARCH_FORMAT:
-        return Architecture.from_dict(data, str(path))
+    if fmt in _BY_FORMAT:
+        return _BY_FORMAT[fmt].from_dict(data, str(path))
     if fmt is None:
         return load_space(path)
-    raise MsnasError(
-        f"{path}: unknown document format {fmt!r} (expected a space, '{STATE_FORMAT}' or "
-        f"'{ARCH_FORMAT}')"
-    )
+    known = " or ".join(f"'{f}'" for f in _BY_FORMAT)
+    raise MsnasError(f"{path}: unknown document format {fmt!r} (expected a space, {known})")
 
 
 def load_state(source: str | Path) -> SearchState:
     """A state file, or a run folder's ``state.json``."""
     path = _resolve(Path(source), ("state.json",), "a search state")
     return SearchState.load(path)
-
-
-def load_architecture(source: str | Path) -> Architecture:
-    """An architecture file, or a run folder's ``architecture.json``."""
-    path = _resolve(Path(source), ("architecture.json",), "an architecture")
-    return Architecture.load(path)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ._util import atomic_write, read_text, unknown_name
+from ._util import atomic_write, unknown_name
+from .documents import SCHEMA_VERSION, Document
 from .errors import SpecError
 from .kinds import CELL_TYPES, KIND_NAMES, CellType, KindName, cell_types_of
 from .kinds import EDGE_KINDS as KIND_TABLE
@@ -40,14 +41,11 @@ __all__ = [
     "load_space",
 ]
 
-#: Version of every JSON/YAML document this package writes (spec, state, architecture).
-SCHEMA_VERSION = 1
-
 #: Canonical order of network edge kind names (what each kind is: :mod:`msnas_graph.kinds`).
 EDGE_KINDS: tuple[KindName, ...] = KIND_NAMES
 
 
-class SearchSpace(BaseModel):
+class SearchSpace(Document, BaseModel):
     """An MS-NAS search space.
 
     Attributes:
@@ -69,6 +67,10 @@ class SearchSpace(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    WHAT: ClassVar[str] = "a search space"
+    FILE_NOUN: ClassVar[str] = "space"
+    ERROR: ClassVar[type[SpecError]] = SpecError
 
     schema_version: int = SCHEMA_VERSION
     name: str = "custom"
@@ -207,8 +209,8 @@ class SearchSpace(BaseModel):
         return json.loads(self.model_dump_json())
 
     def to_json(self, indent: int | None = 2) -> str:
-        """JSON text with a schema version."""
-        return json.dumps(self.to_dict(), indent=indent)
+        """JSON text with a schema version (the space's own field, not a header)."""
+        return super().to_json(indent)
 
     def to_yaml(self) -> str:
         """YAML text with a schema version."""
@@ -231,15 +233,6 @@ class SearchSpace(BaseModel):
             raise SpecError(format_validation_error(exc, source)) from None
 
     @classmethod
-    def from_json(cls, text: str, source: str = "space") -> SearchSpace:
-        """Parse JSON text."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data, source)
-
-    @classmethod
     def from_yaml(cls, text: str, source: str = "space") -> SearchSpace:
         """Parse YAML text."""
         try:
@@ -249,6 +242,21 @@ class SearchSpace(BaseModel):
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise SpecError(f"{source}: not valid YAML{where}") from None
         return cls.from_dict(data, source)
+
+    @classmethod
+    def from_text(cls, text: str, path: Path) -> SearchSpace:
+        """Parse a spec file's text: YAML for ``.yaml``/``.yml``, JSON otherwise."""
+        if path.suffix in (".yaml", ".yml"):
+            return cls.from_yaml(text, str(path))
+        return cls.from_json(text, str(path))
+
+    @classmethod
+    def missing_file(cls, path: Path) -> SpecError:
+        """The error for a spec path that is not a file (it lists the presets)."""
+        return SpecError(
+            f"{path}: no such spec file (give a path to a .yaml/.json spec, or a preset: "
+            f"{', '.join(PRESETS)})"
+        )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> SearchSpace:
@@ -268,19 +276,9 @@ def load_space(source: str | Path) -> SearchSpace:
     >>> load_space("paper").name
     'paper'
     """
-    text_source = str(source)
-    if text_source in PRESETS:
-        return SearchSpace.preset(text_source)
-    path = Path(source)
-    if not path.is_file():
-        raise SpecError(
-            f"{path}: no such spec file (give a path to a .yaml/.json spec, or a preset: "
-            f"{', '.join(PRESETS)})"
-        )
-    text = read_text(path, SpecError)
-    if path.suffix in (".yaml", ".yml"):
-        return SearchSpace.from_yaml(text, str(path))
-    return SearchSpace.from_json(text, str(path))
+    if str(source) in PRESETS:
+        return SearchSpace.preset(str(source))
+    return SearchSpace.load(source)
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

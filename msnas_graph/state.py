@@ -15,18 +15,16 @@ True
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ._util import atomic_write, content_hash, read_text
 from ._util import meta_of as _meta
+from .documents import Document
 from .errors import SpecError, StateError
 from .graph import NodeId, Supergraph
 from .layout import ParameterLayout, source_name
-from .spec import SCHEMA_VERSION, CellType, SearchSpace
+from .spec import CellType, SearchSpace
 
 __all__ = ["SearchState", "softmax"]
 
@@ -45,8 +43,14 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-class SearchState:
+class SearchState(Document):
     """The architecture parameters (``alpha``, ``p``, ``beta``) of one point of a search."""
+
+    FORMAT: ClassVar[str] = FORMAT
+    WHAT: ClassVar[str] = "a search state"
+    FILE_NOUN: ClassVar[str] = "state"
+    CREATE_HINT: ClassVar[str] = "create one with `msnas-graph sample` or `msnas-graph search`"
+    ERROR: ClassVar[type[StateError]] = StateError
 
     def __init__(
         self,
@@ -164,8 +168,7 @@ class SearchState:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (canonical order, versioned)."""
         return {
-            "format": FORMAT,
-            "schema_version": SCHEMA_VERSION,
+            **self.header(),
             "space": self.space.to_dict(),
             "alpha_logits": {
                 c: [a.tolist() for a in self.alpha_logits[c]] for c in self.space.cell_types
@@ -180,35 +183,16 @@ class SearchState:
             "meta": self.meta,
         }
 
-    def to_json(self, indent: int | None = 1) -> str:
-        """Versioned JSON text (floats round-trip exactly)."""
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @property
-    def content_hash(self) -> str:
-        """Hash of the space and the logits (not of ``meta``)."""
+    def _hashed(self) -> dict[str, Any]:
+        """The content hash covers the space and the logits, not ``meta``."""
         d = self.to_dict()
         d.pop("meta")
-        return content_hash(d)
-
-    def save(self, path: str | Path) -> Path:
-        """Write JSON atomically."""
-        return atomic_write(path, self.to_json())
+        return d
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "state") -> SearchState:
         """Build from :meth:`to_dict` output; one-line :class:`StateError` on any problem."""
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise StateError(
-                f"{source}: not a search state (format {found!r}, expected '{FORMAT}'); "
-                f"create one with `msnas-graph sample` or `msnas-graph search`"
-            )
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise StateError(
-                f"{source}: schema_version {data.get('schema_version')!r} is not supported "
-                f"(expected {SCHEMA_VERSION}); re-create it with this version of msnas-graph"
-            )
+        data = cls.check_header(data, source)
         missing = [k for k in ("space", "alpha_logits", "p_logits", "beta_logits") if k not in data]
         if missing:
             raise StateError(f"{source}: missing field(s) {', '.join(missing)}")
@@ -240,23 +224,6 @@ class SearchState:
             return cls(space, alpha, p, beta, meta=_meta(data, source, StateError), graph=graph)
         except StateError as exc:
             raise StateError(f"{source}: {exc}") from None
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "state") -> SearchState:
-        """Parse JSON text."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise StateError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data, source)
-
-    @classmethod
-    def load(cls, path: str | Path) -> SearchState:
-        """Read a state JSON file."""
-        path = Path(path)
-        if not path.is_file():
-            raise StateError(f"{path}: no such state file")
-        return cls.from_json(read_text(path, StateError), str(path))
 
     # ------------------------------------------------------------------------- dunder
 

@@ -65,3 +65,36 @@ def test_load_then_save_is_identity(tmp_path: Path, name: str, load: object) -> 
     doc = load(GOLDEN / name)  # type: ignore[operator]
     out = doc.save(tmp_path / name)
     assert out.read_bytes() == (GOLDEN / name).read_bytes()
+
+
+@pytest.mark.parametrize("cls", [SearchState, Architecture, SearchSpace])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff\xfe\x00\x01", "not a text file (expected JSON or YAML)"),
+        (b'{"format": ', "not valid JSON (Expecting value at line 1)"),
+        (None, "no such"),
+    ],
+)
+def test_bad_files_fail_in_one_line(
+    tmp_path: Path, cls: type, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "doc.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(cls.ERROR) as info:
+        cls.load(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("cls", "hint"),
+    [(SearchState, "re-create it"), (Architecture, "decode it again")],
+)
+def test_wrong_version_and_format_name_the_fix(cls: type, hint: str) -> None:
+    data = {"format": cls.FORMAT, "schema_version": 9}
+    with pytest.raises(cls.ERROR, match=rf"^x: schema_version 9 is not supported .*{hint}"):
+        cls.from_dict(data, "x")
+    with pytest.raises(cls.ERROR, match=rf"^x: not {cls.WHAT} \(format 'other'.*create one with"):
+        cls.from_dict({"format": "other"}, "x")
