@@ -10,7 +10,8 @@ functions that need them.
 ((1, 32, 32), (32, 32), 'float32', 'int64')
 """
 
-from msnas_graph.data.dataset import Case, SegmentationDataset, group_key, load_dataset
+from msnas_graph.data.case import Case, group_key
+from msnas_graph.data.dataset import SegmentationDataset
 from msnas_graph.data.phantom import ORGANS, phantom_case, phantom_dataset
 from msnas_graph.data.readers import (
     file_format,
@@ -20,6 +21,7 @@ from msnas_graph.data.readers import (
     write_overlay,
     write_volume_mask,
 )
+from msnas_graph.data.sources import load_dataset
 from msnas_graph.data.splits import group_kfold, load_folds, train_val_test_split
 from msnas_graph.data.transforms import (
     augment,

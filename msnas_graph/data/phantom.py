@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from msnas_graph.data.dataset import Case, SegmentationDataset
+from msnas_graph.data.case import Case
+from msnas_graph.data.dataset import SegmentationDataset
 from msnas_graph.errors import DataError
 
 __all__ = ["ORGANS", "phantom_case", "phantom_dataset"]

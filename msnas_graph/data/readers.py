@@ -1,7 +1,7 @@
 """Low-level file reading and writing: 2D images (PNG/TIFF/JPEG/BMP) and NIfTI volumes.
 
 Everything here works on paths and numpy arrays; the dataset layer
-(:mod:`msnas_graph.data.dataset`) builds :class:`~msnas_graph.data.dataset.Case` objects on top.
+(:mod:`msnas_graph.data.dataset`) builds :class:`~msnas_graph.data.case.Case` objects on top.
 Pillow, tifffile and nibabel are imported inside the functions that need them, so importing
 this module is cheap. tifffile is optional (Pillow reads plain TIFFs); nibabel is required
 for NIfTI only (``pip install msnas-graph[data]``).
@@ -34,7 +34,7 @@ from msnas_graph._util import atomic_write
 from msnas_graph.errors import DataError
 
 if TYPE_CHECKING:
-    from msnas_graph.data.dataset import Case
+    from msnas_graph.data.case import Case
 
 __all__ = [
     "IMAGE_FORMATS",

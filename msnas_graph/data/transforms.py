@@ -19,7 +19,7 @@ import numpy as np
 from msnas_graph.errors import DataError
 
 if TYPE_CHECKING:
-    from msnas_graph.data.dataset import Case
+    from msnas_graph.data.case import Case
 
 __all__ = [
     "ResizeMode",

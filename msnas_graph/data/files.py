@@ -1,0 +1,218 @@
+"""File-backed datasets: from (image, mask) file pairs to a :class:`SegmentationDataset`.
+
+:func:`build_dataset` reads every file's header (sizes, channels, NIfTI slices and spacing),
+checks that images and masks match, finds pixel sizes (a ``pixel_size`` CSV beside the files, or
+the NIfTI header) and, when ``num_classes`` is not given, infers it from the masks. The
+dispatcher :func:`msnas_graph.data.sources.load_dataset` finds the pairs and calls it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from msnas_graph.data.case import group_key
+from msnas_graph.data.dataset import (
+    SegmentationDataset,
+    _distinct,
+    _Item,
+)
+from msnas_graph.data.readers import (
+    FileHeader,
+    VolumeCache,
+    file_format,
+    read_header,
+    read_mask_2d,
+    split_name,
+)
+from msnas_graph.errors import DataError
+
+__all__ = ["build_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+def _pixel_sizes(root: Path) -> dict[str, float]:
+    """file name -> pixel size (mm) from a CSV beside images/ with filename + pixel size columns."""
+    sizes: dict[str, float] = {}
+    for csv_path in sorted(root.glob("*.csv")):
+        try:
+            with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                fields = reader.fieldnames or []
+                norm = {f: f.strip().lower().replace("_", " ") for f in fields}
+                name_col = next(
+                    (f for f in fields if norm[f] in ("filename", "file name", "file", "image")),
+                    None,
+                )
+                size_col = next(
+                    (f for f in fields if "pixel" in norm[f] and "size" in norm[f]), None
+                )
+                if name_col is None or size_col is None:
+                    continue
+                for row in reader:
+                    name = (row.get(name_col) or "").strip()
+                    value = (row.get(size_col) or "").strip()
+                    if not name or not value:
+                        continue
+                    try:
+                        sizes[name] = float(value)
+                    except ValueError as exc:
+                        raise DataError(
+                            f"{csv_path}: pixel size '{value}' of {name} is not a number: "
+                            "fix the CSV"
+                        ) from exc
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{csv_path}: cannot read CSV ({exc}): fix or remove it") from exc
+        if sizes:
+            logger.debug("pixel sizes from %s (%d files)", csv_path, len(sizes))
+            break
+    return sizes
+
+
+def _isotropic(spacing: tuple[float, float] | None) -> float | None:
+    if spacing is None:
+        return None
+    a, b = spacing
+    return float(a) if abs(a - b) <= 1e-6 * max(abs(a), abs(b), 1.0) else None
+
+
+def _check_same_size(image: Path, ih: FileHeader, mask: Path, mh: FileHeader, volume: bool) -> None:
+    isize = (*ih.shape, ih.num_slices) if volume else ih.shape
+    msize = (*mh.shape, mh.num_slices) if volume else mh.shape
+    if isize != msize:
+        raise DataError(
+            f"{mask}: mask size {msize} differs from image size {isize} ({image.name}): save "
+            "the mask at the image's size"
+        )
+
+
+def build_dataset(
+    name: str,
+    pairs: Sequence[tuple[Path | tuple[Path, ...], Path | None]],
+    root: Path,
+    *,
+    num_classes: int | None,
+    in_channels: int | None,
+    cache: bool,
+    label_names: Sequence[str] | None = None,
+    json_channels: int | None = None,
+    fixed_classes: bool = False,
+) -> SegmentationDataset:
+    """Items for (image files, mask file) pairs, with header checks and class inference."""
+    pixel_sizes = _pixel_sizes(root)
+    items: list[_Item] = []
+    formats: set[str] = set()
+    channel_counts: set[int] = set()
+    for image_spec, mask in pairs:
+        files = (image_spec,) if isinstance(image_spec, Path) else tuple(image_spec)
+        fmts = tuple(file_format(f) or "" for f in files)
+        formats.update(fmts)
+        headers = [read_header(f) for f in files]
+        first, head = files[0], headers[0]
+        volume = fmts[0] == "nifti"
+        for f, h in zip(files[1:], headers[1:], strict=True):
+            if (h.shape, h.num_slices) != (head.shape, head.num_slices):
+                raise DataError(
+                    f"{f}: channel file size {(*h.shape, h.num_slices)} differs from "
+                    f"{first.name} {(*head.shape, head.num_slices)}: make all channels match"
+                )
+        channels = sum(h.channels for h in headers)
+        channel_counts.add(channels)
+        if mask is not None:
+            mh = read_header(mask)
+            if (file_format(mask) == "nifti") != volume:
+                raise DataError(
+                    f"{mask}: mask and image {first.name} must both be NIfTI or both 2D files"
+                )
+            _check_same_size(first, head, mask, mh, volume)
+        stem = split_name(first)[0]
+        if re.search(r"_\d{4}$", stem) and (
+            len(files) > 1 or (mask is not None and split_name(mask)[0] == stem[:-5])
+        ):
+            stem = stem[:-5]  # nnU-Net channel suffix: case_0000 -> case
+        if volume:
+            n = head.num_slices or 1
+            width = max(3, len(str(n - 1)))
+            pixel = _isotropic(head.spacing)
+            for z in range(n):
+                items.append(
+                    _Item(
+                        case_id=f"{stem}/z{z:0{width}d}",
+                        group=stem,
+                        image_files=files,
+                        mask_file=mask,
+                        slice_index=z,
+                        num_slices=n,
+                        pixel_size=pixel,
+                        file_name=first.name,
+                        spacing=head.spacing,
+                        formats=fmts,
+                    )
+                )
+        else:
+            pixel = pixel_sizes.get(first.name, pixel_sizes.get(stem))
+            items.append(
+                _Item(
+                    case_id=stem,
+                    group=group_key(stem),
+                    image_files=files,
+                    mask_file=mask,
+                    slice_index=None,
+                    num_slices=None,
+                    pixel_size=pixel,
+                    file_name=first.name,
+                    formats=fmts,
+                )
+            )
+    seen: set[str] = set()
+    for it in items:
+        if it.case_id in seen:
+            raise DataError(
+                f"{root}: two cases share the id '{it.case_id}': rename one of the files"
+            )
+        seen.add(it.case_id)
+
+    if in_channels is None:
+        in_channels = json_channels or (3 if 3 in channel_counts else max(channel_counts))
+    labelled = all(m is not None for _, m in pairs)
+    volumes = VolumeCache()
+    if num_classes is None and not fixed_classes:
+        num_classes = _infer_classes(pairs, volumes) if labelled else 2
+    assert num_classes is not None
+    if num_classes < 2:
+        raise DataError(f"{root}: num_classes={num_classes}: a segmentation needs at least 2")
+    fmt = formats.pop() if len(formats) == 1 else "mixed"
+    return SegmentationDataset(
+        name=name,
+        items=items,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        label_names=label_names,
+        format=fmt,
+        labelled=labelled,
+        cache=cache,
+        _volumes=volumes,
+    )
+
+
+def _infer_classes(
+    pairs: Sequence[tuple[Path | tuple[Path, ...], Path | None]], volumes: VolumeCache
+) -> int:
+    values: set[int] = set()
+    for _, mask in pairs:
+        if mask is None:
+            continue
+        if file_format(mask) == "nifti":
+            labels = volumes.labels(mask)
+        else:
+            labels = _distinct(read_mask_2d(mask))
+        if labels.size and labels.min() < 0:
+            raise DataError(f"{mask}: negative mask labels: labels must be 0..num_classes-1")
+        values.update(int(v) for v in labels)
+    if values and values <= {0, 255} and 255 in values:
+        return 2  # binary masks stored as 0/255
+    return max(2, max(values, default=0) + 1)
