@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from msnas_graph.errors import DecodeError
-from msnas_graph.graph import Supergraph
-from msnas_graph.paths import brute_force_paths, count_paths, top_k_paths
+from msnas_graph.graph import Edge, Supergraph
+from msnas_graph.paths import Path, brute_force_paths, count_paths, top_k_paths
 from msnas_graph.spec import EDGE_KINDS, SearchSpace
 
 
@@ -117,3 +117,47 @@ def test_large_trellis_top_1000_is_sorted_and_distinct() -> None:
     best = top_k_paths(g, w, 1000)
     assert len({p.edges for p in best}) == 1000
     assert all(a.path_score >= b.path_score - 1e-9 for a, b in itertools.pairwise(best))
+
+
+def _spelled(path: Path) -> str:
+    return " ".join([str(path.edges[0].src), *(f"-{e.kind}-> {e.dst}" for e in path.edges)])
+
+
+def test_tie_break_spelled_out_by_hand() -> None:
+    # tiny's 12 edges in canonical order (destination layer, scale, then kind):
+    #  0 L0.s0-keep->L1.s0   1 L0.s0-skip->L1.s0   2 L0.s0-contract->L1.s1
+    #  3 L1.s0-keep->L2.s0   4 L1.s1-expand->L2.s0  5 L1.s0-skip->L2.s0
+    #  6 L1.s0-contract->L2.s1  7 L1.s1-keep->L2.s1  8 L1.s1-skip->L2.s1
+    #  9 L2.s0-keep->L3.s0  10 L2.s1-expand->L3.s0 11 L2.s0-skip->L3.s0
+    # Equal weights: every path ties, so the documented rule alone orders them: edge sequences
+    # read from the output backwards, lower canonical index first: (9,3,0) (9,3,1) (9,4,2)
+    # (9,5,0) (9,5,1) (10,6,0) ...
+    g = Supergraph(SearchSpace.preset("tiny"))
+    best = top_k_paths(g, np.full(len(g.edges), 0.5), 6)
+    assert [_spelled(p) for p in best] == [
+        "L0.s0 -keep-> L1.s0 -keep-> L2.s0 -keep-> L3.s0",
+        "L0.s0 -skip-> L1.s0 -keep-> L2.s0 -keep-> L3.s0",
+        "L0.s0 -contract-> L1.s1 -expand-> L2.s0 -keep-> L3.s0",
+        "L0.s0 -keep-> L1.s0 -skip-> L2.s0 -keep-> L3.s0",
+        "L0.s0 -skip-> L1.s0 -skip-> L2.s0 -keep-> L3.s0",
+        "L0.s0 -keep-> L1.s0 -contract-> L2.s1 -expand-> L3.s0",
+    ]
+    assert [p.path_score for p in best] == [1.5] * 6
+
+
+def test_score_first_then_lower_output_scale_by_hand() -> None:
+    g = Supergraph(SearchSpace.preset("tiny", output_scales=(0, 1)))
+    w = np.full(len(g.edges), 0.5)
+    # raise the expand edge into L3.s0: the paths through it win whatever the tie-break says
+    w[g.edge_index(Edge.parse("L2.s1>L3.s0:expand"))] = 0.75
+    paths = top_k_paths(g, w, count_paths(g))
+    assert [_spelled(p) for p in paths[:4]] == [
+        "L0.s0 -keep-> L1.s0 -contract-> L2.s1 -expand-> L3.s0",
+        "L0.s0 -skip-> L1.s0 -contract-> L2.s1 -expand-> L3.s0",
+        "L0.s0 -contract-> L1.s1 -keep-> L2.s1 -expand-> L3.s0",
+        "L0.s0 -contract-> L1.s1 -skip-> L2.s1 -expand-> L3.s0",
+    ]
+    assert [p.path_score for p in paths] == [1.75] * 4 + [1.5] * (len(paths) - 4)
+    # among the rest (all 1.5), every path to the output at scale 0 comes before scale 1
+    rest = [p.edges[-1].dst.scale for p in paths[4:]]
+    assert rest == sorted(rest) and set(rest) == {0, 1}
