@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from ._util import meta_of as _meta
 from .errors import SpecError, StateError
 from .graph import NodeId, Supergraph
 from .spec import SCHEMA_VERSION, CellType, SearchSpace
+
+if TYPE_CHECKING:
+    from .diagnostics import Diagnostics
 
 __all__ = ["SearchState", "softmax"]
 
@@ -120,6 +123,22 @@ class SearchState:
         p = softmax(self.p_logits[cell_type][block])
         a = softmax(self.alpha_logits[cell_type][block], axis=-1)
         return p[:, None] * a
+
+    def diagnostics(
+        self,
+        paths: int = 3,
+        previous: SearchState | None = None,
+        score: str = "relative",
+    ) -> Diagnostics:
+        """How decided this state is: :func:`msnas_graph.diagnostics.diagnose` of ``self``.
+
+        >>> from msnas_graph.spec import SearchSpace
+        >>> SearchState.zeros(SearchSpace.preset("tiny")).diagnostics().undecided
+        True
+        """
+        from .diagnostics import diagnose
+
+        return diagnose(self, paths=paths, previous=previous, score=score)
 
     # ------------------------------------------------------------------------ checking
 
