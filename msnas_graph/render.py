@@ -347,7 +347,11 @@ def _path_color(i: int) -> str:
 
 
 def render_architecture(
-    arch: Architecture, show_cells: bool = True, show_supergraph: bool = True
+    arch: Architecture,
+    show_cells: bool = True,
+    show_supergraph: bool = True,
+    edge_attrs: Mapping[Edge, Mapping[str, str]] | None = None,
+    notes: Iterable[str] = (),
 ) -> graphviz.Digraph:
     """A decoded architecture in the trellis layout.
 
@@ -356,7 +360,8 @@ def render_architecture(
     space's other nodes are drawn faint. Fusion nodes (two or more kept edges in) have a double
     border. The legend lists the paths with their ``path_score``. With ``show_cells`` every
     cell type is drawn below as a small graph ``in -> b1..bN -> concat`` with operation names on
-    its edges.
+    its edges. ``edge_attrs`` adds or overrides graphviz attributes of kept edges (e.g. a
+    ``penwidth`` and ``label`` per edge) and ``notes`` adds lines to the legend.
 
     >>> from msnas_graph.spec import SearchSpace
     >>> from msnas_graph.state import SearchState
@@ -413,8 +418,7 @@ def render_architecture(
             color=color,
             style=_KIND_STYLE[e.kind],
             arrowhead=_KIND_ARROW[e.kind],
-            penwidth="1.8",
-            tooltip=f"{e} ({where})",
+            **{"penwidth": "1.8", "tooltip": f"{e} ({where})", **(edge_attrs or {}).get(e, {})},
         )
 
     title = (
@@ -442,8 +446,8 @@ def render_architecture(
                 extra=f"kept edges from several inputs meet ({space.fusion})",
             )
         )
-    notes = ["edges: C contract, K keep, E expand, S skip"] if arch.paths else []
-    dot.attr(label=_legend_table(rows, title, notes))
+    kinds_note = ["edges: C contract, K keep, E expand, S skip"] if arch.paths else []
+    dot.attr(label=_legend_table(rows, title, [*kinds_note, *notes]))
     return dot
 
 
