@@ -62,7 +62,7 @@ METHODS: tuple[str, ...] = ("mean", "majority")
 @dataclass(frozen=True)
 class DecisionAgreement:
     """One decision of the consensus: ``group`` (``"cell"``, ``"node"`` or ``"path"``),
-    ``where`` (``"keep.b2"``, ``"L3.s1"``, ``"path 1"``), the consensus ``choice`` and the
+    ``where`` (``"keep.b2"``, ``"L3.s1"``, ``"1"`` for path 1), the consensus ``choice`` and the
     fraction of seeds that chose it (``agreement``, ``votes`` of ``seeds``)."""
 
     group: str
@@ -138,6 +138,8 @@ class ConsensusResult:
 
     def __str__(self) -> str:
         lines = [str(self.architecture), self.summary()]
+        if self.agreement < 1.0:
+            lines.append("  where the seeds differ (consensus choice, votes):")
         lines += [
             f"  {d.group} {d.where}: {d.choice}  {d.votes}/{d.seeds}"
             for d in self.decisions
@@ -368,7 +370,7 @@ def consensus(
     decisions += [
         DecisionAgreement(
             "path",
-            f"path {i + 1}",
+            str(i + 1),
             _path_text(p),
             sum(p.edges in sp for sp in seed_paths),
             n,

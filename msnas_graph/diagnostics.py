@@ -289,8 +289,8 @@ class Diagnostics:
             f"have a winner/runner-up log-ratio of {self.threshold} or more (largest "
             f"{best:.4f})"
             + ("; the architecture equals the untrained prior's" if same else "")
-            + ", so tie-breaks, not learning, chose it; try --arch-lr 3e-3 or a longer search "
-            "(more --arch-steps)"
+            + ", so noise and tie-breaks, not learning, chose it; try --arch-lr 3e-3 or a "
+            "longer search (more --arch-steps)"
         )
 
     def flat_metrics(self) -> dict[str, float | int]:
