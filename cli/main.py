@@ -153,10 +153,26 @@ def sample(space_source: str, seed: int, scale: float, output: str) -> None:
 
 
 @main.command()
-@click.argument("state_source", metavar="STATE")
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @paths_option
 @click.option(
     "--inputs-per-block", type=click.IntRange(min=1), help="Inputs kept per block (default: space)."
+)
+@click.option(
+    "--score",
+    type=click.Choice(["relative", "paper"]),
+    default="relative",
+    show_default=True,
+    help="Path score: each edge weight relative to uniform at its node (no topology prior), "
+    "or the paper's plain sum of weights (prefers the trellis rim before any learning).",
+)
+@click.option(
+    "--consensus",
+    "method",
+    type=click.Choice(["mean", "majority"]),
+    default="mean",
+    show_default=True,
+    help="With several sources: average their normalised weights, or vote per decision.",
 )
 @render_option
 @click.option(
@@ -164,38 +180,72 @@ def sample(space_source: str, seed: int, scale: float, output: str) -> None:
 )
 @json_option
 def decode(
-    state_source: str,
+    sources: tuple[str, ...],
     paths: int,
     inputs_per_block: int | None,
+    score: str,
+    method: str,
     render_path: str | None,
     output: str | None,
     as_json: bool,
 ) -> None:
-    """Decode a search state (file or run folder) into an architecture.
+    """Decode a search state (file or run folder) into an architecture, and say how decided
+    each of its decisions is.
 
     Cells first (strongest input and operation per block), then the top N_l
-    input->output paths; their union is the architecture.
+    input->output paths; their union is the architecture. A warning goes to stderr when
+    the result is within noise of the untrained prior. With several sources (seeds of
+    one search space), decode their consensus and print how much they agree.
 
     \b
     Examples:
       msnas-graph decode runs/search --paths 5 --render arch.svg -o arch.json
       msnas-graph decode state.json --paths 3 --json
+      msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
     """
-    from msnas_graph.decode import decode as decode_state
+    from msnas_graph.diagnostics import diagnose
     from msnas_graph.io import load_state
 
-    arch = decode_state(load_state(state_source), paths=paths, inputs_per_block=inputs_per_block)
-    if render_path:
-        from msnas_graph.render import render
+    states = [load_state(s) for s in sources]
+    diags = [diagnose(s, paths, score=score, inputs_per_block=inputs_per_block) for s in states]
+    if len(states) == 1:
+        from msnas_graph.decode import decode as decode_state
 
-        render(arch, render_path)
-    if output:
-        arch.save(output)
-    _emit(arch.to_dict(), as_json, str(arch))
-    if not as_json:
-        for what, where in (("architecture", output), ("picture", render_path)):
-            if where:
-                click.echo(f"wrote {what} {where}")
+        arch = decode_state(states[0], paths, inputs_per_block, score)
+        if render_path:
+            from msnas_graph.render import render
+
+            render(arch, render_path)
+        if output:
+            arch.save(output)
+        _emit({**arch.to_dict(), "diagnostics": diags[0].to_dict()}, as_json, str(arch))
+        if not as_json:
+            _wrote(output, render_path)
+            click.echo(f"decisions: {diags[0].summary()}")
+    else:
+        from msnas_graph.consensus import consensus
+
+        result = consensus(states, paths, method, score, inputs_per_block, names=sources)
+        if render_path:
+            result.render(render_path)
+        if output:
+            result.architecture.save(output)
+        per_source = {s: d.to_dict() for s, d in zip(sources, diags, strict=True)}
+        _emit({**result.to_dict(), "diagnostics": per_source}, as_json, str(result))
+        if not as_json:
+            _wrote(output, render_path)
+            for src, d in zip(sources, diags, strict=True):
+                click.echo(f"decisions of {src}: {d.summary()}")
+    for src, d in zip(sources, diags, strict=True):
+        if (warning := d.warning()) is not None:
+            where = f"{src}: " if len(sources) > 1 else ""
+            click.echo(f"msnas-graph: warning: {where}{warning}", err=True)
+
+
+def _wrote(output: str | None, render_path: str | None) -> None:
+    for what, where in (("architecture", output), ("picture", render_path)):
+        if where:
+            click.echo(f"wrote {what} {where}")
 
 
 @main.command(name="render")

@@ -3,9 +3,13 @@
 1. *Cell level*, per cell type: every block keeps the ``inputs_per_block`` inputs whose best
    operation (``none`` excluded) has the largest ``softmax(p)_j * softmax(alpha_j)_o``; ties go to
    the lower input index, then the earlier operation in ``space.ops``.
-2. *Network level*: every edge weighs ``softmax(beta)`` at its destination node; the ``N_l``
-   highest-scoring input -> output paths (:func:`msnas_graph.paths.top_k_paths`, exact, with its
-   documented tie-break) are kept, and their union is the architecture.
+2. *Network level*: every edge is scored from ``softmax(beta)`` at its destination node
+   (:func:`msnas_graph.paths.edge_scores`; default ``score="relative"``, the weight relative to
+   uniform, so an untrained state prefers no path; ``score="paper"`` is the paper's plain
+   weight, which prefers the trellis rim before any learning); the ``N_l`` highest-scoring
+   input -> output paths (:func:`msnas_graph.paths.top_k_paths`, exact, with its documented
+   tie-break) are kept, and their union is the architecture. The score mode is recorded in
+   ``arch.meta["score"]``.
 
 >>> from msnas_graph.spec import SearchSpace
 >>> from msnas_graph.state import SearchState
@@ -15,6 +19,13 @@
 (2, True)
 >>> decode(state, paths=2) == arch  # deterministic
 True
+>>> arch.meta["score"]
+'relative'
+>>> zero = SearchState.zeros(SearchSpace.preset("quick"))
+>>> [p.path_score for p in decode(zero, paths=3).paths]  # no topology prior: all tie
+[0.0, 0.0, 0.0]
+>>> [round(p.path_score, 4) for p in decode(zero, paths=3, score="paper").paths]
+[2.5833, 2.0, 2.0]
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from .errors import DecodeError
 from .genotype import BlockInput, CellGenotype
 from .kinds import cell_types_of
 from .operations import NONE_OP
-from .paths import top_k_paths
+from .paths import edge_scores, top_k_paths
 from .spec import CellType
 from .state import SearchState
 
@@ -68,13 +79,21 @@ def decode_cells(
     return {c: decode_cell(state, c, inputs_per_block) for c in state.space.cell_types}
 
 
-def decode(state: SearchState, paths: int = 3, inputs_per_block: int | None = None) -> Architecture:
+def decode(
+    state: SearchState,
+    paths: int = 3,
+    inputs_per_block: int | None = None,
+    score: str = "relative",
+) -> Architecture:
     """Decode ``state`` into an :class:`Architecture` keeping the top ``paths`` paths (``N_l``).
 
-    Raises :class:`DecodeError` if ``paths`` is below 1 or above the number of paths.
+    ``score`` is the path score, ``"relative"`` (default) or ``"paper"`` (module doc). Raises
+    :class:`DecodeError` if ``paths`` is below 1 or above the number of paths, or the score
+    mode is unknown.
     """
+    scores = edge_scores(state, score)
     cells = decode_cells(state, inputs_per_block)
-    best = top_k_paths(state.graph, state.edge_weights(), paths)
+    best = top_k_paths(state.graph, scores, paths)
     edges = {e for p in best for e in p.edges}
     used = cell_types_of(e.kind for e in edges)
     arch = Architecture(
@@ -82,7 +101,12 @@ def decode(state: SearchState, paths: int = 3, inputs_per_block: int | None = No
         edges,
         {c: g for c, g in cells.items() if c in used},
         best,
-        meta={"paths": paths, "state_hash": state.content_hash, **_provenance(state)},
+        meta={
+            "paths": paths,
+            "score": score,
+            "state_hash": state.content_hash,
+            **_provenance(state),
+        },
         graph=state.graph,
     )
     arch.validate()

@@ -1,7 +1,23 @@
 """Exact top-K input -> output paths of the network graph.
 
-A path's ``path_score`` is the sum of its ``edge_weight``\\ s (``softmax(beta)`` at each edge's
-destination). Every input -> output path has exactly ``layers`` edges, so maximising the summed
+A path's ``path_score`` is the sum of its edges' scores. :func:`top_k_paths` takes any per-edge
+scores; :func:`edge_scores` makes them from a search state in one of two modes (:data:`SCORES`):
+
+- ``"paper"``: the edge's weight ``w_e = softmax(beta)`` at its destination, as in the paper.
+  This score carries a *topology prior*: ``beta`` is normalised over a node's incoming edges,
+  so an edge into a node with a single incoming edge always weighs 1, and with untrained
+  (uniform) ``beta`` the paths through such nodes (the diamond's rim ``L1.s1``, ``L2.s2``, ...)
+  outscore the rest before anything is learned.
+- ``"relative"`` (the default of :func:`msnas_graph.decode.decode`): ``w_e * indeg(dst_e) - 1``,
+  the edge's weight relative to uniform at its node. It is 0 for every edge of a uniform node
+  (and always for an edge that is its node's only input: no choice, no score), positive for a
+  preferred edge and ``>= -1``. With all-zero ``beta`` every path scores exactly 0, so no path is
+  preferred because of how many edges enter its nodes and the tie-break below decides.
+  Subtracting 1 per edge shifts every path by the same ``-layers`` (all paths have ``layers``
+  edges), so the ranking is that of ``sum_e w_e * indeg(dst_e)``: the paper's sum with each
+  weight measured in units of its node's uniform weight.
+
+Every input -> output path has exactly ``layers`` edges, so maximising the paper's summed
 weight is the paper's Dijkstra on costs ``1 - w`` (all non-negative). We do not search on costs:
 on a DAG an exact K-best dynamic programme over a topological order is simpler and faster. Each
 node keeps its K best partial paths (sorted), built from its predecessors' lists, in
@@ -32,13 +48,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import DecodeError
 from .graph import Edge, NodeId, Supergraph
 
-__all__ = ["Path", "brute_force_paths", "count_paths", "top_k_paths"]
+if TYPE_CHECKING:
+    from .state import SearchState
+
+__all__ = [
+    "SCORES",
+    "Path",
+    "brute_force_paths",
+    "count_paths",
+    "edge_scores",
+    "relative_scores",
+    "top_k_paths",
+]
+
+#: Path-score modes of :func:`edge_scores` (the first is the default of ``decode``).
+SCORES: tuple[str, ...] = ("relative", "paper")
 
 
 @dataclass(frozen=True)
@@ -92,6 +123,43 @@ def _weights(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray) -> np
     if not np.all(np.isfinite(w)):
         raise DecodeError("edge weights contain NaN or infinity")
     return w
+
+
+def relative_scores(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``w_e * indeg(dst_e) - 1`` for every edge: each weight relative to uniform at its node.
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> g = Supergraph(SearchSpace.preset("tiny"))
+    >>> w = np.array([1.0 / len(g.in_edges(e.dst)) for e in g.edges])  # uniform beta
+    >>> relative_scores(g, w).tolist() == [0.0] * len(g.edges)
+    True
+    """
+    w = _weights(graph, edge_weight)
+    indeg = np.array([len(graph.in_edges(e.dst)) for e in graph.edges], dtype=np.float64)
+    return w * indeg - 1.0
+
+
+def edge_scores(state: SearchState, score: str = "relative") -> np.ndarray:
+    """Per-edge scores of ``state`` for :func:`top_k_paths`, aligned with ``graph.edges``.
+
+    ``score`` is ``"relative"`` (``softmax(beta) * indeg - 1``, no topology prior) or
+    ``"paper"`` (``softmax(beta)``); see the module doc.
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> from msnas_graph.state import SearchState
+    >>> zero = SearchState.zeros(SearchSpace.preset("quick"))  # an untrained state
+    >>> {p.path_score for p in brute_force_paths(zero.graph, edge_scores(zero))}
+    {0.0}
+    >>> paper = brute_force_paths(zero.graph, edge_scores(zero, "paper"))
+    >>> round(paper[0].path_score, 4), paper[0].scales  # the prior dives to the deepest scale
+    (2.5833, (0, 1, 2, 1, 0))
+    """
+    if score not in SCORES:
+        from ._util import unknown_name
+
+        raise DecodeError(unknown_name("path score", score, SCORES))
+    w = state.edge_weights()
+    return relative_scores(state.graph, w) if score == "relative" else w
 
 
 #: Bits after the binary point of the fixed-point grid on which path scores are compared.

@@ -346,7 +346,11 @@ def _path_color(i: int) -> str:
 
 
 def render_architecture(
-    arch: Architecture, show_cells: bool = True, show_supergraph: bool = True
+    arch: Architecture,
+    show_cells: bool = True,
+    show_supergraph: bool = True,
+    edge_attrs: Mapping[Edge, Mapping[str, str]] | None = None,
+    notes: Iterable[str] = (),
 ) -> graphviz.Digraph:
     """A decoded architecture in the trellis layout.
 
@@ -355,7 +359,8 @@ def render_architecture(
     space's other nodes are drawn faint. Fusion nodes (two or more kept edges in) have a double
     border. The legend lists the paths with their ``path_score``. With ``show_cells`` every
     cell type is drawn below as a small graph ``in -> b1..bN -> concat`` with operation names on
-    its edges.
+    its edges. ``edge_attrs`` adds or overrides graphviz attributes of kept edges (e.g. a
+    ``penwidth`` and ``label`` per edge) and ``notes`` adds lines to the legend.
 
     >>> from msnas_graph.spec import SearchSpace
     >>> from msnas_graph.state import SearchState
@@ -412,8 +417,7 @@ def render_architecture(
             color=color,
             style=EDGE_KINDS[e.kind].style,
             arrowhead=EDGE_KINDS[e.kind].arrowhead,
-            penwidth="1.8",
-            tooltip=f"{e} ({where})",
+            **{"penwidth": "1.8", "tooltip": f"{e} ({where})", **(edge_attrs or {}).get(e, {})},
         )
 
     title = (
@@ -441,8 +445,8 @@ def render_architecture(
             )
         )
     letters = ", ".join(f"{k.letter} {k.name}" for k in EDGE_KINDS.values())
-    notes = [f"edges: {letters}"] if arch.paths else []
-    dot.attr(label=_legend_table(rows, title, notes))
+    kinds_note = [f"edges: {letters}"] if arch.paths else []
+    dot.attr(label=_legend_table(rows, title, [*kinds_note, *notes]))
     return dot
 
 

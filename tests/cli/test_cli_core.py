@@ -161,3 +161,89 @@ def test_usage_errors_exit_2() -> None:
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--debug", "count", "--space", str(tmp_path / "none.yaml")])
     assert result.exit_code == 1 and result.exception is not None
+
+
+# ------------------------------------------------------- diagnostics and consensus (issue 8)
+
+
+def _zero_state(tmp_path: Path, space: str = "quick") -> Path:
+    from msnas_graph.spec import SearchSpace
+    from msnas_graph.state import SearchState
+
+    path = tmp_path / f"zero-{space}.json"
+    SearchState.zeros(SearchSpace.preset(space)).save(path)
+    return path
+
+
+def test_decode_prints_diagnostics_after_the_architecture(state_file: Path) -> None:
+    code, out, _ = run("decode", str(state_file))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("Architecture ") and lines[-1].startswith("decisions: ")
+    assert "cell decisions and" in lines[-1] and "untrained prior" in lines[-1]
+    code, out, _ = run("decode", str(state_file), "--json")
+    data = json.loads(out)
+    assert data["meta"]["score"] == "relative"
+    assert data["diagnostics"]["summary"] in lines[-1]
+    assert {"cells", "nodes", "path_set", "warning"} <= set(data["diagnostics"])
+
+
+def test_decode_score_option(state_file: Path) -> None:
+    _, out, _ = run("decode", str(state_file), "--json", "--score", "paper")
+    paper = json.loads(out)
+    assert (
+        paper["meta"]["score"] == "paper" and paper["diagnostics"]["path_set"]["score"] == "paper"
+    )
+    assert all(p["path_score"] > 0 for p in paper["paths"])  # sums of softmax weights
+    code, _, _ = run("decode", str(state_file), "--score", "papr")
+    assert code == 2
+
+
+def test_undecided_state_warns_on_stderr(tmp_path: Path) -> None:
+    code, out, err = run("decode", str(_zero_state(tmp_path)))
+    assert code == 0 and "0 of 6 cell decisions and 0 of 6 node decisions decided" in out
+    assert err.startswith("msnas-graph: warning: the search has not decided")
+    assert "--arch-lr" in err and err.count("\n") == 1
+    code, out, err = run("decode", str(_zero_state(tmp_path)), "--json")
+    assert code == 0 and "has not decided" in err
+    assert json.loads(out)["diagnostics"]["warning"] in err
+
+
+def test_consensus_of_identical_runs_agrees(state_file: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(state_file, run_dir / "state.json")  # a run folder works as a source
+    arch_path, pic = tmp_path / "c.json", tmp_path / "c.dot"
+    code, out, err = run(
+        "decode", str(state_file), str(run_dir), "-o", str(arch_path), "--render", str(pic)
+    )
+    assert code == 0, err
+    assert "consensus (mean) of 2 searches: the seeds agree on 100% of decisions" in out
+    assert f"decisions of {run_dir}:" in out and f"wrote architecture {arch_path}" in out
+    assert Architecture.load(arch_path).meta["consensus"] == "mean"
+    assert "share of the 2 seeds" in pic.read_text()
+    code, out, _ = run(
+        "decode", str(state_file), str(state_file), "--consensus", "majority", "--json"
+    )
+    data = json.loads(out)
+    assert code == 0 and data["method"] == "majority" and data["agreement"] == 1.0
+    assert set(data["diagnostics"]) == {str(state_file)}
+
+
+def test_consensus_of_different_runs_reports_disagreement(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    run("sample", "--space", "quick", "--seed", "1", "-o", str(a))
+    run("sample", "--space", "quick", "--seed", "2", "-o", str(b))
+    code, out, _ = run("decode", str(a), str(b), "--consensus", "majority")
+    assert code == 0 and "where the seeds differ" in out and "1/2" in out
+
+
+def test_consensus_errors(tmp_path: Path, state_file: Path) -> None:
+    tiny = _zero_state(tmp_path, "tiny")
+    code, _, err = run("decode", str(state_file), str(tiny))
+    assert code == 1 and err.count("\n") == 1
+    assert f"{tiny} is a search of space 'tiny'" in err and "one space" in err
+    code, _, _ = run("decode", str(state_file), str(state_file), "--consensus", "median")
+    assert code == 2
+    code, _, err = run("decode", str(state_file), str(tmp_path / "missing"))
+    assert code == 1 and "no such file or folder" in err

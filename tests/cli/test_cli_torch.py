@@ -81,7 +81,7 @@ def test_cost_and_export_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "x.onnx").exists()
     state = tmp_path / "s.json"
     run("sample", "--space", "paper", "--seed", "0", "-o", state)  # its paths reach scale 4
-    run("decode", state, "-o", tmp_path / "a.json")
+    run("decode", state, "--score", "paper", "-o", tmp_path / "a.json")
     code, _, err = run("cost", tmp_path / "a.json", "--input-size", "36")
     assert code == 1 and "not divisible by 16" in err
 

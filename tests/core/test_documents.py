@@ -2,6 +2,8 @@
 
 The golden files were written by the code *before* the documents were moved onto one base
 (``msnas_graph.documents``), so these tests prove the refactor kept the formats byte-identical.
+The architecture and diff files were written again when decoding gained its path-score mode
+(``meta["score"]``, relative scores by default): a deliberate change of their content.
 """
 
 from __future__ import annotations

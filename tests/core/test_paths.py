@@ -161,3 +161,85 @@ def test_score_first_then_lower_output_scale_by_hand() -> None:
     # among the rest (all 1.5), every path to the output at scale 0 comes before scale 1
     rest = [p.edges[-1].dst.scale for p in paths[4:]]
     assert rest == sorted(rest) and set(rest) == {0, 1}
+
+
+# ----------------------------------------------------------------- path scores (issue 8)
+
+
+def _zero_state(space: SearchSpace):
+    from msnas_graph.state import SearchState
+
+    return SearchState.zeros(space)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick", "paper"])
+def test_all_zero_state_ties_every_path_at_zero(preset: str) -> None:
+    from msnas_graph.decode import decode
+    from msnas_graph.paths import edge_scores
+
+    state = _zero_state(SearchSpace.preset(preset))
+    scores = edge_scores(state)
+    assert np.array_equal(scores, np.zeros(len(state.graph.edges)))  # exactly, not nearly
+    if preset != "paper":  # brute force: every path's score is exactly 0
+        every = brute_force_paths(state.graph, scores)
+        assert len(every) == count_paths(state.graph)
+        assert {p.path_score for p in every} == {0.0}
+    arch = decode(state, paths=3)
+    # the documented tie-break decides: output scale, then edges from the output backwards
+    assert [p.edges for p in arch.paths] == [
+        p.edges for p in top_k_paths(state.graph, np.zeros(len(state.graph.edges)), 3)
+    ]
+    assert arch.meta["score"] == "relative"
+
+
+def test_paper_score_keeps_the_topology_prior() -> None:
+    from msnas_graph.decode import decode
+
+    state = _zero_state(SearchSpace.preset("quick"))
+    arch = decode(state, paths=1, score="paper")
+    assert arch.paths[0].scales == (0, 1, 2, 1, 0)  # the rim wins before any learning
+    assert arch.paths[0].path_score == pytest.approx(2.5833333333)
+    assert arch.meta["score"] == "paper"
+
+
+@given(space=small_spaces(), seed=st.integers(0, 10_000), k=st.integers(1, 40))
+def test_relative_top_k_equals_brute_force(space: SearchSpace, seed: int, k: int) -> None:
+    from msnas_graph.paths import edge_scores, relative_scores
+    from msnas_graph.state import SearchState
+
+    g = _graph_or_none(space)
+    if g is None:
+        return
+    state = SearchState.random(space, seed=seed, graph=g)
+    rel = edge_scores(state)
+    w = state.edge_weights()
+    indeg = np.array([len(g.in_edges(e.dst)) for e in g.edges])
+    assert np.allclose(rel, w * indeg - 1) and np.array_equal(rel, relative_scores(g, w))
+    assert np.all(rel[indeg == 1] == 0.0)  # an only input carries no score
+    every = brute_force_paths(g, rel)
+    k = min(k, len(every))
+    best = top_k_paths(g, rel, k)
+    assert [p.edges for p in best] == [p.edges for p in every[:k]]
+    assert [p.path_score for p in best] == [p.path_score for p in every[:k]]
+    zero = brute_force_paths(g, edge_scores(SearchState.zeros(space, graph=g)))
+    assert {p.path_score for p in zero} == {0.0}
+
+
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 14))
+def test_paper_mode_is_unchanged(seed: int, k: int) -> None:
+    from msnas_graph.decode import decode
+    from msnas_graph.paths import edge_scores
+    from msnas_graph.state import SearchState
+
+    state = SearchState.random(SearchSpace.preset("tiny"), seed=seed)
+    assert np.array_equal(edge_scores(state, "paper"), state.edge_weights())
+    arch = decode(state, paths=k, score="paper")
+    ref = brute_force_paths(state.graph, state.edge_weights())[:k]
+    assert [(p.edges, p.path_score) for p in arch.paths] == [(p.edges, p.path_score) for p in ref]
+
+
+def test_unknown_score_is_one_line() -> None:
+    from msnas_graph.decode import decode
+
+    with pytest.raises(DecodeError, match=r"unknown path score 'papr'.*did you mean 'paper'"):
+        decode(_zero_state(SearchSpace.preset("tiny")), score="papr")

@@ -11,7 +11,7 @@ from msnas_graph.architecture import Architecture
 from msnas_graph.decode import decode, decode_cell
 from msnas_graph.errors import ArchitectureError, DecodeError, StateError
 from msnas_graph.graph import Edge, NodeId
-from msnas_graph.paths import brute_force_paths
+from msnas_graph.paths import brute_force_paths, edge_scores
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
 
@@ -42,8 +42,8 @@ def test_decode_is_deterministic_and_round_trips(preset: str, seed: int, paths: 
 @given(seed=st.integers(0, 10_000), paths=st.integers(1, 14))
 def test_decoded_paths_are_the_brute_force_best(seed: int, paths: int) -> None:
     state = SearchState.random(SearchSpace.preset("tiny"), seed=seed)
-    arch = decode(state, paths=paths)
-    ref = brute_force_paths(state.graph, state.edge_weights())[:paths]
+    arch = decode(state, paths=paths)  # default score: relative to uniform
+    ref = brute_force_paths(state.graph, edge_scores(state))[:paths]
     assert [p.edges for p in arch.paths] == [p.edges for p in ref]
 
 
@@ -51,7 +51,7 @@ def test_uniform_state_uses_the_documented_tie_break() -> None:
     # all beta logits zero: every node's kinds are equally weighted; the tie-break decides
     state = SearchState.zeros(SearchSpace.preset("tiny"))
     arch = decode(state, paths=1)
-    ref = brute_force_paths(state.graph, state.edge_weights())[0]
+    ref = brute_force_paths(state.graph, edge_scores(state))[0]
     assert arch.paths[0].edges == ref.edges
 
 

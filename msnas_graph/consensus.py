@@ -1,0 +1,399 @@
+"""Consensus over several searches (seeds) of one space, and how much they agree.
+
+One search is an anecdote: two seeds of the same search can choose different cells. A
+consensus decodes several states together, in one of two ways (:data:`METHODS`):
+
+- ``"mean"``: average the normalised weights ``softmax(alpha)``, ``softmax(p)`` and
+  ``softmax(beta)`` over the states, hold them as a :class:`SearchState` whose logits are the
+  log of the mean probabilities (so its softmax *is* the mean), and decode that state;
+- ``"majority"``: decode every state, then take per decision the most common choice: per cell
+  type and block the kept inputs and operations, and for the network the ``N_l`` paths most
+  often among the seeds' top-``N_l`` sets. Ties go to the higher mean weight (cells) or mean
+  path score (paths), then to the canonical order. The architecture is the union of those paths.
+
+The agreement of one decision is the fraction of seeds whose own choice equals the consensus
+choice: per cell type and block, per trellis node with two or more incoming kinds (its
+strongest kind), and per consensus path (the seeds whose top-``N_l`` set holds it). The overall
+agreement is the mean over those decisions. Per seed, the Jaccard index of its edge set and of
+its path set with the consensus architecture's; per consensus edge, the fraction of seeds that
+keep it (drawn as edge width by :meth:`ConsensusResult.render`).
+
+>>> from msnas_graph.spec import SearchSpace
+>>> from msnas_graph.state import SearchState
+>>> s = SearchState.random(SearchSpace.preset("tiny"), seed=0)
+>>> result = consensus([s, s, s], paths=2)
+>>> result.agreement, result.edge_jaccard
+(1.0, (1.0, 1.0, 1.0))
+>>> set(result.architecture.edges) == set(decode(s, paths=2).edges)  # the mean is that state
+True
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from ._util import unknown_name
+from .architecture import Architecture
+from .decode import decode, decode_cell
+from .errors import DecodeError, StateError
+from .genotype import BlockInput, CellGenotype
+from .graph import Edge
+from .paths import Path, edge_scores
+from .spec import CellType
+from .state import SearchState, softmax
+
+if TYPE_CHECKING:
+    import graphviz
+
+__all__ = ["METHODS", "ConsensusResult", "DecisionAgreement", "consensus", "mean_state"]
+
+T = TypeVar("T", bound=Hashable)
+
+#: Consensus methods (the first is the default).
+METHODS: tuple[str, ...] = ("mean", "majority")
+
+
+@dataclass(frozen=True)
+class DecisionAgreement:
+    """One decision of the consensus: ``group`` (``"cell"``, ``"node"`` or ``"path"``),
+    ``where`` (``"keep.b2"``, ``"L3.s1"``, ``"1"`` for path 1), the consensus ``choice`` and the
+    fraction of seeds that chose it (``agreement``, ``votes`` of ``seeds``)."""
+
+    group: str
+    where: str
+    choice: str
+    votes: int
+    seeds: int
+
+    @property
+    def agreement(self) -> float:
+        """``votes / seeds``."""
+        return self.votes / self.seeds
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {**self.__dict__, "agreement": self.agreement}
+
+
+@dataclass(frozen=True)
+class ConsensusResult:
+    """The consensus architecture of several states and how much the seeds agree."""
+
+    architecture: Architecture
+    method: str
+    decisions: tuple[DecisionAgreement, ...]
+    edge_agreement: dict[Edge, float]
+    edge_jaccard: tuple[float, ...]
+    path_jaccard: tuple[float, ...]
+    state: SearchState | None = None
+
+    @property
+    def seeds(self) -> int:
+        """Number of states combined."""
+        return len(self.edge_jaccard)
+
+    @property
+    def agreement(self) -> float:
+        """Mean agreement over every decision (cells, nodes and paths)."""
+        return float(np.mean([d.agreement for d in self.decisions])) if self.decisions else 1.0
+
+    def group_agreement(self, group: str) -> float | None:
+        """Mean agreement over the decisions of one group (None if it has none)."""
+        xs = [d.agreement for d in self.decisions if d.group == group]
+        return float(np.mean(xs)) if xs else None
+
+    def summary(self) -> str:
+        """One line: overall agreement, per group, and the seeds' edge Jaccard."""
+        groups = ", ".join(
+            f"{g}s {a:.0%}"
+            for g in ("cell", "node", "path")
+            if (a := self.group_agreement(g)) is not None
+        )
+        return (
+            f"consensus ({self.method}) of {self.seeds} searches: the seeds agree on "
+            f"{self.agreement:.0%} of decisions ({groups}); edge Jaccard with the consensus "
+            f"mean {np.mean(self.edge_jaccard):.2f}, min {min(self.edge_jaccard):.2f}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: the architecture, the agreement per decision, edge and seed."""
+        return {
+            "method": self.method,
+            "seeds": self.seeds,
+            "summary": self.summary(),
+            "agreement": self.agreement,
+            "agreement_by_group": {g: self.group_agreement(g) for g in ("cell", "node", "path")},
+            "edge_jaccard": list(self.edge_jaccard),
+            "path_jaccard": list(self.path_jaccard),
+            "edge_agreement": {e.key: a for e, a in self.edge_agreement.items()},
+            "decisions": [d.to_dict() for d in self.decisions],
+            "architecture": self.architecture.to_dict(),
+        }
+
+    def __str__(self) -> str:
+        lines = [str(self.architecture), self.summary()]
+        if self.agreement < 1.0:
+            lines.append("  where the seeds differ (consensus choice, votes):")
+        lines += [
+            f"  {d.group} {d.where}: {d.choice}  {d.votes}/{d.seeds}"
+            for d in self.decisions
+            if d.votes < d.seeds
+        ]
+        return "\n".join(lines)
+
+    def to_graphviz(self) -> graphviz.Digraph:
+        """The consensus architecture, each edge's width and label its agreement."""
+        from .render import render_architecture
+
+        attrs = {
+            e: {"penwidth": f"{0.6 + 3.4 * a:.2f}", "label": f"{a:.0%}", "fontsize": "9"}
+            for e, a in self.edge_agreement.items()
+        }
+        note = f"edge width and label: share of the {self.seeds} seeds that keep the edge"
+        return render_architecture(self.architecture, edge_attrs=attrs, notes=[note])
+
+    def render(self, path: str | FsPath) -> FsPath:
+        """Write :meth:`to_graphviz` (``.svg``, ``.png``, ``.pdf`` or ``.dot``)."""
+        from .render import save_rendering
+
+        return save_rendering(self.to_graphviz(), path)
+
+
+def _check(states: Sequence[SearchState], method: str, names: Sequence[str] | None) -> None:
+    if method not in METHODS:
+        raise DecodeError(unknown_name("consensus method", method, METHODS))
+    if not states:
+        raise DecodeError("consensus needs at least one search state (give one or more)")
+    label = list(names) if names is not None else [f"state {i + 1}" for i in range(len(states))]
+    first = states[0].space
+    for name, s in zip(label[1:], states[1:], strict=False):
+        if s.space != first:
+            a, b = s.space.to_dict(), first.to_dict()
+            fields = ", ".join(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+            raise StateError(
+                f"{name} is a search of space '{s.space.name}', {label[0]} of "
+                f"'{first.name}' (they differ in {fields}); a consensus needs searches of one space"
+            )
+
+
+def _log_mean(arrays: Sequence[np.ndarray], axis: int = -1) -> np.ndarray:
+    mean = np.mean([softmax(a, axis=axis) for a in arrays], axis=0)
+    return np.log(np.maximum(mean, 1e-300))
+
+
+def mean_state(states: Sequence[SearchState]) -> SearchState:
+    """A state whose softmax weights are the mean of ``states``' (same space).
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> space = SearchSpace.preset("tiny")
+    >>> a, b = SearchState.zeros(space), SearchState.zeros(space)
+    >>> a.beta_logits[a.graph.searchable_nodes[0]][:] = [np.log(3.0), 0.0]  # weights .75, .25
+    >>> m = mean_state([a, b])  # (.75 + .5) / 2, (.25 + .5) / 2
+    >>> softmax(m.beta_logits[m.graph.searchable_nodes[0]]).round(3).tolist()
+    [0.625, 0.375]
+    """
+    _check(states, "mean", None)
+    space, graph = states[0].space, states[0].graph
+    alpha = {
+        c: [_log_mean([s.alpha_logits[c][b] for s in states]) for b in range(space.blocks)]
+        for c in space.cell_types
+    }
+    p = {
+        c: [_log_mean([s.p_logits[c][b] for s in states]) for b in range(space.blocks)]
+        for c in space.cell_types
+    }
+    beta = {n: _log_mean([s.beta_logits[n] for s in states]) for n in graph.searchable_nodes}
+    return SearchState(space, alpha, p, beta, meta={"consensus": "mean", "seeds": len(states)})
+
+
+def _node_choices(state: SearchState) -> dict[str, str]:
+    g = state.graph
+    return {
+        str(n): g.node_kinds(n)[int(np.argmax(softmax(state.beta_logits[n])))]
+        for n in g.searchable_nodes
+        if len(g.node_kinds(n)) > 1
+    }
+
+
+Choice = tuple[tuple[int, str], ...]  # a block's kept (source, op) pairs
+BlockKey = tuple[CellType, int]  # (cell type, 0-based block)
+
+
+def _cell_choices(state: SearchState, m: int | None) -> dict[BlockKey, Choice]:
+    return {
+        (c, b): tuple((i.source, i.op) for i in block)
+        for c in state.space.cell_types
+        for b, block in enumerate(decode_cell(state, c, m).blocks)
+    }
+
+
+def _vote(choices: Sequence[T], weight: Callable[[T], float], order: Callable[[T], Any]) -> T:
+    """Most common choice; ties by higher ``weight``, then lower ``order``."""
+    counts = Counter(choices)
+    return min(counts, key=lambda x: (-counts[x], -weight(x), order(x)))
+
+
+def _cell_text(choice: Choice) -> str:
+    return " + ".join(f"{op}({'in' if j == 0 else f'b{j}'})" for j, op in choice)
+
+
+def _majority_cells(
+    states: Sequence[SearchState], per_seed: Sequence[dict[BlockKey, Choice]]
+) -> tuple[dict[str, CellGenotype], dict[BlockKey, Choice]]:
+    space = states[0].space
+
+    def weight(key: BlockKey, choice: Choice) -> float:
+        ws = [s.op_weights(*key) for s in states]
+        return float(np.mean([sum(w[j, space.ops.index(o)] for j, o in choice) for w in ws]))
+
+    chosen: dict[BlockKey, Choice] = {}
+    for key in per_seed[0]:
+
+        def by_weight(ch: Choice, key: BlockKey = key) -> float:
+            return weight(key, ch)
+
+        chosen[key] = _vote([sd[key] for sd in per_seed], by_weight, lambda ch: ch)
+    cells = {
+        str(c): CellGenotype(
+            c,
+            tuple(
+                tuple(BlockInput(j, o, weight((c, b), ((j, o),))) for j, o in chosen[(c, b)])
+                for b in range(space.blocks)
+            ),
+        )
+        for c in space.cell_types
+    }
+    return cells, chosen
+
+
+def _majority_nodes(
+    states: Sequence[SearchState], per_seed: Sequence[dict[str, str]]
+) -> dict[str, str]:
+    graph = states[0].graph
+    chosen = {}
+    for n in graph.searchable_nodes:
+        if str(n) not in per_seed[0]:
+            continue
+        kinds: tuple[str, ...] = graph.node_kinds(n)
+        mean_w = np.mean([softmax(s.beta_logits[n]) for s in states], axis=0)
+
+        def by_weight(k: str, w: np.ndarray = mean_w, ks: tuple[str, ...] = kinds) -> float:
+            return float(w[ks.index(k)])
+
+        chosen[str(n)] = _vote([sd[str(n)] for sd in per_seed], by_weight, kinds.index)
+    return chosen
+
+
+def _majority_paths(
+    states: Sequence[SearchState], archs: Sequence[Architecture], paths: int, score: str
+) -> list[Path]:
+    graph = states[0].graph
+    scores = [edge_scores(s, score) for s in states]
+
+    def mean_score(edges: tuple[Edge, ...]) -> float:
+        idx = [graph.edge_index(e) for e in edges]
+        return float(np.mean([sum(float(sc[i]) for i in idx) for sc in scores]))
+
+    votes = Counter(p.edges for a in archs for p in a.paths)
+    ranked = sorted(
+        votes,
+        key=lambda es: (
+            -votes[es],
+            -mean_score(es),
+            tuple(graph.edge_index(e) for e in reversed(es)),
+        ),
+    )
+    return [Path(es, mean_score(es)) for es in ranked[:paths]]
+
+
+def consensus(
+    states: Sequence[SearchState],
+    paths: int = 3,
+    method: str = "mean",
+    score: str = "relative",
+    inputs_per_block: int | None = None,
+    names: Sequence[str] | None = None,
+) -> ConsensusResult:
+    """The consensus architecture of ``states`` (one space) and the seeds' agreement.
+
+    ``method`` is ``"mean"`` or ``"majority"`` (module doc); ``paths``, ``score`` and
+    ``inputs_per_block`` are those of :func:`msnas_graph.decode.decode`; ``names`` label the
+    states in error messages. Raises :class:`DecodeError` for no state or an unknown method,
+    :class:`StateError` for states of different spaces.
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> space = SearchSpace.preset("quick")
+    >>> seeds = [SearchState.random(space, seed=i) for i in range(3)]
+    >>> r = consensus(seeds, method="majority")
+    >>> 0 < r.agreement <= 1, len(r.architecture.paths)
+    (True, 3)
+    """
+    _check(states, method, names)
+    m = inputs_per_block
+    archs = [decode(s, paths, m, score) for s in states]
+    cells_seed = [_cell_choices(s, m) for s in states]
+    nodes_seed = [_node_choices(s) for s in states]
+    state: SearchState | None = None
+    if method == "mean":
+        state = mean_state(states)
+        arch = decode(state, paths, m, score)
+        arch.meta.update(consensus="mean", seeds=len(states))
+        chosen_cells, chosen_nodes = _cell_choices(state, m), _node_choices(state)
+    else:
+        genotypes, chosen_cells = _majority_cells(states, cells_seed)
+        chosen_nodes = _majority_nodes(states, nodes_seed)
+        top = _majority_paths(states, archs, paths, score)
+        edges = {e for p in top for e in p.edges}
+        used = {e.kind for e in edges} - {"skip"}
+        meta = {"consensus": "majority", "seeds": len(states), "paths": paths, "score": score}
+        cells: dict[str, CellGenotype] = {c: g for c, g in genotypes.items() if c in used}
+        arch = Architecture(states[0].space, edges, cells, top, meta=meta, graph=states[0].graph)
+        arch.validate()
+    n = len(states)
+    decisions = [
+        DecisionAgreement(
+            "cell", f"{k[0]}.b{k[1] + 1}", _cell_text(v), sum(cs[k] == v for cs in cells_seed), n
+        )
+        for k, v in chosen_cells.items()
+    ]
+    decisions += [
+        DecisionAgreement("node", k, v, sum(ns[k] == v for ns in nodes_seed), n)
+        for k, v in chosen_nodes.items()
+    ]
+    seed_paths = [{p.edges for p in a.paths} for a in archs]
+    decisions += [
+        DecisionAgreement(
+            "path",
+            str(i + 1),
+            _path_text(p),
+            sum(p.edges in sp for sp in seed_paths),
+            n,
+        )
+        for i, p in enumerate(arch.paths)
+    ]
+    kept = set(arch.edges)
+    ours = {p.edges for p in arch.paths}
+    return ConsensusResult(
+        architecture=arch,
+        method=method,
+        decisions=tuple(decisions),
+        edge_agreement={e: sum(e in a.edges for a in archs) / n for e in arch.edges},
+        edge_jaccard=tuple(_jaccard(set(a.edges), kept) for a in archs),
+        path_jaccard=tuple(_jaccard(sp, ours) for sp in seed_paths),
+        state=state,
+    )
+
+
+def _path_text(p: Path) -> str:
+    kinds = "".join(e.kind[0].upper() for e in p.edges)
+    return f"scales {'-'.join(map(str, p.scales))} edges {kinds}"
+
+
+def _jaccard(x: set[Any], y: set[Any]) -> float:
+    return len(x & y) / len(x | y) if x | y else 1.0

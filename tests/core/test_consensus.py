@@ -1,0 +1,110 @@
+"""Consensus over seeds: identical runs agree fully; votes, means and errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from msnas_graph.consensus import consensus, mean_state
+from msnas_graph.decode import decode, decode_cells
+from msnas_graph.errors import DecodeError, StateError
+from msnas_graph.spec import SearchSpace
+from msnas_graph.state import SearchState, softmax
+
+QUICK = SearchSpace.preset("quick")
+
+
+@pytest.mark.parametrize("method", ["mean", "majority"])
+def test_identical_runs_agree_fully(method: str) -> None:
+    s = SearchState.random(QUICK, seed=5)
+    r = consensus([s, s, s], paths=3, method=method)
+    assert r.seeds == 3 and r.agreement == 1.0
+    assert all(d.votes == 3 for d in r.decisions)
+    assert {d.group for d in r.decisions} == {"cell", "node", "path"}
+    assert r.edge_jaccard == (1.0, 1.0, 1.0) and r.path_jaccard == (1.0, 1.0, 1.0)
+    assert set(r.edge_agreement.values()) == {1.0}
+    ref = decode(s, paths=3)
+    arch = r.architecture
+    assert set(arch.edges) == set(ref.edges)
+    assert [p.edges for p in arch.paths] == [p.edges for p in ref.paths]
+    assert {c: str(g) for c, g in arch.cells.items()} == {c: str(g) for c, g in ref.cells.items()}
+    assert arch.meta["consensus"] == method and arch.meta["seeds"] == 3
+    assert "agree on 100% of decisions" in r.summary()
+
+
+def test_mean_state_averages_the_normalised_weights() -> None:
+    states = [SearchState.random(QUICK, seed=i) for i in range(3)]
+    m = mean_state(states)
+    for c in QUICK.cell_types:
+        for b in range(QUICK.blocks):
+            want = np.mean([softmax(s.alpha_logits[c][b]) for s in states], axis=0)
+            assert np.allclose(softmax(m.alpha_logits[c][b]), want, atol=1e-12)
+            want_p = np.mean([softmax(s.p_logits[c][b]) for s in states], axis=0)
+            assert np.allclose(softmax(m.p_logits[c][b]), want_p, atol=1e-12)
+    assert np.allclose(m.edge_weights(), np.mean([s.edge_weights() for s in states], axis=0))
+
+
+def test_majority_follows_the_most_common_choice() -> None:
+    a, b = SearchState.random(QUICK, seed=1), SearchState.random(QUICK, seed=2)
+    r = consensus([a, b, a], method="majority")
+    ref = decode(a)
+    # a's paths have 2 or 3 votes, b's others 1: the set is a's (ordered by votes)
+    assert {p.edges for p in r.architecture.paths} == {p.edges for p in ref.paths}
+    votes = [d.votes for d in r.decisions if d.group == "path"]
+    assert votes == sorted(votes, reverse=True) and min(votes) >= 2
+    assert {str(g) for g in r.architecture.cells.values()} == {str(g) for g in ref.cells.values()}
+    ca, cb = decode_cells(a), decode_cells(b)
+    for d in r.decisions:
+        if d.group == "cell":
+            c, blk = d.where.split(".b")
+            pick = [[(i.source, i.op) for i in x[c].blocks[int(blk) - 1]] for x in (ca, cb)]
+            same = pick[0] == pick[1]
+            assert d.votes == (3 if same else 2)
+    assert 0.6 < r.agreement < 1.0
+
+
+def test_majority_tie_goes_to_the_higher_mean_weight() -> None:
+    weak, strong = SearchState.zeros(QUICK), SearchState.zeros(QUICK)
+    ops = QUICK.ops
+    weak.alpha_logits["keep"][0][0, ops.index("avg_pool_3x3")] = 0.5
+    strong.alpha_logits["keep"][0][0, ops.index("skip_connect")] = 3.0
+    r = consensus([weak, strong], method="majority")
+    d = next(x for x in r.decisions if x.where == "keep.b1")
+    assert d.choice == "skip_connect(in)" and d.votes == 1 and d.agreement == 0.5
+
+
+def test_mean_consensus_is_pulled_by_the_confident_seed() -> None:
+    unsure, sure = SearchState.zeros(QUICK), SearchState.zeros(QUICK)
+    sure.alpha_logits["keep"][0][0, QUICK.ops.index("dil_conv_3x3")] = 6.0
+    r = consensus([unsure, sure, unsure])
+    d = next(x for x in r.decisions if x.where == "keep.b1")
+    assert d.choice == "dil_conv_3x3(in)" and d.votes == 1
+    assert r.state is not None and r.method == "mean"
+
+
+def test_errors_are_one_line() -> None:
+    with pytest.raises(DecodeError, match="at least one search state"):
+        consensus([])
+    with pytest.raises(DecodeError, match="unknown consensus method 'median'"):
+        consensus([SearchState.zeros(QUICK)], method="median")
+    tiny = SearchState.zeros(SearchSpace.preset("tiny"))
+    with pytest.raises(StateError) as info:
+        consensus([SearchState.zeros(QUICK), tiny], names=["a.json", "b.json"])
+    msg = str(info.value)
+    assert "b.json is a search of space 'tiny', a.json of 'quick'" in msg
+    assert "one space" in msg and "\n" not in msg
+
+
+def test_render_and_json(tmp_path) -> None:
+    states = [SearchState.random(QUICK, seed=i) for i in range(3)]
+    r = consensus(states)
+    src = r.to_graphviz().source
+    assert "share of the 3 seeds" in src
+    for e, a in r.edge_agreement.items():
+        assert f'"{e.src}" -> "{e.dst}"' in src and f"{a:.0%}" in src
+    assert r.render(tmp_path / "c.dot").read_text() == src
+    data = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert data["seeds"] == 3 and data["architecture"]["content_hash"]
+    assert len(data["edge_jaccard"]) == 3 and str(r).startswith(str(r.architecture))
