@@ -20,6 +20,7 @@ import click
 from msnas_graph import __version__
 from msnas_graph.errors import MsnasError
 
+from .budget import budget_options, decode_under_budget
 from .options import (
     json_option,
     paths_option,
@@ -163,6 +164,7 @@ def sample(space_source: str, seed: int, scale: float, output: str) -> None:
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the architecture JSON here."
 )
 @json_option
+@budget_options
 def decode(
     state_source: str,
     paths: int,
@@ -170,6 +172,7 @@ def decode(
     render_path: str | None,
     output: str | None,
     as_json: bool,
+    **budget: Any,
 ) -> None:
     """Decode a search state (file or run folder) into an architecture.
 
@@ -180,18 +183,21 @@ def decode(
     Examples:
       msnas-graph decode runs/search --paths 5 --render arch.svg -o arch.json
       msnas-graph decode state.json --paths 3 --json
+      msnas-graph decode state.json --paths 3 --max-macs 0.5G --max-params 2M
     """
     from msnas_graph.decode import decode as decode_state
     from msnas_graph.io import load_state
 
-    arch = decode_state(load_state(state_source), paths=paths, inputs_per_block=inputs_per_block)
+    state = load_state(state_source)
+    chosen = decode_under_budget(state, paths, inputs_per_block, **budget)
+    arch = chosen.architecture if chosen else decode_state(state, paths, inputs_per_block)
     if render_path:
         from msnas_graph.render import render
 
         render(arch, render_path)
     if output:
         arch.save(output)
-    _emit(arch.to_dict(), as_json, str(arch))
+    _emit(arch.to_dict(), as_json, str(arch) + (f"\n{chosen.summary()}" if chosen else ""))
     if not as_json:
         for what, where in (("architecture", output), ("picture", render_path)):
             if where:

@@ -549,7 +549,7 @@ def budgeted_decode(
     budget: Budget,
     cost_model: CostModel,
     paths: int = 3,
-    candidates: int = 32,
+    candidates: int = 128,
     exact_limit: int = 200_000,
     inputs_per_block: int | None = None,
     edge_weight: Sequence[float] | np.ndarray | None = None,
@@ -604,7 +604,7 @@ def budgeted_decode(
     }
     arch = architecture_from_paths(state, chosen, decode_cells(state, inputs_per_block), meta)
     if len(chosen) < paths:
-        logger.warning("no %d candidate paths fit %s; kept %d", paths, budget, len(chosen))
+        logger.info("no %d candidate paths fit %s; kept %d", paths, budget, len(chosen))
     return BudgetedDecode(
         arch, cost, score, exact, len(chosen), paths, k, budget, unconstrained, branches
     )

@@ -170,12 +170,13 @@ def test_falls_back_to_fewer_paths_and_says_so() -> None:
 def test_budget_below_the_cheapest_path_is_one_line_error() -> None:
     state = SearchState.random(SearchSpace.preset("quick"), seed=0)
     model = TableCostModel.simple(state.space)
-    cands = top_k_paths(state.graph, state.edge_weights(), 32)
+    cands = top_k_paths(state.graph, state.edge_weights(), 20)
     cheapest = min(network_cost(p.edges, model).macs for p in cands)
     with pytest.raises(DecodeError) as info:
-        budgeted_decode(state, Budget(max_macs=cheapest - 1, max_params=10**12), model)
+        budget = Budget(max_macs=cheapest - 1, max_params=10**12)
+        budgeted_decode(state, budget, model, candidates=20)
     msg = str(info.value)
-    assert "\n" not in msg and "cheapest of the top 32 candidate paths" in msg
+    assert "\n" not in msg and "cheapest of the top 20 candidate paths" in msg
     assert f"--max-macs to at least {format_count(cheapest)}" in msg
     assert "--max-params" not in msg.split("raise")[1]
 
