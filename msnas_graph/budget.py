@@ -33,8 +33,10 @@ more inputs; checked on the model, and if a model breaks it only complete sets a
 when its score plus the next best scores cannot beat the best set found. The greedy answer
 below seeds the search. If the search visits more than ``exact_limit`` branches it stops: the
 answer is then the best set found so far (at least as good as the greedy one) and
-``exact=False``. *Greedy*: take candidates in rank order whenever the union still fits, then
-swap a chosen path for a better-ranked unchosen one while the union still fits.
+``exact=False``. *Greedy*: take candidates in rank order whenever the union still fits (if that
+does not reach ``N_l`` paths, add instead the candidate that raises the union's largest share
+of a budget limit least, ``N_l`` times), then swap a chosen path for a better-ranked unchosen
+one while the union still fits.
 
 Scores are compared on a fixed-point grid of ``2**-36`` (so float rounding cannot reorder equal
 sets); costs are integers.
@@ -392,6 +394,10 @@ class _Problem:
     def fits(self) -> bool:
         return self.params <= self.max_p and self.macs <= self.max_m
 
+    def load(self) -> float:
+        """The union's largest share of a budget limit."""
+        return max(self.params / max(self.max_p, 1), self.macs / max(self.max_m, 1))
+
     def score(self, chosen: Sequence[int]) -> int:
         return sum(self.sq[j] for j in chosen)
 
@@ -401,22 +407,13 @@ class _Stop(Exception):
 
 
 def _greedy(prob: _Problem, n: int) -> tuple[int, ...] | None:
-    """Rank order while the union fits, then better-ranked swaps while it still fits."""
-    chosen: list[int] = []
-    for j in range(prob.k):
-        prob.add(j)
-        if prob.fits():
-            chosen.append(j)
-            if len(chosen) == n:
-                break
-        else:
-            prob.remove(j)
-    if len(chosen) < n:
-        for j in chosen:
-            prob.remove(j)
+    """Fill ``n`` paths in rank order while the union fits (or, if that fails, cheapest
+    addition first), then swap in better-ranked paths while the union still fits."""
+    chosen = _fill(prob, n, by_cost=False) or _fill(prob, n, by_cost=True)
+    if not chosen:
         return None
     improved = True
-    while improved:
+    while improved:  # each swap makes the sorted ranks lexicographically smaller: it ends
         improved = False
         for i in reversed(range(n)):
             old = chosen[i]
@@ -437,6 +434,32 @@ def _greedy(prob: _Problem, n: int) -> tuple[int, ...] | None:
     for j in chosen:
         prob.remove(j)
     return tuple(chosen)
+
+
+def _fill(prob: _Problem, n: int, by_cost: bool) -> list[int]:
+    """``n`` paths added one at a time, kept in ``prob`` (or none, ``prob`` left empty)."""
+    chosen: list[int] = []
+    for j in range(prob.k):
+        if by_cost:  # the candidate that raises the union's budget share least
+            load = []
+            for c in range(prob.k):
+                if c not in chosen:
+                    prob.add(c)
+                    load.append((prob.load(), c))
+                    prob.remove(c)
+            j = min(load)[1]
+        prob.add(j)
+        if prob.fits():
+            chosen.append(j)
+            if len(chosen) == n:
+                return sorted(chosen)
+        else:
+            prob.remove(j)
+            if by_cost:
+                break
+    for j in chosen:
+        prob.remove(j)
+    return []
 
 
 def _branch_and_bound(
