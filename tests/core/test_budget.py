@@ -9,13 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from msnas_graph._budget_search import Problem, branch_and_bound, greedy
 from msnas_graph.budget import (
     Budget,
     Cost,
     TableCostModel,
-    _branch_and_bound,
-    _greedy,
-    _Problem,
     budgeted_decode,
     format_count,
     network_cost,
@@ -114,8 +112,8 @@ def test_exact_equals_brute_force(
     if len(sets) == 1 or sets[1][0] < best_score - Fraction(1, 10**9):  # no near tie
         assert chosen_ranks(result, cands) == best_set
     # the branch and bound alone (no greedy seed) finds the same set
-    prob = _Problem(state.graph, cands, model, budget)
-    alone, complete, _ = _branch_and_bound(prob, n, 10**9, None)
+    prob = Problem(state.graph, cands, model, budget)
+    alone, complete, _ = branch_and_bound(prob, n, 10**9, None)
     assert complete and alone is not None
     assert sum((Fraction(cands[j].path_score) for j in alone), Fraction(0)) == best_score
     assert prob.count == [0] * len(prob.count) and (prob.params, prob.macs) == prob.base
@@ -270,12 +268,12 @@ def test_branch_and_bound_alone_on_a_sweep() -> None:
         hi = network_cost({e for p in cands[:paths] for e in p.edges}, model).macs
         budget = Budget(max_macs=int(lo + frac * (hi - lo)))
         sets, n = brute_force(cands, budget, model, paths)
-        prob = _Problem(state.graph, cands, model, budget)
-        greedy = _greedy(prob, n)
-        if min(c for _, c in sets) == sets[0][1] and greedy == sets[0][1]:
+        prob = Problem(state.graph, cands, model, budget)
+        seed_set = greedy(prob, n)
+        if min(c for _, c in sets) == sets[0][1] and seed_set == sets[0][1]:
             continue
         hard += 1
-        alone, complete, _ = _branch_and_bound(prob, n, 10**9, None)
+        alone, complete, _ = branch_and_bound(prob, n, 10**9, None)
         assert complete and alone is not None
         score = sum((Fraction(cands[j].path_score) for j in alone), Fraction(0))
         assert score == sets[0][0], (preset, seed, paths, k, budget)
