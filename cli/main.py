@@ -20,6 +20,7 @@ import click
 from msnas_graph import __version__
 from msnas_graph.errors import MsnasError
 
+from .budget import budget_options, decode_under_budget
 from .options import (
     json_option,
     paths_option,
@@ -179,6 +180,7 @@ def sample(space_source: str, seed: int, scale: float, output: str) -> None:
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the architecture JSON here."
 )
 @json_option
+@budget_options
 def decode(
     sources: tuple[str, ...],
     paths: int,
@@ -188,6 +190,7 @@ def decode(
     render_path: str | None,
     output: str | None,
     as_json: bool,
+    **budget: Any,
 ) -> None:
     """Decode a search state (file or run folder) into an architecture, and say how decided
     each of its decisions is.
@@ -201,6 +204,7 @@ def decode(
     Examples:
       msnas-graph decode runs/search --paths 5 --render arch.svg -o arch.json
       msnas-graph decode state.json --paths 3 --json
+      msnas-graph decode state.json --paths 3 --max-macs 0.5G --max-params 2M
       msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
     """
     from msnas_graph.diagnostics import diagnose
@@ -211,20 +215,28 @@ def decode(
     if len(states) == 1:
         from msnas_graph.decode import decode as decode_state
 
-        arch = decode_state(states[0], paths, inputs_per_block, score)
+        chosen = decode_under_budget(states[0], paths, inputs_per_block, score=score, **budget)
+        arch = (
+            chosen.architecture
+            if chosen
+            else decode_state(states[0], paths, inputs_per_block, score)
+        )
         if render_path:
             from msnas_graph.render import render
 
             render(arch, render_path)
         if output:
             arch.save(output)
-        _emit({**arch.to_dict(), "diagnostics": diags[0].to_dict()}, as_json, str(arch))
+        text = str(arch) + (f"\n{chosen.summary()}" if chosen else "")
+        _emit({**arch.to_dict(), "diagnostics": diags[0].to_dict()}, as_json, text)
         if not as_json:
             _wrote(output, render_path)
             click.echo(f"decisions: {diags[0].summary()}")
     else:
         from msnas_graph.consensus import consensus
 
+        if any(v is not None for k, v in budget.items() if k != "candidates"):
+            raise click.UsageError("--max-macs/--max-params decode one source, not a consensus")
         result = consensus(states, paths, method, score, inputs_per_block, names=sources)
         if render_path:
             result.render(render_path)

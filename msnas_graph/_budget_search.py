@@ -1,0 +1,222 @@
+"""The subset search behind :func:`msnas_graph.budget.budgeted_decode` (see its module doc):
+the candidates as integer tables with the union's cost kept incrementally, the greedy fill
+with improving swaps, and the branch and bound."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import DecodeError
+from .graph import Edge, NodeId, Supergraph
+from .paths import Path
+
+if TYPE_CHECKING:
+    from .budget import Budget, CostModel
+
+#: Bits after the binary point of the grid on which set scores are compared.
+SCORE_BITS = 36
+
+
+def quantize(scores: Sequence[float]) -> list[int]:
+    """Scores as integers on a ``2**-36`` grid (coarser if they are huge), so that sums of the
+    same scores in any order compare equal."""
+    s = np.asarray(scores, dtype=np.float64)
+    bits = SCORE_BITS
+    bound = float(np.abs(s).max(initial=0.0)) * max(len(s), 1)
+    if bound > 0:
+        bits = min(bits, int(np.floor(np.log2(2.0**60 / bound))))
+    return [int(v) for v in np.rint(np.ldexp(s, bits))]
+
+
+class Problem:
+    """The candidates as integer tables, and the union's cost kept up to date incrementally."""
+
+    def __init__(
+        self, graph: Supergraph, cands: Sequence[Path], model: CostModel, budget: Budget
+    ) -> None:
+        self.k = len(cands)
+        self.sq = quantize([p.path_score for p in cands])
+        if any(a < b for a, b in zip(self.sq, self.sq[1:], strict=False)):
+            raise DecodeError("candidate paths must be sorted by score, best first")
+        self.prefix = [0]
+        for s in self.sq:
+            self.prefix.append(self.prefix[-1] + s)
+        edge_ix: dict[Edge, int] = {}
+        node_ix: dict[NodeId, int] = {}
+        self.paths: list[list[int]] = []
+        for p in cands:
+            self.paths.append([edge_ix.setdefault(e, len(edge_ix)) for e in p.edges])
+            for e in p.edges:
+                node_ix.setdefault(e.dst, len(node_ix))
+        self.edge_p, self.edge_m, self.dst = [], [], []
+        for e in edge_ix:
+            c = model.edge_cost(e)
+            self.edge_p.append(c.params)
+            self.edge_m.append(c.macs)
+            self.dst.append(node_ix[e.dst])
+        outputs = set(graph.output_nodes)
+        self.node_dp: list[list[int]] = []  # cost step when the node's fan-in goes k -> k+1
+        self.node_dm: list[list[int]] = []
+        for node in node_ix:
+            head = model.output_cost(node) if node in outputs else None
+            prev_p = prev_m = 0
+            dp, dm = [], []
+            for n in range(1, len(graph.in_edges(node)) + 1):
+                fused = model.fusion_cost(node, n) if n > 1 else None
+                cp = (head.params if head else 0) + (fused.params if fused else 0)
+                cm = (head.macs if head else 0) + (fused.macs if fused else 0)
+                dp.append(cp - prev_p)
+                dm.append(cm - prev_m)
+                prev_p, prev_m = cp, cm
+            self.node_dp.append(dp)
+            self.node_dm.append(dm)
+        steps = [*self.edge_p, *self.edge_m]
+        steps += [x for d in (*self.node_dp, *self.node_dm) for x in d]
+        self.monotone = all(x >= 0 for x in steps)
+        base = model.base_cost
+        self.base = (base.params, base.macs)
+        inf = float("inf")
+        self.max_p = inf if budget.max_params is None else budget.max_params
+        self.max_m = inf if budget.max_macs is None else budget.max_macs
+        self.count = [0] * len(edge_ix)
+        self.fan_in = [0] * len(node_ix)
+        self.params, self.macs = self.base
+
+    def add(self, j: int) -> None:
+        for ei in self.paths[j]:
+            c = self.count[ei]
+            self.count[ei] = c + 1
+            if c == 0:
+                d = self.dst[ei]
+                n = self.fan_in[d]
+                self.fan_in[d] = n + 1
+                self.params += self.edge_p[ei] + self.node_dp[d][n]
+                self.macs += self.edge_m[ei] + self.node_dm[d][n]
+
+    def remove(self, j: int) -> None:
+        for ei in self.paths[j]:
+            c = self.count[ei] - 1
+            self.count[ei] = c
+            if c == 0:
+                d = self.dst[ei]
+                n = self.fan_in[d] - 1
+                self.fan_in[d] = n
+                self.params -= self.edge_p[ei] + self.node_dp[d][n]
+                self.macs -= self.edge_m[ei] + self.node_dm[d][n]
+
+    def fits(self) -> bool:
+        return self.params <= self.max_p and self.macs <= self.max_m
+
+    def load(self) -> float:
+        """The union's largest share of a budget limit."""
+        return max(self.params / max(self.max_p, 1), self.macs / max(self.max_m, 1))
+
+    def score(self, chosen: Sequence[int]) -> int:
+        return sum(self.sq[j] for j in chosen)
+
+
+class _Stop(Exception):
+    pass
+
+
+def greedy(prob: Problem, n: int) -> tuple[int, ...] | None:
+    """Fill ``n`` paths in rank order while the union fits (or, if that fails, cheapest
+    addition first), then swap in better-ranked paths while the union still fits."""
+    chosen = _fill(prob, n, by_cost=False) or _fill(prob, n, by_cost=True)
+    if not chosen:
+        return None
+    improved = True
+    while improved:  # each swap makes the sorted ranks lexicographically smaller: it ends
+        improved = False
+        for i in reversed(range(n)):
+            old = chosen[i]
+            for j in range(old):
+                if j in chosen:
+                    continue
+                prob.remove(old)
+                prob.add(j)
+                if prob.fits():
+                    chosen[i] = j
+                    chosen.sort()
+                    improved = True
+                    break
+                prob.remove(j)
+                prob.add(old)
+            if improved:
+                break
+    for j in chosen:
+        prob.remove(j)
+    return tuple(chosen)
+
+
+def _fill(prob: Problem, n: int, by_cost: bool) -> list[int]:
+    """``n`` paths added one at a time, kept in ``prob`` (or none, ``prob`` left empty)."""
+    chosen: list[int] = []
+    for j in range(prob.k):
+        if by_cost:  # the candidate that raises the union's budget share least
+            load = []
+            for c in range(prob.k):
+                if c not in chosen:
+                    prob.add(c)
+                    load.append((prob.load(), c))
+                    prob.remove(c)
+            j = min(load)[1]
+        prob.add(j)
+        if prob.fits():
+            chosen.append(j)
+            if len(chosen) == n:
+                return sorted(chosen)
+        else:
+            prob.remove(j)
+            if by_cost:
+                break
+    for j in chosen:
+        prob.remove(j)
+    return []
+
+
+def branch_and_bound(
+    prob: Problem, n: int, limit: int, seed: tuple[int, ...] | None
+) -> tuple[tuple[int, ...] | None, bool, int]:
+    """Best ``n``-subset (score, then lexicographic ranks); ``(best, complete, branches)``."""
+    if seed == tuple(range(n)):  # the top n fit: nothing scores higher or ranks earlier
+        return seed, True, 0
+    best = seed
+    best_s = prob.score(seed) if seed is not None else 0
+    chosen: list[int] = []
+    branches = 0
+
+    def visit(start: int, s: int) -> None:
+        nonlocal best, best_s, branches
+        r = n - len(chosen)
+        if r == 0:
+            t = tuple(chosen)
+            if prob.fits() and (best is None or s > best_s or (s == best_s and t < best)):
+                best, best_s = t, s
+            return
+        depth = len(chosen)
+        for j in range(start, prob.k - r + 1):
+            if best is not None:
+                bound = s + prob.prefix[j + r] - prob.prefix[j]
+                if bound < best_s or (bound == best_s and (*chosen, j) > best[: depth + 1]):
+                    break  # later j have lower bounds and later ranks
+            branches += 1
+            if branches > limit:
+                raise _Stop
+            prob.add(j)
+            if not prob.monotone or prob.fits():
+                chosen.append(j)
+                visit(j + 1, s + prob.sq[j])
+                chosen.pop()
+            prob.remove(j)
+
+    try:
+        visit(0, 0)
+    except _Stop:
+        for j in chosen:
+            prob.remove(j)
+        return best, False, branches
+    return best, True, branches

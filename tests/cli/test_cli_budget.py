@@ -1,0 +1,73 @@
+"""``decode --max-macs/--max-params``: budgeted decoding through the CLI and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from msnas_graph.architecture import Architecture
+from msnas_graph.cli.main import main
+
+pytest.importorskip("torch")
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def state_file(tmp_path: Path) -> Path:
+    code, _, err = run("sample", "--space", "quick", "--seed", "5", "-o", tmp_path / "s.json")
+    assert code == 0, err
+    return tmp_path / "s.json"
+
+
+def test_budget_halves_the_macs(state_file: Path, tmp_path: Path) -> None:
+    code, out, err = run("decode", state_file, "--paths", "3", "--max-macs", "1T", "--json")
+    assert code == 0, err
+    free = json.loads(out)["meta"]
+    plain = json.loads(run("decode", state_file, "--paths", "3", "--json")[1])
+    assert json.loads(out)["content_hash"] == plain["content_hash"]  # unbounded: plain decode
+    assert free["exact"] is True and free["cost"]["macs"] > 0
+    half = free["cost"]["macs"] // 2
+    arch_path = tmp_path / "a.json"
+    code, out, err = run(
+        "decode", state_file, "--paths", "3", "--max-macs", str(half), "--max-params", "2M",
+        "-o", arch_path,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "budget: max" in out and "exact (branch and bound" in out and "score" in out
+    meta = Architecture.load(arch_path).meta
+    assert meta["cost"]["macs"] <= half and meta["budget"]["max_params"] == 2_000_000
+
+
+def test_input_size_changes_the_counted_macs(state_file: Path) -> None:
+    macs = []
+    for size in ("32", "64"):
+        code, out, err = run("decode", state_file, "--max-macs", "1T", "--input-size", size,
+                             "--json")  # fmt: skip
+        assert code == 0, err
+        macs.append(json.loads(out)["meta"]["cost"]["macs"])
+    assert macs[1] > 3 * macs[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--max-macs", "lots"], 2, "'lots' is not a count"),
+        (["--max-params", "-2M"], 2, "is not a count"),
+        (["--input-size", "64"], 2, "--input-size applies only with --max-macs"),
+        (["--max-macs", "10k"], 1, "below the cheapest of the top 42 candidate paths"),
+        (["--max-macs", "1G", "--input-size", "30"], 1, "not divisible by 4"),
+    ],
+)
+def test_budget_errors(state_file: Path, args: list[str], code: int, message: str) -> None:
+    got, out, err = run("decode", state_file, *args)
+    assert got == code, out + err
+    assert message in err
+    if code == 1:  # one line that names the fix
+        assert err.count("\n") == 1 and ("--max-macs" in err or "multiple of" in err)
