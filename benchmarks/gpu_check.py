@@ -254,7 +254,7 @@ def section_a(args: argparse.Namespace, report: Report) -> None:
 
 
 def section_b(args: argparse.Namespace, report: Report) -> None:
-    from msnas_graph.backends.torch.network import build_network
+    from msnas_graph.backends.torch.nn.network import build_network
     from msnas_graph.decode import decode
     from msnas_graph.state import SearchState
 
@@ -313,7 +313,7 @@ def section_b(args: argparse.Namespace, report: Report) -> None:
 
 
 def section_c(args: argparse.Namespace, report: Report) -> None:
-    from msnas_graph.backends.torch.engine import SearchConfig, search
+    from msnas_graph.backends.torch.training import SearchConfig, search
 
     sec = "(c) one search epoch, paper preset on HC18"
     data = Path(args.hc18)

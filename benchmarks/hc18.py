@@ -26,7 +26,7 @@ from typing import Any
 
 from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
-from msnas_graph.backends.torch.engine import (
+from msnas_graph.backends.torch.training import (
     SearchConfig,
     TrainConfig,
     evaluate,

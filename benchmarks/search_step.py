@@ -73,7 +73,7 @@ from torch import nn
 
 from msnas_graph.backends.torch.cost import activation_memory
 from msnas_graph.backends.torch.losses import DiceCELoss
-from msnas_graph.backends.torch.supernet import build_supernet
+from msnas_graph.backends.torch.nn.supernet import build_supernet
 from msnas_graph.spec import SearchSpace
 
 NUM_CLASSES = 2

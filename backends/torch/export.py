@@ -43,7 +43,7 @@ from torch import nn
 from msnas_graph._util import atomic_write, unknown_name
 from msnas_graph.errors import BackendError
 
-__all__ = ["EXPORTERS", "ExportReport", "export_onnx"]
+__all__ = ["EXPORTERS", "ExportReport", "export_model", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -280,8 +280,9 @@ def export_onnx(
 
     atomic_write(path, data)
     logger.info(
-        "exported %s (%s exporter, opset %d, max |diff| %.3g)", path, exporter, opset_used, max_diff
-    )
+        "exported %s (%s exporter, opset %d, %s)", path, exporter, opset_used,
+        "not verified" if max_diff is None else f"max |diff| {max_diff:.3g}",
+    )  # fmt: skip
     return ExportReport(
         path=path,
         max_abs_diff=max_diff,
@@ -290,3 +291,23 @@ def export_onnx(
         exporter=exporter,
         checked_shapes=checked,
     )
+
+
+def export_model(
+    source: Any,
+    onnx_path: str | Path,
+    *,
+    input_size: int = 256,
+    verify: bool = True,
+    exporter: str = "dynamo",
+) -> ExportReport:
+    """Export a model source (:func:`~msnas_graph.backends.torch.models.resolve_source`) to
+    ONNX with dynamic batch and spatial axes, on an example input of side ``input_size`` with
+    the model's own channels and spatial dimensions, verified with onnxruntime."""
+    from msnas_graph.backends.torch.models import resolve_source
+
+    resolved = resolve_source(source)
+    resolved.check_size(input_size)
+    model = resolved.build()
+    shape = resolved.input_shape(input_size, 1)
+    return export_onnx(model, onnx_path, shape, verify=verify, exporter=exporter)

@@ -12,24 +12,22 @@ import pytest
 import torch
 
 from msnas_graph.architecture import Architecture
-from msnas_graph.backends.torch import engine
 from msnas_graph.backends.torch.data import (
     EpochSampler,
     SegmentationTorchDataset,
     make_loader,
     split_by_group,
 )
-from msnas_graph.backends.torch.engine import (
+from msnas_graph.backends.torch.inference import evaluate, load_model, predict
+from msnas_graph.backends.torch.losses import DiceCELoss, dice_scores
+from msnas_graph.backends.torch.training import (
     SearchConfig,
+    SearchResult,
     TrainConfig,
-    evaluate,
-    load_model,
-    predict,
     search,
     train,
 )
-from msnas_graph.backends.torch.losses import DiceCELoss, dice_scores
-from msnas_graph.backends.torch.runs import load_checkpoint
+from msnas_graph.backends.torch.training.run_dir import load_checkpoint
 from msnas_graph.data import load_dataset
 from msnas_graph.errors import DataError, RunError
 from msnas_graph.metrics import dice_iou
@@ -67,7 +65,7 @@ def unet_config(**kw: object) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def search_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, engine.SearchResult]:
+def search_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SearchResult]:
     run = tmp_path_factory.mktemp("search") / "run"
     return run, search(search_config(), run, progress=False)
 
@@ -254,7 +252,7 @@ def test_train_unet_same_path(tmp_path):
 
 
 def test_train_errors(tmp_path, search_run):
-    with pytest.raises(RunError, match="no such file or folder"):
+    with pytest.raises(RunError, match="no such architecture file"):
         train(unet_config(model=str(tmp_path / "missing.json")), tmp_path / "a", progress=False)
     with pytest.raises(RunError, match="optimizer"):
         unet_config(optimizer="sgdd")
