@@ -167,12 +167,8 @@ def evaluate_folds(
     run_dirs: Sequence[str | Path],
     data: str | None = None,
     *,
-    split: str = "test",
-    folds: str | None = None,
-    test_fold: int | None = None,
-    device: str = "auto",
     out_dir: str | Path | None = None,
-    batch_size: int = 8,
+    **options: Any,
 ) -> dict[str, Any]:
     """:func:`evaluate` each run (one per fold of a k-fold cross-validation, each on its own
     held-out fold) and combine the fold means as mean and std
@@ -181,7 +177,8 @@ def evaluate_folds(
     With one run this is :func:`evaluate`. With several, each run's files go to a numbered
     sub-folder ``out_dir/NN_<run name>`` and the combined summary to
     ``out_dir/kfold_summary.json`` (without ``out_dir``: each run's own ``eval_<split>``, and
-    the combination is only returned).
+    the combination is only returned). ``options`` (``split``, ``folds``, ``test_fold``,
+    ``device``, ``batch_size``) go to :func:`evaluate`.
     """
     from msnas_graph.metrics import summarize_folds
 
@@ -192,12 +189,7 @@ def evaluate_folds(
         own_out = out_dir
         if out_dir is not None and len(run_dirs) > 1:  # one sub-folder per run, numbered
             own_out = Path(out_dir) / f"{len(summaries):02d}_{Path(run_dir).name}"
-        summaries.append(
-            evaluate(
-                run_dir, data, split=split, folds=folds, test_fold=test_fold, device=device,
-                out_dir=own_out, batch_size=batch_size,
-            )
-        )  # fmt: skip
+        summaries.append(evaluate(run_dir, data, out_dir=own_out, **options))
     if len(summaries) == 1:
         return summaries[0]
     result = summarize_folds(summaries)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from msnas_graph.backends.torch.training.config import RunConfig
 from msnas_graph.backends.torch.training.run_dir import (
     CHECKPOINT,
     get_rng_state,
+    is_finished,
     load_checkpoint,
     mark_done,
     prepare_run_dir,
@@ -38,7 +39,7 @@ from msnas_graph.backends.torch.training.run_dir import (
     set_rng_state,
     write_metrics_csv,
 )
-from msnas_graph.backends.torch.training.runtime import Runtime
+from msnas_graph.backends.torch.training.runtime import Runtime, setup_runtime
 from msnas_graph.errors import RunError
 from msnas_graph.spec import SCHEMA_VERSION
 
@@ -48,6 +49,8 @@ __all__ = [
     "EpochStep",
     "NonFinite",
     "capped",
+    "forward_loss",
+    "launch",
     "optimizer_step",
     "prepare_run",
     "progress_bar",
@@ -83,6 +86,18 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
 
 def capped(n: int, cap: int | None) -> int:
     return n if cap is None else min(n, cap)
+
+
+def forward_loss(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, rt: Runtime
+) -> tuple[torch.Tensor, float]:
+    """The loss of ``module`` on a batch (moved to the device, under autocast) and its value
+    averaged over ranks."""
+    x, y = rt.to_input(x), y.to(rt.device)
+    with rt.autocast():
+        logits = module(x)
+    loss = loss_fn(logits, y)
+    return loss, rt.mean_scalar(loss)
 
 
 def optimizer_step(
@@ -164,6 +179,10 @@ class EpochStep(Protocol):
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         """Read back what :meth:`extra_state` saved."""
 
+    def start(self, run_dir: Path, split: Mapping[str, list[int]], device: Any) -> None:
+        """Rank 0, a new run: files written with ``config.json`` (before the checkpoint of
+        epoch 0), and the opening log line."""
+
     def run_epoch(self, epoch: int, progress: bool) -> dict[str, Any]:
         """Train epoch ``epoch`` (0-based) and return its metrics row (``time_s`` is added)."""
 
@@ -243,15 +262,14 @@ class EpochLoop:
             self.run_dir, self.epoch, self.total,
         )  # fmt: skip
 
-    def begin(self, resuming: bool, start_files: Callable[[], None] | None = None) -> None:
-        """Restore a resumed run; otherwise (rank 0) write ``config.json``, ``start_files``
-        and the checkpoint of epoch 0."""
+    def begin(self, resuming: bool) -> None:
+        """Restore a resumed run; otherwise (rank 0) write ``config.json``, the step's start
+        files and the checkpoint of epoch 0."""
         if resuming:
             self.restore()
         elif self.rt.main:
             self.config.save(self.run_dir / "config.json")
-            if start_files is not None:
-                start_files()
+            self.step.start(self.run_dir, self.split, self.rt.device)
             self.save()
 
     def run(self, progress: bool) -> None:
@@ -298,3 +316,34 @@ class EpochLoop:
                 self.step.what, self.checkpoint_path, done, self.total,
             )  # fmt: skip
         raise exc
+
+
+R = TypeVar("R")
+
+
+def launch(
+    config: RunConfig,
+    run_dir: Path,
+    kind: str,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    on_epoch_end: EpochCallback | None,
+    build: Callable[[Runtime], tuple[EpochStep, dict[str, list[int]], int]],
+    finished: Callable[[Path], R],
+    finish: Callable[[EpochLoop], R],
+) -> R:
+    """The skeleton of every run: the runtime, the run folder rules, then either the result of
+    a finished run (``finished``) or ``build`` (the step, the data split, the epoch count), the
+    epochs from the last checkpoint, and ``finish``."""
+    with setup_runtime(config) as rt:
+        resuming = prepare_run(run_dir, kind, rt, resume, overwrite)
+        if resuming and is_finished(run_dir):
+            rt.barrier()
+            return finished(run_dir)
+        step, split, total = build(rt)
+        loop = EpochLoop(step, rt, run_dir, config, split, total, on_epoch_end)
+        loop.begin(resuming)
+        loop.run(progress)
+        return finish(loop)

@@ -43,18 +43,18 @@ from msnas_graph.backends.torch.training.loop import (
     EpochLoop,
     capped,
     check_finite,
+    forward_loss,
+    launch,
     optimizer_step,
-    prepare_run,
     progress_bar,
     validate,
 )
 from msnas_graph.backends.torch.training.run_dir import (
     CHECKPOINT,
-    is_finished,
     load_checkpoint,
     save_weights,
 )
-from msnas_graph.backends.torch.training.runtime import Runtime, seed_all, setup_runtime
+from msnas_graph.backends.torch.training.runtime import Runtime, seed_all
 from msnas_graph.data import SegmentationDataset
 from msnas_graph.decode import decode
 from msnas_graph.errors import MsnasError, RunError
@@ -121,22 +121,11 @@ def search(
     """
     run_dir = Path(run_dir)
     config = SearchConfig.for_run(config, run_dir, resume, "search")
-    with setup_runtime(config) as rt:
-        resuming = prepare_run(run_dir, "search", rt, resume, overwrite)
-        if resuming and is_finished(run_dir):
-            rt.barrier()
-            return _finished(run_dir)
-        step, split = _build(config, rt)
-        loop = EpochLoop(step, rt, run_dir, config, split, step.schedule.total, on_epoch_end)
-        loop.begin(resuming)
-        if rt.main and not resuming:
-            logger.info(
-                "search: %d weight / %d architecture / %d validation cases, %d+%d epochs, on %s",
-                len(split["weights"]), len(split["arch"]), len(split["val"]),
-                step.schedule.cell_epochs, step.schedule.network_epochs, rt.device,
-            )  # fmt: skip
-        loop.run(progress)
-        return _finish(loop, step, config)
+    return launch(
+        config, run_dir, "search", resume=resume, overwrite=overwrite, progress=progress,
+        on_epoch_end=on_epoch_end, build=lambda rt: _build(config, rt), finished=_finished,
+        finish=lambda loop: _finish(loop, config),
+    )  # fmt: skip
 
 
 def _adapt_space(space: SearchSpace, ds: SegmentationDataset) -> SearchSpace:
@@ -151,7 +140,7 @@ def _adapt_space(space: SearchSpace, ds: SegmentationDataset) -> SearchSpace:
     return SearchSpace.from_dict({**space.to_dict(), **update}, "space adapted to the data")
 
 
-def _build(config: SearchConfig, rt: Runtime) -> tuple[SearchStep, dict[str, list[int]]]:
+def _build(config: SearchConfig, rt: Runtime) -> tuple[SearchStep, dict[str, list[int]], int]:
     """Data, split, supernet and optimisers of a search: its :class:`SearchStep`."""
     assert isinstance(config.space, SearchSpace)  # normalised in __post_init__
     assert config.epochs is not None and config.input_size is not None
@@ -177,7 +166,8 @@ def _build(config: SearchConfig, rt: Runtime) -> tuple[SearchStep, dict[str, lis
         if val_idx
         else (None, None),
     }
-    return SearchStep(model, config, rt, loaders), split
+    step = SearchStep(model, config, rt, loaders)
+    return step, split, step.schedule.total
 
 
 class SearchStep:
@@ -242,6 +232,14 @@ class SearchStep:
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         pass
+
+    def start(self, run_dir: Path, split: Mapping[str, list[int]], device: Any) -> None:
+        assert self.config.epochs is not None
+        logger.info(
+            "search: %d weight / %d architecture / %d validation cases, %d+%d epochs, on %s",
+            len(split["weights"]), len(split["arch"]), len(split["val"]), *self.config.epochs,
+            device,
+        )  # fmt: skip
 
     def run_epoch(self, epoch: int, progress: bool) -> dict[str, Any]:
         phase = self.schedule.phase(epoch)
@@ -321,14 +319,10 @@ class SearchStep:
         """A first-order architecture step on ``active`` only; the loss (mean over ranks).
         A non-finite loss is returned before any update."""
         rt = self.rt
-        x, y = rt.to_input(x), y.to(rt.device)
         for p in active:
             p.requires_grad_(True)
         try:
-            with rt.autocast():
-                logits = self.model(x)
-            loss = self.loss_fn(logits, y)
-            value = rt.mean_scalar(loss)
+            loss, value = forward_loss(self.model, x, y, self.loss_fn, rt)
             if not math.isfinite(value):
                 return value
             grads = torch.autograd.grad(self.arch_scaler.scale(loss), list(active))
@@ -346,12 +340,7 @@ class SearchStep:
     def weight_step(self, x: Any, y: Any) -> float:
         """A weight step (through the DDP wrapper); the loss (mean over ranks). A non-finite
         loss is returned before any update."""
-        rt = self.rt
-        x, y = rt.to_input(x), y.to(rt.device)
-        with rt.autocast():
-            logits = self.ddp(x)
-        loss = self.loss_fn(logits, y)
-        value = rt.mean_scalar(loss)
+        loss, value = forward_loss(self.ddp, x, y, self.loss_fn, self.rt)
         if not math.isfinite(value):
             return value
         optimizer_step(
@@ -370,9 +359,10 @@ def _finished(run_dir: Path) -> SearchResult:
     return SearchResult(run_dir, state, arch, history)
 
 
-def _finish(loop: EpochLoop, step: SearchStep, config: SearchConfig) -> SearchResult:
+def _finish(loop: EpochLoop, config: SearchConfig) -> SearchResult:
     """Decode the final state and write the run's result files."""
-    total, run_dir, model = loop.total, loop.run_dir, step.model
+    assert isinstance(loop.step, SearchStep)
+    total, run_dir, model = loop.total, loop.run_dir, loop.step.model
     state = model.state(meta={"epoch": total, "phase": "done", "seed": config.seed})
     arch: Architecture | None = None
     try:

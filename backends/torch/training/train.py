@@ -23,24 +23,14 @@ from msnas_graph.backends.torch.data import load_cases, split_cases
 from msnas_graph.backends.torch.losses import DiceCELoss
 from msnas_graph.backends.torch.models import create_model, model_spec
 from msnas_graph.backends.torch.plots import draw_run_plots
+from msnas_graph.backends.torch.training import loop as driver
 from msnas_graph.backends.torch.training.config import TrainConfig
-from msnas_graph.backends.torch.training.loop import (
-    EpochCallback,
-    EpochLoop,
-    capped,
-    check_finite,
-    optimizer_step,
-    prepare_run,
-    progress_bar,
-    validate,
-)
 from msnas_graph.backends.torch.training.run_dir import (
     CHECKPOINT,
-    is_finished,
     load_checkpoint,
     save_weights,
 )
-from msnas_graph.backends.torch.training.runtime import Runtime, seed_all, setup_runtime
+from msnas_graph.backends.torch.training.runtime import Runtime, seed_all
 from msnas_graph.errors import DataError
 
 __all__ = ["TrainResult", "TrainStep", "train"]
@@ -65,7 +55,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    on_epoch_end: EpochCallback | None = None,
+    on_epoch_end: driver.EpochCallback | None = None,
 ) -> TrainResult:
     """Train a model from scratch into ``run_dir`` (see the module doc).
 
@@ -75,33 +65,14 @@ def train(
     """
     run_dir = Path(run_dir)
     config = TrainConfig.for_run(config, run_dir, resume, "train")
-    with setup_runtime(config) as rt:
-        resuming = prepare_run(run_dir, "train", rt, resume, overwrite)
-        if resuming and is_finished(run_dir):
-            rt.barrier()
-            return _finished(run_dir)
-        step, split = _build(config, rt)
-        loop = EpochLoop(step, rt, run_dir, config, split, config.epochs, on_epoch_end)
-
-        def start_files() -> None:
-            atomic_write(run_dir / "model.json", json.dumps(step.spec, indent=1) + "\n")
-
-        loop.begin(resuming, start_files)
-        if rt.main and not resuming:
-            logger.info(
-                "train %s: %d train / %d validation cases, %d epochs, on %s",
-                step.spec["kind"], len(split["train"]), len(split["val"]), config.epochs,
-                rt.device,
-            )  # fmt: skip
-        loop.run(progress)
-        loop.finish(
-            {"kind": "train", "epochs": config.epochs, "best_epoch": step.best_epoch,
-             "best_dice": step.best_dice},
-        )  # fmt: skip
-        return TrainResult(run_dir, step.best_dice, step.best_epoch, loop.history)
+    return driver.launch(
+        config, run_dir, "train", resume=resume, overwrite=overwrite, progress=progress,
+        on_epoch_end=on_epoch_end, build=lambda rt: _build(config, rt), finished=_finished,
+        finish=_finish,
+    )  # fmt: skip
 
 
-def _build(config: TrainConfig, rt: Runtime) -> tuple[TrainStep, dict[str, list[int]]]:
+def _build(config: TrainConfig, rt: Runtime) -> tuple[TrainStep, dict[str, list[int]], int]:
     """Data, split, model and optimiser of a training run: its :class:`TrainStep`."""
     ds = load_cases(config.data, labelled=True)
     spec = model_spec(config, ds)
@@ -119,7 +90,7 @@ def _build(config: TrainConfig, rt: Runtime) -> tuple[TrainStep, dict[str, list[
         if val_idx
         else (None, None),
     }
-    return TrainStep(model, spec, config, rt, loaders), split
+    return TrainStep(model, spec, config, rt, loaders), split, config.epochs
 
 
 def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -165,7 +136,7 @@ class TrainStep:
                 logger.warning("torch.compile is not available in this torch; training uncompiled")
         self.num_classes = int(spec["num_classes"])
         self.loss_fn = DiceCELoss(self.num_classes)
-        self.steps = capped(len(loaders["train"][0]), config.max_steps_per_epoch)
+        self.steps = driver.capped(len(loaders["train"][0]), config.max_steps_per_epoch)
         self.best_dice: float | None = None
         self.best_epoch = 0
         self.improved = False
@@ -181,13 +152,21 @@ class TrainStep:
         self.best_dice = None if best is None else float(best)
         self.best_epoch = int(ckpt.get("best_epoch", 0))
 
+    def start(self, run_dir: Path, split: Mapping[str, list[int]], device: Any) -> None:
+        atomic_write(run_dir / "model.json", json.dumps(self.spec, indent=1) + "\n")
+        logger.info(
+            "train %s: %d train / %d validation cases, %d epochs, on %s",
+            self.spec["kind"], len(split["train"]), len(split["val"]), self.config.epochs,
+            device,
+        )  # fmt: skip
+
     def run_epoch(self, epoch: int, progress: bool) -> dict[str, Any]:
         lr = self.opt.param_groups[0]["lr"]
         self.loaders["train"][1].set_epoch(epoch)
-        bar = progress_bar(self.steps, f"train {epoch + 1}/{self.config.epochs}", progress)
+        bar = driver.progress_bar(self.steps, f"train {epoch + 1}/{self.config.epochs}", progress)
         train_loss = self.train_epoch(epoch + 1, bar)
         self.sched.step()
-        val_loss, val_dice = validate(
+        val_loss, val_dice = driver.validate(
             self.model, *self.loaders["val"], self.loss_fn, self.num_classes, self.rt,
             self.config.max_steps_per_epoch,
         )  # fmt: skip
@@ -214,13 +193,11 @@ class TrainStep:
         total = 0.0
         try:
             for step in range(1, self.steps + 1):
-                x, y = next(it)
-                x, y = rt.to_input(x), y.to(rt.device)
-                with rt.autocast():
-                    logits = self.net(x)
-                loss = self.loss_fn(logits, y)
-                value = check_finite(rt.mean_scalar(loss), epoch, step)
-                optimizer_step(loss, self.opt, self.scaler, self.params, self.config.grad_clip)
+                loss, value = driver.forward_loss(self.net, *next(it), self.loss_fn, rt)
+                driver.check_finite(value, epoch, step)
+                driver.optimizer_step(
+                    loss, self.opt, self.scaler, self.params, self.config.grad_clip
+                )
                 total += value
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}")
@@ -245,6 +222,16 @@ class TrainStep:
 
     def plots(self, run_dir: Path, history: list[dict[str, Any]]) -> None:
         draw_run_plots(run_dir, history, states=False)
+
+
+def _finish(run: driver.EpochLoop) -> TrainResult:
+    step = run.step
+    assert isinstance(step, TrainStep)
+    run.finish(
+        {"kind": "train", "epochs": run.total, "best_epoch": step.best_epoch,
+         "best_dice": step.best_dice},
+    )  # fmt: skip
+    return TrainResult(run.run_dir, step.best_dice, step.best_epoch, run.history)
 
 
 def _finished(run_dir: Path) -> TrainResult:
