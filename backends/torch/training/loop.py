@@ -173,8 +173,11 @@ class EpochStep(Protocol):
     def stateful(self) -> dict[str, Any]:
         """``name -> object`` with ``state_dict``/``load_state_dict``, saved as ``ckpt[name]``."""
 
+    def header_state(self) -> dict[str, Any]:
+        """Checkpoint entries (plain values) saved after ``config``, for the record."""
+
     def extra_state(self) -> dict[str, Any]:
-        """Further checkpoint entries (plain values)."""
+        """Checkpoint entries (plain values) saved last and read back on resume."""
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         """Read back what :meth:`extra_state` saved."""
@@ -223,9 +226,10 @@ class EpochLoop:
             "epoch": self.epoch,
             "config": json.dumps(self.config.to_dict()),
         }
-        payload.update(self.step.extra_state())
+        payload.update(self.step.header_state())
         payload.update({name: obj.state_dict() for name, obj in self.step.stateful().items()})
         payload.update(rng=get_rng_state(), split=self.split, history=self.history)
+        payload.update(self.step.extra_state())
         return payload
 
     def save(self) -> None:

@@ -227,8 +227,11 @@ class SearchStep:
             "arch_scaler": self.arch_scaler,
         }
 
-    def extra_state(self) -> dict[str, Any]:
+    def header_state(self) -> dict[str, Any]:
         return {"space": json.dumps(self.space.to_dict())}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
         pass

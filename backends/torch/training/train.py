@@ -144,6 +144,9 @@ class TrainStep:
     def stateful(self) -> dict[str, Any]:
         return {"model": self.model, "opt": self.opt, "sched": self.sched, "scaler": self.scaler}
 
+    def header_state(self) -> dict[str, Any]:
+        return {}
+
     def extra_state(self) -> dict[str, Any]:
         return {"best_dice": self.best_dice, "best_epoch": self.best_epoch}
 
