@@ -29,8 +29,8 @@ from _common import fmt_ratio, markdown_table, median, write_results
 from torch import nn
 
 from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
-from msnas_graph.backends.torch.network import build_network
-from msnas_graph.backends.torch.unet import UNet
+from msnas_graph.backends.torch.nn.network import build_network
+from msnas_graph.backends.torch.nn.unet import UNet
 from msnas_graph.decode import decode
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState

@@ -10,7 +10,7 @@
     taken at one setting.
 (b) **Final network inference**: MS-NAS(3) decoded from ``SearchState.random(paper, 0)`` at
     256x256, batch 16, fp32 and bf16 autocast (``torch.inference_mode``): images per second.
-(c) **One search epoch** of the ``paper`` preset on HC18 at 256x256 with the engine's
+(c) **One search epoch** of the ``paper`` preset on HC18 at 256x256 with the search loop's
     ``search()`` (``epochs=(1, 0)``, folds from ``folds.json``, test fold 0, capped at
     ``--search-steps`` steps): epoch time (training and validation) and the CUDA peak. Skipped
     with a message where the data folder is missing (``--hc18 PATH``; default
@@ -254,7 +254,7 @@ def section_a(args: argparse.Namespace, report: Report) -> None:
 
 
 def section_b(args: argparse.Namespace, report: Report) -> None:
-    from msnas_graph.backends.torch.network import build_network
+    from msnas_graph.backends.torch.nn.network import build_network
     from msnas_graph.decode import decode
     from msnas_graph.state import SearchState
 
@@ -313,7 +313,7 @@ def section_b(args: argparse.Namespace, report: Report) -> None:
 
 
 def section_c(args: argparse.Namespace, report: Report) -> None:
-    from msnas_graph.backends.torch.engine import SearchConfig, search
+    from msnas_graph.backends.torch.training import SearchConfig, search
 
     sec = "(c) one search epoch, paper preset on HC18"
     data = Path(args.hc18)

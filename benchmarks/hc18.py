@@ -26,14 +26,8 @@ from typing import Any
 
 from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
-from msnas_graph.backends.torch.engine import (
-    SearchConfig,
-    TrainConfig,
-    evaluate,
-    load_model,
-    search,
-    train,
-)
+from msnas_graph.backends.torch.inference import evaluate, load_model
+from msnas_graph.backends.torch.training import SearchConfig, TrainConfig, search, train
 from msnas_graph.decode import decode
 from msnas_graph.spec import SearchSpace
 

@@ -1,7 +1,7 @@
 """Search-step benchmark: time and memory of one supernet step, k=4 against k=1 (and DiNTS).
 
 One *weight step* (forward, Dice+CE loss, backward, SGD step on the operation weights; the
-architecture parameters frozen, as in the engine) and one *architecture step* (forward, loss,
+architecture parameters frozen, as in the search step) and one *architecture step* (forward, loss,
 first-order gradients of the architecture parameters only via ``torch.autograd.grad``, Adam
 step; the weights keep ``requires_grad`` so the graph saves what a real search saves) of:
 
@@ -73,7 +73,7 @@ from torch import nn
 
 from msnas_graph.backends.torch.cost import activation_memory
 from msnas_graph.backends.torch.losses import DiceCELoss
-from msnas_graph.backends.torch.supernet import build_supernet
+from msnas_graph.backends.torch.nn.supernet import build_supernet
 from msnas_graph.spec import SearchSpace
 
 NUM_CLASSES = 2

@@ -325,7 +325,7 @@ def ops(as_json: bool) -> None:
     from msnas_graph.operations import known_operations
 
     with contextlib.suppress(ImportError):  # torch's registry adds its (and users') ops
-        import msnas_graph.backends.torch.ops  # noqa: F401
+        import msnas_graph.backends.torch.nn.ops  # noqa: F401
     known = known_operations()
     _emit(known, as_json, "\n".join(f"{k:14s} {v}" for k, v in sorted(known.items())))
 

@@ -42,14 +42,14 @@ input_size_option = click.option(
 )
 
 
-def _engine() -> Any:
+def _backend() -> Any:
     try:
-        from msnas_graph.backends.torch import engine
+        import msnas_graph.backends.torch as backend
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise BackendError(
             f"the PyTorch backend is not installed ({exc.name}); pip install 'msnas-graph[torch]'"
         ) from None
-    return engine
+    return backend
 
 
 #: Options that may change when a run is resumed (the rest is fixed by its config.json).
@@ -141,11 +141,11 @@ def search(
       msnas-graph search runs/hc18 --data ../shared/data/hc18 --folds ../shared/data/hc18/folds.json
       msnas-graph search runs/s --resume            # continue after Ctrl-C
     """
-    engine = _engine()
+    backend = _backend()
     if resume and (Path(run_dir) / "config.json").is_file():
-        config = _resume_config(engine.SearchConfig, run_dir)
+        config = _resume_config(backend.SearchConfig, run_dir)
     else:
-        config = engine.SearchConfig(
+        config = backend.SearchConfig(
             space=space_source,
             data=data,
             input_size=input_size,
@@ -160,7 +160,7 @@ def search(
             seed=seed,
             max_steps_per_epoch=max_steps,
         )
-    result = engine.search(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    result = backend.search(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
     click.echo(f"search finished: {result.run_dir}")
     click.echo(f"  final state:  {result.run_dir / 'state.json'}")
     if result.architecture is not None:
@@ -232,11 +232,11 @@ def train(
       msnas-graph train runs/t --model arch.json --data phantom --epochs 20
       msnas-graph train runs/unet --model unet --unet-base 16 --data ../shared/data/hc18
     """
-    engine = _engine()
+    backend = _backend()
     if resume and (Path(run_dir) / "config.json").is_file():
-        config = _resume_config(engine.TrainConfig, run_dir)
+        config = _resume_config(backend.TrainConfig, run_dir)
     else:
-        config = engine.TrainConfig(
+        config = backend.TrainConfig(
             model=model,
             fusion=fusion,
             unet_base_channels=unet_base,
@@ -255,7 +255,7 @@ def train(
             seed=seed,
             max_steps_per_epoch=max_steps,
         )
-    result = engine.train(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+    result = backend.train(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
     dice = "n/a" if result.best_dice is None else f"{result.best_dice:.4f}"
     click.echo(f"training finished: {result.run_dir}")
     click.echo(f"  best validation Dice {dice} at epoch {result.best_epoch}")
@@ -303,33 +303,16 @@ def evaluate(
       msnas-graph evaluate runs/t              # writes runs/t/eval_test/{per_case.csv,summary.json}
       msnas-graph evaluate runs/f0 runs/f1 runs/f2 runs/f3 runs/f4 -o runs/cv
     """
-    from msnas_graph._util import atomic_write
-    from msnas_graph.metrics import summarize_folds
-
-    engine = _engine()
-    summaries: list[dict[str, Any]] = []
-    for run_dir in run_dirs:
-        own_out = out_dir
-        if out_dir is not None and len(run_dirs) > 1:  # one sub-folder per run, numbered
-            own_out = str(Path(out_dir) / f"{len(summaries):02d}_{Path(run_dir).name}")
-        summaries.append(
-            engine.evaluate(
-                run_dir,
-                data,
-                split=split,
-                folds=folds,
-                test_fold=test_fold,
-                device=device,
-                out_dir=own_out,
-            )
-        )
-    if len(summaries) == 1:
-        result, text = summaries[0], _format_summary(summaries[0])
-    else:
-        result = summarize_folds(summaries)
-        text = _format_folds(result)
-        if out_dir is not None:
-            atomic_write(Path(out_dir) / "kfold_summary.json", json.dumps(result, indent=2))
+    result = _backend().evaluate_folds(
+        list(run_dirs),
+        data,
+        split=split,
+        folds=folds,
+        test_fold=test_fold,
+        device=device,
+        out_dir=out_dir,
+    )
+    text = _format_summary(result) if len(run_dirs) == 1 else _format_folds(result)
     click.echo(json.dumps(result, indent=2) if as_json else text)
 
 
@@ -373,7 +356,7 @@ def predict(run_dir: str, inputs: str, out_dir: str, overlay: bool, device: str)
     Example:
       msnas-graph predict runs/t scans/ -o masks/ --overlay
     """
-    written = _engine().predict(run_dir, inputs, out_dir, overlay=overlay, device=device)
+    written = _backend().predict(run_dir, inputs, out_dir, overlay=overlay, device=device)
     click.echo(f"wrote {len(written)} mask(s) to {out_dir}")
 
 
@@ -399,7 +382,7 @@ def cost(
     """
     if (source is None) == (model is None):
         raise click.UsageError("give an architecture/run folder, or --model unet (not both)")
-    from msnas_graph.backends.torch.tools import model_cost
+    from msnas_graph.backends.torch.cost import model_cost
 
     report = model_cost(source or "unet", input_size=input_size, activation=not no_memory)
     if as_json:
@@ -440,7 +423,7 @@ def export_cmd(
       msnas-graph export runs/t --onnx model.onnx            # a trained run
       msnas-graph export arch.json --onnx arch.onnx --input-size 128
     """
-    from msnas_graph.backends.torch.tools import export_model
+    from msnas_graph.backends.torch.export import export_model
 
     report = export_model(
         source, onnx_path, input_size=input_size, verify=not no_verify, exporter=exporter

@@ -5,7 +5,7 @@ with improving swaps, and the branch and bound."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -13,8 +13,10 @@ from .errors import DecodeError
 from .graph import Edge, NodeId, Supergraph
 from .paths import Path
 
-if TYPE_CHECKING:
-    from .budget import Budget, CostModel
+# Typed loosely (the Budget and CostModel of msnas_graph.budget): budget imports this module,
+# and the core's import graph stays acyclic.
+Budget: TypeAlias = Any
+CostModel: TypeAlias = Any
 
 #: Bits after the binary point of the grid on which set scores are compared.
 SCORE_BITS = 36

@@ -25,7 +25,7 @@ def test_wheel_holds_only_the_msnas_graph_package(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"msnas_graph"}
-    assert "msnas_graph/backends/torch/supernet.py" in names
+    assert "msnas_graph/backends/torch/nn/supernet.py" in names
     assert "msnas_graph/cli/main.py" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()

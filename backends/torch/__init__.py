@@ -16,38 +16,86 @@ True
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from msnas_graph.backends.torch.mixed import PartialChannelMixedOp, channel_shuffle
-from msnas_graph.backends.torch.network import (
-    FUSIONS,
-    FinalNetwork,
-    build_network,
-    transfer_weights,
-)
-from msnas_graph.backends.torch.ops import build_op, register_op, registered_ops, unregister_op
-from msnas_graph.backends.torch.supernet import ArchWeights, Supernet, build_supernet
+from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, channel_shuffle
+from msnas_graph.backends.torch.nn.network import FUSIONS, FinalNetwork, build_network
+from msnas_graph.backends.torch.nn.ops import build_op, register_op, registered_ops, unregister_op
+from msnas_graph.backends.torch.nn.supernet import ArchWeights, Supernet, build_supernet
+from msnas_graph.backends.torch.nn.transfer import transfer_weights
 from msnas_graph.errors import BackendError
 
 if TYPE_CHECKING:
     from torch import nn
 
     from msnas_graph.architecture import Architecture
+    from msnas_graph.backends.torch.inference import (
+        evaluate,
+        evaluate_folds,
+        load_model,
+        predict,
+    )
+    from msnas_graph.backends.torch.models import MODELS, create_model, resolve_source
+    from msnas_graph.backends.torch.training import (
+        AMP_MODES,
+        SearchConfig,
+        SearchResult,
+        TrainConfig,
+        TrainResult,
+        resolve_device,
+        search,
+        train,
+    )
     from msnas_graph.spec import SearchSpace
 
+#: Names imported on first use (so that importing the backend stays light).
+_LAZY = {
+    **dict.fromkeys(
+        ("AMP_MODES", "SearchConfig", "SearchResult", "TrainConfig", "TrainResult",
+         "resolve_device", "search", "train"),
+        "training",
+    ),
+    **dict.fromkeys(("evaluate", "evaluate_folds", "load_model", "predict"), "inference"),
+    **dict.fromkeys(("MODELS", "create_model", "resolve_source"), "models"),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
 __all__ = [
+    "AMP_MODES",
     "FUSIONS",
+    "MODELS",
     "ArchWeights",
     "FinalNetwork",
     "PartialChannelMixedOp",
+    "SearchConfig",
+    "SearchResult",
     "Supernet",
     "TorchBackend",
+    "TrainConfig",
+    "TrainResult",
     "build_network",
     "build_op",
     "build_supernet",
     "channel_shuffle",
+    "create_model",
+    "evaluate",
+    "evaluate_folds",
+    "load_model",
+    "predict",
     "register_op",
     "registered_ops",
+    "resolve_device",
+    "resolve_source",
+    "search",
+    "train",
     "transfer_weights",
     "unregister_op",
 ]

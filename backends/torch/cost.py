@@ -39,6 +39,7 @@ __all__ = [
     "count_parameters",
     "cuda_peak_memory",
     "edge_cost_model",
+    "model_cost",
 ]
 
 logger = logging.getLogger(__name__)
@@ -264,6 +265,44 @@ def cost_report(
     )
 
 
+def model_cost(
+    source: Any, *, input_size: int = 256, batch: int = 1, activation: bool = True
+) -> dict[str, Any]:
+    """Parameters, MACs, FLOPs (and a training step's activation bytes) of a model source
+    (:func:`~msnas_graph.backends.torch.models.resolve_source`: ``"unet"``, an architecture
+    file, a run folder or a checkpoint), on an input of side ``input_size`` with the model's
+    own channels and spatial dimensions.
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> from msnas_graph.state import SearchState
+    >>> from msnas_graph.decode import decode
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> arch = decode(SearchState.random(SearchSpace.preset("tiny"), seed=0), paths=2)
+    >>> _ = arch.save(os.path.join(d, "arch.json"))
+    >>> report = model_cost(os.path.join(d, "arch.json"), input_size=32)
+    >>> sorted(report)[:4], report["macs"] * 2 == report["flops"]
+    (['activation_bytes', 'flops', 'input_shape', 'macs'], True)
+    """
+    from msnas_graph.backends.torch.models import resolve_source
+
+    resolved = resolve_source(source)
+    model = resolved.build()
+    shape = resolved.input_shape(input_size, batch)
+    resolved.check_size(input_size)
+    macs, flops = count_macs_flops(model, shape)
+    out: dict[str, Any] = {
+        "model": resolved.info(),
+        "input_shape": list(shape),
+        "params": count_parameters(model),
+        "macs": macs,
+        "flops": flops,
+    }
+    if activation:
+        out["activation_bytes"] = activation_memory(model, shape)
+    return out
+
+
 # ------------------------------------------------------------- cost model for budgeted decode
 
 if TYPE_CHECKING:
@@ -315,12 +354,8 @@ def edge_cost_model(
     [('contract', 1), ('expand', 0), ('keep', 0)]
     """
     from msnas_graph.architecture import Architecture
-    from msnas_graph.backends.torch.cells import (
-        ConcatFusion,
-        DiscreteCell,
-        Head,
-        Stem,
-    )
+    from msnas_graph.backends.torch.nn.blocks import ConcatFusion, Head, Stem
+    from msnas_graph.backends.torch.nn.cells import DiscreteCell
     from msnas_graph.budget import Cost, TableCostModel
     from msnas_graph.graph import Supergraph
 

@@ -30,15 +30,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from msnas_graph.data import SegmentationDataset, augment, preprocess
+from msnas_graph.data import (
+    SegmentationDataset,
+    augment,
+    load_dataset,
+    load_folds,
+    preprocess,
+    train_val_test_split,
+)
 from msnas_graph.errors import DataError
 
 __all__ = [
     "EpochSampler",
     "SegmentationTorchDataset",
+    "load_cases",
     "make_loader",
     "seed_worker",
     "split_by_group",
+    "split_cases",
 ]
 
 
@@ -237,3 +246,27 @@ def split_by_group(
     a = sorted(i for i in idx if groups[i] in first)
     b = sorted(i for i in idx if groups[i] not in first)
     return a, b
+
+
+def load_cases(source: str, *, labelled: bool = False, **kw: Any) -> SegmentationDataset:
+    """:func:`~msnas_graph.data.load_dataset`, refusing an empty dataset and, with
+    ``labelled``, a case without a mask (searching and training need every mask)."""
+    ds = load_dataset(source, **kw)
+    if len(ds) == 0:
+        raise DataError(f"{source}: the dataset has no cases")
+    if labelled and not ds.labelled:
+        raise DataError(
+            f"{source}: some cases have no mask; searching and training need a mask for every "
+            f"case (put the masks next to the images, or leave unlabelled cases out)"
+        )
+    return ds
+
+
+def split_cases(ds: SegmentationDataset, cfg: Any) -> tuple[list[int], list[int], list[int]]:
+    """``(train, val, test)`` indices of ``ds`` from a config's ``folds`` (a folds JSON path or
+    ``None``), ``test_fold``, ``val_fraction`` and ``seed``
+    (:func:`~msnas_graph.data.train_val_test_split`)."""
+    folds = load_folds(cfg.folds) if cfg.folds else None
+    return train_val_test_split(
+        ds, test_fold=cfg.test_fold, folds=folds, val_fraction=cfg.val_fraction, seed=cfg.seed
+    )

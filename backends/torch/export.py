@@ -27,11 +27,12 @@ models above protobuf's 2 GB limit are not supported.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from torch import nn
 from msnas_graph._util import atomic_write, unknown_name
 from msnas_graph.errors import BackendError
 
-__all__ = ["EXPORTERS", "ExportReport", "export_onnx"]
+__all__ = ["EXPORTERS", "ExportReport", "export_model", "export_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,44 +120,132 @@ def _export_bytes(
     axes: dict[int, str],
     opset: int | None,
 ) -> bytes:
-    dynamic_axes = {name: dict(axes) for name in ["input", *output_names]} if axes else None
-    with warnings.catch_warnings():
-        # Known noise from torch internals, not actionable by the user.
-        warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
-        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
-        warnings.filterwarnings("ignore", message=r".*feature will be removed.*")
-        registration_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-        old_level = registration_logger.level
-        registration_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notes
-        try:
-            if exporter == "dynamo":
-                program = torch.onnx.export(
+    """The ONNX bytes of ``module``; an exporter failure as a one-line :class:`BackendError`."""
+    try:
+        dynamic_axes = {name: dict(axes) for name in ["input", *output_names]} if axes else None
+        with warnings.catch_warnings():
+            # Known noise from torch internals, not actionable by the user.
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", message=r".*feature will be removed.*")
+            registration_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+            old_level = registration_logger.level
+            registration_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notes
+            try:
+                if exporter == "dynamo":
+                    program = torch.onnx.export(
+                        module,
+                        (example,),
+                        dynamo=True,
+                        verbose=False,
+                        input_names=["input"],
+                        output_names=output_names,
+                        opset_version=opset,
+                        dynamic_shapes=(dict(axes),) if axes else None,
+                    )
+                    if program is None:  # pragma: no cover - only when f= is given
+                        raise BackendError("export_onnx: the dynamo exporter returned no program")
+                    return bytes(program.model_proto.SerializeToString())
+                buffer = io.BytesIO()
+                torch.onnx.export(
                     module,
                     (example,),
-                    dynamo=True,
-                    verbose=False,
+                    buffer,  # type: ignore[arg-type]  # the legacy exporter writes to file objects
+                    dynamo=False,
                     input_names=["input"],
                     output_names=output_names,
                     opset_version=opset,
-                    dynamic_shapes=(dict(axes),) if axes else None,
+                    dynamic_axes=dynamic_axes,
                 )
-                if program is None:  # pragma: no cover - only when f= is given
-                    raise BackendError("export_onnx: the dynamo exporter returned no program")
-                return bytes(program.model_proto.SerializeToString())
-            buffer = io.BytesIO()
-            torch.onnx.export(
-                module,
-                (example,),
-                buffer,  # type: ignore[arg-type]  # the legacy exporter writes to file objects
-                dynamo=False,
-                input_names=["input"],
-                output_names=output_names,
-                opset_version=opset,
-                dynamic_axes=dynamic_axes,
-            )
-            return buffer.getvalue()
-        finally:
-            registration_logger.setLevel(old_level)
+                return buffer.getvalue()
+            finally:
+                registration_logger.setLevel(old_level)
+    except BackendError:
+        raise
+    except Exception as exc:
+        other = "torchscript" if exporter == "dynamo" else "dynamo"
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendError(
+            f"export_onnx: the {exporter} exporter failed ({first_line}); "
+            f"try exporter='{other}' or dynamic_spatial=False"
+        ) from exc
+
+
+def _dynamic_axes(
+    shape: tuple[int, ...], dynamic_batch: bool, dynamic_spatial: bool
+) -> dict[int, str]:
+    axes: dict[int, str] = {}
+    if dynamic_batch:
+        axes[0] = "batch"
+    if dynamic_spatial:
+        names = {1: ["length"], 2: ["height", "width"], 3: ["depth", "height", "width"]}
+        spatial_names = names.get(len(shape) - 2, [f"dim{i}" for i in range(2, len(shape))])
+        axes.update({i + 2: n for i, n in enumerate(spatial_names)})
+    return axes
+
+
+def _max_difference(
+    module: nn.Module,
+    session: Any,
+    shapes: list[tuple[int, ...]],
+    generator: torch.Generator,
+    device: torch.device,
+) -> float:
+    """The largest |PyTorch - onnxruntime| over random inputs of ``shapes``."""
+    max_diff = 0.0
+    for test_shape in shapes:
+        x = torch.randn(test_shape, generator=generator)
+        with torch.no_grad():
+            expected = _flatten_outputs(module(x.to(device)))
+        try:
+            got = session.run(None, {"input": x.numpy()})
+        except Exception as exc:
+            raise BackendError(
+                f"export_onnx: onnxruntime failed on an input of shape {test_shape}: {exc}"
+            ) from exc
+        for e, g in zip(expected, got, strict=True):
+            e_np = e.detach().float().cpu().numpy()
+            if e_np.shape != g.shape:
+                raise BackendError(
+                    f"export_onnx: onnxruntime output shape {g.shape} != PyTorch "
+                    f"{e_np.shape} at input shape {test_shape}; the export froze a "
+                    "shape, try dynamic_spatial=False or the other exporter"
+                )
+            max_diff = max(max_diff, float(np.max(np.abs(e_np - g))) if e_np.size else 0.0)
+    return max_diff
+
+
+def _check_tolerance(
+    max_diff: float, atol: float, checked: list[tuple[int, ...]], path: Path
+) -> None:
+    if not max_diff <= atol:
+        raise BackendError(
+            f"export_onnx: onnxruntime differs from PyTorch by {max_diff:.3g} "
+            f"(> atol={atol:g}) on shapes {checked}; not written to {path}"
+        )
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode; every submodule's train/eval flag restored afterwards."""
+    flags = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags.items():
+            m.train(training)
+
+
+def _check_args(input_shape: Sequence[int], exporter: str) -> tuple[int, ...]:
+    if exporter not in EXPORTERS:
+        raise BackendError(f"export_onnx: {unknown_name('exporter', exporter, EXPORTERS)}")
+    shape = tuple(input_shape)
+    if len(shape) < 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise BackendError(
+            f"export_onnx: input_shape must be (N, C, *spatial) positive ints, got {shape!r}"
+        )
+    return shape
 
 
 def export_onnx(
@@ -194,45 +283,17 @@ def export_onnx(
         An :class:`ExportReport` (``max_abs_diff`` is ``None`` when ``verify=False``).
     """
     onnx, ort = _import_onnx()
-    if exporter not in EXPORTERS:
-        raise BackendError(f"export_onnx: {unknown_name('exporter', exporter, EXPORTERS)}")
-    shape = tuple(input_shape)
-    if len(shape) < 3 or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise BackendError(
-            f"export_onnx: input_shape must be (N, C, *spatial) positive ints, got {shape!r}"
-        )
-    axes: dict[int, str] = {}
-    if dynamic_batch:
-        axes[0] = "batch"
-    if dynamic_spatial:
-        names = {1: ["length"], 2: ["height", "width"], 3: ["depth", "height", "width"]}
-        spatial_names = names.get(len(shape) - 2, [f"dim{i}" for i in range(2, len(shape))])
-        axes.update({i + 2: n for i, n in enumerate(spatial_names)})
-
+    shape = _check_args(input_shape, exporter)
+    axes = _dynamic_axes(shape, dynamic_batch, dynamic_spatial)
     path = Path(path)
-    flags = {m: m.training for m in module.modules()}
-    module.eval()
-    try:
+    with _eval_mode(module):
         device = next((p.device for p in module.parameters()), torch.device("cpu"))
         generator = torch.Generator().manual_seed(0)
         example = torch.randn(shape, generator=generator).to(device)
         with torch.no_grad():
             n_outputs = len(_flatten_outputs(module(example)))
         output_names = ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
-        try:
-            data = _export_bytes(module, example, exporter, output_names, axes, opset)
-        except BackendError:
-            raise
-        except Exception as exc:
-            other = "torchscript" if exporter == "dynamo" else "dynamo"
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
-            raise BackendError(
-                f"export_onnx: the {exporter} exporter failed ({first_line}); "
-                f"try exporter='{other}' or dynamic_spatial=False"
-            ) from exc
-
+        data = _export_bytes(module, example, exporter, output_names, axes, opset)
         model = onnx.load_from_string(data)
         opset_used = next(
             (int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), -1
@@ -244,44 +305,18 @@ def export_onnx(
                 onnx.checker.check_model(model)
             except Exception as exc:
                 raise BackendError(f"export_onnx: onnx.checker rejected the model: {exc}") from exc
-            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-            shapes = [shape]
+            checked = [shape]
             if axes:
-                shapes.append(_second_shape(shape, dynamic_batch, dynamic_spatial))
-            max_diff = 0.0
-            for test_shape in shapes:
-                x = torch.randn(test_shape, generator=generator)
-                with torch.no_grad():
-                    expected = _flatten_outputs(module(x.to(device)))
-                try:
-                    got = session.run(None, {"input": x.numpy()})
-                except Exception as exc:
-                    raise BackendError(
-                        f"export_onnx: onnxruntime failed on an input of shape {test_shape}: {exc}"
-                    ) from exc
-                for e, g in zip(expected, got, strict=True):
-                    e_np = e.detach().float().cpu().numpy()
-                    if e_np.shape != g.shape:
-                        raise BackendError(
-                            f"export_onnx: onnxruntime output shape {g.shape} != PyTorch "
-                            f"{e_np.shape} at input shape {test_shape}; the export froze a "
-                            "shape, try dynamic_spatial=False or the other exporter"
-                        )
-                    max_diff = max(max_diff, float(np.max(np.abs(e_np - g))) if e_np.size else 0.0)
-                checked.append(test_shape)
-            if not max_diff <= atol:
-                raise BackendError(
-                    f"export_onnx: onnxruntime differs from PyTorch by {max_diff:.3g} "
-                    f"(> atol={atol:g}) on shapes {checked}; not written to {path}"
-                )
-    finally:
-        for m, training in flags.items():
-            m.train(training)
+                checked.append(_second_shape(shape, dynamic_batch, dynamic_spatial))
+            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            max_diff = _max_difference(module, session, checked, generator, device)
+            _check_tolerance(max_diff, atol, checked, path)
 
     atomic_write(path, data)
     logger.info(
-        "exported %s (%s exporter, opset %d, max |diff| %.3g)", path, exporter, opset_used, max_diff
-    )
+        "exported %s (%s exporter, opset %d, %s)", path, exporter, opset_used,
+        "not verified" if max_diff is None else f"max |diff| {max_diff:.3g}",
+    )  # fmt: skip
     return ExportReport(
         path=path,
         max_abs_diff=max_diff,
@@ -290,3 +325,23 @@ def export_onnx(
         exporter=exporter,
         checked_shapes=checked,
     )
+
+
+def export_model(
+    source: Any,
+    onnx_path: str | Path,
+    *,
+    input_size: int = 256,
+    verify: bool = True,
+    exporter: str = "dynamo",
+) -> ExportReport:
+    """Export a model source (:func:`~msnas_graph.backends.torch.models.resolve_source`) to
+    ONNX with dynamic batch and spatial axes, on an example input of side ``input_size`` with
+    the model's own channels and spatial dimensions, verified with onnxruntime."""
+    from msnas_graph.backends.torch.models import resolve_source
+
+    resolved = resolve_source(source)
+    resolved.check_size(input_size)
+    model = resolved.build()
+    shape = resolved.input_shape(input_size, 1)
+    return export_onnx(model, onnx_path, shape, verify=verify, exporter=exporter)

@@ -54,7 +54,7 @@ def quickstart(
 ) -> QuickstartResult:
     """Search an architecture on ``data``, decode the top ``paths`` paths, train the network
     from scratch and evaluate it on the held-out fold. Returns where the results are."""
-    from msnas_graph.backends.torch.engine import (
+    from msnas_graph.backends.torch.training import (
         SearchConfig,
         TrainConfig,
         evaluate,

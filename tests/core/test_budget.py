@@ -119,8 +119,9 @@ def test_exact_equals_brute_force(
     assert prob.count == [0] * len(prob.count) and (prob.params, prob.macs) == prob.base
     # forced greedy: fits, never better than the optimum, and says it is not proved exact
     greedy = budgeted_decode(state, budget, model, paths=paths, candidates=k, exact_limit=0)
-    assert budget.allows(greedy.cost) and greedy.score <= float(best_score) + 1e-9
-    assert greedy.n_paths <= n
+    assert budget.allows(greedy.cost) and greedy.n_paths <= n
+    if greedy.n_paths == n:  # relative path scores can be negative: compare equal-size sets
+        assert greedy.score <= float(best_score) + 1e-9
 
 
 @settings(max_examples=15)

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from msnas_graph.backends.torch.engine import SearchConfig, TrainConfig, search, train
+    from msnas_graph.backends.torch.training import SearchConfig, TrainConfig, search, train
     from msnas_graph.spec import SearchSpace
 
     out = Path(sys.argv[1])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from msnas_graph.backends.torch.export import EXPORTERS, ExportReport, export_onnx
-from msnas_graph.backends.torch.unet import UNet
+from msnas_graph.backends.torch.nn.unet import UNet
 from msnas_graph.errors import BackendError
 
 

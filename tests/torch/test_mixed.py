@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from msnas_graph.backends.torch.cost import activation_memory
-from msnas_graph.backends.torch.mixed import (
+from msnas_graph.backends.torch.nn.mixed import (
     PartialChannelMixedOp,
     channel_shuffle,
     channel_unshuffle,

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from msnas_graph.backends.torch import FinalNetwork, build_network
-from msnas_graph.backends.torch.cells import ConcatFusion, DiscreteCell
+from msnas_graph.backends.torch.nn.blocks import ConcatFusion
+from msnas_graph.backends.torch.nn.cells import DiscreteCell
 from msnas_graph.decode import decode
 from msnas_graph.errors import BackendError
 from msnas_graph.spec import SearchSpace

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from msnas_graph.backends.torch.ops import (
+from msnas_graph.backends.torch.nn.ops import (
     SepConvResidual,
     build_op,
     nd_layers,
@@ -148,7 +148,7 @@ def custom_op():
 
 
 def test_custom_op_is_usable(custom_op: str) -> None:
-    from msnas_graph.backends.torch.mixed import PartialChannelMixedOp
+    from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp
 
     assert custom_op in registered_ops()
     assert custom_op in known_operations()  # the core accepts it in a space

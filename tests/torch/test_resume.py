@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from msnas_graph.backends.torch.engine import SearchConfig, TrainConfig, search, train
 from msnas_graph.backends.torch.losses import DiceCELoss
-from msnas_graph.backends.torch.runs import load_checkpoint
+from msnas_graph.backends.torch.training import SearchConfig, TrainConfig, search, train
+from msnas_graph.backends.torch.training.run_dir import load_checkpoint
 from msnas_graph.errors import RunError
 from msnas_graph.spec import SearchSpace
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
-from msnas_graph.backends.torch.unet import UNet
+from msnas_graph.backends.torch.nn.unet import UNet
 from msnas_graph.errors import BackendError
 
 

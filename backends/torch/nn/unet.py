@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msnas_graph.backends.torch.ops import nd_layers
+from msnas_graph.backends.torch.nn.ops import nd_layers
 from msnas_graph.errors import BackendError
 
 __all__ = ["DoubleConv", "UNet"]

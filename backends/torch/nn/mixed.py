@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from msnas_graph.backends.torch.ops import build_op
+from msnas_graph.backends.torch.nn.ops import build_op
 from msnas_graph.errors import BackendError
 
 __all__ = ["PartialChannelMixedOp", "channel_shuffle", "channel_unshuffle"]
@@ -74,7 +74,7 @@ class PartialChannelMixedOp(nn.Module):
 
     Args:
         channels: channel count ``C`` of the input and the output.
-        ops: registered operation names (see :func:`~msnas_graph.backends.torch.ops.build_op`).
+        ops: registered operation names (see :func:`~msnas_graph.backends.torch.nn.ops.build_op`).
         k: partial-channel factor; ``C`` must be a multiple of ``k``. ``k == 1`` is the DARTS
             full-channel mixed op.
         spatial_dims: 2 for images, 3 for volumes.

@@ -1,7 +1,7 @@
 """The final network compiled from a decoded :class:`~msnas_graph.architecture.Architecture`.
 
 Only the kept nodes and edges are built. Every non-skip kept edge becomes a
-:class:`~msnas_graph.backends.torch.cells.DiscreteCell` of its kind's genotype (full-channel
+:class:`~msnas_graph.backends.torch.nn.cells.DiscreteCell` of its kind's genotype (full-channel
 operations); ``skip`` is the identity. A node with one kept incoming edge takes that edge's
 output; where several meet (the paper's multi-scale fusion) they are merged by ``fusion``:
 ``"concat"`` (concatenate in canonical edge order, then ``1x1 conv -> BN -> ReLU`` back to the node
@@ -9,7 +9,8 @@ width) or ``"sum"``. Stem and head are those of the supernet; the head reads
 ``arch.output_nodes``. The structure is static (a fixed plan, no data-dependent control flow),
 so the network traces and exports to ONNX.
 
-:func:`transfer_weights` copies a supernet's weights into a final network, module by module.
+:func:`~msnas_graph.backends.torch.nn.transfer.transfer_weights` copies a supernet's weights
+into a final network, module by module.
 
 >>> from msnas_graph.spec import SearchSpace
 >>> from msnas_graph.state import SearchState
@@ -22,31 +23,24 @@ torch.Size([2, 2, 32, 32])
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from msnas_graph._util import unknown_name
 from msnas_graph.architecture import Architecture
-from msnas_graph.backends.torch.cells import (
+from msnas_graph.backends.torch.nn.blocks import (
     ConcatFusion,
-    DiscreteCell,
     Head,
     Stem,
     check_input,
     edge_key,
     node_key,
 )
-from msnas_graph.backends.torch.supernet import Supernet
+from msnas_graph.backends.torch.nn.cells import DiscreteCell
 from msnas_graph.errors import ArchitectureError, BackendError
 from msnas_graph.graph import NodeId
 
-__all__ = ["FUSIONS", "FinalNetwork", "build_network", "transfer_weights"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["FUSIONS", "FinalNetwork", "build_network"]
 
 #: The multi-scale fusion modes of the final network.
 FUSIONS = ("concat", "sum")
@@ -139,78 +133,3 @@ class FinalNetwork(nn.Module):
 def build_network(arch: Architecture, fusion: str | None = None) -> FinalNetwork:
     """The :class:`FinalNetwork` of ``arch`` (``fusion`` overrides ``arch.space.fusion``)."""
     return FinalNetwork(arch, fusion)
-
-
-def _copy_module(src: nn.Module, dst: nn.Module, where: str, strict: bool) -> bool:
-    """Load ``src``'s tensors into ``dst`` (same structure). A BatchNorm that is affine in
-    ``dst`` but not in ``src`` gets scale 1 and shift 0 (the identity it computed)."""
-    src_sd, dst_sd = src.state_dict(), dst.state_dict()
-    new: dict[str, Any] = {}
-    problem = ""
-    for k, v in dst_sd.items():
-        if k in src_sd:
-            if src_sd[k].shape != v.shape:
-                problem = f"{k} has shape {tuple(src_sd[k].shape)} there, {tuple(v.shape)} here"
-                break
-            new[k] = src_sd[k]
-            continue
-        owner, _, leaf = k.rpartition(".")
-        if leaf in ("weight", "bias") and isinstance(dst.get_submodule(owner), _BatchNorm):
-            new[k] = torch.ones_like(v) if leaf == "weight" else torch.zeros_like(v)
-            continue
-        problem = f"{k} has no counterpart in the supernet"
-        break
-    if problem:
-        if strict:
-            raise BackendError(
-                f"transfer_weights: {where}: {problem}; with partial_k > 1 the supernet's "
-                f"operations see 1/k of the channels, so pass strict=False to copy the rest"
-            )
-        logger.info("transfer_weights: skipped %s (%s)", where, problem)
-        return False
-    dst.load_state_dict(new)
-    return True
-
-
-def transfer_weights(supernet: Supernet, network: FinalNetwork, strict: bool = True) -> list[str]:
-    """Copy a supernet's trained weights into the final network built from its decoding.
-
-    Copied: the stem; the head's ``1x1`` convs of the network's output nodes and the shared
-    bias; and for every kept non-skip edge, its cell's preprocess and projection and, for each
-    kept block input ``(source j, op)``, the weights (and BatchNorm statistics) of operation
-    ``op`` of the supernet's mixed op ``mixed[b][j]`` of the same edge. Operations built with
-    ``affine=False`` in the supernet give scale 1 / shift 0 to the network's affine BatchNorms.
-    With ``partial_k=1`` this makes the network, in eval mode, compute what the supernet
-    computes under :meth:`ArchWeights.from_architecture` (the parity test).
-
-    With ``partial_k > 1`` the supernet's operations have ``C / k`` channels and cannot be
-    copied: ``strict=True`` raises :class:`BackendError`, ``strict=False`` leaves them at their
-    initialisation. Returns the names of the network's modules left uncopied (the
-    ``concat`` fusion modules, which have no counterpart, and any skipped operation).
-    """
-    arch = network.arch
-    if arch.space != supernet.space:
-        raise BackendError(
-            f"transfer_weights: the network's space '{arch.space.name}' differs from the "
-            f"supernet's space '{supernet.space.name}'; decode the supernet's own state"
-        )
-    skipped: list[str] = []
-    _copy_module(supernet.stem, network.stem, "stem", True)
-    with torch.no_grad():
-        network.head.bias.copy_(supernet.head.bias)
-    for key, conv in network.head.convs.items():
-        _copy_module(supernet.head.convs[key], conv, f"head.convs.{key}", True)
-    ops = supernet.space.ops
-    for key, cell in network.cells.items():
-        assert isinstance(cell, DiscreteCell)
-        sc = supernet.cells[key]
-        _copy_module(sc.preprocess, cell.preprocess, f"cells.{key}.preprocess", True)
-        _copy_module(sc.projection, cell.projection, f"cells.{key}.projection", True)
-        for b, inputs in enumerate(cell.genotype.blocks):
-            for i, inp in enumerate(inputs):
-                src_op = sc.mixed[b][inp.source].ops[ops.index(inp.op)]
-                name = f"cells.{key}.blocks.{b}.ops.{i}"
-                if not _copy_module(src_op, cell.blocks[b].ops[i], name, strict):
-                    skipped.append(name)
-    skipped.extend(f"fusions.{k}" for k in network.fusions)
-    return skipped

@@ -5,7 +5,7 @@ Node ``(l, i)`` (``C * 2**i`` channels) computes (paper Eq. 3)::
     X[l,i] = sum_kind softmax(beta[l,i])_kind * edge_kind(X[l-1, .])
 
 over its incoming edge kinds in canonical order (``Supergraph.in_edges``); ``skip`` is the
-identity and the other kinds are :class:`~msnas_graph.backends.torch.cells.SearchCell`\\ s, one
+identity and the other kinds are :class:`~msnas_graph.backends.torch.nn.cells.SearchCell`\\ s, one
 instance (with its own weights) per edge, whose architecture weights ``alpha`` and ``p`` are shared
 by every cell of the same type (paper Eq. 1 and 2).
 
@@ -43,14 +43,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from msnas_graph.architecture import Architecture
-from msnas_graph.backends.torch.cells import (
-    Head,
-    SearchCell,
-    Stem,
-    check_input,
-    edge_key,
-    node_key,
-)
+from msnas_graph.backends.torch.nn.blocks import Head, Stem, check_input, edge_key, node_key
+from msnas_graph.backends.torch.nn.cells import SearchCell
 from msnas_graph.errors import BackendError, StateError
 from msnas_graph.graph import NodeId, Supergraph
 from msnas_graph.spec import SearchSpace

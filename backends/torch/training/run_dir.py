@@ -1,4 +1,4 @@
-"""Run folders: refusal/overwrite/resume rules, atomic checkpoints, metrics CSV and plots.
+"""Run folders: refusal/overwrite/resume rules, atomic checkpoints, metrics CSV, ``DONE``.
 
 A run folder is written by rank 0 only. Every file is replaced atomically (temporary file in the
 same folder, then ``os.replace``), so an interrupted run never leaves a half-written checkpoint
@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import random
 import shutil
 import time
@@ -33,7 +32,6 @@ import torch
 
 from msnas_graph._util import atomic_path, atomic_write
 from msnas_graph.errors import RunError
-from msnas_graph.state import SearchState, softmax
 
 __all__ = [
     "CHECKPOINT",
@@ -43,16 +41,12 @@ __all__ = [
     "is_finished",
     "load_checkpoint",
     "mark_done",
-    "plot_arch_weights",
-    "plot_losses",
     "prepare_run_dir",
     "save_checkpoint",
     "save_weights",
     "set_rng_state",
     "write_metrics_csv",
 ]
-
-logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 DONE = "DONE"
@@ -237,117 +231,3 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.6g}"
     return value
-
-
-# ----------------------------------------------------------------------------------- plots
-
-
-def _figure(width: float, height: float) -> Any:
-    # The object-oriented API with an Agg canvas: no pyplot, no global backend switch.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_fig(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return atomic_write(path, buf.getvalue())
-
-
-def plot_losses(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path | None:
-    """Loss curves (train, and val/arch when present) and validation Dice per epoch."""
-    if not rows:
-        return None
-    epochs = [r["epoch"] for r in rows]
-    fig = _figure(7, 4)
-    ax = fig.add_subplot(1, 1, 1)
-    for key, label in (
-        ("train_loss", "train loss"),
-        ("arch_loss", "architecture loss"),
-        ("val_loss", "val loss"),
-    ):
-        ys = [r.get(key) for r in rows]
-        if any(y is not None for y in ys):
-            ax.plot(epochs, [np.nan if y is None else y for y in ys], marker="o", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (Dice + CE)")
-    phases = [r.get("phase") for r in rows]
-    for i in range(1, len(rows)):
-        if phases[i] != phases[i - 1]:
-            ax.axvline(epochs[i] - 0.5, color="grey", linestyle=":", linewidth=1)
-    dice = [r.get("val_dice") for r in rows]
-    lines, labels = ax.get_legend_handles_labels()
-    if any(d is not None for d in dice):
-        ax2 = ax.twinx()
-        ax2.plot(
-            epochs,
-            [np.nan if d is None else d for d in dice],
-            color="black",
-            marker="s",
-            linestyle="--",
-            label="val Dice",
-        )
-        ax2.set_ylabel("mean foreground Dice")
-        ax2.set_ylim(0, 1)
-        l2, lab2 = ax2.get_legend_handles_labels()
-        lines, labels = lines + l2, labels + lab2
-    ax.legend(lines, labels, loc="best", fontsize="small")
-    return _save_fig(fig, Path(path))
-
-
-def plot_arch_weights(path: str | Path, states: Sequence[SearchState]) -> Path | None:
-    """Heatmaps: ``softmax(beta)`` of every network edge over epochs, and the latest
-    ``softmax(alpha)`` of every cell type (rows: block <- input, with ``softmax(p)``)."""
-    if not states:
-        return None
-    last = states[-1]
-    space, graph = last.space, last.graph
-    cell_types = list(space.cell_types)
-    fig = _figure(4 + 0.35 * len(states) + 4.5 * len(cell_types), max(4, 0.22 * len(graph.edges)))
-    gs = fig.add_gridspec(1, 1 + len(cell_types), width_ratios=[2] + [1] * len(cell_types))
-    ax = fig.add_subplot(gs[0, 0])
-    beta = np.stack([s.edge_weights() for s in states], axis=1)  # (edges, epochs)
-    im = ax.imshow(beta, aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest")
-    ax.set_yticks(range(len(graph.edges)))
-    ax.set_yticklabels([str(e) for e in graph.edges], fontsize=6)
-    ticks = list(range(len(states)))
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([str(s.meta.get("epoch", i + 1)) for i, s in enumerate(states)], fontsize=7)
-    ax.set_xlabel("epoch")
-    ax.set_title("network edges softmax(beta)", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.04)
-    for k, c in enumerate(cell_types):
-        axc = fig.add_subplot(gs[0, 1 + k])
-        rows, labels = [], []
-        for b in range(space.blocks):
-            p = softmax(last.p_logits[c][b])
-            alpha = softmax(last.alpha_logits[c][b], axis=-1)
-            for j in range(b + 1):
-                rows.append(alpha[j])
-                labels.append(f"b{b + 1}<-{'in' if j == 0 else f'b{j}'} (p {p[j]:.2f})")
-        mat = np.stack(rows)
-        imc = axc.imshow(mat, aspect="auto", cmap="magma", interpolation="nearest")
-        if mat.size <= 160:
-            mid = (mat.max() + mat.min()) / 2
-            for (r, o), v in np.ndenumerate(mat):
-                axc.text(o, r, f"{v:.3f}", ha="center", va="center", fontsize=5,
-                         color="black" if v > mid else "white")  # fmt: skip
-        axc.set_xticks(range(len(space.ops)))
-        axc.set_xticklabels(space.ops, rotation=60, ha="right", fontsize=6)
-        axc.set_yticks(range(len(labels)))
-        axc.set_yticklabels(labels, fontsize=6)
-        axc.set_title(f"{c} cell softmax(alpha) (epoch {last.meta.get('epoch', '?')})", fontsize=8)
-        fig.colorbar(imc, ax=axc, fraction=0.05).ax.tick_params(labelsize=6)
-    return _save_fig(fig, Path(path))
-
-
-def beta_summary(state: SearchState) -> dict[str, list[float]]:
-    """``softmax(beta)`` per searchable node, as lists (for logs and reports)."""
-    return {
-        str(n): softmax(state.beta_logits[n]).round(4).tolist()
-        for n in state.graph.searchable_nodes
-    }

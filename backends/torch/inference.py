@@ -1,0 +1,235 @@
+"""Using a trained model: load it, evaluate it (one run or the folds of a cross-validation),
+predict new cases.
+
+Each function takes a training run folder (or one of its ``.pt`` files); predictions are made
+at the run's input size and resampled to each case's original size
+(:func:`~msnas_graph.data.restore_mask`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from msnas_graph._util import atomic_write, unknown_name
+from msnas_graph.backends.torch.data import load_cases, split_cases
+from msnas_graph.backends.torch.models import locate_run, resolve_source
+from msnas_graph.backends.torch.training.config import TrainConfig
+from msnas_graph.backends.torch.training.runtime import resolve_device
+from msnas_graph.data import (
+    SegmentationDataset,
+    preprocess,
+    restore_mask,
+    write_mask,
+    write_overlay,
+)
+from msnas_graph.errors import DataError, RunError
+
+__all__ = ["SPLITS", "evaluate", "evaluate_folds", "load_model", "predict"]
+
+SPLITS = ("train", "val", "test", "all")
+
+
+def load_model(
+    run_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model of a run folder (``best.pt``, else ``last.pt``; or a given ``.pt``
+    file of that folder) in eval mode on ``device``, and its ``model.json`` description (plus
+    ``weights`` and ``run_dir``)."""
+    locate_run(run_dir)  # a training run, or a one-line error saying what it is instead
+    source = resolve_source(run_dir)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    model = source.build(dev)
+    info = dict(source.spec)
+    info["weights"] = str(source.weights)
+    info["run_dir"] = str(source.run_dir)
+    return model, info
+
+
+def _predict_cases(
+    model: nn.Module,
+    ds: SegmentationDataset,
+    indices: Sequence[int],
+    size: int,
+    device: torch.device,
+    batch_size: int,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, mask at the original size) for each case, predicted at ``size``."""
+    for start in range(0, len(indices), batch_size):
+        chunk = list(indices[start : start + batch_size])
+        cases = [ds[i] for i in chunk]
+        images = np.stack([preprocess(c, size)[0] for c in cases])
+        with torch.no_grad():
+            logits = model(torch.from_numpy(images).to(device))
+        preds = logits.argmax(1).cpu().numpy()
+        for i, case, pred in zip(chunk, cases, preds, strict=True):
+            yield i, restore_mask(pred, case)
+
+
+@dataclass
+class _Split:
+    folds: str | None
+    test_fold: int | None
+    val_fraction: float
+    seed: int
+
+
+def _split_indices(
+    ds: SegmentationDataset,
+    split: str,
+    cfg: TrainConfig | None,
+    folds: str | None,
+    test_fold: int | None,
+) -> list[int]:
+    if split == "all":
+        return list(range(len(ds)))
+    split_cfg = _Split(
+        folds=folds if folds is not None else (cfg.folds if cfg else None),
+        test_fold=test_fold if test_fold is not None else (cfg.test_fold if cfg else 0),
+        val_fraction=cfg.val_fraction if cfg else 0.2,
+        seed=cfg.seed if cfg else 0,
+    )
+    return split_cases(ds, split_cfg)[("train", "val", "test").index(split)]
+
+
+def evaluate(
+    run_dir_or_checkpoint: str | Path,
+    data: str | None = None,
+    *,
+    split: str = "test",
+    folds: str | None = None,
+    test_fold: int | None = None,
+    device: str = "auto",
+    out_dir: str | Path | None = None,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Evaluate a trained model on a split of ``data`` at the cases' original resolution.
+
+    ``data``, ``folds`` and ``test_fold`` default to the run's ``config.json``, so
+    ``split="test"`` is exactly the fold the run held out (``"val"``, ``"train"`` and ``"all"``
+    work too). Per-case Dice, IoU and HD95 (mm when the pixel size is known) go to
+    ``out_dir/per_case.csv``, their summary to ``out_dir/summary.json`` (default ``out_dir``:
+    ``<run>/eval_<split>``), which is returned.
+    """
+    from msnas_graph.metrics import evaluate_case, summarize, write_case_csv
+
+    if split not in SPLITS:
+        raise RunError(unknown_name("split", split, SPLITS))
+    dev = resolve_device(device)
+    model, info = load_model(run_dir_or_checkpoint, dev)
+    run = Path(info["run_dir"])
+    cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else None
+    data = data if data is not None else (cfg.data if cfg is not None else None)
+    if data is None:
+        raise RunError(f"{run}: no config.json to take the data from; give the data source")
+    ds = load_cases(data, num_classes=info["num_classes"], in_channels=info["in_channels"])
+    indices = _split_indices(ds, split, cfg, folds, test_fold)
+    labelled = [i for i in indices if ds[i].mask is not None]
+    if not labelled:
+        raise DataError(
+            f"{data}: the {split} split has no labelled cases to evaluate; choose another split "
+            f"or give labelled data"
+        )
+    cases = []
+    for i, pred in _predict_cases(model, ds, labelled, int(info["input_size"]), dev, batch_size):
+        case = ds[i]
+        assert case.mask is not None
+        cases.append(
+            evaluate_case(
+                pred, case.mask, int(info["num_classes"]), spacing=case.spacing,
+                case_id=case.case_id,
+            )
+        )  # fmt: skip
+    out = Path(out_dir) if out_dir is not None else run / f"eval_{split}"
+    names = list(info.get("label_names") or ds.label_names)
+    write_case_csv(out / "per_case.csv", cases, names)
+    summary = summarize(cases, names)
+    summary.update(
+        split=split,
+        data=str(data),
+        run=str(run),
+        weights=info["weights"],
+        input_size=int(info["input_size"]),
+        hd95_unit="mm" if all(ds[i].spacing is not None for i in labelled) else "pixels",
+    )
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def evaluate_folds(
+    run_dirs: Sequence[str | Path],
+    data: str | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`evaluate` each run (one per fold of a k-fold cross-validation, each on its own
+    held-out fold) and combine the fold means as mean and std
+    (:func:`~msnas_graph.metrics.summarize_folds`).
+
+    With one run this is :func:`evaluate`. With several, each run's files go to a numbered
+    sub-folder ``out_dir/NN_<run name>`` and the combined summary to
+    ``out_dir/kfold_summary.json`` (without ``out_dir``: each run's own ``eval_<split>``, and
+    the combination is only returned). ``options`` (``split``, ``folds``, ``test_fold``,
+    ``device``, ``batch_size``) go to :func:`evaluate`.
+    """
+    from msnas_graph.metrics import summarize_folds
+
+    if not run_dirs:
+        raise RunError("evaluate_folds: give at least one training run folder")
+    summaries: list[dict[str, Any]] = []
+    for run_dir in run_dirs:
+        own_out = out_dir
+        if out_dir is not None and len(run_dirs) > 1:  # one sub-folder per run, numbered
+            own_out = Path(out_dir) / f"{len(summaries):02d}_{Path(run_dir).name}"
+        summaries.append(evaluate(run_dir, data, out_dir=own_out, **options))
+    if len(summaries) == 1:
+        return summaries[0]
+    result = summarize_folds(summaries)
+    if out_dir is not None:
+        atomic_write(Path(out_dir) / "kfold_summary.json", json.dumps(result, indent=2))
+    return result
+
+
+def predict(
+    run_dir_or_checkpoint: str | Path,
+    inputs: str | Path,
+    out_dir: str | Path,
+    *,
+    overlay: bool = False,
+    device: str = "auto",
+    batch_size: int = 8,
+) -> list[Path]:
+    """Segment ``inputs`` (an image file, a folder, or a dataset source) with a trained model.
+
+    Writes one mask per case into ``out_dir`` in the input's format
+    (:func:`~msnas_graph.data.write_mask`: PNG for 2D images, NIfTI for volume slices), at the
+    case's original size, and with ``overlay=True`` a PNG of the image with the mask tinted
+    into ``out_dir/overlays``. Returns the mask paths.
+    """
+    dev = resolve_device(device)
+    model, info = load_model(run_dir_or_checkpoint, dev)
+    ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
+    out = Path(out_dir)
+    written: list[Path] = []
+    for i, pred in _predict_cases(
+        model, ds, list(range(len(ds))), int(info["input_size"]), dev, batch_size
+    ):
+        case = ds[i]
+        name = _safe_name(case.case_id)
+        written.append(write_mask(out / name, pred, like=case))
+        if overlay:
+            write_overlay(out / "overlays" / f"{name}.png", case.image, pred)
+    return written
+
+
+def _safe_name(case_id: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id)
+    return keep.strip(".") or "case"

@@ -1,0 +1,371 @@
+"""Models by name and by source: the registry, ``model.json`` descriptions, source resolution.
+
+A *model description* (a training run's ``model.json``) is a JSON mapping with ``format``
+``"msnas-graph/model"`` and a ``kind`` naming an entry of :data:`MODELS`; :func:`create_model`
+builds the module it describes (weights not loaded). Registered:
+
+- ``msnas`` (``kind: "architecture"``): the final network of a decoded architecture
+  (``architecture``, ``fusion``);
+- ``unet`` (``kind: "unet"``): the U-Net baseline (``unet: {base_channels, depth}``).
+
+A *model source* is what the commands accept wherever a model is wanted (train, cost, export,
+inference): ``"unet"``; an architecture JSON file; a search run folder (its
+``architecture.json``); a training run folder (``model.json`` with ``best.pt``, else
+``last.pt``); or a ``.pt`` file of a training run. :func:`resolve_source` is the one place that
+tells them apart; its :class:`ModelSource` knows the input shape of the model (2D or 3D).
+
+>>> import tempfile, os
+>>> from msnas_graph.decode import decode
+>>> from msnas_graph.spec import SearchSpace
+>>> from msnas_graph.state import SearchState
+>>> space = SearchSpace.preset("tiny", spatial_dims=3, input_size=16)
+>>> path = decode(SearchState.random(space, seed=0), paths=1).save(
+...     os.path.join(tempfile.mkdtemp(), "arch.json"))
+>>> source = resolve_source(path)
+>>> source.kind, source.input_shape(16)
+('architecture', (1, 1, 16, 16, 16))
+>>> sorted(MODELS)
+['msnas', 'unet']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from msnas_graph._util import unknown_name
+from msnas_graph.architecture import FORMAT as ARCH_FORMAT
+from msnas_graph.architecture import Architecture
+from msnas_graph.errors import DataError, MsnasError, RunError
+from msnas_graph.spec import SCHEMA_VERSION
+
+__all__ = [
+    "MODELS",
+    "MODEL_FORMAT",
+    "ModelEntry",
+    "ModelSource",
+    "create_model",
+    "locate_run",
+    "model_spec",
+    "register_model",
+    "resolve_source",
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_FORMAT = "msnas-graph/model"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its registry ``name``, the ``kind`` its descriptions carry, a
+    builder from a description, and the number of spatial dimensions it takes."""
+
+    name: str
+    kind: str
+    build: Callable[[Mapping[str, Any]], nn.Module]
+    spatial_dims: Callable[[Mapping[str, Any]], int]
+
+
+def _build_msnas(spec: Mapping[str, Any]) -> nn.Module:
+    from msnas_graph.backends.torch.nn.network import build_network
+
+    arch = Architecture.from_dict(spec["architecture"], "model.json: architecture")
+    return build_network(arch, fusion=spec.get("fusion"))
+
+
+def _build_unet(spec: Mapping[str, Any]) -> nn.Module:
+    from msnas_graph.backends.torch.nn.unet import UNet
+
+    unet = spec["unet"]
+    return UNet(
+        spec["in_channels"],
+        spec["num_classes"],
+        base_channels=unet["base_channels"],
+        depth=unet["depth"],
+        spatial_dims=int(unet.get("spatial_dims", 2)),
+    )
+
+
+#: The model registry, by name.
+MODELS: dict[str, ModelEntry] = {
+    "msnas": ModelEntry(
+        "msnas",
+        "architecture",
+        _build_msnas,
+        lambda spec: int(spec["architecture"]["space"].get("spatial_dims", 2)),
+    ),
+    "unet": ModelEntry(
+        "unet", "unet", _build_unet, lambda spec: int(spec["unet"].get("spatial_dims", 2))
+    ),
+}
+
+
+def register_model(entry: ModelEntry) -> None:
+    """Add (or replace) a model in :data:`MODELS`."""
+    MODELS[entry.name] = entry
+
+
+def _entry(spec: Mapping[str, Any]) -> ModelEntry:
+    if not isinstance(spec, Mapping):
+        raise RunError(f"not a model description (a {type(spec).__name__}, expected a mapping)")
+    if spec.get("format") != MODEL_FORMAT:
+        raise RunError(
+            f"not a model description (format {spec.get('format')!r}, expected '{MODEL_FORMAT}')"
+        )
+    kinds = {e.kind: e for e in MODELS.values()}
+    if spec["kind"] not in kinds:
+        raise RunError(unknown_name("model kind", str(spec["kind"]), sorted(kinds)))
+    return kinds[spec["kind"]]
+
+
+def create_model(spec: Mapping[str, Any]) -> nn.Module:
+    """Build the model a description (``model.json``) describes; weights not loaded."""
+    return _entry(spec).build(spec)
+
+
+# ------------------------------------------------------------------------------ sources
+
+
+@dataclass
+class ModelSource:
+    """A resolved model source: its description, and the weights of a trained run."""
+
+    spec: dict[str, Any]
+    origin: str  #: ``unet``, ``architecture``, ``search run`` or ``training run``
+    weights: Path | None = None
+    run_dir: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        return str(self.spec["kind"])
+
+    @property
+    def spatial_dims(self) -> int:
+        return _entry(self.spec).spatial_dims(self.spec)
+
+    @property
+    def architecture(self) -> Architecture | None:
+        """The architecture of an MS-NAS model (``None`` for the U-Net)."""
+        if self.kind != "architecture":
+            return None
+        return Architecture.from_dict(self.spec["architecture"], "model: architecture")
+
+    def input_shape(self, input_size: int, batch: int = 1) -> tuple[int, ...]:
+        """``(batch, in_channels, *spatial)`` with every spatial side ``input_size``."""
+        spatial = (input_size,) * self.spatial_dims
+        return (batch, int(self.spec.get("in_channels", 1)), *spatial)
+
+    def check_size(self, input_size: int) -> None:
+        """:class:`RunError` unless an architecture's deepest scale divides ``input_size``."""
+        arch = self.architecture
+        if arch is not None:
+            factor = 2 ** max(n.scale for n in arch.nodes)
+            if input_size % factor:
+                raise RunError(
+                    f"input size {input_size} is not divisible by {factor} (the architecture's "
+                    f"deepest scale); use a multiple of {factor}"
+                )
+
+    def info(self) -> dict[str, Any]:
+        """A short description for reports (kind, and what identifies the model)."""
+        if self.weights is not None:
+            keep = ("kind", "in_channels", "num_classes")
+            return {"kind": self.kind, "weights": str(self.weights)} | {
+                k: self.spec[k] for k in keep if k in self.spec
+            }
+        if self.kind == "unet":
+            unet = self.spec["unet"]
+            return {
+                "kind": "unet",
+                "base_channels": unet["base_channels"],
+                "depth": unet["depth"],
+                "in_channels": self.spec["in_channels"],
+            }
+        arch = self.architecture
+        assert arch is not None
+        info = {"kind": self.kind, "content_hash": arch.content_hash}
+        return info | {"in_channels": self.spec["in_channels"]}
+
+    def build(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The model on ``device``; a trained run's weights loaded and in eval mode."""
+        where = self.run_dir / "model.json" if self.run_dir is not None else "model"
+        try:
+            model = create_model(self.spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, MsnasError):
+                raise
+            raise RunError(f"{where}: malformed model description ({exc!r})") from None
+        except RunError as exc:
+            raise RunError(f"{where}: {exc}") from None
+        if self.weights is not None:
+            _load_weights(model, self.weights, where)
+            model.eval()
+        return model.to(device)
+
+
+def _load_weights(model: nn.Module, weights: Path, where: Any) -> None:
+    from msnas_graph.backends.torch.training.run_dir import load_checkpoint
+
+    state = load_checkpoint(weights)
+    if "model" in state and isinstance(state["model"], dict):  # a full checkpoint.pt
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise RunError(
+            f"{weights}: the weights do not fit the model of {where} ({str(exc).splitlines()[0]})"
+        ) from None
+
+
+def locate_run(run_or_ckpt: str | Path) -> tuple[Path, Path]:
+    """(run folder, weights file) of a training run folder or one of its ``.pt`` files."""
+    path = Path(run_or_ckpt)
+    if path.is_file():
+        run_dir, weights = path.parent, path
+    elif path.is_dir():
+        run_dir = path
+        weights = path / "best.pt"
+        if not weights.is_file():
+            weights = path / "last.pt"
+    else:
+        raise RunError(f"{path}: no such run folder or checkpoint")
+    if not (run_dir / "model.json").is_file():
+        hint = (
+            "; this is a search run: train its architecture first (train --model RUN)"
+            if (run_dir / "state.json").is_file() or (run_dir / "states").is_dir()
+            else ""
+        )
+        raise RunError(f"{run_dir}: no model.json, so this is not a training run folder{hint}")
+    if not weights.is_file():
+        raise RunError(f"{run_dir}: no best.pt or last.pt; the training has not finished an epoch")
+    return run_dir, weights
+
+
+def _trained(path: Path) -> ModelSource:
+    run_dir, weights = locate_run(path)
+    try:
+        spec = json.loads((run_dir / "model.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{run_dir / 'model.json'}: not valid JSON ({exc.msg})") from None
+    return ModelSource(spec, "training run", weights, run_dir)
+
+
+def _architecture_spec(arch: Architecture, fusion: str | None = None) -> dict[str, Any]:
+    space = arch.space
+    return {
+        "format": MODEL_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "kind": "architecture",
+        "architecture": arch.to_dict(),
+        "fusion": fusion or space.fusion,
+        "in_channels": space.in_channels,
+        "num_classes": space.num_classes,
+        "input_size": space.input_size,
+    }
+
+
+def _unet_spec(in_channels: int, num_classes: int, base_channels: int, depth: int) -> dict:
+    return {
+        "format": MODEL_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "kind": "unet",
+        "unet": {"base_channels": base_channels, "depth": depth},
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+    }
+
+
+def resolve_source(
+    source: str | Path | Architecture,
+    *,
+    in_channels: int = 1,
+    num_classes: int = 2,
+    unet_base_channels: int = 56,
+    unet_depth: int = 5,
+) -> ModelSource:
+    """The :class:`ModelSource` a source names (see the module doc); the other arguments
+    shape the U-Net of ``"unet"``. Raises :class:`RunError` naming what was expected."""
+    if isinstance(source, Architecture):
+        return ModelSource(_architecture_spec(source), "architecture")
+    if str(source).lower() == "unet":
+        spec = _unet_spec(in_channels, num_classes, unet_base_channels, unet_depth)
+        return ModelSource(spec, "unet")
+    path = Path(source)
+    if (path.is_dir() and (path / "model.json").is_file()) or path.suffix == ".pt":
+        return _trained(path)
+    origin = "architecture"
+    if path.is_dir():
+        if not (path / "architecture.json").is_file():
+            raise RunError(
+                f"{path}: neither a training run (model.json) nor a search run "
+                f"(architecture.json); give an architecture file, a run folder or 'unet'"
+            )
+        path, origin = path / "architecture.json", "search run"
+    if not path.is_file():
+        raise RunError(
+            f"{path}: no such architecture file, run folder or checkpoint; give an architecture "
+            f"JSON, a search or training run folder, a .pt file of a training run, or 'unet'"
+        )
+    try:
+        fmt = json.loads(path.read_text()).get("format")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        fmt = None
+    if fmt != ARCH_FORMAT:
+        raise RunError(
+            f"{path}: not an architecture (decode one with `msnas-graph decode STATE -o "
+            f"ARCH.json`), a run folder, or 'unet'"
+        )
+    return ModelSource(_architecture_spec(Architecture.load(path)), origin)
+
+
+def model_spec(config: Any, ds: Any) -> dict[str, Any]:
+    """The ``model.json`` of a training run: ``config.model`` (a
+    :class:`~msnas_graph.backends.torch.training.TrainConfig`) resolved and fitted to the data
+    ``ds`` (its channels, classes and label names) at the run's input size."""
+    if isinstance(config.model, str) and config.model.lower() == "unet":
+        spec = _unet_spec(
+            ds.in_channels, ds.num_classes, config.unet_base_channels, config.unet_depth
+        )
+        size = config.input_size or 256
+        factor = 2 ** (config.unet_depth - 1)
+        if size < factor:
+            raise RunError(
+                f"train config: input_size={size} is too small for a U-Net of depth "
+                f"{config.unet_depth}: use at least {factor} (or a smaller --unet-depth)"
+            )
+        if size % factor:
+            logger.warning(
+                "input_size %d is not a multiple of %d: the U-Net will pad/resize internally",
+                size, factor,
+            )  # fmt: skip
+    else:
+        arch = resolve_source(config.model).architecture
+        if arch is None:
+            raise RunError(f"model '{config.model}' is a U-Net run; train it with --model unet")
+        space = arch.space
+        if space.num_classes != ds.num_classes or space.in_channels != ds.in_channels:
+            raise DataError(
+                f"the architecture expects {space.in_channels} input channel(s) and "
+                f"{space.num_classes} classes, the data '{config.data}' has "
+                f"{ds.in_channels} and {ds.num_classes}; search on this data or decode a "
+                f"matching architecture"
+            )
+        size = config.input_size or space.input_size
+        factor = 2 ** max(n.scale for n in arch.nodes)
+        if size % factor:
+            raise RunError(
+                f"train config: input_size={size} must be a multiple of {factor} (the "
+                f"architecture's deepest scale)"
+            )
+        spec = _architecture_spec(arch, config.fusion)
+        del spec["input_size"]
+    spec.update(input_size=size, label_names=list(ds.label_names), channels_last=False)
+    return spec

@@ -1,0 +1,312 @@
+"""The configs of a search and a training run (JSON-serialisable, written as ``config.json``).
+
+Both are dataclasses with one JSON round trip (:meth:`RunConfig.to_dict`, :meth:`~RunConfig.load`)
+that refuses unknown fields, so ``config.json`` files written before this module was split out
+still load. Each field says whether it may change when a run is resumed (:func:`resumable`):
+the fields that do not change what is computed, or only its numerics (device, workers, AMP,
+memory format, compilation, gradient checkpointing).
+
+>>> cfg = SearchConfig(space="tiny", device="cpu")
+>>> SearchConfig.from_dict(cfg.to_dict()) == cfg
+True
+>>> sorted(SearchConfig.resume_free())
+['amp', 'channels_last', 'checkpoint', 'device', 'num_workers']
+>>> cfg.resume_conflicts({**cfg.to_dict(), "lr": 0.1, "device": "cuda"})
+['lr']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msnas_graph._util import atomic_write, unknown_name
+from msnas_graph.architecture import Architecture
+from msnas_graph.errors import MsnasError, RunError
+from msnas_graph.spec import SearchSpace, load_space
+
+__all__ = ["AMP_MODES", "OPTIMIZERS", "RunConfig", "SearchConfig", "TrainConfig", "resumable"]
+
+AMP_MODES = ("none", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adam")
+
+_RESUME = "resume_free"
+
+
+def resumable(default: Any) -> Any:
+    """A dataclass field with ``default`` that may change when the run is resumed."""
+    return field(default=default, metadata={_RESUME: True})
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, SearchSpace | Architecture):
+        return value.to_dict()
+    if isinstance(value, tuple | list):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _norm(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+class RunConfig:
+    """JSON round trip and resume policy shared by the configs (dataclasses)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the space/architecture as their own JSON documents)."""
+        return {
+            f.name: _to_jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+        }
+
+    def to_json(self) -> str:
+        """Indented JSON text."""
+        return json.dumps(self.to_dict(), indent=1)
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON atomically."""
+        return atomic_write(path, self.to_json() + "\n")
+
+    @classmethod
+    def resume_free(cls) -> frozenset[str]:
+        """The fields that may differ between a run and its resumption."""
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        return frozenset(f.name for f in fields if f.metadata.get(_RESUME))
+
+    def resume_conflicts(self, stored: dict[str, Any]) -> list[str]:
+        """The fields of this config that differ from a stored one and may not change."""
+        free, given = self.resume_free(), self.to_dict()
+        return [k for k in given if k not in free and _norm(stored.get(k)) != _norm(given[k])]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> Any:
+        """Build from :meth:`to_dict` output; unknown fields are a :class:`RunError`."""
+        if not isinstance(data, dict):
+            raise RunError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        for key in data:
+            if key not in names:
+                raise RunError(f"{source}: {unknown_name('config field', key, names)}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            if isinstance(exc, MsnasError):
+                raise
+            raise RunError(f"{source}: malformed config ({exc})") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """Read a ``config.json``."""
+        path = Path(path)
+        if not path.is_file():
+            raise RunError(f"{path}: no such config file")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def for_run(cls, config: Any, run_dir: Path, resume: bool, what: str) -> Any:
+        """``config``, or with ``config=None`` and ``resume`` the run's own ``config.json``."""
+        if config is not None:
+            return config
+        if not resume:
+            raise RunError(f"{what}: give a {cls.__name__} (only a resumed run reads config.json)")
+        return cls.load(run_dir / "config.json")
+
+
+def _absolute(source: str | None) -> str | None:
+    """An existing file or folder as an absolute path, so that a run folder's config still
+    finds its data from another working directory; anything else (``phantom``, ``unet``) as is."""
+    if source is None or str(source).startswith("phantom") or str(source).lower() == "unet":
+        return source
+    path = Path(source)
+    return str(path.resolve()) if path.exists() else str(source)
+
+
+def _check_common(cfg: Any, where: str) -> None:
+    cfg.data = _absolute(cfg.data)
+    cfg.folds = _absolute(cfg.folds)
+    if cfg.batch_size < 1:
+        raise RunError(f"{where}: batch_size={cfg.batch_size} must be at least 1")
+    if cfg.amp not in AMP_MODES:
+        raise RunError(f"{where}: {unknown_name('amp mode', cfg.amp, AMP_MODES)}")
+    if cfg.num_workers < 0:
+        raise RunError(f"{where}: num_workers={cfg.num_workers} must be >= 0")
+    if cfg.max_steps_per_epoch is not None and cfg.max_steps_per_epoch < 1:
+        raise RunError(f"{where}: max_steps_per_epoch must be at least 1 (or None for all)")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise RunError(f"{where}: val_fraction={cfg.val_fraction} must lie in [0, 1)")
+    if cfg.lr <= 0 or not math.isfinite(cfg.lr):
+        raise RunError(f"{where}: lr={cfg.lr} must be a positive number")
+
+
+@dataclass
+class SearchConfig(RunConfig):
+    """Everything a search needs (JSON-serialisable, written as the run's ``config.json``).
+
+    Attributes:
+        space: the search space (a :class:`SearchSpace`, a preset name or a spec file path).
+            Its ``num_classes`` and ``in_channels`` are taken from the data if they differ.
+        data: dataset source for :func:`msnas_graph.data.load_dataset` (``"phantom"``,
+            ``"phantom:N"`` or a folder).
+        input_size: side length the images are resized to (default ``space.input_size``).
+        epochs: ``(cell_epochs, network_epochs)``; default ``(20, 20)`` (the paper) for the
+            ``paper`` space, else ``(2, 2)``.
+        batch_size: per process (per rank under DDP).
+        lr, lr_min, momentum, weight_decay, grad_clip: weight optimizer (SGD; cosine from
+            ``lr`` to ``lr_min`` over all epochs; gradient-norm clipping, ``None`` for none).
+        arch_lr, arch_betas, arch_weight_decay: architecture optimizer (Adam).
+        augment: augment the search's training batches (off, as in DARTS).
+        seed: seeds model initialisation, splits, data order and augmentation.
+        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        amp: ``"none"``, ``"bf16"`` (CPU or CUDA) or ``"fp16"`` (CUDA, with a GradScaler).
+        channels_last: use the channels-last memory format.
+        num_workers: DataLoader worker processes.
+        max_steps_per_epoch: cap on steps (and validation batches) per epoch, for smoke runs.
+        folds, test_fold, val_fraction: the split (:func:`~msnas_graph.data.train_val_test_split`;
+            ``folds`` is a folds JSON path, ``None`` = seeded 5-fold by group). The test fold
+            takes no part in the search.
+        paths: ``N_l``, the paths kept when decoding the final state.
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during the run.
+        checkpoint: recompute each cell in the backward pass instead of keeping its
+            activations (gradient checkpointing): several times less memory for about twice
+            the step time; BN running statistics are then updated twice per step.
+
+    ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``checkpoint`` may change when
+    the run is resumed; any other difference is refused.
+    """
+
+    space: SearchSpace | str = "quick"
+    data: str = "phantom"
+    input_size: int | None = None
+    epochs: tuple[int, int] | None = None
+    batch_size: int = 8
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    augment: bool = False
+    seed: int = 0
+    device: str = resumable("auto")
+    amp: str = resumable("none")
+    channels_last: bool = resumable(False)
+    num_workers: int = resumable(0)
+    max_steps_per_epoch: int | None = None
+    folds: str | None = None
+    test_fold: int | None = 0
+    val_fraction: float = 0.2
+    paths: int = 3
+    deterministic: bool = False
+    checkpoint: bool = resumable(False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.space, dict):
+            self.space = SearchSpace.from_dict(self.space, "config: space")
+        elif not isinstance(self.space, SearchSpace):
+            self.space = load_space(self.space)
+        space = self.space
+        if self.input_size is None:
+            self.input_size = space.input_size
+        if self.epochs is None:
+            self.epochs = (20, 20) if space.name == "paper" else (2, 2)
+        self.epochs = (int(self.epochs[0]), int(self.epochs[1]))
+        self.arch_betas = (float(self.arch_betas[0]), float(self.arch_betas[1]))
+        where = "search config"
+        _check_common(self, where)
+        if min(self.epochs) < 0 or sum(self.epochs) < 1:
+            raise RunError(f"{where}: epochs={self.epochs} must be non-negative with a total >= 1")
+        factor = 2 ** (space.scales - 1)
+        if self.input_size < 1 or self.input_size % factor:
+            raise RunError(
+                f"{where}: input_size={self.input_size} must be a positive multiple of "
+                f"2**(scales-1)={factor}"
+            )
+        if self.paths < 1:
+            raise RunError(f"{where}: paths={self.paths} must be at least 1")
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """Everything a training run needs (written as the run's ``config.json``).
+
+    Attributes:
+        model: ``"unet"``, an :class:`Architecture`, or a model source
+            (:func:`~msnas_graph.backends.torch.models.resolve_source`: an architecture JSON, a
+            search run folder, or a training run folder of an architecture) whose architecture
+            is trained from scratch.
+        fusion: multi-scale fusion of an architecture's network (default: its space's).
+        unet_base_channels, unet_depth: the U-Net baseline's width and levels.
+        data, input_size: dataset source and side length (default: the architecture's
+            ``space.input_size``, or 256 for the U-Net).
+        epochs, batch_size: epochs and per-process batch size.
+        optimizer: ``"sgd"`` (default; momentum 0.9, Nesterov) or ``"adam"``.
+        lr: initial learning rate; default 0.025 for SGD (the DARTS/MS-NAS weight setting),
+            1e-3 for Adam. Cosine decay to ``lr_min`` over the epochs.
+        weight_decay, grad_clip: regularisation and gradient-norm clipping (``None``: off).
+        augment: flips, small rotations/scaling and intensity jitter (on).
+        seed, device, amp, channels_last, num_workers, max_steps_per_epoch, deterministic:
+            as in :class:`SearchConfig`.
+        compile: wrap the model in ``torch.compile`` (off; the saved weights are the plain
+            module's).
+        folds, test_fold, val_fraction: the split; the best epoch is chosen on the validation
+            split, the test fold is left for :func:`~msnas_graph.backends.torch.inference.evaluate`.
+
+    ``device``, ``amp``, ``channels_last``, ``compile`` and ``num_workers`` may change when the
+    run is resumed.
+    """
+
+    model: str | Architecture = "unet"
+    fusion: str | None = None
+    unet_base_channels: int = 56
+    unet_depth: int = 5
+    data: str = "phantom"
+    input_size: int | None = None
+    epochs: int = 50
+    batch_size: int = 8
+    optimizer: str = "sgd"
+    lr: float | None = None
+    lr_min: float = 1e-5
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float | None = 5.0
+    augment: bool = True
+    seed: int = 0
+    device: str = resumable("auto")
+    amp: str = resumable("none")
+    channels_last: bool = resumable(False)
+    compile: bool = resumable(False)
+    num_workers: int = resumable(0)
+    max_steps_per_epoch: int | None = None
+    folds: str | None = None
+    test_fold: int | None = 0
+    val_fraction: float = 0.2
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = Architecture.from_dict(self.model, "config: model")
+        if isinstance(self.model, str | Path):
+            self.model = _absolute(str(self.model)) or str(self.model)
+        where = "train config"
+        if self.optimizer not in OPTIMIZERS:
+            raise RunError(f"{where}: {unknown_name('optimizer', self.optimizer, OPTIMIZERS)}")
+        if self.lr is None:
+            self.lr = 0.025 if self.optimizer == "sgd" else 1e-3
+        _check_common(self, where)
+        if self.epochs < 1:
+            raise RunError(f"{where}: epochs={self.epochs} must be at least 1")
+        if self.input_size is not None and self.input_size < 1:
+            raise RunError(f"{where}: input_size={self.input_size} must be positive")
