@@ -121,7 +121,7 @@ def _fraction(row: Mapping[str, Any], group: str) -> float:
 
 
 def plot_decisions(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path | None:
-    """"Decision confidence" per epoch, from the diagnostics columns of a search's metrics rows
+    """ "Decision confidence" per epoch, from the diagnostics columns of a search's metrics rows
     (:meth:`~msnas_graph.diagnostics.Diagnostics.flat_metrics`): the fraction of cell and of
     node decisions decided, the mean normalised entropies (1 = uniform) and the flips, with the
     warm-up, cell and network phases shaded. ``None`` when no row has diagnostics."""

@@ -84,7 +84,8 @@ class PhaseSchedule:
                 steps_per_epoch,
                 config.arch_lr,
             )
-        return cls(config.warmup_steps, *config.arch_steps, steps_per_epoch, config.arch_lr)
+        cell, network = config.arch_steps
+        return cls(config.warmup_steps, cell, network, steps_per_epoch, config.arch_lr)
 
     @property
     def total_steps(self) -> int:
@@ -103,9 +104,7 @@ class PhaseSchedule:
 
     def steps(self, phase: str) -> int:
         """The steps of ``phase``."""
-        return {"warmup": self.warmup_steps, "cell": self.cell_steps}.get(
-            phase, self.network_steps
-        )
+        return {"warmup": self.warmup_steps, "cell": self.cell_steps}.get(phase, self.network_steps)
 
     def lr(self, phase: str) -> float:
         """The architecture lr of ``phase`` (0 for the warm-up)."""

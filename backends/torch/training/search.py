@@ -1,4 +1,4 @@
-"""The paper's two-phase architecture search, after a weight warm-up, as an :class:`~.loop.EpochStep`.
+"""The paper's two-phase architecture search after a weight warm-up (an :class:`~.loop.EpochStep`).
 
 A :class:`~.schedule.PhaseSchedule` says which phase every step is in: ``warmup`` steps train the
 weights only (no architecture forward or backward), ``cell`` steps also the cell parameters
