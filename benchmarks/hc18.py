@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
 from msnas_graph.backends.torch.inference import evaluate, load_model
 from msnas_graph.backends.torch.training import SearchConfig, TrainConfig, search, train
@@ -41,15 +40,6 @@ def _mean(summary: dict[str, Any], key: str) -> float | None:
     if isinstance(val, dict):
         val = val.get("mean")
     return float(val) if isinstance(val, int | float) else None
-
-
-def widen(arch: Architecture, channels: int) -> Architecture:
-    """The same architecture (graph and cells) at another base width, as DARTS-style searches
-    train at a larger width than they search at."""
-    if channels == arch.space.channels:
-        return arch
-    space = arch.space.replace(channels=channels)
-    return Architecture(space, arch.edges, arch.cells, arch.paths, meta=arch.meta)
 
 
 def main() -> None:
@@ -120,8 +110,8 @@ def main() -> None:
 
     width = space.channels if args.full else args.train_channels
     models: dict[str, Any] = {
-        "MS-NAS(3)": widen(decode(res.state, paths=3), width),
-        "MS-NAS(5)": widen(decode(res.state, paths=5), width),
+        "MS-NAS(3)": decode(res.state, paths=3).widen(width),
+        "MS-NAS(5)": decode(res.state, paths=5).widen(width),
         "U-Net": "unet",
     }
     for name, model in models.items():

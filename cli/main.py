@@ -22,6 +22,7 @@ from msnas_graph.errors import MsnasError
 
 from .budget import budget_options, decode_under_budget
 from .options import (
+    channels_option,
     json_option,
     paths_option,
     render_option,
@@ -179,6 +180,7 @@ def sample(space_source: str, seed: int, scale: float, output: str) -> None:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the architecture JSON here."
 )
+@channels_option
 @json_option
 @budget_options
 def decode(
@@ -189,6 +191,7 @@ def decode(
     method: str,
     render_path: str | None,
     output: str | None,
+    channels: int | None,
     as_json: bool,
     **budget: Any,
 ) -> None:
@@ -206,6 +209,7 @@ def decode(
       msnas-graph decode state.json --paths 3 --json
       msnas-graph decode state.json --paths 3 --max-macs 0.5G --max-params 2M
       msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
+      msnas-graph decode runs/search --channels 64 -o wide.json   # train it wide
     """
     from msnas_graph.diagnostics import diagnose
     from msnas_graph.io import load_state
@@ -221,6 +225,7 @@ def decode(
             if chosen
             else decode_state(states[0], paths, inputs_per_block, score)
         )
+        arch = arch.widen(channels) if channels else arch
         if render_path:
             from msnas_graph.render import render
 
@@ -241,7 +246,8 @@ def decode(
         if render_path:
             result.render(render_path)
         if output:
-            result.architecture.save(output)
+            arch = result.architecture
+            (arch.widen(channels) if channels else arch).save(output)
         per_source = {s: d.to_dict() for s, d in zip(sources, diags, strict=True)}
         _emit({**result.to_dict(), "diagnostics": per_source}, as_json, str(result))
         if not as_json:

@@ -89,3 +89,84 @@ progress_option = click.option(
 )
 
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+
+
+def _arch_lr(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None or value.strip().lower() == "auto":
+        return None
+    try:
+        lr = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number or 'auto', got {value!r}") from None
+    if not 0 < lr < float("inf"):
+        raise click.BadParameter(f"must be a positive number, got {value}")
+    return lr
+
+
+def _step_pair(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        a, b = (int(x) for x in value.split(","))
+    except ValueError:
+        msg = f"expected CELL,NETWORK steps (e.g. 300,300), not {value!r}"
+        raise click.BadParameter(msg) from None
+    if min(a, b) < 0 or a + b < 1:
+        raise click.BadParameter(f"steps must be >= 0 with a total >= 1, got {value}")
+    return a, b
+
+
+warmup_option = click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    help="Weights-only epochs before the cell phase (added to --epochs). "
+    "Default: half the cell epochs.",
+)
+
+warmup_steps_option = click.option(
+    "--warmup-steps",
+    type=click.IntRange(min=0),
+    help="With --arch-steps: weights-only steps first. Default: half the cell steps.",
+)
+
+arch_steps_option = click.option(
+    "--arch-steps",
+    metavar="CELL,NETWORK",
+    callback=_step_pair,
+    help="Give the schedule in steps instead of epochs: architecture steps of the cell and "
+    "network phases (after --warmup-steps); epochs are cut at --max-steps (or the data).",
+)
+
+arch_lr_option = click.option(
+    "--arch-lr",
+    metavar="FLOAT|auto",
+    default="auto",
+    show_default=True,
+    callback=_arch_lr,
+    help="Architecture learning rate (Adam) of both phases; auto: 2 / the phase's "
+    "architecture steps, clipped to [3e-4, 3e-2].",
+)
+
+channels_option = click.option(
+    "--channels",
+    type=click.IntRange(min=1),
+    help="Base width to build the architecture at (search narrow, train wide); "
+    "default: the searched width.",
+)
+
+init_from_option = click.option(
+    "--init-from",
+    metavar="SEARCH_RUN",
+    type=click.Path(exists=True, file_okay=False),
+    help="Start from this search run's supernet weights where shapes allow (same width).",
+)
+
+unet_base_option = click.option(
+    "--unet-base", type=click.IntRange(min=1), default=56, show_default=True,
+    help="U-Net base width.",
+)  # fmt: skip
+
+unet_depth_option = click.option(
+    "--unet-depth", type=click.IntRange(min=2), default=5, show_default=True,
+    help="U-Net levels.",
+)  # fmt: skip

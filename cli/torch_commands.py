@@ -14,9 +14,13 @@ from msnas_graph.errors import BackendError
 
 from .options import (
     amp_option,
+    arch_lr_option,
+    arch_steps_option,
+    channels_option,
     data_option,
     device_option,
     folds_option,
+    init_from_option,
     json_option,
     overwrite_option,
     paths_option,
@@ -25,6 +29,10 @@ from .options import (
     seed_option,
     space_option,
     test_fold_option,
+    unet_base_option,
+    unet_depth_option,
+    warmup_option,
+    warmup_steps_option,
 )
 
 max_steps_option = click.option(
@@ -96,6 +104,10 @@ def _epochs(text: str) -> tuple[int, int]:
     help="Epochs of the two phases (weights+cells, then weights+network). "
     "Default: 20,20 for the paper space, 2,2 otherwise.",
 )
+@warmup_option
+@arch_lr_option
+@arch_steps_option
+@warmup_steps_option
 @batch_option
 @input_size_option
 @paths_option
@@ -119,6 +131,10 @@ def search(
     space_source: str,
     data: str,
     epochs: str | None,
+    warmup: int | None,
+    arch_lr: float | None,
+    arch_steps: tuple[int, int] | None,
+    warmup_steps: int | None,
     batch_size: int,
     input_size: int | None,
     paths: int,
@@ -142,6 +158,8 @@ def search(
       msnas-graph search runs/s --resume            # continue after Ctrl-C
     """
     backend = _backend()
+    if epochs and arch_steps:
+        raise click.UsageError("give --epochs or --arch-steps (a schedule in steps), not both")
     if resume and (Path(run_dir) / "config.json").is_file():
         config = _resume_config(backend.SearchConfig, run_dir)
     else:
@@ -150,6 +168,10 @@ def search(
             data=data,
             input_size=input_size,
             epochs=_epochs(epochs) if epochs else None,
+            warmup=warmup,
+            arch_lr=arch_lr,
+            arch_steps=arch_steps,
+            warmup_steps=warmup_steps,
             batch_size=batch_size,
             paths=paths,
             folds=folds,
@@ -172,6 +194,10 @@ def search(
     click.echo(
         f"next: msnas-graph decode {run_dir} --paths {n_paths} --render arch.svg -o arch.json"
     )
+    if result.diagnostics is not None:
+        click.echo(f"decisions: {result.diagnostics.summary()}")
+        if (warning := result.diagnostics.warning()) is not None:
+            click.echo(f"msnas-graph: warning: {warning}", err=True)
 
 
 @click.command()
@@ -192,6 +218,8 @@ def search(
 @click.option("--fusion", type=click.Choice(["concat", "sum"]), help="Override the fusion.")
 @click.option("--unet-base", type=click.IntRange(min=1), default=56, show_default=True)
 @click.option("--unet-depth", type=click.IntRange(min=2), default=5, show_default=True)
+@channels_option
+@init_from_option
 @click.option("--compile", "compile_", is_flag=True, help="Use torch.compile.")
 @folds_option
 @test_fold_option
@@ -214,6 +242,8 @@ def train(
     fusion: str | None,
     unet_base: int,
     unet_depth: int,
+    channels: int | None,
+    init_from: str | None,
     compile_: bool,
     folds: str | None,
     test_fold: int,
@@ -231,6 +261,8 @@ def train(
     Examples:
       msnas-graph train runs/t --model arch.json --data phantom --epochs 20
       msnas-graph train runs/unet --model unet --unet-base 16 --data ../shared/data/hc18
+      msnas-graph train runs/wide --model runs/search --channels 64 --input-size 256
+      msnas-graph train runs/ft --model runs/search --init-from runs/search
     """
     backend = _backend()
     if resume and (Path(run_dir) / "config.json").is_file():
@@ -241,6 +273,8 @@ def train(
             fusion=fusion,
             unet_base_channels=unet_base,
             unet_depth=unet_depth,
+            channels=channels,
+            init_from=init_from,
             data=data,
             input_size=input_size,
             epochs=epochs,
@@ -365,9 +399,17 @@ def predict(run_dir: str, inputs: str, out_dir: str, overlay: bool, device: str)
 @click.option("--model", type=click.Choice(["unet"]), help="Cost of the U-Net baseline instead.")
 @click.option("--input-size", type=click.IntRange(min=8), default=256, show_default=True)
 @click.option("--no-memory", is_flag=True, help="Skip the activation-memory measurement.")
+@unet_base_option
+@unet_depth_option
 @json_option
 def cost(
-    source: str | None, model: str | None, input_size: int, no_memory: bool, as_json: bool
+    source: str | None,
+    model: str | None,
+    input_size: int,
+    no_memory: bool,
+    unet_base: int,
+    unet_depth: int,
+    as_json: bool,
 ) -> None:
     """Parameters, MACs, FLOPs and training-step activation memory of a network.
 
@@ -378,13 +420,22 @@ def cost(
     \b
     Examples:
       msnas-graph cost arch.json --input-size 256
-      msnas-graph cost --model unet --json
+      msnas-graph cost --model unet --unet-base 32 --unet-depth 4 --json
     """
     if (source is None) == (model is None):
         raise click.UsageError("give an architecture/run folder, or --model unet (not both)")
+    ctx = click.get_current_context()
+    unet_given = any(
+        ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE
+        for k in ("unet_base", "unet_depth")
+    )
+    if unet_given and model is None:
+        raise click.UsageError("--unet-base/--unet-depth go with --model unet")
     from msnas_graph.backends.torch.cost import model_cost
+    from msnas_graph.backends.torch.models import resolve_source
 
-    report = model_cost(source or "unet", input_size=input_size, activation=not no_memory)
+    what = source or resolve_source("unet", unet_base_channels=unet_base, unet_depth=unet_depth)
+    report = model_cost(what, input_size=input_size, activation=not no_memory)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -102,6 +102,27 @@ class Architecture(Document):
             G.add_edge(str(e.src), str(e.dst), key=e.kind, kind=e.kind)
         return G
 
+    def widen(self, channels: int) -> Architecture:
+        """The same graph and cells at base width ``channels`` (channels at scale ``i``:
+        ``channels * 2**i``): DARTS-style searches search narrow and train wide.
+
+        >>> from msnas_graph.spec import SearchSpace
+        >>> from msnas_graph.state import SearchState
+        >>> from msnas_graph.decode import decode
+        >>> arch = decode(SearchState.random(SearchSpace.preset("tiny"), seed=0), paths=2)
+        >>> wide = arch.widen(48)
+        >>> wide.space.channels, wide.edges == arch.edges, wide.cells == arch.cells
+        (48, True, True)
+        >>> arch.widen(arch.space.channels) is arch
+        True
+        """
+        if channels == self.space.channels:
+            return self
+        if channels < 1:
+            raise ArchitectureError(f"widen: channels={channels} must be at least 1")
+        space = self.space.replace(channels=channels)
+        return Architecture(space, self.edges, self.cells, self.paths, meta=self.meta)
+
     # ------------------------------------------------------------------------ checking
 
     def validate(self) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "ModelEntry",
     "ModelSource",
     "create_model",
+    "init_from_search",
     "locate_run",
     "model_spec",
     "register_model",
@@ -284,7 +285,7 @@ def _unet_spec(in_channels: int, num_classes: int, base_channels: int, depth: in
 
 
 def resolve_source(
-    source: str | Path | Architecture,
+    source: str | Path | Architecture | ModelSource,
     *,
     in_channels: int = 1,
     num_classes: int = 2,
@@ -292,7 +293,10 @@ def resolve_source(
     unet_depth: int = 5,
 ) -> ModelSource:
     """The :class:`ModelSource` a source names (see the module doc); the other arguments
-    shape the U-Net of ``"unet"``. Raises :class:`RunError` naming what was expected."""
+    shape the U-Net of ``"unet"``; a :class:`ModelSource` is returned as is. Raises
+    :class:`RunError` naming what was expected."""
+    if isinstance(source, ModelSource):
+        return source
     if isinstance(source, Architecture):
         return ModelSource(_architecture_spec(source), "architecture")
     if str(source).lower() == "unet":
@@ -350,6 +354,8 @@ def model_spec(config: Any, ds: Any) -> dict[str, Any]:
         arch = resolve_source(config.model).architecture
         if arch is None:
             raise RunError(f"model '{config.model}' is a U-Net run; train it with --model unet")
+        if getattr(config, "channels", None) is not None:
+            arch = arch.widen(config.channels)
         space = arch.space
         if space.num_classes != ds.num_classes or space.in_channels != ds.in_channels:
             raise DataError(
@@ -369,3 +375,56 @@ def model_spec(config: Any, ds: Any) -> dict[str, Any]:
         del spec["input_size"]
     spec.update(input_size=size, label_names=list(ds.label_names), channels_last=False)
     return spec
+
+
+def init_from_search(network: nn.Module, run_dir: str | Path) -> dict[str, int]:
+    """Start ``network`` (the final network of an architecture of a search's space) from that
+    search run's supernet weights (``supernet.pt``) where shapes allow: the paper's transfer
+    protocol (:func:`~msnas_graph.backends.torch.nn.transfer.transfer_weights`,
+    ``strict=False``: with ``partial_k > 1`` the operations' weights do not fit and keep their
+    initialisation). Returns the tensor counts ``copied`` and ``skipped`` (also logged).
+
+    Raises :class:`RunError` when the folder holds no finished search (no ``supernet.pt``) or
+    the network's space differs from the search's (another base width, or another space).
+    """
+    from msnas_graph.backends.torch.nn.supernet import Supernet
+    from msnas_graph.backends.torch.nn.transfer import transfer_weights
+    from msnas_graph.backends.torch.training.run_dir import load_checkpoint
+    from msnas_graph.state import SearchState
+
+    run = Path(run_dir)
+    weights, state_path = run / "supernet.pt", run / "state.json"
+    if not weights.is_file() or not state_path.is_file():
+        raise RunError(
+            f"init_from {run}: no supernet.pt and state.json, so not a finished search run; "
+            f"give the folder of a finished search (or drop --init-from)"
+        )
+    space = SearchState.load(state_path).space
+    arch = getattr(network, "arch", None)
+    if not isinstance(arch, Architecture):
+        raise RunError(f"init_from {run}: only an MS-NAS network starts from a supernet")
+    if arch.space.channels != space.channels:
+        raise RunError(
+            f"init_from {run}: the search ran at base width {space.channels}, the network is "
+            f"{arch.space.channels} wide, so its weights do not fit; train at the search width "
+            f"(drop --channels) or drop --init-from"
+        )
+    if arch.space != space:
+        raise RunError(
+            f"init_from {run}: the architecture's space '{arch.space.name}' differs from the "
+            f"search's; train an architecture decoded from that search"
+        )
+    supernet = Supernet(space)
+    try:
+        supernet.load_state_dict(load_checkpoint(weights))
+    except RuntimeError as exc:
+        raise RunError(
+            f"{weights}: does not fit the search's space ({str(exc).splitlines()[0]})"
+        ) from None
+    stats: dict[str, int] = {}
+    transfer_weights(supernet, network, strict=False, stats=stats)
+    logger.info(
+        "init_from %s: copied %d tensors from the supernet, %d left at their initialisation",
+        run, stats["copied"], stats["skipped"],
+    )  # fmt: skip
+    return stats

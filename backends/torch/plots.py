@@ -1,4 +1,5 @@
-"""The plots of a run folder: loss curves and architecture weights (matplotlib, no pyplot).
+"""The plots of a run folder: loss curves, architecture weights and decision confidence
+(matplotlib, no pyplot).
 
 Drawn by rank 0 after each stop and at the end of a run; a failure to draw is logged, never
 raised (:func:`draw_run_plots`).
@@ -17,17 +18,22 @@ import numpy as np
 from msnas_graph._util import atomic_write
 from msnas_graph.state import SearchState, softmax
 
-__all__ = ["draw_run_plots", "plot_arch_weights", "plot_losses"]
+__all__ = ["draw_run_plots", "plot_arch_weights", "plot_decisions", "plot_losses"]
+
+#: Background colours of the search phases in the per-epoch plots.
+PHASE_COLOURS = {"warmup": "#dddddd", "cell": "#d6e6f5", "network": "#f8e3cc"}
 
 logger = logging.getLogger(__name__)
 
 
 def draw_run_plots(run_dir: Path, history: list[dict[str, Any]], *, states: bool) -> None:
     """``plots/loss.png`` from ``history`` and, with ``states``, ``plots/arch_weights.png``
-    from ``states/epoch_*.json``; a failure is logged as a warning (plots never end a run)."""
+    from ``states/epoch_*.json`` and ``plots/decisions.png`` from ``history``'s diagnostics
+    columns; a failure is logged as a warning (plots never end a run)."""
     try:
         plot_losses(run_dir / "plots" / "loss.png", history)
         if states:
+            plot_decisions(run_dir / "plots" / "decisions.png", history)
             saved = sorted((run_dir / "states").glob("epoch_*.json"))
             plot_arch_weights(
                 run_dir / "plots" / "arch_weights.png", [SearchState.load(p) for p in saved]
@@ -69,10 +75,7 @@ def plot_losses(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path | N
             ax.plot(epochs, [np.nan if y is None else y for y in ys], marker="o", label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (Dice + CE)")
-    phases = [r.get("phase") for r in rows]
-    for i in range(1, len(rows)):
-        if phases[i] != phases[i - 1]:
-            ax.axvline(epochs[i] - 0.5, color="grey", linestyle=":", linewidth=1)
+    _phase_marks(ax, rows, shade=False)
     dice = [r.get("val_dice") for r in rows]
     lines, labels = ax.get_legend_handles_labels()
     if any(d is not None for d in dice):
@@ -90,6 +93,69 @@ def plot_losses(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path | N
         l2, lab2 = ax2.get_legend_handles_labels()
         lines, labels = lines + l2, labels + lab2
     ax.legend(lines, labels, loc="best", fontsize="small")
+    return _save_fig(fig, Path(path))
+
+
+def _phase_marks(ax: Any, rows: Sequence[Mapping[str, Any]], shade: bool) -> None:
+    """A dotted line where the phase changes; with ``shade``, each phase's epochs shaded."""
+    phases = [r.get("phase") for r in rows]
+    epochs = [r["epoch"] for r in rows]
+    for i in range(1, len(rows)):
+        if phases[i] != phases[i - 1]:
+            ax.axvline(epochs[i] - 0.5, color="grey", linestyle=":", linewidth=1)
+    if not shade:
+        return
+    seen: set[str] = set()
+    for e, phase in zip(epochs, phases, strict=True):
+        if phase in PHASE_COLOURS:
+            label = None if phase in seen else str(phase)
+            seen.add(str(phase))
+            ax.axvspan(e - 0.5, e + 0.5, color=PHASE_COLOURS[phase], zorder=0, label=label)
+
+
+def _fraction(row: Mapping[str, Any], group: str) -> float:
+    decided, total = row.get(f"{group}_decided"), row.get(f"{group}_total")
+    if decided is None or not total:
+        return float("nan")
+    return float(decided) / float(total)
+
+
+def plot_decisions(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path | None:
+    """ "Decision confidence" per epoch, from the diagnostics columns of a search's metrics rows
+    (:meth:`~msnas_graph.diagnostics.Diagnostics.flat_metrics`): the fraction of cell and of
+    node decisions decided, the mean normalised entropies (1 = uniform) and the flips, with the
+    warm-up, cell and network phases shaded. ``None`` when no row has diagnostics."""
+    rows = [r for r in rows if r.get("cell_total") is not None]
+    if not rows:
+        return None
+    epochs = [r["epoch"] for r in rows]
+    fig = _figure(7, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    _phase_marks(ax, rows, shade=True)
+
+    def nan(v: Any) -> float:
+        return float("nan") if v is None else float(v)
+
+    ax.plot(epochs, [_fraction(r, "cell") for r in rows], marker="o", label="cell decided")
+    ax.plot(epochs, [_fraction(r, "node") for r in rows], marker="s", label="node decided")
+    for key, label in (
+        ("mean_norm_entropy_cell", "cell entropy"),
+        ("mean_norm_entropy_node", "node entropy"),
+    ):
+        ys = [nan(r.get(key)) for r in rows]
+        ax.plot(epochs, ys, linestyle="--", label=label)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("fraction decided / normalised entropy")
+    ax.set_title("decision confidence", fontsize=10)
+    ax2 = ax.twinx()
+    ax2.bar(epochs, [nan(r.get("flips")) for r in rows], width=0.3, color="black", alpha=0.35,
+            label="flips")  # fmt: skip
+    ax2.set_ylabel("decisions flipped in the epoch")
+    ax2.set_ylim(bottom=0)
+    lines, labels = ax.get_legend_handles_labels()
+    l2, lab2 = ax2.get_legend_handles_labels()
+    ax.legend(lines + l2, labels + lab2, loc="best", fontsize="small")
     return _save_fig(fig, Path(path))
 
 

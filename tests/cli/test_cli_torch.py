@@ -209,3 +209,68 @@ def test_run_folder_errors_and_resume_options(
     code, _, err = run("train", "u", "--model", "unet", "--input-size", "8", *SMOKE)
     assert code == 1 and "too small for a U-Net" in err
     assert not (tmp_path / "u" / "checkpoint.pt").exists()
+
+
+def test_search_schedule_options_and_decisions(tmp_path: Path) -> None:
+    s = tmp_path / "s"
+    code, out, err = run(
+        "search", s, "--space", "tiny", "--data", "phantom:8", "--arch-steps", "1,1",
+        "--warmup-steps", "1", "--arch-lr", "0.01", *SMOKE,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "decisions: " in out and "cell decisions" in out
+    cfg = json.loads((s / "config.json").read_text())
+    assert (cfg["arch_steps"], cfg["warmup_steps"], cfg["arch_lr"]) == ([1, 1], 1, 0.01)
+    assert (s / "plots" / "decisions.png").is_file()
+    # decode writes the architecture at another width
+    code, out, err = run("decode", s, "--paths", "1", "--channels", "12", "-o", tmp_path / "w.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "w.json").read_text())["space"]["channels"] == 12
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--arch-lr", "fast"], 2, "expected a number or 'auto'"),
+        (["--arch-lr", "-1"], 2, "must be a positive number"),
+        (["--arch-steps", "10"], 2, "expected CELL,NETWORK steps"),
+        (["--arch-steps", "0,0"], 2, "total >= 1"),
+        (["--warmup", "-1"], 2, "--warmup"),
+        (["--epochs", "1,1", "--arch-steps", "2,2"], 2, "not both"),
+        (["--arch-steps", "2,2", "--warmup", "1"], 1, "give the warm-up in steps"),
+        (["--warmup-steps", "3"], 1, "warmup_steps is given but the schedule is in epochs"),
+    ],
+)
+def test_search_schedule_option_errors(tmp_path: Path, args, code, message) -> None:
+    got, _, err = run("search", tmp_path / "r", "--space", "tiny", "--data", "phantom:8",
+                      *args, *SMOKE)  # fmt: skip
+    assert got == code and message in err, err
+    if code == 1:
+        assert err.count("\n") == 1
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_train_decode_and_cost_width_options(tmp_path: Path) -> None:
+    code, out, _ = run("cost", "--model", "unet", "--unet-base", "8", "--unet-depth", "3",
+                       "--input-size", "32", "--json", "--no-memory")  # fmt: skip
+    assert code == 0
+    small = json.loads(out)
+    assert small["model"]["base_channels"] == 8 and small["model"]["depth"] == 3
+    assert small["params"] < 13_217_178 / 50
+    code, _, err = run("cost", tmp_path / "a.json", "--unet-base", "8")
+    assert code == 2 and "--model unet" in err
+    code, _, err = run("cost", "--model", "unet", "--unet-depth", "1")
+    assert code == 2
+    code, _, err = run("decode", "x.json", "--channels", "0")
+    assert code == 2 and "--channels" in err
+    code, _, err = run("train", tmp_path / "t", "--model", "unet", "--channels", "8", *SMOKE)
+    assert code == 1 and "--unet-base" in err and err.count("\n") == 1
+    code, _, err = run("train", tmp_path / "t", "--init-from", tmp_path / "nope", *SMOKE)
+    assert code == 2 and "--init-from" in err
+    state = tmp_path / "s.json"
+    run("sample", "--space", "tiny", "-o", state)
+    run("decode", state, "-o", tmp_path / "a.json")
+    data = _pairs(tmp_path / "data")  # two classes, as the sampled space
+    code, _, err = run("train", tmp_path / "t2", "--model", tmp_path / "a.json", "--init-from",
+                       tmp_path, "--data", data, *SMOKE)  # fmt: skip
+    assert code == 1 and "no supernet.pt" in err and err.count("\n") == 1

@@ -68,7 +68,8 @@ def test_search_resume_equals_uninterrupted(tmp_path):
     assert _strip_time(resumed.history) == _strip_time(whole.history)
     assert (run / "DONE").is_file()
     assert sorted(p.name for p in (run / "states").iterdir()) == [
-        f"epoch_{e:03d}.json" for e in (1, 2, 3, 4)
+        f"epoch_{e:03d}.json"
+        for e in (1, 2, 3, 4, 5)  # 1 warm-up + 2 + 2 epochs
     ]
 
 

@@ -128,6 +128,9 @@ def test_search_run_folder(search_run):
     assert set(ckpt["split"]) == {"train", "val", "test", "weights", "arch"}
     assert not set(ckpt["split"]["weights"]) & set(ckpt["split"]["arch"])
     assert not set(ckpt["split"]["train"]) & set(ckpt["split"]["test"])
+    assert {"cell_decided", "node_decided", "flips", "edges_vs_prior", "arch_lr"} <= set(rows[0])
+    assert (run / "plots" / "decisions.png").is_file()
+    assert result.diagnostics is not None and result.diagnostics.summary().endswith(".")
     weights = torch.load(run / "supernet.pt", weights_only=True)
     assert any(k.startswith("beta_logits") for k in weights)
     assert SearchConfig.load(run / "config.json").to_dict() == search_config().to_dict()
@@ -262,6 +265,45 @@ def test_train_errors(tmp_path, search_run):
         load_model(search_dir)
     with pytest.raises(RunError, match="unknown split"):
         evaluate(search_dir, split="tset")
+
+
+def test_train_wider_than_searched_and_from_the_supernet(search_run, tmp_path):
+    from msnas_graph.backends.torch.models import init_from_search
+    from msnas_graph.backends.torch.nn.network import build_network
+
+    search_dir, result = search_run
+    width = result.architecture.space.channels
+    cfg = dict(model=str(search_dir), data=DATA, epochs=1, batch_size=2, max_steps_per_epoch=1,
+               device="cpu", input_size=32)  # fmt: skip
+    train(TrainConfig(**cfg, channels=2 * width), tmp_path / "wide", progress=False)
+    spec = json.loads((tmp_path / "wide" / "model.json").read_text())
+    wide = Architecture.from_dict(spec["architecture"])
+    assert wide == result.architecture.widen(2 * width) and wide.space.channels == 2 * width
+    assert wide.edges == result.architecture.edges and wide.cells == result.architecture.cells
+
+    # init_from copies the supernet's stem, head, preprocess and projections
+    net = build_network(result.architecture)
+    stats = init_from_search(net, search_dir)
+    assert stats["copied"] > 0 and stats["skipped"] > 0  # tiny has partial_k > 1
+    supernet = torch.load(search_dir / "supernet.pt", weights_only=True)
+    for k, v in net.stem.state_dict().items():
+        assert torch.equal(v, supernet[f"stem.{k}"]), k
+    res = train(TrainConfig(**cfg, init_from=str(search_dir)), tmp_path / "ft", progress=False)
+    assert res.best_epoch == 1
+    assert TrainConfig.load(tmp_path / "ft" / "config.json").init_from == str(search_dir)
+
+    with pytest.raises(RunError, match=f"search ran at base width {width}.*drop --channels"):
+        train(TrainConfig(**cfg, channels=2 * width, init_from=str(search_dir)),
+              tmp_path / "bad", progress=False)  # fmt: skip
+    with pytest.raises(RunError, match="no supernet.pt and state.json"):
+        train(TrainConfig(**cfg, init_from=str(tmp_path / "wide")), tmp_path / "bad2",
+              progress=False)  # fmt: skip
+    with pytest.raises(RunError, match="unet_base_channels"):
+        unet_config(channels=8)
+    with pytest.raises(RunError, match="does not apply to the U-Net"):
+        unet_config(init_from=str(search_dir))
+    with pytest.raises(RunError, match="channels=0 must be at least 1"):
+        TrainConfig(**cfg, channels=0)
 
 
 # ------------------------------------------------------------------------- data and losses

@@ -30,9 +30,12 @@ __all__ = ["transfer_weights"]
 logger = logging.getLogger(__name__)
 
 
-def _copy_module(src: nn.Module, dst: nn.Module, where: str, strict: bool) -> bool:
+def _copy_module(
+    src: nn.Module, dst: nn.Module, where: str, strict: bool, stats: dict[str, int]
+) -> bool:
     """Load ``src``'s tensors into ``dst`` (same structure). A BatchNorm that is affine in
-    ``dst`` but not in ``src`` gets scale 1 and shift 0 (the identity it computed)."""
+    ``dst`` but not in ``src`` gets scale 1 and shift 0 (the identity it computed). Counts the
+    tensors copied from ``src`` or skipped in ``stats``."""
     src_sd, dst_sd = src.state_dict(), dst.state_dict()
     new: dict[str, Any] = {}
     problem = ""
@@ -56,12 +59,19 @@ def _copy_module(src: nn.Module, dst: nn.Module, where: str, strict: bool) -> bo
                 f"operations see 1/k of the channels, so pass strict=False to copy the rest"
             )
         logger.info("transfer_weights: skipped %s (%s)", where, problem)
+        stats["skipped"] = stats.get("skipped", 0) + len(dst_sd)
         return False
     dst.load_state_dict(new)
+    stats["copied"] = stats.get("copied", 0) + sum(k in src_sd for k in new)
     return True
 
 
-def transfer_weights(supernet: Supernet, network: FinalNetwork, strict: bool = True) -> list[str]:
+def transfer_weights(
+    supernet: Supernet,
+    network: FinalNetwork,
+    strict: bool = True,
+    stats: dict[str, int] | None = None,
+) -> list[str]:
     """Copy a supernet's trained weights into the final network built from its decoding.
 
     Copied: the stem; the head's ``1x1`` convs of the network's output nodes and the shared
@@ -75,8 +85,13 @@ def transfer_weights(supernet: Supernet, network: FinalNetwork, strict: bool = T
     With ``partial_k > 1`` the supernet's operations have ``C / k`` channels and cannot be
     copied: ``strict=True`` raises :class:`BackendError`, ``strict=False`` leaves them at their
     initialisation. Returns the names of the network's modules left uncopied (the
-    ``concat`` fusion modules, which have no counterpart, and any skipped operation).
+    ``concat`` fusion modules, which have no counterpart, and any skipped operation). A
+    ``stats`` dict receives the tensor counts ``copied`` (from the supernet) and ``skipped``
+    (left at their initialisation).
     """
+    stats = {} if stats is None else stats
+    stats.setdefault("copied", 0)
+    stats.setdefault("skipped", 0)
     arch = network.arch
     if arch.space != supernet.space:
         raise BackendError(
@@ -84,22 +99,24 @@ def transfer_weights(supernet: Supernet, network: FinalNetwork, strict: bool = T
             f"supernet's space '{supernet.space.name}'; decode the supernet's own state"
         )
     skipped: list[str] = []
-    _copy_module(supernet.stem, network.stem, "stem", True)
+    _copy_module(supernet.stem, network.stem, "stem", True, stats)
     with torch.no_grad():
         network.head.bias.copy_(supernet.head.bias)
+    stats["copied"] += 1
     for key, conv in network.head.convs.items():
-        _copy_module(supernet.head.convs[key], conv, f"head.convs.{key}", True)
+        _copy_module(supernet.head.convs[key], conv, f"head.convs.{key}", True, stats)
     ops = supernet.space.ops
     for key, cell in network.cells.items():
         assert isinstance(cell, DiscreteCell)
         sc = supernet.cells[key]
-        _copy_module(sc.preprocess, cell.preprocess, f"cells.{key}.preprocess", True)
-        _copy_module(sc.projection, cell.projection, f"cells.{key}.projection", True)
+        _copy_module(sc.preprocess, cell.preprocess, f"cells.{key}.preprocess", True, stats)
+        _copy_module(sc.projection, cell.projection, f"cells.{key}.projection", True, stats)
         for b, inputs in enumerate(cell.genotype.blocks):
             for i, inp in enumerate(inputs):
                 src_op = sc.mixed[b][inp.source].ops[ops.index(inp.op)]
                 name = f"cells.{key}.blocks.{b}.ops.{i}"
-                if not _copy_module(src_op, cell.blocks[b].ops[i], name, strict):
+                if not _copy_module(src_op, cell.blocks[b].ops[i], name, strict, stats):
                     skipped.append(name)
     skipped.extend(f"fusions.{k}" for k in network.fusions)
+    stats["skipped"] += sum(len(m.state_dict()) for m in network.fusions.values())
     return skipped

@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from msnas_graph._util import atomic_write, unknown_name
 from msnas_graph.architecture import Architecture
@@ -59,6 +59,10 @@ def _norm(value: Any) -> Any:
 class RunConfig:
     """JSON round trip and resume policy shared by the configs (dataclasses)."""
 
+    #: ``field -> value`` meant by a stored config that lacks the field (written by an older
+    #: version) where that differs from the field's default.
+    LEGACY: ClassVar[dict[str, Any]] = {}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the space/architecture as their own JSON documents)."""
         return {
@@ -81,8 +85,10 @@ class RunConfig:
         return frozenset(f.name for f in fields if f.metadata.get(_RESUME))
 
     def resume_conflicts(self, stored: dict[str, Any]) -> list[str]:
-        """The fields of this config that differ from a stored one and may not change."""
+        """The fields of this config that differ from a stored one and may not change (a field
+        the stored config lacks counts as its :attr:`LEGACY` value, else ``None``)."""
         free, given = self.resume_free(), self.to_dict()
+        stored = {**self.LEGACY, **stored}
         return [k for k in given if k not in free and _norm(stored.get(k)) != _norm(given[k])]
 
     @classmethod
@@ -94,6 +100,7 @@ class RunConfig:
         for key in data:
             if key not in names:
                 raise RunError(f"{source}: {unknown_name('config field', key, names)}")
+        data = {**{k: v for k, v in cls.LEGACY.items() if k not in data}, **data}
         try:
             return cls(**data)
         except (TypeError, ValueError, KeyError, IndexError) as exc:
@@ -164,7 +171,19 @@ class SearchConfig(RunConfig):
         batch_size: per process (per rank under DDP).
         lr, lr_min, momentum, weight_decay, grad_clip: weight optimizer (SGD; cosine from
             ``lr`` to ``lr_min`` over all epochs; gradient-norm clipping, ``None`` for none).
-        arch_lr, arch_betas, arch_weight_decay: architecture optimizer (Adam).
+        warmup: weights-only epochs before the cell phase (no architecture step at all), added
+            to ``epochs``; ``None`` = ``cell_epochs // 2`` (PC-DARTS warms up 15 of 50 epochs,
+            Auto-DeepLab 20 of 40). Resolved when the config is built.
+        arch_lr: architecture learning rate (Adam) of both phases; ``None`` = chosen for the
+            budget, per phase ``clip(2 / architecture steps of the phase, 3e-4, 3e-2)`` (Adam
+            moves a logit by about ``lr`` per step while the gradient sign holds, so this allows
+            ~2 logits in total): see :class:`~.search.PhaseSchedule`.
+        warmup_steps, arch_steps: the schedule in steps instead of epochs: ``arch_steps =
+            (cell, network)`` architecture steps after ``warmup_steps`` weight-only steps
+            (``None`` = ``cell // 2``); the run is cut into epochs of ``max_steps_per_epoch``
+            (or the loader length) steps for logging and checkpoints, the phase switches at the
+            exact step, and ``epochs`` and ``warmup`` are ignored.
+        arch_betas, arch_weight_decay: architecture optimizer (Adam).
         augment: augment the search's training batches (off, as in DARTS).
         seed: seeds model initialisation, splits, data order and augmentation.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
@@ -195,7 +214,7 @@ class SearchConfig(RunConfig):
     momentum: float = 0.9
     weight_decay: float = 3e-4
     grad_clip: float | None = 5.0
-    arch_lr: float = 3e-4
+    arch_lr: float | None = None
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     augment: bool = False
@@ -211,6 +230,12 @@ class SearchConfig(RunConfig):
     paths: int = 3
     deterministic: bool = False
     checkpoint: bool = resumable(False)
+    warmup: int | None = None
+    warmup_steps: int | None = None
+    arch_steps: tuple[int, int] | None = None
+
+    #: What a ``config.json`` written before the schedule fields existed meant: no warm-up.
+    LEGACY: ClassVar[dict[str, Any]] = {"warmup": 0}
 
     def __post_init__(self) -> None:
         if isinstance(self.space, dict):
@@ -236,6 +261,38 @@ class SearchConfig(RunConfig):
             )
         if self.paths < 1:
             raise RunError(f"{where}: paths={self.paths} must be at least 1")
+        self._check_schedule(where)
+
+    def _check_schedule(self, where: str) -> None:
+        """Normalise and check ``warmup``, ``arch_lr``, ``warmup_steps`` and ``arch_steps``;
+        resolve the automatic warm-up."""
+        if self.arch_lr is not None and (self.arch_lr <= 0 or not math.isfinite(self.arch_lr)):
+            raise RunError(f"{where}: arch_lr={self.arch_lr} must be a positive number (or auto)")
+        for name in ("warmup", "warmup_steps"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 0:
+                raise RunError(f"{where}: {name}={value} must be >= 0")
+        if self.arch_steps is None:
+            if self.warmup_steps is not None:
+                raise RunError(
+                    f"{where}: warmup_steps is given but the schedule is in epochs; give "
+                    f"arch_steps too (the whole schedule in steps) or use warmup (epochs)"
+                )
+            assert self.epochs is not None
+            self.warmup = self.epochs[0] // 2 if self.warmup is None else int(self.warmup)
+            return
+        if self.warmup is not None:
+            raise RunError(
+                f"{where}: warmup={self.warmup} (epochs) with arch_steps (steps); give the "
+                f"warm-up in steps (warmup_steps) when the schedule is in steps"
+            )
+        cell, network = (int(x) for x in self.arch_steps)
+        self.arch_steps = (cell, network)
+        if min(cell, network) < 0 or cell + network < 1:
+            raise RunError(
+                f"{where}: arch_steps={self.arch_steps} must be non-negative with a total >= 1"
+            )
+        self.warmup_steps = cell // 2 if self.warmup_steps is None else int(self.warmup_steps)
 
 
 @dataclass
@@ -248,6 +305,10 @@ class TrainConfig(RunConfig):
             search run folder, or a training run folder of an architecture) whose architecture
             is trained from scratch.
         fusion: multi-scale fusion of an architecture's network (default: its space's).
+        channels: base width to train an architecture at (:meth:`Architecture.widen`; DARTS-style
+            searches search narrow and train wide); ``None`` = the architecture's own.
+        init_from: a search run folder whose supernet weights (``supernet.pt``) initialise the
+            network where shapes allow (the paper's transfer protocol); ``None`` = from scratch.
         unet_base_channels, unet_depth: the U-Net baseline's width and levels.
         data, input_size: dataset source and side length (default: the architecture's
             ``space.input_size``, or 256 for the U-Net).
@@ -294,6 +355,8 @@ class TrainConfig(RunConfig):
     test_fold: int | None = 0
     val_fraction: float = 0.2
     deterministic: bool = False
+    channels: int | None = None
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -310,3 +373,18 @@ class TrainConfig(RunConfig):
             raise RunError(f"{where}: epochs={self.epochs} must be at least 1")
         if self.input_size is not None and self.input_size < 1:
             raise RunError(f"{where}: input_size={self.input_size} must be positive")
+        self.init_from = _absolute(self.init_from)
+        is_unet = isinstance(self.model, str) and self.model.lower() == "unet"
+        if self.channels is not None:
+            if self.channels < 1:
+                raise RunError(f"{where}: channels={self.channels} must be at least 1")
+            if is_unet:
+                raise RunError(
+                    f"{where}: channels widens an architecture; the U-Net's width is "
+                    f"unet_base_channels (--unet-base)"
+                )
+        if self.init_from is not None and is_unet:
+            raise RunError(
+                f"{where}: init_from copies a search's supernet weights into its architecture; "
+                f"it does not apply to the U-Net"
+            )

@@ -1,22 +1,25 @@
-"""The paper's two-phase architecture search as an :class:`~.loop.EpochStep`.
+"""The paper's two-phase architecture search after a weight warm-up (an :class:`~.loop.EpochStep`).
 
-A :class:`PhaseSchedule` says which architecture parameter group is trained in each epoch: in
-``cell`` epochs the cell parameters (``alpha``, ``p``), in ``network`` epochs the network
-parameters (``beta``); the weights are trained throughout. The train split is halved by group;
-every step of :class:`SearchStep` takes a first-order architecture step (Adam) on a batch of one
-half, then a weight step (SGD, cosine learning rate) on a batch of the other (DARTS first order).
-Architecture gradients are all-reduced explicitly under DDP (the wrapper ignores them), so every
-rank keeps identical architecture parameters.
+A :class:`~.schedule.PhaseSchedule` says which phase every step is in: ``warmup`` steps train the
+weights only (no architecture forward or backward), ``cell`` steps also the cell parameters
+(``alpha``, ``p``), ``network`` steps also the network parameters (``beta``); the schedule is
+given in epochs (:class:`SearchConfig` ``warmup`` and ``epochs``) or in steps (``warmup_steps``
+and ``arch_steps``), and each phase has its own architecture lr (automatic by default). The
+train split is halved by group; a step takes a first-order architecture step (Adam) on a batch
+of one half, then a weight step (SGD, cosine learning rate) on a batch of the other (DARTS first
+order). Architecture gradients are all-reduced explicitly under DDP (the wrapper ignores them),
+so every rank keeps identical architecture parameters.
+
+After each epoch the state is diagnosed (:func:`msnas_graph.diagnostics.diagnose`: how many cell
+and node decisions are decided, entropies, flips) into the epoch's metrics row; the final
+:class:`~msnas_graph.diagnostics.Diagnostics` are :attr:`SearchResult.diagnostics`, their summary
+is logged and their warning, if any, logged as a warning.
 
 **Run folder** (rank 0 writes): ``config.json``, ``states/epoch_XXX.json`` (the
 :class:`SearchState` after each epoch, ``meta`` holds ``epoch`` and ``phase``), ``state.json``
 (final), ``architecture.json`` (decoded with ``config.paths``), ``supernet.pt``
 (``state_dict``), ``checkpoint.pt``, ``metrics.csv``, ``plots/loss.png``,
-``plots/arch_weights.png``, ``DONE``.
-
->>> schedule = PhaseSchedule(cell_epochs=2, network_epochs=1)
->>> [schedule.phase(e) for e in range(schedule.total)]
-['cell', 'cell', 'network']
+``plots/arch_weights.png``, ``plots/decisions.png``, ``DONE``.
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ from msnas_graph.backends.torch.training.run_dir import (
     save_weights,
 )
 from msnas_graph.backends.torch.training.runtime import Runtime, seed_all
+from msnas_graph.backends.torch.training.schedule import PHASES, PhaseSchedule
 from msnas_graph.data import SegmentationDataset
 from msnas_graph.decode import decode
+from msnas_graph.diagnostics import Diagnostics, diagnose
 from msnas_graph.errors import MsnasError, RunError
 from msnas_graph.paths import count_paths
 from msnas_graph.spec import SearchSpace
@@ -66,39 +71,18 @@ __all__ = ["PHASES", "PhaseSchedule", "SearchResult", "SearchStep", "search"]
 
 logger = logging.getLogger(__name__)
 
-#: The search phases and the :class:`Supernet` method giving each one's parameter group.
-PHASES = {"cell": "cell_parameters", "network": "network_parameters"}
-
 
 @dataclass
 class SearchResult:
-    """What :func:`search` returns: the final state, its decoded architecture, the history."""
+    """What :func:`search` returns: the final state, its decoded architecture, the history, and
+    how decided the final state is (:func:`~msnas_graph.diagnostics.diagnose` with the run's
+    ``paths``, flips against the state before the last epoch)."""
 
     run_dir: Path
     state: SearchState
     architecture: Architecture | None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class PhaseSchedule:
-    """Which architecture parameter group each epoch trains: ``cell_epochs`` of ``cell``,
-    then ``network_epochs`` of ``network`` (the paper: 20 and 20)."""
-
-    cell_epochs: int
-    network_epochs: int
-
-    @property
-    def total(self) -> int:
-        return self.cell_epochs + self.network_epochs
-
-    def phase(self, epoch: int) -> str:
-        """The phase of 0-based ``epoch``: a key of :data:`PHASES`."""
-        return "cell" if epoch < self.cell_epochs else "network"
-
-    def parameters(self, model: Supernet, epoch: int) -> list[nn.Parameter]:
-        """The architecture parameters trained in ``epoch``."""
-        return list(getattr(model, PHASES[self.phase(epoch)])())
+    diagnostics: Diagnostics | None = None
 
 
 def search(
@@ -167,15 +151,29 @@ def _build(config: SearchConfig, rt: Runtime) -> tuple[SearchStep, dict[str, lis
         else (None, None),
     }
     step = SearchStep(model, config, rt, loaders)
-    return step, split, step.schedule.total
+    return step, split, step.schedule.epochs
+
+
+class _ArchAdam(torch.optim.Adam):
+    """Adam over the cell group then the network group (one lr each); loads the single-group
+    state of a checkpoint written before the groups were split (same parameter order)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        groups = state_dict["param_groups"]
+        if len(groups) == 1 and len(self.param_groups) == 2:
+            n, ids = len(self.param_groups[0]["params"]), list(groups[0]["params"])
+            split = [{**groups[0], "params": ids[:n]}, {**groups[0], "params": ids[n:]}]
+            state_dict = {**state_dict, "param_groups": split}
+        super().load_state_dict(state_dict)
 
 
 class SearchStep:
     """One search epoch over the models and optimisers it holds (an :class:`~.loop.EpochStep`).
 
     Holds the supernet (and its DDP wrapper), the weight optimiser (SGD, cosine schedule), the
-    architecture optimiser (Adam), their AMP scalers, the :class:`PhaseSchedule`, the loss and
-    the ``weights`` / ``arch`` / ``val`` loaders.
+    architecture optimiser (Adam, a cell and a network parameter group), their AMP scalers, the
+    :class:`~.schedule.PhaseSchedule`, the loss, the ``weights`` / ``arch`` / ``val`` loaders,
+    and the state and :class:`~msnas_graph.diagnostics.Diagnostics` of the last epoch.
     """
 
     kind = "search"
@@ -188,10 +186,13 @@ class SearchStep:
         rt: Runtime,
         loaders: Mapping[str, tuple[Any, Any]],
     ) -> None:
-        assert config.epochs is not None
         self.model, self.config, self.rt, self.loaders = model, config, rt, loaders
         self.space = model.space
-        self.schedule = PhaseSchedule(*config.epochs)
+        self.steps = capped(
+            min(len(loaders["weights"][0]), len(loaders["arch"][0])), config.max_steps_per_epoch
+        )
+        self.schedule = PhaseSchedule.from_config(config, self.steps)
+        self.groups = {"cell": model.cell_parameters(), "network": model.network_parameters()}
         self.weight_params = model.weight_parameters()
         self.weight_opt = torch.optim.SGD(
             self.weight_params,
@@ -200,20 +201,27 @@ class SearchStep:
             weight_decay=config.weight_decay,
         )
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.weight_opt, T_max=self.schedule.total, eta_min=config.lr_min
+            self.weight_opt, T_max=self.schedule.epochs, eta_min=config.lr_min
         )
-        self.arch_opt = torch.optim.Adam(
-            model.arch_parameters(),
-            lr=config.arch_lr,
+        self.arch_opt = _ArchAdam(
+            [{"params": self.groups[g], "lr": self.schedule.lr(g)} for g in ("cell", "network")],
             betas=config.arch_betas,
             weight_decay=config.arch_weight_decay,
         )
         self.scaler, self.arch_scaler = rt.scaler(), rt.scaler()
         self.ddp = rt.wrap(model, ignore=model.arch_parameters())
         self.loss_fn = DiceCELoss(self.space.num_classes)
-        self.steps = capped(
-            min(len(loaders["weights"][0]), len(loaders["arch"][0])), config.max_steps_per_epoch
-        )
+        self.state: SearchState | None = None  #: the state after the last epoch run
+        self.previous: SearchState | None = None  #: the state before it
+        self.diagnostics: Diagnostics | None = None  #: the diagnostics of ``state``
+        if rt.main:
+            s = self.schedule
+            logger.info(
+                "search schedule: %d warm-up + %d cell + %d network steps = %d epochs of %d "
+                "steps; architecture lr cell %.3g, network %.3g (%s)",
+                s.warmup_steps, s.cell_steps, s.network_steps, s.epochs, s.steps_per_epoch,
+                s.lr("cell"), s.lr("network"), "auto" if config.arch_lr is None else "given",
+            )  # fmt: skip
 
     # ------------------------------------------------------------ EpochStep protocol
 
@@ -237,30 +245,28 @@ class SearchStep:
         pass
 
     def start(self, run_dir: Path, split: Mapping[str, list[int]], device: Any) -> None:
-        assert self.config.epochs is not None
         logger.info(
-            "search: %d weight / %d architecture / %d validation cases, %d+%d epochs, on %s",
-            len(split["weights"]), len(split["arch"]), len(split["val"]), *self.config.epochs,
+            "search: %d weight / %d architecture / %d validation cases, %d epochs, on %s",
+            len(split["weights"]), len(split["arch"]), len(split["val"]), self.schedule.epochs,
             device,
         )  # fmt: skip
 
     def run_epoch(self, epoch: int, progress: bool) -> dict[str, Any]:
-        phase = self.schedule.phase(epoch)
+        schedule = self.schedule
+        steps, phase = schedule.epoch_steps(epoch), schedule.epoch_phase(epoch)
+        if self.state is None:  # the first epoch of this process: the initial/restored state
+            self.state = self.model.state()
         lr = self.weight_opt.param_groups[0]["lr"]
         for name in ("weights", "arch"):
             self.loaders[name][1].set_epoch(epoch)
-        bar = progress_bar(
-            self.steps, f"search {epoch + 1}/{self.schedule.total} {phase}", progress
-        )
-        train_loss, arch_loss = self.train_epoch(
-            self.schedule.parameters(self.model, epoch), epoch + 1, bar
-        )
+        bar = progress_bar(len(steps), f"search {epoch + 1}/{schedule.epochs} {phase}", progress)
+        train_loss, arch_loss, arch_steps = self.train_epoch(steps, epoch + 1, bar)
         self.sched.step()
         val_loss, val_dice = validate(
             self.model, *self.loaders["val"], self.loss_fn, self.space.num_classes, self.rt,
             self.config.max_steps_per_epoch,
         )  # fmt: skip
-        return {
+        row: dict[str, Any] = {
             "epoch": epoch + 1,
             "phase": phase,
             "train_loss": train_loss,
@@ -268,20 +274,33 @@ class SearchStep:
             "val_loss": val_loss,
             "val_dice": val_dice,
             "lr": lr,
-            "arch_lr": self.arch_opt.param_groups[0]["lr"],
+            "arch_lr": schedule.lr(phase),
+            "step": steps.stop,
+            "arch_steps": arch_steps,
         }
+        self.previous = self.state
+        self.state = self.model.state(
+            meta={"epoch": epoch + 1, "phase": phase, "seed": self.config.seed}
+        )
+        self.diagnostics = diagnose(self.state, paths=self.config.paths, previous=self.previous)
+        metrics = self.diagnostics.flat_metrics()  # NaN (no decision of a group) -> empty
+        row.update({k: None if v != v else v for k, v in metrics.items()})
+        return row
 
     def save_epoch(self, run_dir: Path, row: Mapping[str, Any]) -> None:
-        meta = {"epoch": row["epoch"], "phase": row["phase"], "seed": self.config.seed}
-        self.model.state(meta=meta).save(run_dir / "states" / f"epoch_{row['epoch']:03d}.json")
+        assert self.state is not None and self.state.meta.get("epoch") == row["epoch"]
+        self.state.save(run_dir / "states" / f"epoch_{row['epoch']:03d}.json")
 
     def log_epoch(self, row: Mapping[str, Any], total: int) -> None:
-        val_loss, val_dice = row["val_loss"], row["val_dice"]
+        val_loss, val_dice, arch = row["val_loss"], row["val_dice"], row["arch_loss"]
         logger.info(
-            "search epoch %d/%d (%s): train %.4f arch %.4f val %s dice %s",
-            row["epoch"], total, row["phase"], row["train_loss"], row["arch_loss"],
+            "search epoch %d/%d (%s): train %.4f arch %s val %s dice %s; decided %d/%d cell "
+            "%d/%d node",
+            row["epoch"], total, row["phase"], row["train_loss"],
+            "-" if arch is None else f"{arch:.4f}",
             "-" if val_loss is None else f"{val_loss:.4f}",
             "-" if val_dice is None else f"{val_dice:.4f}",
+            row["cell_decided"], row["cell_total"], row["node_decided"], row["node_total"],
         )  # fmt: skip
 
     def plots(self, run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -289,34 +308,39 @@ class SearchStep:
 
     # ------------------------------------------------------------------ the steps
 
-    def train_epoch(
-        self, active: Sequence[nn.Parameter], epoch: int, bar: Any
-    ) -> tuple[float, float]:
-        """``steps`` pairs of an architecture step on ``active`` and a weight step; the mean
-        losses of both. ``epoch`` is 1-based (for the NaN message)."""
+    def train_epoch(self, steps: range, epoch: int, bar: Any) -> tuple[float, float | None, int]:
+        """The global ``steps`` of one epoch: each an architecture step on its phase's group
+        (none in the warm-up, whose architecture batches are not even loaded) and a weight step.
+        Returns the mean weight loss, the mean architecture loss (``None`` without architecture
+        steps) and the number of architecture steps. ``epoch`` is 1-based (NaN message)."""
         self.model.train()
         arch_params = self.model.arch_parameters()
         for p in arch_params:
             p.requires_grad_(False)
             p.grad = None
         w_iter: Iterator[Any] = iter(self.loaders["weights"][0])
-        a_iter: Iterator[Any] = iter(self.loaders["arch"][0])
+        a_iter: Iterator[Any] | None = None
         w_total = a_total = 0.0
+        n_arch = 0
         try:
-            for step in range(1, self.steps + 1):
+            for i, global_step in enumerate(steps, start=1):
                 xw, yw = next(w_iter)
-                xa, ya = next(a_iter)
-                value_a = check_finite(self.arch_step(xa, ya, active), epoch, step)
-                value_w = check_finite(self.weight_step(xw, yw), epoch, step)
+                phase = self.schedule.phase(global_step)
+                if phase != "warmup":
+                    if a_iter is None:
+                        a_iter = iter(self.loaders["arch"][0])
+                    xa, ya = next(a_iter)
+                    a_total += check_finite(self.arch_step(xa, ya, self.groups[phase]), epoch, i)
+                    n_arch += 1
+                value_w = check_finite(self.weight_step(xw, yw), epoch, i)
                 w_total += value_w
-                a_total += value_a
                 bar.update(1)
-                bar.set_postfix(loss=f"{value_w:.4f}", arch=f"{value_a:.4f}")
+                bar.set_postfix(loss=f"{value_w:.4f}", phase=phase)
         finally:
             bar.close()
             for p in arch_params:
                 p.requires_grad_(True)
-        return w_total / max(self.steps, 1), a_total / max(self.steps, 1)
+        return w_total / max(len(steps), 1), (a_total / n_arch if n_arch else None), n_arch
 
     def arch_step(self, x: Any, y: Any, active: Sequence[nn.Parameter]) -> float:
         """A first-order architecture step on ``active`` only; the loss (mean over ranks).
@@ -359,7 +383,29 @@ def _finished(run_dir: Path) -> SearchResult:
     history: list[dict[str, Any]] = []
     if (run_dir / CHECKPOINT).is_file():
         history = list(load_checkpoint(run_dir / CHECKPOINT).get("history", []))
-    return SearchResult(run_dir, state, arch, history)
+    config = SearchConfig.load(run_dir / "config.json")
+    diagnostics = _diagnose_final(run_dir, state, config.paths, None)
+    return SearchResult(run_dir, state, arch, history, diagnostics)
+
+
+def _diagnose_final(
+    run_dir: Path, state: SearchState, paths: int, known: Diagnostics | None
+) -> Diagnostics | None:
+    """The final diagnostics (``known`` when the loop computed them), logged: the summary at
+    INFO, the warning at WARNING."""
+    if known is None:
+        epoch = int(state.meta.get("epoch", 0))
+        prev = run_dir / "states" / f"epoch_{epoch - 1:03d}.json"
+        try:
+            previous = SearchState.load(prev) if epoch > 1 and prev.is_file() else None
+            known = diagnose(state, paths=paths, previous=previous)
+        except MsnasError as exc:
+            logger.warning("could not diagnose the final state: %s", exc)
+            return None
+    logger.info("search decisions: %s", known.summary())
+    if (warning := known.warning()) is not None:
+        logger.warning("%s", warning)
+    return known
 
 
 def _finish(loop: EpochLoop, config: SearchConfig) -> SearchResult:
@@ -378,4 +424,9 @@ def _finish(loop: EpochLoop, config: SearchConfig) -> SearchResult:
             arch.save(run_dir / "architecture.json")
         save_weights(run_dir / "supernet.pt", model)
     loop.finish({"kind": "search", "epochs": total, "state_hash": state.content_hash})
-    return SearchResult(run_dir, state, arch, loop.history)
+    step = loop.step
+    assert isinstance(step, SearchStep)
+    same = step.state is not None and step.state.content_hash == state.content_hash
+    known = step.diagnostics if same else None
+    diagnostics = _diagnose_final(run_dir, state, config.paths, known) if loop.rt.main else known
+    return SearchResult(run_dir, state, arch, loop.history, diagnostics)

@@ -2,7 +2,8 @@
 baseline through exactly the same code path, keeping the best epoch by validation Dice.
 
 **Run folder** (rank 0 writes): ``config.json``, ``model.json`` (everything needed to rebuild
-the model, :func:`~msnas_graph.backends.torch.models.create_model`), ``best.pt``, ``last.pt``
+the model, :func:`~msnas_graph.backends.torch.models.create_model`; at the config's ``channels``
+when given), ``best.pt``, ``last.pt``
 (``state_dict``\\ s), ``checkpoint.pt``, ``metrics.csv``, ``plots/loss.png``, ``DONE``.
 """
 
@@ -21,7 +22,7 @@ from torch import nn
 from msnas_graph._util import atomic_write
 from msnas_graph.backends.torch.data import load_cases, split_cases
 from msnas_graph.backends.torch.losses import DiceCELoss
-from msnas_graph.backends.torch.models import create_model, model_spec
+from msnas_graph.backends.torch.models import create_model, init_from_search, model_spec
 from msnas_graph.backends.torch.plots import draw_run_plots
 from msnas_graph.backends.torch.training import loop as driver
 from msnas_graph.backends.torch.training.config import TrainConfig
@@ -59,7 +60,9 @@ def train(
 ) -> TrainResult:
     """Train a model from scratch into ``run_dir`` (see the module doc).
 
-    The same code path serves the U-Net baseline and MS-NAS networks. ``config=None`` with
+    The same code path serves the U-Net baseline and MS-NAS networks; an architecture may be
+    trained wider than it was searched (``config.channels``) and start from its search's
+    supernet weights (``config.init_from``). ``config=None`` with
     ``resume=True`` reads the run's ``config.json``; ``on_epoch_end`` as in
     :func:`~msnas_graph.backends.torch.training.search`.
     """
@@ -82,7 +85,10 @@ def _build(config: TrainConfig, rt: Runtime) -> tuple[TrainStep, dict[str, list[
         raise DataError(f"{config.data}: the training split is empty; use more cases")
     split = {"train": train_idx, "val": val_idx, "test": test_idx}
     seed_all(config.seed)
-    model = rt.prepare_model(create_model(spec))
+    net = create_model(spec)
+    if config.init_from is not None:  # a resumed run then loads its checkpoint over it
+        init_from_search(net, config.init_from)
+    model = rt.prepare_model(net)
     size = int(spec["input_size"])
     loaders = {
         "train": rt.loader(ds, train_idx, size, config, shuffle=True, augment=config.augment),
