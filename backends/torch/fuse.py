@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from typing import cast
 
 import torch
 from torch import nn
@@ -49,6 +50,10 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
         and bn.running_var is not None
         and bn.num_features == conv.out_channels
     )
+
+
+def _fold(conv: nn.Module, bn: nn.Module) -> nn.Module:
+    return fuse_conv_bn_eval(cast(_ConvNd, conv), cast(_BatchNorm, bn))
 
 
 def fold_batch_norms(module: nn.Module) -> int:
@@ -74,13 +79,14 @@ def fold_batch_norms(module: nn.Module) -> int:
             for a, b in itertools.pairwise(names):
                 conv, bn = parent._modules[a], parent._modules[b]
                 if conv is not None and bn is not None and _foldable(conv, bn):
-                    parent._modules[a] = fuse_conv_bn_eval(conv, bn)
+                    parent._modules[a] = _fold(conv, bn)
                     parent._modules[b] = nn.Identity()
                     folded += 1
         for conv_name, bn_name in getattr(type(parent), "fuse_pairs", ()):
-            conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
-            if conv is not None and bn is not None and _foldable(conv, bn):
-                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+            pair = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
+            conv2, bn2 = pair
+            if conv2 is not None and bn2 is not None and _foldable(conv2, bn2):
+                setattr(parent, conv_name, _fold(conv2, bn2))
                 setattr(parent, bn_name, nn.Identity())
                 folded += 1
     return folded

@@ -488,7 +488,7 @@ def test_compile_failure_falls_back_to_eager_and_logs_once(monkeypatch, caplog) 
     assert [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()] == [
         "supernet: torch.compile failed (no compiler here); running eagerly"
     ]
-    net.compile = False
+    net.use_compile = False
     torch.testing.assert_close(y1, net(x))
     torch.testing.assert_close(y2, y1)
 
@@ -505,7 +505,7 @@ def test_compiled_forward_matches_eager() -> None:
     assert net._compiled not in (None, False)
     y.square().mean().backward()
     g = [p.grad.clone() for p in net.parameters()]
-    net.compile = False
+    net.use_compile = False
     net.zero_grad(set_to_none=True)
     y_eager = net(x)
     y_eager.square().mean().backward()

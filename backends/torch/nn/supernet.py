@@ -191,7 +191,8 @@ class Supernet(nn.Module):
         compile: run the forward pass through :func:`torch.compile` (``True`` for the default
             backend, or a backend name such as ``"aot_eager"``); off by default (it costs a
             long first call and did not pay on CPU). Where compiling fails the supernet logs
-            one warning and runs eagerly from then on. While compiled, ``recompute`` is left to
+            one warning and runs eagerly from then on (switch via ``.use_compile``). While
+            compiled, ``recompute`` is left to
             the compiler (its partitioner recomputes cheap pieces itself).
 
     Submodules: ``stem``, ``cells`` (``nn.ModuleDict`` of :class:`SearchCell` keyed
@@ -275,7 +276,7 @@ class Supernet(nn.Module):
         self._fixed: ArchWeights | None = None
         self.checkpoint = checkpoint
         self.recompute = recompute
-        self.compile = compile
+        self.use_compile = compile
         self._compiled: Any = None  # the compiled forward, False once compiling failed
 
     # ---------------------------------------------------------------- parameter groups
@@ -362,10 +363,10 @@ class Supernet(nn.Module):
             alpha, p = weights.alpha, weights.p
             beta = [weights.beta[n] for n in self._nodes]
 
-        if self.compile and self._compiled is not False:
+        if self.use_compile and self._compiled is not False:
             try:
                 if self._compiled is None:
-                    backend = self.compile if isinstance(self.compile, str) else "inductor"
+                    backend = self.use_compile if isinstance(self.use_compile, str) else "inductor"
                     self._compiled = torch.compile(self._run, backend=backend)
                 return cast(torch.Tensor, self._compiled(x, alpha, p, beta, False))
             except Exception as exc:  # any compiler failure: run eagerly from now on
