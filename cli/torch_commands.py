@@ -401,6 +401,8 @@ def predict(run_dir: str, inputs: str, out_dir: str, overlay: bool, device: str)
 @click.option("--no-memory", is_flag=True, help="Skip the activation-memory measurement.")
 @unet_base_option
 @unet_depth_option
+@click.option("--latency", is_flag=True, help="Also measure inference speed, batch 1 and 8.")
+@device_option
 @json_option
 def cost(
     source: str | None,
@@ -409,13 +411,16 @@ def cost(
     no_memory: bool,
     unet_base: int,
     unet_depth: int,
+    latency: bool,
+    device: str,
     as_json: bool,
 ) -> None:
     """Parameters, MACs, FLOPs and training-step activation memory of a network.
 
     MACs are multiply-accumulates (what the paper's "FLOPs" column reports); FLOPs = 2 x MACs
     as counted by torch.utils.flop_counter. Activation memory is the bytes a training step
-    saves for backward at batch 1.
+    saves for backward at batch 1. --latency measures inference on --device (BatchNorm
+    folded, eval mode): median ms per image and images/s at batch 1 and 8.
 
     \b
     Examples:
@@ -433,9 +438,16 @@ def cost(
         raise click.UsageError("--unet-base/--unet-depth go with --model unet")
     from msnas_graph.backends.torch.cost import model_cost
     from msnas_graph.backends.torch.models import resolve_source
+    from msnas_graph.backends.torch.training.runtime import resolve_device
 
     what = source or resolve_source("unet", unet_base_channels=unet_base, unet_depth=unet_depth)
-    report = model_cost(what, input_size=input_size, activation=not no_memory)
+    report = model_cost(
+        what,
+        input_size=input_size,
+        activation=not no_memory,
+        latency=latency,
+        device=resolve_device(device) if latency else "cpu",
+    )
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -448,6 +460,11 @@ def cost(
     if "activation_bytes" in report:
         lines.append(
             f"activation memory (training step): {report['activation_bytes'] / 2**20:.1f} MiB"
+        )
+    for r in report.get("latency", []):
+        lines.append(
+            f"latency batch {r['batch']} ({r['device']}): {r['ms_per_image']:.2f} ms/image, "
+            f"{r['images_per_s']:.1f} images/s"
         )
     click.echo("\n".join(lines))
 

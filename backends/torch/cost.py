@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,12 +35,14 @@ from msnas_graph.errors import BackendError
 
 __all__ = [
     "CostReport",
+    "LatencyReport",
     "activation_memory",
     "cost_report",
     "count_macs_flops",
     "count_parameters",
     "cuda_peak_memory",
     "edge_cost_model",
+    "measure_latency",
     "model_cost",
 ]
 
@@ -266,12 +270,19 @@ def cost_report(
 
 
 def model_cost(
-    source: Any, *, input_size: int = 256, batch: int = 1, activation: bool = True
+    source: Any,
+    *,
+    input_size: int = 256,
+    batch: int = 1,
+    activation: bool = True,
+    latency: bool = False,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Parameters, MACs, FLOPs (and a training step's activation bytes) of a model source
     (:func:`~msnas_graph.backends.torch.models.resolve_source`: ``"unet"``, an architecture
     file, a run folder or a checkpoint), on an input of side ``input_size`` with the model's
-    own channels and spatial dimensions.
+    own channels and spatial dimensions. ``latency`` adds measured inference speed on
+    ``device`` at batch 1 and 8 (:func:`measure_latency`) under ``"latency"``.
 
     >>> from msnas_graph.spec import SearchSpace
     >>> from msnas_graph.state import SearchState
@@ -300,7 +311,96 @@ def model_cost(
     }
     if activation:
         out["activation_bytes"] = activation_memory(model, shape)
+    if latency:  # measured at batch 1 and 8 with BatchNorm folded (see measure_latency)
+        out["latency"] = [r.to_dict() for r in measure_latency(model, shape, device=device)]
     return out
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """Measured inference speed at one batch size: median wall time of a forward pass."""
+
+    batch: int
+    ms_per_batch: float
+    repeats: int
+    device: str
+
+    @property
+    def ms_per_image(self) -> float:
+        return self.ms_per_batch / self.batch
+
+    @property
+    def images_per_s(self) -> float:
+        return 1000.0 * self.batch / self.ms_per_batch if self.ms_per_batch > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``batch``, ``ms_per_batch``, ``ms_per_image``, ``images_per_s``, ..."""
+        return {
+            "batch": self.batch,
+            "ms_per_batch": self.ms_per_batch,
+            "ms_per_image": self.ms_per_image,
+            "images_per_s": self.images_per_s,
+            "repeats": self.repeats,
+            "device": self.device,
+        }
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    batch_sizes: Sequence[int] = (1, 8),
+    device: str | torch.device = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+    fuse: bool = True,
+    channels_last: bool = False,
+) -> list[LatencyReport]:
+    """Measured inference latency and throughput of ``model`` at each batch size.
+
+    ``input_shape`` is one input's shape with any batch size (``(1, 1, 256, 256)``); the
+    batch dimension is replaced by each of ``batch_sizes``. The model runs on a copy, in eval
+    mode under :func:`torch.inference_mode`, BatchNorm folded (``fuse``, as ``predict`` and
+    ``export`` run it; :func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`) and
+    optionally channels-last; ``warmup`` passes are dropped, then the median of ``repeats``
+    timed passes (synchronised on CUDA) is reported. On CPU the figure depends on
+    ``torch.get_num_threads()``, which is left as it is.
+
+    >>> r = measure_latency(nn.Conv2d(1, 2, 3), (1, 1, 16, 16), batch_sizes=(1, 2), repeats=2)
+    >>> [x.batch for x in r], r[0].images_per_s > 0
+    ([1, 2], True)
+    """
+    from msnas_graph.backends.torch.fuse import fuse_for_inference
+
+    shape = _check_shape(input_shape)
+    if not batch_sizes or any(isinstance(b, bool) or int(b) != b or b < 1 for b in batch_sizes):
+        raise BackendError(f"batch_sizes must be positive ints, got {tuple(batch_sizes)!r}")
+    if repeats < 1 or warmup < 0:
+        raise BackendError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    dev = torch.device(device)
+    work = fuse_for_inference(model, channels_last=channels_last) if fuse else copy.deepcopy(model)
+    work = work.to(dev).eval()
+    cuda = dev.type == "cuda"
+    reports = []
+    for batch in batch_sizes:
+        x = torch.randn(int(batch), *shape[1:], device=dev)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                work(x)
+                if cuda:
+                    torch.cuda.synchronize(dev)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+        reports.append(
+            LatencyReport(int(batch), 1000.0 * statistics.median(times), repeats, str(dev))
+        )
+    return reports
 
 
 # ------------------------------------------------------------- cost model for budgeted decode

@@ -338,10 +338,11 @@ def export_model(
     """Export a model source (:func:`~msnas_graph.backends.torch.models.resolve_source`) to
     ONNX with dynamic batch and spatial axes, on an example input of side ``input_size`` with
     the model's own channels and spatial dimensions, verified with onnxruntime."""
+    from msnas_graph.backends.torch.fuse import fuse_for_inference
     from msnas_graph.backends.torch.models import resolve_source
 
     resolved = resolve_source(source)
     resolved.check_size(input_size)
-    model = resolved.build()
+    model = fuse_for_inference(resolved.build())  # BatchNorm folded: no BN nodes in the graph
     shape = resolved.input_shape(input_size, 1)
     return export_onnx(model, onnx_path, shape, verify=verify, exporter=exporter)

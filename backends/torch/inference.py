@@ -20,6 +20,7 @@ from torch import nn
 
 from msnas_graph._util import atomic_write, unknown_name
 from msnas_graph.backends.torch.data import load_cases, split_cases
+from msnas_graph.backends.torch.fuse import fuse_for_inference
 from msnas_graph.backends.torch.models import locate_run, resolve_source
 from msnas_graph.backends.torch.training.config import TrainConfig
 from msnas_graph.backends.torch.training.runtime import resolve_device
@@ -216,6 +217,7 @@ def predict(
     """
     dev = resolve_device(device)
     model, info = load_model(run_dir_or_checkpoint, dev)
+    model = fuse_for_inference(model)  # BatchNorm folded into the convolutions (same outputs)
     ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
     out = Path(out_dir)
     written: list[Path] = []

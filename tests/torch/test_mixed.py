@@ -168,3 +168,47 @@ def test_partial_channels_save_activation_memory() -> None:
     partial = activation_memory(_FixedWeights(PartialChannelMixedOp(16, OPS, k=4)), shape)
     assert partial < full
     assert partial < 0.5 * full  # the ops' activations shrink about k-fold
+
+
+def test_split_copies_the_partial_slice_and_views_the_rest() -> None:
+    mixed = PartialChannelMixedOp(8, OPS, k=4)
+    for x in (torch.randn(2, 8, 4, 4), torch.randn(1, 8, 4, 4)):  # batch 1: the slice is dense
+        x_a, x_b = mixed.split(x)
+        assert torch.equal(x_a, x[:, :2]) and torch.equal(x_b, x[:, 2:])
+        assert x_a.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+        assert x_a.untyped_storage().nbytes() == x_a.numel() * x_a.element_size()
+        assert x_b.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    x = torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    x_a, _ = mixed.split(x)
+    assert x_a.is_contiguous(memory_format=torch.channels_last) and torch.equal(x_a, x[:, :2])
+
+
+def test_a_slice_saved_for_backward_does_not_hold_the_whole_input() -> None:
+    """avg_pool and the skip weight save their input: the saved storage is C/k channels wide."""
+    mixed = PartialChannelMixedOp(16, ["avg_pool_3x3", "skip_connect"], k=4)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    w = torch.tensor([0.5, 0.5], requires_grad=True)
+    sizes: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        mixed(x, w)
+    assert sizes and max(sizes) <= x[:, :4].numel() * 4  # never the full 16-channel input
+
+
+def test_mix_leaves_out_the_zero_op_without_changing_values_or_gradients() -> None:
+    torch.manual_seed(0)
+    mixed = PartialChannelMixedOp(8, OPS, k=1).eval()
+    x = torch.randn(2, 8, 6, 6)
+    w = _weights(len(OPS)).requires_grad_(True)
+    out = mixed(x, w)
+    ref = sum(w[i] * op(x) for i, op in enumerate(mixed.ops))
+    torch.testing.assert_close(out, ref)
+    (g,) = torch.autograd.grad(out.square().sum(), w)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), w)
+    torch.testing.assert_close(g, g_ref)
+    only_none = PartialChannelMixedOp(8, [NONE_OP], k=1)
+    assert torch.equal(only_none(x, torch.ones(1)), torch.zeros_like(x))

@@ -377,3 +377,138 @@ def test_paper_preset_at_width_64_has_the_papers_size() -> None:
         counts.append(sum(p.numel() for p in net.parameters()))
     median = sorted(counts)[2]
     assert abs(median / 10.52e6 - 1) < 0.05, [c / 1e6 for c in counts]
+
+
+# ------------------------------------------------------- memory-saving forward and compile
+
+
+def _reference_forward(net: Supernet, x: torch.Tensor) -> torch.Tensor:
+    """The supernet written out as the paper's formulas (the implementation before the
+    memory-saving rewrite): every mixed op is ``shuffle(cat(sum_o w_o op_o(x_a), x_b))``, every
+    block ``sum_j p_j * mixed_j``, every node ``sum_k beta_k * edge_k``."""
+    from msnas_graph.backends.torch.nn.mixed import channel_shuffle
+
+    def mixed_op(m: nn.Module, xs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        c = m.partial_channels
+        x_a = xs if m.k == 1 else xs[:, :c]
+        y = w[0] * m.ops[0](x_a)
+        for i in range(1, len(m.ops)):
+            y = y + w[i] * m.ops[i](x_a)
+        return y if m.k == 1 else channel_shuffle(torch.cat([y, xs[:, c:]], 1), m.k)
+
+    def cell(c: nn.Module, xs: torch.Tensor, aw: list, pw: list) -> torch.Tensor:
+        states = [c.preprocess(c.resample(xs))]
+        for b, row in enumerate(c.mixed):
+            out = pw[b][0] * mixed_op(row[0], states[0], aw[b][0])
+            for j in range(1, b + 1):
+                out = out + pw[b][j] * mixed_op(row[j], states[j], aw[b][j])
+            states.append(out)
+        return c.projection(torch.cat(states[1:], 1))
+
+    w = net.arch_weights()
+    prev = {net.graph.input_node: net.stem(x)}
+    for layer in net._plan:
+        cur = {}
+        for node, ins in layer:
+            out = None
+            for k, (src, kind, key) in enumerate(ins):
+                y = (
+                    prev[src]
+                    if key is None
+                    else cell(net.cells[key], prev[src], w.alpha[kind], w.p[kind])
+                )
+                term = w.beta[node][k] * y
+                out = term if out is None else out + term
+            cur[node] = out
+        prev = cur
+    return net.head([prev[o] for o in net.graph.output_nodes])
+
+
+def _run(
+    net: Supernet, x: torch.Tensor, reference: bool = False
+) -> tuple[torch.Tensor, list, list]:
+    net.train().zero_grad(set_to_none=True)
+    y = _reference_forward(net, x) if reference else net(x)
+    (y.square().mean() + y.mean()).backward()
+    grads = [p.grad for p in net.parameters()]
+    return y.detach(), grads, [b.clone() for b in net.buffers()]
+
+
+@pytest.mark.parametrize("partial_k", [1, 4])
+@pytest.mark.parametrize("mode", ["recompute", "plain", "checkpoint"])
+def test_memory_saving_forward_matches_the_formulas(partial_k: int, mode: str) -> None:
+    """Outputs, every gradient (weights, alpha, p, beta) and the BatchNorm running statistics
+    after one training step equal those of the formulas written out, in every forward mode."""
+    import copy
+
+    space = SearchSpace.preset("quick", partial_k=partial_k)
+    torch.manual_seed(0)
+    base = build_supernet(space)
+    with torch.no_grad():
+        for p in base.arch_parameters():
+            p.copy_(torch.randn(p.shape))
+    x = _x(space)
+    ref = _run(copy.deepcopy(base), x, reference=True)
+    net = copy.deepcopy(base)
+    net.recompute, net.checkpoint = mode == "recompute", mode == "checkpoint"
+    got = _run(net, x)
+    torch.testing.assert_close(got[0], ref[0], atol=1e-5, rtol=1e-4)
+    for a, b in zip(got[1], ref[1], strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for a, b in zip(got[2], ref[2], strict=True):  # running stats updated once, as in the formulas
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_recomputing_pieces_saves_activation_memory() -> None:
+    from msnas_graph.backends.torch.cost import activation_memory
+
+    space = SearchSpace.preset("quick")
+    shape = (2, 1, 32, 32)
+    saved = activation_memory(build_supernet(space, recompute=True), shape)
+    plain = activation_memory(build_supernet(space, recompute=False), shape)
+    assert saved < 0.8 * plain
+
+
+def test_compile_failure_falls_back_to_eager_and_logs_once(monkeypatch, caplog) -> None:
+    def broken(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no compiler here")
+
+        return call
+
+    torch.manual_seed(0)
+    net = build_supernet(TINY, compile=True).eval()
+    x = _x(TINY)
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level("WARNING", logger="msnas_graph.backends.torch.nn.supernet"):
+        y1 = net(x)
+        y2 = net(x)
+    assert [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()] == [
+        "supernet: torch.compile failed (no compiler here); running eagerly"
+    ]
+    net.use_compile = False
+    torch.testing.assert_close(y1, net(x))
+    torch.testing.assert_close(y2, y1)
+
+
+def test_compiled_forward_matches_eager() -> None:
+    """A real compile (the ``eager`` backend: Dynamo's graph capture, no C++ toolchain)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = build_supernet(TINY, compile="eager").train()
+    x = _x(TINY)
+    y = net(x)
+    assert net._compiled not in (None, False)
+    y.square().mean().backward()
+    g = [p.grad.clone() for p in net.parameters()]
+    net.use_compile = False
+    net.zero_grad(set_to_none=True)
+    y_eager = net(x)
+    y_eager.square().mean().backward()
+    torch.testing.assert_close(y, y_eager, atol=1e-5, rtol=1e-4)
+    for a, b in zip(g, [p.grad for p in net.parameters()], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -29,6 +29,7 @@ destination and kind).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -119,6 +120,9 @@ def resample(kind: str, spatial_dims: int) -> nn.Module:
 class Stem(nn.Module):
     """``conv3x3(in_channels -> channels, no bias) -> BN -> ReLU`` at full resolution."""
 
+    #: ``bn`` directly follows ``conv``: folded for inference (``backends.torch.fuse``).
+    fuse_pairs: ClassVar[tuple[tuple[str, str], ...]] = (("conv", "bn"),)
+
     def __init__(self, in_channels: int, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
         layers = nd_layers(spatial_dims)
@@ -171,6 +175,9 @@ class Head(nn.Module):
 class Preprocess(nn.Module):
     """``ReLU -> 1x1 conv (no bias) -> BN``: maps a cell's input to the node width."""
 
+    #: ``bn`` directly follows ``conv``: folded for inference (``backends.torch.fuse``).
+    fuse_pairs: ClassVar[tuple[tuple[str, str], ...]] = (("conv", "bn"),)
+
     def __init__(self, c_in: int, c_out: int, spatial_dims: int = 2) -> None:
         super().__init__()
         layers = nd_layers(spatial_dims)
@@ -185,6 +192,9 @@ class Preprocess(nn.Module):
 class Projection(nn.Module):
     """``1x1 conv (no bias) -> BN``: projects the concatenated blocks back to the node width."""
 
+    #: ``bn`` directly follows ``conv``: folded for inference (``backends.torch.fuse``).
+    fuse_pairs: ClassVar[tuple[tuple[str, str], ...]] = (("conv", "bn"),)
+
     def __init__(self, c_in: int, c_out: int, spatial_dims: int = 2) -> None:
         super().__init__()
         layers = nd_layers(spatial_dims)
@@ -197,6 +207,9 @@ class Projection(nn.Module):
 
 class ConcatFusion(nn.Module):
     """Multi-scale fusion: ``concat -> 1x1 conv (no bias) -> BN -> ReLU`` to ``channels``."""
+
+    #: ``bn`` directly follows ``conv``: folded for inference (``backends.torch.fuse``).
+    fuse_pairs: ClassVar[tuple[tuple[str, str], ...]] = (("conv", "bn"),)
 
     def __init__(self, n_inputs: int, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()

@@ -13,19 +13,69 @@ and operation (paper Eq. 1 and 2); :class:`DiscreteCell` runs a decoded
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from msnas_graph.backends.torch.nn.blocks import Preprocess, Projection, resample
-from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp
+from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, channel_shuffle
 from msnas_graph.backends.torch.nn.ops import build_op
 from msnas_graph.errors import BackendError
 from msnas_graph.genotype import CellGenotype
 
-__all__ = ["DiscreteCell", "SearchCell"]
+__all__ = ["DiscreteCell", "SearchCell", "recompute_pieces"]
+
+
+class _KeepBatchNormStats:
+    """Context restoring the BatchNorm running statistics of ``module`` on exit (so that a
+    checkpoint's recomputation does not update them a second time)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.buffers = [
+            buf
+            for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+            if buf is not None
+        ]
+        self.saved: list[torch.Tensor] = []
+
+    def __enter__(self) -> None:
+        self.saved = [b.detach().clone() for b in self.buffers]
+
+    def __exit__(self, *exc: object) -> None:
+        with torch.no_grad():
+            for buf, old in zip(self.buffers, self.saved, strict=True):
+                buf.copy_(old)
+        self.saved = []
+
+
+def recompute_pieces(
+    fn: Callable[..., torch.Tensor], stats_of: nn.Module, *args: Any
+) -> torch.Tensor:
+    """``fn(*args)`` under non-reentrant :func:`torch.utils.checkpoint.checkpoint`: only the
+    tensor arguments are saved, ``fn`` runs again in the backward pass. The recomputation leaves
+    the BatchNorm running statistics of ``stats_of`` as the forward pass left them (plain
+    checkpointing would update them twice per step).
+
+    >>> bn = nn.BatchNorm2d(2)
+    >>> x = torch.randn(4, 2, 3, 3, requires_grad=True)
+    >>> recompute_pieces(bn, bn, x).sum().backward()
+    >>> int(bn.num_batches_tracked)
+    1
+    """
+
+    def contexts() -> tuple[contextlib.AbstractContextManager[None], _KeepBatchNormStats]:
+        return contextlib.nullcontext(), _KeepBatchNormStats(stats_of)
+
+    return cast(
+        torch.Tensor,
+        checkpoint(fn, *args, use_reentrant=False, context_fn=contexts, preserve_rng_state=False),
+    )
 
 
 class SearchCell(nn.Module):
@@ -70,16 +120,72 @@ class SearchCell(nn.Module):
         x: torch.Tensor,
         alpha_w: Sequence[torch.Tensor],
         p_w: Sequence[torch.Tensor],
+        scale: torch.Tensor | None = None,
+        recompute: bool = False,
     ) -> torch.Tensor:
-        """``alpha_w[b]``: ``(b+1, n_ops)`` op weights; ``p_w[b]``: ``(b+1,)`` input weights."""
-        states = [self.preprocess(self.resample(x))]
+        """``alpha_w[b]``: ``(b+1, n_ops)`` op weights; ``p_w[b]``: ``(b+1,)`` input weights.
+
+        ``scale`` (a scalar tensor, e.g. the edge's ``beta`` weight) multiplies the output:
+        ``scale * cell(x)``, computed so that the cell's output need not be saved for the
+        gradient of ``scale``. ``recompute`` recomputes the cheap full-width pieces (resample
+        and preprocess, concatenation and projection, and the ``scale`` product) in the
+        backward pass instead of saving their activations (:func:`recompute_pieces`); the
+        result and the gradients are those of the plain pass.
+
+        How the blocks save less than ``sum_j p_j * PCMixedOp_j(X_j)`` written out: the input
+        weight is folded into the operation weights (``p_j * alpha_jo``, scalars), so only the
+        candidates' partial-width outputs are saved for the weights' gradients; the
+        pass-through parts are summed as ``sum_j p_j * x_b_j`` (saving views of the block
+        inputs ``X_j``, which the projection keeps anyway) and the block shuffles once
+        (a permutation commutes with the sum).
+        """
+        if recompute:
+            states = [recompute_pieces(self._enter, self.preprocess, x)]
+        else:
+            states = [self._enter(x)]
+        splits: list[tuple[torch.Tensor, torch.Tensor]] = []
         for b, row in enumerate(cast(Sequence[nn.ModuleList], self.mixed)):
-            aw, pw = alpha_w[b], p_w[b]
-            out = pw[0] * row[0](states[0], aw[0])
-            for j in range(1, b + 1):
-                out = out + pw[j] * row[j](states[j], aw[j])
-            states.append(out)
-        return self.projection(torch.cat(states[1:], dim=1))
+            states.append(self._block(row, states, splits, alpha_w[b], p_w[b]))
+        if recompute:
+            return recompute_pieces(self._leave, self.projection, scale, *states[1:])
+        return self._leave(scale, *states[1:])
+
+    def _enter(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, self.preprocess(self.resample(x)))
+
+    def _leave(self, scale: torch.Tensor | None, *blocks: torch.Tensor) -> torch.Tensor:
+        y = cast(torch.Tensor, self.projection(torch.cat(blocks, dim=1)))
+        return y if scale is None else scale * y
+
+    @staticmethod
+    def _block(
+        row: nn.ModuleList,
+        states: list[torch.Tensor],
+        splits: list[tuple[torch.Tensor, torch.Tensor]],
+        aw: torch.Tensor,
+        pw: torch.Tensor,
+    ) -> torch.Tensor:
+        """``sum_j pw[j] * row[j](states[j], aw[j])`` (see :meth:`forward` for the layout)."""
+        k = cast(PartialChannelMixedOp, row[0]).k
+        mixed: torch.Tensor | None = None
+        rest: torch.Tensor | None = None
+        for j, module in enumerate(row):
+            op = cast(PartialChannelMixedOp, module)
+            coeff = pw[j] * aw[j]
+            if k == 1:
+                y = op.mix(states[j], coeff)
+            else:
+                if len(splits) == j:  # one split per block input, shared by later blocks
+                    splits.append(op.split(states[j]))
+                x_a, x_b = splits[j]
+                y = op.mix(x_a, coeff)
+                r = pw[j] * x_b
+                rest = r if rest is None else rest + r
+            mixed = y if mixed is None else mixed + y
+        assert mixed is not None  # block b has b + 1 inputs
+        if rest is None:
+            return mixed
+        return channel_shuffle(torch.cat([mixed, rest], dim=1), k)
 
 
 class _Block(nn.Module):

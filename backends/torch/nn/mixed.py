@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from msnas_graph.backends.torch.nn.ops import build_op
+from msnas_graph.backends.torch.nn.ops import Zero, build_op
 from msnas_graph.errors import BackendError
 
 __all__ = ["PartialChannelMixedOp", "channel_shuffle", "channel_unshuffle"]
@@ -140,14 +140,50 @@ class PartialChannelMixedOp(nn.Module):
                 f"the op was built for {self.channels}"
             )
         if self.k == 1:
-            return self._mix(x, weights)
-        x_a = x[:, : self.partial_channels]
-        x_b = x[:, self.partial_channels :]
-        y = torch.cat([self._mix(x_a, weights), x_b], dim=1)
+            return self.mix(x, weights)
+        x_a, x_b = self.split(x)
+        y = torch.cat([self.mix(x_a, weights), x_b], dim=1)
         return channel_shuffle(y, self.k)
 
-    def _mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        out = weights[0] * self.ops[0](x)
-        for i in range(1, len(self.ops)):
-            out = out + weights[i] * self.ops[i](x)
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_a, x_b)``: a compact *copy* of the first ``C // k`` channels and a *view* of the
+        rest.
+
+        The copy is what the candidate operations may save for backward (average pooling and
+        the ``skip_connect`` weight save their input): a slice view would keep the whole
+        full-width input alive with it, a copy holds only ``C / k`` channels.
+
+        >>> mixed = PartialChannelMixedOp(8, ["skip_connect"], k=4)
+        >>> x_a, x_b = mixed.split(torch.randn(2, 8, 3, 3))
+        >>> x_a.shape[1], x_b.shape[1], x_a.is_contiguous()
+        (2, 6, True)
+        """
+        c = self.partial_channels
+        layout = torch.contiguous_format
+        if (
+            x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            layout = torch.channels_last
+        return x[:, :c].clone(memory_format=layout), x[:, c:]
+
+    def mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_o weights[o] * op_o(x)`` on the (partial-width) input ``x``, in ``ops`` order.
+
+        The ``none`` operation (:class:`~msnas_graph.backends.torch.nn.ops.Zero`) contributes
+        ``w * 0`` and its weight's gradient is ``<g, 0> = 0`` whatever ``w``: it is left out of
+        the sum (saving a zero tensor per mixed op for backward) unless it is the only
+        operation. ``weights`` may be any per-op coefficients (the cell folds its input weight
+        ``p`` in: ``p_j * alpha_j``), so only the operations' outputs are saved for the
+        coefficients' gradients, never a second full-width product.
+        """
+        out: torch.Tensor | None = None
+        for i, op in enumerate(self.ops):
+            if isinstance(op, Zero) and len(self.ops) > 1:
+                continue
+            term = weights[i] * op(x)
+            out = term if out is None else out + term
+        if out is None:
+            return weights[0] * self.ops[0](x)
         return out

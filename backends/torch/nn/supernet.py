@@ -33,6 +33,7 @@ True
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -40,11 +41,10 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.nn.blocks import Head, Stem, check_input, edge_key, node_key
-from msnas_graph.backends.torch.nn.cells import SearchCell
+from msnas_graph.backends.torch.nn.cells import SearchCell, recompute_pieces
 from msnas_graph.errors import BackendError, StateError
 from msnas_graph.graph import NodeId, Supergraph
 from msnas_graph.spec import SearchSpace
@@ -52,6 +52,8 @@ from msnas_graph.state import SearchState
 from msnas_graph.state import softmax as np_softmax
 
 __all__ = ["ArchWeights", "Supernet", "build_supernet"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -178,8 +180,20 @@ class Supernet(nn.Module):
         checkpoint: recompute each cell in the backward pass instead of storing its
             activations (``torch.utils.checkpoint``, non-reentrant) while training with
             gradients. Trades roughly one extra forward pass for far less activation memory;
-            gradients are unchanged, but BatchNorm running statistics are updated twice per step
-            (once more during the recomputation). Can be switched later via ``.checkpoint``.
+            gradients are unchanged, and so are the BatchNorm running statistics (the
+            recomputation restores them). Can be switched later via ``.checkpoint``.
+        recompute: recompute only the cheap full-width pieces of every cell (resample and
+            preprocess, concatenation, projection and the ``beta`` product) in the backward
+            pass (default ``True``; see :meth:`SearchCell.forward`). Costs two 1x1
+            convolutions per cell again and saves most of what is full width whatever
+            ``partial_k``; outputs, gradients and running statistics are those of
+            ``recompute=False``. Can be switched later via ``.recompute``.
+        compile: run the forward pass through :func:`torch.compile` (``True`` for the default
+            backend, or a backend name such as ``"aot_eager"``); off by default (it costs a
+            long first call and did not pay on CPU). Where compiling fails the supernet logs
+            one warning and runs eagerly from then on (switch via ``.use_compile``). While
+            compiled, ``recompute`` is left to
+            the compiler (its partitioner recomputes cheap pieces itself).
 
     Submodules: ``stem``, ``cells`` (``nn.ModuleDict`` of :class:`SearchCell` keyed
     ``"L3_s2_contract"``, one per non-skip edge), ``head``. Parameters: ``alpha_logits[c][b]``,
@@ -193,6 +207,8 @@ class Supernet(nn.Module):
         *,
         affine_ops: bool | None = False,
         checkpoint: bool = False,
+        recompute: bool = True,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.space = space
@@ -259,6 +275,9 @@ class Supernet(nn.Module):
         self._factor = 2 ** max(n.scale for n in graph.nodes)
         self._fixed: ArchWeights | None = None
         self.checkpoint = checkpoint
+        self.recompute = recompute
+        self.use_compile = compile
+        self._compiled: Any = None  # the compiled forward, False once compiling failed
 
     # ---------------------------------------------------------------- parameter groups
 
@@ -344,8 +363,29 @@ class Supernet(nn.Module):
             alpha, p = weights.alpha, weights.p
             beta = [weights.beta[n] for n in self._nodes]
 
+        if self.use_compile and self._compiled is not False:
+            try:
+                if self._compiled is None:
+                    backend = self.use_compile if isinstance(self.use_compile, str) else "inductor"
+                    self._compiled = torch.compile(self._run, backend=backend)
+                return cast(torch.Tensor, self._compiled(x, alpha, p, beta, False))
+            except Exception as exc:  # any compiler failure: run eagerly from now on
+                logger.warning("supernet: torch.compile failed (%s); running eagerly", exc)
+                self._compiled = False
+        return self._run(x, alpha, p, beta, True)
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        alpha: dict[str, list[torch.Tensor]],
+        p: dict[str, list[torch.Tensor]],
+        beta: list[torch.Tensor],
+        may_recompute: bool,
+    ) -> torch.Tensor:
         cells = self.cells
-        recompute = self.checkpoint and self.training and torch.is_grad_enabled()
+        training = may_recompute and self.training and torch.is_grad_enabled()
+        whole = self.checkpoint and training
+        pieces = self.recompute and training and not whole
         beta_iter = iter(beta)
         prev: dict[NodeId, torch.Tensor] = {self.graph.input_node: self.stem(x)}
         for layer in self._plan:
@@ -356,17 +396,18 @@ class Supernet(nn.Module):
                 for k, (src, kind, key) in enumerate(ins):
                     xs = prev[src]
                     if key is None:
-                        y = xs
-                    elif recompute:
-                        y = checkpoint(cells[key], xs, alpha[kind], p[kind], use_reentrant=False)
+                        term = bw[k] * xs
+                    elif whole:
+                        term = recompute_pieces(
+                            cells[key], cells[key], xs, alpha[kind], p[kind], bw[k]
+                        )
                     else:
-                        y = cells[key](xs, alpha[kind], p[kind])
-                    term = bw[k] * y
+                        term = cells[key](xs, alpha[kind], p[kind], bw[k], pieces)
                     out = term if out is None else out + term
                 assert out is not None  # searchable nodes have incoming edges
                 cur[node] = out
             prev = cur
-        return self.head([prev[o] for o in self.graph.output_nodes])
+        return cast(torch.Tensor, self.head([prev[o] for o in self.graph.output_nodes]))
 
     # --------------------------------------------------------------------- state
 

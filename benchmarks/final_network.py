@@ -1,0 +1,243 @@
+"""Final-network inference benchmark: MS-NAS(3) against the U-Net, images/s and time per MAC.
+
+Two networks, as ``benchmarks/hc18.py`` trains them on CPU:
+
+* ``MS-NAS(3)``: the top-3-path architecture decoded from a random search state (``--seed``) of
+  the ``hc18-cpu`` space (L=6, S=4, N=2, partial k=4, the paper's five operations + none),
+  widened to the training width 24 (``--width``). A random state stands in for a searched one:
+  the decoded graph and cells have the paper's shape, and speed depends on the shape only.
+* ``U-Net``: the baseline at base width 16 (``--unet-base``), depth 4.
+
+Each in several modes: ``eager`` (``model.eval()``), ``fused`` (BatchNorm folded into the
+convolutions, :func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`), ``fused+CL``
+(also channels-last) and ``onnxruntime`` (the fused model exported with the dynamo exporter,
+run by ONNX Runtime's CPU provider with one intra-op thread) where onnx/onnxruntime are
+installed. CPU, one thread (``torch.set_num_threads(1)``, ``--threads``), inputs 128x128 and
+256x256, batch 1 and 8, under ``torch.inference_mode``.
+
+All (network, mode) cases of one input shape run in interleaved rounds (order rotating); a
+round times ``--calls`` forward passes of a case (fewer for the largest inputs) and reports
+ms per image; figures are medians over the rounds after one warm-up round, ratios the median
+of per-round ratios. MACs: ``cost.count_macs_flops`` at batch 1.
+
+**Time-per-MAC ratio** = (MS-NAS images/s / U-Net images/s) / (U-Net MACs / MS-NAS MACs):
+1.0 when both networks run their MACs equally fast; the target is >= 0.8.
+
+    python benchmarks/final_network.py [--sizes 128 256] [--batches 1 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import fmt_ratio, interleaved, markdown_table, median, paired_ratio, write_results
+from torch import nn
+
+from msnas_graph.architecture import Architecture
+from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
+from msnas_graph.backends.torch.fuse import fuse_for_inference
+from msnas_graph.backends.torch.nn.network import build_network
+from msnas_graph.backends.torch.nn.unet import UNet
+from msnas_graph.decode import decode
+from msnas_graph.spec import SearchSpace
+from msnas_graph.state import SearchState
+
+MSNAS, UNET = "MS-NAS(3)", "U-Net"
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def msnas_arch(seed: int, width: int) -> Architecture:
+    """Top-3 paths of a random ``hc18-cpu`` state, at base width ``width``."""
+    space = SearchSpace(
+        name="hc18-cpu", layers=6, scales=4, channels=8, blocks=2, partial_k=4,
+        input_size=128, num_classes=2,
+    )  # fmt: skip
+    arch = decode(SearchState.random(space, seed=seed), paths=3)
+    wide = space.replace(channels=width)
+    return Architecture(wide, arch.edges, arch.cells, arch.paths, meta=arch.meta)
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    """Trained-looking BatchNorm statistics (folding is exact whatever they are)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+
+
+def ort_runner(model: nn.Module, shape: tuple[int, ...]) -> Callable[[torch.Tensor], Any] | None:
+    """An ONNX Runtime session (one thread) of ``model``, or ``None`` where unavailable."""
+    try:
+        import onnxruntime as ort
+
+        from msnas_graph.backends.torch.export import export_onnx
+    except ImportError:
+        return None
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            export_onnx(model, path, shape, verify=False)
+        except Exception as exc:  # report and go on without the ORT column
+            _log(f"  ONNX export failed ({type(exc).__name__}: {exc}); no onnxruntime mode")
+            return None
+        finally:
+            logging.disable(logging.NOTSET)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.numpy()})
+
+
+def build_modes(model: nn.Module, shape: tuple[int, ...], use_ort: bool) -> dict[str, Any]:
+    """Callables ``f(x)`` for every mode of ``model``."""
+    model = model.eval()
+    fused = fuse_for_inference(model)
+    fused_cl = fuse_for_inference(model, channels_last=True)
+    modes: dict[str, Any] = {
+        "eager": model,
+        "fused": fused,
+        "fused+CL": lambda x: fused_cl(x.contiguous(memory_format=torch.channels_last)),
+    }
+    if use_ort:
+        runner = ort_runner(fused, shape)
+        if runner is not None:
+            modes["onnxruntime"] = runner
+    return modes
+
+
+def timer(fn: Any, x: torch.Tensor, calls: int) -> Callable[[], dict[str, float]]:
+    def run() -> dict[str, float]:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn(x)
+            dt = time.perf_counter() - t0
+        return {"ms_per_image": 1000.0 * dt / (calls * x.shape[0])}
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=3, help="measured rounds (default 3)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=3, help="forward passes per round")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--width", type=int, default=24, help="MS-NAS base width (default 24)")
+    parser.add_argument("--unet-base", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-ort", dest="ort", action="store_false")
+    parser.add_argument("--out", type=Path, help="results file (default results/final_network.md)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+
+    torch.manual_seed(0)
+    arch = msnas_arch(args.seed, args.width)
+    nets: dict[str, nn.Module] = {
+        MSNAS: build_network(arch),
+        UNET: UNet(1, 2, base_channels=args.unet_base, depth=4),
+    }
+    for net in nets.values():
+        _randomise_bn(net)
+    params = {n: count_parameters(m) for n, m in nets.items()}
+
+    rows: list[dict[str, Any]] = []
+    ratio_rows: list[dict[str, Any]] = []
+    for size in args.sizes:
+        shape1 = (1, 1, size, size)
+        macs = {n: count_macs_flops(m, shape1)[0] for n, m in nets.items()}
+        modes = {n: build_modes(m, shape1, args.ort) for n, m in nets.items()}
+        mode_names = list(modes[MSNAS])
+        for batch in args.batches:
+            _log(f"== {size}x{size}, batch {batch}: {', '.join(mode_names)}")
+            x = torch.randn(batch, 1, size, size)
+            calls = max(1, args.calls if size * size * batch <= 128 * 128 * 8 else args.calls // 3)
+            cases = {
+                f"{n} {mode}": timer(fn, x, calls) for n in nets for mode, fn in modes[n].items()
+            }
+            res = interleaved(cases, args.repeats, args.warmup, _log)
+            for n in nets:
+                for mode in mode_names:
+                    ms = median(res[f"{n} {mode}"]["ms_per_image"])
+                    rows.append(
+                        {
+                            "input": f"{size}x{size}", "batch": batch, "network": n,
+                            "mode": mode, "ms/image": f"{ms:.2f}",
+                            "images/s": f"{1000 / ms:.1f}", "GMACs/image": f"{macs[n] / 1e9:.3f}",
+                            "GMAC/s": f"{macs[n] / 1e6 / ms:.2f}",
+                        }
+                    )  # fmt: skip
+            mac_ratio = macs[UNET] / macs[MSNAS]
+            row: dict[str, Any] = {"input": f"{size}x{size}", "batch": batch}
+            row["U-Net MACs / MS-NAS MACs"] = f"{mac_ratio:.2f}"
+            for mode in mode_names:
+                # images/s ratio = U-Net ms per image / MS-NAS ms per image, round by round
+                speed = paired_ratio(
+                    res[f"{UNET} {mode}"]["ms_per_image"], res[f"{MSNAS} {mode}"]["ms_per_image"]
+                )
+                row[f"{mode}: speed ratio"] = fmt_ratio(speed)
+                row[f"{mode}: time/MAC ratio"] = fmt_ratio(speed / mac_ratio)
+            fused_gain = paired_ratio(
+                res[f"{MSNAS} eager"]["ms_per_image"], res[f"{MSNAS} fused"]["ms_per_image"]
+            )
+            row["MS-NAS fused/eager speed-up"] = fmt_ratio(fused_gain)
+            ratio_rows.append(row)
+    elapsed = (time.perf_counter() - t_start) / 60
+    table = markdown_table(rows)
+    ratios = markdown_table(ratio_rows)
+    _log("\n" + table + "\n\n" + ratios)
+
+    edges = sum(1 for e in arch.edges if e.kind != "skip")
+    setup = (
+        f"CPU, {args.threads} thread(s), `torch.inference_mode`. {MSNAS}: top-3 paths decoded "
+        f"from `SearchState.random(hc18-cpu, seed={args.seed})` (L=6, S=4, N=2), base width "
+        f"{args.width}: {len(arch.nodes)} nodes, {edges} cells, fusion `{arch.space.fusion}`, "
+        f"{params[MSNAS] / 1e6:.2f} M params. {UNET}: base {args.unet_base}, depth 4, "
+        f"{params[UNET] / 1e6:.2f} M params. Modes: eager; fused (BatchNorm folded); fused+CL "
+        "(and channels-last); onnxruntime (fused model, dynamo exporter, CPU provider, one "
+        f"thread) where installed. {args.warmup} warm-up + {args.repeats} measured interleaved "
+        f"rounds per shape, {args.calls} forward passes per round ({max(1, args.calls // 3)} "
+        "above 128x128 at batch 8): few rounds to keep the run short on a shared 2-core "
+        f"machine, so single figures are noisy; ratios are paired per round. Whole run: "
+        f"{elapsed:.1f} min."
+    )
+    reading = (
+        "Time-per-MAC ratio = (MS-NAS images/s / U-Net images/s) / (U-Net MACs / MS-NAS "
+        "MACs); target >= 0.8 (1.0: MS-NAS runs its MACs as fast as the U-Net). See the "
+        "ratio table for each mode; the fused/eager column is what folding BatchNorm buys."
+    )
+    path = write_results(
+        "final_network",
+        "Final-network inference: MS-NAS(3) against the U-Net",
+        setup,
+        [
+            "## Per network and mode\n\n" + table,
+            "## Ratios (same run)\n\n" + ratios,
+        ],
+        reading,
+        path=args.out,
+    )
+    _log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
