@@ -28,6 +28,7 @@ from .options import (
     progress_option,
     run_options,
     seed_option,
+    skip_flag,
     space_option,
     test_fold_option,
 )
@@ -187,14 +188,7 @@ def predict(run_dir: str, inputs: str, out_dir: str, **options: Any) -> None:
 @click.argument("source", metavar="[ARCH|RUN]", required=False)
 @click.option("--model", type=click.Choice(["unet"]), help="Cost of the U-Net baseline instead.")
 @click.option("--input-size", type=click.IntRange(min=8), default=256, show_default=True)
-@click.option(
-    "--no-memory",
-    "activation",
-    is_flag=True,
-    flag_value=False,
-    default=True,
-    help="Skip the activation-memory measurement.",
-)
+@skip_flag("--no-memory", "activation", help="Skip the activation-memory measurement.")
 @json_option
 def cost(
     source: str | None, model: str | None, input_size: int, as_json: bool, **options: Any
@@ -220,14 +214,7 @@ def cost(
 @click.argument("source", metavar="ARCH|RUN|CHECKPOINT")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), required=True)
 @click.option("--input-size", type=click.IntRange(min=8), default=256, show_default=True)
-@click.option(
-    "--no-verify",
-    "verify",
-    is_flag=True,
-    flag_value=False,
-    default=True,
-    help="Skip the onnxruntime comparison.",
-)
+@skip_flag("--no-verify", "verify", help="Skip the onnxruntime comparison.")
 @click.option(
     "--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True
 )

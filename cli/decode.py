@@ -11,7 +11,7 @@ import click
 from msnas_graph.errors import DecodeError
 
 from .backend_commands import backend
-from .options import bundle, json_option, paths_option, render_option
+from .options import bundle, count_option, json_option, paths_option, render_option
 
 if TYPE_CHECKING:
     from msnas_graph.budget import BudgetedDecode
@@ -43,17 +43,12 @@ budget_options = bundle(
         help="Decode the best paths whose network fits this many MACs (e.g. 0.5G).",
     ),
     click.option("--max-params", type=CountType(), help="... and this many parameters (e.g. 2M)."),
-    click.option(
-        "--input-size",
-        type=click.IntRange(min=1),
-        help="Input side at which MACs are counted (default: the space's).",
-    ),
-    click.option(
+    count_option("--input-size", "Input side at which MACs are counted (default: the space's)."),
+    count_option(
         "--candidates",
-        type=click.IntRange(min=1),
+        "Top paths the budgeted choice picks from.",
         default=128,
         show_default=True,
-        help="Top paths the budgeted choice picks from.",
     ),
 )
 
@@ -61,11 +56,7 @@ budget_options = bundle(
 #: ``--consensus``.
 decode_options = bundle(
     paths_option,
-    click.option(
-        "--inputs-per-block",
-        type=click.IntRange(min=1),
-        help="Inputs kept per block (default: space).",
-    ),
+    count_option("--inputs-per-block", "Inputs kept per block (default: space)."),
     click.option(
         "--score",
         type=click.Choice(["relative", "paper"]),

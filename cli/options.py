@@ -84,6 +84,16 @@ def out_dir_option(required: bool = False, help: str | None = None) -> Decorator
     )
 
 
+def skip_flag(flag: str, dest: str, help: str) -> Decorator[Any]:
+    """A ``--no-THING`` flag that sets the backend option ``dest`` (on by default) to False."""
+    return click.option(flag, dest, is_flag=True, flag_value=False, default=True, help=help)
+
+
+def count_option(flag: str, help: str | None = None, **kwargs: Any) -> Decorator[Any]:
+    """An option taking a positive integer (``kwargs``: ``default``, ``show_default``...)."""
+    return click.option(flag, type=click.IntRange(min=1), help=help, **kwargs)
+
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text."
 )

@@ -33,12 +33,14 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 from ._util import unknown_name
 from .errors import BackendError, RunError
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .architecture import Architecture
     from .budget import CostModel
     from .genotype import CellGenotype
@@ -48,9 +50,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Backend",
     "NullBackend",
+    "Options",
     "PluginError",
     "QuickstartOutcome",
     "ResumeConflictError",
+    "RunFlags",
     "SearchOutcome",
     "TrainOutcome",
     "available_backends",
@@ -68,6 +72,20 @@ _BUILTIN = {
 _REGISTERED: dict[str, Callable[[], Any] | str] = {}
 #: One instance per backend name, so that repeated look-ups share state (e.g. recorded calls).
 _INSTANCES: dict[str, Any] = {}
+
+
+#: A backend's run settings by option name (``{"space": "tiny", "epochs": (1, 1)}``).
+Options = Mapping[str, Any]
+PathLike = str | Path
+
+
+class RunFlags(TypedDict, total=False):
+    """How a run treats its folder: continue an interrupted run (``resume``), replace a
+    finished one (``overwrite``), show progress bars (``progress``, default on)."""
+
+    resume: bool
+    overwrite: bool
+    progress: bool
 
 
 class PluginError(BackendError):
@@ -145,9 +163,7 @@ class Backend(Protocol):
         """The final network of ``arch``."""
         ...
 
-    def cost(
-        self, model: Any, input_size: int, options: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def cost(self, model: Any, input_size: int, options: Options | None = None) -> dict[str, Any]:
         """Parameters, MACs and FLOPs (keys ``params``, ``macs``, ``flops``, ``input_shape``)
         of ``model`` (a built model, or a model source: ``"unet"``, an architecture file, a
         run folder) at ``input_size``; ``options`` e.g. ``activation`` (also measure a training
@@ -164,61 +180,34 @@ class Backend(Protocol):
         ...
 
     def search(
-        self,
-        options: Mapping[str, Any],
-        run_dir: str | Path,
-        *,
-        resume: bool = False,
-        overwrite: bool = False,
-        progress: bool = True,
+        self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]
     ) -> SearchOutcome:
         """Search into ``run_dir``. On ``resume`` of a run with a stored configuration,
         ``options`` may only change what does not alter the result (else
         :class:`ResumeConflictError`)."""
         ...
 
-    def train(
-        self,
-        options: Mapping[str, Any],
-        run_dir: str | Path,
-        *,
-        resume: bool = False,
-        overwrite: bool = False,
-        progress: bool = True,
-    ) -> TrainOutcome:
+    def train(self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]) -> TrainOutcome:
         """Train a model from scratch into ``run_dir`` (``resume`` as in :meth:`search`)."""
         ...
 
-    def evaluate(
-        self, run_dirs: Sequence[str | Path], options: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def evaluate(self, run_dirs: Sequence[PathLike], options: Options) -> dict[str, Any]:
         """Evaluate trained runs: one run gives its summary, several (the folds of a k-fold
         cross-validation) their combination (``num_folds``, ``mean_dice``: mean and std)."""
         ...
 
     def predict(
-        self,
-        run_dir: str | Path,
-        inputs: str | Path,
-        out_dir: str | Path,
-        options: Mapping[str, Any],
+        self, run_dir: PathLike, inputs: PathLike, out_dir: PathLike, options: Options
     ) -> list[Path]:
         """Segment ``inputs`` with a trained model; the masks written."""
         ...
 
-    def export(
-        self, source: str | Path, path: str | Path, options: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def export(self, source: PathLike, path: PathLike, options: Options) -> dict[str, Any]:
         """Export a model source to ``path``; a report (``path``, ``max_abs_diff`` ...)."""
         ...
 
     def quickstart(
-        self,
-        out_dir: str | Path,
-        options: Mapping[str, Any],
-        *,
-        overwrite: bool = False,
-        progress: bool = True,
+        self, out_dir: PathLike, options: Options, **flags: Unpack[RunFlags]
     ) -> QuickstartOutcome:
         """Search -> decode -> train -> evaluate into ``out_dir``."""
         ...
@@ -271,9 +260,7 @@ class NullBackend:
     def build_network(self, arch: Architecture) -> Any:
         return ("network", arch.content_hash)
 
-    def cost(
-        self, model: Any, input_size: int, options: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def cost(self, model: Any, input_size: int, options: Options | None = None) -> dict[str, Any]:
         self._record("cost", model, {"input_size": input_size, **(options or {})})
         shape = [1, 1, input_size, input_size]
         return {"model": {"kind": "null"}, "input_shape": shape, "params": 0, "macs": 0, "flops": 0}
@@ -287,60 +274,33 @@ class NullBackend:
         return TableCostModel.simple(space)
 
     def search(
-        self,
-        options: Mapping[str, Any],
-        run_dir: str | Path,
-        *,
-        resume: bool = False,
-        overwrite: bool = False,
-        progress: bool = True,
+        self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]
     ) -> SearchOutcome:
         from .state import SearchState
 
         self._record("search", run_dir, options)
         return _NullSearch(Path(run_dir), SearchState.zeros(_space_of(options)))
 
-    def train(
-        self,
-        options: Mapping[str, Any],
-        run_dir: str | Path,
-        *,
-        resume: bool = False,
-        overwrite: bool = False,
-        progress: bool = True,
-    ) -> TrainOutcome:
+    def train(self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]) -> TrainOutcome:
         self._record("train", run_dir, options)
         return _NullTrain(Path(run_dir))
 
-    def evaluate(
-        self, run_dirs: Sequence[str | Path], options: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def evaluate(self, run_dirs: Sequence[PathLike], options: Options) -> dict[str, Any]:
         self._record("evaluate", list(run_dirs), options)
         return {"num_cases": 0} if len(run_dirs) == 1 else {"num_folds": len(run_dirs)}
 
     def predict(
-        self,
-        run_dir: str | Path,
-        inputs: str | Path,
-        out_dir: str | Path,
-        options: Mapping[str, Any],
+        self, run_dir: PathLike, inputs: PathLike, out_dir: PathLike, options: Options
     ) -> list[Path]:
         self._record("predict", run_dir, {"inputs": inputs, "out_dir": out_dir, **options})
         return []
 
-    def export(
-        self, source: str | Path, path: str | Path, options: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def export(self, source: PathLike, path: PathLike, options: Options) -> dict[str, Any]:
         self._record("export", source, {"path": path, **options})
         return {"path": str(path), "max_abs_diff": None, "opset": 0, "exporter": "null"}
 
     def quickstart(
-        self,
-        out_dir: str | Path,
-        options: Mapping[str, Any],
-        *,
-        overwrite: bool = False,
-        progress: bool = True,
+        self, out_dir: PathLike, options: Options, **flags: Unpack[RunFlags]
     ) -> QuickstartOutcome:
         from .decode import decode
         from .state import SearchState

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msnas_graph._util import unknown_name
-from msnas_graph.backend import ResumeConflictError
+from msnas_graph.backend import Options, PathLike, ResumeConflictError, RunFlags
 from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, channel_shuffle
 from msnas_graph.backends.torch.nn.network import FUSIONS, FinalNetwork, build_network
 from msnas_graph.backends.torch.nn.ops import build_op, register_op, registered_ops, unregister_op
@@ -33,6 +33,8 @@ from msnas_graph.backends.torch.nn.transfer import transfer_weights
 from msnas_graph.errors import BackendError
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from msnas_graph.architecture import Architecture
     from msnas_graph.backends.torch.inference import (
         evaluate,
@@ -127,9 +129,7 @@ class TorchBackend:
         """:func:`build_network` with the architecture's own fusion mode."""
         return build_network(arch)
 
-    def cost(
-        self, model: Any, input_size: int, options: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def cost(self, model: Any, input_size: int, options: Options | None = None) -> dict[str, Any]:
         """``params``, ``macs`` and ``flops`` of ``model`` on one input of side ``input_size``
         (batch 1, the model's ``in_channels`` and ``spatial_dims``); also ``input_shape``.
 
@@ -167,78 +167,49 @@ class TorchBackend:
         return edge_cost_model(cells, space, input_size=input_size)
 
     def search(
-        self,
-        options: Mapping[str, Any],
-        run_dir: str | Path,
-        *,
-        resume: bool = False,
-        overwrite: bool = False,
-        progress: bool = True,
+        self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]
     ) -> SearchResult:
         """:func:`search` with a :class:`SearchConfig` built from ``options`` (on ``resume``,
         the run's stored config with ``options`` changing only its resume-free fields)."""
         from msnas_graph.backends.torch.training import SearchConfig, search
 
-        config = _config(SearchConfig, options, run_dir, resume)
-        return search(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+        config = _config(SearchConfig, options, run_dir, flags.get("resume", False))
+        return search(config, run_dir, **flags)
 
-    def train(
-        self,
-        options: Mapping[str, Any],
-        run_dir: str | Path,
-        *,
-        resume: bool = False,
-        overwrite: bool = False,
-        progress: bool = True,
-    ) -> TrainResult:
+    def train(self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]) -> TrainResult:
         """:func:`train` with a :class:`TrainConfig` built from ``options`` (``resume`` as in
         :meth:`search`)."""
         from msnas_graph.backends.torch.training import TrainConfig, train
 
-        config = _config(TrainConfig, options, run_dir, resume)
-        return train(config, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+        config = _config(TrainConfig, options, run_dir, flags.get("resume", False))
+        return train(config, run_dir, **flags)
 
-    def evaluate(
-        self, run_dirs: Sequence[str | Path], options: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def evaluate(self, run_dirs: Sequence[PathLike], options: Options) -> dict[str, Any]:
         """:func:`evaluate_folds` (one run: its summary; several: the k-fold combination)."""
         from msnas_graph.backends.torch.inference import evaluate_folds
 
         return _call(evaluate_folds, "evaluate", list(run_dirs), **options)
 
     def predict(
-        self,
-        run_dir: str | Path,
-        inputs: str | Path,
-        out_dir: str | Path,
-        options: Mapping[str, Any],
+        self, run_dir: PathLike, inputs: PathLike, out_dir: PathLike, options: Options
     ) -> list[Path]:
         """:func:`predict`: the masks written."""
         from msnas_graph.backends.torch.inference import predict
 
         return _call(predict, "predict", run_dir, inputs, out_dir, **options)
 
-    def export(
-        self, source: str | Path, path: str | Path, options: Mapping[str, Any]
-    ) -> dict[str, Any]:
+    def export(self, source: PathLike, path: PathLike, options: Options) -> dict[str, Any]:
         """:func:`~msnas_graph.backends.torch.export.export_model` to ONNX; its report."""
         from msnas_graph.backends.torch.export import export_model
 
         return _call(export_model, "export", source, path, **options).to_dict()
 
-    def quickstart(
-        self,
-        out_dir: str | Path,
-        options: Mapping[str, Any],
-        *,
-        overwrite: bool = False,
-        progress: bool = True,
-    ) -> Any:
+    def quickstart(self, out_dir: PathLike, options: Options, **flags: Unpack[RunFlags]) -> Any:
         """:func:`~msnas_graph.backends.torch.pipeline.quickstart`."""
         from msnas_graph.backends.torch.pipeline import quickstart
 
-        kwargs = {**options, "overwrite": overwrite, "progress": progress}
-        return _call(quickstart, "quickstart", out_dir, **kwargs)
+        flags.pop("resume", None)  # each quickstart stage starts afresh
+        return _call(quickstart, "quickstart", out_dir, **options, **flags)
 
 
 def _call(function: Callable[..., Any], what: str, *args: Any, **options: Any) -> Any:
