@@ -18,16 +18,11 @@ from typing import Any, NoReturn
 import click
 
 from msnas_graph import __version__
-from msnas_graph.errors import MsnasError
+from msnas_graph.errors import BackendError, MsnasError
 
-from .budget import budget_options, decode_under_budget
-from .options import (
-    channels_option,
-    json_option,
-    paths_option,
-    render_option,
-    space_option,
-)
+from .backend_commands import COMMANDS, backend
+from .decode import decode
+from .options import json_option, paths_option, render_option, space_option
 
 log = logging.getLogger("msnas_graph")
 
@@ -83,6 +78,23 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option(
+    "--backend",
+    "backend_name",
+    default="torch",
+    show_default=True,
+    envvar="MSNAS_BACKEND",
+    metavar="NAME",
+    help="Backend that builds and runs the networks (env MSNAS_BACKEND).",
+)
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE first, so that the operations or backends it registers can be used "
+    "(repeatable; env MSNAS_PLUGINS, comma-separated).",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     envvar="MSNAS_THREADS",
@@ -90,7 +102,14 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
     "oversubscription, which can slow small networks many times.",
 )
 @click.pass_context
-def main(ctx: click.Context, debug: bool, verbose: int, threads: int | None) -> None:
+def main(
+    ctx: click.Context,
+    debug: bool,
+    verbose: int,
+    backend_name: str,
+    plugins: tuple[str, ...],
+    threads: int | None,
+) -> None:
     """MS-NAS: multi-scale neural architecture search for medical image segmentation.
 
     \b
@@ -109,6 +128,11 @@ def main(ctx: click.Context, debug: bool, verbose: int, threads: int | None) -> 
             sys.modules["torch"].set_num_threads(threads)
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from msnas_graph.backend import check_backend_name, load_plugins
+
+    load_plugins([*os.environ.get("MSNAS_PLUGINS", "").split(","), *plugins])
+    check_backend_name(backend_name)
+    ctx.obj["backend"] = backend_name
 
 
 # ---------------------------------------------------------------------------- graph core
@@ -117,7 +141,7 @@ def main(ctx: click.Context, debug: bool, verbose: int, threads: int | None) -> 
 @main.command()
 @space_option("paper")
 @json_option
-def count(space_source: str, as_json: bool) -> None:
+def count(space: str, as_json: bool) -> None:
     """Count paths, cells and architectures of a search space (exact integers).
 
     \b
@@ -127,7 +151,7 @@ def count(space_source: str, as_json: bool) -> None:
     from msnas_graph.counting import count_space
     from msnas_graph.spec import load_space
 
-    counts = count_space(load_space(space_source))
+    counts = count_space(load_space(space))
     _emit(counts.to_dict(), as_json, str(counts))
 
 
@@ -140,7 +164,7 @@ def count(space_source: str, as_json: bool) -> None:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), required=True, help="State JSON to write."
 )
-def sample(space_source: str, seed: int, scale: float, output: str) -> None:
+def sample(space: str, seed: int, scale: float, output: str) -> None:
     """Write a random search state (a random-architecture baseline).
 
     \b
@@ -150,120 +174,8 @@ def sample(space_source: str, seed: int, scale: float, output: str) -> None:
     from msnas_graph.spec import load_space
     from msnas_graph.state import SearchState
 
-    state = SearchState.random(load_space(space_source), seed=seed, scale=scale)
+    state = SearchState.random(load_space(space), seed=seed, scale=scale)
     click.echo(f"wrote {state.save(output)}")
-
-
-@main.command()
-@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
-@paths_option
-@click.option(
-    "--inputs-per-block", type=click.IntRange(min=1), help="Inputs kept per block (default: space)."
-)
-@click.option(
-    "--score",
-    type=click.Choice(["relative", "paper"]),
-    default="relative",
-    show_default=True,
-    help="Path score: each edge weight relative to uniform at its node (no topology prior), "
-    "or the paper's plain sum of weights (prefers the trellis rim before any learning).",
-)
-@click.option(
-    "--consensus",
-    "method",
-    type=click.Choice(["mean", "majority"]),
-    default="mean",
-    show_default=True,
-    help="With several sources: average their normalised weights, or vote per decision.",
-)
-@render_option
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False), help="Write the architecture JSON here."
-)
-@channels_option
-@json_option
-@budget_options
-def decode(
-    sources: tuple[str, ...],
-    paths: int,
-    inputs_per_block: int | None,
-    score: str,
-    method: str,
-    render_path: str | None,
-    output: str | None,
-    channels: int | None,
-    as_json: bool,
-    **budget: Any,
-) -> None:
-    """Decode a search state (file or run folder) into an architecture, and say how decided
-    each of its decisions is.
-
-    Cells first (strongest input and operation per block), then the top N_l
-    input->output paths; their union is the architecture. A warning goes to stderr when
-    the result is within noise of the untrained prior. With several sources (seeds of
-    one search space), decode their consensus and print how much they agree.
-
-    \b
-    Examples:
-      msnas-graph decode runs/search --paths 5 --render arch.svg -o arch.json
-      msnas-graph decode state.json --paths 3 --json
-      msnas-graph decode state.json --paths 3 --max-macs 0.5G --max-params 2M
-      msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
-      msnas-graph decode runs/search --channels 64 -o wide.json   # train it wide
-    """
-    from msnas_graph.diagnostics import diagnose
-    from msnas_graph.io import load_state
-
-    states = [load_state(s) for s in sources]
-    diags = [diagnose(s, paths, score=score, inputs_per_block=inputs_per_block) for s in states]
-    if len(states) == 1:
-        from msnas_graph.decode import decode as decode_state
-
-        chosen = decode_under_budget(states[0], paths, inputs_per_block, score=score, **budget)
-        arch = (
-            chosen.architecture
-            if chosen
-            else decode_state(states[0], paths, inputs_per_block, score)
-        )
-        arch = arch.widen(channels) if channels else arch
-        if render_path:
-            from msnas_graph.render import render
-
-            render(arch, render_path)
-        if output:
-            arch.save(output)
-        text = str(arch) + (f"\n{chosen.summary()}" if chosen else "")
-        _emit({**arch.to_dict(), "diagnostics": diags[0].to_dict()}, as_json, text)
-        if not as_json:
-            _wrote(output, render_path)
-            click.echo(f"decisions: {diags[0].summary()}")
-    else:
-        from msnas_graph.consensus import consensus
-
-        if any(v is not None for k, v in budget.items() if k != "candidates"):
-            raise click.UsageError("--max-macs/--max-params decode one source, not a consensus")
-        result = consensus(states, paths, method, score, inputs_per_block, names=sources)
-        if render_path:
-            result.render(render_path)
-        if output:
-            arch = result.architecture
-            (arch.widen(channels) if channels else arch).save(output)
-        per_source = {s: d.to_dict() for s, d in zip(sources, diags, strict=True)}
-        _emit({**result.to_dict(), "diagnostics": per_source}, as_json, str(result))
-        if not as_json:
-            _wrote(output, render_path)
-            for src, d in zip(sources, diags, strict=True):
-                click.echo(f"decisions of {src}: {d.summary()}")
-    for src, d in zip(sources, diags, strict=True):
-        if (warning := d.warning()) is not None:
-            where = f"{src}: " if len(sources) > 1 else ""
-            click.echo(f"msnas-graph: warning: {where}{warning}", err=True)
-
-
-def _wrote(output: str | None, render_path: str | None) -> None:
-    for what, where in (("architecture", output), ("picture", render_path)):
-        if where:
-            click.echo(f"wrote {what} {where}")
 
 
 @main.command(name="render")
@@ -330,15 +242,13 @@ def ops(as_json: bool) -> None:
     """List the registered operations a space may use."""
     from msnas_graph.operations import known_operations
 
-    with contextlib.suppress(ImportError):  # torch's registry adds its (and users') ops
-        import msnas_graph.backends.torch.nn.ops  # noqa: F401
+    with contextlib.suppress(BackendError):  # the backend's registry adds its (and users') ops
+        backend()
     known = known_operations()
     _emit(known, as_json, "\n".join(f"{k:14s} {v}" for k, v in sorted(known.items())))
 
 
-from .torch_commands import COMMANDS  # noqa: E402  (registered after the group exists)
-
-for _command in COMMANDS:
+for _command in [decode, *COMMANDS]:
     main.add_command(_command)
 
 

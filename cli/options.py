@@ -1,4 +1,9 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once, and grouped into a few named bundles.
+
+An option's destination name is the backend's option name (for the torch backend, the field
+of its ``SearchConfig``/``TrainConfig``, e.g. ``--max-steps`` -> ``max_steps_per_epoch``), so
+that a new option reaches the backend through :func:`run_options` with no more plumbing.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,85 @@ from typing import Any, TypeVar
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+Decorator = Callable[[F], F]
 
 
-def space_option(default: str = "quick") -> Callable[[F], F]:
+def bundle(*decorators: Decorator[Any]) -> Decorator[Any]:
+    """One decorator applying ``decorators`` so that ``--help`` lists them in this order."""
+
+    def apply(f: F) -> F:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+class EpochPair(click.ParamType):
+    """``CELL,NETWORK`` epochs, e.g. ``20,20``, as a pair of integers."""
+
+    name = "CELL,NETWORK"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            a, b = (int(x) for x in str(value).split(","))
+        except ValueError:
+            self.fail("expected CELL,NETWORK epochs, e.g. 20,20", param, ctx)
+        return a, b
+
+
+def space_option(default: str = "quick") -> Decorator[Any]:
     """``--space``: a preset name (paper, quick, tiny) or a YAML/JSON spec file."""
     return click.option(
         "--space",
-        "space_source",
         default=default,
         show_default=True,
         metavar="PRESET|FILE",
         help="Search space: a preset (paper, quick, tiny) or a YAML/JSON spec file.",
     )
+
+
+def data_option(default: str | None = "phantom", help: str | None = None) -> Decorator[Any]:
+    """``--data``: the dataset source."""
+    return click.option(
+        "--data",
+        default=default,
+        show_default=default is not None,
+        metavar="SOURCE",
+        help=help
+        or "'phantom' (built-in synthetic data), 'phantom:N', or a dataset folder "
+        "(image/mask folders, NIfTI, or the MSD/nnU-Net layout).",
+    )
+
+
+def test_fold_option(
+    default: int | None = 0, help: str | None = "Fold held out for testing."
+) -> Decorator[Any]:
+    """``--test-fold``."""
+    return click.option(
+        "--test-fold", type=int, default=default, show_default=default is not None, help=help
+    )
+
+
+def out_dir_option(required: bool = False, help: str | None = None) -> Decorator[Any]:
+    """``-o/--out``: an output folder."""
+    return click.option(
+        "-o", "--out", "out_dir", type=click.Path(file_okay=False), required=required, help=help
+    )
+
+
+def skip_flag(flag: str, dest: str, help: str) -> Decorator[Any]:
+    """A ``--no-THING`` flag that sets the backend option ``dest`` (on by default) to False."""
+    return click.option(flag, dest, is_flag=True, flag_value=False, default=True, help=help)
+
+
+def count_option(flag: str, help: str | None = None, **kwargs: Any) -> Decorator[Any]:
+    """An option taking a positive integer (``kwargs``: ``default``, ``show_default``...)."""
+    return click.option(flag, type=click.IntRange(min=1), help=help, **kwargs)
 
 
 json_option = click.option(
@@ -49,46 +121,82 @@ device_option = click.option(
     help="cpu, cuda, cuda:N, or auto (cuda when available).",
 )
 
-amp_option = click.option(
-    "--amp",
-    type=click.Choice(["none", "bf16", "fp16"]),
-    default="none",
-    show_default=True,
-    help="Mixed precision (autocast).",
-)
-
-data_option = click.option(
-    "--data",
-    default="phantom",
-    show_default=True,
-    metavar="SOURCE",
-    help="'phantom' (built-in synthetic data), 'phantom:N', or a dataset folder "
-    "(image/mask folders, NIfTI, or the MSD/nnU-Net layout).",
-)
-
 folds_option = click.option(
     "--folds",
     type=click.Path(exists=True, dir_okay=False),
     help="Folds file (e.g. ../shared/data/hc18/folds.json); default: group k-fold.",
 )
 
-test_fold_option = click.option(
-    "--test-fold", type=int, default=0, show_default=True, help="Fold held out for testing."
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+
+input_size_option = click.option(
+    "--input-size",
+    type=click.IntRange(min=8),
+    help="Side length images are resized to (default: the space's input_size).",
+)
+
+max_steps_option = click.option(
+    "--max-steps",
+    "max_steps_per_epoch",
+    type=click.IntRange(min=1),
+    help="Cap steps per epoch (smoke runs).",
 )
 
 overwrite_option = click.option(
     "--overwrite", is_flag=True, help="Replace a finished run in the output folder."
 )
 
-resume_option = click.option(
-    "--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint."
-)
-
 progress_option = click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
 )
 
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+#: The data a run reads: ``--data``, ``--batch-size``, ``--input-size``.
+data_options = bundle(
+    data_option(),
+    click.option(
+        "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Batch size."
+    ),
+    input_size_option,
+)
+
+#: How the cases are split: ``--folds``, ``--test-fold``.
+split_options = bundle(folds_option, test_fold_option())
+
+#: Where and how a run computes: ``--device``, ``--amp``, ``--seed``, ``--max-steps``.
+runtime_options = bundle(
+    device_option,
+    click.option(
+        "--amp",
+        type=click.Choice(["none", "bf16", "fp16"]),
+        default="none",
+        show_default=True,
+        help="Mixed precision (autocast).",
+    ),
+    seed_option,
+    max_steps_option,
+)
+
+#: The run folder's policy: ``--resume``, ``--overwrite``, ``--progress``.
+run_folder_options = bundle(
+    click.option(
+        "--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint."
+    ),
+    overwrite_option,
+    progress_option,
+)
+
+
+def run_options(*specific: Decorator[Any]) -> Decorator[Any]:
+    """The options of a search or training run: RUN_DIR, the command's own options, then
+    the shared data, split, runtime and run-folder bundles."""
+    return bundle(
+        click.argument("run_dir", type=click.Path(file_okay=False)),
+        *specific,
+        data_options,
+        split_options,
+        runtime_options,
+        run_folder_options,
+    )
 
 
 def _arch_lr(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -140,10 +248,8 @@ arch_steps_option = click.option(
 arch_lr_option = click.option(
     "--arch-lr",
     metavar="FLOAT|auto",
-    default="auto",
-    show_default=True,
     callback=_arch_lr,
-    help="Architecture learning rate (Adam) of both phases; auto: 2 / the phase's "
+    help="Architecture learning rate (Adam) of both phases. Default (auto): 2 / the phase's "
     "architecture steps, clipped to [3e-4, 3e-2].",
 )
 
@@ -160,13 +266,3 @@ init_from_option = click.option(
     type=click.Path(exists=True, file_okay=False),
     help="Start from this search run's supernet weights where shapes allow (same width).",
 )
-
-unet_base_option = click.option(
-    "--unet-base", type=click.IntRange(min=1), default=56, show_default=True,
-    help="U-Net base width.",
-)  # fmt: skip
-
-unet_depth_option = click.option(
-    "--unet-depth", type=click.IntRange(min=2), default=5, show_default=True,
-    help="U-Net levels.",
-)  # fmt: skip

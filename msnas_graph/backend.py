@@ -1,8 +1,13 @@
-"""Backends: the one small protocol through which graphs become runnable models.
+"""Backends: the one small protocol through which graphs become runnable models and runs.
 
 The core never imports a backend. Backends are found by name in the entry-point group
-``msnas_graph.backends`` (third parties add theirs there) plus the built-ins below. The
-``null`` backend does nothing but record its calls: it tests the dispatch without torch.
+``msnas_graph.backends`` (third parties add theirs there), through :func:`register_backend`
+(from a plugin module, see :func:`load_plugins`), plus the built-ins below. The ``null``
+backend does nothing but record its calls: it tests the dispatch without torch.
+
+The protocol covers everything the command line calls. Run settings travel as plain
+mappings of option names (``{"space": "tiny", "epochs": (1, 1), ...}``): each backend builds
+its own configuration from them, so no signature here names a backend's types.
 
 >>> "null" in available_backends()
 True
@@ -10,6 +15,9 @@ True
 >>> from msnas_graph.spec import SearchSpace
 >>> b.build_supernet(SearchSpace.preset("tiny"))
 ('supernet', 'tiny')
+>>> outcome = b.search({"space": "tiny"}, "runs/x")
+>>> b.calls[-1]
+('search', 'runs/x', {'space': 'tiny'})
 >>> try:
 ...     get_backend("torhc")
 ... except BackendError as exc:
@@ -20,29 +28,130 @@ unknown backend 'torhc' (known: null, torch) (did you mean 'torch'?)
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 from ._util import unknown_name
-from .errors import BackendError
+from .errors import BackendError, RunError
 
 if TYPE_CHECKING:
-    from .architecture import Architecture
-    from .spec import SearchSpace
+    from typing_extensions import Unpack
 
-__all__ = ["Backend", "NullBackend", "available_backends", "get_backend"]
+    from .architecture import Architecture
+    from .budget import CostModel
+    from .genotype import CellGenotype
+    from .spec import SearchSpace
+    from .state import SearchState
+
+__all__ = [
+    "Backend",
+    "NullBackend",
+    "Options",
+    "PluginError",
+    "QuickstartOutcome",
+    "ResumeConflictError",
+    "RunFlags",
+    "SearchOutcome",
+    "TrainOutcome",
+    "available_backends",
+    "get_backend",
+    "load_plugins",
+    "register_backend",
+]
 
 ENTRY_POINT_GROUP = "msnas_graph.backends"
 _BUILTIN = {
     "torch": "msnas_graph.backends.torch:TorchBackend",
     "null": "msnas_graph.backend:NullBackend",
 }
+#: Backends registered at run time (by a plugin module): name -> factory or "module:attr".
+_REGISTERED: dict[str, Callable[[], Any] | str] = {}
+#: One instance per backend name, so that repeated look-ups share state (e.g. recorded calls).
+_INSTANCES: dict[str, Any] = {}
+
+
+#: A backend's run settings by option name (``{"space": "tiny", "epochs": (1, 1)}``).
+Options = Mapping[str, Any]
+PathLike = str | Path
+
+
+class RunFlags(TypedDict, total=False):
+    """How a run treats its folder: continue an interrupted run (``resume``), replace a
+    finished one (``overwrite``), show progress bars (``progress``, default on)."""
+
+    resume: bool
+    overwrite: bool
+    progress: bool
+
+
+class PluginError(BackendError):
+    """A plugin module (``--plugin``, ``MSNAS_PLUGINS`` or an entry point) failed to load."""
+
+
+class ResumeConflictError(RunError):
+    """Options given for a resumed run that its stored configuration fixes.
+
+    ``fields`` names them (the backend's option names), so that a front end can spell them
+    its own way (the CLI as ``--max-steps``).
+    """
+
+    def __init__(self, run_dir: str | Path, fields: Sequence[str]) -> None:
+        self.run_dir = Path(run_dir)
+        self.fields = tuple(fields)
+        super().__init__(
+            f"{', '.join(self.fields)} cannot change when resuming: {self.run_dir}/config.json "
+            f"fixes it; drop the option, or start a new run (overwrite)"
+        )
+
+
+class SearchOutcome(Protocol):
+    """What :meth:`Backend.search` returns."""
+
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def state(self) -> SearchState: ...
+    @property
+    def architecture(self) -> Architecture | None: ...
+
+
+class TrainOutcome(Protocol):
+    """What :meth:`Backend.train` returns."""
+
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def best_dice(self) -> float | None: ...
+    @property
+    def best_epoch(self) -> int: ...
+
+
+class QuickstartOutcome(Protocol):
+    """What :meth:`Backend.quickstart` returns: the architecture, the evaluation summary,
+    seconds per stage and where the files went."""
+
+    @property
+    def architecture(self) -> Architecture: ...
+    @property
+    def summary(self) -> dict[str, Any]: ...
+    @property
+    def seconds(self) -> dict[str, float]: ...
+    @property
+    def files(self) -> dict[str, Path]: ...
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """What a backend provides: compile a space into a supernet, an architecture into a
-    network, and measure a network's cost."""
+    """What a backend provides: compile a space into a supernet and an architecture into a
+    network, measure costs, and run the stages the command line offers.
+
+    ``options`` are plain mappings of option names to values; a backend refuses names it does
+    not know with one line (:class:`~msnas_graph.errors.MsnasError`).
+    """
 
     name: str
 
@@ -54,16 +163,96 @@ class Backend(Protocol):
         """The final network of ``arch``."""
         ...
 
-    def cost(self, model: Any, input_size: int) -> dict[str, Any]:
-        """Parameters, MACs and FLOPs of ``model`` at ``input_size`` (keys ``params``,
-        ``macs``, ``flops``)."""
+    def cost(self, model: Any, input_size: int, options: Options | None = None) -> dict[str, Any]:
+        """Parameters, MACs and FLOPs (keys ``params``, ``macs``, ``flops``, ``input_shape``)
+        of ``model`` (a built model, or a model source: ``"unet"``, an architecture file, a
+        run folder) at ``input_size``; ``options`` e.g. ``activation`` (also measure a training
+        step's activation bytes)."""
+        ...
+
+    def edge_cost_model(
+        self,
+        cells: Mapping[str, CellGenotype],
+        space: SearchSpace,
+        input_size: int | None = None,
+    ) -> CostModel:
+        """A measured cost model of each network edge, for budgeted decoding."""
+        ...
+
+    def search(
+        self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]
+    ) -> SearchOutcome:
+        """Search into ``run_dir``. On ``resume`` of a run with a stored configuration,
+        ``options`` may only change what does not alter the result (else
+        :class:`ResumeConflictError`)."""
+        ...
+
+    def train(self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]) -> TrainOutcome:
+        """Train a model from scratch into ``run_dir`` (``resume`` as in :meth:`search`)."""
+        ...
+
+    def evaluate(self, run_dirs: Sequence[PathLike], options: Options) -> dict[str, Any]:
+        """Evaluate trained runs: one run gives its summary, several (the folds of a k-fold
+        cross-validation) their combination (``num_folds``, ``mean_dice``: mean and std)."""
+        ...
+
+    def predict(
+        self, run_dir: PathLike, inputs: PathLike, out_dir: PathLike, options: Options
+    ) -> list[Path]:
+        """Segment ``inputs`` with a trained model; the masks written."""
+        ...
+
+    def export(self, source: PathLike, path: PathLike, options: Options) -> dict[str, Any]:
+        """Export a model source to ``path``; a report (``path``, ``max_abs_diff`` ...)."""
+        ...
+
+    def quickstart(
+        self, out_dir: PathLike, options: Options, **flags: Unpack[RunFlags]
+    ) -> QuickstartOutcome:
+        """Search -> decode -> train -> evaluate into ``out_dir``."""
         ...
 
 
+@dataclass
+class _NullSearch:
+    run_dir: Path
+    state: SearchState
+    architecture: Architecture | None = None
+
+
+@dataclass
+class _NullTrain:
+    run_dir: Path
+    best_dice: float | None = None
+    best_epoch: int = 0
+
+
+@dataclass
+class _NullQuickstart:
+    architecture: Architecture
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _space_of(options: Mapping[str, Any]) -> SearchSpace:
+    from .spec import SearchSpace, load_space
+
+    space = options.get("space", "quick")
+    return space if isinstance(space, SearchSpace) else load_space(space)
+
+
 class NullBackend:
-    """A backend that builds nothing and returns descriptions: tests the dispatch."""
+    """A backend that builds and runs nothing: it records each call in :attr:`calls` as
+    ``(method, target, options)`` and returns empty results, to test the dispatch."""
 
     name = "null"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def _record(self, method: str, target: Any, options: Mapping[str, Any] | None) -> None:
+        self.calls.append((method, target, dict(options or {})))
 
     def build_supernet(self, space: SearchSpace) -> Any:
         return ("supernet", space.name)
@@ -71,12 +260,69 @@ class NullBackend:
     def build_network(self, arch: Architecture) -> Any:
         return ("network", arch.content_hash)
 
-    def cost(self, model: Any, input_size: int) -> dict[str, Any]:
-        return {"params": 0, "macs": 0, "flops": 0}
+    def cost(self, model: Any, input_size: int, options: Options | None = None) -> dict[str, Any]:
+        self._record("cost", model, {"input_size": input_size, **(options or {})})
+        shape = [1, 1, input_size, input_size]
+        return {"model": {"kind": "null"}, "input_shape": shape, "params": 0, "macs": 0, "flops": 0}
+
+    def edge_cost_model(
+        self, cells: Mapping[str, CellGenotype], space: SearchSpace, input_size: int | None = None
+    ) -> CostModel:
+        from .budget import TableCostModel
+
+        self._record("edge_cost_model", space.name, {"input_size": input_size})
+        return TableCostModel.simple(space)
+
+    def search(
+        self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]
+    ) -> SearchOutcome:
+        from .state import SearchState
+
+        self._record("search", run_dir, options)
+        return _NullSearch(Path(run_dir), SearchState.zeros(_space_of(options)))
+
+    def train(self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]) -> TrainOutcome:
+        self._record("train", run_dir, options)
+        return _NullTrain(Path(run_dir))
+
+    def evaluate(self, run_dirs: Sequence[PathLike], options: Options) -> dict[str, Any]:
+        self._record("evaluate", list(run_dirs), options)
+        return {"num_cases": 0} if len(run_dirs) == 1 else {"num_folds": len(run_dirs)}
+
+    def predict(
+        self, run_dir: PathLike, inputs: PathLike, out_dir: PathLike, options: Options
+    ) -> list[Path]:
+        self._record("predict", run_dir, {"inputs": inputs, "out_dir": out_dir, **options})
+        return []
+
+    def export(self, source: PathLike, path: PathLike, options: Options) -> dict[str, Any]:
+        self._record("export", source, {"path": path, **options})
+        return {"path": str(path), "max_abs_diff": None, "opset": 0, "exporter": "null"}
+
+    def quickstart(
+        self, out_dir: PathLike, options: Options, **flags: Unpack[RunFlags]
+    ) -> QuickstartOutcome:
+        from .decode import decode
+        from .state import SearchState
+
+        self._record("quickstart", out_dir, options)
+        state = SearchState.zeros(_space_of(options))
+        return _NullQuickstart(decode(state, int(options.get("paths", 1))))
 
 
-def _registry() -> dict[str, str]:
-    found = dict(_BUILTIN)
+def register_backend(name: str, factory: Callable[[], Any] | str) -> None:
+    """Make a backend known under ``name``: a class or factory returning one, or a
+    ``"module:attr"`` string imported on first use (what a ``--plugin`` module calls);
+    a plugin module might say ``register_backend("jax", "my_package.jax_backend:JaxBackend")``.
+    """
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise BackendError(f"backend name '{name}' must be letters, digits, '-' and '_'")
+    _REGISTERED[name] = factory
+    _INSTANCES.pop(name, None)
+
+
+def _registry() -> dict[str, Callable[[], Any] | str]:
+    found: dict[str, Callable[[], Any] | str] = {**_BUILTIN, **_REGISTERED}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(ep.name, ep.value)
     return found
@@ -87,20 +333,73 @@ def available_backends() -> list[str]:
     return sorted(_registry())
 
 
-def get_backend(name: str = "torch") -> Backend:
-    """Instantiate the backend called ``name``; a one-line :class:`BackendError` otherwise."""
+def check_backend_name(name: str) -> None:
+    """Raise a one-line :class:`BackendError` (known names, closest match) for an unknown
+    backend name, without importing any backend."""
     reg = _registry()
     if name not in reg:
         raise BackendError(unknown_name("backend", name, reg))
-    module_name, _, attr = reg[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BackendError(
-            f"backend '{name}' is not installed ({exc.name or exc}); install it with "
-            f"pip install 'msnas-graph[{name}]'"
-        ) from None
-    backend = getattr(module, attr)()
+
+
+def _protocol_gaps(backend: Any) -> list[str]:
+    members = [m for m in Backend.__dict__ if not m.startswith("_")] + ["name"]
+    return sorted({m for m in members if not hasattr(backend, m)})
+
+
+def get_backend(name: str = "torch") -> Backend:
+    """The backend called ``name`` (one instance per name); a one-line :class:`BackendError`
+    for an unknown name, a backend that is not installed or one missing protocol methods."""
+    if name in _INSTANCES:
+        return _INSTANCES[name]
+    check_backend_name(name)
+    target = _registry()[name]
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise BackendError(
+                f"backend '{name}' is not installed ({exc.name or exc}); install it with "
+                f"pip install 'msnas-graph[{name}]'"
+            ) from None
+        target = getattr(module, attr)
+    backend = target()
     if not isinstance(backend, Backend):
-        raise BackendError(f"backend '{name}' does not implement the Backend protocol")
+        missing = ", ".join(_protocol_gaps(backend))
+        raise BackendError(
+            f"backend '{name}' does not implement the Backend protocol (missing: {missing})"
+        )
+    _INSTANCES[name] = backend
     return backend
+
+
+def load_plugins(modules: Iterable[str]) -> list[ModuleType]:
+    """Import each plugin module (``--plugin``/``MSNAS_PLUGINS``): importing it registers its
+    operations (e.g. with the torch backend's ``register_op``) or backends
+    (:func:`register_backend`). A module that fails to import is one :class:`PluginError`
+    line naming it and the error.
+
+    >>> [m.__name__ for m in load_plugins(["json"])]
+    ['json']
+    >>> try:
+    ...     load_plugins(["no_such_plugin_module"])
+    ... except PluginError as exc:
+    ...     print(exc)
+    plugin 'no_such_plugin_module' failed to import: No module named 'no_such_plugin_module'
+    """
+    loaded = []
+    for raw in modules:
+        name = raw.strip()
+        if not name:
+            continue
+        try:
+            loaded.append(importlib.import_module(name))
+        except Exception as exc:  # any error inside a user's module is reported in one line
+            detail = exc.msg if isinstance(exc, ModuleNotFoundError) else _one_line(exc)
+            raise PluginError(f"plugin '{name}' failed to import: {detail}") from exc
+    return loaded
+
+
+def _one_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

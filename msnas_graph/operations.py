@@ -5,6 +5,12 @@ backend. Backends register their implementations under the same names (the torch
 ``register_op`` also registers the name here), and a user's custom operation becomes usable in a
 space once its backend module is imported.
 
+Third-party packages add operations through the entry-point group ``msnas_graph.operations``:
+each entry point is a module (importing it registers its operations) or a callable (called
+once, without arguments). They are loaded the first time a name is looked up that is not
+known yet, or by :func:`load_operation_plugins`; a plugin that fails to load is one
+:class:`~msnas_graph.errors.BackendError` line naming it.
+
 >>> "sep_conv_3x3" in known_operations()
 True
 >>> register_operation_name("my_conv", "a user's operation")
@@ -14,15 +20,22 @@ True
 
 from __future__ import annotations
 
-from .errors import SpecError
+from importlib.metadata import entry_points
+
+from .errors import BackendError, SpecError
 
 __all__ = [
     "DEFAULT_OPERATIONS",
+    "ENTRY_POINT_GROUP",
     "NONE_OP",
     "check_operation",
     "known_operations",
+    "load_operation_plugins",
     "register_operation_name",
 ]
+
+#: The entry-point group through which packages add operations.
+ENTRY_POINT_GROUP = "msnas_graph.operations"
 
 #: The zero operation: takes part in the search, never chosen when decoding.
 NONE_OP = "none"
@@ -54,13 +67,43 @@ def register_operation_name(name: str, description: str = "") -> None:
     _OPERATIONS.setdefault(name, description)
 
 
+_plugins_loaded = False
+
+
+def load_operation_plugins() -> list[str]:
+    """Load every ``msnas_graph.operations`` entry point once; the names of those loaded
+    (an empty list on later calls)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return []
+    _plugins_loaded = True
+    loaded = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            target = ep.load()
+            if callable(target):
+                target()
+        except Exception as exc:  # a broken plugin is one line, not a traceback
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise BackendError(
+                f"operation plugin '{ep.name}' ({ep.value}) failed to load: "
+                f"{type(exc).__name__}: {first}"
+            ) from exc
+        loaded.append(ep.name)
+    return loaded
+
+
 def known_operations() -> dict[str, str]:
-    """All known operation names with a one-line description each."""
+    """All known operation names with a one-line description each (entry-point plugins
+    included)."""
+    load_operation_plugins()
     return dict(_OPERATIONS)
 
 
 def check_operation(name: str, where: str = "ops") -> None:
     """Raise :class:`SpecError` naming the closest known operation if ``name`` is unknown."""
+    if name not in _OPERATIONS:
+        load_operation_plugins()
     if name not in _OPERATIONS:
         from ._util import unknown_name
 

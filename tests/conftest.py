@@ -30,3 +30,17 @@ def hc18_dir() -> Path:
     if not (HC18 / "images").is_dir():
         pytest.skip("../shared/data/hc18 not present")
     return HC18
+
+
+@pytest.fixture(autouse=True)
+def _backend_registry_restored():
+    """Backends a test (or a plugin it loads) registers do not outlive it: doctests and later
+    tests in the same worker see the built-in registry."""
+    from msnas_graph import backend
+
+    registered, instances = dict(backend._REGISTERED), dict(backend._INSTANCES)
+    yield
+    backend._REGISTERED.clear()
+    backend._REGISTERED.update(registered)
+    backend._INSTANCES.clear()
+    backend._INSTANCES.update(instances)

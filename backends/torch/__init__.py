@@ -16,9 +16,15 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from msnas_graph._util import unknown_name
+from msnas_graph.backend import Options, PathLike, ResumeConflictError, RunFlags
 from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, channel_shuffle
 from msnas_graph.backends.torch.nn.network import FUSIONS, FinalNetwork, build_network
 from msnas_graph.backends.torch.nn.ops import build_op, register_op, registered_ops, unregister_op
@@ -27,7 +33,7 @@ from msnas_graph.backends.torch.nn.transfer import transfer_weights
 from msnas_graph.errors import BackendError
 
 if TYPE_CHECKING:
-    from torch import nn
+    from typing_extensions import Unpack
 
     from msnas_graph.architecture import Architecture
     from msnas_graph.backends.torch.inference import (
@@ -47,6 +53,8 @@ if TYPE_CHECKING:
         search,
         train,
     )
+    from msnas_graph.budget import CostModel
+    from msnas_graph.genotype import CellGenotype
     from msnas_graph.spec import SearchSpace
 
 #: Names imported on first use (so that importing the backend stays light).
@@ -102,7 +110,14 @@ __all__ = [
 
 
 class TorchBackend:
-    """The core's :class:`~msnas_graph.backend.Backend` protocol implemented with PyTorch."""
+    """The core's :class:`~msnas_graph.backend.Backend` protocol implemented with PyTorch.
+
+    Run options are the fields of :class:`SearchConfig` / :class:`TrainConfig` (search,
+    train), the keywords of :func:`evaluate_folds`, :func:`predict`,
+    :func:`~msnas_graph.backends.torch.export.export_model`,
+    :func:`~msnas_graph.backends.torch.cost.model_cost` and
+    :func:`~msnas_graph.backends.torch.pipeline.quickstart`; unknown names are one line.
+    """
 
     name = "torch"
 
@@ -114,13 +129,20 @@ class TorchBackend:
         """:func:`build_network` with the architecture's own fusion mode."""
         return build_network(arch)
 
-    def cost(self, model: nn.Module, input_size: int) -> dict[str, Any]:
-        """``params``, ``macs`` and ``flops`` of ``model`` (a :class:`Supernet` or
-        :class:`FinalNetwork`, or any module with a ``space``) on one input of side
-        ``input_size`` (batch 1, the space's ``in_channels`` and ``spatial_dims``); also
-        ``input_shape``. MACs/FLOPs as in :mod:`msnas_graph.backends.torch.cost`."""
-        from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
+    def cost(self, model: Any, input_size: int, options: Options | None = None) -> dict[str, Any]:
+        """``params``, ``macs`` and ``flops`` of ``model`` on one input of side ``input_size``
+        (batch 1, the model's ``in_channels`` and ``spatial_dims``); also ``input_shape``.
 
+        ``model`` is a module with a ``space`` (a :class:`Supernet` or :class:`FinalNetwork`),
+        or a model source (``"unet"``, an architecture file, a run folder, a checkpoint) whose
+        report :func:`~msnas_graph.backends.torch.cost.model_cost` gives, with ``options``
+        (``activation``: also the training step's activation bytes, default off here).
+        MACs/FLOPs as in :mod:`msnas_graph.backends.torch.cost`."""
+        from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters, model_cost
+
+        if isinstance(model, str | Path):
+            kwargs = {"activation": False, **(options or {})}
+            return _call(model_cost, "cost", model, input_size=input_size, **kwargs)
         space = getattr(model, "space", None)
         if space is None:
             raise BackendError(
@@ -135,3 +157,80 @@ class TorchBackend:
             "flops": flops,
             "input_shape": list(shape),
         }
+
+    def edge_cost_model(
+        self, cells: Mapping[str, CellGenotype], space: SearchSpace, input_size: int | None = None
+    ) -> CostModel:
+        """:func:`~msnas_graph.backends.torch.cost.edge_cost_model` (measured per edge)."""
+        from msnas_graph.backends.torch.cost import edge_cost_model
+
+        return edge_cost_model(cells, space, input_size=input_size)
+
+    def search(
+        self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]
+    ) -> SearchResult:
+        """:func:`search` with a :class:`SearchConfig` built from ``options`` (on ``resume``,
+        the run's stored config with ``options`` changing only its resume-free fields)."""
+        from msnas_graph.backends.torch.training import SearchConfig, search
+
+        config = _config(SearchConfig, options, run_dir, flags.get("resume", False))
+        return search(config, run_dir, **flags)
+
+    def train(self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]) -> TrainResult:
+        """:func:`train` with a :class:`TrainConfig` built from ``options`` (``resume`` as in
+        :meth:`search`)."""
+        from msnas_graph.backends.torch.training import TrainConfig, train
+
+        config = _config(TrainConfig, options, run_dir, flags.get("resume", False))
+        return train(config, run_dir, **flags)
+
+    def evaluate(self, run_dirs: Sequence[PathLike], options: Options) -> dict[str, Any]:
+        """:func:`evaluate_folds` (one run: its summary; several: the k-fold combination)."""
+        from msnas_graph.backends.torch.inference import evaluate_folds
+
+        return _call(evaluate_folds, "evaluate", list(run_dirs), **options)
+
+    def predict(
+        self, run_dir: PathLike, inputs: PathLike, out_dir: PathLike, options: Options
+    ) -> list[Path]:
+        """:func:`predict`: the masks written."""
+        from msnas_graph.backends.torch.inference import predict
+
+        return _call(predict, "predict", run_dir, inputs, out_dir, **options)
+
+    def export(self, source: PathLike, path: PathLike, options: Options) -> dict[str, Any]:
+        """:func:`~msnas_graph.backends.torch.export.export_model` to ONNX; its report."""
+        from msnas_graph.backends.torch.export import export_model
+
+        return _call(export_model, "export", source, path, **options).to_dict()
+
+    def quickstart(self, out_dir: PathLike, options: Options, **flags: Unpack[RunFlags]) -> Any:
+        """:func:`~msnas_graph.backends.torch.pipeline.quickstart`."""
+        from msnas_graph.backends.torch.pipeline import quickstart
+
+        flags.pop("resume", None)  # each quickstart stage starts afresh
+        return _call(quickstart, "quickstart", out_dir, **options, **flags)
+
+
+def _call(function: Callable[..., Any], what: str, *args: Any, **options: Any) -> Any:
+    """``function(*args, **options)``, an unknown option name being one line."""
+    params = inspect.signature(function).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for key in options:
+            if key not in params:
+                known = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY]
+                raise BackendError(f"{what}: {unknown_name('option', key, known)}")
+    return function(*args, **options)
+
+
+def _config(cls: Any, options: Mapping[str, Any], run_dir: str | Path, resume: bool) -> Any:
+    """A run config from ``options``; on resume of a run with a ``config.json``, that config
+    with ``options`` replacing only the fields that may change on resume."""
+    stored = Path(run_dir) / "config.json"
+    if not (resume and stored.is_file()):
+        return cls.from_dict(dict(options), f"{cls.__name__} options", legacy=False)
+    fixed = sorted(set(options) - cls.resume_free())
+    if fixed:
+        raise ResumeConflictError(run_dir, fixed)
+    config = cls.load(stored)
+    return dataclasses.replace(config, **options) if options else config

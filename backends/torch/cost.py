@@ -277,12 +277,15 @@ def model_cost(
     activation: bool = True,
     latency: bool = False,
     device: str | torch.device = "cpu",
+    unet_base_channels: int | None = None,
+    unet_depth: int | None = None,
 ) -> dict[str, Any]:
     """Parameters, MACs, FLOPs (and a training step's activation bytes) of a model source
     (:func:`~msnas_graph.backends.torch.models.resolve_source`: ``"unet"``, an architecture
     file, a run folder or a checkpoint), on an input of side ``input_size`` with the model's
     own channels and spatial dimensions. ``latency`` adds measured inference speed on
     ``device`` at batch 1 and 8 (:func:`measure_latency`) under ``"latency"``.
+    ``unet_base_channels`` and ``unet_depth`` shape the U-Net of ``"unet"`` (defaults 56, 5).
 
     >>> from msnas_graph.spec import SearchSpace
     >>> from msnas_graph.state import SearchState
@@ -297,7 +300,8 @@ def model_cost(
     """
     from msnas_graph.backends.torch.models import resolve_source
 
-    resolved = resolve_source(source)
+    unet = {"unet_base_channels": unet_base_channels, "unet_depth": unet_depth}
+    resolved = resolve_source(source, **{k: v for k, v in unet.items() if v is not None})
     model = resolved.build()
     shape = resolved.input_shape(input_size, batch)
     resolved.check_size(input_size)
@@ -312,7 +316,10 @@ def model_cost(
     if activation:
         out["activation_bytes"] = activation_memory(model, shape)
     if latency:  # measured at batch 1 and 8 with BatchNorm folded (see measure_latency)
-        out["latency"] = [r.to_dict() for r in measure_latency(model, shape, device=device)]
+        from msnas_graph.backends.torch.training.runtime import resolve_device
+
+        dev = resolve_device(device) if isinstance(device, str) else device
+        out["latency"] = [r.to_dict() for r in measure_latency(model, shape, device=dev)]
     return out
 
 

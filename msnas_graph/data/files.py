@@ -9,6 +9,7 @@ dispatcher :func:`msnas_graph.data.sources.load_dataset` finds the pairs and cal
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -134,39 +135,29 @@ def build_dataset(
             len(files) > 1 or (mask is not None and split_name(mask)[0] == stem[:-5])
         ):
             stem = stem[:-5]  # nnU-Net channel suffix: case_0000 -> case
+        item = functools.partial(
+            _Item, image_files=files, mask_file=mask, file_name=first.name, formats=fmts
+        )
         if volume:
             n = head.num_slices or 1
             width = max(3, len(str(n - 1)))
             pixel = _isotropic(head.spacing)
-            for z in range(n):
-                items.append(
-                    _Item(
-                        case_id=f"{stem}/z{z:0{width}d}",
-                        group=stem,
-                        image_files=files,
-                        mask_file=mask,
-                        slice_index=z,
-                        num_slices=n,
-                        pixel_size=pixel,
-                        file_name=first.name,
-                        spacing=head.spacing,
-                        formats=fmts,
-                    )
+            case_ids = [f"{stem}/z{z:0{width}d}" for z in range(n)]
+            items += [
+                item(
+                    case_id,
+                    stem,
+                    slice_index=z,
+                    num_slices=n,
+                    pixel_size=pixel,
+                    spacing=head.spacing,
                 )
+                for z, case_id in enumerate(case_ids)
+            ]
         else:
             pixel = pixel_sizes.get(first.name, pixel_sizes.get(stem))
             items.append(
-                _Item(
-                    case_id=stem,
-                    group=group_key(stem),
-                    image_files=files,
-                    mask_file=mask,
-                    slice_index=None,
-                    num_slices=None,
-                    pixel_size=pixel,
-                    file_name=first.name,
-                    formats=fmts,
-                )
+                item(stem, group_key(stem), slice_index=None, num_slices=None, pixel_size=pixel)
             )
     seen: set[str] = set()
     for it in items:

@@ -92,15 +92,18 @@ class RunConfig:
         return [k for k in given if k not in free and _norm(stored.get(k)) != _norm(given[k])]
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "config") -> Any:
-        """Build from :meth:`to_dict` output; unknown fields are a :class:`RunError`."""
+    def from_dict(cls, data: Any, source: str = "config", *, legacy: bool = True) -> Any:
+        """Build from :meth:`to_dict` output; unknown fields are a :class:`RunError`. A field
+        missing from ``data`` takes its :attr:`LEGACY` value (what a config written by an older
+        version meant) unless ``legacy=False`` (fresh options: the defaults apply)."""
         if not isinstance(data, dict):
             raise RunError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         for key in data:
             if key not in names:
                 raise RunError(f"{source}: {unknown_name('config field', key, names)}")
-        data = {**{k: v for k, v in cls.LEGACY.items() if k not in data}, **data}
+        if legacy:
+            data = {**{k: v for k, v in cls.LEGACY.items() if k not in data}, **data}
         try:
             return cls(**data)
         except (TypeError, ValueError, KeyError, IndexError) as exc:

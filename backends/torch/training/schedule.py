@@ -20,7 +20,7 @@ same cells.)
 >>> [s.phase(i) for i in range(s.total_steps)]
 ['warmup', 'warmup', 'warmup', 'cell', 'cell', 'cell', 'cell', 'network', 'network']
 >>> s.epochs, list(s.epoch_steps(2)), s.epoch_phase(0), s.epoch_phase(1)
-(3, [8], 'warmup', 'cell')
+(3, [8], 'cell', 'network')
 >>> s.lr("warmup"), s.lr("cell"), s.lr("network")
 (0.0, 0.03, 0.03)
 >>> PhaseSchedule(0, 400, 1000, 10).lr("cell"), PhaseSchedule(0, 400, 1000, 10).lr("network")

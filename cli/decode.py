@@ -1,0 +1,212 @@
+"""The ``decode`` command and its budget options (``--max-macs``, ``--max-params``, ...)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from msnas_graph.errors import DecodeError
+
+from .backend_commands import backend
+from .options import (
+    bundle,
+    channels_option,
+    count_option,
+    json_option,
+    paths_option,
+    render_option,
+)
+
+if TYPE_CHECKING:
+    from msnas_graph.budget import BudgetedDecode
+    from msnas_graph.diagnostics import Diagnostics
+    from msnas_graph.state import SearchState
+
+
+class CountType(click.ParamType):
+    """A positive count such as ``0.5G``, ``500M``, ``2e9`` (decimal suffixes k, M, G, T)."""
+
+    name = "COUNT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from msnas_graph.budget import parse_count
+
+        try:
+            return parse_count(str(value))
+        except DecodeError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+#: ``--max-macs``, ``--max-params``, ``--input-size``, ``--candidates``.
+budget_options = bundle(
+    click.option(
+        "--max-macs",
+        type=CountType(),
+        help="Decode the best paths whose network fits this many MACs (e.g. 0.5G).",
+    ),
+    click.option("--max-params", type=CountType(), help="... and this many parameters (e.g. 2M)."),
+    count_option("--input-size", "Input side at which MACs are counted (default: the space's)."),
+    count_option(
+        "--candidates",
+        "Top paths the budgeted choice picks from.",
+        default=128,
+        show_default=True,
+    ),
+)
+
+#: How a state becomes an architecture: ``--paths``, ``--inputs-per-block``, ``--score``,
+#: ``--consensus``.
+decode_options = bundle(
+    paths_option,
+    count_option("--inputs-per-block", "Inputs kept per block (default: space)."),
+    click.option(
+        "--score",
+        type=click.Choice(["relative", "paper"]),
+        default="relative",
+        show_default=True,
+        help="Path score: each edge weight relative to uniform at its node (no topology "
+        "prior), or the paper's plain sum of weights (prefers the trellis rim before any "
+        "learning).",
+    ),
+    click.option(
+        "--consensus",
+        "method",
+        type=click.Choice(["mean", "majority"]),
+        default="mean",
+        show_default=True,
+        help="With several sources: average their normalised weights, or vote per decision.",
+    ),
+)
+
+
+def decode_under_budget(
+    state: SearchState,
+    paths: int,
+    inputs_per_block: int | None,
+    max_macs: int | None = None,
+    max_params: int | None = None,
+    input_size: int | None = None,
+    candidates: int = 128,
+    score: str = "relative",
+) -> BudgetedDecode | None:
+    """The budgeted decode the options ask for, or ``None`` when no budget was given."""
+    if max_macs is None and max_params is None:
+        if input_size is not None:
+            raise click.UsageError("--input-size applies only with --max-macs or --max-params")
+        return None
+    from msnas_graph.budget import Budget, budgeted_decode
+    from msnas_graph.decode import decode_cells
+
+    cells = decode_cells(state, inputs_per_block)
+    model = backend().edge_cost_model(cells, state.space, input_size=input_size)
+    budget = Budget(max_macs=max_macs, max_params=max_params)
+    return budgeted_decode(
+        state, budget, model, paths, candidates, inputs_per_block=inputs_per_block, score=score
+    )
+
+
+def _one(
+    state: SearchState, diag: Diagnostics, how: dict[str, Any], budget: dict[str, Any]
+) -> tuple[Any, Callable[[str], Any], dict[str, Any], str, list[str]]:
+    """Decode one state: (architecture, its renderer, JSON, text, notes)."""
+    from msnas_graph.decode import decode
+    from msnas_graph.render import render
+
+    paths, inputs, score = how["paths"], how["inputs_per_block"], how["score"]
+    chosen = decode_under_budget(state, paths, inputs, score=score, **budget)
+    arch = chosen.architecture if chosen else decode(state, paths, inputs, score)
+    text = str(arch) + (f"\n{chosen.summary()}" if chosen else "")
+    payload = {**arch.to_dict(), "diagnostics": diag.to_dict()}
+    return arch, lambda path: render(arch, path), payload, text, [f"decisions: {diag.summary()}"]
+
+
+def _consensus(
+    states: list[SearchState],
+    diags: list[Diagnostics],
+    sources: tuple[str, ...],
+    how: dict[str, Any],
+    budget: dict[str, Any],
+) -> tuple[Any, Callable[[str], Any], dict[str, Any], str, list[str]]:
+    """Decode the consensus of several states: as :func:`_one`."""
+    from msnas_graph.consensus import consensus
+
+    if any(v is not None for k, v in budget.items() if k != "candidates"):
+        raise click.UsageError("--max-macs/--max-params decode one source, not a consensus")
+    result = consensus(
+        states, how["paths"], how["method"], how["score"], how["inputs_per_block"], names=sources
+    )
+    payload = {
+        **result.to_dict(),
+        "diagnostics": {s: d.to_dict() for s, d in zip(sources, diags, strict=True)},
+    }
+    notes = [f"decisions of {s}: {d.summary()}" for s, d in zip(sources, diags, strict=True)]
+    return result.architecture, result.render, payload, str(result), notes
+
+
+@click.command()
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
+@decode_options
+@render_option
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write the architecture JSON here."
+)
+@json_option
+@channels_option
+@budget_options
+def decode(
+    sources: tuple[str, ...],
+    render_path: str | None,
+    output: str | None,
+    as_json: bool,
+    channels: int | None,
+    paths: int,
+    inputs_per_block: int | None,
+    score: str,
+    method: str,
+    **budget: Any,
+) -> None:
+    """Decode a search state (file or run folder) into an architecture, and say how decided
+    each of its decisions is.
+
+    Cells first (strongest input and operation per block), then the top N_l
+    input->output paths; their union is the architecture. A warning goes to stderr when
+    the result is within noise of the untrained prior. With several sources (seeds of
+    one search space), decode their consensus and print how much they agree.
+
+    \b
+    Examples:
+      msnas-graph decode runs/search --paths 5 --render arch.svg -o arch.json
+      msnas-graph decode state.json --paths 3 --json
+      msnas-graph decode state.json --paths 3 --max-macs 0.5G --max-params 2M
+      msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
+      msnas-graph decode runs/search --channels 64 -o wide.json   # to train it wide
+    """
+    from msnas_graph.diagnostics import diagnose
+    from msnas_graph.io import load_state
+
+    how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method}
+    states = [load_state(s) for s in sources]
+    diags = [diagnose(s, paths, score=score, inputs_per_block=inputs_per_block) for s in states]
+    if len(states) == 1:
+        arch, draw, payload, text, notes = _one(states[0], diags[0], how, budget)
+    else:
+        arch, draw, payload, text, notes = _consensus(states, diags, sources, how, budget)
+    if render_path:
+        draw(render_path)
+    if output:
+        (arch.widen(channels) if channels else arch).save(output)
+    click.echo(json.dumps(payload, indent=2) if as_json else text)
+    if not as_json:
+        for what, where in (("architecture", output), ("picture", render_path)):
+            if where:
+                click.echo(f"wrote {what} {where}")
+        click.echo("\n".join(notes))
+    for src, d in zip(sources, diags, strict=True):
+        if (warning := d.warning()) is not None:
+            where = f"{src}: " if len(sources) > 1 else ""
+            click.echo(f"msnas-graph: warning: {where}{warning}", err=True)

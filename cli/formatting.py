@@ -1,0 +1,106 @@
+"""The text the backend-served commands print for their results (the results themselves, and
+any aggregation such as the k-fold combination, come from the backend's API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msnas_graph.backend import QuickstartOutcome, SearchOutcome, TrainOutcome
+
+
+def search_text(result: SearchOutcome, run_dir: str, paths: int) -> str:
+    """What ``search`` prints: where the state and architecture went, and what to run next."""
+    from msnas_graph.paths import count_paths
+
+    lines = [
+        f"search finished: {result.run_dir}",
+        f"  final state:  {result.run_dir / 'state.json'}",
+    ]
+    if result.architecture is not None:
+        lines.append(f"  architecture: {result.run_dir / 'architecture.json'} ({paths} paths)")
+        lines.append(str(result.architecture))
+    n_paths = min(5, count_paths(result.state.graph))
+    lines.append(
+        f"next: msnas-graph decode {run_dir} --paths {n_paths} --render arch.svg -o arch.json"
+    )
+    return "\n".join(lines)
+
+
+def train_text(result: TrainOutcome, run_dir: str) -> str:
+    """What ``train`` prints: the best validation Dice, and what to run next."""
+    dice = "n/a" if result.best_dice is None else f"{result.best_dice:.4f}"
+    return "\n".join(
+        [
+            f"training finished: {result.run_dir}",
+            f"  best validation Dice {dice} at epoch {result.best_epoch}",
+            f"next: msnas-graph evaluate {run_dir}",
+        ]
+    )
+
+
+def folds_text(result: dict[str, Any]) -> str:
+    """A k-fold combination (``num_folds``, ``mean_dice`` as mean and std, ...)."""
+    lines = [f"{result.get('num_folds', '?')} folds, {result.get('num_cases', '?')} test cases"]
+    for key in ("dice", "iou", "hd95"):
+        stat = result.get(f"mean_{key}") or {}
+        mean, std = stat.get("mean"), stat.get("std")
+        val = "n/a" if mean is None else f"{mean:.4f} +- {std or 0:.4f}"
+        lines.append(f"mean {key} over folds: {val}")
+    return "\n".join(lines)
+
+
+def _mean_std(mean: Any, std: Any) -> str:
+    if not isinstance(mean, int | float):
+        return "n/a"
+    return f"{mean:.4f}" + (f" +- {std:.4f}" if isinstance(std, int | float) else "")
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """One run's evaluation summary: mean Dice/IoU/HD95 and the per-class figures."""
+    lines = [f"test cases: {summary.get('num_cases', '?')}"]
+    for key in ("dice", "iou", "hd95"):
+        unit = " (mm where the pixel size is known)" if key == "hd95" else ""
+        mean, std = summary.get(f"mean_{key}"), summary.get(f"mean_{key}_std")
+        lines.append(f"mean {key}: {_mean_std(mean, std)}{unit}")
+    for name, vals in (summary.get("per_class") or {}).items():
+        parts = [
+            f"{k} {_mean_std(vals.get(k), vals.get(k + '_std'))}" for k in ("dice", "iou", "hd95")
+        ]
+        lines.append(f"  {name}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def cost_text(report: dict[str, Any]) -> str:
+    """Parameters, MACs, FLOPs (and activation memory) of a cost report."""
+    lines = [
+        f"model: {report['model'].get('kind')}  input {tuple(report['input_shape'])}",
+        f"params: {report['params']:,} ({report['params'] / 1e6:.2f} M)",
+        f"MACs:   {report['macs']:,} ({report['macs'] / 1e9:.2f} G)",
+        f"FLOPs:  {report['flops']:,} ({report['flops'] / 1e9:.2f} G)",
+    ]
+    if "activation_bytes" in report:
+        lines.append(
+            f"activation memory (training step): {report['activation_bytes'] / 2**20:.1f} MiB"
+        )
+    for r in report.get("latency", []):
+        lines.append(
+            f"latency batch {r['batch']} ({r['device']}): {r['ms_per_image']:.2f} ms/image, "
+            f"{r['images_per_s']:.1f} images/s"
+        )
+    return "\n".join(lines)
+
+
+def export_text(report: dict[str, Any]) -> str:
+    """Where the export went and how closely the runtime reproduces the model."""
+    lines = [f"wrote {report['path']} (opset {report['opset']}, {report['exporter']} exporter)"]
+    if report.get("max_abs_diff") is not None:
+        lines.append(f"onnxruntime vs PyTorch: max abs difference {report['max_abs_diff']:.2e}")
+    return "\n".join(lines)
+
+
+def quickstart_text(result: QuickstartOutcome) -> str:
+    """The architecture, its evaluation, the time per stage and where the files went."""
+    secs = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
+    lines = [str(result.architecture), summary_text(result.summary), f"done in {secs}. Results:"]
+    lines += [f"  {what:12s} {where}" for what, where in result.files.items()]
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""The backend dispatch and plugins through the CLI, without torch (the ``null`` backend)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from msnas_graph.backend import NullBackend, get_backend
+from msnas_graph.cli.main import main
+
+
+def run(*args: object, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def null() -> NullBackend:
+    backend = get_backend("null")
+    assert isinstance(backend, NullBackend)
+    backend.calls.clear()
+    return backend
+
+
+def test_every_backend_command_dispatches_through_the_protocol(
+    null: NullBackend, tmp_path: Path
+) -> None:
+    r = tmp_path / "r"
+    r.mkdir()
+    commands = [
+        ["search", "runs/s", "--space", "tiny", "--epochs", "1,2", "--max-steps", "3"],
+        ["train", "runs/t", "--model", "unet", "--unet-base", "8", "--compile"],
+        ["evaluate", r, "--split", "val"],
+        ["evaluate", r, r, "-o", tmp_path / "cv"],
+        ["predict", r, "phantom:2", "-o", tmp_path / "m", "--overlay"],
+        ["cost", "--model", "unet", "--input-size", "64", "--no-memory"],
+        ["export", "a.json", "--onnx", "m.onnx", "--no-verify"],
+        ["quickstart", "runs/q", "--search-epochs", "1,1", "--paths", "2"],
+    ]
+    for args in commands:
+        code, _, err = run("--backend", "null", *args)
+        assert code == 0, (args, err)
+    calls = {(name, str(target)): options for name, target, options in null.calls}
+    search = calls[("search", "runs/s")]
+    assert search["epochs"] == (1, 2) and search["max_steps_per_epoch"] == 3
+    assert search["space"] == "tiny" and search["checkpoint"] is False
+    assert "input_size" not in search  # options without a value are the backend's default
+    train = calls[("train", "runs/t")]
+    assert train["unet_base_channels"] == 8 and train["compile"] is True
+    assert calls[("evaluate", str([str(r)]))]["split"] == "val"
+    assert calls[("evaluate", str([str(r), str(r)]))]["out_dir"] == str(tmp_path / "cv")
+    assert calls[("predict", str(r))]["overlay"] is True
+    assert calls[("cost", "unet")] == {
+        "input_size": 64, "activation": False, "latency": False, "device": "auto"
+    }  # fmt: skip
+    assert calls[("export", "a.json")] == {
+        "path": "m.onnx", "input_size": 256, "verify": False, "exporter": "dynamo"
+    }  # fmt: skip
+    assert calls[("quickstart", "runs/q")]["search_epochs"] == (1, 1)
+
+
+def test_backend_output_is_formatted_by_the_cli(null: NullBackend, tmp_path: Path) -> None:
+    code, out, _ = run("--backend", "null", "search", "runs/s", "--space", "tiny")
+    assert code == 0 and out.startswith("search finished: runs/s")
+    assert "next: msnas-graph decode runs/s --paths" in out
+    r = tmp_path / "r"
+    r.mkdir()
+    code, out, _ = run("--backend", "null", "evaluate", r, r)
+    assert code == 0 and out.startswith("2 folds") and "mean dice over folds: n/a" in out
+    code, out, _ = run("--backend", "null", "cost", "a.json", "--json")
+    assert code == 0 and '"macs": 0' in out
+
+
+def test_backend_from_the_environment(null: NullBackend) -> None:
+    code, _, err = run("train", "runs/t", env={"MSNAS_BACKEND": "null"})
+    assert code == 0, err
+    assert null.calls[-1][0] == "train"
+
+
+def test_unknown_backend_is_one_line_with_the_known_names() -> None:
+    code, _, err = run("--backend", "torhc", "search", "runs/x")
+    assert code == 1 and err.count("\n") == 1
+    assert "unknown backend 'torhc' (known: null, torch" in err and "did you mean 'torch'" in err
+    code, _, err = run("count", env={"MSNAS_BACKEND": "nul"})
+    assert code == 1 and "did you mean 'null'" in err
+
+
+def test_resumed_options_are_passed_only_when_given(null: NullBackend) -> None:
+    code, _, err = run("--backend", "null", "search", "runs/s", "--resume", "--device", "cpu")
+    assert code == 0, err
+    assert null.calls[-1][2] == {"device": "cpu"}
+
+
+def _plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> str:
+    name = f"plugin_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_plugin_makes_an_operation_usable_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, null: NullBackend
+) -> None:
+    op = f"my_op_{uuid.uuid4().hex[:8]}"
+    module = _plugin(
+        tmp_path,
+        monkeypatch,
+        "from msnas_graph.operations import register_operation_name\n"
+        f"register_operation_name({op!r}, 'a user operation')\n",
+    )
+    spec = tmp_path / "my_space.yaml"
+    spec.write_text(f"layers: 3\nscales: 2\nchannels: 8\nblocks: 2\nops: [{op}, skip_connect]\n")
+    code, _, err = run("count", "--space", spec)
+    assert code == 1 and f"unknown operation '{op}'" in err
+    code, out, err = run("--plugin", module, "count", "--space", spec)
+    assert code == 0 and "cells" in out, err
+    code, _, err = run("--backend", "null", "search", "runs/p", "--space", spec)
+    assert code == 0, err  # imported once, the operation stays known in this process
+    assert null.calls[-1][2]["space"] == str(spec)
+
+
+def test_plugins_from_the_environment_and_backends_from_plugins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = f"mine_{uuid.uuid4().hex[:6]}"
+    module = _plugin(
+        tmp_path,
+        monkeypatch,
+        "from msnas_graph.backend import NullBackend, register_backend\n"
+        f"register_backend({backend!r}, NullBackend)\n",
+    )
+    code, _, err = run(
+        "--backend", backend, "train", "runs/t", env={"MSNAS_PLUGINS": f" ,{module}"}
+    )
+    assert code == 0, err
+    assert get_backend(backend).calls[-1][:2] == ("train", "runs/t")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (None, "No module named"),
+        ("raise RuntimeError('boom\\nsecond line')\n", "RuntimeError: boom"),
+        ("def broken(:\n", "SyntaxError"),
+    ],
+    ids=["missing", "raises", "syntax"],
+)
+def test_plugin_that_fails_to_import_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str | None, message: str
+) -> None:
+    module = (
+        f"absent_{uuid.uuid4().hex[:8]}" if body is None else _plugin(tmp_path, monkeypatch, body)
+    )
+    code, _, err = run("--plugin", module, "count")
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"plugin '{module}' failed to import" in err and message in err
+
+
+def test_the_cli_reaches_backends_only_through_get_backend() -> None:
+    cli = Path(__file__).parents[2] / "cli"
+    offenders = [
+        p.name
+        for p in cli.glob("*.py")
+        if re.search(r"backends[./]torch|import torch", p.read_text())
+    ]
+    assert offenders == []
