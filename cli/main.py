@@ -35,8 +35,11 @@ class Group(click.Group):
     """A click group that reports library errors as one line with exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from msnas_graph._util import command_inputs
+
         try:
-            return super().invoke(ctx)
+            with command_inputs():  # outputs may not replace a file the command read
+                return super().invoke(ctx)
         except MsnasError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
