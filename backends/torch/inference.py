@@ -246,7 +246,7 @@ def predict(
     model, info = load_model(run_dir_or_checkpoint, dev)
     ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
     _check_predict_output(out, _input_folders(inputs, ds))
-    names = unique_names([ds.case_ids[i] for i in range(len(ds))])
+    names = unique_names(ds.case_ids())
     written: list[Path] = []
     for i, pred in _predict_cases(
         model, ds, list(range(len(ds))), int(info["input_size"]), dev, batch_size
