@@ -210,10 +210,14 @@ def decode(
       msnas-graph decode state.json --paths 3 --max-macs 0.5G --max-params 2M
       msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
     """
+    from msnas_graph._util import safe_output
     from msnas_graph.diagnostics import diagnose
     from msnas_graph.io import load_state
 
     states = [load_state(s) for s in sources]
+    for target in (output, render_path):  # refuse a bad output before writing any
+        if target:
+            safe_output(target)
     diags = [diagnose(s, paths, score=score, inputs_per_block=inputs_per_block) for s in states]
     if len(states) == 1:
         from msnas_graph.decode import decode as decode_state
@@ -309,10 +313,18 @@ def diff_cmd(a: str, b: str, paths: int, render_path: str | None, as_json: bool)
       msnas-graph diff runs/a/architecture.json runs/b/architecture.json
       msnas-graph diff runs/s/states/epoch_010.json runs/s/state.json --render evo.svg
     """
+    from msnas_graph.architecture import Architecture
     from msnas_graph.diff import diff
     from msnas_graph.io import load_any
+    from msnas_graph.state import SearchState
 
     da, db = load_any(a), load_any(b)
+    for source, obj in ((a, da), (b, db)):
+        if not isinstance(obj, Architecture | SearchState):
+            raise MsnasError(
+                f"{source}: is a search space; diff compares architectures or search states "
+                f"(decode a state first, or `msnas-graph sample` one from the space)"
+            )
     result = diff(da, db, paths=paths)  # type: ignore[arg-type]
     if render_path:
         from msnas_graph.render import render

@@ -181,6 +181,8 @@ def safe_output(
         st = os.lstat(path)
     except FileNotFoundError:
         st = None
+    except NotADirectoryError:
+        raise OutputError(f"{path}: a parent of it is not a folder; choose another path") from None
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
@@ -190,7 +192,7 @@ def safe_output(
             f"regular file"
         )
     if st is None and path.parent.exists() and not path.parent.is_dir():
-        raise OutputError(f"{path}: {path.parent} is not a folder; choose another output path")
+        raise OutputError(f"{path}: a parent of it is not a folder; choose another path")
     for src in (*inputs, *(_INPUTS.get() or ())):
         if _same(path, Path(src)):
             raise OutputError(

@@ -36,6 +36,8 @@ def _resolve(path: Path, names: tuple[str, ...], what: str) -> Path:
             if (path / name).is_file():
                 return path / name
         raise MsnasError(f"{path}: folder holds no {' or '.join(names)} ({what} expected)")
+    if path.is_symlink() and not path.exists():
+        raise MsnasError(f"{path}: a broken or looping symbolic link; give the file itself")
     if not path.exists():
         raise MsnasError(f"{path}: no such file or folder")
     return path

@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -92,6 +93,10 @@ class SearchState(Document):
         >>> SearchState.random(s, seed=1) == SearchState.random(s, seed=1)
         True
         """
+        if type(seed) is not int or seed < 0:
+            raise StateError(f"seed {seed!r}: give a whole number >= 0")
+        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale >= 0):
+            raise StateError(f"scale {scale!r}: give a finite number >= 0 (the logits' std)")
         rng = np.random.default_rng(seed)
         state = cls._filled(space, lambda shape: rng.normal(0.0, scale, size=shape), graph)
         state.meta["random_seed"] = seed

@@ -266,6 +266,9 @@ def _input_folders(inputs: str | Path, ds: SegmentationDataset | None) -> list[P
     folders = [Path(inputs)] if Path(inputs).is_dir() else []
     if Path(inputs).is_file():
         folders.append(Path(inputs).parent)
+    for folder in list(folders):  # `data/images` is part of a dataset `data/` (masks beside)
+        if folder.resolve().name.lower().startswith(("image", "img")):
+            folders.append(folder.resolve().parent)
     for item in getattr(ds, "_items", None) or ():
         for f in (*getattr(item, "image_files", ()), getattr(item, "mask_file", None)):
             if f is not None:
