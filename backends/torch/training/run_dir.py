@@ -234,6 +234,8 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(dict(payload), tmp)
+        if delay := os.environ.get("MSNAS_TEST_CHECKPOINT_DELAY"):  # crash tests: widen the
+            time.sleep(float(delay))  # window in which a kill lands inside the write
     return path
 
 
