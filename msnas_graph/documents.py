@@ -29,7 +29,7 @@ from typing import Any, ClassVar, TypeVar
 from ._util import atomic_write, content_hash, read_text
 from .errors import MsnasError
 
-__all__ = ["SCHEMA_VERSION", "Document", "check_finite", "check_int", "parse_json"]
+__all__ = ["SCHEMA_VERSION", "Document", "check_finite", "check_int", "parse_json", "shown"]
 
 #: Version of every JSON/YAML document this package writes (spec, state, architecture, diff).
 SCHEMA_VERSION = 1
@@ -69,7 +69,7 @@ def check_finite(value: Any, where: str, error: type[MsnasError]) -> float:
     except OverflowError:
         number = math.inf
     if not (ok and math.isfinite(number)):
-        raise error(f"{where}: expected a finite number, got {_shown(value)}")
+        raise error(f"{where}: expected a finite number, got {shown(value)}")
     return number
 
 
@@ -83,11 +83,16 @@ def check_int(value: Any, where: str, error: type[MsnasError]) -> int:
     msnas_graph.errors.ArchitectureError: a.json: cells.keep.blocks[0][0].source: expected a whole number, got 0.9
     """  # noqa: E501
     if type(value) is not int or value.bit_length() > 62:
-        raise error(f"{where}: expected a whole number, got {_shown(value)}")
+        raise error(f"{where}: expected a whole number, got {shown(value)}")
     return value
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A short ``repr`` of a value for messages (huge integers do not get written out).
+
+    >>> shown(10**5000), shown("x" * 50)
+    ('a huge integer', "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...")
+    """
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
         return "a huge integer"
     text = repr(value)
@@ -155,14 +160,18 @@ class Document:
         """``data`` itself when it is a mapping with this :attr:`FORMAT` and the supported
         ``schema_version``; else a one-line :attr:`ERROR` saying what was found and what to do."""
         if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            found = shown(data.get("format")) if isinstance(data, dict) else type(data).__name__
+            if isinstance(data, dict) and isinstance(data.get("format"), str):
+                found = repr(data["format"][:60])
+            elif not isinstance(data, dict):
+                found = repr(found)
             raise cls.ERROR(
-                f"{source}: not {cls.WHAT} (format {found!r}, expected '{cls.FORMAT}'); "
+                f"{source}: not {cls.WHAT} (format {found}, expected '{cls.FORMAT}'); "
                 f"{cls.CREATE_HINT}"
             )
         if data.get("schema_version") != SCHEMA_VERSION:
             raise cls.ERROR(
-                f"{source}: schema_version {data.get('schema_version')!r} is not supported "
+                f"{source}: schema_version {shown(data.get('schema_version'))} is not supported "
                 f"(expected {SCHEMA_VERSION}); {cls.UPGRADE_HINT}"
             )
         return data

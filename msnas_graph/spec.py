@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from ._util import atomic_write, unknown_name
-from .documents import SCHEMA_VERSION, Document
+from .documents import SCHEMA_VERSION, Document, shown
 from .errors import SpecError
 from .kinds import CELL_TYPES, KIND_NAMES, CellType, KindName, cell_types_of
 from .kinds import EDGE_KINDS as KIND_TABLE
@@ -111,7 +111,7 @@ class SearchSpace(Document, BaseModel):
     def _version(cls, v: int) -> int:
         if v != SCHEMA_VERSION:
             raise ValueError(
-                f"schema_version {v} is not supported (this msnas-graph reads version "
+                f"schema_version {shown(v)} is not supported (this msnas-graph reads version "
                 f"{SCHEMA_VERSION}); re-create the file with this version"
             )
         return v
@@ -238,6 +238,9 @@ class SearchSpace(Document, BaseModel):
         """Validate a dict; errors become one-line :class:`SpecError` naming the field."""
         if not isinstance(data, dict):
             raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+        if not all(isinstance(k, str) for k in data):
+            bad = next(shown(k) for k in data if not isinstance(k, str))
+            raise SpecError(f"{source}: field names must be text, got {bad}")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
