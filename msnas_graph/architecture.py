@@ -277,7 +277,7 @@ def _check_numbers(data: dict[str, Any], source: str) -> None:
     """Block sources are whole numbers, weights and path scores finite numbers (checked before
     anything converts them: ``int(0.9)`` would silently truncate)."""
     cells = data.get("cells")
-    for c, cell in (cells.items() if isinstance(cells, dict) else ()):
+    for c, cell in cells.items() if isinstance(cells, dict) else ():
         blocks = cell.get("blocks") if isinstance(cell, dict) else None
         for b, block in enumerate(blocks if isinstance(blocks, list) else ()):
             for j, inp in enumerate(block if isinstance(block, list) else ()):

@@ -261,7 +261,6 @@ class SearchState(Document):
         return "\n".join(lines)
 
 
-
 def _check_numbers(obj: Any, where: str, depth: int) -> None:
     """Every leaf of the mappings and lists ``obj`` (at most ``depth`` levels deep) is a finite
     number: NaN, infinities, bools, strings and too-deep nesting raise one line."""

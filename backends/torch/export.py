@@ -345,9 +345,8 @@ def export_model(
     """Export a model source (:func:`~msnas_graph.backends.torch.models.resolve_source`) to
     ONNX with dynamic batch and spatial axes, on an example input of side ``input_size`` with
     the model's own channels and spatial dimensions, verified with onnxruntime."""
-    from msnas_graph.backends.torch.models import resolve_source
-
     from msnas_graph.backends.torch.inference import check_finite_weights, note_source
+    from msnas_graph.backends.torch.models import resolve_source
 
     resolved = resolve_source(source)
     note_source(resolved)

@@ -33,7 +33,15 @@ from msnas_graph.data import (
 )
 from msnas_graph.errors import DataError, RunError
 
-__all__ = ["SPLITS", "check_finite_weights", "evaluate", "evaluate_folds", "load_model", "predict", "unique_names"]
+__all__ = [
+    "SPLITS",
+    "check_finite_weights",
+    "evaluate",
+    "evaluate_folds",
+    "load_model",
+    "predict",
+    "unique_names",
+]
 
 SPLITS = ("train", "val", "test", "all")
 

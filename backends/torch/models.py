@@ -254,7 +254,9 @@ def _trained(path: Path) -> ModelSource:
     from msnas_graph._util import read_text
     from msnas_graph.documents import parse_json
 
-    spec = parse_json(read_text(run_dir / "model.json", RunError), str(run_dir / "model.json"), RunError)
+    spec = parse_json(
+        read_text(run_dir / "model.json", RunError), str(run_dir / "model.json"), RunError
+    )
     return ModelSource(spec, "training run", weights, run_dir)
 
 

@@ -119,8 +119,9 @@ def _bad_files(w: Path) -> None:
     import torch
 
     ck = torch.load(t / "checkpoint.pt", weights_only=True)
-    for name, change in [("ck_epoch_big", {"epoch": 10**6}), ("ck_epoch_neg", {"epoch": -3}),
-                         ("ck_no_rng", {"rng": None}), ("ck_kind", {"kind": "search"})]:  # fmt: skip
+    changes = [("ck_epoch_big", {"epoch": 10**6}), ("ck_epoch_neg", {"epoch": -3}),
+               ("ck_no_rng", {"rng": None}), ("ck_kind", {"kind": "search"})]  # fmt: skip
+    for name, change in changes:
         copy = w / name
         copy.mkdir()
         for f in t.iterdir():
@@ -250,6 +251,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["predict", "t", "data/images", "-o", "s.json", "--device", "cpu"], 2, ""),
     (["evaluate", "t", "--device", "cpu", "--split", "bogus"], 2, ""),
 ]
+
 
 def _space_cases() -> list[tuple[list[str], int, str]]:
     return [

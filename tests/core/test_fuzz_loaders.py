@@ -5,7 +5,6 @@ one-line error; nothing else escapes (no ValueError, RecursionError, OverflowErr
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,9 @@ leaves = st.one_of(
 )
 values = st.recursive(
     leaves,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -72,8 +73,11 @@ def _only_project_errors(fn: Any, *args: Any) -> None:
 
 @pytest.mark.parametrize(
     ("doc", "loader"),
-    [(STATE, SearchState.from_dict), (ARCH, Architecture.from_dict),
-     (TINY.to_dict(), SearchSpace.from_dict)],  # fmt: skip
+    [
+        (STATE, SearchState.from_dict),
+        (ARCH, Architecture.from_dict),
+        (TINY.to_dict(), SearchSpace.from_dict),
+    ],
     ids=["state", "architecture", "space"],
 )
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -96,7 +100,9 @@ def test_any_text_loads_or_fails_in_one_project_line(text: str) -> None:
     _only_project_errors(SearchSpace.from_json, text, "s.json")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(raw=st.binary(max_size=200), suffix=st.sampled_from([".json", ".yaml", ".txt"]))
 def test_any_file_given_to_load_any_fails_in_one_project_line(
     tmp_path: Path, raw: bytes, suffix: str

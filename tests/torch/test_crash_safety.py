@@ -91,7 +91,7 @@ def _kill_in_checkpoint_write_then_resume(cmd: str, args: list[str], tmp: Path) 
     proc.wait()
     assert _tmp_checkpoints(run_dir), "the kill should land inside the write"
     resumed = _start(cmd, run_dir, "--resume")
-    out, err = resumed.communicate(timeout=300)
+    _out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert not _tmp_checkpoints(run_dir)  # --resume removed the leftover
     return run_dir
@@ -136,7 +136,7 @@ def test_a_locked_run_folder_refuses_a_second_process_and_sigterm_interrupts(
     assert f"in use by another msnas-graph process (pid {proc.pid})" in result.stderr
     assert result.stderr.count("\n") == 1
     proc.send_signal(signal.SIGTERM)  # inside the write of the epoch-1 checkpoint
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     # the note names the epoch whose checkpoint is on disk (0: epoch 1's write was cut)
