@@ -186,11 +186,15 @@ def decode(
       msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
       msnas-graph decode runs/search --channels 64 -o wide.json   # to train it wide
     """
+    from msnas_graph._util import safe_output
     from msnas_graph.diagnostics import diagnose
     from msnas_graph.io import load_state
 
     how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method}
     states = [load_state(s) for s in sources]
+    for target in (output, render_path):  # refuse a bad output (an input too) before writing
+        if target:
+            safe_output(target)
     diags = [diagnose(s, paths, score=score, inputs_per_block=inputs_per_block) for s in states]
     if len(states) == 1:
         arch, draw, payload, text, notes = _one(states[0], diags[0], how, budget)

@@ -31,8 +31,11 @@ class Group(click.Group):
     """A click group that reports library errors as one line with exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from msnas_graph._util import command_inputs
+
         try:
-            return super().invoke(ctx)
+            with command_inputs():  # outputs may not replace a file the command read
+                return super().invoke(ctx)
         except MsnasError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -224,10 +227,18 @@ def diff_cmd(a: str, b: str, paths: int, render_path: str | None, as_json: bool)
       msnas-graph diff runs/a/architecture.json runs/b/architecture.json
       msnas-graph diff runs/s/states/epoch_010.json runs/s/state.json --render evo.svg
     """
+    from msnas_graph.architecture import Architecture
     from msnas_graph.diff import diff
     from msnas_graph.io import load_any
+    from msnas_graph.state import SearchState
 
     da, db = load_any(a), load_any(b)
+    for source, obj in ((a, da), (b, db)):
+        if not isinstance(obj, Architecture | SearchState):
+            raise MsnasError(
+                f"{source}: is a search space; diff compares architectures or search states "
+                f"(decode a state first, or `msnas-graph sample` one from the space)"
+            )
     result = diff(da, db, paths=paths)  # type: ignore[arg-type]
     if render_path:
         from msnas_graph.render import render

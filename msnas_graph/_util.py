@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import difflib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -16,10 +18,14 @@ __all__ = [
     "atomic_path",
     "atomic_write",
     "canonical_json",
+    "command_inputs",
     "content_hash",
     "did_you_mean",
+    "inside",
     "meta_of",
+    "note_input",
     "read_text",
+    "safe_output",
     "unknown_name",
 ]
 
@@ -65,12 +71,11 @@ def content_hash(obj: Any) -> str:
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and a rename.
+    """Write ``data`` to ``path`` via a temporary file and a rename (see :func:`atomic_path`).
 
     An interrupted write never leaves a half-written file where a good one was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data.encode() if isinstance(data, str) else data)
     return path
@@ -81,6 +86,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` (with the
     permissions a new file gets under the umask), on failure it is removed.
 
+    ``path`` must pass :func:`safe_output` (a new path or an existing regular file, not an
+    input of the running command), checked before anything is written.
+
     >>> import tempfile, os
     >>> target = os.path.join(tempfile.mkdtemp(), "x.txt")
     >>> with atomic_path(target) as tmp:
@@ -88,7 +96,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     >>> open(target).read()
     'hello'
     """
-    path = Path(path)
+    path = safe_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -98,14 +106,129 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+        safe_output(path)  # still a regular file or absent (not swapped for a link meanwhile)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
+# ------------------------------------------------------------------------- the output rule
+
+#: Files read by the running command (``None``: no command scope, nothing recorded).
+_INPUTS: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar(
+    "msnas_inputs", default=None
+)
+
+
+@contextlib.contextmanager
+def command_inputs() -> Iterator[list[Path]]:
+    """A scope (one CLI command) in which every file read through :func:`note_input` is
+    protected: :func:`safe_output` refuses to write over it.
+
+    >>> import tempfile, os
+    >>> src = os.path.join(tempfile.mkdtemp(), "in.json")
+    >>> _ = open(src, "w").write("{}")
+    >>> with command_inputs():
+    ...     note_input(src)
+    ...     safe_output(src)
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.OutputError: ...in.json: is an input of this command; write the output to another path
+    """  # noqa: E501
+    token = _INPUTS.set([])
+    try:
+        yield _INPUTS.get() or []
+    finally:
+        _INPUTS.reset(token)
+
+
+def note_input(path: str | os.PathLike[str]) -> None:
+    """Record ``path`` as read by the running command (nothing outside :func:`command_inputs`)."""
+    noted = _INPUTS.get()
+    if noted is not None:
+        noted.append(Path(path))
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(os.path.realpath(a)) == os.path.abspath(os.path.realpath(b))
+
+
+def safe_output(
+    path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()
+) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if a command may write it, else one-line
+    :class:`~msnas_graph.errors.OutputError`.
+
+    The rule for every output (``-o`` of ``sample``, ``decode``, ``render``, ``diff``,
+    ``export``, ``predict``, and the files of a run folder): the path is new or an existing
+    *regular* file (replaced atomically); a symbolic link, folder, FIFO, device or socket is
+    refused, and so is any of ``inputs`` or a file the running command has read
+    (:func:`command_inputs`), compared as the same file on disk.
+
+    >>> safe_output("/dev/null")
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.OutputError: /dev/null: not a regular file (a character device); write the output to a new path or a regular file
+    """  # noqa: E501
+    from .errors import OutputError
+
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except NotADirectoryError:
+        raise OutputError(f"{path}: a parent of it is not a folder; choose another path") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = _file_kind(st.st_mode)
+        raise OutputError(
+            f"{path}: not a regular file (a {kind}); write the output to a new path or a "
+            f"regular file"
+        )
+    if st is None and path.parent.exists() and not path.parent.is_dir():
+        raise OutputError(f"{path}: a parent of it is not a folder; choose another path")
+    for src in (*inputs, *(_INPUTS.get() or ())):
+        if _same(path, Path(src)):
+            raise OutputError(
+                f"{path}: is an input of this command; write the output to another path"
+            )
+    return path
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (symbolic links resolved).
+
+    >>> inside("/a/b/c", "/a/b"), inside("/a/b", "/a/b/c"), inside("/a/bc", "/a/b")
+    (True, False, False)
+    """
+    p = Path(os.path.realpath(os.path.abspath(path)))
+    f = Path(os.path.realpath(os.path.abspath(folder)))
+    return p == f or f in p.parents
+
+
 def read_text(path: Path, error: type[Exception]) -> str:
     """A file's UTF-8 text; a binary or otherwise undecodable file raises ``error`` in one line."""
+    note_input(path)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

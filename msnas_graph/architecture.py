@@ -22,7 +22,7 @@ import networkx as nx
 
 from ._util import content_hash
 from ._util import meta_of as _meta
-from .documents import Document
+from .documents import Document, check_finite, check_int
 from .errors import ArchitectureError, SpecError
 from .genotype import CellGenotype
 from .graph import Edge, NodeId, Supergraph
@@ -238,6 +238,7 @@ class Architecture(Document):
     def from_dict(cls, data: Any, source: str = "architecture") -> Architecture:
         """Parse :meth:`to_dict` output, check the hash, and :meth:`validate`."""
         data = cls.check_header(data, source)
+        _check_numbers(data, source)
         try:
             space = SearchSpace.from_dict(data["space"], f"{source}: space")
             edges = [Edge.parse(k) for k in data["edges"]]
@@ -251,8 +252,10 @@ class Architecture(Document):
             ]
         except SpecError as exc:
             raise ArchitectureError(str(exc)) from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ArchitectureError(f"{source}: malformed architecture ({exc!r})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise ArchitectureError(
+                f"{source}: malformed architecture ({type(exc).__name__}: {str(exc)[:120]})"
+            ) from None
         arch = cls(space, edges, cells, paths, meta=_meta(data, source, ArchitectureError))
         stored = data.get("content_hash")
         if stored is not None and stored != arch.content_hash:
@@ -289,3 +292,23 @@ class Architecture(Document):
 
     def __repr__(self) -> str:
         return f"<Architecture {self.content_hash} {len(self.nodes)} nodes {len(self.edges)} edges>"
+
+
+def _check_numbers(data: dict[str, Any], source: str) -> None:
+    """Block sources are whole numbers, weights and path scores finite numbers (checked before
+    anything converts them: ``int(0.9)`` would silently truncate)."""
+    cells = data.get("cells")
+    for c, cell in cells.items() if isinstance(cells, dict) else ():
+        blocks = cell.get("blocks") if isinstance(cell, dict) else None
+        for b, block in enumerate(blocks if isinstance(blocks, list) else ()):
+            for j, inp in enumerate(block if isinstance(block, list) else ()):
+                if not isinstance(inp, dict):
+                    continue
+                where = f"{source}: cells.{c}.blocks[{b}][{j}]"
+                check_int(inp.get("source"), f"{where}.source", ArchitectureError)
+                if "weight" in inp:
+                    check_finite(inp["weight"], f"{where}.weight", ArchitectureError)
+    paths = data.get("paths")
+    for i, p in enumerate(paths if isinstance(paths, list) else ()):
+        if isinstance(p, dict) and "path_score" in p:
+            check_finite(p["path_score"], f"{source}: paths[{i}].path_score", ArchitectureError)

@@ -19,6 +19,7 @@ Conventions (the paper does not state its own; see DESIGN.md):
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from math import comb, prod
 from typing import Any
@@ -28,7 +29,7 @@ from .layout import ParameterLayout
 from .paths import count_paths
 from .spec import SearchSpace
 
-__all__ = ["SpaceCounts", "count_cells", "count_space"]
+__all__ = ["SpaceCounts", "count_cells", "count_space", "sci"]
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,57 @@ class SpaceCounts:
     architectures: int
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (ints stay exact)."""
-        return asdict(self)
+        """JSON-ready dict (ints stay exact; beyond 4,000 digits as strings of digits, which
+        Python's JSON could not write as numbers)."""
+        data = asdict(self)
+        data["cells_per_type"] = {k: _exact(v) for k, v in self.cells_per_type.items()}
+        for key in ("paths", "cells", "architectures"):
+            data[key] = _exact(data[key])
+        return data
 
     def __str__(self) -> str:
-        per = ", ".join(f"{k} {v:,}" for k, v in self.cells_per_type.items())
+        per = ", ".join(f"{k} {_grouped(v)}" for k, v in self.cells_per_type.items())
         return (
             f"space '{self.space}': {self.nodes} nodes, {self.edges} edges\n"
-            f"  input->output paths: {self.paths:,} ({self.paths:.3e})\n"
+            f"  input->output paths: {_grouped(self.paths)} ({sci(self.paths)})\n"
             f"  cells per type: {per}\n"
-            f"  cells over all types: {self.cells:,} ({self.cells:.3e})\n"
-            f"  architectures (paths x cells): {self.architectures:,} "
-            f"({self.architectures:.3e})"
+            f"  cells over all types: {_grouped(self.cells)} ({sci(self.cells)})\n"
+            f"  architectures (paths x cells): {_grouped(self.architectures)} "
+            f"({sci(self.architectures)})"
         )
+
+
+_BIG_BITS = 13000  # about 3,900 decimal digits: below Python's int-to-str limit (4,300)
+
+
+def sci(n: int) -> str:
+    """``n`` in scientific notation, for integers of any size (no float overflow).
+
+    >>> sci(421875000), sci(10**400 * 3)
+    ('4.219e+08', '3.000e+400')
+    """
+    if n.bit_length() < 1000:
+        return f"{n:.3e}"
+    exp = int(n.bit_length() * 0.30102999566398) - 20  # keep ~20 leading digits
+    lead = n // 10**exp
+    text = f"{lead:.3e}"
+    mantissa, e = text.split("e")
+    return f"{mantissa}e+{int(e) + exp}"
+
+
+def _grouped(n: int) -> str:
+    return f"{n:,}" if n.bit_length() < _BIG_BITS else f"~{sci(n)}"
+
+
+def _exact(n: int) -> int | str:
+    if n.bit_length() < _BIG_BITS:
+        return n
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        return str(n)
+    finally:
+        sys.set_int_max_str_digits(limit)
 
 
 def count_cells(space: SearchSpace) -> int:

@@ -21,13 +21,14 @@ msnas_graph.errors.StateError: s.json: not a search state (format 'list', expect
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ._util import atomic_write, content_hash, read_text
 from .errors import MsnasError
 
-__all__ = ["SCHEMA_VERSION", "Document", "parse_json"]
+__all__ = ["SCHEMA_VERSION", "Document", "check_finite", "check_int", "parse_json", "shown"]
 
 #: Version of every JSON/YAML document this package writes (spec, state, architecture, diff).
 SCHEMA_VERSION = 1
@@ -46,6 +47,55 @@ def parse_json(text: str, source: str, error: type[MsnasError]) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise error(f"{source}: nested too deeply to be a document") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise error(f"{source}: not a usable JSON document ({str(exc)[:80]})") from None
+
+
+def check_finite(value: Any, where: str, error: type[MsnasError]) -> float:
+    """``value`` as a float when it is a finite real number (not a bool); else one line.
+
+    >>> from msnas_graph.errors import StateError
+    >>> check_finite(float("nan"), "s.json: weight", StateError)
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.StateError: s.json: weight: expected a finite number, got nan
+    """
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    try:
+        number = float(value) if ok else math.nan
+    except OverflowError:
+        number = math.inf
+    if not (ok and math.isfinite(number)):
+        raise error(f"{where}: expected a finite number, got {shown(value)}")
+    return number
+
+
+def check_int(value: Any, where: str, error: type[MsnasError]) -> int:
+    """``value`` when it is an ``int`` (not a bool, a float or a string); else one line.
+
+    >>> from msnas_graph.errors import ArchitectureError
+    >>> check_int(0.9, "a.json: cells.keep.blocks[0][0].source", ArchitectureError)
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.ArchitectureError: a.json: cells.keep.blocks[0][0].source: expected a whole number, got 0.9
+    """  # noqa: E501
+    if type(value) is not int or value.bit_length() > 62:
+        raise error(f"{where}: expected a whole number, got {shown(value)}")
+    return value
+
+
+def shown(value: Any) -> str:
+    """A short ``repr`` of a value for messages (huge integers do not get written out).
+
+    >>> shown(10**5000), shown("x" * 50)
+    ('a huge integer', "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...")
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a huge integer"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 class Document:
@@ -109,14 +159,18 @@ class Document:
         """``data`` itself when it is a mapping with this :attr:`FORMAT` and the supported
         ``schema_version``; else a one-line :attr:`ERROR` saying what was found and what to do."""
         if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            found = shown(data.get("format")) if isinstance(data, dict) else type(data).__name__
+            if isinstance(data, dict) and isinstance(data.get("format"), str):
+                found = repr(data["format"][:60])
+            elif not isinstance(data, dict):
+                found = repr(found)
             raise cls.ERROR(
-                f"{source}: not {cls.WHAT} (format {found!r}, expected '{cls.FORMAT}'); "
+                f"{source}: not {cls.WHAT} (format {found}, expected '{cls.FORMAT}'); "
                 f"{cls.CREATE_HINT}"
             )
         if data.get("schema_version") != SCHEMA_VERSION:
             raise cls.ERROR(
-                f"{source}: schema_version {data.get('schema_version')!r} is not supported "
+                f"{source}: schema_version {shown(data.get('schema_version'))} is not supported "
                 f"(expected {SCHEMA_VERSION}); {cls.UPGRADE_HINT}"
             )
         return data
@@ -141,6 +195,8 @@ class Document:
     def load(cls: type[D], path: str | Path) -> D:
         """Read a document file; a missing, binary or malformed file raises one line."""
         path = Path(path)
+        if path.is_symlink() and not path.exists():
+            raise cls.ERROR(f"{path}: a broken or looping symbolic link; give the file itself")
         if not path.is_file():
             raise cls.missing_file(path)
         return cls.from_text(read_text(path, cls.ERROR), path)

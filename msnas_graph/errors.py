@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "DecodeError",
     "MsnasError",
+    "OutputError",
     "RenderError",
     "RunError",
     "SpecError",
@@ -37,6 +38,10 @@ class DecodeError(MsnasError, ValueError):
 
 class ArchitectureError(MsnasError, ValueError):
     """A decoded architecture is malformed or inconsistent with its space."""
+
+
+class OutputError(MsnasError, ValueError):
+    """An output path may not be written (not a regular file, or an input of the command)."""
 
 
 class RenderError(MsnasError, RuntimeError):

@@ -36,6 +36,8 @@ def _resolve(path: Path, names: tuple[str, ...], what: str) -> Path:
             if (path / name).is_file():
                 return path / name
         raise MsnasError(f"{path}: folder holds no {' or '.join(names)} ({what} expected)")
+    if path.is_symlink() and not path.exists():
+        raise MsnasError(f"{path}: a broken or looping symbolic link; give the file itself")
     if not path.exists():
         raise MsnasError(f"{path}: no such file or folder")
     return path
@@ -51,6 +53,8 @@ def load_any(source: str | Path) -> Document:
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError):
         raise MsnasError(f"{path}: neither valid JSON nor YAML") from None
+    except (RecursionError, ValueError):  # too deep, or an integer of thousands of digits
+        raise MsnasError(f"{path}: not a usable document (too deep or huge numbers)") from None
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt in _BY_FORMAT:
         return _BY_FORMAT[fmt].from_dict(data, str(path))

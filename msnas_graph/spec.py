@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ._util import atomic_write, unknown_name
-from .documents import SCHEMA_VERSION, Document
+from .documents import SCHEMA_VERSION, Document, shown
 from .errors import SpecError
 from .kinds import CELL_TYPES, KIND_NAMES, CellType, KindName, cell_types_of
 from .kinds import EDGE_KINDS as KIND_TABLE
@@ -43,6 +51,9 @@ __all__ = [
 
 #: Canonical order of network edge kind names (what each kind is: :mod:`msnas_graph.kinds`).
 EDGE_KINDS: tuple[KindName, ...] = KIND_NAMES
+
+#: A whole number given as one: ``true``, ``"3"`` and ``3.0`` are refused.
+Int = Annotated[int, Strict()]
 
 
 class SearchSpace(Document, BaseModel):
@@ -72,21 +83,21 @@ class SearchSpace(Document, BaseModel):
     FILE_NOUN: ClassVar[str] = "space"
     ERROR: ClassVar[type[SpecError]] = SpecError
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Int = SCHEMA_VERSION
     name: str = "custom"
-    layers: int = Field(ge=1, le=1000)
-    scales: int = Field(ge=1, le=16)
-    channels: int = Field(ge=1)
-    blocks: int = Field(default=3, ge=1, le=16)
+    layers: Int = Field(ge=1, le=1000)
+    scales: Int = Field(ge=1, le=16)
+    channels: Int = Field(ge=1, le=4096)
+    blocks: Int = Field(default=3, ge=1, le=16)
     ops: tuple[str, ...] = (*DEFAULT_OPERATIONS, NONE_OP)
-    inputs_per_block: int = Field(default=1, ge=1)
-    partial_k: int = Field(default=4, ge=1)
+    inputs_per_block: Int = Field(default=1, ge=1, le=16)
+    partial_k: Int = Field(default=4, ge=1, le=4096)
     edge_kinds: tuple[KindName, ...] = EDGE_KINDS
-    output_scales: tuple[int, ...] = (0,)
-    in_channels: int = Field(default=1, ge=1)
-    num_classes: int = Field(default=2, ge=2)
+    output_scales: tuple[Int, ...] = (0,)
+    in_channels: Int = Field(default=1, ge=1, le=1024)
+    num_classes: Int = Field(default=2, ge=2, le=1024)
     spatial_dims: Literal[2, 3] = 2
-    input_size: int = Field(default=256, ge=1)
+    input_size: Int = Field(default=256, ge=1, le=65536)
     fusion: Literal["concat", "sum"] = "concat"
 
     def __init__(self, **data: Any) -> None:
@@ -100,7 +111,7 @@ class SearchSpace(Document, BaseModel):
     def _version(cls, v: int) -> int:
         if v != SCHEMA_VERSION:
             raise ValueError(
-                f"schema_version {v} is not supported (this msnas-graph reads version "
+                f"schema_version {shown(v)} is not supported (this msnas-graph reads version "
                 f"{SCHEMA_VERSION}); re-create the file with this version"
             )
         return v
@@ -227,10 +238,17 @@ class SearchSpace(Document, BaseModel):
         """Validate a dict; errors become one-line :class:`SpecError` naming the field."""
         if not isinstance(data, dict):
             raise SpecError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+        if not all(isinstance(k, str) for k in data):
+            bad = next(shown(k) for k in data if not isinstance(k, str))
+            raise SpecError(f"{source}: field names must be text, got {bad}")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise SpecError(format_validation_error(exc, source)) from None
+        except (RecursionError, ValueError, OverflowError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(f"{source}: unusable value ({str(exc)[:80]})") from None
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "space") -> SearchSpace:
@@ -241,6 +259,10 @@ class SearchSpace(Document, BaseModel):
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
             raise SpecError(f"{source}: not valid YAML{where}") from None
+        except RecursionError:
+            raise SpecError(f"{source}: nested too deeply to be a search space") from None
+        except ValueError as exc:  # e.g. an integer of thousands of digits
+            raise SpecError(f"{source}: not a usable YAML document ({str(exc)[:80]})") from None
         return cls.from_dict(data, source)
 
     @classmethod

@@ -15,12 +15,13 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ._util import meta_of as _meta
-from .documents import Document
+from .documents import Document, check_finite
 from .errors import SpecError, StateError
 from .graph import NodeId, Supergraph
 from .layout import ParameterLayout, source_name
@@ -92,6 +93,10 @@ class SearchState(Document):
         >>> SearchState.random(s, seed=1) == SearchState.random(s, seed=1)
         True
         """
+        if type(seed) is not int or seed < 0:
+            raise StateError(f"seed {seed!r}: give a whole number >= 0")
+        if not (isinstance(scale, int | float) and math.isfinite(scale) and scale >= 0):
+            raise StateError(f"scale {scale!r}: give a finite number >= 0 (the logits' std)")
         rng = np.random.default_rng(seed)
         state = cls._filled(space, lambda shape: rng.normal(0.0, scale, size=shape), graph)
         state.meta["random_seed"] = seed
@@ -202,6 +207,8 @@ class SearchState(Document):
             raise StateError(str(exc)) from None
         graph = Supergraph(space)
         layout = ParameterLayout(space, graph)
+        for name in ("alpha_logits", "p_logits", "beta_logits"):
+            _check_numbers(data[name], f"{source}: {name}", depth=4)
         try:
             alpha = {c: [np.asarray(a, float) for a in v] for c, v in data["alpha_logits"].items()}
             p = {c: [np.asarray(a, float) for a in v] for c, v in data["p_logits"].items()}
@@ -216,10 +223,10 @@ class SearchState(Document):
                         f"{source}: beta_logits.{key}: kinds {sorted(kinds)}, expected {list(want)}"
                     )
                 beta[node] = np.array([kinds[k] for k in want], dtype=np.float64)
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
             if isinstance(exc, StateError):
                 raise
-            raise StateError(f"{source}: malformed arrays ({exc})") from None
+            raise StateError(f"{source}: malformed arrays ({str(exc)[:120]})") from None
         try:
             return cls(space, alpha, p, beta, meta=_meta(data, source, StateError), graph=graph)
         except StateError as exc:
@@ -252,3 +259,17 @@ class SearchState(Document):
             "  strongest network edges: " + ", ".join(f"{e} {x:.3f}" for e, x in strongest)
         )
         return "\n".join(lines)
+
+
+def _check_numbers(obj: Any, where: str, depth: int) -> None:
+    """Every leaf of the mappings and lists ``obj`` (at most ``depth`` levels deep) is a finite
+    number: NaN, infinities, bools, strings and too-deep nesting raise one line."""
+    if isinstance(obj, dict | list):
+        if depth == 0:
+            raise StateError(f"{where}: nested deeper than a state's logits")
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        for key, value in items:
+            sub = f"{where}.{key}" if isinstance(obj, dict) else f"{where}[{key}]"
+            _check_numbers(value, sub, depth - 1)
+    else:
+        check_finite(obj, where, StateError)

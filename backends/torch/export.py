@@ -211,7 +211,14 @@ def _max_difference(
                     f"{e_np.shape} at input shape {test_shape}; the export froze a "
                     "shape, try dynamic_spatial=False or the other exporter"
                 )
-            max_diff = max(max_diff, float(np.max(np.abs(e_np - g))) if e_np.size else 0.0)
+            if not (np.all(np.isfinite(e_np)) and np.all(np.isfinite(g))):
+                raise BackendError(
+                    f"export_onnx: the model's output is not finite (NaN or infinite) on an "
+                    f"input of shape {test_shape}; check the weights (re-train or resume from a "
+                    f"good checkpoint)"
+                )
+            diff = float(np.max(np.abs(e_np - g))) if e_np.size else 0.0
+            max_diff = diff if not diff <= max_diff else max_diff  # NaN wins, never ignored
     return max_diff
 
 
@@ -339,10 +346,14 @@ def export_model(
     ONNX with dynamic batch and spatial axes, on an example input of side ``input_size`` with
     the model's own channels and spatial dimensions, verified with onnxruntime."""
     from msnas_graph.backends.torch.fuse import fuse_for_inference
+    from msnas_graph.backends.torch.inference import check_finite_weights, note_source
     from msnas_graph.backends.torch.models import resolve_source
 
     resolved = resolve_source(source)
+    note_source(resolved)
     resolved.check_size(input_size)
-    model = fuse_for_inference(resolved.build())  # BatchNorm folded: no BN nodes in the graph
+    model = resolved.build()
+    check_finite_weights(model, resolved.weights)
+    model = fuse_for_inference(model)  # BatchNorm folded: no BN nodes in the graph
     shape = resolved.input_shape(input_size, 1)
     return export_onnx(model, onnx_path, shape, verify=verify, exporter=exporter)

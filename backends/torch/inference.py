@@ -8,6 +8,7 @@ at the run's input size and resampled to each case's original size
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from msnas_graph._util import atomic_write, unknown_name
+from msnas_graph._util import atomic_write, inside, note_input, unknown_name
 from msnas_graph.backends.torch.data import load_cases, split_cases
 from msnas_graph.backends.torch.fuse import fuse_for_inference
 from msnas_graph.backends.torch.models import locate_run, resolve_source
@@ -33,7 +34,15 @@ from msnas_graph.data import (
 )
 from msnas_graph.errors import DataError, RunError
 
-__all__ = ["SPLITS", "evaluate", "evaluate_folds", "load_model", "predict"]
+__all__ = [
+    "SPLITS",
+    "check_finite_weights",
+    "evaluate",
+    "evaluate_folds",
+    "load_model",
+    "predict",
+    "unique_names",
+]
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -47,11 +56,36 @@ def load_model(
     locate_run(run_dir)  # a training run, or a one-line error saying what it is instead
     source = resolve_source(run_dir)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
+    note_source(source)
     model = source.build(dev)
+    check_finite_weights(model, source.weights)
     info = dict(source.spec)
     info["weights"] = str(source.weights)
     info["run_dir"] = str(source.run_dir)
     return model, info
+
+
+def note_source(source: Any) -> None:
+    """Record a resolved model source's files as inputs of the running command
+    (:func:`~msnas_graph._util.safe_output` then refuses to write over them)."""
+    for f in (
+        source.weights,
+        source.run_dir / "model.json" if source.run_dir is not None else None,
+        source.run_dir / "config.json" if source.run_dir is not None else None,
+    ):
+        if f is not None:
+            note_input(f)
+
+
+def check_finite_weights(model: nn.Module, weights: Any) -> None:
+    """One-line :class:`RunError` if any parameter or buffer of ``model`` is NaN or infinite
+    (a run that diverged); its results would be meaningless."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RunError(
+                f"{weights}: weight {name} holds NaN or infinite values (the run diverged?); "
+                f"use another checkpoint or re-train with a lower learning rate"
+            )
 
 
 def _predict_cases(
@@ -215,21 +249,79 @@ def predict(
     case's original size, and with ``overlay=True`` a PNG of the image with the mask tinted
     into ``out_dir/overlays``. Returns the mask paths.
     """
+    out = Path(out_dir)
+    _check_predict_output(out, _input_folders(inputs, None))
     dev = resolve_device(device)
     model, info = load_model(run_dir_or_checkpoint, dev)
     model = fuse_for_inference(model)  # BatchNorm folded into the convolutions (same outputs)
     ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
-    out = Path(out_dir)
+    _check_predict_output(out, _input_folders(inputs, ds))
+    names = unique_names(ds.case_ids())
     written: list[Path] = []
     for i, pred in _predict_cases(
         model, ds, list(range(len(ds))), int(info["input_size"]), dev, batch_size
     ):
         case = ds[i]
-        name = _safe_name(case.case_id)
-        written.append(write_mask(out / name, pred, like=case))
+        written.append(write_mask(out / names[i], pred, like=case))
         if overlay:
-            write_overlay(out / "overlays" / f"{name}.png", case.image, pred)
+            write_overlay(out / "overlays" / f"{names[i]}.png", case.image, pred)
+    if len(set(written)) != len(written):  # unique_names guarantees this; say so if not
+        raise RunError(f"{out}: two predictions would share a file name; please report it")
     return written
+
+
+def _input_folders(inputs: str | Path, ds: SegmentationDataset | None) -> list[Path]:
+    """The folders ``predict`` reads: ``inputs`` itself if a folder, and the folders of every
+    image and mask file of the dataset."""
+    folders = [Path(inputs)] if Path(inputs).is_dir() else []
+    if Path(inputs).is_file():
+        folders.append(Path(inputs).parent)
+    for folder in list(folders):  # `data/images` is part of a dataset `data/` (masks beside)
+        if folder.resolve().name.lower().startswith(("image", "img")):
+            folders.append(folder.resolve().parent)
+    for item in getattr(ds, "_items", None) or ():
+        for f in (*getattr(item, "image_files", ()), getattr(item, "mask_file", None)):
+            if f is not None:
+                folders.append(Path(f).parent)
+    return list(dict.fromkeys(folders))
+
+
+def _check_predict_output(out: Path, folders: Sequence[Path]) -> None:
+    """Refuse an output folder that is, contains or lies inside a folder of the input data."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: not a folder; give a new or existing folder for the masks")
+    for folder in folders:
+        if inside(out, folder) or inside(folder, out):
+            raise RunError(
+                f"{out}: the output folder is, contains or lies inside the input folder "
+                f"{folder}; write the masks to a folder outside the input data"
+            )
+
+
+def unique_names(case_ids: Sequence[str]) -> list[str]:
+    """File-system-safe, distinct file stems for ``case_ids``, deterministically.
+
+    A name that had to change (characters other than letters, digits, ``-``, ``_``, ``.``;
+    undecodable bytes) gets the first 8 hex digits of the original's SHA-1, so ``"a b"`` and
+    ``"a_b"`` stay apart; names equal up to case get ``_2``, ``_3``, ... in order.
+
+    >>> unique_names(["a_b", "a b", "A_B", "a_b"])
+    ['a_b', 'a_b-7dbde935', 'A_B_2', 'a_b_3']
+    """
+    out: list[str] = []
+    used: set[str] = set()
+    for case_id in case_ids:
+        name = _safe_name(case_id)
+        if name != case_id:
+            raw = case_id.encode("utf-8", "surrogateescape")
+            name = f"{name}-{hashlib.sha1(raw).hexdigest()[:8]}"
+        stem, n = name, 1
+        while name.lower() in used:
+            n += 1
+            name = f"{stem}_{n}"
+        used.add(name.lower())
+        out.append(name)
+    return out
 
 
 def _safe_name(case_id: str) -> str:

@@ -252,10 +252,12 @@ def locate_run(run_or_ckpt: str | Path) -> tuple[Path, Path]:
 
 def _trained(path: Path) -> ModelSource:
     run_dir, weights = locate_run(path)
-    try:
-        spec = json.loads((run_dir / "model.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{run_dir / 'model.json'}: not valid JSON ({exc.msg})") from None
+    from msnas_graph._util import read_text
+    from msnas_graph.documents import parse_json
+
+    spec = parse_json(
+        read_text(run_dir / "model.json", RunError), str(run_dir / "model.json"), RunError
+    )
     return ModelSource(spec, "training run", weights, run_dir)
 
 
@@ -320,7 +322,7 @@ def resolve_source(
         )
     try:
         fmt = json.loads(path.read_text()).get("format")
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+    except (ValueError, AttributeError, RecursionError):  # not JSON, binary, too deep
         fmt = None
     if fmt != ARCH_FORMAT:
         raise RunError(

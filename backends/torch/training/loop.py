@@ -7,18 +7,27 @@ stopping on a non-finite loss (:class:`NonFinite`, raised by a step) or ``Ctrl-C
 and the ``DONE`` marker. What differs plugs in as an :class:`EpochStep`: the objects to
 checkpoint, one epoch of work returning its metrics row, and the per-epoch files and log line.
 
-``Ctrl-C`` lands between complete epochs: the checkpoint of the last complete epoch is already
-on disk (work of the unfinished epoch is lost), and :class:`KeyboardInterrupt` is re-raised. A
-non-finite loss ends the run with :class:`RunError`; ``checkpoint.pt`` keeps the last good epoch.
+``Ctrl-C`` and ``SIGTERM`` (what schedulers and ``docker stop`` send; handled as ``Ctrl-C``)
+land between complete epochs: the checkpoint of the last complete epoch is on disk (work of the
+unfinished epoch is lost; the message names the epoch the checkpoint on disk holds), and
+:class:`KeyboardInterrupt` is re-raised (the CLI exits 130). A non-finite loss ends the run with
+:class:`RunError`; ``checkpoint.pt`` keeps the last good epoch.
+
+A run holds an exclusive :class:`~msnas_graph.backends.torch.training.run_dir.RunLock` on its
+folder for its whole life; a start that fails before its first checkpoint removes the folder it
+created.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -30,6 +39,7 @@ from msnas_graph.backends.torch.losses import DiceCELoss, dice_scores
 from msnas_graph.backends.torch.training.config import RunConfig
 from msnas_graph.backends.torch.training.run_dir import (
     CHECKPOINT,
+    RunLock,
     get_rng_state,
     is_finished,
     load_checkpoint,
@@ -150,18 +160,44 @@ def validate(
     return loss_sum / count, dice_sum / count
 
 
-def prepare_run(run_dir: Path, kind: str, rt: Runtime, resume: bool, overwrite: bool) -> bool:
-    """:func:`~msnas_graph.backends.torch.training.run_dir.prepare_run_dir` on rank 0, its
-    error or answer (whether to resume) on every rank."""
+def prepare_run(
+    run_dir: Path, kind: str, rt: Runtime, resume: bool, overwrite: bool
+) -> tuple[bool, RunLock | None]:
+    """Rank 0: lock the run folder (:class:`RunLock`) and apply
+    :func:`~msnas_graph.backends.torch.training.run_dir.prepare_run_dir`; its error or answer
+    (whether to resume) on every rank, and the lock (``None`` off rank 0)."""
     error: str | None = None
     resuming = False
+    lock: RunLock | None = None
     if rt.main:
         try:
+            lock = RunLock(run_dir).acquire()
             resuming = prepare_run_dir(run_dir, kind, resume=resume, overwrite=overwrite)
         except RunError as exc:
             error = str(exc)
+            if lock is not None:
+                lock.release(failed=True)
+                lock = None
     rt.broadcast_error(error)
-    return bool(rt.broadcast(resuming))
+    return bool(rt.broadcast(resuming)), lock
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """``SIGTERM`` raises :class:`KeyboardInterrupt` inside the block (main thread only), so a
+    scheduler's stop ends the run like ``Ctrl-C``: checkpoint kept, a note, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class EpochStep(Protocol):
@@ -212,6 +248,7 @@ class EpochLoop:
     on_epoch_end: EpochCallback | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch: int = 0
+    saved_epoch: int = 0  #: the epoch the checkpoint on disk holds
 
     @property
     def checkpoint_path(self) -> Path:
@@ -234,6 +271,7 @@ class EpochLoop:
 
     def save(self) -> None:
         save_checkpoint(self.checkpoint_path, self.state_dict())
+        self.saved_epoch = self.epoch
 
     def restore(self) -> None:
         """Load ``checkpoint.pt``: refuse another kind, config or data split; restore every
@@ -242,6 +280,24 @@ class EpochLoop:
         ckpt = load_checkpoint(path)
         if ckpt.get("kind") != self.step.kind:
             raise RunError(f"{path}: not a {self.step.kind} checkpoint (kind {ckpt.get('kind')!r})")
+        try:
+            self._restore(path, ckpt)
+        except RunError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            raise RunError(
+                f"{path}: damaged checkpoint ({type(exc).__name__}: "
+                f"{(str(exc).strip().splitlines() or [''])[0][:120]}); start over with "
+                f"--overwrite or restore the file from a backup"
+            ) from None
+
+    def _restore(self, path: Path, ckpt: Mapping[str, Any]) -> None:
+        epoch = ckpt.get("epoch")
+        if type(epoch) is not int or not 0 <= epoch <= self.total:
+            raise RunError(
+                f"{path}: damaged checkpoint (epoch {epoch!r} is not a whole number in "
+                f"0..{self.total}); start over with --overwrite"
+            )
         differ = self.config.resume_conflicts(json.loads(ckpt["config"]))
         if differ:
             raise RunError(
@@ -254,12 +310,18 @@ class EpochLoop:
                 f"{path}: the data split differs from the one the run started with (the dataset "
                 f"changed?); resume with the same data or start a new run"
             )
+        history = [dict(r) for r in ckpt["history"]]
+        if len(history) != epoch:
+            raise RunError(
+                f"{path}: damaged checkpoint ({len(history)} history rows for epoch {epoch}); "
+                f"start over with --overwrite"
+            )
         for name, obj in self.step.stateful().items():
             obj.load_state_dict(ckpt[name])
         set_rng_state(ckpt["rng"])
         self.step.load_extra_state(ckpt)
-        self.history = [dict(r) for r in ckpt["history"]]
-        self.epoch = int(ckpt["epoch"])
+        self.history = history
+        self.epoch = self.saved_epoch = epoch
         logger.info(
             "resuming %s in %s after epoch %d of %d",
             "the search" if self.step.kind == "search" else self.step.what,
@@ -314,10 +376,9 @@ class EpochLoop:
                 f"is kept at {self.checkpoint_path}; lower the learning rate or check the data"
             ) from None
         if self.rt.main:
-            done = int(self.history[-1]["epoch"]) if self.history else 0
             logger.warning(
                 "%s interrupted; %s holds epoch %d of %d: continue with --resume",
-                self.step.what, self.checkpoint_path, done, self.total,
+                self.step.what, self.checkpoint_path, self.saved_epoch, self.total,
             )  # fmt: skip
         raise exc
 
@@ -342,12 +403,19 @@ def launch(
     a finished run (``finished``) or ``build`` (the step, the data split, the epoch count), the
     epochs from the last checkpoint, and ``finish``."""
     with setup_runtime(config) as rt:
-        resuming = prepare_run(run_dir, kind, rt, resume, overwrite)
-        if resuming and is_finished(run_dir):
-            rt.barrier()
-            return finished(run_dir)
-        step, split, total = build(rt)
-        loop = EpochLoop(step, rt, run_dir, config, split, total, on_epoch_end)
-        loop.begin(resuming)
-        loop.run(progress)
-        return finish(loop)
+        resuming, lock = prepare_run(run_dir, kind, rt, resume, overwrite)
+        started = False
+        try:
+            with sigterm_as_interrupt():
+                if resuming and is_finished(run_dir):
+                    rt.barrier()
+                    return finished(run_dir)
+                step, split, total = build(rt)
+                loop = EpochLoop(step, rt, run_dir, config, split, total, on_epoch_end)
+                loop.begin(resuming)
+                started = True
+                loop.run(progress)
+                return finish(loop)
+        finally:
+            if lock is not None:
+                lock.release(failed=not started and not resuming)

@@ -18,8 +18,11 @@ msnas_graph.errors.RunError: ... already holds a finished run; use --overwrite t
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
 import io
 import json
+import os
 import random
 import shutil
 import time
@@ -36,12 +39,15 @@ from msnas_graph.errors import RunError
 __all__ = [
     "CHECKPOINT",
     "DONE",
+    "LOCK",
     "RUN_FILES",
+    "RunLock",
     "get_rng_state",
     "is_finished",
     "load_checkpoint",
     "mark_done",
     "prepare_run_dir",
+    "remove_leftovers",
     "save_checkpoint",
     "save_weights",
     "set_rng_state",
@@ -50,6 +56,7 @@ __all__ = [
 
 CHECKPOINT = "checkpoint.pt"
 DONE = "DONE"
+LOCK = ".lock"
 
 #: What each kind of run writes (removed by ``overwrite``; nothing else in the folder is).
 RUN_FILES: dict[str, tuple[str, ...]] = {
@@ -77,6 +84,89 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
+class RunLock:
+    """An exclusive lock on a run folder for the run's life: ``fcntl.flock`` on
+    ``run_dir/.lock``, which holds the owner's pid.
+
+    The kernel drops the lock when its process ends, however it ends (``kill -9`` included),
+    so a ``.lock`` file left by a dead process is harmless: the next run takes it over. A
+    second live process is refused with one line naming the holder's pid. A folder that
+    :meth:`acquire` created is removed again by ``release(failed=True)`` when the run left
+    nothing in it.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> lock = RunLock(d).acquire()
+    >>> RunLock(d).acquire()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.RunError: ...run is in use by another msnas-graph process (pid ...); ...
+    >>> lock.release(failed=True); d.exists()
+    False
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.created = False
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunError(f"{self.run_dir}: not a folder; choose a folder for the run")
+        self.created = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunError(
+                f"{self.run_dir} is in use by another msnas-graph process (pid {holder}); wait "
+                f"for it to finish or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self, failed: bool = False) -> None:
+        """Drop the lock; after a failed start, remove the folder if this run created it and
+        left nothing but the lock file in it."""
+        if self._fd is None:
+            return
+        try:
+            if failed and self.created and _only_lock(self.run_dir):
+                (self.run_dir / LOCK).unlink(missing_ok=True)
+                self.run_dir.rmdir()
+        except OSError:
+            pass
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _only_lock(run_dir: Path) -> bool:
+    return {p.name for p in run_dir.iterdir()} <= {LOCK}
+
+
+def remove_leftovers(run_dir: str | Path) -> list[Path]:
+    """Remove the temporary files of writes a killed run left (``.NAME.XXXX.tmp`` beside
+    ``checkpoint.pt``, the states and the plots); call it under the run's :class:`RunLock`."""
+    run_dir = Path(run_dir)
+    removed = []
+    for folder in (run_dir, run_dir / "states", run_dir / "plots"):
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                if p.is_file() and not p.is_symlink():
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
 def is_finished(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a finished run (a ``DONE`` marker)."""
     return (Path(run_dir) / DONE).is_file()
@@ -98,6 +188,8 @@ def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: 
         )
     finished = is_finished(run_dir)
     has_ckpt = (run_dir / CHECKPOINT).is_file()
+    if resume or overwrite:
+        remove_leftovers(run_dir)
     if overwrite:
         if run_dir.exists():
             for name in RUN_FILES[kind]:
@@ -142,6 +234,8 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(dict(payload), tmp)
+        if delay := os.environ.get("MSNAS_TEST_CHECKPOINT_DELAY"):  # crash tests: widen the
+            time.sleep(float(delay))  # window in which a kill lands inside the write
     return path
 
 

@@ -1,0 +1,309 @@
+"""A catalogue of bad inputs through the CLI (issue 9): each one ends with its exit code and one
+line (no traceback, no "unexpected"), and changes no file that was there before, inputs
+included (hashes before and after). Commands run in-process with click's ``CliRunner``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from msnas_graph.cli.main import main
+
+pytest.importorskip("torch")
+
+SMOKE = ["--device", "cpu", "--max-steps", "1", "--batch-size", "2"]
+UNET = ["--model", "unet", "--unet-base", "4", "--unet-depth", "3", "--input-size", "32"]
+
+
+def _cli(*args: Any) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace: a state, an architecture, a space, a trained run, a dataset, bad files."""
+    w = tmp_path_factory.mktemp("ws")
+    cwd = os.getcwd()
+    os.chdir(w)
+    try:
+        assert _cli("sample", "--space", "tiny", "-o", "s.json")[0] == 0
+        assert _cli("decode", "s.json", "--paths", "2", "-o", "a.json")[0] == 0
+        Path("space.yaml").write_text("layers: 2\nscales: 2\nchannels: 4\npartial_k: 2\n")
+        rng = np.random.default_rng(0)
+        for i in range(10):
+            _png(w / "data" / "images" / f"c{i}.png", rng.integers(0, 255, (32, 32), np.uint8))
+            _png(w / "data" / "masks" / f"c{i}.png", (rng.random((32, 32)) > 0.5).astype(np.uint8))
+        code, _, err = _cli("train", "t", *UNET, "--data", "data", "--epochs", "1", *SMOKE,
+                            "--no-progress")  # fmt: skip
+        assert code == 0, err
+        _bad_files(w)
+    finally:
+        os.chdir(cwd)
+    return w
+
+
+def _bad_files(w: Path) -> None:
+    state = json.loads((w / "s.json").read_text())
+    arch = json.loads((w / "a.json").read_text())
+    arch.pop("content_hash")
+    (w / "bin.dat").write_bytes(bytes(range(256)) * 4)
+    (w / "empty.json").write_text("")
+    (w / "list.json").write_text("[1, 2]")
+    (w / "deep.json").write_text("[" * 50000 + "]" * 50000)
+    (w / "deep.yaml").write_text("a: " + "[" * 50000 + "]" * 50000 + "\n")
+    (w / "bigint.json").write_text('{"layers": ' + "9" * 5000 + "}")
+    (w / "bigint.yaml").write_text("layers: " + "9" * 5000 + "\n")
+    (w / "future.json").write_text(json.dumps({**state, "schema_version": 99}))
+    for name, value in [("nan", float("nan")), ("inf", float("inf")), ("str", "1"), ("bool", True)]:
+        s = json.loads(json.dumps(state))
+        first = next(iter(s["alpha_logits"]))
+        s["alpha_logits"][first][0][0][0] = value
+        (w / f"state_{name}.json").write_text(json.dumps(s))
+        s = json.loads(json.dumps(state))
+        node = next(iter(s["beta_logits"]))
+        s["beta_logits"][node][next(iter(s["beta_logits"][node]))] = value
+        (w / f"beta_{name}.json").write_text(json.dumps(s))
+    for name, value in [("frac", 0.9), ("inf", 1e999), ("neg", -1), ("str", "0"), ("big", 10**30)]:
+        a = json.loads(json.dumps(arch))
+        a["cells"][next(iter(a["cells"]))]["blocks"][0][0]["source"] = value
+        (w / f"arch_src_{name}.json").write_text(json.dumps(a))
+    a = json.loads(json.dumps(arch))
+    a["cells"][next(iter(a["cells"]))]["blocks"][0][0]["weight"] = float("nan")
+    (w / "arch_w_nan.json").write_text(json.dumps(a))
+    a = json.loads(json.dumps(arch))
+    a["paths"][0]["path_score"] = float("inf")
+    (w / "arch_score_inf.json").write_text(json.dumps(a))
+    a = json.loads(json.dumps(arch))
+    a["space"]["layers"] = True
+    (w / "arch_layers_bool.json").write_text(json.dumps(a))
+    (w / "space_tab.yaml").write_text("layers:\t2\n  - x: [\n")
+    os.mkfifo(w / "fifo")
+    (w / "link.json").symlink_to(w / "s.json")
+    (w / "link.dot").symlink_to(w / "s.json")
+    (w / "loop.json").symlink_to(w / "loop.json")
+    (w / "dangling.json").symlink_to(w / "nowhere.json")
+    (w / "adir").mkdir()
+    # a training run whose checkpoint and weights are damaged in several ways
+    t = w / "t"
+    for name, damage in [
+        ("ck_garbage", lambda p: (p / "checkpoint.pt").write_bytes(b"garbage")),
+        ("ck_empty", lambda p: (p / "checkpoint.pt").write_bytes(b"")),
+        ("best_garbage", lambda p: (p / "best.pt").write_bytes(b"\x80\x04garbage")),
+        ("model_list", lambda p: (p / "model.json").write_text("[1, 2]")),
+        ("model_bin", lambda p: (p / "model.json").write_bytes(bytes(range(256)))),
+        ("model_huge", lambda p: (p / "model.json").write_text(
+            json.dumps({**json.loads((t / "model.json").read_text()), "in_channels": 10**6}))),
+        ("model_deep", lambda p: (p / "model.json").write_text("[" * 50000 + "]" * 50000)),
+    ]:  # fmt: skip
+        copy = w / name
+        copy.mkdir()
+        for f in t.iterdir():
+            if f.is_file() and not f.name.startswith("."):
+                (copy / f.name).write_bytes(f.read_bytes())
+        damage(copy)
+    import torch
+
+    ck = torch.load(t / "checkpoint.pt", weights_only=True)
+    changes = [("ck_epoch_big", {"epoch": 10**6}), ("ck_epoch_neg", {"epoch": -3}),
+               ("ck_no_rng", {"rng": None}), ("ck_kind", {"kind": "search"})]  # fmt: skip
+    for name, change in changes:
+        copy = w / name
+        copy.mkdir()
+        for f in t.iterdir():
+            if f.is_file() and f.name not in ("DONE", ".lock"):
+                (copy / f.name).write_bytes(f.read_bytes())
+        torch.save({**ck, **change}, copy / "checkpoint.pt")
+    nan = w / "t_nan"
+    nan.mkdir()
+    for f in t.iterdir():
+        if f.is_file() and not f.name.startswith("."):
+            (nan / f.name).write_bytes(f.read_bytes())
+    weights = torch.load(t / "best.pt", weights_only=True)
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[first] = torch.full_like(weights[first], float("nan"))
+    torch.save(weights, nan / "best.pt")
+
+
+TRAIN = ["train", "new_run", *UNET, "--data", "data", "--epochs", "1", *SMOKE]
+
+#: (command line, exit code, a piece of the message or "").
+CASES: list[tuple[list[str], int, str]] = [
+    # --- clobbering and output paths (items 1-4)
+    (["decode", "s.json", "-o", "s.json"], 1, "is an input of this command"),
+    (["decode", "s.json", "-o", "link.json"], 1, "symbolic link"),
+    (["decode", "s.json", "-o", "fifo"], 1, "FIFO"),
+    (["decode", "s.json", "-o", "adir"], 2, ""),
+    (["decode", "s.json", "-o", "s.json/x.json"], 1, "not a folder"),
+    (["decode", "s.json", "-o", "a.json/x.json"], 1, "not a folder"),
+    (["decode", "s.json", "--render", "s.json.dot", "-o", "s.json"], 1, "input"),
+    (["decode", "s.json", "--render", "s.json"], 1, ""),
+    (["decode", "s.json", "--render", "link.dot"], 1, ""),
+    (["sample", "--space", "tiny", "-o", "/dev/null"], 1, "character device"),
+    (["sample", "--space", "tiny", "-o", "fifo"], 1, "FIFO"),
+    (["sample", "--space", "tiny", "-o", "link.json"], 1, "symbolic link"),
+    (["sample", "--space", "tiny", "-o", "dangling.json"], 1, "symbolic link"),
+    (["sample", "--space", "space.yaml", "-o", "space.yaml"], 1, "input"),
+    (["render", "s.json", "-o", "s.json"], 1, ""),
+    (["render", "a.json", "-o", "fifo"], 1, ""),
+    (["render", "space.yaml", "-o", "space.yaml"], 1, ""),
+    (["diff", "a.json", "s.json", "--render", "a.json"], 1, ""),
+    (["diff", "a.json", "a.json", "--render", "link.dot"], 1, "symbolic link"),
+    (["predict", "t", "data/images", "-o", "data/images", "--device", "cpu"], 1, "input"),
+    (["predict", "t", "data/images", "-o", "data/masks", "--device", "cpu"], 1, "input"),
+    (["predict", "t", "data", "-o", "data/masks", "--device", "cpu"], 1, "input"),
+    (["predict", "t", "data", "-o", "data", "--device", "cpu"], 1, "input"),
+    (["predict", "t", "data/images", "-o", ".", "--device", "cpu"], 1, "input"),
+    (["predict", "t", "data/images", "-o", "data/images/sub", "--device", "cpu"], 1, "input"),
+    (["predict", "t", "data/images/c0.png", "-o", "data/images", "--device", "cpu"], 1, "input"),
+    (["export", "t", "--onnx", "t/best.pt"], 1, "input"),
+    (["export", "t", "--onnx", "t/model.json"], 1, "input"),
+    (["export", "t", "--onnx", "fifo"], 1, ""),
+    (["export", "t", "--onnx", "link.json"], 1, "symbolic link"),
+    # --- documents that are not documents (items 7, 10)
+    (["decode", "bin.dat"], 1, "not a text file"),
+    (["decode", "empty.json"], 1, ""),
+    (["decode", "list.json"], 1, "not a search state"),
+    (["decode", "deep.json"], 1, "nested too deeply"),
+    (["decode", "bigint.json"], 1, ""),
+    (["decode", "future.json"], 1, "schema_version"),
+    (["decode", "loop.json"], 1, "symbolic link"),
+    (["decode", "dangling.json"], 1, "symbolic link"),
+    (["decode", "adir"], 1, ""),
+    (["decode", "nope.json"], 1, ""),
+    (["decode", "space.yaml"], 1, ""),
+    (["decode", "a.json"], 1, ""),
+    *[(["decode", f"state_{n}.json"], 1, "alpha_logits") for n in ("nan", "inf", "str", "bool")],
+    *[(["decode", f"beta_{n}.json"], 1, "beta_logits") for n in ("nan", "inf", "str", "bool")],
+    *[
+        (["render", f"arch_src_{n}.json", "-o", "x.dot"], 1, "")
+        for n in ("frac", "inf", "neg", "str", "big")
+    ],
+    (["render", "arch_w_nan.json", "-o", "x.dot"], 1, "finite number"),
+    (["render", "arch_score_inf.json", "-o", "x.dot"], 1, "finite number"),
+    (["render", "arch_layers_bool.json", "-o", "x.dot"], 1, "layers"),
+    (["render", "deep.yaml", "-o", "x.dot"], 1, ""),
+    (["render", "bigint.yaml", "-o", "x.dot"], 1, ""),
+    (["render", "bin.dat", "-o", "x.dot"], 1, ""),
+    (["render", "a.json", "-o", "x.bmp"], 1, "cannot render"),
+    (["diff", "space.yaml", "a.json"], 1, ""),
+    (["diff", "a.json", "bin.dat"], 1, ""),
+    (["diff", "a.json", "deep.json"], 1, ""),
+    (["diff", "a.json", "arch_src_frac.json"], 1, ""),
+    (["count", "--space", "deep.yaml"], 1, ""),
+    (["count", "--space", "bigint.yaml"], 1, ""),
+    (["count", "--space", "space_tab.yaml"], 1, ""),
+    (["count", "--space", "bin.dat"], 1, ""),
+    (["count", "--space", "nope"], 1, ""),
+    (["count", "--space", "fifo"], 1, ""),
+    (["sample", "--space", "tiny", "--scale", "-1", "-o", "x.json"], 1, ""),
+    (["sample", "--space", "tiny", "--scale", "nan", "-o", "x.json"], 1, ""),
+    (["sample", "--space", "tiny", "--scale", "inf", "-o", "x.json"], 1, ""),
+    (["sample", "--space", "tiny", "--seed", "-1", "-o", "x.json"], 1, ""),
+    (["decode", "s.json", "--paths", "0"], 2, ""),
+    (["decode", "s.json", "--paths", "100000"], 1, ""),
+    # --- run folders, checkpoints, interrupts (items 5, 9)
+    (["train", "ck_garbage", "--resume"], 1, ""),
+    (["train", "ck_empty", "--resume"], 1, ""),
+    (["train", "ck_epoch_big", "--resume"], 1, "epoch"),
+    (["train", "ck_epoch_neg", "--resume"], 1, "epoch"),
+    (["train", "ck_no_rng", "--resume"], 1, "damaged"),
+    (["train", "ck_kind", "--resume"], 1, "not a train checkpoint"),
+    (["train", "t", *UNET, "--data", "data", "--epochs", "1", *SMOKE], 1, "finished run"),
+    (["train", "t", "--resume", "--overwrite"], 1, "contradict"),
+    (["train", "new_run", *UNET, "--data", "nope_data", "--epochs", "1", *SMOKE], 1, ""),
+    (["train", "new_run", *UNET, "--data", "bin.dat", "--epochs", "1", *SMOKE], 1, ""),
+    (["train", "s.json", *UNET, "--data", "data", "--epochs", "1", *SMOKE], 2, ""),
+    (["train", "new_run", "--model", "arch_src_frac.json", "--data", "data", *SMOKE], 1, ""),
+    (["train", "new_run", "--model", "bin.dat", "--data", "data", *SMOKE], 1, ""),
+    (["search", "new_run", "--space", "deep.yaml", "--data", "data", *SMOKE], 1, ""),
+    (["search", "new_run", "--space", "bigint.yaml", "--data", "data", *SMOKE], 1, ""),
+    (["search", "new_run", "--space", "tiny", "--data", "phantom:0", *SMOKE], 1, ""),
+    # --- trained models that are not usable (items 6, 10)
+    (["evaluate", "t_nan", "--device", "cpu"], 1, "NaN"),
+    (["predict", "t_nan", "data/images", "-o", "preds", "--device", "cpu"], 1, "NaN"),
+    (["export", "t_nan", "--onnx", "nan.onnx"], 1, "NaN"),
+    (["evaluate", "best_garbage", "--device", "cpu"], 1, ""),
+    (["evaluate", "model_list", "--device", "cpu"], 1, ""),
+    (["evaluate", "model_bin", "--device", "cpu"], 1, ""),
+    (["evaluate", "model_deep", "--device", "cpu"], 1, ""),
+    (["export", "model_bin", "--onnx", "x.onnx"], 1, ""),
+    (["export", "bin.dat", "--onnx", "x.onnx"], 1, ""),
+    (["cost", "bin.dat"], 1, ""),
+    (["cost", "deep.json"], 1, ""),
+    (["cost", "arch_src_frac.json"], 1, ""),
+    (["cost", "--model", "bin.dat"], 2, ""),
+    (["predict", "t", "nope_data", "-o", "preds", "--device", "cpu"], 1, ""),
+    (["predict", "t", "data/images", "-o", "s.json", "--device", "cpu"], 2, ""),
+    (["evaluate", "t", "--device", "cpu", "--split", "bogus"], 2, ""),
+]
+
+
+def _space_cases() -> list[tuple[list[str], int, str]]:
+    return [
+        (["count", "--space", f"@{field}:{value}"], 1, field)
+        for field, value in [
+            ("layers", "true"), ("layers", '"3"'), ("layers", "3.0"), ("layers", "0"),
+            ("layers", "100000"), ("scales", "17"), ("channels", "100000000"),
+            ("in_channels", "100000000"), ("num_classes", "1"), ("ops", "[]"),
+            ("ops", "[sep_conv_7x7]"), ("fusion", "mean"), ("lyers", "3"),
+            ("output_scales", "[true]"), ("input_size", "1e308"),
+        ]
+    ]  # fmt: skip
+
+
+CASES += _space_cases()
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath) / name
+            if p.is_symlink() or not p.is_file():
+                out[str(p.relative_to(root))] = "special"
+                continue
+            if p.name == ".lock":
+                continue
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "code", "message"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_gives_one_line_and_changes_nothing(
+    ws: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], code: int, message: str
+) -> None:
+    monkeypatch.chdir(ws)
+    if args[-1].startswith("@"):  # a space file with one bad field
+        field, value = args[-1][1:].split(":", 1)
+        text = "layers: 2\nscales: 2\nchannels: 4\npartial_k: 2\n"
+        text = "\n".join(line for line in text.splitlines() if not line.startswith(field))
+        path = ws / f"space_{field}.yaml"
+        path.write_text(f"{text}\n{field}: {value}\n")
+        args = [*args[:-1], path.name]
+    before = _snapshot(ws)
+    got, out, err = _cli(*args)
+    assert got == code, (got, out, err)
+    assert "Traceback" not in err + out and "unexpected" not in err
+    lines = err.strip().splitlines()
+    if code == 1:
+        assert len(lines) == 1 and lines[0].startswith("msnas-graph: error: "), err
+    else:
+        assert lines and lines[-1].startswith("Error:"), err
+    assert message in err
+    assert _snapshot(ws) == before  # nothing changed, nothing created
