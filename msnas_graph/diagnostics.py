@@ -289,8 +289,9 @@ class Diagnostics:
             f"have a winner/runner-up log-ratio of {self.threshold} or more (largest "
             f"{best:.4f})"
             + ("; the architecture equals the untrained prior's" if same else "")
-            + ", so noise and tie-breaks, not learning, chose it; try --arch-lr 3e-3 or a "
-            "longer search (more --arch-steps)"
+            + ", so noise and tie-breaks, not learning, chose it; search longer (more "
+            "--arch-steps or --epochs, after a --warmup of weight-only steps) or give a larger "
+            "--arch-lr (the automatic one is 2 / the phase's steps, at most 3e-2)"
         )
 
     def flat_metrics(self) -> dict[str, float | int]:

@@ -392,7 +392,7 @@ def _diagnose_final(
     run_dir: Path, state: SearchState, paths: int, known: Diagnostics | None
 ) -> Diagnostics | None:
     """The final diagnostics (``known`` when the loop computed them), logged: the summary at
-    INFO, the warning at WARNING."""
+    INFO, and the warning (the caller shows it: the CLI on stderr)."""
     if known is None:
         epoch = int(state.meta.get("epoch", 0))
         prev = run_dir / "states" / f"epoch_{epoch - 1:03d}.json"
@@ -403,8 +403,8 @@ def _diagnose_final(
             logger.warning("could not diagnose the final state: %s", exc)
             return None
     logger.info("search decisions: %s", known.summary())
-    if (warning := known.warning()) is not None:
-        logger.warning("%s", warning)
+    if (warning := known.warning()) is not None:  # the CLI prints it; API users read
+        logger.info("search warning: %s", warning)  # result.diagnostics.warning()
     return known
 
 
