@@ -447,27 +447,33 @@ def main() -> None:
                 SearchSpace.preset("quick", num_classes=ph.num_classes, in_channels=ph.in_channels),
             )
         )
-    results = [bench_dataset(n, d, s, b, args) for n, d, s in datasets]
+    results: list[dict[str, Any]] = []
+    for n, d, s in datasets:  # results are written after each dataset: a cut run keeps them
+        results.append(bench_dataset(n, d, s, b, args))
+        print(_sections(results[-1])[-1], flush=True)
+        _write(results, b, args, pending=[x[0] for x in datasets[len(results) :]])
 
-    sections = []
-    for res in results:
-        lo_hi = res["diff"]
-        sections += [
-            f"## {res['name']}: per model\n\n" + markdown_table(res["rows"]),
-            f"## {res['name']}: per group (mean +- std over models)\n\n"
-            + markdown_table(res["groups"]),
-            f"## {res['name']}: searched minus random, decisions, agreement\n\n"
-            f"MS-NAS(3) minus random(3), mean Dice over the test cases: **{lo_hi[0]:+.4f}** "
-            f"(95 % bootstrap interval {lo_hi[1]:+.4f} .. {lo_hi[2]:+.4f}; cases and models "
-            f"resampled; {res['random_tried']} random states drawn to find the random models "
-            f"within {MACS_TOLERANCE:.0%} of the searched MACs).\n\n"
-            + markdown_table(res["diags"])
-            + f"\n\nAgreement of the seeds (mean-weight consensus at N_l = 3): "
-            f"{res['agreement']:.2f}. {res['agreement_text']}\n\n"
-            f"Targets:\n{_targets(res)}\n\nSearch wall time {res['search_s']:.0f} s; whole "
-            f"dataset {res['total_s']:.0f} s.",
-        ]
-        print("\n\n".join(sections[-3:]), flush=True)
+
+def _sections(res: dict[str, Any]) -> list[str]:
+    lo_hi = res["diff"]
+    return [
+        f"## {res['name']}: per model\n\n" + markdown_table(res["rows"]),
+        f"## {res['name']}: per group (mean +- std over models)\n\n"
+        + markdown_table(res["groups"]),
+        f"## {res['name']}: searched minus random, decisions, agreement\n\n"
+        f"MS-NAS(3) minus random(3), mean Dice over the test cases: **{lo_hi[0]:+.4f}** "
+        f"(95 % bootstrap interval {lo_hi[1]:+.4f} .. {lo_hi[2]:+.4f}; cases and models "
+        f"resampled; {res['random_tried']} random states drawn to find the random models "
+        f"within {MACS_TOLERANCE:.0%} of the searched MACs).\n\n"
+        + markdown_table(res["diags"])
+        + f"\n\nAgreement of the seeds (mean-weight consensus at N_l = 3): "
+        f"{res['agreement']:.2f}. {res['agreement_text']}\n\n"
+        f"Targets:\n{_targets(res)}\n\nSearch wall time {res['search_s']:.0f} s; whole "
+        f"dataset {res['total_s']:.0f} s.",
+    ]
+
+
+def _write(results: list[dict[str, Any]], b: Budget, args: Any, pending: list[str]) -> None:
     setup = (
         f"Budget (CPU, cut to fit about an hour on two cores): space `quick` (4 layers x 3 "
         f"scales, base width 8, 2 blocks); search at {b.search_size}x{b.search_size}, "
@@ -480,12 +486,13 @@ def main() -> None:
         f"{b.unet_depth}. Metrics at the original image size on test fold 0. images/s: one "
         f"thread, batch {b.batch_size}, median of interleaved rounds, measured on a shared "
         f"machine. {args.jobs} runs in parallel, one thread each."
+        + (f" Not run (cut for time): {', '.join(pending)}." if pending else "")
     )
     path = write_results(
         "search_vs_random",
         "Search against random architectures and the U-Net (same training budget)",
         setup,
-        sections,
+        [s for res in results for s in _sections(res)],
         "See the targets under each dataset; one training seed per architecture, so the spread "
         "within a group mixes architecture and training noise.",
     )
