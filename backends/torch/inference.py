@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,14 @@ from msnas_graph.data import (
     write_mask,
     write_overlay,
 )
+from msnas_graph.data.case import Case
+from msnas_graph.data.volumes import (
+    VolumeUnit,
+    stack_slices,
+    volume_spacing,
+    volume_units,
+    write_label_volume,
+)
 from msnas_graph.errors import DataError, RunError
 
 __all__ = [
@@ -45,6 +54,8 @@ __all__ = [
 ]
 
 SPLITS = ("train", "val", "test", "all")
+
+logger = logging.getLogger(__name__)
 
 
 def load_model(
@@ -95,8 +106,8 @@ def _predict_cases(
     size: int,
     device: torch.device,
     batch_size: int,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, mask at the original size) for each case, predicted at ``size``."""
+) -> Iterator[tuple[int, Case, np.ndarray]]:
+    """(index, case, mask at the original size) for each case, predicted at ``size``."""
     for start in range(0, len(indices), batch_size):
         chunk = list(indices[start : start + batch_size])
         cases = [ds[i] for i in chunk]
@@ -105,7 +116,24 @@ def _predict_cases(
             logits = model(torch.from_numpy(images).to(device))
         preds = logits.argmax(1).cpu().numpy()
         for i, case, pred in zip(chunk, cases, preds, strict=True):
-            yield i, restore_mask(pred, case)
+            yield i, case, restore_mask(pred, case)
+
+
+def _predict_units(
+    model: nn.Module,
+    ds: SegmentationDataset,
+    units: Sequence[VolumeUnit],
+    size: int,
+    device: torch.device,
+    batch_size: int,
+) -> Iterator[tuple[VolumeUnit, list[Case], list[np.ndarray]]]:
+    """(unit, its cases, their masks) for each unit (a volume's slices in slice order, or one
+    2D case), predicted at ``size``; one unit is held in memory at a time."""
+    order = [i for u in units for i in u.indices]
+    stream = _predict_cases(model, ds, order, size, device, batch_size)
+    for unit in units:
+        got = [next(stream) for _ in unit.indices]
+        yield unit, [c for _, c, _ in got], [p for _, _, p in got]
 
 
 @dataclass
@@ -152,6 +180,11 @@ def evaluate(
     work too). Per-case Dice, IoU and HD95 (mm when the pixel size is known) go to
     ``out_dir/per_case.csv``, their summary to ``out_dir/summary.json`` (default ``out_dir``:
     ``<run>/eval_<split>``), which is returned.
+
+    On NIfTI data a case is a whole volume (``"level": "volume"`` in the summary): its slices'
+    predictions are stacked and Dice, IoU and HD95 computed in 3D, HD95 in mm from the header's
+    voxel size, one CSV row per volume. 2D images, and splits holding only part of a volume,
+    are scored per image (``"level": "image"``).
     """
     from msnas_graph.metrics import evaluate_case, summarize, write_case_csv
 
@@ -172,16 +205,22 @@ def evaluate(
             f"{data}: the {split} split has no labelled cases to evaluate; choose another split "
             f"or give labelled data"
         )
-    cases = []
-    for i, pred in _predict_cases(model, ds, labelled, int(info["input_size"]), dev, batch_size):
-        case = ds[i]
-        assert case.mask is not None
+    units, level = _evaluation_units(ds, labelled, data)
+    cases, mm = [], True
+    for unit, unit_cases, preds in _predict_units(
+        model, ds, units, int(info["input_size"]), dev, batch_size
+    ):
+        masks = [c.mask for c in unit_cases if c.mask is not None]
+        spacing: Any = unit_cases[0].spacing
+        pred, target, case_id = preds[0], masks[0], unit_cases[0].case_id
+        if level == "volume":  # 3D: all slices together, voxel size from the header
+            assert unit.volume is not None
+            pred, target = stack_slices(preds), stack_slices(masks)
+            spacing, case_id = volume_spacing(unit.volume), unit.name
+        mm = mm and spacing is not None
         cases.append(
-            evaluate_case(
-                pred, case.mask, int(info["num_classes"]), spacing=case.spacing,
-                case_id=case.case_id,
-            )
-        )  # fmt: skip
+            evaluate_case(pred, target, int(info["num_classes"]), spacing=spacing, case_id=case_id)
+        )
     out = Path(out_dir) if out_dir is not None else run / f"eval_{split}"
     names = list(info.get("label_names") or ds.label_names)
     write_case_csv(out / "per_case.csv", cases, names)
@@ -192,10 +231,29 @@ def evaluate(
         run=str(run),
         weights=info["weights"],
         input_size=int(info["input_size"]),
-        hd95_unit="mm" if all(ds[i].spacing is not None for i in labelled) else "pixels",
+        level=level,
+        hd95_unit="mm" if mm else "pixels",
     )
     atomic_write(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _evaluation_units(
+    ds: SegmentationDataset, indices: Sequence[int], data: str
+) -> tuple[list[VolumeUnit], str]:
+    """The units ``evaluate`` scores and their level: whole volumes when every case is a slice
+    of a NIfTI volume whose slices are all in the split, else single images (slices)."""
+    units = volume_units(ds, indices)
+    if all(u.volume is not None and u.complete for u in units):
+        return units, "volume"
+    if any(u.volume is not None for u in units):
+        logger.warning(
+            "%s: the split holds part of a volume or mixes volumes with 2D images; "
+            "scoring every slice as an image (split by volume for per-volume metrics)",
+            data,
+        )
+    ids = ds.case_ids()
+    return [VolumeUnit(ids[i], (i,), None, 1) for i in indices], "image"
 
 
 def evaluate_folds(
@@ -244,10 +302,13 @@ def predict(
 ) -> list[Path]:
     """Segment ``inputs`` (an image file, a folder, or a dataset source) with a trained model.
 
-    Writes one mask per case into ``out_dir`` in the input's format
-    (:func:`~msnas_graph.data.write_mask`: PNG for 2D images, NIfTI for volume slices), at the
-    case's original size, and with ``overlay=True`` a PNG of the image with the mask tinted
-    into ``out_dir/overlays``. Returns the mask paths.
+    Writes one mask per 2D image into ``out_dir`` as PNG (:func:`~msnas_graph.data.write_mask`)
+    and one label volume per NIfTI input, its slices' predictions stacked back in order, with
+    the input's affine, zooms and qform/sform codes
+    (:func:`~msnas_graph.data.volumes.write_label_volume`), named after the input (in an
+    nnU-Net ``imagesTr``/``imagesTs`` folder without the channel suffix: ``case_0000.nii.gz``
+    gives ``case.nii.gz``). Masks are at the original size; with ``overlay=True`` a PNG of each
+    image or slice with the mask tinted goes to ``out_dir/overlays``. Returns the mask paths.
     """
     out = Path(out_dir)
     _check_predict_output(out, _input_folders(inputs, None))
@@ -256,18 +317,38 @@ def predict(
     model = fuse_for_inference(model)  # BatchNorm folded into the convolutions (same outputs)
     ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
     _check_predict_output(out, _input_folders(inputs, ds))
-    names = unique_names(ds.case_ids())
+    units = volume_units(ds, range(len(ds)))
+    names = unique_names([u.name for u in units])
     written: list[Path] = []
-    for i, pred in _predict_cases(
-        model, ds, list(range(len(ds))), int(info["input_size"]), dev, batch_size
+    for k, (unit, cases, preds) in enumerate(
+        _predict_units(model, ds, units, int(info["input_size"]), dev, batch_size)
     ):
-        case = ds[i]
-        written.append(write_mask(out / names[i], pred, like=case))
-        if overlay:
-            write_overlay(out / "overlays" / f"{names[i]}.png", case.image, pred)
+        written += _write_unit(out, names[k], unit, cases, preds, overlay)
     if len(set(written)) != len(written):  # unique_names guarantees this; say so if not
         raise RunError(f"{out}: two predictions would share a file name; please report it")
     return written
+
+
+def _write_unit(
+    out: Path,
+    name: str,
+    unit: VolumeUnit,
+    cases: Sequence[Case],
+    preds: Sequence[np.ndarray],
+    overlay: bool,
+) -> list[Path]:
+    """Write one unit's masks (a volume, or one 2D image) and overlays; the mask paths."""
+    if unit.volume is not None and unit.complete:
+        suffix = ".nii" if unit.volume.name.lower().endswith(".nii") else ".nii.gz"
+        paths = [write_label_volume(out / f"{name}{suffix}", stack_slices(preds), unit.volume)]
+    else:
+        paths = [write_mask(out / name, preds[0], like=cases[0])]
+    if overlay:
+        for case, pred in zip(cases, preds, strict=True):
+            z = case.meta.get("slice_index")
+            stem = name if z is None or unit.volume is None else f"{name}_z{int(z):03d}"
+            write_overlay(out / "overlays" / f"{stem}.png", case.image, pred)
+    return paths
 
 
 def _input_folders(inputs: str | Path, ds: SegmentationDataset | None) -> list[Path]:

@@ -168,3 +168,15 @@ def test_write_case_csv(tmp_path: Path) -> None:
     assert [r["case_id"] for r in rows] == ["a", "b"]
     assert float(rows[0]["dice_head"]) == pytest.approx(0.8) and rows[1]["hd95_head"] == ""
     assert "hd95_bg" not in rows[0]
+
+
+def test_hd95_in_3d_uses_the_z_spacing() -> None:
+    a = np.zeros((5, 5, 5), dtype=int)
+    b = np.zeros((5, 5, 5), dtype=int)
+    a[2, 2, 1], b[2, 2, 3] = 1, 1  # two voxels two slices apart
+    assert hd95(a, b, 2, spacing=(0.8, 0.8, 2.5)).tolist() == [5.0]
+    assert hd95(a, b, 2).tolist() == [2.0]
+    with pytest.raises(DataError, match="one per axis"):
+        hd95(a, b, 2, spacing=(0.8, 0.8))
+    m = evaluate_case(a, a, 2, spacing=(0.8, 0.8, 2.5))
+    assert (m.mean_dice, m.mean_hd95) == (1.0, 0.0)
