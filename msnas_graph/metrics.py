@@ -9,9 +9,10 @@ Conventions (numpy and scipy only):
   symmetric surface distances, computed as ``medpy.metric.binary.hd95`` does (surfaces are
   the pixels removed by one binary erosion with a 4-connected cross; distances by
   ``scipy.ndimage.distance_transform_edt`` with the pixel ``spacing``; the percentile of both
-  directed distance sets pooled). In mm when ``spacing`` is given (a scalar, or ``(row, col)``),
-  else in pixels. A class absent from both sides scores 0.0; present on one side only, NaN
-  (undefined; Dice already counts the miss). Means skip NaN.
+  directed distance sets pooled). In mm when ``spacing`` is given (a scalar, or one value per
+  axis: ``(row, col)``, or ``(x, y, z)`` for a volume, where the cross is 6-connected), else in
+  pixels. A class absent from both sides scores 0.0; present on one side only, NaN (undefined;
+  Dice already counts the miss). Means skip NaN. Every function takes 2D images and 3D volumes.
 * Mean Dice/IoU/HD95 of a case are over the foreground classes. Summaries are means over cases
   with population standard deviations (``ddof=0``); NaN is skipped, and a value with no
   finite inputs is reported as ``None`` so summaries are valid JSON.
@@ -115,6 +116,9 @@ def hd95(
     >>> b = np.zeros((9, 9), dtype=int); b[3, 5] = 1
     >>> hd95(a, b, 2).tolist(), hd95(a, b, 2, spacing=(1.0, 0.5)).tolist()
     ([3.0], [1.5])
+    >>> v = np.zeros((3, 3, 4), dtype=int); w = v.copy(); v[1, 1, 0] = w[1, 1, 2] = 1
+    >>> hd95(v, w, 2, spacing=(0.8, 0.8, 2.5)).tolist()  # two slices apart in 3D
+    [5.0]
     """
     from scipy import ndimage
 
