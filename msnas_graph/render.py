@@ -80,6 +80,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Most node and edge statements :func:`save_rendering` hands to ``dot`` by default (the
+#: ``paper`` space's supergraph drawing has about 270); pass ``max_elements`` to allow more.
+DOT_MAX_ELEMENTS = 20_000
+#: Seconds :func:`save_rendering` lets ``dot`` run by default; pass ``timeout`` to change it.
+DOT_TIMEOUT_S = 120.0
+
 #: File suffixes :func:`save_rendering` writes, and the graphviz format of each.
 SUPPORTED_SUFFIXES: dict[str, str] = {
     ".svg": "svg",
@@ -93,12 +99,6 @@ DOT_MISSING_MESSAGE = (
     "graphviz; macOS: brew install graphviz; conda: conda install graphviz) or write a .dot "
     "file instead"
 )
-
-#: Most node and edge statements :func:`save_rendering` hands to ``dot`` by default (the
-#: ``paper`` space's architecture drawing has about 270); pass ``max_elements`` to allow more.
-DOT_MAX_ELEMENTS = 20_000
-#: Seconds :func:`save_rendering` lets ``dot`` run by default; pass ``timeout`` to change it.
-DOT_TIMEOUT_S = 120.0
 
 # ------------------------------------------------------------------------------ supergraph
 

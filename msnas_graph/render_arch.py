@@ -178,6 +178,20 @@ def _arch_legend(arch: Architecture, notes: Iterable[str]) -> str:
 # ----------------------------------------------------------------------------------- cells
 
 
+def _cell_box(sub: graphviz.Digraph, name: str, label: str, fill: str, fontsize: str) -> None:
+    """A cell's input or output: a small filled box."""
+    sub.node(
+        name,
+        label=label,
+        shape="box",
+        style="rounded,filled",
+        fillcolor=fill,
+        fontsize=fontsize,
+        width="0.4",
+        height="0.25",
+    )
+
+
 def _add_cell(dot: graphviz.Digraph, cell: CellGenotype, prefix: str, cluster: bool) -> None:
     """Draw ``cell`` as ``in -> b1..bN -> out`` into ``dot`` (as a cluster if asked)."""
     name = f"cluster_cell_{cell.cell_type}" if cluster else f"body_{cell.cell_type}"
@@ -190,16 +204,7 @@ def _add_cell(dot: graphviz.Digraph, cell: CellGenotype, prefix: str, cluster: b
             color="#999999",
             fontsize="10",
         )
-        sub.node(
-            f"{prefix}in",
-            label="in",
-            shape="box",
-            style="rounded,filled",
-            fillcolor="#dbe9f6",
-            fontsize="9",
-            width="0.4",
-            height="0.25",
-        )
+        _cell_box(sub, f"{prefix}in", "in", fill="#dbe9f6", fontsize="9")
         for b in range(1, len(cell.blocks) + 1):
             sub.node(
                 f"{prefix}{source_name(b)}",
@@ -209,16 +214,7 @@ def _add_cell(dot: graphviz.Digraph, cell: CellGenotype, prefix: str, cluster: b
                 width="0.35",
                 fixedsize="true",
             )
-        sub.node(
-            f"{prefix}out",
-            label="concat\\n1x1",
-            shape="box",
-            style="rounded,filled",
-            fillcolor="#eeeeee",
-            fontsize="8",
-            width="0.4",
-            height="0.25",
-        )
+        _cell_box(sub, f"{prefix}out", "concat\\n1x1", fill="#eeeeee", fontsize="8")
         # With ordering=out and rankdir=LR, dot stacks a node's out-edges upwards in the order
         # they are declared: declare later blocks first so that b1 ends on top.
         edges = [(inp, b) for b, inputs in enumerate(cell.blocks, start=1) for inp in inputs]
