@@ -50,25 +50,24 @@ def _monai_unets() -> dict[str, nn.Module]:
         from monai.networks.nets import UNet as MonaiUNet
     except ImportError:
         return {}
+
+    def unet(base: int, res_units: int) -> nn.Module:
+        """A 2D, 1 -> 2 channel, five-level MONAI UNet of widths ``base * 2**i``."""
+        channels = tuple(base * 2**i for i in range(5))
+        return MonaiUNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=2,
+            channels=channels,
+            strides=(2, 2, 2, 2),
+            num_res_units=res_units,
+        )
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {
-            "MONAI UNet (tutorial: 16-256, 2 res units)": MonaiUNet(
-                spatial_dims=2,
-                in_channels=1,
-                out_channels=2,
-                channels=(16, 32, 64, 128, 256),
-                strides=(2, 2, 2, 2),
-                num_res_units=2,
-            ),
-            "MONAI UNet (56-896 like ours, no res units)": MonaiUNet(
-                spatial_dims=2,
-                in_channels=1,
-                out_channels=2,
-                channels=(56, 112, 224, 448, 896),
-                strides=(2, 2, 2, 2),
-                num_res_units=0,
-            ),
+            "MONAI UNet (tutorial: 16-256, 2 res units)": unet(16, 2),
+            "MONAI UNet (56-896 like ours, no res units)": unet(56, 0),
         }
 
 

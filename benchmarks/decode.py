@@ -29,6 +29,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+from _common import markdown_table
 
 from msnas_graph.graph import Supergraph
 from msnas_graph.paths import brute_force_paths, count_paths, top_k_paths
@@ -124,7 +125,6 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
 
-    cols = list(dict.fromkeys(c for r in rows for c in r))
     lines = [
         "# Decoding benchmark (exact top-K input->output paths)",
         "",
@@ -133,10 +133,8 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}. Times are medians (ours: 7 runs; others: 1 run); memory is "
         "the tracemalloc peak of one run. Ratios are measured in the same run.",
         "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
+        markdown_table(rows),
     ]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

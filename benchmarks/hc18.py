@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import markdown_table
+
 from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
 from msnas_graph.backends.torch.inference import evaluate, load_model
 from msnas_graph.backends.torch.training import SearchConfig, TrainConfig, search, train
@@ -164,10 +166,8 @@ def main() -> None:
         f"trained at {width}. Metrics at the "
         "original image size, mean over test cases.",
         "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
+        markdown_table(rows, cols),
     ]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -25,13 +25,15 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from msnas_graph.errors import BackendError
+
+from .cost_model import edge_cost_model
 
 __all__ = [
     "CostReport",
@@ -408,109 +410,3 @@ def measure_latency(
             LatencyReport(int(batch), 1000.0 * statistics.median(times), repeats, str(dev))
         )
     return reports
-
-
-# ------------------------------------------------------------- cost model for budgeted decode
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from msnas_graph.architecture import Architecture
-    from msnas_graph.budget import TableCostModel
-    from msnas_graph.genotype import CellGenotype
-    from msnas_graph.spec import SearchSpace
-
-
-class _ListInput(nn.Module):
-    """Feeds a module that takes a list of ``n`` tensors from one tensor of ``n`` channel
-    chunks (so :func:`count_macs_flops` can run it; chunking counts no FLOPs)."""
-
-    def __init__(self, module: nn.Module, n: int) -> None:
-        super().__init__()
-        self.module, self.n = module, n
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(list(x.chunk(self.n, dim=1)))
-
-
-def edge_cost_model(
-    cells: Architecture | Mapping[str, CellGenotype],
-    space: SearchSpace | None = None,
-    input_size: int | None = None,
-    fusion: str | None = None,
-) -> TableCostModel:
-    """A measured :class:`~msnas_graph.budget.TableCostModel` for budgeted decoding.
-
-    ``cells`` is an :class:`~msnas_graph.architecture.Architecture` (its cells and space) or a
-    mapping cell type -> :class:`~msnas_graph.genotype.CellGenotype` (e.g.
-    ``decode_cells(state)``, with ``space`` given). Each distinct ``(kind, destination scale)``
-    cell of the space is built once (as the final network builds it, resampling included) and
-    counted with :func:`count_parameters` and :func:`count_macs_flops` on an input of
-    ``input_size`` (default ``space.input_size``) at batch 1; so is each concat fusion per
-    ``(scale, n_inputs)`` (``fusion`` default: the space's; ``sum`` costs nothing), each
-    output's head convolution, and the stem with the head bias. The model's
-    :func:`~msnas_graph.budget.network_cost` of an architecture equals the whole network's
-    count (tested).
-
-    >>> from msnas_graph.spec import SearchSpace
-    >>> from msnas_graph.state import SearchState
-    >>> from msnas_graph.decode import decode_cells
-    >>> state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
-    >>> model = edge_cost_model(decode_cells(state), state.space)
-    >>> sorted(model.edges)[:3]
-    [('contract', 1), ('expand', 0), ('keep', 0)]
-    """
-    from msnas_graph.architecture import Architecture
-    from msnas_graph.backends.torch.nn.blocks import ConcatFusion, Head, Stem
-    from msnas_graph.backends.torch.nn.cells import DiscreteCell
-    from msnas_graph.budget import Cost, TableCostModel
-    from msnas_graph.graph import Supergraph
-
-    if isinstance(cells, Architecture):
-        space = cells.space if space is None else space
-        cells = cells.cells
-    if space is None:
-        raise BackendError("edge_cost_model: give the space when passing cell genotypes")
-    fusion = space.fusion if fusion is None else fusion
-    if fusion not in ("concat", "sum"):
-        raise BackendError(f"edge_cost_model: fusion must be 'concat' or 'sum', got '{fusion}'")
-    size = space.input_size if input_size is None else input_size
-    graph, dims = Supergraph(space), space.spatial_dims
-    deepest = 2 ** max(n.scale for n in graph.nodes)
-    if size < deepest or size % deepest:
-        raise BackendError(
-            f"input size {size} is not divisible by {deepest} (the space's deepest scale); "
-            f"use a multiple of {deepest}"
-        )
-
-    def measure(module: nn.Module, channels: int, scale: int) -> Cost:
-        shape = (1, channels, *[size // 2**scale] * dims)
-        return Cost(count_parameters(module), count_macs_flops(module, shape)[0])
-
-    edges: dict[tuple[str, int], Cost] = {}
-    for e in graph.edges:
-        key = (str(e.kind), e.dst.scale)
-        if key in edges or (e.kind != "skip" and e.kind not in cells):
-            continue
-        if e.kind == "skip":
-            edges[key] = Cost()
-            continue
-        c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
-        cell = DiscreteCell(e.kind, c_in, c_out, cells[e.kind], dims)
-        edges[key] = measure(cell, c_in, e.src.scale)
-    fusions: dict[tuple[int, int], Cost] = {}
-    if fusion == "concat":
-        for node in graph.nodes:
-            c = graph.channels(node)
-            for n in range(2, len(graph.in_edges(node)) + 1):
-                if (node.scale, n) not in fusions:
-                    module = _ListInput(ConcatFusion(n, c, dims), n)
-                    fusions[(node.scale, n)] = measure(module, n * c, node.scale)
-    classes = space.num_classes
-    outputs: dict[int, Cost] = {}
-    for o in graph.output_nodes:
-        c = graph.channels(o)
-        head = measure(_ListInput(Head([(o, c)], classes, dims), 1), c, o.scale)
-        outputs[o.scale] = Cost(head.params - classes, head.macs)
-    base = measure(Stem(space.in_channels, space.scale_channels(0), dims), space.in_channels, 0)
-    return TableCostModel(base + Cost(classes, 0), edges, fusions, outputs)

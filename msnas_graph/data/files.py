@@ -91,6 +91,61 @@ def _check_same_size(image: Path, ih: FileHeader, mask: Path, mh: FileHeader, vo
         )
 
 
+def _case_items(
+    files: tuple[Path, ...], mask: Path | None, pixel_sizes: dict[str, float]
+) -> tuple[list[_Item], tuple[str, ...], int]:
+    """The items of one case (one per slice of a NIfTI volume), its file formats and its
+    channel count, after checking its channel files and mask against each other."""
+    fmts = tuple(file_format(f) or "" for f in files)
+    headers = [read_header(f) for f in files]
+    first, head = files[0], headers[0]
+    volume = fmts[0] == "nifti"
+    for f, h in zip(files[1:], headers[1:], strict=True):
+        if (h.shape, h.num_slices) != (head.shape, head.num_slices):
+            raise DataError(
+                f"{f}: channel file size {(*h.shape, h.num_slices)} differs from "
+                f"{first.name} {(*head.shape, head.num_slices)}: make all channels match"
+            )
+    channels = sum(h.channels for h in headers)
+    if mask is not None:
+        mh = read_header(mask)
+        if (file_format(mask) == "nifti") != volume:
+            raise DataError(
+                f"{mask}: mask and image {first.name} must both be NIfTI or both 2D files"
+            )
+        _check_same_size(first, head, mask, mh, volume)
+    stem = split_name(first)[0]
+    if re.search(r"_\d{4}$", stem) and (
+        len(files) > 1 or (mask is not None and split_name(mask)[0] == stem[:-5])
+    ):
+        stem = stem[:-5]  # nnU-Net channel suffix: case_0000 -> case
+    item = functools.partial(
+        _Item, image_files=files, mask_file=mask, file_name=first.name, formats=fmts
+    )
+    if not volume:
+        pixel = pixel_sizes.get(first.name, pixel_sizes.get(stem))
+        return (
+            [item(stem, group_key(stem), slice_index=None, num_slices=None, pixel_size=pixel)],
+            fmts,
+            channels,
+        )
+    n = head.num_slices or 1
+    width = max(3, len(str(n - 1)))
+    pixel = _isotropic(head.spacing)
+    items = [
+        item(
+            f"{stem}/z{z:0{width}d}",
+            stem,
+            slice_index=z,
+            num_slices=n,
+            pixel_size=pixel,
+            spacing=head.spacing,
+        )
+        for z in range(n)
+    ]
+    return items, fmts, channels
+
+
 def build_dataset(
     name: str,
     pairs: Sequence[tuple[Path | tuple[Path, ...], Path | None]],
@@ -110,55 +165,10 @@ def build_dataset(
     channel_counts: set[int] = set()
     for image_spec, mask in pairs:
         files = (image_spec,) if isinstance(image_spec, Path) else tuple(image_spec)
-        fmts = tuple(file_format(f) or "" for f in files)
+        case_items, fmts, channels = _case_items(files, mask, pixel_sizes)
+        items += case_items
         formats.update(fmts)
-        headers = [read_header(f) for f in files]
-        first, head = files[0], headers[0]
-        volume = fmts[0] == "nifti"
-        for f, h in zip(files[1:], headers[1:], strict=True):
-            if (h.shape, h.num_slices) != (head.shape, head.num_slices):
-                raise DataError(
-                    f"{f}: channel file size {(*h.shape, h.num_slices)} differs from "
-                    f"{first.name} {(*head.shape, head.num_slices)}: make all channels match"
-                )
-        channels = sum(h.channels for h in headers)
         channel_counts.add(channels)
-        if mask is not None:
-            mh = read_header(mask)
-            if (file_format(mask) == "nifti") != volume:
-                raise DataError(
-                    f"{mask}: mask and image {first.name} must both be NIfTI or both 2D files"
-                )
-            _check_same_size(first, head, mask, mh, volume)
-        stem = split_name(first)[0]
-        if re.search(r"_\d{4}$", stem) and (
-            len(files) > 1 or (mask is not None and split_name(mask)[0] == stem[:-5])
-        ):
-            stem = stem[:-5]  # nnU-Net channel suffix: case_0000 -> case
-        item = functools.partial(
-            _Item, image_files=files, mask_file=mask, file_name=first.name, formats=fmts
-        )
-        if volume:
-            n = head.num_slices or 1
-            width = max(3, len(str(n - 1)))
-            pixel = _isotropic(head.spacing)
-            case_ids = [f"{stem}/z{z:0{width}d}" for z in range(n)]
-            items += [
-                item(
-                    case_id,
-                    stem,
-                    slice_index=z,
-                    num_slices=n,
-                    pixel_size=pixel,
-                    spacing=head.spacing,
-                )
-                for z, case_id in enumerate(case_ids)
-            ]
-        else:
-            pixel = pixel_sizes.get(first.name, pixel_sizes.get(stem))
-            items.append(
-                item(stem, group_key(stem), slice_index=None, num_slices=None, pixel_size=pixel)
-            )
     seen: set[str] = set()
     for it in items:
         if it.case_id in seen:

@@ -73,16 +73,7 @@ def load_dataset(
     """
     text = str(source)
     if text == "phantom" or text.startswith("phantom:"):
-        n = 64
-        if text.startswith("phantom:"):
-            count = text.split(":", 1)[1]
-            if not count.isdigit() or int(count) < 1:
-                raise DataError(
-                    f"'{text}': the phantom case count must be a positive integer, "
-                    "e.g. 'phantom:64'"
-                )
-            n = int(count)
-        return phantom_dataset(n, num_classes=num_classes or 4, in_channels=in_channels or 1)
+        return _load_phantom(text, num_classes=num_classes, in_channels=in_channels)
 
     root = Path(source).expanduser()
     if not root.exists():
@@ -139,6 +130,21 @@ def load_dataset(
         f"{root}: no images found: expected images/ + masks/ (PNG, TIFF, JPEG, NIfTI), an "
         "MSD/nnU-Net folder with dataset.json, or image files"
     )
+
+
+def _load_phantom(
+    text: str, *, num_classes: int | None, in_channels: int | None
+) -> SegmentationDataset:
+    """``"phantom"`` (64 cases) or ``"phantom:N"``."""
+    n = 64
+    if text.startswith("phantom:"):
+        count = text.split(":", 1)[1]
+        if not count.isdigit() or int(count) < 1:
+            raise DataError(
+                f"'{text}': the phantom case count must be a positive integer, e.g. 'phantom:64'"
+            )
+        n = int(count)
+    return phantom_dataset(n, num_classes=num_classes or 4, in_channels=in_channels or 1)
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -237,14 +243,7 @@ def _load_msd(
     root: Path, *, num_classes: int | None, in_channels: int | None, cache: bool
 ) -> SegmentationDataset:
     path = root / "dataset.json"
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _json_fail(path, f"cannot parse ({exc})") from exc
-    if not isinstance(spec, dict):
-        raise _json_fail(path, "top level must be a JSON object")
-    if "labels" not in spec:
-        raise _json_fail(path, "no 'labels' entry")
+    spec = _read_msd_json(path)
     names = _msd_labels(path, spec["labels"])
     if num_classes is not None and num_classes != len(names):
         raise DataError(
@@ -258,29 +257,63 @@ def _load_msd(
     ending = spec.get("file_ending", ".nii.gz")
     if not isinstance(ending, str) or not ending.startswith("."):
         raise _json_fail(path, f"'file_ending' {ending!r} must be a suffix like '.nii.gz'")
-    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
-    for d in (images_dir, labels_dir):
+    for d in (root / "imagesTr", root / "labelsTr"):
         if not d.is_dir():
             raise DataError(
                 f"{d}: folder missing: an MSD/nnU-Net dataset needs imagesTr/ and labelsTr/"
             )
+    pairs = _msd_pairs(root, spec.get("training"), ending, json_channels or 1)
+    ds = build_dataset(
+        str(spec.get("name") or root.name),
+        pairs,
+        root,
+        num_classes=len(names),
+        in_channels=in_channels,
+        cache=cache,
+        label_names=names,
+        json_channels=json_channels,
+        fixed_classes=True,
+    )
+    if json_channels is not None and in_channels is None:
+        _check_msd_channels(path, ds, json_channels)
+    return ds
 
-    def images_for(case: str) -> tuple[Path, ...]:
-        single = images_dir / f"{case}{ending}"
-        if single.is_file():
-            return (single,)
-        count = json_channels or 1
-        files = tuple(images_dir / f"{case}_{c:04d}{ending}" for c in range(count))
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise DataError(
-                f"{images_dir}: no image for case '{case}' (looked for {case}{ending} and "
-                f"{_names(missing)}): add the image files or remove its label"
-            )
-        return files
 
+def _read_msd_json(path: Path) -> dict[str, Any]:
+    """``dataset.json`` as a JSON object with a ``labels`` entry, or a one-line error."""
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _json_fail(path, f"cannot parse ({exc})") from exc
+    if not isinstance(spec, dict):
+        raise _json_fail(path, "top level must be a JSON object")
+    if "labels" not in spec:
+        raise _json_fail(path, "no 'labels' entry")
+    return spec
+
+
+def _msd_case_images(images_dir: Path, case: str, ending: str, channels: int) -> tuple[Path, ...]:
+    """A case's image files: ``case<ending>``, else ``case_0000<ending>``.. one per channel."""
+    single = images_dir / f"{case}{ending}"
+    if single.is_file():
+        return (single,)
+    files = tuple(images_dir / f"{case}_{c:04d}{ending}" for c in range(channels))
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataError(
+            f"{images_dir}: no image for case '{case}' (looked for {case}{ending} and "
+            f"{_names(missing)}): add the image files or remove its label"
+        )
+    return files
+
+
+def _msd_pairs(
+    root: Path, training: Any, ending: str, channels: int
+) -> list[tuple[Path | tuple[Path, ...], Path | None]]:
+    """(image files, label) of every case: the ``training`` list of dataset.json when it has
+    one, else every ``labelsTr/*<ending>`` file."""
+    path, images_dir, labels_dir = root / "dataset.json", root / "imagesTr", root / "labelsTr"
     pairs: list[tuple[Path | tuple[Path, ...], Path | None]] = []
-    training = spec.get("training")
     if training is not None:
         if not isinstance(training, list):
             raise _json_fail(path, "'training' must be a list of {image, label} entries")
@@ -294,7 +327,11 @@ def _load_msd(
                     f"{label}: listed in dataset.json training[{k}] but missing: add the file or "
                     "remove the entry"
                 )
-            files = (image,) if image.is_file() else images_for(split_name(image)[0])
+            files = (
+                (image,)
+                if image.is_file()
+                else _msd_case_images(images_dir, split_name(image)[0], ending, channels)
+            )
             pairs.append((files, label))
     else:
         labels = sorted(
@@ -306,30 +343,21 @@ def _load_msd(
             raise DataError(f"{labels_dir}: no '*{ending}' label files found: add the labels")
         for label in labels:
             case = label.name[: -len(ending)]
-            pairs.append((images_for(case), label))
+            pairs.append((_msd_case_images(images_dir, case, ending, channels), label))
     if not pairs:
         raise DataError(
             f"{path}: no training cases: list them in 'training' or add labelsTr/ files"
         )
-    ds = build_dataset(
-        str(spec.get("name") or root.name),
-        pairs,
-        root,
-        num_classes=len(names),
-        in_channels=in_channels,
-        cache=cache,
-        label_names=names,
-        json_channels=json_channels,
-        fixed_classes=True,
-    )
-    if json_channels is not None and in_channels is None:
-        first = ds._items[0]
-        if first is not None:
-            actual = sum(read_header(f).channels for f in first.image_files)
-            if actual != json_channels:
-                raise _json_fail(
-                    path,
-                    f"{json_channels} channels declared but {first.image_files[0].name} has "
-                    f"{actual}",
-                )
-    return ds
+    return pairs
+
+
+def _check_msd_channels(path: Path, ds: SegmentationDataset, json_channels: int) -> None:
+    """The first case's files have the channel count dataset.json declares."""
+    first = ds._items[0]
+    if first is not None:
+        actual = sum(read_header(f).channels for f in first.image_files)
+        if actual != json_channels:
+            raise _json_fail(
+                path,
+                f"{json_channels} channels declared but {first.image_files[0].name} has {actual}",
+            )

@@ -288,3 +288,73 @@ def test_import_is_cheap() -> None:
     )
     env = {**os.environ}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# --------------------------------------------------------------------------- bounds on dot
+
+
+def test_dot_elements_counts_nodes_and_edges() -> None:
+    from msnas_graph.render import dot_elements
+
+    graph = Supergraph(TINY)
+    src = render_supergraph(TINY).source
+    # every real node and edge is a statement, plus the padding, labels and scaffolding
+    assert dot_elements(src) >= len(graph.nodes) + len(graph.edges)
+    assert dot_elements('digraph {\n\tnode [shape=box]\n\t"a" -> "b" [label="x -> y"]\n}') == 1
+
+
+def test_a_rendering_over_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # refused before dot runs: a dot that would fail proves it was never called
+    fake = tmp_path / "bin" / "dot"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    target = tmp_path / "g.svg"
+    with pytest.raises(RenderError) as info:
+        render(TINY, target, max_elements=10)
+    message = str(info.value)
+    assert "\n" not in message and "(limit 10)" in message and "max_elements=" in message
+    assert not target.exists()
+    # a .dot file has no limit
+    assert render(TINY, tmp_path / "g.dot", max_elements=10).is_file()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its parent does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_slow_dot_is_stopped_with_its_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    fake = tmp_path / "bin" / "dot"
+    fake.parent.mkdir()
+    fake.write_text(
+        f'#!/bin/sh\necho $$ > "{tmp_path}/dot.pid"\n'
+        f'sleep 60 &\necho $! > "{tmp_path}/sleep.pid"\nwait\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    target = tmp_path / "g.svg"
+    start = time.monotonic()
+    with pytest.raises(RenderError) as info:
+        render(TINY, target, timeout=1)
+    assert time.monotonic() - start < 30
+    message = str(info.value)
+    assert "\n" not in message and "within 1 s" in message and "timeout=" in message
+    assert not target.exists()
+    pids = [int((tmp_path / f"{n}.pid").read_text()) for n in ("dot", "sleep")]
+    deadline = time.monotonic() + 5
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, pids)), "dot or its child is still running"

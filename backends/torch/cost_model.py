@@ -1,0 +1,159 @@
+"""A measured cost table for budgeted decoding: what each edge kind's cell, each fusion, head
+and the stem cost at each scale (:func:`edge_cost_model`).
+
+Also importable from :mod:`msnas_graph.backends.torch.cost`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from msnas_graph.architecture import Architecture
+from msnas_graph.budget import Cost, TableCostModel
+from msnas_graph.errors import BackendError
+from msnas_graph.graph import NodeId, Supergraph
+
+from .nn.blocks import ConcatFusion, Head, Stem
+from .nn.cells import DiscreteCell
+
+if TYPE_CHECKING:
+    from msnas_graph.genotype import CellGenotype
+    from msnas_graph.spec import SearchSpace
+
+__all__ = ["edge_cost_model"]
+
+
+class _ListInput(nn.Module):
+    """Feeds a module that takes a list of ``n`` tensors from one tensor of ``n`` channel
+    chunks (so :func:`count_macs_flops` can run it; chunking counts no FLOPs)."""
+
+    def __init__(self, module: nn.Module, n: int) -> None:
+        super().__init__()
+        self.module, self.n = module, n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(list(x.chunk(self.n, dim=1)))
+
+
+def edge_cost_model(
+    cells: Architecture | Mapping[str, CellGenotype],
+    space: SearchSpace | None = None,
+    input_size: int | None = None,
+    fusion: str | None = None,
+) -> TableCostModel:
+    """A measured :class:`~msnas_graph.budget.TableCostModel` for budgeted decoding.
+
+    ``cells`` is an :class:`~msnas_graph.architecture.Architecture` (its cells and space) or a
+    mapping cell type -> :class:`~msnas_graph.genotype.CellGenotype` (e.g.
+    ``decode_cells(state)``, with ``space`` given). Each distinct ``(kind, destination scale)``
+    cell of the space is built once (as the final network builds it, resampling included) and
+    counted with :func:`count_parameters` and :func:`count_macs_flops` on an input of
+    ``input_size`` (default ``space.input_size``) at batch 1; so is each concat fusion per
+    ``(scale, n_inputs)`` (``fusion`` default: the space's; ``sum`` costs nothing), each
+    output's head convolution, and the stem with the head bias. The model's
+    :func:`~msnas_graph.budget.network_cost` of an architecture equals the whole network's
+    count (tested).
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> from msnas_graph.state import SearchState
+    >>> from msnas_graph.decode import decode_cells
+    >>> state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
+    >>> model = edge_cost_model(decode_cells(state), state.space)
+    >>> sorted(model.edges)[:3]
+    [('contract', 1), ('expand', 0), ('keep', 0)]
+    """
+    cells, graph, fusion, size = _check_arguments(cells, space, input_size, fusion)
+    space = graph.space
+    measure = _Measure(size, space.spatial_dims)
+    classes = space.num_classes
+    return TableCostModel(
+        measure.stem(space) + Cost(classes, 0),
+        _edge_costs(graph, cells, measure),
+        _fusion_costs(graph, measure) if fusion == "concat" else {},
+        {o.scale: measure.head(o, graph.channels(o), classes) for o in graph.output_nodes},
+    )
+
+
+def _check_arguments(
+    cells: Architecture | Mapping[str, CellGenotype],
+    space: SearchSpace | None,
+    input_size: int | None,
+    fusion: str | None,
+) -> tuple[Mapping[str, CellGenotype], Supergraph, str, int]:
+    """``(cells, supergraph, fusion, input size)`` with the defaults filled in, or a one-line
+    :class:`BackendError`."""
+    if isinstance(cells, Architecture):
+        space = cells.space if space is None else space
+        cells = cells.cells
+    if space is None:
+        raise BackendError("edge_cost_model: give the space when passing cell genotypes")
+    fusion = space.fusion if fusion is None else fusion
+    if fusion not in ("concat", "sum"):
+        raise BackendError(f"edge_cost_model: fusion must be 'concat' or 'sum', got '{fusion}'")
+    size = space.input_size if input_size is None else input_size
+    graph = Supergraph(space)
+    deepest = 2 ** max(n.scale for n in graph.nodes)
+    if size < deepest or size % deepest:
+        raise BackendError(
+            f"input size {size} is not divisible by {deepest} (the space's deepest scale); "
+            f"use a multiple of {deepest}"
+        )
+    return cells, graph, fusion, size
+
+
+class _Measure:
+    """Counts a module on a batch-1 input at one scale of an ``input_size`` image."""
+
+    def __init__(self, input_size: int, dims: int) -> None:
+        self.size, self.dims = input_size, dims
+
+    def __call__(self, module: nn.Module, channels: int, scale: int) -> Cost:
+        from .cost import count_macs_flops, count_parameters  # cost.py imports this module
+
+        shape = (1, channels, *[self.size // 2**scale] * self.dims)
+        return Cost(count_parameters(module), count_macs_flops(module, shape)[0])
+
+    def head(self, output: NodeId, channels: int, classes: int) -> Cost:
+        """An output's head convolution without its bias (counted once, with the stem)."""
+        head = Head([(output, channels)], classes, self.dims)
+        cost = self(_ListInput(head, 1), channels, output.scale)
+        return Cost(cost.params - classes, cost.macs)
+
+    def stem(self, space: SearchSpace) -> Cost:
+        stem = Stem(space.in_channels, space.scale_channels(0), self.dims)
+        return self(stem, space.in_channels, 0)
+
+
+def _edge_costs(
+    graph: Supergraph, cells: Mapping[str, CellGenotype], measure: _Measure
+) -> dict[tuple[str, int], Cost]:
+    """Each ``(kind, destination scale)`` cell built once, as the final network builds it
+    (``skip`` costs nothing; kinds without a cell are left out)."""
+    edges: dict[tuple[str, int], Cost] = {}
+    for e in graph.edges:
+        key = (str(e.kind), e.dst.scale)
+        if key in edges or (e.kind != "skip" and e.kind not in cells):
+            continue
+        if e.kind == "skip":
+            edges[key] = Cost()
+            continue
+        c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
+        cell = DiscreteCell(e.kind, c_in, c_out, cells[e.kind], graph.space.spatial_dims)
+        edges[key] = measure(cell, c_in, e.src.scale)
+    return edges
+
+
+def _fusion_costs(graph: Supergraph, measure: _Measure) -> dict[tuple[int, int], Cost]:
+    """Each concat fusion of ``n`` inputs at each scale that has a node with ``n`` in-edges."""
+    fusions: dict[tuple[int, int], Cost] = {}
+    for node in graph.nodes:
+        c = graph.channels(node)
+        for n in range(2, len(graph.in_edges(node)) + 1):
+            if (node.scale, n) not in fusions:
+                module = _ListInput(ConcatFusion(n, c, graph.space.spatial_dims), n)
+                fusions[(node.scale, n)] = measure(module, n * c, node.scale)
+    return fusions
