@@ -16,7 +16,7 @@ also with the device's free memory); too much ends in one
 ...         "unet": {"base_channels": 4, "depth": 3}}
 >>> params, act = model_estimate(spec, (2, 1, 32, 32))
 >>> params, act > 0
-(7742, True)
+(4198, True)
 >>> check_model(spec, (2, 1, 32, 32), "train: the U-Net", training=True) > 0
 True
 """
