@@ -200,7 +200,7 @@ class ModelSource:
         from msnas_graph.backends.torch.limits import check_model
 
         where = self.run_dir / "model.json" if self.run_dir is not None else "model"
-        check_model(self.spec, None, f"{where}: the {self.kind} model's weights")
+        check_model(self.spec, None, f"{where}: the model's weights")
         try:
             model = create_model(self.spec)
         except (KeyError, TypeError, ValueError) as exc:
