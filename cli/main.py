@@ -72,6 +72,13 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def _emit(obj: Any, as_json: bool, text: str) -> None:
     click.echo(json.dumps(obj, indent=2) if as_json else text)
 
@@ -104,6 +111,12 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
     help="CPU threads for PyTorch (env MSNAS_THREADS). On a busy or shared machine, 1 avoids "
     "oversubscription, which can slow small networks many times.",
 )
+@click.option(
+    "--no-memory-check",
+    is_flag=True,
+    help="Do not refuse requests whose estimated memory exceeds what is available (env "
+    "MSNAS_NO_MEMORY_CHECK=1; MSNAS_MEMORY_LIMIT=8G caps what counts as available).",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -112,6 +125,7 @@ def main(
     backend_name: str,
     plugins: tuple[str, ...],
     threads: int | None,
+    no_memory_check: bool,
 ) -> None:
     """MS-NAS: multi-scale neural architecture search for medical image segmentation.
 
@@ -125,6 +139,12 @@ def main(
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if no_memory_check:  # read by msnas_graph.limits; restored when the command ends
+        from msnas_graph.limits import NO_CHECK_ENV
+
+        previous = os.environ.get(NO_CHECK_ENV)
+        os.environ[NO_CHECK_ENV] = "1"
+        ctx.call_on_close(lambda: _restore_env(NO_CHECK_ENV, previous))
     if threads is not None:  # read by torch when it is imported (the torch commands import it)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         if "torch" in sys.modules:

@@ -98,7 +98,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = safe_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _named(exc, path) from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -108,9 +111,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
         safe_output(path)  # still a regular file or absent (not swapped for a link meanwhile)
         os.replace(tmp, path)
+    except OSError as exc:  # errors name the path asked for, not the temporary file
+        tmp.unlink(missing_ok=True)
+        raise _named(exc, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """``exc`` as if raised on ``path`` (the temporary file beside it is an internal detail)."""
+    if exc.errno is None or not exc.filename or ".tmp" not in str(exc.filename):
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 # ------------------------------------------------------------------------- the output rule

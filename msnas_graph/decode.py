@@ -2,7 +2,8 @@
 
 1. *Cell level*, per cell type: every block keeps the ``inputs_per_block`` inputs whose best
    operation (``none`` excluded) has the largest ``softmax(p)_j * softmax(alpha_j)_o``; ties go to
-   the lower input index, then the earlier operation in ``space.ops``.
+   the lower input index, then the earlier operation in ``space.ops``. Block ``b`` has ``b + 1``
+   inputs, so a block with fewer keeps them all; more than the last block has is refused.
 2. *Network level*: every edge is scored from ``softmax(beta)`` at its destination node
    (:func:`msnas_graph.paths.edge_scores`; default ``score="relative"``, the weight relative to
    uniform, so an untrained state prefers no path; ``score="paper"`` is the paper's plain
@@ -52,6 +53,11 @@ def decode_cell(
     m = space.inputs_per_block if inputs_per_block is None else inputs_per_block
     if m < 1:
         raise DecodeError(f"inputs_per_block must be at least 1, got {m}")
+    if m > space.blocks:  # block b has b + 1 inputs: earlier blocks keep all of theirs
+        raise DecodeError(
+            f"inputs_per_block={m} exceeds the {space.blocks} inputs of the last block: use "
+            f"--inputs-per-block {space.blocks} or less (blocks with fewer inputs keep them all)"
+        )
     if cell_type not in space.cell_types:
         raise DecodeError(f"cell type '{cell_type}' is not in the space ({space.cell_types})")
     allowed = np.array([op != NONE_OP for op in space.ops])

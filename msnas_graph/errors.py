@@ -14,6 +14,7 @@ __all__ = [
     "MsnasError",
     "OutputError",
     "RenderError",
+    "ResourceError",
     "RunError",
     "SpecError",
     "StateError",
@@ -58,3 +59,7 @@ class DataError(MsnasError, ValueError):
 
 class RunError(MsnasError, RuntimeError):
     """A search or training run cannot start or continue (e.g. NaN loss, finished run)."""
+
+
+class ResourceError(MsnasError, RuntimeError):
+    """A request needs more memory than is available (checked before allocating)."""

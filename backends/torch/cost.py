@@ -300,13 +300,16 @@ def model_cost(
     >>> sorted(report)[:4], report["macs"] * 2 == report["flops"]
     (['activation_bytes', 'flops', 'input_shape', 'macs'], True)
     """
+    from msnas_graph.backends.torch.limits import check_model
     from msnas_graph.backends.torch.models import resolve_source
 
     unet = {"unet_base_channels": unet_base_channels, "unet_depth": unet_depth}
     resolved = resolve_source(source, **{k: v for k, v in unet.items() if v is not None})
-    model = resolved.build()
     shape = resolved.input_shape(input_size, batch)
     resolved.check_size(input_size)
+    what = f"cost: the {resolved.kind} model at input {shape}"
+    check_model(resolved.spec, shape if activation else None, what, training=activation)
+    model = resolved.build()
     macs, flops = count_macs_flops(model, shape)
     out: dict[str, Any] = {
         "model": resolved.info(),

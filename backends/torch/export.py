@@ -347,11 +347,14 @@ def export_model(
     the model's own channels and spatial dimensions, verified with onnxruntime."""
     from msnas_graph.backends.torch.fuse import fuse_for_inference
     from msnas_graph.backends.torch.inference import check_finite_weights, note_source
+    from msnas_graph.backends.torch.limits import check_model
     from msnas_graph.backends.torch.models import resolve_source
 
     resolved = resolve_source(source)
     note_source(resolved)
     resolved.check_size(input_size)
+    shape = resolved.input_shape(input_size, 1)
+    check_model(resolved.spec, shape, f"export: the {resolved.kind} model at input {shape}")
     model = resolved.build()
     check_finite_weights(model, resolved.weights)
     model = fuse_for_inference(model)  # BatchNorm folded: no BN nodes in the graph

@@ -277,6 +277,15 @@ def evaluate_folds(
 
     if not run_dirs:
         raise RunError("evaluate_folds: give at least one training run folder")
+    seen: dict[Path, str | Path] = {}
+    for run_dir in run_dirs:  # one run given twice would count as two folds
+        path = Path(run_dir).expanduser()
+        key = (path.parent if path.is_file() else path).resolve()
+        if key in seen:
+            raise RunError(
+                f"{run_dir}: the same run as {seen[key]} (both {key}); give each fold's run once"
+            )
+        seen[key] = run_dir
     summaries: list[dict[str, Any]] = []
     for run_dir in run_dirs:
         own_out = out_dir

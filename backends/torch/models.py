@@ -197,7 +197,10 @@ class ModelSource:
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The model on ``device``; a trained run's weights loaded and in eval mode."""
+        from msnas_graph.backends.torch.limits import check_model
+
         where = self.run_dir / "model.json" if self.run_dir is not None else "model"
+        check_model(self.spec, None, f"{where}: the model's weights")
         try:
             model = create_model(self.spec)
         except (KeyError, TypeError, ValueError) as exc:

@@ -310,8 +310,9 @@ def _check_labels(mask: np.ndarray, num_classes: int, path: Path, z: int | None)
         where = f"{path}" + (f" (slice {z})" if z is not None else "")
         shown = ", ".join(str(b) for b in bad[:8]) + (" ..." if len(bad) > 8 else "")
         raise DataError(
-            f"{where}: mask labels {shown} outside 0..{num_classes - 1}: fix the mask or pass "
-            f"num_classes={max(bad) + 1}"
+            f"{where}: mask labels {shown} outside 0..{num_classes - 1} (the dataset has "
+            f"{num_classes} classes): fix the mask, or give the data {max(bad) + 1} classes "
+            f"(dataset.json 'labels', or load_dataset(..., num_classes={max(bad) + 1}))"
             if min(bad) >= 0
             else f"{where}: negative mask labels {shown}: labels must be 0..{num_classes - 1}"
         )

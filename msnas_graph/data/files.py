@@ -216,4 +216,14 @@ def _infer_classes(
         values.update(int(v) for v in labels)
     if values and values <= {0, 255} and 255 in values:
         return 2  # binary masks stored as 0/255
-    return max(2, max(values, default=0) + 1)
+    n = max(2, max(values, default=0) + 1)
+    missing = n - len(values | {0})
+    if missing:  # 0/7 masks make an 8-class problem: say so
+        shown = ", ".join(str(v) for v in sorted(values)[:8]) + (" ..." if len(values) > 8 else "")
+        logger.warning(
+            "masks use labels %s: read as %d classes (0..%d), %d of which never appear; "
+            "relabel the masks 0..%d, or set the classes with a dataset.json 'labels' or "
+            "load_dataset(..., num_classes=N)",
+            shown, n, n - 1, missing, len(values | {0}) - 1,
+        )  # fmt: skip
+    return n

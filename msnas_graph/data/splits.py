@@ -139,6 +139,12 @@ def train_val_test_split(
         raise DataError(f"val_fraction={val_fraction} must lie in [0, 1)")
     groups = dataset.groups()
     n = len(dataset)
+    if folds is None and test_fold is not None and len(set(groups)) < k:
+        raise DataError(
+            f"{dataset.name}: {len(set(groups))} case group(s) cannot fill the {k} default "
+            f"cross-validation folds: use at least {k} cases (one group per patient), or give "
+            f"a folds file (--folds FOLDS.json)"
+        )
     if folds is None:
         fold_of = group_kfold(groups, k, seed) if test_fold is not None else [0] * n
     else:

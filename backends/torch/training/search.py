@@ -37,6 +37,7 @@ from torch import nn
 
 from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.data import load_cases, split_by_group, split_cases
+from msnas_graph.backends.torch.limits import check_supernet
 from msnas_graph.backends.torch.losses import DiceCELoss
 from msnas_graph.backends.torch.nn.supernet import Supernet
 from msnas_graph.backends.torch.plots import draw_run_plots
@@ -133,6 +134,7 @@ def _build(config: SearchConfig, rt: Runtime) -> tuple[SearchStep, dict[str, lis
     train_idx, val_idx, test_idx = split_cases(ds, config)
     w_idx, a_idx = split_by_group(train_idx, ds.groups(), seed=config.seed)
     split = {"train": train_idx, "val": val_idx, "test": test_idx, "weights": w_idx, "arch": a_idx}
+    check_supernet(space, config.batch_size, config.input_size, device=rt.device)
     seed_all(config.seed)
     model = Supernet(space, checkpoint=config.checkpoint).to(rt.device)
     n_paths = count_paths(model.graph)

@@ -21,8 +21,14 @@ from torch import nn
 
 from msnas_graph._util import atomic_write
 from msnas_graph.backends.torch.data import load_cases, split_cases
+from msnas_graph.backends.torch.limits import check_model
 from msnas_graph.backends.torch.losses import DiceCELoss
-from msnas_graph.backends.torch.models import create_model, init_from_search, model_spec
+from msnas_graph.backends.torch.models import (
+    ModelSource,
+    create_model,
+    init_from_search,
+    model_spec,
+)
 from msnas_graph.backends.torch.plots import draw_run_plots
 from msnas_graph.backends.torch.training import loop as driver
 from msnas_graph.backends.torch.training.config import TrainConfig
@@ -84,12 +90,15 @@ def _build(config: TrainConfig, rt: Runtime) -> tuple[TrainStep, dict[str, list[
     if not train_idx:
         raise DataError(f"{config.data}: the training split is empty; use more cases")
     split = {"train": train_idx, "val": val_idx, "test": test_idx}
+    size = int(spec["input_size"])
+    shape = ModelSource(spec, "training run").input_shape(size, config.batch_size)
+    what = f"train: the {spec['kind']} model at input {shape}"
+    check_model(spec, shape, what, training=True, device=rt.device)
     seed_all(config.seed)
     net = create_model(spec)
     if config.init_from is not None:  # a resumed run then loads its checkpoint over it
         init_from_search(net, config.init_from)
     model = rt.prepare_model(net)
-    size = int(spec["input_size"])
     loaders = {
         "train": rt.loader(ds, train_idx, size, config, shuffle=True, augment=config.augment),
         "val": rt.loader(ds, val_idx, size, config, shuffle=False, augment=False)

@@ -1,0 +1,118 @@
+"""Memory limits: refuse, before allocating, work that cannot fit the memory available.
+
+A request states its cost (an estimate in bytes, made without allocating) and
+:func:`check_fits` compares it with the memory available now: ``MemAvailable`` from
+``/proc/meminfo`` (``psutil`` where installed; on systems with neither the check is skipped).
+Too much ends in one :class:`~msnas_graph.errors.ResourceError` line that names the request,
+both figures and the override:
+
+* ``MSNAS_NO_MEMORY_CHECK=1`` (the CLI's global ``--no-memory-check``) turns the check off;
+* ``MSNAS_MEMORY_LIMIT=BYTES`` (suffixes K, M, G, T) caps what counts as available, e.g. to
+  keep a share of a machine for other work.
+
+>>> check_fits(1024, "a tiny request")  # fits: returns the estimate
+1024
+>>> import os
+>>> os.environ["MSNAS_MEMORY_LIMIT"] = "1M"
+>>> check_fits(10**9, "phantom:100000")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+msnas_graph.errors.ResourceError: phantom:100000 needs about 953.7 MiB of memory but 1.0 MiB ...
+>>> del os.environ["MSNAS_MEMORY_LIMIT"]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from msnas_graph.errors import ResourceError
+
+__all__ = [
+    "LIMIT_ENV",
+    "NO_CHECK_ENV",
+    "available_memory",
+    "check_fits",
+    "checks_enabled",
+    "format_bytes",
+]
+
+NO_CHECK_ENV = "MSNAS_NO_MEMORY_CHECK"
+LIMIT_ENV = "MSNAS_MEMORY_LIMIT"
+OVERRIDE = f"--no-memory-check (env {NO_CHECK_ENV}=1)"
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in binary units.
+
+    >>> format_bytes(3 * 2**30), format_bytes(512), format_bytes(2.5 * 2**50)
+    ('3.0 GiB', '512 B', '2560.0 TiB')
+    """
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _parse_limit(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text.upper())
+    if m is None:
+        raise ResourceError(
+            f"{LIMIT_ENV}={text!r}: not a size; use bytes or a number with K, M, G or T (e.g. 8G)"
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _system_available() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (capped by ``MSNAS_MEMORY_LIMIT``), or ``None`` if unknown.
+
+    >>> os.environ["MSNAS_MEMORY_LIMIT"] = "2G"
+    >>> available_memory() <= 2 * 2**30
+    True
+    >>> del os.environ["MSNAS_MEMORY_LIMIT"]
+    """
+    found = _system_available()
+    limit = os.environ.get(LIMIT_ENV, "").strip()
+    if limit:
+        cap = _parse_limit(limit)
+        found = cap if found is None else min(found, cap)
+    return found
+
+
+def checks_enabled() -> bool:
+    """False when ``MSNAS_NO_MEMORY_CHECK`` is set to anything but ``""``/``0``."""
+    return os.environ.get(NO_CHECK_ENV, "").strip() in ("", "0")
+
+
+def check_fits(estimate_bytes: float, what: str, available: int | None = None) -> int:
+    """Return ``estimate_bytes`` if it fits ``available`` (default: :func:`available_memory`),
+    else raise :class:`ResourceError` naming ``what`` and the override."""
+    estimate = int(min(estimate_bytes, 2**100))
+    if not checks_enabled():
+        return estimate
+    free = available_memory() if available is None else available
+    if free is not None and estimate > free:
+        raise ResourceError(
+            f"{what} needs about {format_bytes(estimate)} of memory but {format_bytes(free)} "
+            f"is available; ask for less, or pass {OVERRIDE} to try anyway"
+        )
+    return estimate
