@@ -54,13 +54,8 @@ def quickstart(
 ) -> QuickstartResult:
     """Search an architecture on ``data``, decode the top ``paths`` paths, train the network
     from scratch and evaluate it on the held-out fold. Returns where the results are."""
-    from msnas_graph.backends.torch.training import (
-        SearchConfig,
-        TrainConfig,
-        evaluate,
-        search,
-        train,
-    )
+    from msnas_graph.backends.torch.inference import evaluate
+    from msnas_graph.backends.torch.training import SearchConfig, TrainConfig, search, train
 
     out = Path(out_dir)
     sp = space if isinstance(space, SearchSpace) else load_space(space)

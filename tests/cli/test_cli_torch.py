@@ -274,3 +274,20 @@ def test_train_decode_and_cost_width_options(tmp_path: Path) -> None:
     code, _, err = run("train", tmp_path / "t2", "--model", tmp_path / "a.json", "--init-from",
                        tmp_path, "--data", data, *SMOKE)  # fmt: skip
     assert code == 1 and "no supernet.pt" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
+    """The README's main job, at toy size: search -> decode -> render -> train -> evaluate."""
+    out = tmp_path / "q"
+    code, text, err = run(
+        "quickstart", out, "--space", "tiny", "--data", "phantom:10", "--search-epochs", "1,1",
+        "--train-epochs", "1", "--input-size", "32", "--device", "cpu", "--max-steps", "1",
+        "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (out / "search" / "DONE").is_file() and (out / "train" / "DONE").is_file()
+    assert (out / "architecture.json").is_file() and (out / "evaluation" / "summary.json").is_file()
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert 0.0 <= summary["mean_dice"] <= 1.0
+    assert "architecture.json" in text
