@@ -101,6 +101,10 @@ def export_text(report: dict[str, Any]) -> str:
 def quickstart_text(result: QuickstartOutcome) -> str:
     """The architecture, its evaluation, the time per stage and where the files went."""
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
-    lines = [str(result.architecture), summary_text(result.summary), f"done in {secs}. Results:"]
+    lines = [str(result.architecture)]
+    decisions = getattr(result, "decisions", None)
+    if decisions:
+        lines.append(f"decisions: {decisions}")
+    lines += [summary_text(result.summary), f"done in {secs}. Results:"]
     lines += [f"  {what:12s} {where}" for what, where in result.files.items()]
     return "\n".join(lines)

@@ -32,6 +32,8 @@ class QuickstartResult:
     files: dict[str, Path] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    #: The search's decision summary (and its warning when undecided), for people.
+    decisions: str | None = None
 
 
 def quickstart(
@@ -108,4 +110,9 @@ def quickstart(
     summary = evaluate(out / "train", device=device, out_dir=out / "evaluation")
     seconds["evaluate"] = time.perf_counter() - t0
     files["evaluation"] = out / "evaluation"
-    return QuickstartResult(out, arch, files, summary, seconds)
+    diag = result.diagnostics
+    decisions = None
+    if diag is not None:
+        warning = diag.warning()
+        decisions = diag.summary() + (f"\nwarning: {warning}" if warning else "")
+    return QuickstartResult(out, arch, files, summary, seconds, decisions)

@@ -290,4 +290,4 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     assert (out / "architecture.json").is_file() and (out / "evaluation" / "summary.json").is_file()
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert 0.0 <= summary["mean_dice"] <= 1.0
-    assert "architecture.json" in text
+    assert "architecture.json" in text and "decisions: " in text
