@@ -10,8 +10,12 @@ against the best brute-force subset on small spaces, in one run.
    path and the unconstrained MS-NAS(3), the exact answer and the forced greedy
    (``exact_limit=0``) against the best subset found by enumerating every subset of the
    candidates (all paths of the space).
+3. Latency (``decode --max-latency-ms``): for random states of the ``quick`` and ``paper``
+   spaces at 128x128, the latency model's sum of parts (each cell, fusion, head and the stem
+   timed alone at batch 1, one thread) against the whole network timed as ``predict`` runs it,
+   for plain MS-NAS(3) and for the budgeted decode at 60 % of its modelled latency.
 
-    python benchmarks/budget_decode.py [--quick]
+    python benchmarks/budget_decode.py [--quick] [--no-latency]
 """
 
 from __future__ import annotations
@@ -97,6 +101,46 @@ def paper_rows(
     return rows
 
 
+def latency_rows(presets: list[str], seeds: list[int], size: int) -> list[dict[str, Any]]:
+    """Modelled (sum of parts) against measured whole-network latency, plain and budgeted."""
+    from msnas_graph.backends.torch.cost import measure_latency
+
+    rows = []
+    for preset in presets:
+        space = SearchSpace.preset(preset)
+        for seed in seeds:
+            state = SearchState.random(space, seed=seed)
+            t0 = time.perf_counter()
+            model = edge_cost_model(decode_cells(state), space, input_size=size, latency=True)
+            build_s = time.perf_counter() - t0
+            plain = decode(state, paths=PATHS)
+            free = network_cost(plain.edges, model)
+            budget = Budget(max_latency_ms=0.6 * free.latency_ms)
+            try:
+                chosen = budgeted_decode(state, budget, model, paths=PATHS)
+            except DecodeError:
+                chosen = None
+            row: dict[str, Any] = {"space": preset, "seed": seed, "model s": f"{build_s:.1f}"}
+            for name, arch in (("plain", plain), ("budget 60%", chosen and chosen.architecture)):
+                if arch is None:
+                    row[f"{name} model/measured"] = "no fit"
+                    continue
+                modelled = network_cost(arch.edges, model).latency_ms
+                net = build_network(arch)
+                shape = (1, space.in_channels, size, size)
+                (rep,) = measure_latency(net, shape, batch_sizes=(1,), repeats=10)
+                row[f"{name} model ms"] = f"{modelled:.2f}"
+                row[f"{name} measured ms"] = f"{rep.ms_per_batch:.2f}"
+                row[f"{name} model/measured"] = f"{modelled / rep.ms_per_batch:.2f}"
+            if chosen is not None:
+                row["budget met (measured)"] = (
+                    "yes" if float(row["budget 60% measured ms"]) <= budget.max_latency_ms else "no"
+                )
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
 def _timed(fn: Any) -> dict[str, float]:
     t0 = time.perf_counter()
     with contextlib.suppress(DecodeError):  # "no path fits" is an answer too
@@ -176,14 +220,30 @@ def small_rows(seeds: list[int], fracs: list[float]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer cases (smoke test)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency section")
+    parser.add_argument("--latency-only", action="store_true", help="only the latency section")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
+    if args.latency_only:
+        lat = latency_rows(["quick", "paper"], seeds[:3], 128)
+        t3 = markdown_table(lat)
+        print("\n" + t3)
+        path = write_results(
+            "budget_decode_latency",
+            "Latency-budgeted decode",
+            _LATENCY_SETUP,
+            [_LATENCY_HEADING + t3],
+            _latency_reading(lat),
+        )
+        print(f"wrote {path}")
+        return
     ks = [128] if args.quick else [32, 128, 512]
     paper = paper_rows(seeds, [0.5, 0.75], ks, 3 if args.quick else 7)
     small = small_rows(list(range(3 if args.quick else 10)), [0.1, 0.3, 0.5, 0.7, 0.9])
+    lat = [] if args.no_latency else latency_rows(["quick", "paper"], seeds[:3], 128)
     t1, t2 = markdown_table(paper), markdown_table(small)
     print("\n" + t1 + "\n\n" + t2)
     setup = (
@@ -205,8 +265,38 @@ def main() -> None:
         "its gap is `1 - score / best` (100 % where it kept fewer paths than possible).\n\n" + t2,
     ]
     reading = _reading(paper, small)
+    if lat:
+        sections.append(_LATENCY_HEADING + markdown_table(lat))
+        setup += " " + _LATENCY_SETUP
+        reading += " " + _latency_reading(lat)
     path = write_results("budget_decode", "Budgeted decode benchmark", setup, sections, reading)
     print(f"wrote {path}")
+
+
+_LATENCY_HEADING = (
+    "## Latency model: sum of parts against the whole network (128x128, batch 1, one thread)\n\n"
+)
+_LATENCY_SETUP = (
+    "Latency: `edge_cost_model(..., latency=True)` times each cell, fusion, head and the stem "
+    "alone (BN folded, median of 20 passes); `model ms` is their sum over an architecture, "
+    "`measured ms` the whole network timed as `predict` runs it (BN folded, median of 10). "
+    "`budget 60%` is `budgeted_decode` at 60 % of plain MS-NAS(3)'s modelled latency."
+)
+
+
+def _latency_reading(rows: list[dict[str, Any]]) -> str:
+    ratios = [
+        float(r[k])
+        for r in rows
+        for k in ("plain model/measured", "budget 60% model/measured")
+        if k in r and r[k] != "no fit"
+    ]
+    met = [r["budget met (measured)"] for r in rows if "budget met (measured)" in r]
+    return (
+        f"Latency model: the sum of parts is {min(ratios):.2f}-{max(ratios):.2f}x the measured "
+        f"whole ({len(ratios)} networks); the latency-budgeted network met its budget when "
+        f"timed whole in {met.count('yes')}/{len(met)} cases."
+    )
 
 
 def _reading(paper: list[dict[str, Any]], small: list[dict[str, Any]]) -> str:

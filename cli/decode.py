@@ -42,7 +42,25 @@ class CountType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-#: ``--max-macs``, ``--max-params``, ``--input-size``, ``--candidates``.
+class PositiveMs(click.ParamType):
+    """A latency in milliseconds: a finite number above zero."""
+
+    name = "MS"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            ms = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"'{value}' is not a number of milliseconds", param, ctx)
+        if not (0 < ms < float("inf")):
+            self.fail(f"{value} is not a positive, finite number of milliseconds", param, ctx)
+        return ms
+
+
+#: ``--max-macs``, ``--max-params``, ``--max-latency-ms``, ``--latency-device``,
+#: ``--input-size``, ``--candidates``.
 budget_options = bundle(
     click.option(
         "--max-macs",
@@ -50,6 +68,18 @@ budget_options = bundle(
         help="Decode the best paths whose network fits this many MACs (e.g. 0.5G).",
     ),
     click.option("--max-params", type=CountType(), help="... and this many parameters (e.g. 2M)."),
+    click.option(
+        "--max-latency-ms",
+        type=PositiveMs(),
+        help="... and this batch-1 latency, from each part timed alone on --latency-device "
+        "(a sum of parts: an estimate).",
+    ),
+    click.option(
+        "--latency-device",
+        default="cpu",
+        show_default=True,
+        help="Where --max-latency-ms is measured: cpu, cuda or cuda:N.",
+    ),
     count_option("--input-size", "Input side at which MACs are counted (default: the space's)."),
     count_option(
         "--candidates",
@@ -90,21 +120,28 @@ def decode_under_budget(
     inputs_per_block: int | None,
     max_macs: int | None = None,
     max_params: int | None = None,
+    max_latency_ms: float | None = None,
+    latency_device: str = "cpu",
     input_size: int | None = None,
     candidates: int = 128,
     score: str = "relative",
 ) -> BudgetedDecode | None:
     """The budgeted decode the options ask for, or ``None`` when no budget was given."""
-    if max_macs is None and max_params is None:
+    if max_macs is None and max_params is None and max_latency_ms is None:
         if input_size is not None:
-            raise click.UsageError("--input-size applies only with --max-macs or --max-params")
+            raise click.UsageError(
+                "--input-size applies only with --max-macs, --max-params or --max-latency-ms"
+            )
         return None
     from msnas_graph.budget import Budget, budgeted_decode
     from msnas_graph.decode import decode_cells
 
     cells = decode_cells(state, inputs_per_block)
-    model = backend().edge_cost_model(cells, state.space, input_size=input_size)
-    budget = Budget(max_macs=max_macs, max_params=max_params)
+    timed = max_latency_ms is not None
+    model = backend().edge_cost_model(
+        cells, state.space, input_size=input_size, latency=timed, device=latency_device
+    )
+    budget = Budget(max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms)
     return budgeted_decode(
         state, budget, model, paths, candidates, inputs_per_block=inputs_per_block, score=score
     )
@@ -135,8 +172,10 @@ def _consensus(
     """Decode the consensus of several states: as :func:`_one`."""
     from msnas_graph.consensus import consensus
 
-    if any(v is not None for k, v in budget.items() if k != "candidates"):
-        raise click.UsageError("--max-macs/--max-params decode one source, not a consensus")
+    if any(v is not None for k, v in budget.items() if k not in ("candidates", "latency_device")):
+        raise click.UsageError(
+            "--max-macs/--max-params/--max-latency-ms decode one source, not a consensus"
+        )
     result = consensus(
         states, how["paths"], how["method"], how["score"], how["inputs_per_block"], names=sources
     )
@@ -183,6 +222,7 @@ def decode(
       msnas-graph decode runs/search --paths 5 --render arch.svg -o arch.json
       msnas-graph decode state.json --paths 3 --json
       msnas-graph decode state.json --paths 3 --max-macs 0.5G --max-params 2M
+      msnas-graph decode state.json --paths 3 --max-latency-ms 20
       msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
       msnas-graph decode runs/search --channels 64 -o wide.json   # to train it wide
     """

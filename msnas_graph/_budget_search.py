@@ -18,6 +18,9 @@ from .paths import Path
 Budget: TypeAlias = Any
 CostModel: TypeAlias = Any
 
+#: The cost fields the search tracks (of :class:`msnas_graph.budget.Cost`).
+_FIELDS = ("params", "macs", "latency_ns")
+
 #: Bits after the binary point of the grid on which set scores are compared.
 SCORE_BITS = 36
 
@@ -53,39 +56,46 @@ class Problem:
             self.paths.append([edge_ix.setdefault(e, len(edge_ix)) for e in p.edges])
             for e in p.edges:
                 node_ix.setdefault(e.dst, len(node_ix))
-        self.edge_p, self.edge_m, self.dst = [], [], []
+        self.edge_p, self.edge_m, self.edge_l, self.dst = [], [], [], []
         for e in edge_ix:
             c = model.edge_cost(e)
             self.edge_p.append(c.params)
             self.edge_m.append(c.macs)
+            self.edge_l.append(c.latency_ns)
             self.dst.append(node_ix[e.dst])
         outputs = set(graph.output_nodes)
-        self.node_dp: list[list[int]] = []  # cost step when the node's fan-in goes k -> k+1
+        # cost steps (params, MACs, latency) when a node's fan-in goes n -> n+1
+        self.node_dp: list[list[int]] = []
         self.node_dm: list[list[int]] = []
+        self.node_dl: list[list[int]] = []
         for node in node_ix:
             head = model.output_cost(node) if node in outputs else None
-            prev_p = prev_m = 0
-            dp, dm = [], []
+            prev = (0, 0, 0)
+            dp, dm, dl = [], [], []
             for n in range(1, len(graph.in_edges(node)) + 1):
-                fused = model.fusion_cost(node, n) if n > 1 else None
-                cp = (head.params if head else 0) + (fused.params if fused else 0)
-                cm = (head.macs if head else 0) + (fused.macs if fused else 0)
-                dp.append(cp - prev_p)
-                dm.append(cm - prev_m)
-                prev_p, prev_m = cp, cm
+                parts = [c for c in (head, model.fusion_cost(node, n) if n > 1 else None) if c]
+                now = tuple(sum(getattr(c, f) for c in parts) for f in _FIELDS)
+                dp.append(now[0] - prev[0])
+                dm.append(now[1] - prev[1])
+                dl.append(now[2] - prev[2])
+                prev = now
             self.node_dp.append(dp)
             self.node_dm.append(dm)
-        steps = [*self.edge_p, *self.edge_m]
-        steps += [x for d in (*self.node_dp, *self.node_dm) for x in d]
+            self.node_dl.append(dl)
+        steps = [*self.edge_p, *self.edge_m, *self.edge_l]
+        steps += [x for d in (*self.node_dp, *self.node_dm, *self.node_dl) for x in d]
         self.monotone = all(x >= 0 for x in steps)
         base = model.base_cost
-        self.base = (base.params, base.macs)
+        self.base = (base.params, base.macs, base.latency_ns)
+        self.has_latency = any(x > 0 for x in (base.latency_ns, *self.edge_l))
         inf = float("inf")
         self.max_p = inf if budget.max_params is None else budget.max_params
         self.max_m = inf if budget.max_macs is None else budget.max_macs
+        lat = budget.max_latency_ns
+        self.max_l = inf if lat is None else lat
         self.count = [0] * len(edge_ix)
         self.fan_in = [0] * len(node_ix)
-        self.params, self.macs = self.base
+        self.params, self.macs, self.latency = self.base
 
     def add(self, j: int) -> None:
         for ei in self.paths[j]:
@@ -97,6 +107,7 @@ class Problem:
                 self.fan_in[d] = n + 1
                 self.params += self.edge_p[ei] + self.node_dp[d][n]
                 self.macs += self.edge_m[ei] + self.node_dm[d][n]
+                self.latency += self.edge_l[ei] + self.node_dl[d][n]
 
     def remove(self, j: int) -> None:
         for ei in self.paths[j]:
@@ -108,13 +119,18 @@ class Problem:
                 self.fan_in[d] = n
                 self.params -= self.edge_p[ei] + self.node_dp[d][n]
                 self.macs -= self.edge_m[ei] + self.node_dm[d][n]
+                self.latency -= self.edge_l[ei] + self.node_dl[d][n]
 
     def fits(self) -> bool:
-        return self.params <= self.max_p and self.macs <= self.max_m
+        return self.params <= self.max_p and self.macs <= self.max_m and self.latency <= self.max_l
 
     def load(self) -> float:
         """The union's largest share of a budget limit."""
-        return max(self.params / max(self.max_p, 1), self.macs / max(self.max_m, 1))
+        return max(
+            self.params / max(self.max_p, 1),
+            self.macs / max(self.max_m, 1),
+            self.latency / max(self.max_l, 1),
+        )
 
     def score(self, chosen: Sequence[int]) -> int:
         return sum(self.sq[j] for j in chosen)

@@ -175,8 +175,12 @@ class Backend(Protocol):
         cells: Mapping[str, CellGenotype],
         space: SearchSpace,
         input_size: int | None = None,
+        *,
+        latency: bool = False,
+        device: str | None = None,
     ) -> CostModel:
-        """A measured cost model of each network edge, for budgeted decoding."""
+        """A measured cost model of each network edge, for budgeted decoding; with
+        ``latency``, each part is also timed on ``device`` (default: the CPU)."""
         ...
 
     def search(
@@ -266,11 +270,18 @@ class NullBackend:
         return {"model": {"kind": "null"}, "input_shape": shape, "params": 0, "macs": 0, "flops": 0}
 
     def edge_cost_model(
-        self, cells: Mapping[str, CellGenotype], space: SearchSpace, input_size: int | None = None
+        self,
+        cells: Mapping[str, CellGenotype],
+        space: SearchSpace,
+        input_size: int | None = None,
+        *,
+        latency: bool = False,
+        device: str | None = None,
     ) -> CostModel:
         from .budget import TableCostModel
 
-        self._record("edge_cost_model", space.name, {"input_size": input_size})
+        options = {"input_size": input_size, "latency": latency, "device": device}
+        self._record("edge_cost_model", space.name, options)
         return TableCostModel.simple(space)
 
     def search(

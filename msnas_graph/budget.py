@@ -127,45 +127,77 @@ def format_count(n: float) -> str:
 
 @dataclass(frozen=True, order=True)
 class Cost:
-    """Parameters and multiply-accumulates of a network or a part of one."""
+    """Parameters, multiply-accumulates and (where measured) latency of a network or a part of
+    one. ``latency_ns`` is an integer number of nanoseconds, so sums are exact; ``0`` means not
+    measured (a latency model fills it in, ``msnas-graph decode --max-latency-ms``).
+
+    >>> str(Cost(2_000_000, 500_000_000, 1_250_000))
+    '500M MACs, 2M params, 1.25 ms'
+    >>> Cost(1, 2).to_dict()
+    {'params': 1, 'macs': 2}
+    """
 
     params: int = 0
     macs: int = 0
+    latency_ns: int = 0
 
     def __add__(self, other: Cost) -> Cost:
-        return Cost(self.params + other.params, self.macs + other.macs)
+        return Cost(
+            self.params + other.params, self.macs + other.macs, self.latency_ns + other.latency_ns
+        )
+
+    @property
+    def latency_ms(self) -> float:
+        """The latency in milliseconds (``0.0``: not measured)."""
+        return self.latency_ns / 1e6
 
     def __str__(self) -> str:
-        return f"{format_count(self.macs)} MACs, {format_count(self.params)} params"
+        text = f"{format_count(self.macs)} MACs, {format_count(self.params)} params"
+        return text + (f", {self.latency_ms:.4g} ms" if self.latency_ns else "")
 
-    def to_dict(self) -> dict[str, int]:
-        """``{"params": .., "macs": ..}``."""
-        return {"params": self.params, "macs": self.macs}
+    def to_dict(self) -> dict[str, Any]:
+        """``{"params": .., "macs": ..}``, with ``"latency_ms"`` where measured."""
+        out: dict[str, Any] = {"params": self.params, "macs": self.macs}
+        if self.latency_ns:
+            out["latency_ms"] = self.latency_ms
+        return out
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Upper bounds on a network's cost (``None``: unbounded).
+    """Upper bounds on a network's cost (``None``: unbounded). A latency bound needs a cost
+    model that measured latency.
 
     >>> Budget(max_macs=500_000_000).allows(Cost(params=10**9, macs=400_000_000))
     True
     >>> str(Budget(max_macs=5 * 10**8, max_params=2 * 10**6))
     'max 500M MACs, max 2M params'
+    >>> Budget(max_latency_ms=1.5).allows(Cost(latency_ns=2_000_000))
+    False
     """
 
     max_macs: int | None = None
     max_params: int | None = None
+    max_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_macs", "max_params"):
+        for name in ("max_macs", "max_params", "max_latency_ms"):
             v = getattr(self, name)
-            if v is not None and v < 0:
-                raise DecodeError(f"budget {name} must not be negative, got {v}")
+            if v is not None and (v < 0 or (isinstance(v, float) and not math.isfinite(v))):
+                raise DecodeError(f"budget {name} must be a non-negative number, got {v}")
+
+    @property
+    def max_latency_ns(self) -> int | None:
+        """The latency bound in whole nanoseconds (``None``: unbounded)."""
+        return None if self.max_latency_ms is None else int(self.max_latency_ms * 1e6)
 
     def allows(self, cost: Cost) -> bool:
         """Whether ``cost`` fits."""
-        return (self.max_macs is None or cost.macs <= self.max_macs) and (
-            self.max_params is None or cost.params <= self.max_params
+        lat = self.max_latency_ns
+        return (
+            (self.max_macs is None or cost.macs <= self.max_macs)
+            and (self.max_params is None or cost.params <= self.max_params)
+            and (lat is None or cost.latency_ns <= lat)
         )
 
     def __str__(self) -> str:
@@ -174,11 +206,16 @@ class Budget:
             parts.append(f"max {format_count(self.max_macs)} MACs")
         if self.max_params is not None:
             parts.append(f"max {format_count(self.max_params)} params")
+        if self.max_latency_ms is not None:
+            parts.append(f"max {self.max_latency_ms:.4g} ms")
         return ", ".join(parts) or "unbounded"
 
-    def to_dict(self) -> dict[str, int | None]:
-        """``{"max_macs": .., "max_params": ..}``."""
-        return {"max_macs": self.max_macs, "max_params": self.max_params}
+    def to_dict(self) -> dict[str, Any]:
+        """``{"max_macs": .., "max_params": ..}``, with ``"max_latency_ms"`` where bounded."""
+        out: dict[str, Any] = {"max_macs": self.max_macs, "max_params": self.max_params}
+        if self.max_latency_ms is not None:
+            out["max_latency_ms"] = self.max_latency_ms
+        return out
 
 
 class CostModel(Protocol):
@@ -413,6 +450,11 @@ def budgeted_decode(
     order = _rank(cands)
     cands = [cands[i] for i in order]
     prob = Problem(graph, cands, cost_model, budget)
+    if budget.max_latency_ms is not None and not prob.has_latency:
+        raise DecodeError(
+            "the cost model has no latency figures; build it with latency measured "
+            "(edge_cost_model(..., latency=True)) to use a latency budget"
+        )
     top = min(paths, k)
     unconstrained = network_cost({e for p in cands[:top] for e in p.edges}, cost_model)
     exact, branches, best = True, 0, None
@@ -462,7 +504,12 @@ def _too_small(budget: Budget, costs: Sequence[Cost]) -> str:
         low = min(c.params for c in costs)
         if budget.max_params < low:
             fix.append(f"--max-params to at least {format_count(low)}")
-    how = " and ".join(fix) if fix else "--max-macs or --max-params"
+    lat = budget.max_latency_ns
+    if lat is not None:
+        low = min(c.latency_ns for c in costs)
+        if lat < low:
+            fix.append(f"--max-latency-ms to at least {low / 1e6:.4g}")
+    how = " and ".join(fix) if fix else "--max-macs, --max-params or --max-latency-ms"
     return (
         f"the budget ({budget}) is below the cheapest of the top {len(costs)} candidate paths "
         f"({cheapest}); raise {how}, or consider more paths with --candidates"

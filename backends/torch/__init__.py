@@ -159,12 +159,20 @@ class TorchBackend:
         }
 
     def edge_cost_model(
-        self, cells: Mapping[str, CellGenotype], space: SearchSpace, input_size: int | None = None
+        self,
+        cells: Mapping[str, CellGenotype],
+        space: SearchSpace,
+        input_size: int | None = None,
+        *,
+        latency: bool = False,
+        device: str | None = None,
     ) -> CostModel:
         """:func:`~msnas_graph.backends.torch.cost.edge_cost_model` (measured per edge)."""
         from msnas_graph.backends.torch.cost import edge_cost_model
+        from msnas_graph.backends.torch.training.runtime import resolve_device
 
-        return edge_cost_model(cells, space, input_size=input_size)
+        dev = resolve_device(device or "cpu") if latency else "cpu"
+        return edge_cost_model(cells, space, input_size=input_size, latency=latency, device=dev)
 
     def search(
         self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]

@@ -44,6 +44,10 @@ def edge_cost_model(
     space: SearchSpace | None = None,
     input_size: int | None = None,
     fusion: str | None = None,
+    *,
+    latency: bool = False,
+    device: str | torch.device = "cpu",
+    repeats: int = 20,
 ) -> TableCostModel:
     """A measured :class:`~msnas_graph.budget.TableCostModel` for budgeted decoding.
 
@@ -58,6 +62,12 @@ def edge_cost_model(
     :func:`~msnas_graph.budget.network_cost` of an architecture equals the whole network's
     count (tested).
 
+    With ``latency``, each part is also timed alone at batch 1 on ``device`` (BatchNorm folded,
+    as ``predict`` runs it; the median of ``repeats`` passes after 3 warm-up passes, with the
+    torch threads as they are) and the model's latencies add up: the latency of a network is
+    approximated by the sum of its parts' (``benchmarks/budget_decode.py`` reports how close
+    that sum comes to the measured whole). This is what ``decode --max-latency-ms`` uses.
+
     >>> from msnas_graph.spec import SearchSpace
     >>> from msnas_graph.state import SearchState
     >>> from msnas_graph.decode import decode_cells
@@ -68,7 +78,9 @@ def edge_cost_model(
     """
     cells, graph, fusion, size = _check_arguments(cells, space, input_size, fusion)
     space = graph.space
-    measure = _Measure(size, space.spatial_dims)
+    if repeats < 1:
+        raise BackendError(f"edge_cost_model: repeats must be at least 1, got {repeats}")
+    measure = _Measure(size, space.spatial_dims, torch.device(device) if latency else None, repeats)
     classes = space.num_classes
     return TableCostModel(
         measure.stem(space) + Cost(classes, 0),
@@ -108,20 +120,28 @@ def _check_arguments(
 class _Measure:
     """Counts a module on a batch-1 input at one scale of an ``input_size`` image."""
 
-    def __init__(self, input_size: int, dims: int) -> None:
-        self.size, self.dims = input_size, dims
+    def __init__(
+        self, input_size: int, dims: int, device: torch.device | None = None, repeats: int = 20
+    ) -> None:
+        self.size, self.dims, self.device, self.repeats = input_size, dims, device, repeats
 
     def __call__(self, module: nn.Module, channels: int, scale: int) -> Cost:
-        from .cost import count_macs_flops, count_parameters  # cost.py imports this module
+        from .cost import count_macs_flops, count_parameters, measure_latency
 
         shape = (1, channels, *[self.size // 2**scale] * self.dims)
-        return Cost(count_parameters(module), count_macs_flops(module, shape)[0])
+        cost = Cost(count_parameters(module), count_macs_flops(module, shape)[0])
+        if self.device is None:
+            return cost
+        (report,) = measure_latency(
+            module.eval(), shape, batch_sizes=(1,), device=self.device, repeats=self.repeats
+        )
+        return Cost(cost.params, cost.macs, max(1, round(report.ms_per_batch * 1e6)))
 
     def head(self, output: NodeId, channels: int, classes: int) -> Cost:
         """An output's head convolution without its bias (counted once, with the stem)."""
         head = Head([(output, channels)], classes, self.dims)
         cost = self(_ListInput(head, 1), channels, output.scale)
-        return Cost(cost.params - classes, cost.macs)
+        return Cost(cost.params - classes, cost.macs, cost.latency_ns)
 
     def stem(self, space: SearchSpace) -> Cost:
         stem = Stem(space.in_channels, space.scale_channels(0), self.dims)

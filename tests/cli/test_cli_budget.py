@@ -63,6 +63,10 @@ def test_input_size_changes_the_counted_macs(state_file: Path) -> None:
         (["--input-size", "64"], 2, "--input-size applies only with --max-macs"),
         (["--max-macs", "10k"], 1, "below the cheapest of the top 42 candidate paths"),
         (["--max-macs", "1G", "--input-size", "30"], 1, "not divisible by 4"),
+        (["--max-latency-ms", "0"], 2, "--max-latency-ms"),
+        (["--max-latency-ms", "nan"], 2, "--max-latency-ms"),
+        (["--max-latency-ms", "1e-9", "--input-size", "32"], 1, "--max-latency-ms to at least"),
+        (["--max-latency-ms", "5", "--latency-device", "tpu"], 1, "device 'tpu'"),
     ],
 )
 def test_budget_errors(state_file: Path, args: list[str], code: int, message: str) -> None:
@@ -70,4 +74,26 @@ def test_budget_errors(state_file: Path, args: list[str], code: int, message: st
     assert got == code, out + err
     assert message in err
     if code == 1:  # one line that names the fix
-        assert err.count("\n") == 1 and ("--max-macs" in err or "multiple of" in err)
+        assert err.count("\n") == 1
+        assert any(w in err for w in ("--max-macs", "--max-latency-ms", "multiple of", "device"))
+
+
+def test_latency_budget_is_measured_and_met(state_file: Path) -> None:
+    code, out, err = run(
+        "decode", state_file, "--paths", "3", "--max-latency-ms", "1e6", "--input-size", "32",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    meta = json.loads(out)["meta"]
+    free = meta["cost"]["latency_ms"]
+    assert free > 0 and meta["budget"]["max_latency_ms"] == 1e6
+    code, out, err = run(
+        "decode", state_file, "--paths", "3", "--max-latency-ms", str(free * 0.6),
+        "--input-size", "32", "--json",
+    )  # fmt: skip
+    # timings are remeasured: the budget holds against this run's own figures, whatever they are
+    if code == 0:
+        meta = json.loads(out)["meta"]
+        assert meta["cost"]["latency_ms"] <= free * 0.6
+    else:
+        assert "--max-latency-ms to at least" in err

@@ -36,20 +36,23 @@ def random_model(space: SearchSpace, seed: int, monotone: bool = True) -> TableC
 
     rng = random.Random(seed)
     edges = {
-        (k, s): Cost(rng.randint(1, 99), rng.randint(1, 999))
+        (k, s): Cost(rng.randint(1, 99), rng.randint(1, 999), rng.randint(1, 9999))
         for k in ("contract", "keep", "expand")
         for s in range(space.scales)
     }
     edges.update({("skip", s): Cost() for s in range(space.scales)})
     fusions = {}
     for s in range(space.scales):
-        p = m = 0
+        p = m = lat = 0
         for n in range(2, 5):
-            dp, dm = rng.randint(0, 50), rng.randint(0, 500)
-            p, m = (p + dp, m + dm) if monotone else (dp, dm)
-            fusions[(s, n)] = Cost(p, m)
-    outputs = {s: Cost(rng.randint(0, 9), rng.randint(0, 99)) for s in range(space.scales)}
-    return TableCostModel(Cost(7, 70), edges, fusions, outputs)
+            dp, dm, dl = rng.randint(0, 50), rng.randint(0, 500), rng.randint(0, 5000)
+            p, m, lat = (p + dp, m + dm, lat + dl) if monotone else (dp, dm, dl)
+            fusions[(s, n)] = Cost(p, m, lat)
+    outputs = {
+        s: Cost(rng.randint(0, 9), rng.randint(0, 99), rng.randint(0, 999))
+        for s in range(space.scales)
+    }
+    return TableCostModel(Cost(7, 70, 700), edges, fusions, outputs)
 
 
 def brute_force(
@@ -84,9 +87,17 @@ def chosen_ranks(result, cands: list[Path]) -> tuple[int, ...]:
     frac=st.floats(0.0, 1.2),
     monotone=st.booleans(),
     limit_params=st.booleans(),
+    limit_latency=st.booleans(),
 )
 def test_exact_equals_brute_force(
-    preset: str, seed: int, paths: int, k: int, frac: float, monotone: bool, limit_params: bool
+    preset: str,
+    seed: int,
+    paths: int,
+    k: int,
+    frac: float,
+    monotone: bool,
+    limit_params: bool,
+    limit_latency: bool,
 ) -> None:
     state = SearchState.random(SearchSpace.preset(preset), seed=seed)
     model = random_model(state.space, seed, monotone)
@@ -98,6 +109,9 @@ def test_exact_equals_brute_force(
     budget = Budget(
         max_macs=int(lo + frac * (hi - lo)),
         max_params=int(max(c.params for c in single) * (0.5 + frac)) if limit_params else None,
+        max_latency_ms=max(c.latency_ns for c in single) * (0.5 + frac) / 1e6
+        if limit_latency
+        else None,
     )
     sets, n = brute_force(cands, budget, model, paths)
     if not sets:
@@ -116,7 +130,8 @@ def test_exact_equals_brute_force(
     alone, complete, _ = branch_and_bound(prob, n, 10**9, None)
     assert complete and alone is not None
     assert sum((Fraction(cands[j].path_score) for j in alone), Fraction(0)) == best_score
-    assert prob.count == [0] * len(prob.count) and (prob.params, prob.macs) == prob.base
+    assert prob.count == [0] * len(prob.count)
+    assert (prob.params, prob.macs, prob.latency) == prob.base
     # forced greedy: fits, never better than the optimum, and says it is not proved exact
     greedy = budgeted_decode(state, budget, model, paths=paths, candidates=k, exact_limit=0)
     assert budget.allows(greedy.cost) and greedy.n_paths <= n
@@ -279,3 +294,27 @@ def test_branch_and_bound_alone_on_a_sweep() -> None:
         score = sum((Fraction(cands[j].path_score) for j in alone), Fraction(0))
         assert score == sets[0][0], (preset, seed, paths, k, budget)
     assert hard >= 3
+
+
+def test_latency_budget_needs_a_latency_model() -> None:
+    state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
+    with pytest.raises(DecodeError, match="no latency figures"):
+        budgeted_decode(state, Budget(max_latency_ms=1.0), TableCostModel.simple(state.space))
+
+
+def test_latency_budget_trades_score_for_latency() -> None:
+    state = SearchState.random(SearchSpace.preset("quick"), seed=1)
+    model = random_model(state.space, 1)
+    free = budgeted_decode(state, Budget(), model, paths=3)
+    tight = budgeted_decode(state, Budget(max_latency_ms=free.cost.latency_ms / 2), model, paths=3)
+    assert tight.cost.latency_ns <= free.cost.latency_ns / 2 and tight.score <= free.score
+    assert tight.architecture.meta["budget"]["max_latency_ms"] == free.cost.latency_ms / 2
+    assert "latency_ms" in tight.to_dict()["cost"] and "ms" in tight.summary()
+    with pytest.raises(DecodeError, match="--max-latency-ms to at least"):
+        budgeted_decode(state, Budget(max_latency_ms=1e-6), model, paths=3)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_latency_budget_must_be_a_non_negative_number(value: float) -> None:
+    with pytest.raises(DecodeError, match="max_latency_ms"):
+        Budget(max_latency_ms=value)

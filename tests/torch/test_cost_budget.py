@@ -50,3 +50,18 @@ def test_bad_input_size_and_missing_space() -> None:
         edge_cost_model(decode_cells(state), state.space, input_size=30)
     with pytest.raises(BackendError, match="give the space"):
         edge_cost_model(decode_cells(state))
+
+
+def test_latency_model_times_every_part_and_keeps_counts() -> None:
+    state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
+    cells = decode_cells(state)
+    plain = edge_cost_model(cells, state.space, input_size=32)
+    timed = edge_cost_model(cells, state.space, input_size=32, latency=True, repeats=2)
+    assert plain.base.latency_ns == 0 and timed.base.latency_ns > 0
+    for key, cost in plain.edges.items():  # same counts, and a time for every real cell
+        got = timed.edges[key]
+        assert (got.params, got.macs) == (cost.params, cost.macs)
+        assert (got.latency_ns > 0) == (key[0] != "skip")
+    assert all(c.latency_ns > 0 for c in timed.outputs.values())
+    with pytest.raises(BackendError, match="repeats"):
+        edge_cost_model(cells, state.space, latency=True, repeats=0)
