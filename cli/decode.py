@@ -15,8 +15,10 @@ from .options import (
     bundle,
     channels_option,
     count_option,
+    dot_limit_options,
     json_option,
     paths_option,
+    render_limits,
     render_option,
 )
 
@@ -149,7 +151,7 @@ def decode_under_budget(
 
 def _one(
     state: SearchState, diag: Diagnostics, how: dict[str, Any], budget: dict[str, Any]
-) -> tuple[Any, Callable[[str], Any], dict[str, Any], str, list[str]]:
+) -> tuple[Any, Callable[..., Any], dict[str, Any], str, list[str]]:
     """Decode one state: (architecture, its renderer, JSON, text, notes)."""
     from msnas_graph.decode import decode
     from msnas_graph.render import render
@@ -159,7 +161,8 @@ def _one(
     arch = chosen.architecture if chosen else decode(state, paths, inputs, score)
     text = str(arch) + (f"\n{chosen.summary()}" if chosen else "")
     payload = {**arch.to_dict(), "diagnostics": diag.to_dict()}
-    return arch, lambda path: render(arch, path), payload, text, [f"decisions: {diag.summary()}"]
+    notes = [f"decisions: {diag.summary()}"]
+    return arch, lambda path, **limits: render(arch, path, **limits), payload, text, notes
 
 
 def _consensus(
@@ -168,9 +171,10 @@ def _consensus(
     sources: tuple[str, ...],
     how: dict[str, Any],
     budget: dict[str, Any],
-) -> tuple[Any, Callable[[str], Any], dict[str, Any], str, list[str]]:
+) -> tuple[Any, Callable[..., Any], dict[str, Any], str, list[str]]:
     """Decode the consensus of several states: as :func:`_one`."""
     from msnas_graph.consensus import consensus
+    from msnas_graph.render import save_rendering
 
     if any(v is not None for k, v in budget.items() if k not in ("candidates", "latency_device")):
         raise click.UsageError(
@@ -184,13 +188,18 @@ def _consensus(
         "diagnostics": {s: d.to_dict() for s, d in zip(sources, diags, strict=True)},
     }
     notes = [f"decisions of {s}: {d.summary()}" for s, d in zip(sources, diags, strict=True)]
-    return result.architecture, result.render, payload, str(result), notes
+
+    def draw(path: str, **limits: Any) -> Any:
+        return save_rendering(result.to_graphviz(), path, **limits)
+
+    return result.architecture, draw, payload, str(result), notes
 
 
 @click.command()
 @click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @decode_options
 @render_option
+@dot_limit_options
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Write the architecture JSON here."
 )
@@ -207,6 +216,8 @@ def decode(
     inputs_per_block: int | None,
     score: str,
     method: str,
+    dot_timeout: float,
+    max_dot_elements: int,
     **budget: Any,
 ) -> None:
     """Decode a search state (file or run folder) into an architecture, and say how decided
@@ -241,7 +252,7 @@ def decode(
     else:
         arch, draw, payload, text, notes = _consensus(states, diags, sources, how, budget)
     if render_path:
-        draw(render_path)
+        draw(render_path, **render_limits(dot_timeout, max_dot_elements))
     if output:
         (arch.widen(channels) if channels else arch).save(output)
     click.echo(json.dumps(payload, indent=2) if as_json else text)

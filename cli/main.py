@@ -22,7 +22,14 @@ from msnas_graph.errors import BackendError, MsnasError
 
 from .backend_commands import COMMANDS, backend
 from .decode import decode
-from .options import json_option, paths_option, render_option, space_option
+from .options import (
+    dot_limit_options,
+    json_option,
+    paths_option,
+    render_limits,
+    render_option,
+    space_option,
+)
 
 log = logging.getLogger("msnas_graph")
 
@@ -211,7 +218,10 @@ def sample(space: str, seed: int, scale: float, output: str) -> None:
     help="Picture to write: .svg, .png, .pdf or .dot.",
 )
 @click.option("--no-cells", is_flag=True, help="Do not draw the cells of an architecture.")
-def render_cmd(source: str, output: str, no_cells: bool) -> None:
+@dot_limit_options
+def render_cmd(
+    source: str, output: str, no_cells: bool, dot_timeout: float, max_dot_elements: int
+) -> None:
     """Render a space (preset or spec), a search state or an architecture.
 
     A space is drawn as its layers x scales trellis; a state adds edge widths from the
@@ -221,6 +231,7 @@ def render_cmd(source: str, output: str, no_cells: bool) -> None:
     Examples:
       msnas-graph render paper -o trellis.svg
       msnas-graph render arch.json -o arch.png
+      msnas-graph render big.json -o big.svg --dot-timeout 600 --max-dot-elements 50000
     """
     from msnas_graph.architecture import Architecture
     from msnas_graph.io import load_any
@@ -228,6 +239,7 @@ def render_cmd(source: str, output: str, no_cells: bool) -> None:
 
     obj = load_any(source)
     kwargs = {"show_cells": not no_cells} if isinstance(obj, Architecture) else {}
+    kwargs.update(render_limits(dot_timeout, max_dot_elements))
     click.echo(f"wrote {render(obj, output, **kwargs)}")
 
 
@@ -236,8 +248,11 @@ def render_cmd(source: str, output: str, no_cells: bool) -> None:
 @click.argument("b", metavar="B")
 @paths_option
 @render_option
+@dot_limit_options
 @json_option
-def diff_cmd(a: str, b: str, paths: int, render_path: str | None, as_json: bool) -> None:
+def diff_cmd(
+    a: str, b: str, paths: int, render_path: str | None, as_json: bool, **dot_limits: Any
+) -> None:
     """Compare two architectures or search states (states are decoded with --paths).
 
     Exit code 0 either way; the text says "no differences" when they match.
@@ -263,7 +278,7 @@ def diff_cmd(a: str, b: str, paths: int, render_path: str | None, as_json: bool)
     if render_path:
         from msnas_graph.render import render
 
-        render(result, render_path)
+        render(result, render_path, **render_limits(**dot_limits))
     _emit(result.to_dict(), as_json, str(result))
 
 

@@ -114,6 +114,44 @@ render_option = click.option(
     help="Also render a picture (.svg, .png, .pdf or .dot).",
 )
 
+
+def _dot_timeout(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise click.BadParameter(f"must be a positive number of seconds, got {value:g}")
+    return value
+
+
+#: How far graphviz's ``dot`` may go for a ``.svg``/``.png``/``.pdf`` picture: ``--dot-timeout``
+#: and ``--max-dot-elements`` (the ``timeout`` and ``max_elements`` of
+#: :func:`msnas_graph.render.render`, with its defaults ``DOT_TIMEOUT_S`` and
+#: ``DOT_MAX_ELEMENTS``; a test keeps them equal).
+dot_limit_options = bundle(
+    click.option(
+        "--dot-timeout",
+        type=float,
+        default=120.0,
+        show_default=True,
+        metavar="SECONDS",
+        callback=_dot_timeout,
+        help="Stop graphviz's dot after this many seconds (.svg, .png, .pdf pictures).",
+    ),
+    click.option(
+        "--max-dot-elements",
+        type=click.IntRange(min=1),
+        default=20_000,
+        show_default=True,
+        metavar="N",
+        help="Refuse a picture with more node and edge statements than this before dot runs "
+        "(.dot files have no limit).",
+    ),
+)
+
+
+def render_limits(dot_timeout: float, max_dot_elements: int) -> dict[str, Any]:
+    """The keyword arguments of :func:`msnas_graph.render.render` the dot options ask for."""
+    return {"timeout": dot_timeout, "max_elements": max_dot_elements}
+
+
 device_option = click.option(
     "--device",
     default="auto",

@@ -217,7 +217,8 @@ def _run_dot(source: bytes, fmt: str, path: FsPath, timeout: float) -> bytes:
         _end_process_group(proc)
         raise RenderError(
             f"{path}: graphviz's dot did not finish within {timeout:g} s and was stopped; pass a "
-            f"longer timeout (timeout=) or write a .dot file instead"
+            f"longer timeout (timeout=; on the command line --dot-timeout SECONDS) or write a .dot "
+            f"file instead"
         ) from None
     except BaseException:
         _end_process_group(proc)
@@ -250,6 +251,10 @@ def save_rendering(
     the limit, a missing ``dot`` program, a timeout or a failed layout.
     """
     path = FsPath(path)
+    if not 0 < timeout < float("inf"):  # also refuses nan
+        raise RenderError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if max_elements < 1:
+        raise RenderError(f"max_elements must be at least 1, got {max_elements!r}")
     fmt = SUPPORTED_SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise RenderError(
@@ -265,8 +270,8 @@ def save_rendering(
     if elements > max_elements:
         raise RenderError(
             f"{path}: the rendering has {elements} nodes and edges, more than dot lays out "
-            f"in reasonable time (limit {max_elements}); raise the limit (max_elements=) or "
-            f"write a .dot file instead"
+            f"in reasonable time (limit {max_elements}); raise the limit (max_elements=; on the "
+            f"command line --max-dot-elements N) or write a .dot file instead"
         )
     source = dot.source.encode(getattr(dot, "encoding", None) or "utf-8")
     written = atomic_write(path, _run_dot(source, fmt, path, timeout))

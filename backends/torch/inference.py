@@ -316,8 +316,11 @@ def predict(
     the input's affine, zooms and qform/sform codes
     (:func:`~msnas_graph.data.volumes.write_label_volume`), named after the input (in an
     nnU-Net ``imagesTr``/``imagesTs`` folder without the channel suffix: ``case_0000.nii.gz``
-    gives ``case.nii.gz``). Masks are at the original size; with ``overlay=True`` a PNG of each
-    image or slice with the mask tinted goes to ``out_dir/overlays``. Returns the mask paths.
+    gives ``case.nii.gz``). nnU-Net channel files ``case_0000``, ``case_0001``... are one case
+    (:func:`~msnas_graph.data.files.channel_cases`) with one mask, and a case whose channel
+    count differs from the model's input channels is refused before any is written. Masks are
+    at the original size; with ``overlay=True`` a PNG of each image or slice with the mask
+    tinted goes to ``out_dir/overlays``. Returns the mask paths.
     """
     out = Path(out_dir)
     _check_predict_output(out, _input_folders(inputs, None))

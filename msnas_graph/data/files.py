@@ -31,9 +31,60 @@ from msnas_graph.data.readers import (
 )
 from msnas_graph.errors import DataError
 
-__all__ = ["build_dataset"]
+__all__ = ["build_dataset", "channel_cases"]
 
 logger = logging.getLogger(__name__)
+
+#: nnU-Net's channel file name: ``<case>_<4-digit channel index><ending>``.
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def channel_cases(files: Sequence[Path], *, nnunet: bool) -> list[Path | tuple[Path, ...]]:
+    """The cases of a folder's image ``files``, by nnU-Net's rule: ``case1_0000``,
+    ``case1_0001``, ... are the channels of one case ``case1``, in index order.
+
+    A tuple is a case of channel files (its id is the name without ``_XXXX``); a lone
+    :class:`~pathlib.Path` is a case of its own (its id is the file stem). With ``nnunet``
+    (an ``imagesTr``/``imagesTs`` folder) the rule always applies and a file without the suffix
+    is a case of its own (an MSD v1 4D volume). Elsewhere it applies only when every file has
+    the suffix and every case has a channel ``_0000``; otherwise each file is one case (frames
+    ``img_0001``, ``img_0002`` stay separate images). Refuses, in one line, a case with a gap
+    in its channel indices or two files for one channel.
+
+    >>> names = ["b_0000.png", "a_0001.png", "a_0000.png"]
+    >>> [tuple(f.name for f in c) for c in channel_cases([Path(n) for n in names], nnunet=False)]
+    [('a_0000.png', 'a_0001.png'), ('b_0000.png',)]
+    >>> [f.name for f in channel_cases([Path("img_0001.png"), Path("img_0002.png")], nnunet=False)]
+    ['img_0001.png', 'img_0002.png']
+    """
+    groups: dict[str, dict[int, Path]] = {}
+    single: list[Path] = []
+    for f in files:
+        m = _CHANNEL_FILE.match(split_name(f)[0])
+        if m is None:
+            single.append(f)
+            continue
+        channels = groups.setdefault(m["case"], {})
+        if (index := int(m["channel"])) in channels:
+            raise DataError(
+                f"{f.parent}: two files for channel {index:04d} of case '{m['case']}' "
+                f"({channels[index].name}, {f.name}): keep one file per channel"
+            )
+        channels[index] = f
+    if not nnunet and (single or any(0 not in c for c in groups.values())):
+        return sorted(files)
+    cases: list[tuple[str, Path | tuple[Path, ...]]] = [(split_name(f)[0], f) for f in single]
+    for case, channels in groups.items():
+        missing = next(i for i in range(len(channels) + 1) if i not in channels)
+        if missing < len(channels):
+            shown = ", ".join(channels[i].name for i in sorted(channels))
+            raise DataError(
+                f"{channels[min(channels)].parent}: case '{case}' has channel files {shown} but "
+                f"no channel {missing:04d}: nnU-Net numbers a case's channels _0000, _0001, ... "
+                "without gaps; add the missing file or renumber the channels"
+            )
+        cases.append((case, tuple(channels[i] for i in range(len(channels)))))
+    return [files for _, files in sorted(cases, key=lambda c: c[0])]
 
 
 def _pixel_sizes(root: Path) -> dict[str, float]:
@@ -92,15 +143,21 @@ def _check_same_size(image: Path, ih: FileHeader, mask: Path, mh: FileHeader, vo
 
 
 def _case_items(
-    files: tuple[Path, ...], mask: Path | None, pixel_sizes: dict[str, float]
+    files: tuple[Path, ...], mask: Path | None, pixel_sizes: dict[str, float], grouped: bool
 ) -> tuple[list[_Item], tuple[str, ...], int]:
     """The items of one case (one per slice of a NIfTI volume), its file formats and its
-    channel count, after checking its channel files and mask against each other."""
+    channel count, after checking its channel files and mask against each other. ``grouped``:
+    the files are a case's channel files (named ``case_0000``... by nnU-Net's rule)."""
     fmts = tuple(file_format(f) or "" for f in files)
     headers = [read_header(f) for f in files]
     first, head = files[0], headers[0]
     volume = fmts[0] == "nifti"
-    for f, h in zip(files[1:], headers[1:], strict=True):
+    for f, fmt, h in zip(files[1:], fmts[1:], headers[1:], strict=True):
+        if (fmt == "nifti") != volume:
+            raise DataError(
+                f"{f}: the channel files of a case must be all NIfTI or all 2D files, unlike "
+                f"{first.name}: convert them to one format"
+            )
         if (h.shape, h.num_slices) != (head.shape, head.num_slices):
             raise DataError(
                 f"{f}: channel file size {(*h.shape, h.num_slices)} differs from "
@@ -116,7 +173,7 @@ def _case_items(
         _check_same_size(first, head, mask, mh, volume)
     stem = split_name(first)[0]
     if re.search(r"_\d{4}$", stem) and (
-        len(files) > 1 or (mask is not None and split_name(mask)[0] == stem[:-5])
+        grouped or len(files) > 1 or (mask is not None and split_name(mask)[0] == stem[:-5])
     ):
         stem = stem[:-5]  # nnU-Net channel suffix: case_0000 -> case
     item = functools.partial(
@@ -163,12 +220,17 @@ def build_dataset(
     items: list[_Item] = []
     formats: set[str] = set()
     channel_counts: set[int] = set()
+    cases: list[tuple[str, tuple[Path, ...], int]] = []
     for image_spec, mask in pairs:
+        grouped = not isinstance(image_spec, Path)
         files = (image_spec,) if isinstance(image_spec, Path) else tuple(image_spec)
-        case_items, fmts, channels = _case_items(files, mask, pixel_sizes)
+        case_items, fmts, channels = _case_items(files, mask, pixel_sizes, grouped)
         items += case_items
         formats.update(fmts)
         channel_counts.add(channels)
+        head = case_items[0]
+        cases.append((head.case_id if head.slice_index is None else head.group, files, channels))
+    _check_channels(root, cases, in_channels)
     seen: set[str] = set()
     for it in items:
         if it.case_id in seen:
@@ -198,6 +260,35 @@ def build_dataset(
         cache=cache,
         _volumes=volumes,
     )
+
+
+def _check_channels(
+    root: Path, cases: Sequence[tuple[str, tuple[Path, ...], int]], in_channels: int | None
+) -> None:
+    """Every case has ``in_channels`` channels (a single 1- or 3-channel image may be converted
+    to the other); without ``in_channels``, every case has the same count, except that single
+    grey and RGB images may mix (they are converted when read)."""
+    if in_channels is not None:
+        for case, files, n in cases:
+            if n != in_channels and not (len(files) == 1 and {n, in_channels} == {1, 3}):
+                names = ", ".join(f.name for f in files)
+                raise DataError(
+                    f"{files[0].parent}: case '{case}' has {n} image channel(s) ({names}) but "
+                    f"{in_channels} are expected (in_channels={in_channels}, e.g. the channels "
+                    f"the model was trained on): give every case {in_channels} channel(s)"
+                )
+        return
+    first: dict[int, tuple[str, tuple[Path, ...]]] = {}  # the first case of each count
+    for case, files, n in cases:
+        first.setdefault(n, (case, files))
+    multi = any(len(files) > 1 for _, files, _ in cases)
+    if len(first) > 1 and (multi or not set(first) <= {1, 3}):
+        (a, (ca, fa)), (b, (cb, fb)) = list(first.items())[:2]
+        raise DataError(
+            f"{root}: cases have different channel counts ('{ca}' has {a}: "
+            f"{', '.join(f.name for f in fa)}; '{cb}' has {b}: {', '.join(f.name for f in fb)}): "
+            "give every case the same channels (nnU-Net: the same _0000, _0001, ... files)"
+        )
 
 
 def _infer_classes(

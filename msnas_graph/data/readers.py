@@ -371,11 +371,15 @@ def write_mask(path: str | Path, mask: np.ndarray, like: Case) -> Path:
 
 
 def write_volume_mask(path: str | Path, slices: Sequence[np.ndarray], like: Case) -> Path:
-    """Reassemble per-slice predictions of one NIfTI volume into a volume with its affine.
+    """Reassemble per-slice predictions of one NIfTI volume into a label volume with the header
+    of the file ``like`` was read from: its affine, zooms, qform/sform (and codes) and units
+    (written by :func:`msnas_graph.data.volumes.write_label_volume`).
 
     ``slices`` are the ``(H, W)`` masks of slices ``0..Z-1`` in order; ``like`` is any case of
-    that volume (its ``meta`` carries the affine and slice count).
+    that volume (its ``meta`` carries the slice count and size, its ``source`` the file).
     """
+    from msnas_graph.data.volumes import write_label_volume  # volumes imports this module
+
     if like.meta.get("format") != "nifti":
         raise DataError(f"{like.case_id}: write_volume_mask needs a NIfTI case; use write_mask")
     num = int(like.meta.get("num_slices") or 0)
@@ -386,9 +390,13 @@ def write_volume_mask(path: str | Path, slices: Sequence[np.ndarray], like: Case
         )
     shape = tuple(like.meta["original_shape"])
     vol = np.stack([_check_label_array(s, shape, like.case_id) for s in slices], axis=-1)
-    nib = _nibabel()
-    img = nib.Nifti1Image(vol.astype(np.uint16), np.asarray(like.meta["affine"], dtype=float))
-    return _write_nifti(_with_suffix(Path(path), (".nii.gz", ".nii")), img)
+    reference = Path(like.source.rsplit("#z=", 1)[0])
+    if not reference.is_file():
+        raise DataError(
+            f"{reference}: the volume case {like.case_id} was read from is missing; "
+            "write_volume_mask copies its header, so keep the input file in place"
+        )
+    return write_label_volume(_with_suffix(Path(path), (".nii.gz", ".nii")), vol, reference)
 
 
 def _write_nifti(path: Path, img: Any) -> Path:

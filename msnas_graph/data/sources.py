@@ -10,7 +10,9 @@
 * a folder with ``images/`` and ``masks/`` (or ``labels/``) whose files match by stem (a mask
   may also be named ``<stem>_mask``, ``_seg``, ``_label``, ``_gt`` or ``_Annotation``); PNG,
   TIFF, JPEG, BMP or NIfTI. ``images/`` alone, a flat folder of images, or a single image file
-  give an unlabelled dataset (for prediction).
+  give an unlabelled dataset (for prediction); there, and in ``imagesTr``/``imagesTs``,
+  nnU-Net's channel files ``case_0000``, ``case_0001``... are the channels of one case ``case``
+  (:func:`~msnas_graph.data.files.channel_cases`).
 
 NIfTI volumes are read slice-wise along the last voxel axis (see :mod:`.readers`); all
 slices of a volume share its group. The group of a 2D file named like HC18's ``010_2HC.png``
@@ -33,7 +35,7 @@ from typing import Any
 from msnas_graph.data.dataset import (
     SegmentationDataset,
 )
-from msnas_graph.data.files import build_dataset
+from msnas_graph.data.files import build_dataset, channel_cases
 from msnas_graph.data.phantom import phantom_dataset
 from msnas_graph.data.readers import (
     file_format,
@@ -118,9 +120,10 @@ def load_dataset(
         )
     flat = sorted(p for p in entries if p.is_file() and file_format(p) is not None)
     if flat:
+        nnunet = root.name in ("imagesTr", "imagesTs")
         return build_dataset(
             root.name,
-            [(p, None) for p in flat],
+            [(c, None) for c in channel_cases(flat, nnunet=nnunet)],
             root,
             num_classes=num_classes,
             in_channels=in_channels,
@@ -156,7 +159,9 @@ def _names(paths: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
-def _pair_files(images_dir: Path, mask_dir: Path | None) -> list[tuple[Path, Path | None]]:
+def _pair_files(
+    images_dir: Path, mask_dir: Path | None
+) -> list[tuple[Path | tuple[Path, ...], Path | None]]:
     images = _list_images(images_dir)
     if not images:
         raise DataError(f"{images_dir}: no images found: put PNG, TIFF, JPEG or NIfTI files in it")
@@ -170,7 +175,7 @@ def _pair_files(images_dir: Path, mask_dir: Path | None) -> list[tuple[Path, Pat
             )
         by_stem[stem] = p
     if mask_dir is None:
-        return [(p, None) for p in images]
+        return [(c, None) for c in channel_cases(images, nnunet=False)]
     masks = _list_images(mask_dir)
     if not masks:
         raise DataError(

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from msnas_graph.data.readers import _nibabel, _write_nifti
+from msnas_graph.data.readers import _nibabel, _write_nifti, split_name
 from msnas_graph.errors import DataError
 
 __all__ = [
@@ -95,8 +95,9 @@ def volume_units(ds: Any, indices: Sequence[int]) -> list[VolumeUnit]:
             order.append(int(i))
             continue
         file = Path(item.image_files[0])
-        if file not in volumes:
-            name = output_stem(item.group, file.parent.name)
+        if file not in volumes:  # a group without the file's _XXXX is a case of channel files
+            stripped = item.group != split_name(file)[0]
+            name = item.group if stripped else output_stem(item.group, file.parent.name)
             volumes[file] = (name, int(item.num_slices or 1), [])
             order.append(file)
         volumes[file][2].append((int(item.slice_index), int(i)))

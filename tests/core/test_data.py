@@ -167,15 +167,17 @@ def test_tiff_pairs(tmp_path: Path) -> None:
     planar = np.stack([img16, img16 // 2]).astype(np.float32)  # (C, H, W) float TIFF
     tifffile.imwrite(tmp_path / "images" / "t2.tiff", planar)
     tifffile.imwrite(tmp_path / "masks" / "t2.tif", _mask(14, 9, 4, 1))
-    with pytest.raises(DataError, match="channels"):
-        load_dataset(tmp_path)[0]  # 1-channel t1 vs 2-channel t2 cannot be reconciled
+    with pytest.raises(DataError, match="different channel counts"):
+        load_dataset(tmp_path)  # 1-channel t1 vs 2-channel t2 cannot be reconciled
+    with pytest.raises(DataError, match="case 't2' has 2 image channel"):
+        load_dataset(tmp_path, in_channels=1)  # refused when loaded, not when t2 is read
+    (tmp_path / "images" / "t2.tiff").unlink()
+    (tmp_path / "masks" / "t2.tif").unlink()
     ds = load_dataset(tmp_path, in_channels=1, num_classes=4)
     assert ds.format == "tiff"
     case = ds[0]
     assert case.image.shape == (1, 14, 9) and float(case.image.max()) == float(img16.max())
     assert np.array_equal(case.mask, _mask(14, 9, 4, 0))
-    (tmp_path / "images" / "t2.tiff").unlink()
-    (tmp_path / "masks" / "t2.tif").unlink()
     assert load_dataset(tmp_path).num_classes == 4
 
 

@@ -358,3 +358,18 @@ def test_a_slow_dot_is_stopped_with_its_children(
     while any(map(_alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(map(_alive, pids)), "dot or its child is still running"
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"timeout": -1.0}, "timeout must be a positive number"),
+        ({"timeout": float("nan")}, "timeout must be a positive number"),
+        ({"max_elements": 0}, "max_elements must be at least 1"),
+    ],
+)
+def test_bad_dot_limits_are_refused(tmp_path: Path, limits: dict, message: str) -> None:
+    with pytest.raises(RenderError, match=message):
+        render(TINY, tmp_path / "g.svg", **limits)
+    assert not (tmp_path / "g.svg").exists()

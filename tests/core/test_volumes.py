@@ -72,3 +72,29 @@ def test_output_stem_and_stack() -> None:
     assert stack_slices([np.full((2, 3), z) for z in range(4)])[1, 2].tolist() == [0, 1, 2, 3]
     with pytest.raises(DataError, match="differ in shape"):
         stack_slices([np.zeros((2, 3)), np.zeros((3, 2))])
+
+
+def test_write_volume_mask_keeps_the_input_header(tmp_path: Path) -> None:
+    from msnas_graph.data import write_volume_mask
+
+    ref = _save(tmp_path / "scans" / "ct.nii.gz", np.random.rand(8, 6, 3).astype(np.float32),
+                (0.7, 0.9, 3.0))  # fmt: skip
+    src = nib.load(str(ref))
+    qform = src.get_qform()
+    qform[:3, 3] += (5.0, 0.0, -1.0)  # a qform that differs from the sform must be kept too
+    src.set_qform(qform, code=1)
+    nib.save(src, str(ref))
+    case = load_dataset(tmp_path / "scans")[1]
+    labels = (np.arange(8 * 6 * 3).reshape(8, 6, 3) % 3).astype(np.int64)
+    out = write_volume_mask(tmp_path / "out" / "ct.png", [labels[:, :, z] for z in range(3)], case)
+    assert out.name == "ct.nii.gz"
+    img, src = nib.load(str(out)), nib.load(str(ref))
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), labels)
+    assert img.header.get_zooms() == pytest.approx((0.7, 0.9, 3.0))
+    assert (int(img.header["qform_code"]), int(img.header["sform_code"])) == (1, 4)
+    np.testing.assert_allclose(img.get_qform(), src.get_qform(), atol=1e-5)
+    np.testing.assert_allclose(img.get_sform(), src.get_sform())
+    assert img.header.get_xyzt_units()[0] == "mm"
+    ref.unlink()
+    with pytest.raises(DataError, match="ct.nii.gz: the volume case ct/z001 was read from is mis"):
+        write_volume_mask(tmp_path / "out" / "x", [labels[:, :, z] for z in range(3)], case)
