@@ -23,7 +23,8 @@ from torch import nn
 from msnas_graph._util import atomic_write, inside, note_input, unknown_name
 from msnas_graph.backends.torch.data import load_cases, split_cases
 from msnas_graph.backends.torch.fuse import fuse_for_inference
-from msnas_graph.backends.torch.models import locate_run, resolve_source
+from msnas_graph.backends.torch.limits import check_model
+from msnas_graph.backends.torch.models import ModelSource, locate_run, resolve_source
 from msnas_graph.backends.torch.training.config import TrainConfig
 from msnas_graph.backends.torch.training.runtime import resolve_device
 from msnas_graph.data import (
@@ -46,6 +47,7 @@ from msnas_graph.errors import DataError, RunError
 __all__ = [
     "SPLITS",
     "check_finite_weights",
+    "check_inference_memory",
     "evaluate",
     "evaluate_folds",
     "load_model",
@@ -64,16 +66,46 @@ def load_model(
     """The trained model of a run folder (``best.pt``, else ``last.pt``; or a given ``.pt``
     file of that folder) in eval mode on ``device``, and its ``model.json`` description (plus
     ``weights`` and ``run_dir``)."""
+    source, info = _open_run(run_dir)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    return _build(source, dev), info
+
+
+def _open_run(run_dir: str | Path) -> tuple[ModelSource, dict[str, Any]]:
+    """The model source of a training run and its description (plus ``weights`` and
+    ``run_dir``), recorded as inputs of the command; nothing is built."""
     locate_run(run_dir)  # a training run, or a one-line error saying what it is instead
     source = resolve_source(run_dir)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
     note_source(source)
-    model = source.build(dev)
-    check_finite_weights(model, source.weights)
     info = dict(source.spec)
     info["weights"] = str(source.weights)
     info["run_dir"] = str(source.run_dir)
-    return model, info
+    return source, info
+
+
+def _build(source: ModelSource, device: torch.device) -> nn.Module:
+    model = source.build(device)
+    check_finite_weights(model, source.weights)
+    return model
+
+
+def check_inference_memory(
+    source: ModelSource, batch_size: int, device: Any, what: str = "inference"
+) -> int:
+    """The estimated bytes of running ``source``'s model (weights plus activations) on a batch
+    of ``batch_size`` inputs at the run's input size (2D or 3D) on ``device``; a one-line
+    :class:`~msnas_graph.errors.ResourceError` naming ``--no-memory-check`` if they do not fit.
+    Nothing is allocated (:func:`~msnas_graph.backends.torch.limits.check_model`)."""
+    shape = source.input_shape(int(source.spec["input_size"]), max(1, int(batch_size)))
+    where = source.run_dir if source.run_dir is not None else source.kind
+    dims = "x".join(str(s) for s in shape[1:])
+    return check_model(
+        source.spec,
+        shape,
+        f"{what}: the {source.kind} model of {where} on a batch of {shape[0]} x {dims}",
+        training=False,
+        device=device,
+    )
 
 
 def note_source(source: Any) -> None:
@@ -191,7 +223,7 @@ def evaluate(
     if split not in SPLITS:
         raise RunError(unknown_name("split", split, SPLITS))
     dev = resolve_device(device)
-    model, info = load_model(run_dir_or_checkpoint, dev)
+    source, info = _open_run(run_dir_or_checkpoint)
     run = Path(info["run_dir"])
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else None
     data = data if data is not None else (cfg.data if cfg is not None else None)
@@ -206,6 +238,8 @@ def evaluate(
             f"or give labelled data"
         )
     units, level = _evaluation_units(ds, labelled, data)
+    check_inference_memory(source, min(batch_size, len(labelled)), dev, "evaluate")
+    model = _build(source, dev)
     cases, mm = [], True
     for unit, unit_cases, preds in _predict_units(
         model, ds, units, int(info["input_size"]), dev, batch_size
@@ -322,10 +356,11 @@ def predict(
     out = Path(out_dir)
     _check_predict_output(out, _input_folders(inputs, None))
     dev = resolve_device(device)
-    model, info = load_model(run_dir_or_checkpoint, dev)
-    model = fuse_for_inference(model)  # BatchNorm folded into the convolutions (same outputs)
+    source, info = _open_run(run_dir_or_checkpoint)
     ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
     _check_predict_output(out, _input_folders(inputs, ds))
+    check_inference_memory(source, min(batch_size, len(ds)), dev, "predict")
+    model = fuse_for_inference(_build(source, dev))  # BatchNorm folded in (same outputs)
     units = volume_units(ds, range(len(ds)))
     names = unique_names([u.name for u in units])
     written: list[Path] = []
