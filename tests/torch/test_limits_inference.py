@@ -149,9 +149,12 @@ def test_cuda_device_free_memory_bounds_the_supernet(monkeypatch: pytest.MonkeyP
     space = SearchSpace.preset("tiny")
     need = limits.check_supernet(space, 2, 32)  # on the CPU, with 8G of host memory
     cuda = _FakeCuda(monkeypatch, free=need // 2)
-    with pytest.raises(ResourceError, match=r"supernet of .* 32x32 on cuda needs about .*"
-                       r"is available; .*--no-memory-check"):
-        limits.check_supernet(space, 2, 32, device="cuda")  # fmt: skip
+    with pytest.raises(
+        ResourceError,
+        match=r"supernet of .* 32x32 on cuda needs about .*"
+        r"is available; .*--no-memory-check",
+    ):
+        limits.check_supernet(space, 2, 32, device="cuda")
     assert cuda.asked and cuda.asked[0].type == "cuda"
     assert limits.check_supernet(space, 2, 32, device="cpu") == need  # the host has plenty
     cuda.free = 64 * 2**30
@@ -187,3 +190,14 @@ def test_no_cuda_means_host_memory_only(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", absent)
     assert limits.check_model(SPEC, (2, 1, 32, 32), "the model", device="cuda") > 0
+
+
+def test_predict_refuses_data_that_does_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file dataset's estimate (2 images of 32x32: 2 KiB + 4 KiB) through the CLI."""
+    run, data = _run(tmp_path), _data(tmp_path / "d")
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", "5K")
+    args = ["predict", run, data / "images", "-o", tmp_path / "masks", "--device", "cpu"]
+    _refused_in_one_line(args, f"data {data / 'images'} (2 cases, 2 images of up to 32x32)")
+    assert not (tmp_path / "masks").exists()
