@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from msnas_graph.data.volumes import (
     volume_units,
     write_label_volume,
 )
-from msnas_graph.errors import DataError, RunError
+from msnas_graph.errors import DataError, MsnasError, RunError
 
 __all__ = [
     "SPLITS",
@@ -66,46 +66,16 @@ def load_model(
     """The trained model of a run folder (``best.pt``, else ``last.pt``; or a given ``.pt``
     file of that folder) in eval mode on ``device``, and its ``model.json`` description (plus
     ``weights`` and ``run_dir``)."""
-    source, info = _open_run(run_dir)
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    return _build(source, dev), info
-
-
-def _open_run(run_dir: str | Path) -> tuple[ModelSource, dict[str, Any]]:
-    """The model source of a training run and its description (plus ``weights`` and
-    ``run_dir``), recorded as inputs of the command; nothing is built."""
     locate_run(run_dir)  # a training run, or a one-line error saying what it is instead
     source = resolve_source(run_dir)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
     note_source(source)
+    model = source.build(dev)
+    check_finite_weights(model, source.weights)
     info = dict(source.spec)
     info["weights"] = str(source.weights)
     info["run_dir"] = str(source.run_dir)
-    return source, info
-
-
-def _build(source: ModelSource, device: torch.device) -> nn.Module:
-    model = source.build(device)
-    check_finite_weights(model, source.weights)
-    return model
-
-
-def check_inference_memory(
-    source: ModelSource, batch_size: int, device: Any, what: str = "inference"
-) -> int:
-    """The estimated bytes of running ``source``'s model (weights plus activations) on a batch
-    of ``batch_size`` inputs at the run's input size (2D or 3D) on ``device``; a one-line
-    :class:`~msnas_graph.errors.ResourceError` naming ``--no-memory-check`` if they do not fit.
-    Nothing is allocated (:func:`~msnas_graph.backends.torch.limits.check_model`)."""
-    shape = source.input_shape(int(source.spec["input_size"]), max(1, int(batch_size)))
-    where = source.run_dir if source.run_dir is not None else source.kind
-    dims = "x".join(str(s) for s in shape[1:])
-    return check_model(
-        source.spec,
-        shape,
-        f"{what}: the {source.kind} model of {where} on a batch of {shape[0]} x {dims}",
-        training=False,
-        device=device,
-    )
+    return model, info
 
 
 def note_source(source: Any) -> None:
@@ -118,6 +88,38 @@ def note_source(source: Any) -> None:
     ):
         if f is not None:
             note_input(f)
+
+
+def check_inference_memory(
+    spec: Mapping[str, Any], batch_size: int, device: Any = None, what: str = "inference"
+) -> int:
+    """The estimated bytes of running the model ``spec`` describes (a run's ``model.json``,
+    or :func:`load_model`'s description): its weights plus its activations on a batch of
+    ``batch_size`` inputs at the run's ``input_size`` (2D or 3D) on ``device``. Too many end
+    in one :class:`~msnas_graph.errors.ResourceError` line naming ``--no-memory-check``;
+    nothing is allocated (:func:`~msnas_graph.backends.torch.limits.check_model`). A
+    description that is not a model's is not checked (0).
+
+    >>> spec = {"format": "msnas-graph/model", "kind": "unet", "in_channels": 1,
+    ...         "num_classes": 2, "unet": {"base_channels": 4, "depth": 3}, "input_size": 32}
+    >>> check_inference_memory(spec, 2, "cpu") > 600_000  # 16 KiB of weights, activations
+    True
+    """
+    try:
+        source = ModelSource(dict(spec), "training run")
+        shape = source.input_shape(int(spec["input_size"]), max(1, int(batch_size)))
+    except (MsnasError, KeyError, TypeError, ValueError) as exc:  # not a model description
+        logger.debug("inference memory estimate skipped: %r", exc)
+        return 0
+    where = spec.get("run_dir") or "the run"
+    dims = "x".join(str(s) for s in shape[1:])
+    return check_model(
+        spec,
+        shape,
+        f"{what}: the {source.kind} model of {where} on a batch of {shape[0]} x {dims}",
+        training=False,
+        device=device,
+    )
 
 
 def check_finite_weights(model: nn.Module, weights: Any) -> None:
@@ -223,7 +225,7 @@ def evaluate(
     if split not in SPLITS:
         raise RunError(unknown_name("split", split, SPLITS))
     dev = resolve_device(device)
-    source, info = _open_run(run_dir_or_checkpoint)
+    model, info = load_model(run_dir_or_checkpoint, dev)
     run = Path(info["run_dir"])
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else None
     data = data if data is not None else (cfg.data if cfg is not None else None)
@@ -238,8 +240,7 @@ def evaluate(
             f"or give labelled data"
         )
     units, level = _evaluation_units(ds, labelled, data)
-    check_inference_memory(source, min(batch_size, len(labelled)), dev, "evaluate")
-    model = _build(source, dev)
+    check_inference_memory(info, min(batch_size, len(labelled)), dev, "evaluate")
     cases, mm = [], True
     for unit, unit_cases, preds in _predict_units(
         model, ds, units, int(info["input_size"]), dev, batch_size
@@ -356,11 +357,11 @@ def predict(
     out = Path(out_dir)
     _check_predict_output(out, _input_folders(inputs, None))
     dev = resolve_device(device)
-    source, info = _open_run(run_dir_or_checkpoint)
+    model, info = load_model(run_dir_or_checkpoint, dev)
+    model = fuse_for_inference(model)  # BatchNorm folded into the convolutions (same outputs)
     ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
     _check_predict_output(out, _input_folders(inputs, ds))
-    check_inference_memory(source, min(batch_size, len(ds)), dev, "predict")
-    model = fuse_for_inference(_build(source, dev))  # BatchNorm folded in (same outputs)
+    check_inference_memory(info, min(batch_size, len(ds)), dev, "predict")
     units = volume_units(ds, range(len(ds)))
     names = unique_names([u.name for u in units])
     written: list[Path] = []

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from msnas_graph.backends.torch import inference, limits
-from msnas_graph.backends.torch.models import ModelSource, create_model
+from msnas_graph.backends.torch.models import create_model
 from msnas_graph.cli.main import main
 from msnas_graph.errors import ResourceError
 from msnas_graph.spec import SearchSpace
@@ -119,13 +119,13 @@ def test_inference_checks_the_batch_it_will_run(
 
 def test_inference_estimate_uses_the_3d_input_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = dict(SPEC, unet={"base_channels": 4, "depth": 3, "spatial_dims": 3}, input_size=16)
-    source = ModelSource(spec, "training run")
     params, act = limits.model_estimate(spec, (2, 1, 16, 16, 16))
     need = params * 4 + act
-    assert inference.check_inference_memory(source, 2, "cpu") == need
+    assert inference.check_inference_memory(spec, 2, "cpu") == need
     monkeypatch.setenv("MSNAS_MEMORY_LIMIT", str(need - 1))
     with pytest.raises(ResourceError, match=r"predict: .* on a batch of 2 x 1x16x16x16 needs"):
-        inference.check_inference_memory(source, 2, "cpu", "predict")
+        inference.check_inference_memory(spec, 2, "cpu", "predict")
+    assert inference.check_inference_memory({"input_size": 16}, 2, "cpu") == 0  # not a model
 
 
 # ------------------------------------------------------------------------------ CUDA branch
@@ -195,9 +195,13 @@ def test_no_cuda_means_host_memory_only(monkeypatch: pytest.MonkeyPatch) -> None
 def test_predict_refuses_data_that_does_not_fit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The file dataset's estimate (2 images of 32x32: 2 KiB + 4 KiB) through the CLI."""
-    run, data = _run(tmp_path), _data(tmp_path / "d")
-    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", "5K")
-    args = ["predict", run, data / "images", "-o", tmp_path / "masks", "--device", "cpu"]
-    _refused_in_one_line(args, f"data {data / 'images'} (2 cases, 2 images of up to 32x32)")
+    """The file dataset's estimate through the CLI: 2 images of 128x128 (2 KiB + 64 KiB) do
+    not fit where the model's weights (16.4 KiB) do."""
+    run, images = _run(tmp_path), tmp_path / "scans"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((128, 128), np.uint8)).save(images / f"{i}.png")
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", "40K")
+    args = ["predict", run, images, "-o", tmp_path / "masks", "--device", "cpu"]
+    _refused_in_one_line(args, f"data {images} (2 cases, 2 images of up to 128x128)")
     assert not (tmp_path / "masks").exists()
