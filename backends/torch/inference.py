@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from torch import nn
 from msnas_graph._util import atomic_write, inside, note_input, unknown_name
 from msnas_graph.backends.torch.data import load_cases, split_cases
 from msnas_graph.backends.torch.fuse import fuse_for_inference
-from msnas_graph.backends.torch.models import locate_run, resolve_source
+from msnas_graph.backends.torch.limits import check_model
+from msnas_graph.backends.torch.models import ModelSource, locate_run, resolve_source
 from msnas_graph.backends.torch.training.config import TrainConfig
 from msnas_graph.backends.torch.training.runtime import resolve_device
 from msnas_graph.data import (
@@ -41,11 +42,12 @@ from msnas_graph.data.volumes import (
     volume_units,
     write_label_volume,
 )
-from msnas_graph.errors import DataError, RunError
+from msnas_graph.errors import DataError, MsnasError, RunError
 
 __all__ = [
     "SPLITS",
     "check_finite_weights",
+    "check_inference_memory",
     "evaluate",
     "evaluate_folds",
     "load_model",
@@ -86,6 +88,38 @@ def note_source(source: Any) -> None:
     ):
         if f is not None:
             note_input(f)
+
+
+def check_inference_memory(
+    spec: Mapping[str, Any], batch_size: int, device: Any = None, what: str = "inference"
+) -> int:
+    """The estimated bytes of running the model ``spec`` describes (a run's ``model.json``,
+    or :func:`load_model`'s description): its weights plus its activations on a batch of
+    ``batch_size`` inputs at the run's ``input_size`` (2D or 3D) on ``device``. Too many end
+    in one :class:`~msnas_graph.errors.ResourceError` line naming ``--no-memory-check``;
+    nothing is allocated (:func:`~msnas_graph.backends.torch.limits.check_model`). A
+    description that is not a model's is not checked (0).
+
+    >>> spec = {"format": "msnas-graph/model", "kind": "unet", "in_channels": 1,
+    ...         "num_classes": 2, "unet": {"base_channels": 4, "depth": 3}, "input_size": 32}
+    >>> check_inference_memory(spec, 2, "cpu") > 600_000  # 16 KiB of weights, activations
+    True
+    """
+    try:
+        source = ModelSource(dict(spec), "training run")
+        shape = source.input_shape(int(spec["input_size"]), max(1, int(batch_size)))
+    except (MsnasError, KeyError, TypeError, ValueError) as exc:  # not a model description
+        logger.debug("inference memory estimate skipped: %r", exc)
+        return 0
+    where = spec.get("run_dir") or "the run"
+    dims = "x".join(str(s) for s in shape[1:])
+    return check_model(
+        spec,
+        shape,
+        f"{what}: the {source.kind} model of {where} on a batch of {shape[0]} x {dims}",
+        training=False,
+        device=device,
+    )
 
 
 def check_finite_weights(model: nn.Module, weights: Any) -> None:
@@ -206,6 +240,7 @@ def evaluate(
             f"or give labelled data"
         )
     units, level = _evaluation_units(ds, labelled, data)
+    check_inference_memory(info, min(batch_size, len(labelled)), dev, "evaluate")
     cases, mm = [], True
     for unit, unit_cases, preds in _predict_units(
         model, ds, units, int(info["input_size"]), dev, batch_size
@@ -329,6 +364,7 @@ def predict(
     model = fuse_for_inference(model)  # BatchNorm folded into the convolutions (same outputs)
     ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
     _check_predict_output(out, _input_folders(inputs, ds))
+    check_inference_memory(info, min(batch_size, len(ds)), dev, "predict")
     units = volume_units(ds, range(len(ds)))
     names = unique_names([u.name for u in units])
     written: list[Path] = []

@@ -92,13 +92,18 @@ def _bytes(params: int, activations: int, training: bool) -> int:
     return params * _FLOAT * (_TRAINING_COPIES if training else 1) + activations
 
 
-def _available(device: Any) -> int | None:
+def _available(device: Any) -> tuple[int | None, str]:
+    """Bytes available for work on ``device`` and where they are (``""`` for the host): on a
+    CUDA device the smaller of its free memory and the host's (checkpoints and data pass
+    through the host)."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
     host = available_memory()
     if dev.type == "cuda" and torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info(dev)
-        return int(free) if host is None else min(int(free), host)
-    return host
+        if host is None or int(free) <= host:
+            return int(free), f" on {dev}"
+        return host, ""
+    return host, ""
 
 
 def model_estimate(spec: Mapping[str, Any], input_shape: Sequence[int] | None) -> tuple[int, int]:
@@ -131,7 +136,8 @@ def check_model(
     except Exception as exc:  # malformed descriptions fail in the real build, with context
         logger.debug("memory estimate skipped: %r", exc)
         return 0
-    return check_fits(_bytes(params, act, training), what, _available(device))
+    free, where = _available(device)
+    return check_fits(_bytes(params, act, training), what + where, free)
 
 
 def supernet_estimate(space: SearchSpace, batch: int, input_size: int) -> tuple[int, int]:
@@ -220,4 +226,5 @@ def check_supernet(space: SearchSpace, batch: int, input_size: int, *, device: A
         f"search: the supernet of {space.layers} layers x {space.scales} scales at "
         f"{space.channels} channels, batch {batch} of {input_size}x{input_size}"
     )
-    return check_fits(_bytes(params, act, True), what, _available(device))
+    free, where = _available(device)
+    return check_fits(_bytes(params, act, True), what + where, free)

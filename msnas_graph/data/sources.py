@@ -18,7 +18,9 @@ NIfTI volumes are read slice-wise along the last voxel axis (see :mod:`.readers`
 slices of a volume share its group. The group of a 2D file named like HC18's ``010_2HC.png``
 is the number before the first underscore (the examination), otherwise the file stem.
 
-Image/mask sizes are checked from the file headers when the dataset is loaded; pixels are read
+Image/mask sizes are checked from the file headers when the dataset is loaded, and so is the
+memory the decoded dataset will take (:mod:`.sizes`: refused in one line naming
+``--no-memory-check`` if it cannot fit, before any pixel is read); pixels are read
 on ``__getitem__`` (``cache=True`` keeps the cases read). When ``num_classes`` is neither in
 ``dataset.json`` nor given, every mask is read once to infer it as max label + 1 (at least 2).
 Binary masks stored as 0/255 (common for PNG masks) are read as 0/1 when the dataset has two
@@ -42,9 +44,25 @@ from msnas_graph.data.readers import (
     read_header,
     split_name,
 )
+from msnas_graph.data.sizes import check_dataset_memory
 from msnas_graph.errors import DataError
 
 __all__ = ["load_dataset"]
+
+
+def _checked_build(
+    name: str,
+    pairs: Sequence[tuple[Path | tuple[Path, ...], Path | None]],
+    root: Path,
+    *,
+    in_channels: int | None,
+    cache: bool,
+    **options: Any,
+) -> SegmentationDataset:
+    """:func:`~msnas_graph.data.files.build_dataset`, after checking from the files' headers
+    that the decoded dataset fits the memory available (before any pixel is read)."""
+    check_dataset_memory(root, pairs, in_channels=in_channels, cache=cache)
+    return build_dataset(name, pairs, root, in_channels=in_channels, cache=cache, **options)
 
 
 _MASK_DIRS = ("masks", "labels", "mask", "label", "annotations", "gt")
@@ -88,6 +106,7 @@ def load_dataset(
             raise DataError(
                 f"{root}: not an image file (PNG, TIFF, JPEG, BMP, NIfTI) or dataset folder"
             )
+        check_dataset_memory(root, [(root, None)], in_channels=in_channels, cache=cache)
         return build_dataset(
             root.stem,
             [(root, None)],
@@ -110,7 +129,7 @@ def load_dataset(
     if images_dir.is_dir():
         mask_dir = next((root / d for d in _MASK_DIRS if (root / d).is_dir()), None)
         pairs = _pair_files(images_dir, mask_dir)
-        return build_dataset(
+        return _checked_build(
             root.name,
             pairs,
             root,
@@ -121,7 +140,7 @@ def load_dataset(
     flat = sorted(p for p in entries if p.is_file() and file_format(p) is not None)
     if flat:
         nnunet = root.name in ("imagesTr", "imagesTs")
-        return build_dataset(
+        return _checked_build(
             root.name,
             [(c, None) for c in channel_cases(flat, nnunet=nnunet)],
             root,
@@ -268,7 +287,7 @@ def _load_msd(
                 f"{d}: folder missing: an MSD/nnU-Net dataset needs imagesTr/ and labelsTr/"
             )
     pairs = _msd_pairs(root, spec.get("training"), ending, json_channels or 1)
-    ds = build_dataset(
+    ds = _checked_build(
         str(spec.get("name") or root.name),
         pairs,
         root,
