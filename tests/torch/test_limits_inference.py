@@ -205,3 +205,15 @@ def test_predict_refuses_data_that_does_not_fit(
     args = ["predict", run, images, "-o", tmp_path / "masks", "--device", "cpu"]
     _refused_in_one_line(args, f"data {images} (2 cases, 2 images of up to 128x128)")
     assert not (tmp_path / "masks").exists()
+
+
+def test_training_cache_is_estimated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from msnas_graph.backends.torch.data import SegmentationTorchDataset
+    from msnas_graph.data import load_dataset
+
+    dataset = load_dataset(_data(tmp_path / "d", n=4))
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", "100K")  # 4 cases at 128: 4 x 128^2 x 12 B = 768 KiB
+    with pytest.raises(ResourceError, match=r"caching 4 cases at 128x128 .*--no-memory-check"):
+        SegmentationTorchDataset(dataset, range(4), 128)
+    assert len(SegmentationTorchDataset(dataset, range(4), 128, cache=False)) == 4
+    assert len(SegmentationTorchDataset(dataset, range(4), 32)) == 4  # 48 KiB fits
