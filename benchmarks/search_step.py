@@ -113,11 +113,14 @@ def paper_space(channels: int, partial_k: int, size: int, **overrides: Any) -> S
     )
 
 
-def build_case(name: str, channels: int, size: int, space: SearchSpace | None = None) -> Case:
-    """``ours k=4``, ``ours k=1`` (paper space at ``channels``) or ``DiNTS`` (matched)."""
+def build_case(
+    name: str, channels: int, size: int, space: SearchSpace | None = None, compile: bool = False
+) -> Case:
+    """``ours k=4``, ``ours k=1`` (paper space at ``channels``; ``compile``: the supernet's
+    forward through ``torch.compile``) or ``DiNTS`` (matched)."""
     if name in (K4, K1):
         sp = space or paper_space(channels, 4 if name == K4 else 1, size)
-        net = build_supernet(sp)
+        net = build_supernet(sp, compile=compile)
         return Case(name, net, net.weight_parameters(), net.arch_parameters())
     if name == DINTS:
         from monai.networks.nets import DiNTS, TopologySearch
