@@ -128,6 +128,10 @@ def _bad_files(w: Path) -> None:
             if f.is_file() and f.name not in ("DONE", ".lock"):
                 (copy / f.name).write_bytes(f.read_bytes())
         torch.save({**ck, **change}, copy / "checkpoint.pt")
+    for c in (0, 2):  # channel files with a gap, and two-channel cases for a one-channel model
+        _png(w / "chgap" / f"x_{c:04d}.png", np.zeros((32, 32), np.uint8))
+    for c in (0, 1):
+        _png(w / "chn" / "imagesTs" / f"x_{c:04d}.png", np.zeros((32, 32), np.uint8))
     nan = w / "t_nan"
     nan.mkdir()
     for f in t.iterdir():
@@ -250,6 +254,20 @@ CASES: list[tuple[list[str], int, str]] = [
     (["predict", "t", "nope_data", "-o", "preds", "--device", "cpu"], 1, ""),
     (["predict", "t", "data/images", "-o", "s.json", "--device", "cpu"], 2, ""),
     (["evaluate", "t", "--device", "cpu", "--split", "bogus"], 2, ""),
+    # --- later surfaces: latency budgets, dot limits, channel files, devices
+    (["decode", "s.json", "--max-latency-ms", "nan"], 2, "--max-latency-ms"),
+    (["decode", "s.json", "--max-latency-ms", "-1"], 2, "--max-latency-ms"),
+    (["decode", "s.json", "--max-latency-ms", "1e-9"], 1, "--max-latency-ms to at least"),
+    (["decode", "s.json", "--max-latency-ms", "5", "--latency-device", "tpu"], 1, "device"),
+    (["decode", "s.json", "--max-latency-ms", "5", "s.json"], 2, "consensus"),
+    (["render", "a.json", "-o", "x.svg", "--dot-timeout", "0"], 2, "--dot-timeout"),
+    (["render", "a.json", "-o", "x.svg", "--dot-timeout", "nan"], 2, "--dot-timeout"),
+    (["render", "a.json", "-o", "x.svg", "--max-dot-elements", "0"], 2, "--max-dot-elements"),
+    (["render", "a.json", "-o", "x.svg", "--max-dot-elements", "1"], 1, "--max-dot-elements"),
+    (["predict", "t", "chgap", "-o", "preds", "--device", "cpu"], 1, "no channel 0001"),
+    (["predict", "t", "chn/imagesTs", "-o", "preds", "--device", "cpu"], 1, "channel"),
+    (["evaluate", "t", "--device", "cuda"], 1, "CUDA is not available"),
+    (["train", "new_run", *UNET, "--data", "data", "--device", "tpu", "--epochs", "1"], 1, ""),
 ]
 
 
