@@ -274,22 +274,28 @@ def activation_breakdown(model: nn.Module, shape: tuple[int, ...]) -> dict[str, 
     seen: dict[int, int] = {}
     where: dict[int, str] = {}
 
+    # the cells call each mixed op's ``mix`` directly (not its forward), so the candidate
+    # operations are recognised by identity, not by a PartialChannelMixedOp on the stack
+    candidates = {
+        id(op)
+        for m in work.modules()
+        if type(m).__name__ == "PartialChannelMixedOp"
+        for op in m.ops  # type: ignore[union-attr]
+    }
+
     def category(t: torch.Tensor) -> str:
-        types = [type(m).__name__ for m in stack]
-        for i in range(len(types) - 1, -1, -1):
-            name = types[i]
+        for m in reversed(stack):
+            name = type(m).__name__
             if name in CATEGORIES:
                 return CATEGORIES[name]
-            if name == "PartialChannelMixedOp":
-                if i < len(types) - 1:
-                    elt = t.element_size() * t.numel()
-                    key = _storage(t)
-                    if key is not None and key[1] > 1.5 * elt:
-                        return "full-width inputs held by partial slices"
-                    return "candidate operations (partial width)"
-                return "mixed-op weighted sums (partial width)"
+            if id(m) in candidates:
+                elt = t.element_size() * t.numel()
+                key = _storage(t)
+                if key is not None and key[1] > 1.5 * elt:
+                    return "full-width inputs held by partial slices"
+                return "candidate operations (partial width)"
             if name == "SearchCell":
-                return "cell resample, block sums, concat"
+                return "cell: weighted and block sums, resample, concat"
         return "node sums (beta) and loss"
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -646,14 +652,13 @@ def main() -> None:
     fixed = tot4 - partial
     breakdown_note = (
         f"The breakdown at {big}x{big} shows why the ratio is not 1/k = 0.25: only what the "
-        f"candidate operations and their weighted sum save runs on C/k channels "
+        f"candidate operations save runs on C/k channels "
         f"({fmt_bytes(partial)}, {100 * partial / tot4:.0f} % of the k=4 total, "
         f"{fmt_ratio(partial / max(partial1, 1))} of k=1's); the rest ({fmt_bytes(fixed)}, "
-        f"{100 * fixed / tot4:.0f} %) is full width whatever k: each cell's preprocess and "
-        "projection, the block sums (which keep each mixed op's full-width output for the "
-        "gradient of p), the cell concat and resampling, the node sums, and the full-width "
-        "block inputs that the partial slices `x[:, :C//k]` keep alive (a slice saved for "
-        "backward holds its whole storage)."
+        f"{100 * fixed / tot4:.0f} %) is saved by the cells outside the candidates: the "
+        "weighted sums of the candidates' outputs (partial width, but one per input and "
+        "operation), the full-width block sums and pass-through parts, the inputs that the "
+        "recomputed preprocess, projection and resampling keep, and the node sums."
     )
     if with_dints:
         breakdown_note += (
