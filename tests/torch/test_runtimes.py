@@ -3,6 +3,7 @@ choice, compile's fallback, and the --runtime option of predict and cost."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -178,6 +179,14 @@ def test_predict_runtime_option_end_to_end(tmp_path: Path) -> None:
         assert code == 0, err
         masks[runtime] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
     assert masks["eager"] == masks["jit"] and len(masks["jit"]) == 3
+    dice = {}
+    for runtime in ("eager", "jit"):
+        out = tmp_path / f"eval_{runtime}"
+        args = ("evaluate", run_dir, "--split", "all", "-o", out, "--runtime", runtime, "--json")
+        code, text, err = _cli(*args)
+        assert code == 0, err
+        dice[runtime] = json.loads(text)["mean_dice"]
+    assert dice["eager"] == dice["jit"]
     code, _, err = _cli("predict", run_dir, "phantom:1", "-o", tmp_path / "x", "--runtime", "jt")
     assert code == 1 and "unknown runtime 'jt'" in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
