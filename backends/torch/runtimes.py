@@ -219,8 +219,17 @@ class InferenceRuntime(nn.Module):
         if device is None:
             device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         self.device = torch.device(device)
-        self.resolved: str | None = None if runtime in ("auto", "onnxruntime") else runtime
+        self._resolved: str | None = None if runtime in ("auto", "onnxruntime") else runtime
         self._runner: dict[str, Runner] = {}  # a dict: not registered as a submodule
+
+    @property
+    def resolved(self) -> str | None:
+        """The runtime in use (``None`` before the first call where not yet known);
+        ``"eager"`` after ``compile`` fell back."""
+        runner = self._runner.get("run")
+        if isinstance(runner, _Compiled) and runner.compiled is None:
+            return "eager"
+        return self._resolved
 
     def forward(self, x: torch.Tensor) -> Any:
         with torch.no_grad():
@@ -298,7 +307,7 @@ class InferenceRuntime(nn.Module):
 
     def _use(self, name: str, runner: Runner, x: torch.Tensor | None) -> Any:
         self._runner["run"] = runner
-        self.resolved = name
+        self._resolved = name
         logger.debug("inference runtime: %s (asked: %s)", name, self.requested)
         return runner(x) if x is not None else None
 

@@ -137,6 +137,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(
             torch.testing.assert_close(run(x), model(x).detach(), rtol=1e-4, atol=1e-5)
     warned = [r for r in caplog.records if "torch.compile failed" in r.getMessage()]
     assert len(warned) == 1 and "no C compiler" in warned[0].getMessage()
+    assert run.resolved == "eager"
     assert "more detail" not in warned[0].getMessage()
 
 
