@@ -376,7 +376,7 @@ def measure_latency(
     warmup: int = 3,
     repeats: int = 10,
     fuse: bool = True,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     runtime: str = "eager",
 ) -> list[LatencyReport]:
     """Measured inference latency and throughput of ``model`` at each batch size.
@@ -385,15 +385,16 @@ def measure_latency(
     batch dimension is replaced by each of ``batch_sizes``. The model runs on a copy, in eval
     mode under :func:`torch.inference_mode`, BatchNorm folded (``fuse``, as ``predict`` and
     ``export`` run it; :func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`) and
-    optionally channels-last; ``warmup`` passes are dropped, then the median of ``repeats``
-    timed passes (synchronised on CUDA) is reported. On CPU the figure depends on
+    channels-last as the ``eager`` runtime chooses (``channels_last=None``: on the CPU for 2D
+    inputs; ``True``/``False`` force it); ``warmup`` passes are dropped, then the median of
+    ``repeats`` timed passes (synchronised on CUDA) is reported. On CPU the figure depends on
     ``torch.get_num_threads()``, which is left as it is.
 
-    ``runtime`` other than ``"eager"`` runs the model through
-    :class:`~msnas_graph.backends.torch.runtimes.InferenceRuntime` (BatchNorm folded; ``fuse``
-    and ``channels_last`` then do not apply); it is built before the timing (tracing, export
-    or compilation are not timed), and each report names the runtime actually used (``auto``
-    resolved).
+    The model runs through
+    :class:`~msnas_graph.backends.torch.runtimes.InferenceRuntime` ``runtime`` (``fuse=False``:
+    the plain model, ``"eager"`` only; ``channels_last`` applies to ``"eager"``), built before
+    the timing (tracing, export or compilation are not timed); each report names the runtime
+    actually used (``auto`` resolved).
 
     >>> r = measure_latency(nn.Conv2d(1, 2, 3), (1, 1, 16, 16), batch_sizes=(1, 2), repeats=2)
     >>> [x.batch for x in r], r[0].images_per_s > 0
@@ -410,12 +411,11 @@ def measure_latency(
     reports = []
     for batch in batch_sizes:
         x = torch.randn(int(batch), *shape[1:], device=dev)
-        if channels_last and runtime == "eager" and x.dim() == 4:
+        if channels_last and not fuse and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         times = []
         with torch.inference_mode():
-            if runtime != "eager":
-                work(x)  # build the runtime (trace, export, compile) outside the timing
+            work(x)  # build the runtime (trace, export, compile) outside the timing
             for i in range(warmup + repeats):
                 if cuda:
                     torch.cuda.synchronize(dev)
@@ -432,13 +432,15 @@ def measure_latency(
 
 
 def _latency_model(
-    model: nn.Module, dev: torch.device, runtime: str, fuse: bool, channels_last: bool
+    model: nn.Module, dev: torch.device, runtime: str, fuse: bool, channels_last: bool | None
 ) -> nn.Module:
     """The copy of ``model`` that :func:`measure_latency` times."""
-    from msnas_graph.backends.torch.fuse import fuse_for_inference
     from msnas_graph.backends.torch.runtimes import InferenceRuntime, check_runtime
 
-    if check_runtime(runtime) != "eager":
-        return InferenceRuntime(copy.deepcopy(model).to(dev).eval(), runtime, dev)
-    work = fuse_for_inference(model, channels_last=channels_last) if fuse else copy.deepcopy(model)
-    return work.to(dev).eval()
+    if fuse or check_runtime(runtime) != "eager":
+        work = copy.deepcopy(model).to(dev).eval()
+        return InferenceRuntime(work, runtime, dev, channels_last=channels_last)
+    work = copy.deepcopy(model).to(dev).eval()
+    if channels_last:
+        work = work.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return work

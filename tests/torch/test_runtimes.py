@@ -78,6 +78,25 @@ def test_every_runtime_computes_eager_outputs(name: str, runtime: str) -> None:
     assert all(not m.training for m in model.modules())  # the given model untouched
 
 
+def test_eager_is_channels_last_on_the_cpu_for_2d_inputs_only() -> None:
+    unet = _model("unet")
+    run = InferenceRuntime(unet, "eager")
+    x = torch.randn(2, 1, 32, 32)
+    got = run(x)
+    torch.testing.assert_close(got, unet(x).detach(), rtol=1e-4, atol=1e-5)
+    assert got.is_contiguous()
+    assert run.model.inc.body[3].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = InferenceRuntime(unet, "eager", channels_last=False)
+    plain(x)
+    assert not plain.model.inc.body[3].weight.is_contiguous(memory_format=torch.channels_last)
+    vol = SearchSpace.preset("tiny", spatial_dims=3, input_size=16)
+    net3d = _randomise_bn(build_network(decode(SearchState.random(vol, seed=0), paths=2)))
+    x3d = torch.randn(1, 1, 16, 16, 16)
+    for runtime in ("eager", "jit"):
+        got = InferenceRuntime(net3d, runtime)(x3d)
+        torch.testing.assert_close(got, net3d(x3d).detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_auto_without_onnxruntime_takes_jit_and_unknown_names_are_one_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
