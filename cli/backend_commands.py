@@ -254,9 +254,11 @@ def cost(
     unet = ("unet_base_channels", "unet_depth")
     if model is None and any(options.get(k) is not None for k in unet):
         raise click.UsageError("--unet-base/--unet-depth go with --model unet")
-    runtime_given = click.get_current_context().get_parameter_source("runtime")
-    if runtime_given is click.core.ParameterSource.COMMANDLINE and not options.get("latency"):
-        raise click.UsageError("--runtime goes with --latency (the runtime whose speed to measure)")
+    if not options.get("latency"):  # the runtime is only what --latency measures
+        given = click.get_current_context().get_parameter_source("runtime")
+        if given is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--runtime goes with --latency (the runtime to time)")
+        options.pop("runtime", None)
     report = backend().cost(source or model, input_size, _settings(options, resume=False))
     click.echo(json.dumps(report, indent=2) if as_json else formatting.cost_text(report))
 

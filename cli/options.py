@@ -130,7 +130,7 @@ folds_option = click.option(
 
 def inference_runtime_option(default: str) -> Decorator[Any]:
     """``--runtime``: how a trained network runs for inference (the backend checks the name;
-    for torch see ``msnas_graph.backends.torch.runtimes``)."""
+    the torch backend's runtimes module documents them)."""
     return click.option(
         "--runtime",
         default=default,
