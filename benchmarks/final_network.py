@@ -225,6 +225,7 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     ratio_rows: list[dict[str, Any]] = []
+    per_mac: dict[str, list[float]] = {}  # time/MAC ratios of each mode, over the shapes
     for size in args.sizes:
         shape1 = (1, 1, size, size)
         macs = {n: count_macs_flops(m, shape1)[0] for n, m in nets.items()}
@@ -261,6 +262,7 @@ def main() -> None:
                 )
                 row[f"{mode}: speed ratio"] = fmt_ratio(speed)
                 row[f"{mode}: time/MAC ratio"] = fmt_ratio(speed / mac_ratio)
+                per_mac.setdefault(mode, []).append(speed / mac_ratio)
             for mode in mode_names[1:] if mode_names[0] == "eager" else []:
                 gain = paired_ratio(
                     res[f"{MSNAS} eager"]["ms_per_image"], res[f"{MSNAS} {mode}"]["ms_per_image"]
@@ -304,6 +306,20 @@ def main() -> None:
         "The last table: dense/sep time > 1 means the composed dense convolution is slower "
         "than the separable pair it replaces."
     )
+    spans = [f"{m} {fmt_ratio(min(v))}-{fmt_ratio(max(v))}" for m, v in per_mac.items()]
+    best = max(per_mac, key=lambda m: median(per_mac[m]))
+    reading += (
+        f" This run, time-per-MAC ratio by mode (lowest-highest over the shapes): "
+        f"{', '.join(spans)}; best: {best} (median {fmt_ratio(median(per_mac[best]))})."
+    )
+    if probe:
+        slower = [
+            float(r[f"dense/sep time, {m}"].rstrip("x")) for r in probe for m in ("eager", "jit")
+        ]
+        reading += (
+            f" Composed dense convolution / separable pair time: {min(slower):.2f}x-"
+            f"{max(slower):.2f}x over {len(slower)} cases ({sum(v < 1 for v in slower)} faster)."
+        )
     path = write_results(
         "final_network",
         "Final-network inference: MS-NAS(3) against the U-Net",
