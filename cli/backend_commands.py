@@ -207,7 +207,7 @@ def predict(run_dir: str, inputs: str, out_dir: str, **options: Any) -> None:
     """Segment new images or volumes with a trained model (masks in the input's format).
 
     \b
-    Example:
+    Examples:
       msnas-graph predict runs/t scans/ -o masks/ --overlay
       msnas-graph predict runs/t scans/ -o masks/ --runtime jit
     """
