@@ -4,7 +4,7 @@
 ============== =================================================================================
 ``eager``      the model in eval mode with BatchNorm folded into the convolutions
                (:func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`); on the CPU, 2D
-               inputs in the channels-last layout (measured 1.5-2.7x faster for MS-NAS
+               inputs in the channels-last layout (measured 1.7-2.7x faster for MS-NAS
                networks, 1.1-1.6x for the U-Net, one thread); the reference.
 ``jit``        that model traced (``torch.jit.trace``), frozen (``torch.jit.freeze``) and
                optimised (``torch.jit.optimize_for_inference``: on CPU, MKL-DNN convolutions
