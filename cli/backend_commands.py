@@ -22,6 +22,7 @@ from .options import (
     data_option,
     device_option,
     folds_option,
+    inference_runtime_option,
     init_from_option,
     input_size_option,
     json_option,
@@ -177,6 +178,7 @@ def train(run_dir: str, resume: bool, overwrite: bool, progress: bool, **options
     "summary goes."
 )
 @device_option
+@inference_runtime_option("eager")
 @json_option
 def evaluate(run_dirs: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Dice, IoU and HD95 of trained models on a split (default: each run's held-out fold).
@@ -200,12 +202,14 @@ def evaluate(run_dirs: tuple[str, ...], as_json: bool, **options: Any) -> None:
 @out_dir_option(required=True)
 @click.option("--overlay", is_flag=True, help="Also write overlay PNGs.")
 @device_option
+@inference_runtime_option("auto")
 def predict(run_dir: str, inputs: str, out_dir: str, **options: Any) -> None:
     """Segment new images or volumes with a trained model (masks in the input's format).
 
     \b
-    Example:
+    Examples:
       msnas-graph predict runs/t scans/ -o masks/ --overlay
+      msnas-graph predict runs/t scans/ -o masks/ --runtime jit
     """
     written = backend().predict(run_dir, inputs, out_dir, options)
     click.echo(f"wrote {len(written)} mask(s) to {out_dir}")
@@ -227,6 +231,7 @@ def predict(run_dir: str, inputs: str, out_dir: str, **options: Any) -> None:
 )
 @click.option("--latency", is_flag=True, help="Also measure inference speed, batch 1 and 8.")
 @device_option
+@inference_runtime_option("auto")
 @json_option
 def cost(
     source: str | None, model: str | None, input_size: int, as_json: bool, **options: Any
@@ -235,12 +240,13 @@ def cost(
 
     MACs are multiply-accumulates (what the paper's "FLOPs" column reports); FLOPs = 2 x MACs
     as counted by torch.utils.flop_counter. Activation memory is the bytes a training step
-    saves for backward at batch 1. --latency measures inference on --device (BatchNorm
-    folded, eval mode): median ms per image and images/s at batch 1 and 8.
+    saves for backward at batch 1. --latency measures inference on --device by --runtime
+    (BatchNorm folded, eval mode): median ms per image and images/s at batch 1 and 8.
 
     \b
     Examples:
       msnas-graph cost arch.json --input-size 256 --latency
+      msnas-graph cost arch.json --latency --runtime eager
       msnas-graph cost --model unet --unet-base 32 --unet-depth 4 --json
     """
     if (source is None) == (model is None):
@@ -248,6 +254,11 @@ def cost(
     unet = ("unet_base_channels", "unet_depth")
     if model is None and any(options.get(k) is not None for k in unet):
         raise click.UsageError("--unet-base/--unet-depth go with --model unet")
+    if not options.get("latency"):  # the runtime is only what --latency measures
+        given = click.get_current_context().get_parameter_source("runtime")
+        if given is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--runtime goes with --latency (the runtime to time)")
+        options.pop("runtime", None)
     report = backend().cost(source or model, input_size, _settings(options, resume=False))
     click.echo(json.dumps(report, indent=2) if as_json else formatting.cost_text(report))
 

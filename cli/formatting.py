@@ -84,7 +84,8 @@ def cost_text(report: dict[str, Any]) -> str:
         )
     for r in report.get("latency", []):
         lines.append(
-            f"latency batch {r['batch']} ({r['device']}): {r['ms_per_image']:.2f} ms/image, "
+            f"latency batch {r['batch']} ({r['device']}, {r.get('runtime', 'eager')}): "
+            f"{r['ms_per_image']:.2f} ms/image, "
             f"{r['images_per_s']:.1f} images/s"
         )
     return "\n".join(lines)

@@ -165,6 +165,21 @@ folds_option = click.option(
     help="Folds file (e.g. ../shared/data/hc18/folds.json); default: group k-fold.",
 )
 
+
+def inference_runtime_option(default: str) -> Decorator[Any]:
+    """``--runtime``: how a trained network runs for inference (the backend checks the name;
+    the torch backend's runtimes module documents them)."""
+    return click.option(
+        "--runtime",
+        default=default,
+        show_default=True,
+        metavar="NAME",
+        help="Inference runtime: auto (onnxruntime where installed and equal to eager on the "
+        "first batch, else jit, else eager), eager (BatchNorm folded), jit (TorchScript, "
+        "frozen), compile (torch.compile), onnxruntime.",
+    )
+
+
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 
 input_size_option = click.option(

@@ -279,6 +279,7 @@ def model_cost(
     activation: bool = True,
     latency: bool = False,
     device: str | torch.device = "cpu",
+    runtime: str = "auto",
     unet_base_channels: int | None = None,
     unet_depth: int | None = None,
 ) -> dict[str, Any]:
@@ -286,7 +287,9 @@ def model_cost(
     (:func:`~msnas_graph.backends.torch.models.resolve_source`: ``"unet"``, an architecture
     file, a run folder or a checkpoint), on an input of side ``input_size`` with the model's
     own channels and spatial dimensions. ``latency`` adds measured inference speed on
-    ``device`` at batch 1 and 8 (:func:`measure_latency`) under ``"latency"``.
+    ``device`` at batch 1 and 8 (:func:`measure_latency`) under ``"latency"``, run by the
+    inference ``runtime`` (:mod:`~msnas_graph.backends.torch.runtimes`; default ``"auto"``,
+    as ``predict``).
     ``unet_base_channels`` and ``unet_depth`` shape the U-Net of ``"unet"`` (defaults 56, 5).
 
     >>> from msnas_graph.spec import SearchSpace
@@ -303,6 +306,10 @@ def model_cost(
     from msnas_graph.backends.torch.limits import check_model
     from msnas_graph.backends.torch.models import resolve_source
 
+    if latency:
+        from msnas_graph.backends.torch.runtimes import check_runtime
+
+        check_runtime(runtime)
     unet = {"unet_base_channels": unet_base_channels, "unet_depth": unet_depth}
     resolved = resolve_source(source, **{k: v for k, v in unet.items() if v is not None})
     shape = resolved.input_shape(input_size, batch)
@@ -320,11 +327,12 @@ def model_cost(
     }
     if activation:
         out["activation_bytes"] = activation_memory(model, shape)
-    if latency:  # measured at batch 1 and 8 with BatchNorm folded (see measure_latency)
+    if latency:  # measured at batch 1 and 8 by the runtime (see measure_latency)
         from msnas_graph.backends.torch.training.runtime import resolve_device
 
         dev = resolve_device(device) if isinstance(device, str) else device
-        out["latency"] = [r.to_dict() for r in measure_latency(model, shape, device=dev)]
+        reports = measure_latency(model, shape, device=dev, runtime=runtime)
+        out["latency"] = [r.to_dict() for r in reports]
     return out
 
 
@@ -336,6 +344,7 @@ class LatencyReport:
     ms_per_batch: float
     repeats: int
     device: str
+    runtime: str = "eager"
 
     @property
     def ms_per_image(self) -> float:
@@ -354,6 +363,7 @@ class LatencyReport:
             "images_per_s": self.images_per_s,
             "repeats": self.repeats,
             "device": self.device,
+            "runtime": self.runtime,
         }
 
 
@@ -366,7 +376,8 @@ def measure_latency(
     warmup: int = 3,
     repeats: int = 10,
     fuse: bool = True,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
+    runtime: str = "eager",
 ) -> list[LatencyReport]:
     """Measured inference latency and throughput of ``model`` at each batch size.
 
@@ -374,32 +385,37 @@ def measure_latency(
     batch dimension is replaced by each of ``batch_sizes``. The model runs on a copy, in eval
     mode under :func:`torch.inference_mode`, BatchNorm folded (``fuse``, as ``predict`` and
     ``export`` run it; :func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`) and
-    optionally channels-last; ``warmup`` passes are dropped, then the median of ``repeats``
-    timed passes (synchronised on CUDA) is reported. On CPU the figure depends on
+    channels-last as the ``eager`` runtime chooses (``channels_last=None``: on the CPU for 2D
+    inputs; ``True``/``False`` force it); ``warmup`` passes are dropped, then the median of
+    ``repeats`` timed passes (synchronised on CUDA) is reported. On CPU the figure depends on
     ``torch.get_num_threads()``, which is left as it is.
+
+    The model runs through
+    :class:`~msnas_graph.backends.torch.runtimes.InferenceRuntime` ``runtime`` (``fuse=False``:
+    the plain model, ``"eager"`` only; ``channels_last`` applies to ``"eager"``), built before
+    the timing (tracing, export or compilation are not timed); each report names the runtime
+    actually used (``auto`` resolved).
 
     >>> r = measure_latency(nn.Conv2d(1, 2, 3), (1, 1, 16, 16), batch_sizes=(1, 2), repeats=2)
     >>> [x.batch for x in r], r[0].images_per_s > 0
     ([1, 2], True)
     """
-    from msnas_graph.backends.torch.fuse import fuse_for_inference
-
     shape = _check_shape(input_shape)
     if not batch_sizes or any(isinstance(b, bool) or int(b) != b or b < 1 for b in batch_sizes):
         raise BackendError(f"batch_sizes must be positive ints, got {tuple(batch_sizes)!r}")
     if repeats < 1 or warmup < 0:
         raise BackendError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     dev = torch.device(device)
-    work = fuse_for_inference(model, channels_last=channels_last) if fuse else copy.deepcopy(model)
-    work = work.to(dev).eval()
+    work = _latency_model(model, dev, runtime, fuse, channels_last)
     cuda = dev.type == "cuda"
     reports = []
     for batch in batch_sizes:
         x = torch.randn(int(batch), *shape[1:], device=dev)
-        if channels_last and x.dim() == 4:
+        if channels_last and not fuse and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         times = []
         with torch.inference_mode():
+            work(x)  # build the runtime (trace, export, compile) outside the timing
             for i in range(warmup + repeats):
                 if cuda:
                     torch.cuda.synchronize(dev)
@@ -409,7 +425,22 @@ def measure_latency(
                     torch.cuda.synchronize(dev)
                 if i >= warmup:
                     times.append(time.perf_counter() - t0)
-        reports.append(
-            LatencyReport(int(batch), 1000.0 * statistics.median(times), repeats, str(dev))
-        )
+        used = getattr(work, "resolved", None) or "eager"
+        ms = 1000.0 * statistics.median(times)
+        reports.append(LatencyReport(int(batch), ms, repeats, str(dev), used))
     return reports
+
+
+def _latency_model(
+    model: nn.Module, dev: torch.device, runtime: str, fuse: bool, channels_last: bool | None
+) -> nn.Module:
+    """The copy of ``model`` that :func:`measure_latency` times."""
+    from msnas_graph.backends.torch.runtimes import InferenceRuntime, check_runtime
+
+    if fuse or check_runtime(runtime) != "eager":
+        work = copy.deepcopy(model).to(dev).eval()
+        return InferenceRuntime(work, runtime, dev, channels_last=channels_last)
+    work = copy.deepcopy(model).to(dev).eval()
+    if channels_last:
+        work = work.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return work

@@ -22,9 +22,9 @@ from torch import nn
 
 from msnas_graph._util import atomic_write, inside, note_input, unknown_name
 from msnas_graph.backends.torch.data import load_cases, split_cases
-from msnas_graph.backends.torch.fuse import fuse_for_inference
 from msnas_graph.backends.torch.limits import check_model
 from msnas_graph.backends.torch.models import ModelSource, locate_run, resolve_source
+from msnas_graph.backends.torch.runtimes import InferenceRuntime, check_runtime
 from msnas_graph.backends.torch.training.config import TrainConfig
 from msnas_graph.backends.torch.training.runtime import resolve_device
 from msnas_graph.data import (
@@ -206,6 +206,7 @@ def evaluate(
     device: str = "auto",
     out_dir: str | Path | None = None,
     batch_size: int = 8,
+    runtime: str = "eager",
 ) -> dict[str, Any]:
     """Evaluate a trained model on a split of ``data`` at the cases' original resolution.
 
@@ -219,13 +220,19 @@ def evaluate(
     predictions are stacked and Dice, IoU and HD95 computed in 3D, HD95 in mm from the header's
     voxel size, one CSV row per volume. 2D images, and splits holding only part of a volume,
     are scored per image (``"level": "image"``).
+
+    ``runtime`` (:mod:`~msnas_graph.backends.torch.runtimes`) defaults to ``"eager"`` here
+    (``predict``'s default is ``"auto"``): metrics then do not depend on which optional
+    packages are installed; every runtime gives the same logits up to float rounding.
     """
     from msnas_graph.metrics import evaluate_case, summarize, write_case_csv
 
     if split not in SPLITS:
         raise RunError(unknown_name("split", split, SPLITS))
+    check_runtime(runtime)
     dev = resolve_device(device)
     model, info = load_model(run_dir_or_checkpoint, dev)
+    model = InferenceRuntime(model, runtime, dev)  # BatchNorm folded at least
     run = Path(info["run_dir"])
     cfg = TrainConfig.load(run / "config.json") if (run / "config.json").is_file() else None
     data = data if data is not None else (cfg.data if cfg is not None else None)
@@ -306,7 +313,7 @@ def evaluate_folds(
     sub-folder ``out_dir/NN_<run name>`` and the combined summary to
     ``out_dir/kfold_summary.json`` (without ``out_dir``: each run's own ``eval_<split>``, and
     the combination is only returned). ``options`` (``split``, ``folds``, ``test_fold``,
-    ``device``, ``batch_size``) go to :func:`evaluate`.
+    ``device``, ``batch_size``, ``runtime``) go to :func:`evaluate`.
     """
     from msnas_graph.metrics import summarize_folds
 
@@ -343,6 +350,7 @@ def predict(
     overlay: bool = False,
     device: str = "auto",
     batch_size: int = 8,
+    runtime: str = "auto",
 ) -> list[Path]:
     """Segment ``inputs`` (an image file, a folder, or a dataset source) with a trained model.
 
@@ -356,12 +364,17 @@ def predict(
     count differs from the model's input channels is refused before any is written. Masks are
     at the original size; with ``overlay=True`` a PNG of each image or slice with the mask
     tinted goes to ``out_dir/overlays``. Returns the mask paths.
+
+    ``runtime`` picks how the network runs (:mod:`~msnas_graph.backends.torch.runtimes`):
+    ``"auto"`` (default) takes ONNX Runtime where installed and equal to eager on the first
+    batch, else TorchScript (``"jit"``), else ``"eager"`` (BatchNorm folded).
     """
+    check_runtime(runtime)
     out = Path(out_dir)
     _check_predict_output(out, _input_folders(inputs, None))
     dev = resolve_device(device)
     model, info = load_model(run_dir_or_checkpoint, dev)
-    model = fuse_for_inference(model)  # BatchNorm folded into the convolutions (same outputs)
+    model = InferenceRuntime(model, runtime, dev)  # BatchNorm folded; jit/onnxruntime/...
     ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
     _check_predict_output(out, _input_folders(inputs, ds))
     check_inference_memory(info, min(batch_size, len(ds)), dev, "predict")
