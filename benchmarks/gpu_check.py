@@ -8,8 +8,10 @@
     memory ratio. A configuration that runs out of memory is reported and retried at half the
     batch (down to 1); the k=4 run is repeated at the batch k=1 needed, so the ratio is always
     taken at one setting.
-(b) **Final network inference**: MS-NAS(3) decoded from ``SearchState.random(paper, 0)`` at
-    256x256, batch 16, fp32 and bf16 autocast (``torch.inference_mode``): images per second.
+(b) **Final network inference**: MS-NAS(3) decoded from ``SearchState.random(paper, 0)`` and
+    the U-Net (base 16, depth 4) at 256x256, batch 16, in each inference mode (eager fp32,
+    eager bf16 autocast, jit, compile, onnxruntime where installed; ``predict --runtime``):
+    images per second and the time-per-MAC ratio of MS-NAS(3) to the U-Net.
 (c) **One search epoch** of the ``paper`` preset on HC18 at 256x256 with the search loop's
     ``search()`` (``epochs=(1, 0)``, folds from ``folds.json``, test fold 0, capped at
     ``--search-steps`` steps): epoch time (training and validation) and the CUDA peak. Skipped
@@ -292,59 +294,94 @@ def _compiled_configs(
 
 
 def section_b(args: argparse.Namespace, report: Report) -> None:
+    """Images/s of MS-NAS(3) and the U-Net (base 16, depth 4) in each inference mode, and the
+    time-per-MAC ratio (issue 10: >= 0.8 means MS-NAS runs its MACs about as fast)."""
+    from msnas_graph.backends.torch.cost import count_macs_flops
     from msnas_graph.backends.torch.nn.network import build_network
+    from msnas_graph.backends.torch.nn.unet import UNet
+    from msnas_graph.backends.torch.runtimes import onnxruntime_available
     from msnas_graph.decode import decode
     from msnas_graph.state import SearchState
 
-    sec = "(b) final network inference, MS-NAS(3) of a random paper state"
+    sec = "(b) final network inference, MS-NAS(3) of a random paper state and the U-Net"
     device = torch.device(args.device)
     space = paper_space(args.channels, 4, args.size)
     arch = decode(SearchState.random(space, seed=0), paths=3)
-    for name, dtype in (("fp32", None), ("bf16 autocast", torch.bfloat16)):
-        _free(device)
-        net = build_network(arch).to(device).eval()
-        x = torch.randn(args.infer_batch, 1, args.size, args.size, device=device)
+    builders: dict[str, Callable[[], torch.nn.Module]] = {
+        "MS-NAS(3)": lambda: build_network(arch),
+        "U-Net": lambda: UNet(1, 2, base_channels=16, depth=4),
+    }
+    shape = (1, 1, args.size, args.size)
+    macs = {name: count_macs_flops(build(), shape)[0] for name, build in builders.items()}
+    modes = [("eager fp32", "eager", None), ("eager bf16 autocast", "eager", torch.bfloat16),
+             ("jit", "jit", None), ("compile", "compile", None)]  # fmt: skip
+    if onnxruntime_available():
+        modes.append(("onnxruntime", "onnxruntime", None))
+    speed: dict[tuple[str, str], float] = {}
+    for mode, runtime, dtype in modes:
+        for name, build in builders.items():
+            res = _inference_row(args, device, build, runtime, dtype)
+            report.add(sec, {"network": name, "mode": mode, "batch": args.infer_batch, **res})
+            if "images/s" in res:
+                speed[(name, mode)] = float(res["images/s"])
+        ms, un = speed.get(("MS-NAS(3)", mode)), speed.get(("U-Net", mode))
+        if ms and un:
+            ratio = (ms / un) / (macs["U-Net"] / macs["MS-NAS(3)"])
+            report.note(
+                f"{mode}: MS-NAS(3) {ms:.0f} images/s, U-Net {un:.0f}; MACs "
+                f"{macs['MS-NAS(3)'] / 1e9:.2f} G vs {macs['U-Net'] / 1e9:.2f} G; time-per-MAC "
+                f"ratio {fmt_ratio(ratio)} (target >= 0.8)."
+            )
 
-        def forward(net: torch.nn.Module = net, x: torch.Tensor = x, dt: Any = dtype) -> None:
-            with torch.inference_mode():
-                if dt is None:
+
+def _inference_row(
+    args: argparse.Namespace,
+    device: torch.device,
+    build: Callable[[], torch.nn.Module],
+    runtime: str,
+    dtype: Any,
+) -> dict[str, Any]:
+    """ms per batch, images/s and the peak of one network in one mode (or the error)."""
+    from msnas_graph.backends.torch.runtimes import InferenceRuntime
+
+    _free(device)
+    net = InferenceRuntime(build().to(device).eval(), runtime, device)
+    x = torch.randn(args.infer_batch, 1, args.size, args.size, device=device)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            if dtype is None:
+                net(x)
+            else:
+                with torch.autocast(device.type, dtype=dtype):
                     net(x)
-                else:
-                    with torch.autocast(device.type, dtype=dt):
-                        net(x)
 
-        times: list[float] = []
-        peak: int | None = None
-        error: str | None = None
-        try:
-            for _ in range(args.warmup):
-                forward()
-            for _ in range(args.repeats):
-                _sync(device)
-                t0 = time.perf_counter()
-                forward()
-                _sync(device)
-                times.append(time.perf_counter() - t0)
-            peak = _peak(device)
-        except Exception as exc:
-            error = "out of memory" if _is_oom(exc) else f"error: {str(exc)[:120]}"
-        del forward, net, x
+    try:
+        t0 = time.perf_counter()
+        for _ in range(max(args.warmup, 1)):
+            forward()
+        _sync(device)
+        warm = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            forward()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        peak = _peak(device)
+    except Exception as exc:
+        return {"result": "out of memory" if _is_oom(exc) else f"error: {str(exc)[:120]}"}
+    finally:
         _free(device)
-        if error is not None:
-            report.add(sec, {"config": name, "batch": args.infer_batch, "result": error})
-            continue
-        t = statistics.median(times)
-        report.add(
-            sec,
-            {
-                "config": name,
-                "batch": args.infer_batch,
-                "nodes / edges": f"{len(arch.nodes)} / {len(arch.edges)}",
-                "ms per batch": f"{1e3 * t:.1f}",
-                "images/s": f"{args.infer_batch / t:.0f}",
-                "peak allocated": fmt_bytes(peak),
-            },
-        )
+    t = statistics.median(times)
+    return {
+        "resolved": net.resolved,
+        "warm-up s": f"{warm:.1f}",
+        "ms per batch": f"{1e3 * t:.1f}",
+        "images/s": f"{args.infer_batch / t:.0f}",
+        "peak allocated": fmt_bytes(peak),
+    }
 
 
 # ------------------------------------------------------------------- (c) one search epoch
