@@ -19,6 +19,7 @@ Conventions:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import logging
@@ -143,8 +144,27 @@ def _tiff_layout(shape: Sequence[int], path: Path) -> tuple[tuple[int, int], int
 
 
 def read_header(path: str | Path) -> FileHeader:
-    """Shape, channel count and (for NIfTI) slices, spacing and affine, read cheaply."""
+    """Shape, channel count and (for NIfTI) slices, spacing and affine, read cheaply.
+
+    Headers are remembered per file identity (path, inode, size and modification time), so the
+    memory estimate and the dataset build read each file's header once; a changed file is read
+    again."""
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return _read_header(path)  # its one-line error
+    head = _cached_header(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    affine = None if head.affine is None else head.affine.copy()
+    return FileHeader(head.shape, head.channels, head.num_slices, head.spacing, affine)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_header(path: str, _ino: int, _size: int, _mtime_ns: int) -> FileHeader:
+    return _read_header(Path(path))
+
+
+def _read_header(path: Path) -> FileHeader:
     fmt = file_format(path)
     try:
         if fmt == "nifti":
