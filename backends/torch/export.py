@@ -357,6 +357,8 @@ def export_model(
     check_model(resolved.spec, shape, f"export: the {resolved.kind} model at input {shape}")
     model = resolved.build()
     check_finite_weights(model, resolved.weights)
-    model = fuse_for_inference(model)  # BatchNorm folded: no BN nodes in the graph
+    # BatchNorm folded (no BN nodes) and concatenations feeding a convolution split into sums
+    # of convolutions (no Concat nodes; ONNX Runtime fuses the additions into the convolutions)
+    model = fuse_for_inference(model, split_concat=True)
     shape = resolved.input_shape(input_size, 1)
     return export_onnx(model, onnx_path, shape, verify=verify, exporter=exporter)

@@ -37,7 +37,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batch_norms", "fuse_for_inference"]
+__all__ = ["fold_batch_norms", "fuse_for_inference", "split_concat_convs"]
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -92,12 +92,47 @@ def fold_batch_norms(module: nn.Module) -> int:
     return folded
 
 
-def fuse_for_inference(model: nn.Module, *, channels_last: bool = False) -> nn.Module:
+def split_concat_convs(module: nn.Module) -> int:
+    """Replace, in place, each convolution that reads a concatenation (the attribute a module
+    class names in ``concat_conv``, over ``module.parts`` equal inputs: ``Projection``,
+    ``ConcatFusion``) by a :class:`~msnas_graph.backends.torch.nn.blocks.SplitConv`, the sum of
+    one convolution per input; the number replaced. Same outputs up to float rounding, without
+    the concatenated copy.
+
+    >>> from msnas_graph.backends.torch.nn.blocks import ConcatFusion
+    >>> fusion = ConcatFusion(2, 4).eval()
+    >>> split_concat_convs(fusion), type(fusion.conv).__name__
+    (1, 'SplitConv')
+    """
+    from msnas_graph.backends.torch.nn.blocks import SplitConv
+
+    replaced = 0
+    for parent in list(module.modules()):
+        name = getattr(type(parent), "concat_conv", None)
+        parts = getattr(parent, "parts", 1)
+        conv = getattr(parent, name, None) if name else None
+        if (
+            name
+            and isinstance(conv, _ConvNd)
+            and not conv.transposed
+            and conv.groups == 1
+            and parts > 1
+            and conv.in_channels % parts == 0
+        ):
+            setattr(parent, name, SplitConv.from_conv(conv, parts))
+            replaced += 1
+    return replaced
+
+
+def fuse_for_inference(
+    model: nn.Module, *, channels_last: bool = False, split_concat: bool = False
+) -> nn.Module:
     """An eval-mode copy of ``model`` with BatchNorm folded into the convolutions before it
     (:func:`fold_batch_norms`) and, with ``channels_last``, parameters in the channels-last
     layout (4-D inputs should then be ``x.contiguous(memory_format=torch.channels_last)``;
-    other layouts still work, converted on the fly). Outputs equal ``model.eval()``'s up to
-    float rounding (about 1e-6 relative).
+    other layouts still work, converted on the fly) and, with ``split_concat``, the
+    convolutions that read a concatenation split into a sum (:func:`split_concat_convs`).
+    Outputs equal ``model.eval()``'s up to float rounding (about 1e-6 relative).
 
     >>> from msnas_graph.backends.torch.nn.unet import UNet
     >>> unet = UNet(1, 2, base_channels=4, depth=2).eval()
@@ -107,6 +142,8 @@ def fuse_for_inference(model: nn.Module, *, channels_last: bool = False) -> nn.M
     """
     fused = copy.deepcopy(model).eval()
     fold_batch_norms(fused)
+    if split_concat:
+        split_concat_convs(fused)
     for p in fused.parameters():
         p.requires_grad_(False)
     if channels_last:

@@ -6,13 +6,16 @@
                (:func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`); on the CPU, 2D
                inputs in the channels-last layout (measured 1.7-2.7x faster for MS-NAS
                networks, 1.1-1.6x for the U-Net, one thread); the reference.
-``jit``        that model traced (``torch.jit.trace``), frozen (``torch.jit.freeze``) and
-               optimised (``torch.jit.optimize_for_inference``: on CPU, MKL-DNN convolutions
-               with fused activations); one trace per input shape.
+``jit``        that model, with each convolution of a concatenation split into a sum of
+               convolutions (:func:`~msnas_graph.backends.torch.fuse.split_concat_convs`),
+               traced (``torch.jit.trace``), frozen (``torch.jit.freeze``) and optimised
+               (``torch.jit.optimize_for_inference``: on CPU, MKL-DNN convolutions with fused
+               activations); one trace per input shape.
 ``compile``    ``torch.compile`` (inductor; needs a C compiler on CPU). When compilation
                fails, one warning is logged and the model runs eagerly.
-``onnxruntime`` the folded model exported to ONNX (dynamo exporter, dynamic batch and spatial
-               axes; :func:`~msnas_graph.backends.torch.export.export_onnx`) and run by an ONNX
+``onnxruntime`` the folded, split model exported to ONNX (dynamo exporter, dynamic batch
+               and spatial axes; :func:`~msnas_graph.backends.torch.export.export_onnx`) and
+               run by an ONNX
                Runtime ``InferenceSession``: the CUDA provider on a CUDA device where
                installed, else the CPU provider with ``torch.get_num_threads()`` threads.
 ``auto``       ``onnxruntime`` where onnx and onnxruntime are installed (and, on a CUDA
@@ -41,6 +44,7 @@ so NaN reaches the logits, and hence ``argmax``, exactly as without a runtime.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import tempfile
@@ -55,7 +59,7 @@ from torch import nn
 from msnas_graph._util import unknown_name
 from msnas_graph.errors import BackendError
 
-from .fuse import fuse_for_inference
+from .fuse import fuse_for_inference, split_concat_convs
 
 __all__ = ["RUNTIMES", "InferenceRuntime", "check_runtime", "onnxruntime_available"]
 
@@ -312,9 +316,11 @@ class InferenceRuntime(nn.Module):
         """The runner ``name`` built on example ``x``; on failure ``None`` (or, with
         ``strict``, a one-line :class:`BackendError`)."""
         try:
+            split = copy.deepcopy(self.model)  # measured faster under jit and onnxruntime
+            split_concat_convs(split)
             if name == "onnxruntime":
-                return _OnnxRuntime(self.model, x, self.device)
-            runner = _Jit(self.model)
+                return _OnnxRuntime(split, x, self.device)
+            runner = _Jit(split)
             runner(x)  # trace now, so failures show here
             return runner
         except Exception as exc:

@@ -69,6 +69,41 @@ def test_folded_model_computes_the_same_function_without_batch_norms(name: str) 
         assert torch.equal(v, before[k])
 
 
+@pytest.mark.parametrize("name", ["final concat", "final sum", "final 3d", "supernet"])
+def test_split_concat_convs_compute_the_same_function(name: str) -> None:
+    from msnas_graph.backends.torch.nn.blocks import ConcatFusion, Projection, SplitConv
+
+    torch.manual_seed(0)
+    model, shape = _models()[name]
+    _randomise_bn(model)
+    model.eval()
+    x = torch.randn(shape)
+    split = fuse_for_inference(model, split_concat=True)
+    owners = [m for m in split.modules() if isinstance(m, Projection | ConcatFusion)]
+    # every cell projection and concat fusion now sums one convolution per input
+    assert owners and all(isinstance(m.conv, SplitConv) for m in owners)
+    assert all(len(m.conv.convs) == m.parts for m in owners)
+    with torch.no_grad():
+        torch.testing.assert_close(split(x), model(x), atol=1e-5, rtol=1e-5)
+    assert not any(isinstance(m, SplitConv) for m in fuse_for_inference(model).modules())
+
+
+def test_export_has_no_concat_feeding_a_convolution(tmp_path) -> None:
+    pytest.importorskip("onnx")
+    import onnx
+
+    from msnas_graph.backends.torch.export import export_model
+
+    arch = decode(SearchState.random(SearchSpace.preset("quick"), seed=3), paths=3)
+    arch.save(tmp_path / "arch.json")
+    report = export_model(tmp_path / "arch.json", tmp_path / "m.onnx", input_size=32)
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4  # onnxruntime agrees
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    convs = {i for n in graph.node if n.op_type == "Conv" for i in n.input}
+    concat_outputs = {o for n in graph.node if n.op_type == "Concat" for o in n.output}
+    assert not convs & concat_outputs
+
+
 def test_channels_last_gives_the_same_outputs() -> None:
     torch.manual_seed(0)
     model, shape = _models()["final concat"]

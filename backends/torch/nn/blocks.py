@@ -29,7 +29,7 @@ destination and kind).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -43,8 +43,10 @@ __all__ = [
     "Head",
     "Preprocess",
     "Projection",
+    "SplitConv",
     "Stem",
     "check_input",
+    "conv_of_concat",
     "edge_key",
     "node_key",
     "resample",
@@ -189,20 +191,99 @@ class Preprocess(nn.Module):
         return self.bn(self.conv(self.relu(x)))
 
 
+class SplitConv(nn.Module):
+    """A convolution of the channel concatenation of ``parts`` computed as the sum of one
+    convolution per part (the bias once), so no concatenated copy is made: ``conv(cat(a, b)) ==
+    conv_a(a) + conv_b(b)`` for a convolution without groups. An inference-time rewrite
+    (:func:`~msnas_graph.backends.torch.fuse.split_concat_convs`); ONNX Runtime runs the sum
+    with the addition fused into the convolution.
+
+    >>> conv = nn.Conv2d(4, 3, 1)
+    >>> split = SplitConv.from_conv(conv, 2)
+    >>> a, b = torch.randn(1, 2, 5, 5), torch.randn(1, 2, 5, 5)
+    >>> bool(torch.allclose(split([a, b]), conv(torch.cat([a, b], 1)), atol=1e-6))
+    True
+    """
+
+    def __init__(self, convs: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(convs)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, parts: int) -> SplitConv:
+        """``conv`` (a ``Conv1d/2d/3d`` without groups) split into ``parts`` equal input
+        slices; the bias goes to the first."""
+        if not isinstance(conv, nn.Conv1d | nn.Conv2d | nn.Conv3d) or conv.groups != 1:
+            raise BackendError(f"SplitConv: cannot split {conv!r} (a grouped or unknown conv)")
+        if parts < 1 or conv.in_channels % parts:
+            raise BackendError(
+                f"SplitConv: {conv.in_channels} input channels do not split into {parts} parts"
+            )
+        width = conv.in_channels // parts
+        convs = []
+        for i in range(parts):
+            piece = type(conv)(
+                width,
+                conv.out_channels,
+                conv.kernel_size,  # type: ignore[arg-type]
+                stride=conv.stride,  # type: ignore[arg-type]
+                padding=conv.padding,  # type: ignore[arg-type]
+                dilation=conv.dilation,  # type: ignore[arg-type]
+                bias=i == 0 and conv.bias is not None,
+                padding_mode=conv.padding_mode,
+                device=conv.weight.device,
+                dtype=conv.weight.dtype,
+            )
+            with torch.no_grad():
+                piece.weight.copy_(conv.weight[:, i * width : (i + 1) * width])
+                if piece.bias is not None and conv.bias is not None:
+                    piece.bias.copy_(conv.bias)
+            piece.requires_grad_(conv.weight.requires_grad)
+            convs.append(piece)
+        return cls(convs)
+
+    def forward(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(parts) != len(self.convs):
+            raise BackendError(
+                f"SplitConv: expected {len(self.convs)} inputs to concatenate, got {len(parts)}"
+            )
+        out: torch.Tensor = self.convs[0](parts[0])
+        for conv, part in zip(self.convs[1:], parts[1:], strict=True):
+            out = out + conv(part)
+        return out
+
+
+def conv_of_concat(conv: nn.Module, parts: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """``conv(cat(parts))``, or the split sum when ``conv`` is a :class:`SplitConv`; a tensor
+    given as ``parts`` is already concatenated."""
+    if isinstance(conv, SplitConv):
+        if isinstance(parts, torch.Tensor):
+            parts = list(parts.chunk(len(conv.convs), dim=1))
+        return cast(torch.Tensor, conv(parts))
+    if not isinstance(parts, torch.Tensor):
+        parts = torch.cat(list(parts), dim=1)
+    return cast(torch.Tensor, conv(parts))
+
+
 class Projection(nn.Module):
-    """``1x1 conv (no bias) -> BN``: projects the concatenated blocks back to the node width."""
+    """``1x1 conv (no bias) -> BN``: projects the concatenated blocks back to the node width.
+    ``forward`` takes the concatenation or the list of blocks (which a
+    :class:`SplitConv` uses without concatenating)."""
 
     #: ``bn`` directly follows ``conv``: folded for inference (``backends.torch.fuse``).
     fuse_pairs: ClassVar[tuple[tuple[str, str], ...]] = (("conv", "bn"),)
+    #: ``conv`` reads the concatenation of ``parts`` equal inputs (``fuse.split_concat_convs``).
+    concat_conv: ClassVar[str] = "conv"
 
     def __init__(self, c_in: int, c_out: int, spatial_dims: int = 2) -> None:
         super().__init__()
         layers = nd_layers(spatial_dims)
         self.conv = layers.conv(c_in, c_out, 1, bias=False)
         self.bn = layers.batch_norm(c_out)
+        self.parts = max(1, c_in // c_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        return cast(torch.Tensor, self.bn(conv_of_concat(self.conv, x)))
 
 
 class ConcatFusion(nn.Module):
@@ -210,6 +291,8 @@ class ConcatFusion(nn.Module):
 
     #: ``bn`` directly follows ``conv``: folded for inference (``backends.torch.fuse``).
     fuse_pairs: ClassVar[tuple[tuple[str, str], ...]] = (("conv", "bn"),)
+    #: ``conv`` reads the concatenation of ``parts`` equal inputs (``fuse.split_concat_convs``).
+    concat_conv: ClassVar[str] = "conv"
 
     def __init__(self, n_inputs: int, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
@@ -217,6 +300,7 @@ class ConcatFusion(nn.Module):
         self.conv = layers.conv(n_inputs * channels, channels, 1, bias=False)
         self.bn = layers.batch_norm(channels)
         self.relu = nn.ReLU()
+        self.parts = n_inputs
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(torch.cat(list(inputs), dim=1))))
+        return cast(torch.Tensor, self.relu(self.bn(conv_of_concat(self.conv, inputs))))

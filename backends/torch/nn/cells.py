@@ -238,4 +238,4 @@ class DiscreteCell(nn.Module):
         states = [self.preprocess(self.resample(x))]
         for block in self.blocks:
             states.append(block(states))
-        return self.projection(torch.cat(states[1:], dim=1))
+        return cast(torch.Tensor, self.projection(states[1:]))
