@@ -25,8 +25,8 @@
 
 Why ``auto`` prefers ONNX Runtime: the MS-NAS final network is many small depth-wise and
 element-wise operations, whose per-op overhead ONNX Runtime cuts most (see
-``benchmarks/results/final_network.md``: 3-9x eager's speed on one CPU thread, the U-Net
-1.3-2x). ``auto`` does not time the candidates (that would cost seconds and be noisy); it
+``benchmarks/results/final_network.md``: 7-10x eager's speed on one CPU thread, the U-Net
+1.5-2.1x). ``auto`` does not time the candidates (that would cost seconds and be noisy); it
 checks that they compute the same function.
 
 Every runtime computes eager's outputs up to float rounding (``auto`` checks this with
