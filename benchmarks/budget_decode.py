@@ -280,8 +280,9 @@ _LATENCY_HEADING = (
 )
 _LATENCY_SETUP = (
     "Latency: `edge_cost_model(..., latency=True)` times each cell, fusion, head and the stem "
-    "alone (BN folded, fastest of 20 passes); `model ms` is their sum over an architecture, "
-    "`measured ms` the whole network timed the same way (BN folded, fastest of 20). "
+    "alone as the eager runtime runs it (BN folded, channels-last; fastest of 20 passes); "
+    "`model ms` is their sum over an architecture, "
+    "`measured ms` the whole network timed the same way. "
     "`budget 60%` is `budgeted_decode` at 60 % of plain MS-NAS(3)'s modelled latency."
 )
 

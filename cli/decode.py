@@ -73,8 +73,8 @@ budget_options = bundle(
     click.option(
         "--max-latency-ms",
         type=PositiveMs(),
-        help="... and this batch-1 latency, from each part timed alone on --latency-device "
-        "(a sum of parts: an estimate).",
+        help="... and this batch-1 latency of the eager runtime, from each part timed alone "
+        "on --latency-device (a sum of parts: an estimate).",
     ),
     click.option(
         "--latency-device",

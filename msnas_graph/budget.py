@@ -395,6 +395,12 @@ class BudgetedDecode:
             lines.append(
                 f"no set of {self.requested} candidate paths fits the budget; kept {self.n_paths}"
             )
+        if self.budget.max_latency_ms is not None:
+            lines.append(
+                "latency: an estimate for the eager runtime, the sum of each part timed alone at "
+                "batch 1; time the whole network with `msnas-graph cost ARCH --latency "
+                "--runtime eager` (other runtimes are faster)"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -63,12 +63,12 @@ def edge_cost_model(
     :func:`~msnas_graph.budget.network_cost` of an architecture equals the whole network's
     count (tested).
 
-    With ``latency``, each part is also timed alone at batch 1 on ``device`` (BatchNorm folded,
-    as ``predict`` runs it; the fastest of ``repeats`` passes after 3 warm-up passes, with the
-    torch threads as they are: :func:`fastest_ns`) and the model's latencies add up: the
-    latency of a network is approximated by the sum of its parts' (``benchmarks/budget_decode.py``
-    reports how close that sum comes to the measured whole). ``decode --max-latency-ms`` uses
-    this.
+    With ``latency``, each part is also timed alone at batch 1 on ``device``, as the ``eager``
+    inference runtime runs it (``predict --runtime eager``): the fastest of ``repeats`` passes
+    after 3 warm-up passes, with the torch threads as they are (:func:`fastest_ns`). The
+    model's latencies add up: the latency of a network is approximated by the sum of its
+    parts' (``benchmarks/budget_decode.py`` reports how close that sum comes to the measured
+    whole). ``decode --max-latency-ms`` uses this.
 
     >>> from msnas_graph.spec import SearchSpace
     >>> from msnas_graph.state import SearchState
@@ -150,14 +150,21 @@ class _Measure:
 def fastest_ns(
     module: nn.Module, shape: tuple[int, ...], device: torch.device, repeats: int, warmup: int = 3
 ) -> int:
-    """The fastest of ``repeats`` inference passes of ``module`` (BatchNorm folded, eval mode,
-    :func:`torch.inference_mode`, synchronised on CUDA) on a random input of ``shape``, in whole
+    """The fastest of ``repeats`` inference passes of ``module`` as the ``eager`` runtime runs
+    it inside a network (:class:`~msnas_graph.backends.torch.runtimes.InferenceRuntime`:
+    BatchNorm folded, eval mode, channels-last for 2D inputs on the CPU, no layout conversion
+    at the part's borders; synchronised on CUDA) on a random input of ``shape``, in whole
     nanoseconds (at least 1). The minimum, not the median: other processes only ever add time,
     so on a shared machine the fastest pass is the steadiest estimate of the work itself."""
     from .fuse import fuse_for_inference
 
-    work = fuse_for_inference(module).to(device).eval()
+    # the eager runtime's layout (channels-last for 2D inputs on the CPU), with the part's input
+    # already in it and its output left in it, as between the parts of a whole network
+    last = device.type == "cpu" and len(shape) == 4
+    work = fuse_for_inference(module, channels_last=last).to(device)
     x = torch.randn(*shape, device=device)
+    if last:
+        x = x.contiguous(memory_format=torch.channels_last)
     cuda = device.type == "cuda"
     best = float("inf")
     with torch.inference_mode():
