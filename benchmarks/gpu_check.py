@@ -7,7 +7,9 @@
     above the allocation before it). Then k=1 (full channels) at the same setting for the
     memory ratio. A configuration that runs out of memory is reported and retried at half the
     batch (down to 1); the k=4 run is repeated at the batch k=1 needed, so the ratio is always
-    taken at one setting.
+    taken at one setting. With ``--compile``, also the step through ``torch.compile`` (fp32,
+    bf16) against eager at one batch, compilation time reported (opt-in: compiling the paper
+    supernet took more than 5 minutes on the CPU).
 (b) **Final network inference**: MS-NAS(3) decoded from ``SearchState.random(paper, 0)`` and
     the U-Net (base 16, depth 4) at 256x256, batch 16, in each inference mode (eager fp32,
     eager bf16 autocast, jit, compile, onnxruntime where installed; ``predict --runtime``):
@@ -25,6 +27,7 @@ keeps what was measured. ``--smoke`` runs everything at tiny sizes on the CPU (t
 script here); ``--only a c`` runs some sections.
 
     python benchmarks/gpu_check.py                     # on the GPU machine
+    python benchmarks/gpu_check.py --only a --compile  # the compiled supernet step, apart
     python benchmarks/gpu_check.py --smoke             # here, on the CPU
 """
 
@@ -210,7 +213,8 @@ def section_a(args: argparse.Namespace, report: Report) -> None:
         if res is not None:
             results[name] = res
             report.add(sec, {k: v for k, v in res.items() if not k.startswith("_")})
-    _compiled_configs(args, report, sec, results)
+    if args.compile:
+        _compiled_configs(args, report, sec, results)
     # k=1 against k=4 at one setting (fp32, and bf16 for a second point)
     for name, amp in (("fp32", "none"), ("bf16 autocast", "bf16")):
         r1 = run_with_fallback(
@@ -468,6 +472,12 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument("--device", default=None, help="default cuda (cpu with --smoke)")
     parser.add_argument("--only", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"])
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="(a) also time the supernet step through torch.compile, fp32 and bf16 (compiling "
+        "the paper supernet took over 5 minutes on the CPU: run it last, with time to spare)",
+    )
     parser.add_argument("--hc18", default=str(DEFAULT_HC18), help="HC18 folder for (c)")
     parser.add_argument("--channels", type=int, default=None, help="base width (default 32)")
     parser.add_argument("--size", type=int, default=None, help="input side (default 256)")
