@@ -103,6 +103,28 @@ def test_avg_pool_excludes_padding() -> None:
     torch.testing.assert_close(y, torch.ones(1, 1, 5, 5))
 
 
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 9, 7), (1, 2, 1, 5), (1, 2, 2, 2), (1, 2, 4, 3, 5), (1, 1, 3, 4, 3)]
+)
+def test_avg_pool_box_sums_in_training_equal_the_library_pool(shape: tuple[int, ...]) -> None:
+    import torch.nn.functional as F
+
+    dims = len(shape) - 2
+    pool = build_op("avg_pool_3x3", shape[1], dims).train()
+    library = getattr(F, f"avg_pool{dims}d")
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    got = pool(x)
+    want = library(x, 3, 1, 1, count_include_pad=False)
+    torch.testing.assert_close(got, want)
+    g = torch.randn(shape, dtype=torch.float64)
+    (gx,) = torch.autograd.grad(got, x, g)
+    (wx,) = torch.autograd.grad(library(x, 3, 1, 1, count_include_pad=False), x, g)
+    torch.testing.assert_close(gx, wx)
+    assert not list(pool.state_dict())  # nothing saved with a model
+    with torch.no_grad():  # eval mode runs the library pool itself
+        torch.testing.assert_close(pool.eval()(x), want)
+
+
 @pytest.mark.parametrize("name", ["sep_conv_3x3", "dil_conv_3x3", "avg_pool_3x3", "none"])
 def test_op_3d_shape(name: str) -> None:
     op = build_op(name, 4, spatial_dims=3)
