@@ -23,7 +23,7 @@ import copy
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -407,28 +407,42 @@ def measure_latency(
         raise BackendError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     dev = torch.device(device)
     work = _latency_model(model, dev, runtime, fuse, channels_last)
-    cuda = dev.type == "cuda"
     reports = []
     for batch in batch_sizes:
         x = torch.randn(int(batch), *shape[1:], device=dev)
         if channels_last and not fuse and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        times = []
         with torch.inference_mode():
             work(x)  # build the runtime (trace, export, compile) outside the timing
-            for i in range(warmup + repeats):
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                t0 = time.perf_counter()
-                work(x)
-                if cuda:
-                    torch.cuda.synchronize(dev)
-                if i >= warmup:
-                    times.append(time.perf_counter() - t0)
+        times = timed_passes(work, x, dev, warmup, repeats)
         used = getattr(work, "resolved", None) or "eager"
-        ms = 1000.0 * statistics.median(times)
+        ms = statistics.median(times) / 1e6
         reports.append(LatencyReport(int(batch), ms, repeats, str(dev), used))
     return reports
+
+
+def timed_passes(
+    work: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> list[int]:
+    """Nanoseconds of each of ``repeats`` passes ``work(x)`` under
+    :func:`torch.inference_mode`, after ``warmup`` untimed passes (synchronised on CUDA)."""
+    cuda = device.type == "cuda"
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if cuda:
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter_ns()
+            work(x)
+            if cuda:
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter_ns() - t0)
+    return times
 
 
 def _latency_model(

@@ -6,7 +6,6 @@ Also importable from :mod:`msnas_graph.backends.torch.cost`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -156,6 +155,7 @@ def fastest_ns(
     at the part's borders; synchronised on CUDA) on a random input of ``shape``, in whole
     nanoseconds (at least 1). The minimum, not the median: other processes only ever add time,
     so on a shared machine the fastest pass is the steadiest estimate of the work itself."""
+    from .cost import timed_passes  # cost.py imports this module
     from .fuse import fuse_for_inference
 
     # the eager runtime's layout (channels-last for 2D inputs on the CPU), with the part's input
@@ -165,19 +165,7 @@ def fastest_ns(
     x = torch.randn(*shape, device=device)
     if last:
         x = x.contiguous(memory_format=torch.channels_last)
-    cuda = device.type == "cuda"
-    best = float("inf")
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            if cuda:
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter_ns()
-            work(x)
-            if cuda:
-                torch.cuda.synchronize(device)
-            if i >= warmup:
-                best = min(best, time.perf_counter_ns() - t0)
-    return max(1, int(best))
+    return max(1, min(timed_passes(work, x, device, warmup, repeats)))
 
 
 def _edge_costs(

@@ -235,6 +235,7 @@ class InferenceRuntime(nn.Module):
         self.device = torch.device(device)
         self._resolved: str | None = None if runtime in ("auto", "onnxruntime") else runtime
         self._runner: dict[str, Runner] = {}  # a dict: not registered as a submodule
+        self._split: list[nn.Module] = []  # see _split_model
 
     @property
     def resolved(self) -> str | None:
@@ -316,8 +317,7 @@ class InferenceRuntime(nn.Module):
         """The runner ``name`` built on example ``x``; on failure ``None`` (or, with
         ``strict``, a one-line :class:`BackendError`)."""
         try:
-            split = copy.deepcopy(self.model)  # measured faster under jit and onnxruntime
-            split_concat_convs(split)
+            split = self._split_model()
             if name == "onnxruntime":
                 return _OnnxRuntime(split, x, self.device)
             runner = _Jit(split)
@@ -331,6 +331,15 @@ class InferenceRuntime(nn.Module):
                 ) from exc
             logger.info("runtime auto: %s unavailable (%s)", name, _first_line(exc))
             return None
+
+    def _split_model(self) -> nn.Module:
+        """The folded model with its concatenations split into sums of convolutions (measured
+        faster under jit and onnxruntime), made once and shared by both."""
+        if not self._split:  # a list: not registered as a submodule
+            model = copy.deepcopy(self.model)
+            split_concat_convs(model)
+            self._split.append(model)
+        return self._split[0]
 
     def _use(self, name: str, runner: Runner, x: torch.Tensor | None) -> Any:
         self._runner["run"] = runner
