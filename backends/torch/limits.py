@@ -182,7 +182,7 @@ def _search_cell(space: SearchSpace, kind: str, c_in: int, c_out: int) -> nn.Mod
 
     return SearchCell(
         kind, c_in, c_out, space.ops, space.blocks, space.partial_k, space.spatial_dims,
-        {"affine": False},
+        {"affine": False}, fuse=False,
     )  # fmt: skip
 
 

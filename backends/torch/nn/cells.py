@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from msnas_graph.backends.torch.nn.blocks import Preprocess, Projection, resample
+from msnas_graph.backends.torch.nn.fused import mix_together
 from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, channel_shuffle
 from msnas_graph.backends.torch.nn.ops import build_op
 from msnas_graph.errors import BackendError
@@ -88,6 +89,12 @@ class SearchCell(nn.Module):
     they are shared by all cells of a type and owned by the supernet.
 
     ``mixed[b][j]`` is the :class:`PartialChannelMixedOp` of input ``j`` of block ``b``.
+
+    ``fuse`` (default ``True``, switchable via ``.fuse``): compute the mixed ops that share an
+    input together (:func:`~msnas_graph.backends.torch.nn.fused.mix_together`: one ReLU, one
+    depth-wise, one point-wise convolution and one BatchNorm for all their separable
+    convolutions, each parameter-free operation once); ``False`` runs them one by one. Both
+    give the same outputs, gradients and running statistics up to float rounding.
     """
 
     def __init__(
@@ -100,10 +107,12 @@ class SearchCell(nn.Module):
         partial_k: int,
         spatial_dims: int = 2,
         op_options: dict[str, Any] | None = None,
+        fuse: bool = True,
     ) -> None:
         super().__init__()
         self.kind = kind
         self.blocks = blocks
+        self.fuse = fuse
         self.resample = resample(kind, spatial_dims)
         self.preprocess = Preprocess(c_in, c_out, spatial_dims)
         self.mixed = nn.ModuleList(
@@ -143,12 +152,51 @@ class SearchCell(nn.Module):
             states = [recompute_pieces(self._enter, self.preprocess, x)]
         else:
             states = [self._enter(x)]
-        splits: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for b, row in enumerate(cast(Sequence[nn.ModuleList], self.mixed)):
-            states.append(self._block(row, states, splits, alpha_w[b], p_w[b]))
+        if self.fuse:
+            self._fused_blocks(states, alpha_w, p_w)
+        else:
+            splits: list[tuple[torch.Tensor, torch.Tensor]] = []
+            for b, row in enumerate(cast(Sequence[nn.ModuleList], self.mixed)):
+                states.append(self._block(row, states, splits, alpha_w[b], p_w[b]))
         if recompute:
             return recompute_pieces(self._leave, self.projection, scale, *states[1:])
         return self._leave(scale, *states[1:])
+
+    def _fused_blocks(
+        self,
+        states: list[torch.Tensor],
+        alpha_w: Sequence[torch.Tensor],
+        p_w: Sequence[torch.Tensor],
+    ) -> None:
+        """Append block outputs to ``states`` (which holds ``X_0``), as :meth:`_block` would,
+        computing the mixed ops of all blocks on state ``X_j`` together as soon as ``X_j`` exists.
+        Block ``b`` still sums its inputs' terms in the order ``j = 0 .. b``."""
+        rows = cast(Sequence[nn.ModuleList], self.mixed)
+        k = cast(PartialChannelMixedOp, rows[0][0]).k
+        mixed: list[torch.Tensor | None] = [None] * self.blocks
+        rest: list[torch.Tensor | None] = [None] * self.blocks
+        for j in range(self.blocks):
+            x = states[j]
+            consumers = [rows[b][j] for b in range(j, self.blocks)]
+            if k == 1:
+                x_a = x
+            else:
+                x_a, x_b = cast(PartialChannelMixedOp, consumers[0]).split(x)
+            coeffs = [p_w[b][j] * alpha_w[b][j] for b in range(j, self.blocks)]
+            ys = mix_together(x_a, consumers, coeffs)
+            for b, y in zip(range(j, self.blocks), ys, strict=True):
+                prev = mixed[b]
+                mixed[b] = y if prev is None else prev + y
+                if k > 1:
+                    r = p_w[b][j] * x_b
+                    prev_r = rest[b]
+                    rest[b] = r if prev_r is None else prev_r + r
+            done, done_rest = cast(torch.Tensor, mixed[j]), rest[j]
+            mixed[j] = rest[j] = None
+            if done_rest is None:
+                states.append(done)
+            else:
+                states.append(channel_shuffle(torch.cat([done, done_rest], dim=1), k))
 
     def _enter(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, self.preprocess(self.resample(x)))

@@ -188,6 +188,13 @@ class Supernet(nn.Module):
             convolutions per cell again and saves most of what is full width whatever
             ``partial_k``; outputs, gradients and running statistics are those of
             ``recompute=False``. Can be switched later via ``.recompute``.
+        fuse_candidates: compute the mixed ops that share an input together (default
+            ``True``; :func:`~msnas_graph.backends.torch.nn.fused.mix_together`): one ReLU,
+            depth-wise, point-wise convolution and BatchNorm for all their separable
+            convolutions and each parameter-free operation once, instead of a few thousand
+            small kernels per step (``benchmarks/search_step.py``). Same outputs, gradients and
+            running statistics up to float rounding; operations it does not know run one by
+            one. Can be switched later via ``.fuse_candidates``.
         compile: run the forward pass through :func:`torch.compile` (``True`` for the default
             backend, or a backend name such as ``"aot_eager"``); off by default (it costs a
             long first call and did not pay on CPU). Where compiling fails the supernet logs
@@ -209,6 +216,7 @@ class Supernet(nn.Module):
         checkpoint: bool = False,
         recompute: bool = True,
         compile: bool | str = False,
+        fuse_candidates: bool = True,
     ) -> None:
         super().__init__()
         self.space = space
@@ -232,6 +240,7 @@ class Supernet(nn.Module):
                 space.partial_k,
                 dims,
                 op_options,
+                fuse=fuse_candidates,
             )
         self.cells = nn.ModuleDict(cells)
         self.head = Head(
@@ -278,6 +287,16 @@ class Supernet(nn.Module):
         self.recompute = recompute
         self.use_compile = compile
         self._compiled: Any = None  # the compiled forward, False once compiling failed
+
+    @property
+    def fuse_candidates(self) -> bool:
+        """Whether the cells compute the mixed ops that share an input together."""
+        return all(cast(SearchCell, c).fuse for c in self.cells.values())
+
+    @fuse_candidates.setter
+    def fuse_candidates(self, value: bool) -> None:
+        for c in self.cells.values():
+            cast(SearchCell, c).fuse = bool(value)
 
     # ---------------------------------------------------------------- parameter groups
 

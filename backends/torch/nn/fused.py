@@ -1,0 +1,461 @@
+"""The candidate operations of several mixed ops on one input, computed together.
+
+In a :class:`~msnas_graph.backends.torch.nn.cells.SearchCell` the state ``X_j`` feeds the mixed
+ops of blocks ``j .. N-1``: ``N - j`` mixed ops, each over the same candidate operations, on the
+same (partial-width) input. Run one by one, that is ``N - j`` copies of every parameter-free
+operation (pooling, identity) and, for every separable convolution, its own ReLU, depth-wise
+convolution, point-wise convolution and BatchNorm: a few thousand small kernels per step, on
+2-128 channels, where PyTorch's per-call cost and its slow depth-wise kernels at few channels
+dominate (``benchmarks/results/search_step.md``). :func:`mix_together` computes
+``[sum_o w[i][o] * mixed[i].ops[o](x) for i]`` with
+
+- **one ReLU** of ``x`` for all separable convolutions (they all start with ``ReLU(x)``);
+- **one depth-wise convolution** with a channel multiplier: every convolution's depth-wise
+  kernel embedded in the largest footprint among them (``3x3`` padded to ``5x5``; ``3x3`` at
+  dilation 2 spread over ``5x5``), which computes the same sums;
+- **one grouped point-wise convolution** (one group per convolution) and **one BatchNorm** over
+  all their channels (BatchNorm is per channel, so this is every BatchNorm at once; the running
+  statistics are written back to each module);
+- **each parameter-free operation once** (``avg_pool_3x3``, ``max_pool_3x3``, ``skip_connect``,
+  and the input term of the residual convolutions), shared by all mixed ops;
+- **two matrix products** for all weighted sums: ``(consumers x terms) @ (terms x pixels)``.
+
+The parameters stay in the mixed ops' own modules (checkpoints, decoding and weight transfer
+see no difference); results equal the one-by-one evaluation
+(:meth:`~msnas_graph.backends.torch.nn.mixed.PartialChannelMixedOp.mix`) up to float rounding.
+Operations it does not know (a user's registered operation, a module with hooks, a BatchNorm
+configured unlike the others) run one by one, as before.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
+from torch.nn.modules.conv import _ConvNd
+
+from msnas_graph.backends.torch.nn.ops import AvgPool3x3, DilConv, SepConvResidual, Zero
+
+__all__ = ["mix_together", "plan_candidates"]
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
+def _hooked(module: nn.Module) -> bool:
+    return any(
+        bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
+        for m in module.modules()
+    )
+
+
+@dataclass(frozen=True)
+class _Separable:
+    """A separable convolution ``[+ x] + BN(pw(dw(ReLU(x))))`` taken apart."""
+
+    consumer: int
+    op: int
+    depthwise: _ConvNd
+    pointwise: _ConvNd
+    norm: nn.modules.batchnorm._BatchNorm
+    residual: bool
+    footprint: int  # dilation * (kernel - 1) + 1, the same along every dimension
+
+
+def _separable(module: nn.Module, consumer: int, op: int) -> _Separable | None:
+    """The parts of a default separable-convolution operation, or ``None`` for anything the
+    fused path does not compute exactly as the module would."""
+    if isinstance(module, SepConvResidual):
+        residual = True
+    elif isinstance(module, DilConv):
+        residual = False
+    else:
+        return None
+    if type(module).forward not in (SepConvResidual.forward, DilConv.forward) or _hooked(module):
+        return None
+    body = module.body
+    if not isinstance(body, nn.Sequential) or len(body) != 4:
+        return None
+    relu, dw, pw, bn = body
+    if type(relu) is not nn.ReLU or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        return None
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    if type(dw) not in convs or type(pw) not in convs:
+        return None
+    dw, pw = cast(_ConvNd, dw), cast(_ConvNd, pw)
+    c = dw.in_channels
+    k = set(dw.kernel_size)
+    d = set(dw.dilation)
+    if (
+        dw.groups != c
+        or dw.out_channels != c
+        or dw.bias is not None
+        or dw.padding_mode != "zeros"
+        or set(dw.stride) != {1}
+        or len(k) != 1
+        or len(d) != 1
+        or next(iter(k)) % 2 != 1
+        or isinstance(dw.padding, str)
+        or set(dw.padding) != {next(iter(d)) * (next(iter(k)) // 2)}
+        or pw.in_channels != c
+        or pw.out_channels != c
+        or pw.groups != 1
+        or pw.bias is not None
+        or set(pw.kernel_size) != {1}
+        or set(pw.stride) != {1}
+        or set(pw.padding) != {0}
+        or bn.num_features != c
+        or bn.momentum is None
+    ):
+        return None
+    kernel, dilation = next(iter(k)), next(iter(d))
+    return _Separable(consumer, op, dw, pw, bn, residual, dilation * (kernel - 1) + 1)
+
+
+def _shared_key(module: nn.Module) -> tuple[Any, ...] | None:
+    """A key under which equal parameter-free operations give equal outputs, or ``None``."""
+    if _hooked(module):
+        return None
+    if type(module) is nn.Identity:
+        return ("identity",)
+    if type(module) is AvgPool3x3:
+        return ("avg_pool_3x3", module.spatial_dims, module.training)
+    if type(module) in _MAX_POOLS:
+        return (type(module).__name__, module.extra_repr())
+    return None
+
+
+_IDENTITY = ("identity",)
+
+
+@dataclass
+class CandidatePlan:
+    """How :func:`mix_together` computes a list of mixed ops (see :func:`plan_candidates`)."""
+
+    convs: list[_Separable] = field(default_factory=list)
+    #: shared key -> (the module computing it, ((consumer, op), ...) using it)
+    shared: dict[tuple[Any, ...], tuple[nn.Module | None, list[tuple[int, int]]]] = field(
+        default_factory=dict
+    )
+    #: (consumer, op) run one by one
+    single: list[tuple[int, int]] = field(default_factory=list)
+    #: whether every mixed op has at least one term that is not ``none``
+    complete: bool = True
+
+
+def _ops(mix: nn.Module) -> Sequence[nn.Module]:
+    return cast(Sequence[nn.Module], mix.ops)
+
+
+def plan_candidates(mixed: Sequence[nn.Module]) -> CandidatePlan:
+    """Sort the operations of ``mixed`` (mixed ops over one input) into fused separable
+    convolutions, shared parameter-free operations and operations run one by one.
+
+    >>> from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp
+    >>> ops = ["sep_conv_3x3", "dil_conv_3x3", "max_pool_3x3", "skip_connect", "none"]
+    >>> plan = plan_candidates([PartialChannelMixedOp(8, ops, k=4) for _ in range(3)])
+    >>> len(plan.convs), sorted(k[0] for k in plan.shared), plan.single
+    (6, ['MaxPool2d', 'identity'], [])
+    """
+    plan = CandidatePlan()
+    norm_key: tuple[Any, ...] | None = None
+    for i, mix in enumerate(mixed):
+        terms = 0
+        for o, module in enumerate(_ops(mix)):
+            if isinstance(module, Zero) and type(module).forward is Zero.forward:
+                continue
+            terms += 1
+            part = _separable(module, i, o)
+            if part is not None:
+                bn = part.norm
+                key = (
+                    type(bn),
+                    bn.eps,
+                    bn.momentum,
+                    bn.affine,
+                    bn.track_running_stats,
+                    bn.training,
+                    part.depthwise.weight.dtype,
+                )
+                if norm_key is None:
+                    norm_key = key
+                if key == norm_key:
+                    plan.convs.append(part)
+                    if part.residual:
+                        plan.shared.setdefault(_IDENTITY, (None, []))[1].append((i, o))
+                    continue
+            shared = _shared_key(module)
+            if shared is None:
+                plan.single.append((i, o))
+                continue
+            owner, users = plan.shared.setdefault(shared, (module, []))
+            if owner is None:  # the identity entry first made by a residual convolution
+                plan.shared[shared] = (module, users)
+            users.append((i, o))
+        if terms == 0:
+            plan.complete = False
+    # equal kernels next to each other (one embedding per run); any order computes the same
+    plan.convs.sort(key=lambda p: (p.depthwise.kernel_size[0], p.depthwise.dilation[0]))
+    return plan
+
+
+def _depthwise_kernels(convs: Sequence[_Separable], footprint: int, dims: int) -> torch.Tensor:
+    """``(C, M, 1, footprint, ...)``: every convolution's depth-wise weight spread over
+    ``footprint`` per dimension (``3x3`` padded to ``5x5``, ``3x3`` at dilation 2 spread
+    over ``5x5``); one embedding per run of equal kernel size and dilation."""
+    parts = []
+    for (kernel, dilation), run in itertools.groupby(
+        convs, key=lambda p: (p.depthwise.kernel_size[0], p.depthwise.dilation[0])
+    ):
+        w = torch.stack([cast(torch.Tensor, p.depthwise.weight) for p in run], dim=1)
+        size = dilation * (kernel - 1) + 1
+        start = (footprint - size) // 2
+        if dilation == 1:
+            if start:
+                w = F.pad(w, [start] * (2 * dims))
+        else:
+            spread = w.new_zeros(*w.shape[:3], *(footprint,) * dims)
+            index: tuple[Any, ...] = (..., *(slice(start, start + size, dilation),) * dims)
+            spread[index] = w
+            w = spread
+        parts.append(w)
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def _batch_norm(z: torch.Tensor, norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> torch.Tensor:
+    """Every BatchNorm of ``norms`` (one per consecutive channel group of ``z``, configured
+    alike) as one call; running statistics are updated as each module would update its own."""
+    first = norms[0]
+    training = first.training
+    track = first.track_running_stats
+    weight = bias = None
+    if first.affine:
+        weight = torch.cat([cast(torch.Tensor, n.weight) for n in norms])
+        bias = torch.cat([cast(torch.Tensor, n.bias) for n in norms])
+    if not track:
+        return F.batch_norm(z, None, None, weight, bias, True, 0.0, first.eps)
+    mean = torch.cat([cast(torch.Tensor, n.running_mean) for n in norms])
+    var = torch.cat([cast(torch.Tensor, n.running_var) for n in norms])
+    momentum = cast(float, first.momentum)
+    y = F.batch_norm(z, mean, var, weight, bias, training, momentum, first.eps)
+    if training:
+        with torch.no_grad():
+            _update_running_stats(norms, mean, var, 1.0)
+    return y
+
+
+def _update_running_stats(
+    norms: Sequence[nn.modules.batchnorm._BatchNorm],
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    momentum: float,
+) -> None:
+    """``running <- running + momentum * (new - running)`` for every module's statistics (one
+    consecutive group of ``mean``/``var`` each), and one more batch tracked: three calls in all
+    instead of three per module."""
+    means = [cast(torch.Tensor, n.running_mean) for n in norms]
+    variances = [cast(torch.Tensor, n.running_var) for n in norms]
+    mean, var = mean.to(means[0].dtype), var.to(variances[0].dtype)
+    torch._foreach_lerp_(means, list(mean.chunk(len(norms))), momentum)
+    torch._foreach_lerp_(variances, list(var.chunk(len(norms))), momentum)
+    torch._foreach_add_([cast(torch.Tensor, n.num_batches_tracked) for n in norms], 1)
+
+
+class _PointwiseNormMix(torch.autograd.Function):
+    """``coefficients @ BN(pointwise @ d)`` with batch statistics, saving only ``d``.
+
+    ``d``: ``(N, M, C, P)`` depth-wise outputs (any strides), ``pointwise``: ``(M, C, C)``,
+    ``coefficients``: ``(K, M)``, ``weight``/``bias``: ``(M * C,)`` or ``None``. Returns the
+    ``(N, K, C * P)`` weighted sums and the batch mean and (biased) variance per channel. The
+    point-wise products and the normalised values are recomputed in the backward pass (one
+    batched product and a few element-wise passes) instead of being saved twice over: the
+    search's largest saved tensors are these, at ``M`` times the input's width.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        d: torch.Tensor,
+        pointwise: torch.Tensor,
+        coefficients: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        eps: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, m, c = d.shape[:3]
+        with torch.autocast(d.device.type, enabled=False):  # the caller cast to d's dtype
+            p = torch.matmul(pointwise, d).reshape(n, m * c, -1)
+            y, mean, invstd = torch.native_batch_norm(p, weight, bias, None, None, True, 0.0, eps)
+            out = torch.matmul(coefficients, y.reshape(n, m, -1))
+        ctx.eps = eps
+        ctx.save_for_backward(d, pointwise, coefficients, weight, bias, mean, invstd)
+        var = invstd.pow(-2).sub_(eps)
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, g_out: torch.Tensor, _g_mean: torch.Tensor, _g_var: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        d, pointwise, coefficients, weight, bias, mean, invstd = ctx.saved_tensors
+        n, m, c = d.shape[:3]
+        p = torch.matmul(pointwise, d).reshape(n, m * c, -1)
+        g_y = torch.matmul(coefficients.t(), g_out).reshape(p.shape)
+        g_coefficients = None
+        if ctx.needs_input_grad[2]:
+            y = (p - mean[:, None]) * invstd[:, None]
+            if weight is not None:
+                y = y * weight[:, None] + bias[:, None]
+            y = y.to(g_out.dtype).reshape(n, m, -1)
+            g_coefficients = torch.matmul(g_out, y.transpose(1, 2)).sum(0)
+        affine = weight is not None
+        g_p, g_weight, g_bias = torch.ops.aten.native_batch_norm_backward(
+            g_y, p, weight, None, None, mean, invstd, True, ctx.eps, [True, affine, affine]
+        )
+        g_p = g_p.reshape(n, m, c, -1)
+        g_pointwise = g_d = None
+        if ctx.needs_input_grad[1]:
+            g_pointwise = torch.matmul(g_p, d.transpose(-1, -2)).sum(0)
+        if ctx.needs_input_grad[0]:
+            g_d = torch.matmul(pointwise.transpose(-1, -2), g_p)
+        return g_d, g_pointwise, g_coefficients, g_weight, g_bias, None
+
+
+def _convolutions(
+    x: torch.Tensor, convs: Sequence[_Separable], coefficients: torch.Tensor
+) -> torch.Tensor:
+    """``coefficients @ BN(pw(dw(ReLU(x))))`` over every convolution in ``convs``:
+    ``(N, K, C * P)`` for ``(K, len(convs))`` coefficients."""
+    dims = x.dim() - 2
+    n, c = x.shape[:2]
+    m = len(convs)
+    footprint = max(p.footprint for p in convs)
+    kernels = _depthwise_kernels(convs, footprint, dims)
+    z = _CONV[dims](
+        F.relu(x), kernels.reshape(c * m, 1, *kernels.shape[3:]), None, 1, footprint // 2, 1, c
+    )
+    # the depth-wise output is channel-major (input channel, convolution): the point-wise
+    # convolutions are one batched product over the convolution-major view
+    d = z.reshape(n, c, m, -1).transpose(1, 2)
+    pointwise = torch.stack([cast(torch.Tensor, p.pointwise.weight) for p in convs])
+    pointwise = pointwise.reshape(m, c, c)
+    norms = [p.norm for p in convs]
+    first = norms[0]
+    if (first.training or not first.track_running_stats) and torch.is_grad_enabled():
+        count = n * d.shape[-1]
+        if count <= 1:
+            raise ValueError(
+                "Expected more than 1 value per channel when training, got input size "
+                f"{list(x.shape)}"
+            )
+        weight = bias = None
+        if first.affine:
+            weight = torch.cat([cast(torch.Tensor, b.weight) for b in norms])
+            bias = torch.cat([cast(torch.Tensor, b.bias) for b in norms])
+        # one dtype for the products (autocast made the depth-wise output lower precision)
+        pointwise, coefficients = pointwise.to(d.dtype), coefficients.to(d.dtype)
+        out, mean, var = _PointwiseNormMix.apply(
+            d, pointwise, coefficients, weight, bias, first.eps
+        )
+        if first.training and first.track_running_stats:
+            momentum = cast(float, first.momentum)
+            unbiased = var * (count / (count - 1))
+            with torch.no_grad():
+                _update_running_stats(norms, mean, unbiased, momentum)
+        return cast(torch.Tensor, out)
+    z = torch.matmul(pointwise, d)  # (N, M, C, pixels)
+    z = _batch_norm(z.reshape(n, m * c, *x.shape[2:]), norms)
+    return torch.matmul(coefficients, z.reshape(n, m, -1))
+
+
+class _MaxPoolRecompute(torch.autograd.Function):
+    """Max pooling that saves only its input (already kept by others) and finds the maxima
+    again in the backward pass, instead of saving an int64 index per output."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
+        ctx.pool = pool
+        ctx.save_for_backward(x)
+        return cast(torch.Tensor, pool(x))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_()
+            y = ctx.pool(xr)
+        (grad,) = torch.autograd.grad(y, xr, g)
+        return grad, None
+
+
+def mix_together(
+    x: torch.Tensor, mixed: Sequence[nn.Module], weights: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """``[sum_o weights[i][o] * mixed[i].ops[o](x) for i]``, computed together (module doc).
+
+    ``mixed`` are mixed ops (anything with an ``ops`` list of candidate modules) over the same
+    input ``x``; ``weights[i]`` the 1-D coefficients of ``mixed[i]``'s operations. As in
+    :meth:`~msnas_graph.backends.torch.nn.mixed.PartialChannelMixedOp.mix`, ``none`` adds
+    nothing.
+
+    >>> from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp
+    >>> ops = ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "avg_pool_3x3", "skip_connect"]
+    >>> mixed = [PartialChannelMixedOp(4, ops, k=1) for _ in range(2)]
+    >>> x, w = torch.randn(2, 4, 8, 8), torch.softmax(torch.randn(2, 5), dim=1)
+    >>> together = mix_together(x, mixed, list(w))
+    >>> alone = [m.mix(x, wi) for m, wi in zip(mixed, w)]
+    >>> all(torch.allclose(a, b, atol=1e-5) for a, b in zip(together, alone))
+    True
+    """
+    plan = plan_candidates(mixed)
+    sizes = {int(w.shape[0]) for w in weights}
+    if not plan.complete or len(sizes) != 1:
+        return [m.mix(x, w) for m, w in zip(mixed, weights, strict=True)]  # type: ignore[operator]
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+    count = len(mixed)
+    w = torch.stack(list(weights))  # (consumers, operations)
+    out: torch.Tensor | None = None
+    if plan.convs:
+        # (consumers, convolutions): w[i, op of m] where convolution m belongs to consumer i
+        mask = torch.tensor(
+            [[float(p.consumer == i) for p in plan.convs] for i in range(count)],
+            dtype=w.dtype,
+            device=w.device,
+        )
+        picked = w[:, torch.tensor([p.op for p in plan.convs], device=w.device)]
+        out = _convolutions(x, plan.convs, picked * mask)
+    if plan.shared:
+        outputs = []
+        # (consumers, operations, shared terms): which operation contributes to which term
+        routes = [[[0.0] * len(plan.shared) for _ in range(w.shape[1])] for _ in range(count)]
+        for s, (key, (module, users)) in enumerate(plan.shared.items()):
+            if key == _IDENTITY or module is None:
+                outputs.append(x)
+            elif type(module) in _MAX_POOLS and x.requires_grad:
+                outputs.append(cast(torch.Tensor, _MaxPoolRecompute.apply(x, module)))
+            else:
+                outputs.append(module(x))
+            for i, o in users:
+                routes[i][o][s] = 1.0
+        terms = torch.stack(outputs, dim=1).reshape(n, len(outputs), -1)
+        route = torch.tensor(routes, dtype=w.dtype, device=w.device)
+        coefficients = torch.einsum("io,ios->is", w, route)
+        shared = torch.matmul(coefficients, terms)
+        out = shared if out is None else out + shared
+    results: list[torch.Tensor | None] = [
+        None if out is None else out[:, i].reshape(n, c, *spatial) for i in range(count)
+    ]
+    for i, o in plan.single:
+        term = weights[i][o] * _ops(mixed[i])[o](x)
+        prev = results[i]
+        results[i] = term if prev is None else prev + term
+    return [cast(torch.Tensor, r) for r in results]

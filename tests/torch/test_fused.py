@@ -1,0 +1,286 @@
+"""The fused evaluation of mixed ops over one input (``nn.fused.mix_together``) against the
+one-by-one reference (``PartialChannelMixedOp.mix``): outputs, every gradient and the BatchNorm
+running statistics agree; operations it does not know fall back; the supernet and its cells
+give the same results with ``fuse`` on and off, and the fused path saves less for backward."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from msnas_graph.backends.torch import build_supernet
+from msnas_graph.backends.torch.cost import activation_memory
+from msnas_graph.backends.torch.nn.cells import SearchCell
+from msnas_graph.backends.torch.nn.fused import mix_together, plan_candidates
+from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp
+from msnas_graph.backends.torch.nn.ops import register_op, unregister_op
+from msnas_graph.spec import SearchSpace
+
+ALL = (
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "avg_pool_3x3",
+    "max_pool_3x3",
+    "skip_connect",
+    "none",
+)
+
+
+def _params(mods: list[PartialChannelMixedOp]) -> list[torch.Tensor]:
+    return [p for m in mods for p in m.parameters()]
+
+
+def _buffers(mods: list[PartialChannelMixedOp]) -> list[torch.Tensor]:
+    return [b for m in mods for b in m.buffers()]
+
+
+def _compare(
+    ops: tuple[str, ...],
+    dims: int = 2,
+    consumers: int = 3,
+    channels: int = 4,
+    options: dict[str, object] | None = None,
+    train: bool = True,
+    seed: int = 0,
+) -> None:
+    torch.manual_seed(seed)
+    fused = [PartialChannelMixedOp(channels, ops, 1, dims, options) for _ in range(consumers)]
+    for m in fused:
+        m.train(train)
+        if not train:  # non-trivial running statistics for eval mode
+            for b in m.modules():
+                if isinstance(b, nn.modules.batchnorm._BatchNorm):
+                    assert b.running_mean is not None and b.running_var is not None
+                    b.running_mean.normal_()
+                    b.running_var.uniform_(0.5, 2.0)
+    alone = copy.deepcopy(fused)
+    x1 = torch.randn(2, channels, *(6,) * dims, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    w1 = torch.softmax(torch.randn(consumers, len(ops)), dim=1).requires_grad_()
+    w2 = w1.detach().clone().requires_grad_()
+    out1 = mix_together(x1, fused, list(w1))
+    out2 = [m.mix(x2, w) for m, w in zip(alone, w2, strict=True)]
+    grads = [torch.randn_like(y) for y in out2]
+    sum((y * g).sum() for y, g in zip(out1, grads, strict=True)).backward()
+    sum((y * g).sum() for y, g in zip(out2, grads, strict=True)).backward()
+    for a, b in zip(out1, out2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-4, atol=1e-4)
+    for p, q in zip(_params(fused), _params(alone), strict=True):
+        assert (p.grad is None) == (q.grad is None)
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4)
+    for a, b in zip(_buffers(fused), _buffers(alone), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("affine", [False, True])
+def test_all_default_ops_match_one_by_one(dims: int, affine: bool) -> None:
+    _compare(ALL, dims=dims, options={"affine": affine})
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [
+        ("sep_conv_3x3",),
+        ("dil_conv_3x3", "none"),
+        ("max_pool_3x3", "avg_pool_3x3"),
+        ("skip_connect", "sep_conv_5x5"),
+        ("none", "skip_connect", "dil_conv_3x3", "sep_conv_3x3"),
+    ],
+)
+def test_op_subsets_and_orders_match(ops: tuple[str, ...]) -> None:
+    _compare(ops, consumers=2, seed=1)
+
+
+def test_eval_mode_uses_each_modules_running_statistics() -> None:
+    _compare(ALL, train=False, seed=2)
+
+
+def test_one_consumer_matches() -> None:
+    _compare(ALL, consumers=1, seed=3)
+
+
+def test_plan_sorts_operations() -> None:
+    mixed = [PartialChannelMixedOp(8, ALL, k=4) for _ in range(2)]
+    plan = plan_candidates(mixed)
+    # grouped by (kernel, dilation): sep_conv_3x3, dil_conv_3x3, sep_conv_5x5
+    convs = [(p.consumer, p.op) for p in plan.convs]
+    assert convs == [(0, 0), (1, 0), (0, 2), (1, 2), (0, 1), (1, 1)]
+    assert [p.footprint for p in plan.convs] == [3, 3, 5, 5, 5, 5]
+    keys = [k[0] for k in plan.shared]
+    assert sorted(keys) == ["MaxPool2d", "avg_pool_3x3", "identity"]
+    identity_users = plan.shared[("identity",)][1]
+    # skip_connect and both residual convolutions feed the identity term
+    assert sorted(identity_users) == [(0, 0), (0, 1), (0, 5), (1, 0), (1, 1), (1, 5)]
+    assert plan.single == [] and plan.complete
+
+
+def test_user_operation_runs_one_by_one_and_matches() -> None:
+    @register_op("fused_test_scale", "2x, registered by a test")
+    def _scale(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+        return _Double()
+
+    try:
+        ops = ("fused_test_scale", "sep_conv_3x3", "skip_connect")
+        plan = plan_candidates([PartialChannelMixedOp(4, ops, k=1) for _ in range(2)])
+        assert plan.single == [(0, 0), (1, 0)]
+        _compare(ops, consumers=2, seed=4)
+    finally:
+        unregister_op("fused_test_scale")
+
+
+class _Double(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+
+def test_hooked_module_runs_one_by_one_so_its_hook_fires() -> None:
+    mixed = [PartialChannelMixedOp(4, ALL, k=1) for _ in range(2)]
+    seen: list[int] = []
+    mixed[1].ops[0].body[1].register_forward_hook(lambda *_: seen.append(1))
+    plan = plan_candidates(mixed)
+    assert (1, 0) in plan.single and len(plan.convs) == 5
+    mix_together(torch.randn(2, 4, 6, 6), mixed, list(torch.rand(2, len(ALL))))
+    assert seen == [1]
+
+
+def test_batch_norm_configured_differently_is_not_fused() -> None:
+    mixed = [PartialChannelMixedOp(4, ALL, k=1) for _ in range(2)]
+    mixed[1].ops[2].body[3].momentum = 0.5
+    plan = plan_candidates(mixed)
+    assert (1, 2) in plan.single
+    before = copy.deepcopy(mixed)
+    x = torch.randn(2, 4, 6, 6)
+    w = list(torch.rand(2, len(ALL)))
+    alone = [m.mix(x, wi) for m, wi in zip(before, w, strict=True)]
+    for a, b in zip(mix_together(x, mixed, w), alone, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(_buffers(mixed), _buffers(before), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_only_none_falls_back_to_the_reference() -> None:
+    mixed = [PartialChannelMixedOp(4, ("none",), k=1) for _ in range(2)]
+    assert not plan_candidates(mixed).complete
+    x = torch.randn(2, 4, 3, 3, requires_grad=True)
+    out = mix_together(x, mixed, [torch.ones(1), torch.ones(1)])
+    assert all(torch.equal(y, torch.zeros_like(x)) for y in out)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("train", [True, False])
+def test_search_cell_fused_equals_unfused(k: int, train: bool) -> None:
+    torch.manual_seed(5)
+    cell = SearchCell("keep", 8, 8, ALL, 3, k, 2, {"affine": False}).train(train)
+    plain = copy.deepcopy(cell)
+    plain.fuse = False
+    assert cell.fuse
+    alpha = [torch.softmax(torch.randn(b + 1, len(ALL)), 1).requires_grad_() for b in range(3)]
+    p = [torch.softmax(torch.randn(b + 1), 0).requires_grad_() for b in range(3)]
+    alpha2 = [a.detach().clone().requires_grad_() for a in alpha]
+    p2 = [q.detach().clone().requires_grad_() for q in p]
+    x = torch.randn(2, 8, 8, 8)
+    y1, y2 = cell(x, alpha, p), plain(x, alpha2, p2)
+    torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(y1)
+    (y1 * g).sum().backward()
+    (y2 * g).sum().backward()
+    for a, b in zip([*alpha, *p], [*alpha2, *p2], strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
+    for a, b in zip(cell.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
+    for a, b in zip(cell.buffers(), plain.buffers(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+SPACE = SearchSpace(
+    name="fused", layers=3, scales=2, channels=8, blocks=3, ops=ALL, partial_k=4, input_size=32
+)
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_supernet_switch_gives_the_same_loss_gradients_and_statistics(checkpoint: bool) -> None:
+    torch.manual_seed(6)
+    net = build_supernet(SPACE)
+    net.checkpoint = checkpoint
+    plain = copy.deepcopy(net)
+    plain.fuse_candidates = False
+    assert net.fuse_candidates and not plain.fuse_candidates
+    x = torch.randn(2, 1, 32, 32)
+    for model in (net, plain):
+        model(x).square().mean().backward()
+    for (name, a), (_, b) in zip(net.named_parameters(), plain.named_parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5, msg=name)
+    for (name, a), (_, b) in zip(net.named_buffers(), plain.named_buffers(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    # every running statistic was updated exactly once
+    tracked = {int(b) for n, b in net.named_buffers() if n.endswith("num_batches_tracked")}
+    assert tracked == {1}
+
+
+def test_fused_supernet_saves_less_for_backward() -> None:
+    net = build_supernet(SPACE)
+    fused = activation_memory(net, (2, 1, 32, 32))
+    net.fuse_candidates = False
+    plain = activation_memory(net, (2, 1, 32, 32))
+    assert fused < 0.9 * plain
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_pointwise_norm_mix_gradcheck(affine: bool) -> None:
+    from msnas_graph.backends.torch.nn.fused import _PointwiseNormMix
+
+    g = torch.Generator().manual_seed(7)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, dtype=torch.double).requires_grad_()
+
+    d = rand(2, 3, 2, 5)[:, :, :, 1:]  # a strided view, as the depth-wise output is
+    pointwise, coefficients = rand(3, 2, 2), rand(2, 3)
+    weight, bias = (rand(6), rand(6)) if affine else (None, None)
+
+    def fn(*args: torch.Tensor | None) -> torch.Tensor:
+        return _PointwiseNormMix.apply(*args, 1e-5)[0]
+
+    assert torch.autograd.gradcheck(fn, (d, pointwise, coefficients, weight, bias))
+
+
+def test_max_pool_recompute_gradcheck() -> None:
+    from msnas_graph.backends.torch.nn.fused import _MaxPoolRecompute
+
+    pool = nn.MaxPool2d(3, stride=1, padding=1)
+    x = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _MaxPoolRecompute.apply(t, pool), (x,))
+
+
+def test_one_value_per_channel_is_refused_like_batch_norm() -> None:
+    mixed = [PartialChannelMixedOp(2, ("sep_conv_3x3",), k=1)]
+    x = torch.randn(1, 2, 1, 1, requires_grad=True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        mixed[0].mix(x, torch.ones(1))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        mix_together(x, mixed, [torch.ones(1)])
+
+
+def test_bf16_autocast_matches_the_unfused_path_loosely() -> None:
+    torch.manual_seed(8)
+    net = build_supernet(SPACE)
+    plain = copy.deepcopy(net)
+    plain.fuse_candidates = False
+    x = torch.randn(2, 1, 32, 32)
+    losses = []
+    for model in (net, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x).float().square().mean()
+        loss.backward()
+        losses.append(float(loss.detach()))
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert losses[0] == pytest.approx(losses[1], rel=0.05)
