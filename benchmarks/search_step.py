@@ -261,6 +261,14 @@ CATEGORIES = {
 }
 
 
+class _FusedCandidates:
+    """Stands on the module stack while ``mix_groups`` (the fused candidate operations) runs."""
+
+
+class _FusedCells:
+    """Stands on the module stack while ``forward_cells`` (fused search cells) runs."""
+
+
 def activation_breakdown(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int]:
     """Saved-for-backward bytes of one training forward of ``model``, by where they were saved.
 
@@ -273,7 +281,7 @@ def activation_breakdown(model: nn.Module, shape: tuple[int, ...]) -> dict[str, 
 
     work = copy.deepcopy(model).train()
     excluded = {t.untyped_storage().data_ptr() for t in (*work.parameters(), *work.buffers())}
-    stack: list[nn.Module] = [work]
+    stack: list[Any] = [work]
     seen: dict[int, int] = {}
     where: dict[int, str] = {}
 
@@ -291,13 +299,13 @@ def activation_breakdown(model: nn.Module, shape: tuple[int, ...]) -> dict[str, 
             name = type(m).__name__
             if name in CATEGORIES:
                 return CATEGORIES[name]
-            if id(m) in candidates:
+            if id(m) in candidates or isinstance(m, _FusedCandidates):
                 elt = t.element_size() * t.numel()
                 key = _storage(t)
                 if key is not None and key[1] > 1.5 * elt:
                     return "full-width inputs held by partial slices"
                 return "candidate operations (partial width)"
-            if name == "SearchCell":
+            if name == "SearchCell" or isinstance(m, _FusedCells):
                 return "cell: weighted and block sums, resample, concat"
         return "node sums (beta) and loss"
 
@@ -317,17 +325,47 @@ def activation_breakdown(model: nn.Module, shape: tuple[int, ...]) -> dict[str, 
     def leave(_mod: nn.Module, _args: Any, _out: Any) -> None:
         stack.pop()
 
+    # Hooks on a search cell or a candidate operation would make the supernet run it on its
+    # own (a module with hooks is never fused): the fused functions mark the stack instead.
+    from msnas_graph.backends.torch.nn import cells as cells_module
+    from msnas_graph.backends.torch.nn import supernet as supernet_module
+
+    def marked(fn: Callable[..., Any], mark: object) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            stack.append(mark)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                stack.pop()
+
+        return run
+
+    skip = {id(c) for c in work.modules() if type(c).__name__ == "SearchCell"}
+    for op in work.modules():
+        if id(op) in candidates:
+            skip |= {id(sub) for sub in op.modules()}
     handles = []
     for m in work.modules():
+        if id(m) in skip:
+            continue
         handles.append(m.register_forward_pre_hook(enter))
         handles.append(m.register_forward_hook(leave))
-    x = torch.randn(shape)
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = work(x)
-        loss = DiceCELoss(NUM_CLASSES)(out, torch.zeros(shape[0], *shape[2:], dtype=torch.long))
-    del loss, out
-    for h in handles:
-        h.remove()
+    saved = (cells_module.mix_groups, cells_module.forward_cells, supernet_module.forward_cells)
+    cells_module.mix_groups = marked(saved[0], _FusedCandidates())
+    cells_module.forward_cells = marked(saved[1], _FusedCells())
+    supernet_module.forward_cells = marked(saved[2], _FusedCells())
+    try:
+        x = torch.randn(shape)
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = work(x)
+            target = torch.zeros(shape[0], *shape[2:], dtype=torch.long)
+            loss = DiceCELoss(NUM_CLASSES)(out, target)
+        del loss, out
+    finally:
+        cells_module.mix_groups, cells_module.forward_cells = saved[:2]
+        supernet_module.forward_cells = saved[2]
+        for h in handles:
+            h.remove()
     totals: dict[str, int] = {}
     for ptr, n in seen.items():
         totals[where[ptr]] = totals.get(where[ptr], 0) + n

@@ -243,9 +243,10 @@ def test_pointwise_norm_mix_gradcheck(affine: bool) -> None:
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=g, dtype=torch.double).requires_grad_()
 
-    d = rand(2, 3, 2, 5)[:, :, :, 1:]  # a strided view, as the depth-wise output is
-    pointwise, coefficients = rand(3, 2, 2), rand(2, 3)
-    weight, bias = (rand(6), rand(6)) if affine else (None, None)
+    # (N, groups, convolutions, C, pixels): a strided view, as the depth-wise output is
+    d = rand(2, 2, 3, 2, 5)[..., 1:]
+    pointwise, coefficients = rand(2, 3, 2, 2), rand(2, 2, 3)
+    weight, bias = (rand(12), rand(12)) if affine else (None, None)
 
     def fn(*args: torch.Tensor | None) -> torch.Tensor:
         return _PointwiseNormMix.apply(*args, 1e-5)[0]
@@ -284,3 +285,58 @@ def test_bf16_autocast_matches_the_unfused_path_loosely() -> None:
         losses.append(float(loss.detach()))
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert losses[0] == pytest.approx(losses[1], rel=0.05)
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_cells_into_one_node_run_as_one_computation(k: int) -> None:
+    from msnas_graph.backends.torch.nn.cells import forward_cells
+
+    torch.manual_seed(9)
+    kinds = [("expand", 16), ("keep", 8), ("contract", 4)]
+    cells = [SearchCell(kind, c_in, 8, ALL, 3, k, 2, {"affine": False}) for kind, c_in in kinds]
+    alone = copy.deepcopy(cells)
+    sides = {"expand": 4, "keep": 8, "contract": 16}
+    xs = [torch.randn(2, c_in, sides[kind], sides[kind]) for kind, c_in in kinds]
+    weights = [
+        (
+            [torch.softmax(torch.randn(b + 1, len(ALL)), 1).requires_grad_() for b in range(3)],
+            [torch.softmax(torch.randn(b + 1), 0).requires_grad_() for b in range(3)],
+        )
+        for _ in kinds
+    ]
+    copies = [
+        (
+            [a.detach().clone().requires_grad_() for a in aw],
+            [q.detach().clone().requires_grad_() for q in pw],
+        )
+        for aw, pw in weights
+    ]
+    scales = [torch.tensor(0.5), None, torch.tensor(2.0)]
+    together = forward_cells(
+        cells, xs, [a for a, _ in weights], [q for _, q in weights], scales, recompute=True
+    )
+    apart = [
+        cell(x, aw, pw, s, True)
+        for cell, x, (aw, pw), s in zip(alone, xs, copies, scales, strict=True)
+    ]
+    for a, b in zip(together, apart, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    sum(t.square().sum() for t in together).backward()
+    sum(t.square().sum() for t in apart).backward()
+    for (aw, pw), (aw2, pw2) in zip(weights, copies, strict=True):
+        for a, b in zip([*aw, *pw], [*aw2, *pw2], strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-4)
+    for cell, other in zip(cells, alone, strict=True):
+        for a, b in zip(cell.parameters(), other.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-4)
+        for a, b in zip(cell.buffers(), other.buffers(), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_a_hooked_cell_runs_through_its_call() -> None:
+    net = build_supernet(SPACE)
+    seen: list[str] = []
+    for key, cell in net.cells.items():
+        cell.register_forward_hook(lambda *_, key=key: seen.append(key))
+    net(torch.randn(2, 1, 32, 32))
+    assert sorted(seen) == sorted(net.cells.keys())

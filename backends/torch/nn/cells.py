@@ -22,13 +22,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from msnas_graph.backends.torch.nn.blocks import Preprocess, Projection, resample
-from msnas_graph.backends.torch.nn.fused import mix_together
+from msnas_graph.backends.torch.nn.fused import mix_groups
 from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, channel_shuffle
 from msnas_graph.backends.torch.nn.ops import build_op
 from msnas_graph.errors import BackendError
 from msnas_graph.genotype import CellGenotype
 
-__all__ = ["DiscreteCell", "SearchCell", "recompute_pieces"]
+__all__ = ["DiscreteCell", "SearchCell", "forward_cells", "recompute_pieces"]
 
 
 class _KeepBatchNormStats:
@@ -148,55 +148,18 @@ class SearchCell(nn.Module):
         inputs ``X_j``, which the projection keeps anyway) and the block shuffles once
         (a permutation commutes with the sum).
         """
+        if self.fuse:
+            return forward_cells([self], [x], [alpha_w], [p_w], [scale], recompute)[0]
         if recompute:
             states = [recompute_pieces(self._enter, self.preprocess, x)]
         else:
             states = [self._enter(x)]
-        if self.fuse:
-            self._fused_blocks(states, alpha_w, p_w)
-        else:
-            splits: list[tuple[torch.Tensor, torch.Tensor]] = []
-            for b, row in enumerate(cast(Sequence[nn.ModuleList], self.mixed)):
-                states.append(self._block(row, states, splits, alpha_w[b], p_w[b]))
+        splits: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for b, row in enumerate(cast(Sequence[nn.ModuleList], self.mixed)):
+            states.append(self._block(row, states, splits, alpha_w[b], p_w[b]))
         if recompute:
             return recompute_pieces(self._leave, self.projection, scale, *states[1:])
         return self._leave(scale, *states[1:])
-
-    def _fused_blocks(
-        self,
-        states: list[torch.Tensor],
-        alpha_w: Sequence[torch.Tensor],
-        p_w: Sequence[torch.Tensor],
-    ) -> None:
-        """Append block outputs to ``states`` (which holds ``X_0``), as :meth:`_block` would,
-        computing the mixed ops of all blocks on state ``X_j`` together as soon as ``X_j`` exists.
-        Block ``b`` still sums its inputs' terms in the order ``j = 0 .. b``."""
-        rows = cast(Sequence[nn.ModuleList], self.mixed)
-        k = cast(PartialChannelMixedOp, rows[0][0]).k
-        mixed: list[torch.Tensor | None] = [None] * self.blocks
-        rest: list[torch.Tensor | None] = [None] * self.blocks
-        for j in range(self.blocks):
-            x = states[j]
-            consumers = [rows[b][j] for b in range(j, self.blocks)]
-            if k == 1:
-                x_a = x
-            else:
-                x_a, x_b = cast(PartialChannelMixedOp, consumers[0]).split(x)
-            coeffs = [p_w[b][j] * alpha_w[b][j] for b in range(j, self.blocks)]
-            ys = mix_together(x_a, consumers, coeffs)
-            for b, y in zip(range(j, self.blocks), ys, strict=True):
-                prev = mixed[b]
-                mixed[b] = y if prev is None else prev + y
-                if k > 1:
-                    r = p_w[b][j] * x_b
-                    prev_r = rest[b]
-                    rest[b] = r if prev_r is None else prev_r + r
-            done, done_rest = cast(torch.Tensor, mixed[j]), rest[j]
-            mixed[j] = rest[j] = None
-            if done_rest is None:
-                states.append(done)
-            else:
-                states.append(channel_shuffle(torch.cat([done, done_rest], dim=1), k))
 
     def _enter(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, self.preprocess(self.resample(x)))
@@ -234,6 +197,85 @@ class SearchCell(nn.Module):
         if rest is None:
             return mixed
         return channel_shuffle(torch.cat([mixed, rest], dim=1), k)
+
+
+def forward_cells(
+    cells: Sequence[SearchCell],
+    xs: Sequence[torch.Tensor],
+    alpha_ws: Sequence[Sequence[torch.Tensor]],
+    p_ws: Sequence[Sequence[torch.Tensor]],
+    scales: Sequence[torch.Tensor | None],
+    recompute: bool = False,
+) -> list[torch.Tensor]:
+    """``[cells[g](xs[g], alpha_ws[g], p_ws[g], scales[g], recompute) for g]`` with the mixed
+    ops computed together (:func:`~msnas_graph.backends.torch.nn.fused.mix_groups`): within a
+    cell, all blocks' mixed ops on state ``X_j`` as soon as ``X_j`` exists; across cells of the
+    same width and resolution (the cells into one supernet node), as one computation. Block
+    ``b`` still sums its inputs' terms in the order ``j = 0 .. b``; results equal the cells run
+    one by one up to float rounding.
+    """
+    states: list[list[torch.Tensor]] = []
+    for cell, x in zip(cells, xs, strict=True):
+        if recompute:
+            states.append([recompute_pieces(cell._enter, cell.preprocess, x)])
+        else:
+            states.append([cell._enter(x)])
+    _blocks_together(cells, states, alpha_ws, p_ws)
+    out = []
+    for cell, scale, st in zip(cells, scales, states, strict=True):
+        if recompute:
+            out.append(recompute_pieces(cell._leave, cell.projection, scale, *st[1:]))
+        else:
+            out.append(cell._leave(scale, *st[1:]))
+    return out
+
+
+def _blocks_together(
+    cells: Sequence[SearchCell],
+    states: list[list[torch.Tensor]],
+    alpha_ws: Sequence[Sequence[torch.Tensor]],
+    p_ws: Sequence[Sequence[torch.Tensor]],
+) -> None:
+    """Append every cell's block outputs to its ``states`` (which hold ``X_0``)."""
+    blocks = cells[0].blocks
+    rows = [cast(Sequence[nn.ModuleList], cell.mixed) for cell in cells]
+    first = cast(PartialChannelMixedOp, rows[0][0][0])
+    k, c = first.k, first.partial_channels
+    mixed: list[list[torch.Tensor | None]] = [[None] * blocks for _ in cells]
+    rest: list[list[torch.Tensor | None]] = [[None] * blocks for _ in cells]
+    for j in range(blocks):
+        x_as, x_bs = [], []
+        for st in states:
+            x = st[j]
+            if k == 1:
+                x_as.append(x)
+            elif len(cells) == 1:  # a compact copy: a view would keep X_j alive in backward
+                x_a, x_b = first.split(x)
+                x_as.append(x_a)
+                x_bs.append(x_b)
+            else:  # concatenated (a compact copy) by mix_groups
+                x_as.append(x[:, :c])
+                x_bs.append(x[:, c:])
+        consumers = [[r[b][j] for b in range(j, blocks)] for r in rows]
+        coeffs = [
+            [p_w[b][j] * alpha_w[b][j] for b in range(j, blocks)]
+            for alpha_w, p_w in zip(alpha_ws, p_ws, strict=True)
+        ]
+        ys = mix_groups(x_as, consumers, coeffs)
+        for g, st in enumerate(states):
+            for b, y in zip(range(j, blocks), ys[g], strict=True):
+                prev = mixed[g][b]
+                mixed[g][b] = y if prev is None else prev + y
+                if k > 1:
+                    r = p_ws[g][b][j] * x_bs[g]
+                    prev_r = rest[g][b]
+                    rest[g][b] = r if prev_r is None else prev_r + r
+            done, done_rest = cast(torch.Tensor, mixed[g][j]), rest[g][j]
+            mixed[g][j] = rest[g][j] = None
+            if done_rest is None:
+                st.append(done)
+            else:
+                st.append(channel_shuffle(torch.cat([done, done_rest], dim=1), k))
 
 
 class _Block(nn.Module):

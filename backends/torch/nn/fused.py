@@ -42,7 +42,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from msnas_graph.backends.torch.nn.ops import AvgPool3x3, DilConv, SepConvResidual, Zero
 
-__all__ = ["mix_together", "plan_candidates"]
+__all__ = ["mix_groups", "mix_together", "plan_candidates"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
@@ -147,6 +147,8 @@ class CandidatePlan:
     single: list[tuple[int, int]] = field(default_factory=list)
     #: whether every mixed op has at least one term that is not ``none``
     complete: bool = True
+    #: the configuration shared by the fused convolutions' BatchNorms
+    norm_key: tuple[Any, ...] | None = None
 
 
 def _ops(mix: nn.Module) -> Sequence[nn.Module]:
@@ -200,6 +202,7 @@ def plan_candidates(mixed: Sequence[nn.Module]) -> CandidatePlan:
             users.append((i, o))
         if terms == 0:
             plan.complete = False
+    plan.norm_key = norm_key
     # equal kernels next to each other (one embedding per run); any order computes the same
     plan.convs.sort(key=lambda p: (p.depthwise.kernel_size[0], p.depthwise.dilation[0]))
     return plan
@@ -270,12 +273,13 @@ def _update_running_stats(
 class _PointwiseNormMix(torch.autograd.Function):
     """``coefficients @ BN(pointwise @ d)`` with batch statistics, saving only ``d``.
 
-    ``d``: ``(N, M, C, P)`` depth-wise outputs (any strides), ``pointwise``: ``(M, C, C)``,
-    ``coefficients``: ``(K, M)``, ``weight``/``bias``: ``(M * C,)`` or ``None``. Returns the
-    ``(N, K, C * P)`` weighted sums and the batch mean and (biased) variance per channel. The
-    point-wise products and the normalised values are recomputed in the backward pass (one
-    batched product and a few element-wise passes) instead of being saved twice over: the
-    search's largest saved tensors are these, at ``M`` times the input's width.
+    ``d``: ``(N, G, M, C, P)`` depth-wise outputs (any strides; ``G`` groups of ``M``
+    convolutions), ``pointwise``: ``(G, M, C, C)``, ``coefficients``: ``(G, K, M)``,
+    ``weight``/``bias``: ``(G * M * C,)`` or ``None``. Returns the ``(N, G, K, C * P)`` weighted
+    sums and the batch mean and (biased) variance per channel. The point-wise products and the
+    normalised values are recomputed in the backward pass (one batched product and a few
+    element-wise passes) instead of being saved twice over: the search's largest saved tensors
+    are these, at ``M`` times the input's width.
     """
 
     @staticmethod
@@ -288,11 +292,11 @@ class _PointwiseNormMix(torch.autograd.Function):
         bias: torch.Tensor | None,
         eps: float,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n, m, c = d.shape[:3]
+        n, g, m, c = d.shape[:4]
         with torch.autocast(d.device.type, enabled=False):  # the caller cast to d's dtype
-            p = torch.matmul(pointwise, d).reshape(n, m * c, -1)
+            p = torch.matmul(pointwise, d).reshape(n, g * m * c, -1)
             y, mean, invstd = torch.native_batch_norm(p, weight, bias, None, None, True, 0.0, eps)
-            out = torch.matmul(coefficients, y.reshape(n, m, -1))
+            out = torch.matmul(coefficients, y.reshape(n, g, m, -1))
         ctx.eps = eps
         ctx.save_for_backward(d, pointwise, coefficients, weight, bias, mean, invstd)
         var = invstd.pow(-2).sub_(eps)
@@ -305,21 +309,21 @@ class _PointwiseNormMix(torch.autograd.Function):
         ctx: Any, g_out: torch.Tensor, _g_mean: torch.Tensor, _g_var: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
         d, pointwise, coefficients, weight, bias, mean, invstd = ctx.saved_tensors
-        n, m, c = d.shape[:3]
-        p = torch.matmul(pointwise, d).reshape(n, m * c, -1)
-        g_y = torch.matmul(coefficients.t(), g_out).reshape(p.shape)
+        n, g, m, c = d.shape[:4]
+        p = torch.matmul(pointwise, d).reshape(n, g * m * c, -1)
+        g_y = torch.matmul(coefficients.transpose(-1, -2), g_out).reshape(p.shape)
         g_coefficients = None
         if ctx.needs_input_grad[2]:
             y = (p - mean[:, None]) * invstd[:, None]
             if weight is not None:
                 y = y * weight[:, None] + bias[:, None]
-            y = y.to(g_out.dtype).reshape(n, m, -1)
-            g_coefficients = torch.matmul(g_out, y.transpose(1, 2)).sum(0)
+            y = y.to(g_out.dtype).reshape(n, g, m, -1)
+            g_coefficients = torch.matmul(g_out, y.transpose(-1, -2)).sum(0)
         affine = weight is not None
         g_p, g_weight, g_bias = torch.ops.aten.native_batch_norm_backward(
             g_y, p, weight, None, None, mean, invstd, True, ctx.eps, [True, affine, affine]
         )
-        g_p = g_p.reshape(n, m, c, -1)
+        g_p = g_p.reshape(n, g, m, c, -1)
         g_pointwise = g_d = None
         if ctx.needs_input_grad[1]:
             g_pointwise = torch.matmul(g_p, d.transpose(-1, -2)).sum(0)
@@ -329,23 +333,33 @@ class _PointwiseNormMix(torch.autograd.Function):
 
 
 def _convolutions(
-    x: torch.Tensor, convs: Sequence[_Separable], coefficients: torch.Tensor
+    x: torch.Tensor, plans: Sequence[CandidatePlan], coefficients: torch.Tensor
 ) -> torch.Tensor:
-    """``coefficients @ BN(pw(dw(ReLU(x))))`` over every convolution in ``convs``:
-    ``(N, K, C * P)`` for ``(K, len(convs))`` coefficients."""
+    """``coefficients @ BN(pw(dw(ReLU(x))))`` over the convolutions of every plan:
+    ``(N, G, K, C * P)`` for ``G`` plans of ``M`` convolutions each (group ``g`` on channels
+    ``g * C .. (g + 1) * C`` of ``x``) and ``(G, K, M)`` coefficients."""
     dims = x.dim() - 2
-    n, c = x.shape[:2]
-    m = len(convs)
-    footprint = max(p.footprint for p in convs)
-    kernels = _depthwise_kernels(convs, footprint, dims)
+    groups = len(plans)
+    n = x.shape[0]
+    c = x.shape[1] // groups
+    m = len(plans[0].convs)
+    footprint = max(p.footprint for p in plans[0].convs)
+    kernels = torch.cat([_depthwise_kernels(plan.convs, footprint, dims) for plan in plans])
     z = _CONV[dims](
-        F.relu(x), kernels.reshape(c * m, 1, *kernels.shape[3:]), None, 1, footprint // 2, 1, c
+        F.relu(x),
+        kernels.reshape(groups * c * m, 1, *kernels.shape[3:]),
+        None,
+        1,
+        footprint // 2,
+        1,
+        groups * c,
     )
-    # the depth-wise output is channel-major (input channel, convolution): the point-wise
-    # convolutions are one batched product over the convolution-major view
-    d = z.reshape(n, c, m, -1).transpose(1, 2)
+    # the depth-wise output is channel-major (group, input channel, convolution): the
+    # point-wise convolutions are one batched product over the convolution-major view
+    d = z.reshape(n, groups, c, m, -1).transpose(2, 3)
+    convs = [p for plan in plans for p in plan.convs]
     pointwise = torch.stack([cast(torch.Tensor, p.pointwise.weight) for p in convs])
-    pointwise = pointwise.reshape(m, c, c)
+    pointwise = pointwise.reshape(groups, m, c, c)
     norms = [p.norm for p in convs]
     first = norms[0]
     if (first.training or not first.track_running_stats) and torch.is_grad_enabled():
@@ -353,7 +367,7 @@ def _convolutions(
         if count <= 1:
             raise ValueError(
                 "Expected more than 1 value per channel when training, got input size "
-                f"{list(x.shape)}"
+                f"{[n, c, *x.shape[2:]]}"
             )
         weight = bias = None
         if first.affine:
@@ -370,9 +384,9 @@ def _convolutions(
             with torch.no_grad():
                 _update_running_stats(norms, mean, unbiased, momentum)
         return cast(torch.Tensor, out)
-    z = torch.matmul(pointwise, d)  # (N, M, C, pixels)
-    z = _batch_norm(z.reshape(n, m * c, *x.shape[2:]), norms)
-    return torch.matmul(coefficients, z.reshape(n, m, -1))
+    z = torch.matmul(pointwise, d)  # (N, G, M, C, pixels)
+    z = _batch_norm(z.reshape(n, groups * m * c, *x.shape[2:]), norms)
+    return torch.matmul(coefficients, z.reshape(n, groups, m, -1))
 
 
 class _MaxPoolRecompute(torch.autograd.Function):
@@ -415,28 +429,73 @@ def mix_together(
     >>> all(torch.allclose(a, b, atol=1e-5) for a, b in zip(together, alone))
     True
     """
-    plan = plan_candidates(mixed)
-    sizes = {int(w.shape[0]) for w in weights}
+    return mix_groups([x], [mixed], [weights])[0]
+
+
+def _signature(plan: CandidatePlan) -> tuple[Any, ...]:
+    """What must agree for plans to run as groups of one computation."""
+    convs = tuple(
+        (p.consumer, p.op, p.residual, p.depthwise.kernel_size[0], p.depthwise.dilation[0])
+        for p in plan.convs
+    )
+    shared = tuple((key, tuple(users)) for key, (_m, users) in plan.shared.items())
+    return convs, shared, plan.norm_key, tuple(plan.single), plan.complete
+
+
+def mix_groups(
+    xs: Sequence[torch.Tensor],
+    mixed: Sequence[Sequence[nn.Module]],
+    weights: Sequence[Sequence[torch.Tensor]],
+) -> list[list[torch.Tensor]]:
+    """:func:`mix_together` of several groups at once: ``mix_together(xs[g], mixed[g],
+    weights[g])`` for every ``g``, as one computation on the inputs concatenated along the
+    channels (every operation here is per channel or block-diagonal across groups).
+
+    The groups must be alike (same input shape, same operations in the same places, e.g. the
+    cells into one supernet node); groups that are not run one group at a time.
+
+    >>> from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp
+    >>> ops = ["sep_conv_3x3", "max_pool_3x3", "skip_connect"]
+    >>> groups = [[PartialChannelMixedOp(4, ops, k=1) for _ in range(2)] for _ in range(3)]
+    >>> xs = [torch.randn(2, 4, 8, 8) for _ in range(3)]
+    >>> ws = [list(torch.softmax(torch.randn(2, 3), dim=1)) for _ in range(3)]
+    >>> out = mix_groups(xs, groups, ws)
+    >>> bool(torch.allclose(out[2][1], groups[2][1].mix(xs[2], ws[2][1]), atol=1e-5))
+    True
+    """
+    plans = [plan_candidates(m) for m in mixed]
+    sizes = {int(w.shape[0]) for ws in weights for w in ws}
+    if len(plans) > 1:
+        alike = len({_signature(p) for p in plans}) == 1 and len({x.shape for x in xs}) == 1
+        if not alike or plans[0].single or not plans[0].complete or len(sizes) != 1:
+            return [
+                mix_groups([x], [m], [w])[0] for x, m, w in zip(xs, mixed, weights, strict=True)
+            ]
+    plan = plans[0]
     if not plan.complete or len(sizes) != 1:
-        return [m.mix(x, w) for m, w in zip(mixed, weights, strict=True)]  # type: ignore[operator]
-    n, c = x.shape[:2]
-    spatial = x.shape[2:]
-    count = len(mixed)
-    w = torch.stack(list(weights))  # (consumers, operations)
+        return [
+            [m.mix(xs[0], w) for m, w in zip(mixed[0], weights[0], strict=True)]  # type: ignore[operator]
+        ]
+    groups = len(xs)
+    x = xs[0] if groups == 1 else torch.cat(list(xs), dim=1)
+    n, c = xs[0].shape[:2]
+    spatial = xs[0].shape[2:]
+    count = len(mixed[0])
+    w = torch.stack([torch.stack(list(ws)) for ws in weights])  # (groups, consumers, operations)
     out: torch.Tensor | None = None
     if plan.convs:
-        # (consumers, convolutions): w[i, op of m] where convolution m belongs to consumer i
+        # (consumers, convolutions): w[g, i, op of m] where convolution m belongs to consumer i
         mask = torch.tensor(
             [[float(p.consumer == i) for p in plan.convs] for i in range(count)],
             dtype=w.dtype,
             device=w.device,
         )
-        picked = w[:, torch.tensor([p.op for p in plan.convs], device=w.device)]
-        out = _convolutions(x, plan.convs, picked * mask)
+        picked = w[:, :, torch.tensor([p.op for p in plan.convs], device=w.device)]
+        out = _convolutions(x, plans, picked * mask)  # (N, groups, consumers, C * pixels)
     if plan.shared:
         outputs = []
         # (consumers, operations, shared terms): which operation contributes to which term
-        routes = [[[0.0] * len(plan.shared) for _ in range(w.shape[1])] for _ in range(count)]
+        routes = [[[0.0] * len(plan.shared) for _ in range(w.shape[2])] for _ in range(count)]
         for s, (key, (module, users)) in enumerate(plan.shared.items()):
             if key == _IDENTITY or module is None:
                 outputs.append(x)
@@ -446,16 +505,17 @@ def mix_together(
                 outputs.append(module(x))
             for i, o in users:
                 routes[i][o][s] = 1.0
-        terms = torch.stack(outputs, dim=1).reshape(n, len(outputs), -1)
+        terms = torch.stack(outputs, dim=1).reshape(n, len(outputs), groups, -1)
         route = torch.tensor(routes, dtype=w.dtype, device=w.device)
-        coefficients = torch.einsum("io,ios->is", w, route)
-        shared = torch.matmul(coefficients, terms)
+        coefficients = torch.einsum("gio,ios->gis", w, route)
+        shared = torch.einsum("gis,nsgl->ngil", coefficients, terms)
         out = shared if out is None else out + shared
-    results: list[torch.Tensor | None] = [
-        None if out is None else out[:, i].reshape(n, c, *spatial) for i in range(count)
+    results: list[list[torch.Tensor | None]] = [
+        [None if out is None else out[:, g, i].reshape(n, c, *spatial) for i in range(count)]
+        for g in range(groups)
     ]
-    for i, o in plan.single:
-        term = weights[i][o] * _ops(mixed[i])[o](x)
-        prev = results[i]
-        results[i] = term if prev is None else prev + term
-    return [cast(torch.Tensor, r) for r in results]
+    for i, o in plan.single:  # only with one group
+        term = weights[0][i][o] * _ops(mixed[0][i])[o](x)
+        prev = results[0][i]
+        results[0][i] = term if prev is None else prev + term
+    return [[cast(torch.Tensor, r) for r in row] for row in results]

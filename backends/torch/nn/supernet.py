@@ -44,7 +44,7 @@ from torch import nn
 
 from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.nn.blocks import Head, Stem, check_input, edge_key, node_key
-from msnas_graph.backends.torch.nn.cells import SearchCell, recompute_pieces
+from msnas_graph.backends.torch.nn.cells import SearchCell, forward_cells, recompute_pieces
 from msnas_graph.errors import BackendError, StateError
 from msnas_graph.graph import NodeId, Supergraph
 from msnas_graph.spec import SearchSpace
@@ -411,11 +411,14 @@ class Supernet(nn.Module):
             cur: dict[NodeId, torch.Tensor] = {}
             for node, ins in layer:
                 bw = next(beta_iter)
+                together = {} if whole else self._together(ins, prev, alpha, p, bw, pieces)
                 out: torch.Tensor | None = None
                 for k, (src, kind, key) in enumerate(ins):
                     xs = prev[src]
                     if key is None:
                         term = bw[k] * xs
+                    elif key in together:
+                        term = together[key]
                     elif whole:
                         term = recompute_pieces(
                             cells[key], cells[key], xs, alpha[kind], p[kind], bw[k]
@@ -427,6 +430,37 @@ class Supernet(nn.Module):
                 cur[node] = out
             prev = cur
         return cast(torch.Tensor, self.head([prev[o] for o in self.graph.output_nodes]))
+
+    def _together(
+        self,
+        ins: tuple[tuple[NodeId, str, str | None], ...],
+        prev: dict[NodeId, torch.Tensor],
+        alpha: dict[str, list[torch.Tensor]],
+        p: dict[str, list[torch.Tensor]],
+        bw: torch.Tensor,
+        recompute: bool,
+    ) -> dict[str, torch.Tensor]:
+        """The terms of the fused cells into one node computed as one computation
+        (:func:`~msnas_graph.backends.torch.nn.cells.forward_cells`), by cell key; cells with
+        hooks of their own run through their ``__call__`` instead."""
+        picked = []
+        for k, (src, kind, key) in enumerate(ins):
+            if key is None:
+                continue
+            cell = cast(SearchCell, self.cells[key])
+            if cell.fuse and not (cell._forward_hooks or cell._forward_pre_hooks):
+                picked.append((k, src, kind, key, cell))
+        if len(picked) < 2:
+            return {}
+        terms = forward_cells(
+            [c for *_, c in picked],
+            [prev[src] for _, src, *_ in picked],
+            [alpha[kind] for _, _, kind, *_ in picked],
+            [p[kind] for _, _, kind, *_ in picked],
+            [bw[k] for k, *_ in picked],
+            recompute,
+        )
+        return {key: t for (_, _, _, key, _), t in zip(picked, terms, strict=True)}
 
     # --------------------------------------------------------------------- state
 
