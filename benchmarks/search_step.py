@@ -78,6 +78,8 @@ from msnas_graph.spec import SearchSpace
 
 NUM_CLASSES = 2
 K4, K1, DINTS = "ours k=4", "ours k=1", "DiNTS"
+#: the k=4 supernet with its fused mixed ops switched off (``fuse_candidates=False``)
+K4_PLAIN = "ours k=4 one by one"
 
 
 def monai_version() -> str | None:
@@ -118,9 +120,10 @@ def build_case(
 ) -> Case:
     """``ours k=4``, ``ours k=1`` (paper space at ``channels``; ``compile``: the supernet's
     forward through ``torch.compile``) or ``DiNTS`` (matched)."""
-    if name in (K4, K1):
-        sp = space or paper_space(channels, 4 if name == K4 else 1, size)
+    if name in (K4, K1, K4_PLAIN):
+        sp = space or paper_space(channels, 1 if name == K1 else 4, size)
         net = build_supernet(sp, compile=compile)
+        net.fuse_candidates = name != K4_PLAIN
         return Case(name, net, net.weight_parameters(), net.arch_parameters())
     if name == DINTS:
         from monai.networks.nets import DiNTS, TopologySearch
@@ -179,7 +182,10 @@ class Stepper:
             self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.y = y.to(self.device)
         self.loss_fn = DiceCELoss(NUM_CLASSES)
-        self.w_opt = torch.optim.SGD(case.weight_params, lr=0.025, momentum=0.9, weight_decay=3e-4)
+        # as the search builds it (foreach), for every configuration alike
+        self.w_opt = torch.optim.SGD(
+            case.weight_params, lr=0.025, momentum=0.9, weight_decay=3e-4, foreach=True
+        )
         self.a_opt = torch.optim.Adam(
             case.arch_params, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3
         )
@@ -470,7 +476,7 @@ def run_size(
     size: int, args: argparse.Namespace, with_dints: bool, time_dints: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, int]]]:
     """All measurements at one input size: rows for the main table, ratios, breakdowns."""
-    names = [K4, K1] + ([DINTS] if with_dints else [])
+    names = [K4, K1] + ([K4_PLAIN] if args.one_by_one else []) + ([DINTS] if with_dints else [])
     cuda = args.device.startswith("cuda")
     _log(f"== {size}x{size}, batch {args.batch}, channels {args.channels}: {', '.join(names)}")
     mem: dict[str, dict[str, Any]] = {}
@@ -548,6 +554,15 @@ def run_size(
         "k4/k1 peak weight": pratio(K4, K1, "weight"),
         "k4/k1 peak arch": pratio(K4, K1, "arch"),
     }
+    if K4_PLAIN in names:
+        ratios.update(
+            {
+                "fused/one-by-one weight time": tratio(K4, K4_PLAIN, "weight_s"),
+                "fused/one-by-one arch time": tratio(K4, K4_PLAIN, "arch_s"),
+                "fused/one-by-one act. weight step": aratio(K4, K4_PLAIN, "act_weight"),
+                "fused/one-by-one act. arch step": aratio(K4, K4_PLAIN, "act_arch"),
+            }
+        )
     if with_dints:
         ratios.update(
             {
@@ -590,19 +605,32 @@ def _reading(ratio_rows: list[dict[str, Any]], with_dints: bool, breakdown_note:
                 f"{fmt_ratio(r['k4/k1 arch time'])} (architecture) the time of k=1"
             )
         parts.append(s + ".")
+        if r.get("fused/one-by-one act. arch step") is not None:
+            s = (
+                f"Computing the mixed ops that share an input together (the default) takes "
+                f"{fmt_ratio(r['fused/one-by-one weight time'])} (weights) and "
+                f"{fmt_ratio(r['fused/one-by-one arch time'])} (architecture) the step time of "
+                "running them one by one, and holds "
+                f"{fmt_ratio(r['fused/one-by-one act. weight step'])} (weight step) and "
+                f"{fmt_ratio(r['fused/one-by-one act. arch step'])} (architecture step) of "
+                "their activation memory"
+            )
+            parts.append(s + ".")
         if with_dints and "k4/DiNTS act. arch step" in r:
             d = r["k4/DiNTS act. arch step"]
             t = r.get("k4/DiNTS weight time")
+            ta = r.get("k4/DiNTS arch time")
             s = (
                 f"Against MONAI's DiNTS at {r['input']} our k=4 supernet needs "
                 f"{fmt_ratio(d)} DiNTS's activation memory in an architecture step "
                 f"({fmt_ratio(r['k4/DiNTS act. weight step'])} in a weight step; the "
                 f"{DINTS_TARGET}x target: {verdict(d, DINTS_TARGET)})"
             )
-            if t is not None:
+            if t is not None and ta is not None:
                 s += (
-                    f" and {fmt_ratio(t)} its weight-step time (the {DINTS_TARGET}x target: "
-                    f"{verdict(t, DINTS_TARGET)})"
+                    f" and {fmt_ratio(t)} its weight-step time, {fmt_ratio(ta)} its "
+                    f"architecture-step time (the {DINTS_TARGET}x target: "
+                    f"{verdict(max(t, ta), DINTS_TARGET)})"
                 )
             parts.append(s + ".")
     parts.append(breakdown_note)
@@ -628,6 +656,12 @@ def main() -> None:
         "shared machine; 0 keeps torch's default)",
     )
     parser.add_argument("--no-dints", action="store_true", help="leave MONAI's DiNTS out")
+    parser.add_argument(
+        "--no-one-by-one",
+        dest="one_by_one",
+        action="store_false",
+        help="leave out the k=4 supernet with its fused mixed ops switched off",
+    )
     parser.add_argument(
         "--dints-time-sizes",
         type=int,
@@ -698,9 +732,9 @@ def main() -> None:
         f"({fmt_bytes(partial)}, {100 * partial / tot4:.0f} % of the k=4 total, "
         f"{fmt_ratio(partial / max(partial1, 1))} of k=1's); the rest ({fmt_bytes(fixed)}, "
         f"{100 * fixed / tot4:.0f} %) is saved by the cells outside the candidates: the "
-        "weighted sums of the candidates' outputs (partial width, but one per input and "
-        "operation), the full-width block sums and pass-through parts, the inputs that the "
-        "recomputed preprocess, projection and resampling keep, and the node sums."
+        "full-width block outputs that the recomputed projection keeps, the pass-through "
+        "parts, the inputs that the recomputed preprocess and resampling keep, and the node "
+        "sums."
     )
     if with_dints:
         breakdown_note += (

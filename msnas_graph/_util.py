@@ -42,6 +42,21 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def key_text(key: Any) -> str:
+    """A document key or location for a one-line message: as written when it is short and
+    printable, else a short ``repr`` (a key read from a file may hold a line break).
+
+    >>> key_text("keep"), key_text(3), key_text("a\\nb")
+    ('keep', '3', "'a\\\\nb'")
+    """
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key)
+    if isinstance(key, str) and key and key.isprintable() and len(key) <= 40:
+        return key
+    text = repr(key)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def unknown_name(what: str, name: str, known: Iterable[str]) -> str:
     """One-line message for an unknown name, listing the known ones and the closest match.
 

@@ -21,8 +21,25 @@ __all__ = [
 ]
 
 
+#: What ``str.splitlines`` breaks a line at.
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
 class MsnasError(Exception):
-    """Root of every error msnas-graph raises on bad input or a failed run."""
+    """Root of every error msnas-graph raises on bad input or a failed run.
+
+    The message is one line whatever it quotes: a line break inside (a key or name read from a
+    file, say) is shown escaped.
+
+    >>> str(MsnasError("'a\\nb' is not an edge id"))
+    "'a\\\\nb' is not an edge id"
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if not any(ch in _LINE_BREAKS for ch in text):
+            return text
+        return "".join(repr(ch)[1:-1] if ch in _LINE_BREAKS else ch for ch in text)
 
 
 class SpecError(MsnasError, ValueError):

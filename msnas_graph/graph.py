@@ -63,7 +63,8 @@ class NodeId:
         """Parse ``"L<layer>.s<scale>"``."""
         m = _NODE_RE.match(text.strip())
         if not m:
-            raise SpecError(f"'{text}' is not a node id (expected e.g. 'L3.s2')")
+            shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+            raise SpecError(f"{shown} is not a node id (expected e.g. 'L3.s2')")
         return cls(int(m.group(1)), int(m.group(2)))
 
 

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._util import atomic_write, unknown_name
+from ._util import atomic_write, key_text, unknown_name
 from .documents import SCHEMA_VERSION, Document, shown
 from .errors import SpecError
 from .kinds import CELL_TYPES, KIND_NAMES, CellType, KindName, cell_types_of
@@ -307,7 +307,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     """Flatten a pydantic error to one line: ``source: field.path: message; ...``."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = ".".join(key_text(x) for x in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         inner = (err.get("ctx") or {}).get("error")
         if isinstance(inner, SpecError):  # raised by __init__ inside model_validate

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._util import key_text
 from ._util import meta_of as _meta
 from .documents import Document, check_finite
 from .errors import SpecError, StateError
@@ -216,11 +217,14 @@ class SearchState(Document):
             for key, kinds in data["beta_logits"].items():
                 node = NodeId.parse(key)
                 if node not in layout.beta_nodes:
-                    raise StateError(f"{source}: beta_logits.{key}: node not in the space")
+                    raise StateError(
+                        f"{source}: beta_logits.{key_text(key)}: node not in the space"
+                    )
                 want = layout.beta_kinds(node)
                 if set(kinds) != set(want):
                     raise StateError(
-                        f"{source}: beta_logits.{key}: kinds {sorted(kinds)}, expected {list(want)}"
+                        f"{source}: beta_logits.{key_text(key)}: kinds {sorted(kinds)}, "
+                        f"expected {list(want)}"
                     )
                 beta[node] = np.array([kinds[k] for k in want], dtype=np.float64)
         except (TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
@@ -269,7 +273,7 @@ def _check_numbers(obj: Any, where: str, depth: int) -> None:
             raise StateError(f"{where}: nested deeper than a state's logits")
         items = obj.items() if isinstance(obj, dict) else enumerate(obj)
         for key, value in items:
-            sub = f"{where}.{key}" if isinstance(obj, dict) else f"{where}[{key}]"
+            sub = f"{where}.{key_text(key)}" if isinstance(obj, dict) else f"{where}[{key}]"
             _check_numbers(value, sub, depth - 1)
     else:
         check_finite(obj, where, StateError)

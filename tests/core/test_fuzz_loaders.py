@@ -116,3 +116,22 @@ def test_a_loaded_state_never_holds_non_finite_logits() -> None:
     bad = _mutate(STATE, ("alpha_logits", "contract", 0, 0, 0), math.nan)
     with pytest.raises(MsnasError, match="finite"):
         SearchState.from_dict(bad, "s.json")
+
+
+@pytest.mark.parametrize(
+    ("doc", "loader"),
+    [
+        (STATE, SearchState.from_dict),
+        (ARCH, Architecture.from_dict),
+        (TINY.to_dict(), SearchSpace.from_dict),
+    ],
+    ids=["state", "architecture", "space"],
+)
+@pytest.mark.parametrize("key", ["a\nb", "\n", "x" * 300, "\r\u2028"])
+def test_a_key_with_a_line_break_is_shown_on_one_line(doc: Any, loader: Any, key: str) -> None:
+    """Every place of every document gets a mapping whose key holds a line break (hypothesis
+    found ``{'\\n': None}`` in the state's logits): the message stays one line."""
+    for path in _paths(doc):
+        _only_project_errors(loader, _mutate(doc, path, {key: None}), "f.json")
+        _only_project_errors(loader, _mutate(doc, path, {key: 1.0}), "f.json")
+        _only_project_errors(loader, _mutate(doc, path, [{key: [1.0]}]), "f.json")

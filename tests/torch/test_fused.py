@@ -340,3 +340,18 @@ def test_a_hooked_cell_runs_through_its_call() -> None:
         cell.register_forward_hook(lambda *_, key=key: seen.append(key))
     net(torch.randn(2, 1, 32, 32))
     assert sorted(seen) == sorted(net.cells.keys())
+
+
+def test_under_torch_compile_the_cells_run_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msnas_graph.backends.torch.nn import cells as cells_module
+
+    net = build_supernet(SPACE)
+    x = torch.randn(2, 1, 32, 32)
+    expected = net(x)
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("fused path taken while compiling")
+
+    monkeypatch.setattr(cells_module, "mix_groups", refuse)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-5)

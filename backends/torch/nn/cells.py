@@ -94,7 +94,10 @@ class SearchCell(nn.Module):
     input together (:func:`~msnas_graph.backends.torch.nn.fused.mix_together`: one ReLU, one
     depth-wise, one point-wise convolution and one BatchNorm for all their separable
     convolutions, each parameter-free operation once); ``False`` runs them one by one. Both
-    give the same outputs, gradients and running statistics up to float rounding.
+    give the same outputs, gradients and running statistics up to float rounding. Under
+    :func:`torch.compile` the cell runs them one by one (the form the compiler traces; the fused
+    functions' Python planning made it recompile up to its limit: a first call of 200 s against
+    67 s on a small space).
     """
 
     def __init__(
@@ -148,7 +151,7 @@ class SearchCell(nn.Module):
         inputs ``X_j``, which the projection keeps anyway) and the block shuffles once
         (a permutation commutes with the sum).
         """
-        if self.fuse:
+        if self.fuse and not torch.compiler.is_compiling():
             return forward_cells([self], [x], [alpha_w], [p_w], [scale], recompute)[0]
         if recompute:
             states = [recompute_pieces(self._enter, self.preprocess, x)]

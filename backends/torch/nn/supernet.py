@@ -188,13 +188,15 @@ class Supernet(nn.Module):
             convolutions per cell again and saves most of what is full width whatever
             ``partial_k``; outputs, gradients and running statistics are those of
             ``recompute=False``. Can be switched later via ``.recompute``.
-        fuse_candidates: compute the mixed ops that share an input together (default
-            ``True``; :func:`~msnas_graph.backends.torch.nn.fused.mix_together`): one ReLU,
-            depth-wise, point-wise convolution and BatchNorm for all their separable
-            convolutions and each parameter-free operation once, instead of a few thousand
-            small kernels per step (``benchmarks/search_step.py``). Same outputs, gradients and
+        fuse_candidates: compute the mixed ops that share an input together, and those of
+            the cells into one node as one computation (default ``True``;
+            :func:`~msnas_graph.backends.torch.nn.fused.mix_groups`): one ReLU, depth-wise,
+            point-wise convolution and BatchNorm for all their separable convolutions and each
+            parameter-free operation once, instead of a few thousand small kernels per step
+            (``benchmarks/search_step.py``). Same outputs, gradients and
             running statistics up to float rounding; operations it does not know run one by
-            one. Can be switched later via ``.fuse_candidates``.
+            one, and so does everything under ``compile``. Can be switched later via
+            ``.fuse_candidates``.
         compile: run the forward pass through :func:`torch.compile` (``True`` for the default
             backend, or a backend name such as ``"aot_eager"``); off by default (it costs a
             long first call and did not pay on CPU). Where compiling fails the supernet logs
@@ -443,6 +445,8 @@ class Supernet(nn.Module):
         """The terms of the fused cells into one node computed as one computation
         (:func:`~msnas_graph.backends.torch.nn.cells.forward_cells`), by cell key; cells with
         hooks of their own run through their ``__call__`` instead."""
+        if torch.compiler.is_compiling():  # the cells run one by one when compiled
+            return {}
         picked = []
         for k, (src, kind, key) in enumerate(ins):
             if key is None:
