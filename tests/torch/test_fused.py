@@ -107,6 +107,12 @@ def test_one_consumer_matches() -> None:
     _compare(ALL, consumers=1, seed=3)
 
 
+@pytest.mark.parametrize("channels", [2, 8, 12])
+def test_channels_last_and_plain_depthwise_widths_match(channels: int) -> None:
+    # up to 8 channels the fused depth-wise convolution runs channels-last on the CPU
+    _compare(ALL, consumers=2, channels=channels, seed=10)
+
+
 def test_plan_sorts_operations() -> None:
     mixed = [PartialChannelMixedOp(8, ALL, k=4) for _ in range(2)]
     plan = plan_candidates(mixed)

@@ -209,6 +209,7 @@ def forward_cells(
     p_ws: Sequence[Sequence[torch.Tensor]],
     scales: Sequence[torch.Tensor | None],
     recompute: bool = False,
+    memo: dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]] | None = None,
 ) -> list[torch.Tensor]:
     """``[cells[g](xs[g], alpha_ws[g], p_ws[g], scales[g], recompute) for g]`` with the mixed
     ops computed together (:func:`~msnas_graph.backends.torch.nn.fused.mix_groups`): within a
@@ -216,6 +217,10 @@ def forward_cells(
     same width and resolution (the cells into one supernet node), as one computation. Block
     ``b`` still sums its inputs' terms in the order ``j = 0 .. b``; results equal the cells run
     one by one up to float rounding.
+
+    ``memo``: a dict the caller keeps for one forward pass, in which the coefficients
+    ``p_w[b][j] * alpha_w[b][j]`` are computed once per weight lists and state (the cells of one
+    type share their weights), not once per cell.
     """
     states: list[list[torch.Tensor]] = []
     for cell, x in zip(cells, xs, strict=True):
@@ -223,7 +228,7 @@ def forward_cells(
             states.append([recompute_pieces(cell._enter, cell.preprocess, x)])
         else:
             states.append([cell._enter(x)])
-    _blocks_together(cells, states, alpha_ws, p_ws)
+    _blocks_together(cells, states, alpha_ws, p_ws, {} if memo is None else memo)
     out = []
     for cell, scale, st in zip(cells, scales, states, strict=True):
         if recompute:
@@ -238,6 +243,7 @@ def _blocks_together(
     states: list[list[torch.Tensor]],
     alpha_ws: Sequence[Sequence[torch.Tensor]],
     p_ws: Sequence[Sequence[torch.Tensor]],
+    memo: dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]],
 ) -> None:
     """Append every cell's block outputs to its ``states`` (which hold ``X_0``)."""
     blocks = cells[0].blocks
@@ -260,17 +266,25 @@ def _blocks_together(
                 x_as.append(x[:, :c])
                 x_bs.append(x[:, c:])
         consumers = [[r[b][j] for b in range(j, blocks)] for r in rows]
-        coeffs = [
-            [p_w[b][j] * alpha_w[b][j] for b in range(j, blocks)]
-            for alpha_w, p_w in zip(alpha_ws, p_ws, strict=True)
-        ]
+        coeffs, inputs = [], []
+        for alpha_w, p_w in zip(alpha_ws, p_ws, strict=True):
+            key = (id(alpha_w), id(p_w), j)
+            if key not in memo:
+                p_j = [p_w[b][j] for b in range(j, blocks)]
+                memo[key] = (
+                    torch.stack([p_j[b - j] * alpha_w[b][j] for b in range(j, blocks)]),
+                    p_j,
+                )
+            coeff, p_j = memo[key]
+            coeffs.append(coeff)
+            inputs.append(p_j)
         ys = mix_groups(x_as, consumers, coeffs)
         for g, st in enumerate(states):
             for b, y in zip(range(j, blocks), ys[g], strict=True):
                 prev = mixed[g][b]
                 mixed[g][b] = y if prev is None else prev + y
                 if k > 1:
-                    r = p_ws[g][b][j] * x_bs[g]
+                    r = inputs[g][b - j] * x_bs[g]
                     prev_r = rest[g][b]
                     rest[g][b] = r if prev_r is None else prev_r + r
             done, done_rest = cast(torch.Tensor, mixed[g][j]), rest[g][j]

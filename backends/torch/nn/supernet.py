@@ -408,12 +408,13 @@ class Supernet(nn.Module):
         whole = self.checkpoint and training
         pieces = self.recompute and training and not whole
         beta_iter = iter(beta)
+        memo: dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]] = {}
         prev: dict[NodeId, torch.Tensor] = {self.graph.input_node: self.stem(x)}
         for layer in self._plan:
             cur: dict[NodeId, torch.Tensor] = {}
             for node, ins in layer:
                 bw = next(beta_iter)
-                together = {} if whole else self._together(ins, prev, alpha, p, bw, pieces)
+                together = {} if whole else self._together(ins, prev, alpha, p, bw, pieces, memo)
                 out: torch.Tensor | None = None
                 for k, (src, kind, key) in enumerate(ins):
                     xs = prev[src]
@@ -441,6 +442,7 @@ class Supernet(nn.Module):
         p: dict[str, list[torch.Tensor]],
         bw: torch.Tensor,
         recompute: bool,
+        memo: dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]],
     ) -> dict[str, torch.Tensor]:
         """The terms of the fused cells into one node computed as one computation
         (:func:`~msnas_graph.backends.torch.nn.cells.forward_cells`), by cell key; cells with
@@ -463,6 +465,7 @@ class Supernet(nn.Module):
             [p[kind] for _, _, kind, *_ in picked],
             [bw[k] for k, *_ in picked],
             recompute,
+            memo,
         )
         return {key: t for (_, _, _, key, _), t in zip(picked, terms, strict=True)}
 
