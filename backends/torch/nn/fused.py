@@ -349,9 +349,10 @@ def _convolutions(
     m = len(plans[0].convs)
     footprint = max(p.footprint for p in plans[0].convs)
     kernels = torch.cat([_depthwise_kernels(plan.convs, footprint, dims) for plan in plans])
-    relu = F.relu(x)
     if dims == 2 and c <= _CHANNELS_LAST_MAX and x.device.type == "cpu":
-        relu = relu.contiguous(memory_format=torch.channels_last)
+        # before the ReLU, whose output the ReLU and the convolution then save as one tensor
+        x = x.contiguous(memory_format=torch.channels_last)
+    relu = F.relu(x)
     z = _CONV[dims](
         relu,
         kernels.reshape(groups * c * m, 1, *kernels.shape[3:]),
