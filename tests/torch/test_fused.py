@@ -237,7 +237,7 @@ def test_fused_supernet_saves_less_for_backward() -> None:
     fused = activation_memory(net, (2, 1, 32, 32))
     net.fuse_candidates = False
     plain = activation_memory(net, (2, 1, 32, 32))
-    assert fused < 0.9 * plain
+    assert fused < 0.5 * plain  # 0.45x measured (deterministic: bytes autograd saves)
 
 
 @pytest.mark.parametrize("affine", [False, True])
@@ -361,3 +361,12 @@ def test_under_torch_compile_the_cells_run_one_by_one(monkeypatch: pytest.Monkey
     monkeypatch.setattr(cells_module, "mix_groups", refuse)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_synchronised_batch_norm_is_not_fused() -> None:
+    mixed = [PartialChannelMixedOp(4, ALL, k=1) for _ in range(2)]
+    body = mixed[0].ops[0].body
+    body[3] = nn.SyncBatchNorm.convert_sync_batchnorm(body[3])
+    assert type(body[3]) is nn.SyncBatchNorm
+    plan = plan_candidates(mixed)
+    assert (0, 0) in plan.single and len(plan.convs) == 5

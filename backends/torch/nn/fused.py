@@ -13,18 +13,22 @@ dominate (``benchmarks/results/search_step.md``). :func:`mix_together` computes
 - **one depth-wise convolution** with a channel multiplier: every convolution's depth-wise
   kernel embedded in the largest footprint among them (``3x3`` padded to ``5x5``; ``3x3`` at
   dilation 2 spread over ``5x5``), which computes the same sums;
-- **one grouped point-wise convolution** (one group per convolution) and **one BatchNorm** over
+- **one batched point-wise product** (one matrix per convolution) and **one BatchNorm** over
   all their channels (BatchNorm is per channel, so this is every BatchNorm at once; the running
-  statistics are written back to each module);
+  statistics are written back to each module); in training the point-wise products and the
+  normalised values are recomputed in the backward pass rather than saved;
 - **each parameter-free operation once** (``avg_pool_3x3``, ``max_pool_3x3``, ``skip_connect``,
-  and the input term of the residual convolutions), shared by all mixed ops;
+  and the input term of the residual convolutions), shared by all mixed ops; max pooling finds
+  its maxima again in the backward pass rather than saving their indices;
 - **two matrix products** for all weighted sums: ``(consumers x terms) @ (terms x pixels)``.
 
-The parameters stay in the mixed ops' own modules (checkpoints, decoding and weight transfer
-see no difference); results equal the one-by-one evaluation
-(:meth:`~msnas_graph.backends.torch.nn.mixed.PartialChannelMixedOp.mix`) up to float rounding.
-Operations it does not know (a user's registered operation, a module with hooks, a BatchNorm
-configured unlike the others) run one by one, as before.
+:func:`mix_groups` does the same for several such inputs at once (the cells into one supernet
+node), on the inputs concatenated along the channels. The parameters stay in the mixed ops' own
+modules (checkpoints, decoding and weight transfer see no difference); results equal the
+one-by-one evaluation (:meth:`~msnas_graph.backends.torch.nn.mixed.PartialChannelMixedOp.mix`)
+up to float rounding. Operations it does not know (a user's registered operation, a module with
+hooks, a BatchNorm configured unlike the others or synchronised across processes) run one by
+one, as before.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 #: supernet's step took 0.88x (width 8) and 0.93x (width 32) the time, side by side.
 _CHANNELS_LAST_MAX = 8
 _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _hooked(module: nn.Module) -> bool:
@@ -87,8 +92,11 @@ def _separable(module: nn.Module, consumer: int, op: int) -> _Separable | None:
     if not isinstance(body, nn.Sequential) or len(body) != 4:
         return None
     relu, dw, pw, bn = body
-    if type(relu) is not nn.ReLU or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+    # exactly these classes: a SyncBatchNorm (a subclass) reduces its statistics across
+    # processes, which one local ``native_batch_norm`` would not
+    if type(relu) is not nn.ReLU or type(bn) not in _BATCH_NORMS:
         return None
+    bn = cast(nn.modules.batchnorm._BatchNorm, bn)
     convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     if type(dw) not in convs or type(pw) not in convs:
         return None
