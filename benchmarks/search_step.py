@@ -213,10 +213,17 @@ class Stepper:
         return float(loss.detach())
 
     def arch_step(self) -> float:
-        with self._autocast():
-            logits = self.model(self.x)
-        loss = self.loss_fn(logits, self.y)
-        grads = torch.autograd.grad(loss, self.case.arch_params)
+        # the operation weights frozen, as the search's architecture step does
+        for p in self.case.weight_params:
+            p.requires_grad_(False)
+        try:
+            with self._autocast():
+                logits = self.model(self.x)
+            loss = self.loss_fn(logits, self.y)
+            grads = torch.autograd.grad(loss, self.case.arch_params)
+        finally:
+            for p in self.case.weight_params:
+                p.requires_grad_(True)
         for p, g in zip(self.case.arch_params, grads, strict=True):
             p.grad = g
         self.a_opt.step()
@@ -406,7 +413,8 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     First (when ``spec["rss"]``) one warm-up weight and architecture step, then the peak RSS
     above the pre-step RSS of a weight step and of an architecture step; then
     ``cost.activation_memory`` with the architecture parameters frozen (what a weight step
-    saves) and trainable (what an architecture step saves), then the breakdown (ours only).
+    saves) and trainable with the operation weights frozen (what an architecture step saves),
+    then the breakdown of the latter (ours only).
     ``activation_memory`` runs here, not in the benchmark's process, because it leaks what it
     measures (see the module doc).
     """
@@ -434,6 +442,8 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     out["act_weight"] = activation_memory(case.model, shape)
     for p in case.arch_params:
         p.requires_grad_(True)
+    for p in case.weight_params:  # frozen in an architecture step (``Stepper.arch_step``)
+        p.requires_grad_(False)
     out["act_arch"] = activation_memory(case.model, shape)
     if spec["case"] != DINTS:
         out["breakdown"] = activation_breakdown(case.model, shape)
@@ -749,7 +759,8 @@ def main() -> None:
         f"{'' if args.amp == 'none' else f' with {args.amp} autocast'}"
         f"{', channels_last' if args.channels_last else ''}. Weight step: forward, Dice+CE, "
         "backward, SGD (momentum 0.9); architecture step: forward, Dice+CE, "
-        "`torch.autograd.grad` w.r.t. the architecture parameters, Adam. Configurations run "
+        "`torch.autograd.grad` w.r.t. the architecture parameters with the operation weights "
+        "frozen (as the search does), Adam. Configurations run "
         "interleaved in one process; times are medians over the measured rounds (one warm-up "
         "round dropped), ratios the median of per-round ratios. Activation memory: "
         "`cost.activation_memory` (bytes saved for backward by one training forward). Peak "

@@ -414,3 +414,25 @@ def test_amp_and_channels_last_run(tmp_path, monkeypatch, fp32_runs, amp, channe
     for key in ("train_loss", "arch_loss"):
         assert np.isfinite(out.history[0][key])
         assert out.history[0][key] == pytest.approx(sref.history[0][key], rel=tol), key
+
+
+def test_architecture_steps_freeze_the_weights_and_give_them_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msnas_graph.backends.torch.nn.supernet import Supernet
+
+    seen: list[tuple[bool, bool]] = []  # (architecture trainable, weights trainable) per forward
+    forward = Supernet.forward
+
+    def spy(self: Supernet, *args: object, **kwargs: object) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            arch = any(p.requires_grad for p in self.arch_parameters())
+            weights = [p.requires_grad for p in self.weight_parameters()]
+            assert len(set(weights)) == 1
+            seen.append((arch, weights[0]))
+        return forward(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Supernet, "forward", spy)
+    search(search_config(epochs=(0, 2)), tmp_path / "run", progress=False)
+    assert (True, False) in seen and (False, True) in seen  # both kinds of step ran
+    assert (True, True) not in seen
