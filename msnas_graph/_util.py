@@ -53,7 +53,18 @@ def key_text(key: Any) -> str:
         return str(key)
     if isinstance(key, str) and key and key.isprintable() and len(key) <= 40:
         return key
-    text = repr(key)
+    return shown(key)
+
+
+def shown(value: Any) -> str:
+    """A short ``repr`` of a value for messages (huge integers do not get written out).
+
+    >>> shown(10**5000), shown("x" * 50)
+    ('a huge integer', "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...")
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a huge integer"
+    text = repr(value)
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 

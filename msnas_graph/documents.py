@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from ._util import atomic_write, content_hash, read_text
+from ._util import atomic_write, content_hash, read_text, shown
 from .errors import MsnasError
 
 __all__ = ["SCHEMA_VERSION", "Document", "check_finite", "check_int", "parse_json", "shown"]
@@ -84,18 +84,6 @@ def check_int(value: Any, where: str, error: type[MsnasError]) -> int:
     if type(value) is not int or value.bit_length() > 62:
         raise error(f"{where}: expected a whole number, got {shown(value)}")
     return value
-
-
-def shown(value: Any) -> str:
-    """A short ``repr`` of a value for messages (huge integers do not get written out).
-
-    >>> shown(10**5000), shown("x" * 50)
-    ('a huge integer', "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...")
-    """
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return "a huge integer"
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 class Document:

@@ -24,6 +24,7 @@ from typing import Protocol
 import networkx as nx
 import numpy as np
 
+from ._util import shown
 from .errors import SpecError
 from .kinds import KIND_NAMES, KindName, edge_kind, source_scale
 from .spec import SearchSpace
@@ -63,8 +64,7 @@ class NodeId:
         """Parse ``"L<layer>.s<scale>"``."""
         m = _NODE_RE.match(text.strip())
         if not m:
-            shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
-            raise SpecError(f"{shown} is not a node id (expected e.g. 'L3.s2')")
+            raise SpecError(f"{shown(text)} is not a node id (expected e.g. 'L3.s2')")
         return cls(int(m.group(1)), int(m.group(2)))
 
 

@@ -25,6 +25,17 @@ STATE = SearchState.random(TINY, seed=0).to_dict()
 ARCH = decode(SearchState.random(TINY, seed=0), 2).to_dict()
 ARCH.pop("content_hash")
 
+#: Each document kind with its loader.
+EVERY_DOCUMENT = pytest.mark.parametrize(
+    ("doc", "loader"),
+    [
+        (STATE, SearchState.from_dict),
+        (ARCH, Architecture.from_dict),
+        (TINY.to_dict(), SearchSpace.from_dict),
+    ],
+    ids=["state", "architecture", "space"],
+)
+
 leaves = st.one_of(
     st.none(),
     st.booleans(),
@@ -71,15 +82,7 @@ def _only_project_errors(fn: Any, *args: Any) -> None:
         assert "\n" not in str(exc)
 
 
-@pytest.mark.parametrize(
-    ("doc", "loader"),
-    [
-        (STATE, SearchState.from_dict),
-        (ARCH, Architecture.from_dict),
-        (TINY.to_dict(), SearchSpace.from_dict),
-    ],
-    ids=["state", "architecture", "space"],
-)
+@EVERY_DOCUMENT
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_mutated_document_loads_or_fails_in_one_project_line(
@@ -118,15 +121,7 @@ def test_a_loaded_state_never_holds_non_finite_logits() -> None:
         SearchState.from_dict(bad, "s.json")
 
 
-@pytest.mark.parametrize(
-    ("doc", "loader"),
-    [
-        (STATE, SearchState.from_dict),
-        (ARCH, Architecture.from_dict),
-        (TINY.to_dict(), SearchSpace.from_dict),
-    ],
-    ids=["state", "architecture", "space"],
-)
+@EVERY_DOCUMENT
 @pytest.mark.parametrize("key", ["a\nb", "\n", "x" * 300, "\r\u2028"])
 def test_a_key_with_a_line_break_is_shown_on_one_line(doc: Any, loader: Any, key: str) -> None:
     """Every place of every document gets a mapping whose key holds a line break (hypothesis
