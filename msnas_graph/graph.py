@@ -24,7 +24,6 @@ from typing import Protocol
 import networkx as nx
 import numpy as np
 
-from ._util import shown
 from .errors import SpecError
 from .kinds import KIND_NAMES, KindName, edge_kind, source_scale
 from .spec import SearchSpace
@@ -64,6 +63,8 @@ class NodeId:
         """Parse ``"L<layer>.s<scale>"``."""
         m = _NODE_RE.match(text.strip())
         if not m:
+            from ._util import shown  # lazy: only on the error path
+
             raise SpecError(f"{shown(text)} is not a node id (expected e.g. 'L3.s2')")
         return cls(int(m.group(1)), int(m.group(2)))
 
