@@ -6,6 +6,7 @@ give the same results with ``fuse`` on and off, and the fused path saves less fo
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import pytest
 import torch
@@ -46,6 +47,7 @@ def _compare(
     options: dict[str, object] | None = None,
     train: bool = True,
     seed: int = 0,
+    recompute: bool = False,
 ) -> None:
     torch.manual_seed(seed)
     fused = [PartialChannelMixedOp(channels, ops, 1, dims, options) for _ in range(consumers)]
@@ -62,7 +64,7 @@ def _compare(
     x2 = x1.detach().clone().requires_grad_()
     w1 = torch.softmax(torch.randn(consumers, len(ops)), dim=1).requires_grad_()
     w2 = w1.detach().clone().requires_grad_()
-    out1 = mix_together(x1, fused, list(w1))
+    out1 = mix_together(x1, fused, list(w1), recompute)
     out2 = [m.mix(x2, w) for m, w in zip(alone, w2, strict=True)]
     grads = [torch.randn_like(y) for y in out2]
     sum((y * g).sum() for y, g in zip(out1, grads, strict=True)).backward()
@@ -81,8 +83,9 @@ def _compare(
 
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize("affine", [False, True])
-def test_all_default_ops_match_one_by_one(dims: int, affine: bool) -> None:
-    _compare(ALL, dims=dims, options={"affine": affine})
+@pytest.mark.parametrize("recompute", [False, True])
+def test_all_default_ops_match_one_by_one(dims: int, affine: bool, recompute: bool) -> None:
+    _compare(ALL, dims=dims, options={"affine": affine}, recompute=recompute)
 
 
 @pytest.mark.parametrize(
@@ -108,9 +111,10 @@ def test_one_consumer_matches() -> None:
 
 
 @pytest.mark.parametrize("channels", [2, 8, 12])
-def test_channels_last_and_plain_depthwise_widths_match(channels: int) -> None:
+@pytest.mark.parametrize("recompute", [False, True])
+def test_channels_last_and_plain_depthwise_widths_match(channels: int, recompute: bool) -> None:
     # up to 8 channels the fused depth-wise convolution runs channels-last on the CPU
-    _compare(ALL, consumers=2, channels=channels, seed=10)
+    _compare(ALL, consumers=2, channels=channels, seed=10, recompute=recompute)
 
 
 def test_plan_sorts_operations() -> None:
@@ -181,8 +185,8 @@ def test_only_none_falls_back_to_the_reference() -> None:
 
 
 @pytest.mark.parametrize("k", [1, 4])
-@pytest.mark.parametrize("train", [True, False])
-def test_search_cell_fused_equals_unfused(k: int, train: bool) -> None:
+@pytest.mark.parametrize(("train", "recompute"), [(True, False), (True, True), (False, False)])
+def test_search_cell_fused_equals_unfused(k: int, train: bool, recompute: bool) -> None:
     torch.manual_seed(5)
     cell = SearchCell("keep", 8, 8, ALL, 3, k, 2, {"affine": False}).train(train)
     plain = copy.deepcopy(cell)
@@ -193,7 +197,7 @@ def test_search_cell_fused_equals_unfused(k: int, train: bool) -> None:
     alpha2 = [a.detach().clone().requires_grad_() for a in alpha]
     p2 = [q.detach().clone().requires_grad_() for q in p]
     x = torch.randn(2, 8, 8, 8)
-    y1, y2 = cell(x, alpha, p), plain(x, alpha2, p2)
+    y1, y2 = cell(x, alpha, p, None, recompute), plain(x, alpha2, p2, None, recompute)
     torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-5)
     g = torch.randn_like(y1)
     (y1 * g).sum().backward()
@@ -240,32 +244,46 @@ def test_fused_supernet_saves_less_for_backward() -> None:
     assert fused < 0.5 * plain  # 0.45x measured (deterministic: bytes autograd saves)
 
 
-@pytest.mark.parametrize("affine", [False, True])
-def test_pointwise_norm_mix_gradcheck(affine: bool) -> None:
-    from msnas_graph.backends.torch.nn.fused import _PointwiseNormMix
+@pytest.mark.parametrize(("affine", "channels_last"), [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_separable_mix_gradcheck(affine: bool, channels_last: bool, recompute: bool) -> None:
+    from msnas_graph.backends.torch.nn.fused import _SeparableMix
 
     g = torch.Generator().manual_seed(7)
 
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=g, dtype=torch.double).requires_grad_()
 
-    # (N, groups, convolutions, C, pixels): a strided view, as the depth-wise output is
-    d = rand(2, 2, 3, 2, 5)[..., 1:]
+    # 2 groups of 2 channels, 3 convolutions each, 2 consumers; x a strided view
+    x = rand(2, 4, 5, 6)[..., 1:]
+    kernels = rand(12, 1, 3, 3)
     pointwise, coefficients = rand(2, 3, 2, 2), rand(2, 2, 3)
     weight, bias = (rand(12), rand(12)) if affine else (None, None)
 
     def fn(*args: torch.Tensor | None) -> torch.Tensor:
-        return _PointwiseNormMix.apply(*args, 1e-5)[0]
+        return _SeparableMix.apply(*args, 1e-5, 2, channels_last, recompute)[0]
 
-    assert torch.autograd.gradcheck(fn, (d, pointwise, coefficients, weight, bias))
+    inputs = (x, kernels, pointwise, coefficients, weight, bias)
+    assert torch.autograd.gradcheck(fn, inputs)
 
 
-def test_max_pool_recompute_gradcheck() -> None:
-    from msnas_graph.backends.torch.nn.fused import _MaxPoolRecompute
+@pytest.mark.parametrize("spatial_dims", [1, 2, 3])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_shared_mix_gradcheck(spatial_dims: int, recompute: bool) -> None:
+    from msnas_graph.backends.torch.nn.fused import _SharedMix
+    from msnas_graph.backends.torch.nn.ops import AvgPool3x3, nd_layers
 
-    pool = nn.MaxPool2d(3, stride=1, padding=1)
-    x = torch.randn(2, 3, 5, 5, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: _MaxPoolRecompute.apply(t, pool), (x,))
+    g = torch.Generator().manual_seed(3)
+    # 2 groups of 2 channels, 3 consumers; the identity, a max pool and the box-sum average pool
+    x = torch.randn(2, 4, *(5,) * spatial_dims, generator=g, dtype=torch.double)
+    x = x.requires_grad_()
+    coefficients = torch.randn(2, 3, 3, generator=g, dtype=torch.double, requires_grad=True)
+    modules = [None, nd_layers(spatial_dims).max_pool(3, 1, 1), AvgPool3x3(spatial_dims).train()]
+
+    def fn(t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, _SharedMix.apply(t, c, modules, 2, recompute))
+
+    assert torch.autograd.gradcheck(fn, (x, coefficients))
 
 
 def test_one_value_per_channel_is_refused_like_batch_norm() -> None:
@@ -370,3 +388,35 @@ def test_a_synchronised_batch_norm_is_not_fused() -> None:
     assert type(body[3]) is nn.SyncBatchNorm
     plan = plan_candidates(mixed)
     assert (0, 0) in plan.single and len(plan.convs) == 5
+
+
+def _saved_bytes(fn: object, *args: object) -> dict[int, int]:
+    """Storage -> bytes of what autograd saves for backward while ``fn(*args)`` runs."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args)  # type: ignore[operator]
+    return seen
+
+
+@pytest.mark.parametrize("channels", [4, 12])  # channels-last and plain depth-wise
+def test_recompute_saves_only_the_input(channels: int) -> None:
+    torch.manual_seed(0)
+    mixed = [PartialChannelMixedOp(channels, ALL, 1, 2, {"affine": False}) for _ in range(3)]
+    for p in _params(mixed):  # as in an architecture step: the coefficients' gradient only
+        p.requires_grad_(False)
+    x = torch.randn(2, channels, 32, 32).requires_grad_()
+    w = torch.softmax(torch.randn(3, len(ALL)), dim=1).requires_grad_()
+    x_ptr, x_bytes = x.untyped_storage().data_ptr(), x.untyped_storage().nbytes()
+    small = _saved_bytes(mix_together, x, mixed, list(w), True)
+    large = _saved_bytes(mix_together, x, mixed, list(w), False)
+    assert x_ptr in small
+    # x, and nothing else of its size or more: no depth-wise output, no pooled output
+    assert max(b for ptr, b in small.items() if ptr != x_ptr) < x_bytes
+    # without: the depth-wise output (9 convolutions per channel) and the pooled outputs
+    assert sum(large.values()) > 9 * x_bytes

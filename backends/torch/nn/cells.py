@@ -141,8 +141,10 @@ class SearchCell(nn.Module):
         ``scale * cell(x)``, computed so that the cell's output need not be saved for the
         gradient of ``scale``. ``recompute`` recomputes the cheap full-width pieces (resample
         and preprocess, concatenation and projection, and the ``scale`` product) in the
-        backward pass instead of saving their activations (:func:`recompute_pieces`); the
-        result and the gradients are those of the plain pass.
+        backward pass instead of saving their activations (:func:`recompute_pieces`), and with
+        ``fuse`` the candidates' ReLU, depth-wise convolution and pooling too (only their
+        input is saved; :func:`~msnas_graph.backends.torch.nn.fused.mix_groups`); the result
+        and the gradients are those of the plain pass.
 
         How the blocks save less than ``sum_j p_j * PCMixedOp_j(X_j)`` written out: the input
         weight is folded into the operation weights (``p_j * alpha_jo``, scalars), so only the
@@ -228,7 +230,7 @@ def forward_cells(
             states.append([recompute_pieces(cell._enter, cell.preprocess, x)])
         else:
             states.append([cell._enter(x)])
-    _blocks_together(cells, states, alpha_ws, p_ws, {} if memo is None else memo)
+    _blocks_together(cells, states, alpha_ws, p_ws, {} if memo is None else memo, recompute)
     out = []
     for cell, scale, st in zip(cells, scales, states, strict=True):
         if recompute:
@@ -244,6 +246,7 @@ def _blocks_together(
     alpha_ws: Sequence[Sequence[torch.Tensor]],
     p_ws: Sequence[Sequence[torch.Tensor]],
     memo: dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]],
+    recompute: bool,
 ) -> None:
     """Append every cell's block outputs to its ``states`` (which hold ``X_0``)."""
     blocks = cells[0].blocks
@@ -278,7 +281,7 @@ def _blocks_together(
             coeff, p_j = memo[key]
             coeffs.append(coeff)
             inputs.append(p_j)
-        ys = mix_groups(x_as, consumers, coeffs)
+        ys = mix_groups(x_as, consumers, coeffs, recompute)
         for g, st in enumerate(states):
             for b, y in zip(range(j, blocks), ys[g], strict=True):
                 prev = mixed[g][b]

@@ -16,10 +16,13 @@ dominate (``benchmarks/results/search_step.md``). :func:`mix_together` computes
 - **one batched point-wise product** (one matrix per convolution) and **one BatchNorm** over
   all their channels (BatchNorm is per channel, so this is every BatchNorm at once; the running
   statistics are written back to each module); in training the point-wise products and the
-  normalised values are recomputed in the backward pass rather than saved;
+  normalised values are recomputed in the backward pass rather than saved, and with
+  ``recompute`` (what the supernet's ``recompute`` option asks for) the ReLU and the
+  depth-wise convolution too, so that only the input is saved;
 - **each parameter-free operation once** (``avg_pool_3x3``, ``max_pool_3x3``, ``skip_connect``,
-  and the input term of the residual convolutions), shared by all mixed ops; max pooling finds
-  its maxima again in the backward pass rather than saving their indices;
+  and the input term of the residual convolutions), shared by all mixed ops; the pooling runs
+  again in the backward pass rather than saving max pooling's indices (and, with
+  ``recompute``, rather than saving the pooled outputs for the coefficients' gradient);
 - **two matrix products** for all weighted sums: ``(consumers x terms) @ (terms x pixels)``.
 
 :func:`mix_groups` does the same for several such inputs at once (the cells into one supernet
@@ -282,35 +285,64 @@ def _update_running_stats(
     torch._foreach_add_([cast(torch.Tensor, n.num_batches_tracked) for n in norms], 1)
 
 
-class _PointwiseNormMix(torch.autograd.Function):
-    """``coefficients @ BN(pointwise @ d)`` with batch statistics, saving only ``d``.
+def _depthwise(
+    x: torch.Tensor, kernels: torch.Tensor, groups: int, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ReLU(x), d)``: ``d`` the depth-wise convolution of every plan at once, as
+    ``(N, G, M, C, pixels)``, contiguous (the point-wise products use it convolution-major;
+    copied once here rather than by every product)."""
+    dims = x.dim() - 2
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    relu = F.relu(x)
+    n, gc = x.shape[:2]
+    c = gc // groups
+    m = kernels.shape[0] // gc
+    z = _CONV[dims](relu, kernels, None, 1, kernels.shape[-1] // 2, 1, gc)
+    d = z.reshape(n, groups, c, m, -1).transpose(2, 3).contiguous()
+    return relu, d
 
-    ``d``: ``(N, G, M, C, P)`` depth-wise outputs (any strides; ``G`` groups of ``M``
-    convolutions), ``pointwise``: ``(G, M, C, C)``, ``coefficients``: ``(G, K, M)``,
-    ``weight``/``bias``: ``(G * M * C,)`` or ``None``. Returns the ``(N, G, K, C * P)`` weighted
-    sums and the batch mean and (biased) variance per channel. The point-wise products and the
-    normalised values are recomputed in the backward pass (one batched product and a few
-    element-wise passes) instead of being saved twice over: the search's largest saved tensors
-    are these, at ``M`` times the input's width.
+
+class _SeparableMix(torch.autograd.Function):
+    """``coefficients @ BN(pointwise @ dw(ReLU(x)))`` with batch statistics.
+
+    ``x``: ``(N, G * C, *spatial)`` (``G`` groups), ``kernels``: ``(G * C * M, 1, *footprint)``
+    depth-wise kernels (``M`` convolutions per input channel, channel-major),
+    ``pointwise``: ``(G, M, C, C)``, ``coefficients``: ``(G, K, M)``, ``weight``/``bias``:
+    ``(G * M * C,)`` or ``None``. Returns the ``(N, G, K, C * pixels)`` weighted sums and the
+    batch mean and (biased) variance per channel.
+
+    The point-wise products and the normalised values are recomputed in the backward pass
+    rather than saved. With ``recompute`` so are the ReLU and the depth-wise convolution: only
+    ``x`` is saved (which the pooling candidates on the same input keep anyway), not the
+    depth-wise output, ``M`` times the input's width and the largest tensor a search saves
+    (40 % of a `paper` architecture step's activation memory at width 8), for one more
+    depth-wise convolution per step.
     """
 
     @staticmethod
     def forward(
         ctx: Any,
-        d: torch.Tensor,
+        x: torch.Tensor,
+        kernels: torch.Tensor,
         pointwise: torch.Tensor,
         coefficients: torch.Tensor,
         weight: torch.Tensor | None,
         bias: torch.Tensor | None,
         eps: float,
+        groups: int,
+        channels_last: bool,
+        recompute: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n, g, m, c = d.shape[:4]
-        with torch.autocast(d.device.type, enabled=False):  # the caller cast to d's dtype
+        with torch.autocast(x.device.type, enabled=False):  # the caller cast to one dtype
+            relu, d = _depthwise(x, kernels, groups, channels_last)
+            n, g, m, c = d.shape[:4]
             p = torch.matmul(pointwise, d).reshape(n, g * m * c, -1)
             y, mean, invstd = torch.native_batch_norm(p, weight, bias, None, None, True, 0.0, eps)
             out = torch.matmul(coefficients, y.reshape(n, g, m, -1))
-        ctx.eps = eps
-        ctx.save_for_backward(d, pointwise, coefficients, weight, bias, mean, invstd)
+        ctx.eps, ctx.groups, ctx.channels_last = eps, groups, channels_last
+        kept = (x, None, None) if recompute else (None, relu, d)
+        ctx.save_for_backward(*kept, kernels, pointwise, coefficients, weight, bias, mean, invstd)
         var = invstd.pow(-2).sub_(eps)
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var
@@ -320,12 +352,15 @@ class _PointwiseNormMix(torch.autograd.Function):
     def backward(
         ctx: Any, g_out: torch.Tensor, _g_mean: torch.Tensor, _g_var: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        d, pointwise, coefficients, weight, bias, mean, invstd = ctx.saved_tensors
+        x, relu, d, kernels, pointwise, coefficients, weight, bias, mean, invstd = ctx.saved_tensors
+        if x is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                relu, d = _depthwise(x, kernels, ctx.groups, ctx.channels_last)
         n, g, m, c = d.shape[:4]
         p = torch.matmul(pointwise, d).reshape(n, g * m * c, -1)
         g_y = torch.matmul(coefficients.transpose(-1, -2), g_out).reshape(p.shape)
         g_coefficients = None
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[3]:
             y = (p - mean[:, None]) * invstd[:, None]
             if weight is not None:
                 y = y * weight[:, None] + bias[:, None]
@@ -336,16 +371,39 @@ class _PointwiseNormMix(torch.autograd.Function):
             g_y, p, weight, None, None, mean, invstd, True, ctx.eps, [True, affine, affine]
         )
         g_p = g_p.reshape(n, g, m, c, -1)
-        g_pointwise = g_d = None
-        if ctx.needs_input_grad[1]:
+        g_pointwise = g_x = g_kernels = None
+        if ctx.needs_input_grad[2]:
             g_pointwise = torch.matmul(g_p, d.transpose(-1, -2)).sum(0)
-        if ctx.needs_input_grad[0]:
-            g_d = torch.matmul(pointwise.transpose(-1, -2), g_p)
-        return g_d, g_pointwise, g_coefficients, g_weight, g_bias, None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            g_d = torch.matmul(pointwise.transpose(-1, -2), g_p)  # (N, G, M, C, pixels)
+            # the gradient of z, laid out as z is (channels: group, channel, convolution), so
+            # that the convolution's backward pass does not copy it again
+            if ctx.channels_last:
+                g_z = g_d.permute(0, 4, 1, 3, 2).reshape(n, *relu.shape[2:], -1).movedim(-1, 1)
+            else:
+                g_z = g_d.transpose(2, 3).reshape(n, -1, *relu.shape[2:])
+            dims = relu.dim() - 2
+            g_relu, g_kernels, _ = torch.ops.aten.convolution_backward(
+                g_z,
+                relu,
+                kernels,
+                None,
+                [1] * dims,
+                [kernels.shape[-1] // 2] * dims,
+                [1] * dims,
+                False,
+                [0] * dims,
+                relu.shape[1],
+                [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False],
+            )
+            if g_relu is not None:
+                g_x = torch.ops.aten.threshold_backward(g_relu, relu, 0.0)
+        grads = (g_x, g_kernels, g_pointwise, g_coefficients, g_weight, g_bias)
+        return (*grads, None, None, None, None)
 
 
 def _convolutions(
-    x: torch.Tensor, plans: Sequence[CandidatePlan], coefficients: torch.Tensor
+    x: torch.Tensor, plans: Sequence[CandidatePlan], coefficients: torch.Tensor, recompute: bool
 ) -> torch.Tensor:
     """``coefficients @ BN(pw(dw(ReLU(x))))`` over the convolutions of every plan:
     ``(N, G, K, C * P)`` for ``G`` plans of ``M`` convolutions each (group ``g`` on channels
@@ -357,30 +415,16 @@ def _convolutions(
     m = len(plans[0].convs)
     footprint = max(p.footprint for p in plans[0].convs)
     kernels = torch.cat([_depthwise_kernels(plan.convs, footprint, dims) for plan in plans])
-    if dims == 2 and c <= _CHANNELS_LAST_MAX and x.device.type == "cpu":
-        # before the ReLU, whose output the ReLU and the convolution then save as one tensor
-        x = x.contiguous(memory_format=torch.channels_last)
-    relu = F.relu(x)
-    z = _CONV[dims](
-        relu,
-        kernels.reshape(groups * c * m, 1, *kernels.shape[3:]),
-        None,
-        1,
-        footprint // 2,
-        1,
-        groups * c,
-    )
-    # the depth-wise output is channel-major (group, input channel, convolution): the
-    # point-wise convolutions are one batched product over it convolution-major, copied once
-    # here (the products would otherwise copy the strided view on every use, three per step)
-    d = z.reshape(n, groups, c, m, -1).transpose(2, 3).contiguous()
+    kernels = kernels.reshape(groups * c * m, 1, *kernels.shape[3:])
+    # narrow inputs run channels-last on the CPU (see ``_CHANNELS_LAST_MAX``)
+    channels_last = dims == 2 and c <= _CHANNELS_LAST_MAX and x.device.type == "cpu"
     convs = [p for plan in plans for p in plan.convs]
     pointwise = torch.stack([cast(torch.Tensor, p.pointwise.weight) for p in convs])
     pointwise = pointwise.reshape(groups, m, c, c)
     norms = [p.norm for p in convs]
     first = norms[0]
     if (first.training or not first.track_running_stats) and torch.is_grad_enabled():
-        count = n * d.shape[-1]
+        count = n * x[0, 0].numel()
         if count <= 1:
             raise ValueError(
                 "Expected more than 1 value per channel when training, got input size "
@@ -390,10 +434,22 @@ def _convolutions(
         if first.affine:
             weight = torch.cat([cast(torch.Tensor, b.weight) for b in norms])
             bias = torch.cat([cast(torch.Tensor, b.bias) for b in norms])
-        # one dtype for the products (autocast made the depth-wise output lower precision)
-        pointwise, coefficients = pointwise.to(d.dtype), coefficients.to(d.dtype)
-        out, mean, var = _PointwiseNormMix.apply(
-            d, pointwise, coefficients, weight, bias, first.eps
+        # one dtype for the whole computation: autocast's where it would lower the convolution
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        x, kernels = x.to(dtype), kernels.to(dtype)
+        pointwise, coefficients = pointwise.to(dtype), coefficients.to(dtype)
+        out, mean, var = _SeparableMix.apply(
+            x,
+            kernels,
+            pointwise,
+            coefficients,
+            weight,
+            bias,
+            first.eps,
+            groups,
+            channels_last,
+            recompute,
         )
         if first.training and first.track_running_stats:
             momentum = cast(float, first.momentum)
@@ -401,41 +457,90 @@ def _convolutions(
             with torch.no_grad():
                 _update_running_stats(norms, mean, unbiased, momentum)
         return cast(torch.Tensor, out)
-    z = torch.matmul(pointwise, d)  # (N, G, M, C, pixels)
+    _relu, d = _depthwise(x, kernels, groups, channels_last)
+    z = torch.matmul(pointwise.to(d.dtype), d)  # (N, G, M, C, pixels)
     z = _batch_norm(z.reshape(n, groups * m * c, *x.shape[2:]), norms)
-    return torch.matmul(coefficients, z.reshape(n, groups, m, -1))
+    return torch.matmul(coefficients.to(z.dtype), z.reshape(n, groups, m, -1))
 
 
-class _MaxPoolRecompute(torch.autograd.Function):
-    """Max pooling that saves only its input (already kept by others) and finds the maxima
-    again in the backward pass, instead of saving an int64 index per output."""
+def _shared_terms(
+    x: torch.Tensor, modules: Sequence[nn.Module | None], groups: int
+) -> torch.Tensor:
+    """``(N, S, G, C * pixels)``: each parameter-free operation of ``modules`` on ``x``
+    (``None``: the identity), group by group."""
+    outputs = [x if m is None else cast(torch.Tensor, m(x)) for m in modules]
+    return torch.stack(outputs, dim=1).reshape(x.shape[0], len(outputs), groups, -1)
+
+
+class _SharedMix(torch.autograd.Function):
+    """``einsum("gis,nsgl->ngil", coefficients, terms)`` over the parameter-free operations'
+    outputs ``terms`` (:func:`_shared_terms`).
+
+    The operations (identity, pooling) run again in the backward pass for the gradient of
+    ``x``, so max pooling saves no int64 index per output. With ``recompute`` they also run
+    again for the gradient of the coefficients, and nothing but ``x`` is saved (which the
+    convolutions on the same input keep anyway); without, their outputs are saved for it.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
-        ctx.pool = pool
-        ctx.save_for_backward(x)
-        return cast(torch.Tensor, pool(x))
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        coefficients: torch.Tensor,
+        modules: Sequence[nn.Module | None],
+        groups: int,
+        recompute: bool,
+    ) -> torch.Tensor:
+        ctx.modules, ctx.groups = modules, groups
+        terms = _shared_terms(x, modules, groups)
+        kept = None if recompute or not coefficients.requires_grad else terms
+        ctx.save_for_backward(x, coefficients, kept)
+        return torch.einsum("gis,nsgl->ngil", coefficients.to(terms.dtype), terms)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
-        with torch.enable_grad():
-            xr = x.detach().requires_grad_()
-            y = ctx.pool(xr)
-        (grad,) = torch.autograd.grad(y, xr, g)
-        return grad, None
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, coefficients, terms = ctx.saved_tensors
+        modules: Sequence[nn.Module | None] = ctx.modules
+        need_x, need_coefficients = ctx.needs_input_grad[:2]
+        pooled: dict[int, torch.Tensor] = {}
+        if need_x or terms is None:
+            # each pooling once, its graph kept only where the gradient of x needs it
+            with torch.set_grad_enabled(need_x):
+                xr = x.detach().requires_grad_(need_x)
+                pooled = {s: cast(torch.Tensor, m(xr)) for s, m in enumerate(modules) if m}
+        g_x = g_coefficients = None
+        if need_coefficients:
+            if terms is None:
+                outs = [pooled[s].detach() if s in pooled else x for s in range(len(modules))]
+                terms = torch.stack(outs, 1).reshape(x.shape[0], len(modules), ctx.groups, -1)
+            g_coefficients = torch.einsum("ngil,nsgl->gis", g, terms).to(coefficients.dtype)
+        if need_x:
+            g_terms = torch.einsum("gis,ngil->nsgl", coefficients.to(g.dtype), g)
+            g_terms = g_terms.reshape(x.shape[0], len(modules), *x.shape[1:])
+            if pooled:
+                grads = [g_terms[:, s] for s in pooled]
+                g_x = torch.autograd.grad(list(pooled.values()), xr, grads)[0]
+            for s, m in enumerate(modules):
+                if m is None:
+                    g_x = g_terms[:, s] if g_x is None else g_x + g_terms[:, s]
+        return g_x, g_coefficients, None, None, None
 
 
 def mix_together(
-    x: torch.Tensor, mixed: Sequence[nn.Module], weights: Sequence[torch.Tensor]
+    x: torch.Tensor,
+    mixed: Sequence[nn.Module],
+    weights: Sequence[torch.Tensor],
+    recompute: bool = False,
 ) -> list[torch.Tensor]:
     """``[sum_o weights[i][o] * mixed[i].ops[o](x) for i]``, computed together (module doc).
 
     ``mixed`` are mixed ops (anything with an ``ops`` list of candidate modules) over the same
     input ``x``; ``weights[i]`` the 1-D coefficients of ``mixed[i]``'s operations. As in
     :meth:`~msnas_graph.backends.torch.nn.mixed.PartialChannelMixedOp.mix`, ``none`` adds
-    nothing.
+    nothing. ``recompute``: in training, save only ``x`` for the backward pass and compute the
+    ReLU, the depth-wise convolution and the pooling again there (less memory, one more
+    depth-wise convolution); results and gradients are the same either way.
 
     >>> from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp
     >>> ops = ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "avg_pool_3x3", "skip_connect"]
@@ -446,7 +551,7 @@ def mix_together(
     >>> all(torch.allclose(a, b, atol=1e-5) for a, b in zip(together, alone))
     True
     """
-    return mix_groups([x], [mixed], [weights])[0]
+    return mix_groups([x], [mixed], [weights], recompute)[0]
 
 
 def _signature(plan: CandidatePlan) -> tuple[Any, ...]:
@@ -471,11 +576,13 @@ def mix_groups(
     xs: Sequence[torch.Tensor],
     mixed: Sequence[Sequence[nn.Module]],
     weights: Sequence[Sequence[torch.Tensor] | torch.Tensor],
+    recompute: bool = False,
 ) -> list[list[torch.Tensor]]:
     """:func:`mix_together` of several groups at once: ``mix_together(xs[g], mixed[g],
     weights[g])`` for every ``g``, as one computation on the inputs concatenated along the
     channels (every operation here is per channel or block-diagonal across groups).
-    ``weights[g]`` may also be one ``(consumers, operations)`` tensor.
+    ``weights[g]`` may also be one ``(consumers, operations)`` tensor; ``recompute`` as in
+    :func:`mix_together`.
 
     The groups must be alike (same input shape, same operations in the same places, e.g. the
     cells into one supernet node); groups that are not run one group at a time.
@@ -495,7 +602,8 @@ def mix_groups(
         alike = len({_signature(p) for p in plans}) == 1 and len({x.shape for x in xs}) == 1
         if not alike or plans[0].single or not plans[0].complete or len(sizes) != 1:
             return [
-                mix_groups([x], [m], [w])[0] for x, m, w in zip(xs, mixed, weights, strict=True)
+                mix_groups([x], [m], [w], recompute)[0]
+                for x, m, w in zip(xs, mixed, weights, strict=True)
             ]
     plan = plans[0]
     if not plan.complete or len(sizes) != 1:
@@ -517,24 +625,24 @@ def mix_groups(
             device=w.device,
         )
         picked = w[:, :, torch.tensor([p.op for p in plan.convs], device=w.device)]
-        out = _convolutions(x, plans, picked * mask)  # (N, groups, consumers, C * pixels)
+        out = _convolutions(
+            x, plans, picked * mask, recompute
+        )  # (N, groups, consumers, C * pixels)
     if plan.shared:
-        outputs = []
+        modules: list[nn.Module | None] = []
         # (consumers, operations, shared terms): which operation contributes to which term
         routes = [[[0.0] * len(plan.shared) for _ in range(w.shape[2])] for _ in range(count)]
         for s, (key, (module, users)) in enumerate(plan.shared.items()):
-            if key == _IDENTITY or module is None:
-                outputs.append(x)
-            elif type(module) in _MAX_POOLS and x.requires_grad:
-                outputs.append(cast(torch.Tensor, _MaxPoolRecompute.apply(x, module)))
-            else:
-                outputs.append(module(x))
+            modules.append(None if key == _IDENTITY else module)
             for i, o in users:
                 routes[i][o][s] = 1.0
-        terms = torch.stack(outputs, dim=1).reshape(n, len(outputs), groups, -1)
         route = torch.tensor(routes, dtype=w.dtype, device=w.device)
         coefficients = torch.einsum("gio,ios->gis", w, route)
-        shared = torch.einsum("gis,nsgl->ngil", coefficients, terms)
+        if torch.is_grad_enabled() and (x.requires_grad or coefficients.requires_grad):
+            shared = _SharedMix.apply(x, coefficients, modules, groups, recompute)
+        else:
+            terms = _shared_terms(x, modules, groups)
+            shared = torch.einsum("gis,nsgl->ngil", coefficients.to(terms.dtype), terms)
         out = shared if out is None else out + shared
     results: list[list[torch.Tensor | None]] = [
         [None if out is None else out[:, g, i].reshape(n, c, *spatial) for i in range(count)]
