@@ -182,39 +182,42 @@ def _search_cell(space: SearchSpace, kind: str, c_in: int, c_out: int) -> nn.Mod
 
     return SearchCell(
         kind, c_in, c_out, space.ops, space.blocks, space.partial_k, space.spatial_dims,
-        {"affine": False}, fuse=False,
+        {"affine": False},
     )  # fmt: skip
 
 
 def _cell_bytes_per_unit(space: SearchSpace, kind: str, ratio: float) -> float:
-    """Activation bytes of one search cell per (image x output channel x input pixel)."""
+    """Activation bytes of one search cell per (image x output channel x input pixel): what
+    autograd saves in a training forward pass of the cell as the supernet runs it (candidates
+    computed together, cheap pieces recomputed), with the architecture weights and the
+    operation weights both trainable (more than either step saves)."""
     c_out = 4 * space.partial_k
     c_in = max(1, round(c_out * ratio))
     side = 8
     n_ops = len(space.ops)
-    alpha = [torch.full((b + 1, n_ops), 1.0 / n_ops) for b in range(space.blocks)]
-    p = [torch.full((b + 1,), 1.0 / (b + 1)) for b in range(space.blocks)]
-    cell = _search_cell(space, kind, c_in, c_out)
-    total = 0
-
-    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out.numel() * out.element_size()
-
-    handles = [
-        m.register_forward_hook(hook) for m in cell.modules() if next(m.children(), None) is None
+    alpha = [
+        torch.full((b + 1, n_ops), 1.0 / n_ops, requires_grad=True) for b in range(space.blocks)
     ]
+    p = [torch.full((b + 1,), 1.0 / (b + 1), requires_grad=True) for b in range(space.blocks)]
+    cell = _search_cell(space, kind, c_in, c_out).train()
+    own = {t.untyped_storage().data_ptr() for t in (*cell.parameters(), *cell.buffers())}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    x = torch.randn(2, c_in, *(side,) * space.spatial_dims, requires_grad=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only contend
     try:
-        with torch.no_grad():
-            cell(torch.zeros(1, c_in, *(side,) * space.spatial_dims), alpha, p)
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            cell(x, alpha, p, None, True)
     finally:
         torch.set_num_threads(threads)
-        for h in handles:
-            h.remove()
-    return total / (c_out * side**space.spatial_dims)
+    return sum(saved.values()) / (2 * c_out * side**space.spatial_dims)
 
 
 def check_supernet(space: SearchSpace, batch: int, input_size: int, *, device: Any = None) -> int:

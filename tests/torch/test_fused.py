@@ -112,8 +112,7 @@ def test_one_consumer_matches() -> None:
 
 @pytest.mark.parametrize("channels", [2, 8, 12])
 @pytest.mark.parametrize("recompute", [False, True])
-def test_channels_last_and_plain_depthwise_widths_match(channels: int, recompute: bool) -> None:
-    # up to 8 channels the fused depth-wise convolution runs channels-last on the CPU
+def test_widths_match(channels: int, recompute: bool) -> None:
     _compare(ALL, consumers=2, channels=channels, seed=10, recompute=recompute)
 
 
@@ -244,9 +243,9 @@ def test_fused_supernet_saves_less_for_backward() -> None:
     assert fused < 0.5 * plain  # 0.45x measured (deterministic: bytes autograd saves)
 
 
-@pytest.mark.parametrize(("affine", "channels_last"), [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("affine", [False, True])
 @pytest.mark.parametrize("recompute", [False, True])
-def test_separable_mix_gradcheck(affine: bool, channels_last: bool, recompute: bool) -> None:
+def test_separable_mix_gradcheck(affine: bool, recompute: bool) -> None:
     from msnas_graph.backends.torch.nn.fused import _SeparableMix
 
     g = torch.Generator().manual_seed(7)
@@ -261,7 +260,7 @@ def test_separable_mix_gradcheck(affine: bool, channels_last: bool, recompute: b
     weight, bias = (rand(12), rand(12)) if affine else (None, None)
 
     def fn(*args: torch.Tensor | None) -> torch.Tensor:
-        return _SeparableMix.apply(*args, 1e-5, 2, channels_last, recompute)[0]
+        return _SeparableMix.apply(*args, 1e-5, 2, recompute)[0]
 
     inputs = (x, kernels, pointwise, coefficients, weight, bias)
     assert torch.autograd.gradcheck(fn, inputs)
@@ -404,7 +403,7 @@ def _saved_bytes(fn: object, *args: object) -> dict[int, int]:
     return seen
 
 
-@pytest.mark.parametrize("channels", [4, 12])  # channels-last and plain depth-wise
+@pytest.mark.parametrize("channels", [4, 12])
 def test_recompute_saves_only_the_input(channels: int) -> None:
     torch.manual_seed(0)
     mixed = [PartialChannelMixedOp(channels, ALL, 1, 2, {"affine": False}) for _ in range(3)]

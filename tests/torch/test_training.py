@@ -436,3 +436,25 @@ def test_architecture_steps_freeze_the_weights_and_give_them_back(
     search(search_config(epochs=(0, 2)), tmp_path / "run", progress=False)
     assert (True, False) in seen and (False, True) in seen  # both kinds of step ran
     assert (True, True) not in seen
+
+
+def test_weight_steps_use_the_fused_sgd_where_the_device_has_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msnas_graph.backends.torch.training.search import _weight_sgd
+
+    kinds: set[tuple[object, object]] = set()
+    step = torch.optim.SGD.step
+
+    def spy(self: torch.optim.SGD, *args: object, **kwargs: object) -> object:
+        kinds.add((self.defaults["fused"], self.defaults["foreach"]))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    search(search_config(epochs=(0, 1)), tmp_path / "run", progress=False)
+    assert kinds == {(True, None)}
+    # a device without the kernel (PyTorch would refuse only at the first step): foreach
+    meta = [torch.nn.Parameter(torch.zeros(2, device="meta"))]
+    assert _weight_sgd(meta, 0.1, 0.9, 0.0).defaults["foreach"] is True
+    ints = [torch.nn.Parameter(torch.zeros(2, dtype=torch.int64), requires_grad=False)]
+    assert _weight_sgd(ints, 0.1, 0.9, 0.0).defaults["fused"] is None

@@ -266,8 +266,9 @@ def _blocks_together(
                 x_as.append(x_a)
                 x_bs.append(x_b)
             else:  # concatenated (a compact copy) by mix_groups
-                x_as.append(x[:, :c])
-                x_bs.append(x[:, c:])
+                x_a, x_b = torch.split(x, [c, x.shape[1] - c], dim=1)
+                x_as.append(x_a)
+                x_bs.append(x_b)
         consumers = [[r[b][j] for b in range(j, blocks)] for r in rows]
         coeffs, inputs = [], []
         for alpha_w, p_w in zip(alpha_ws, p_ws, strict=True):

@@ -36,7 +36,6 @@ one, as before.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -52,10 +51,6 @@ from msnas_graph.backends.torch.nn.ops import AvgPool3x3, DilConv, SepConvResidu
 __all__ = ["mix_groups", "mix_together", "plan_candidates"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-#: On the CPU, the fused depth-wise convolution of inputs this narrow runs channels-last: oneDNN
-#: takes 0.53-0.86x the time there at 2-8 channels (1.0-1.55x at 16 and more); the `paper`
-#: supernet's step took 0.88x (width 8) and 0.93x (width 32) the time, side by side.
-_CHANNELS_LAST_MAX = 8
 _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -218,32 +213,55 @@ def plan_candidates(mixed: Sequence[nn.Module]) -> CandidatePlan:
         if terms == 0:
             plan.complete = False
     plan.norm_key = norm_key
-    # equal kernels next to each other (one embedding per run); any order computes the same
+    # a stable order (by kernel size and dilation); any order computes the same
     plan.convs.sort(key=lambda p: (p.depthwise.kernel_size[0], p.depthwise.dilation[0]))
     return plan
 
 
-def _depthwise_kernels(convs: Sequence[_Separable], footprint: int, dims: int) -> torch.Tensor:
-    """``(C, M, 1, footprint, ...)``: every convolution's depth-wise weight spread over
-    ``footprint`` per dimension (``3x3`` padded to ``5x5``, ``3x3`` at dilation 2 spread
-    over ``5x5``); one embedding per run of equal kernel size and dilation."""
+#: (groups, channels, ((kernel, dilation) per convolution), footprint, dims, device) -> where
+#: each depth-wise weight goes in the fused kernels (:func:`_fused_kernels`)
+_KERNEL_INDEX: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
+def _kernel_index(
+    groups: int, c: int, layout: Sequence[tuple[int, int]], footprint: int, dims: int
+) -> torch.Tensor:
+    """Flat positions in the ``(G * C * M, 1, *footprint)`` kernels of every depth-wise weight
+    element, in the order of the weights ``(C, 1, k, ...)`` concatenated group by group and
+    convolution by convolution."""
+    m, per = len(layout), footprint**dims
     parts = []
-    for (kernel, dilation), run in itertools.groupby(
-        convs, key=lambda p: (p.depthwise.kernel_size[0], p.depthwise.dilation[0])
-    ):
-        w = torch.stack([cast(torch.Tensor, p.depthwise.weight) for p in run], dim=1)
-        size = dilation * (kernel - 1) + 1
-        start = (footprint - size) // 2
-        if dilation == 1:
-            if start:
-                w = F.pad(w, [start] * (2 * dims))
-        else:
-            spread = w.new_zeros(*w.shape[:3], *(footprint,) * dims)
-            index: tuple[Any, ...] = (..., *(slice(start, start + size, dilation),) * dims)
-            spread[index] = w
-            w = spread
-        parts.append(w)
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    for g in range(groups):
+        for i, (kernel, dilation) in enumerate(layout):
+            size = dilation * (kernel - 1) + 1
+            taps = (footprint - size) // 2 + dilation * torch.arange(kernel)
+            tap = torch.zeros(1, dtype=torch.long)
+            for _ in range(dims):  # row-major over the spatial dimensions
+                tap = (tap[:, None] * footprint + taps[None, :]).reshape(-1)
+            base = ((g * c + torch.arange(c)) * m + i) * per
+            parts.append((base[:, None] + tap[None, :]).reshape(-1))
+    return torch.cat(parts)
+
+
+def _fused_kernels(plans: Sequence[CandidatePlan], footprint: int, dims: int) -> torch.Tensor:
+    """``(G * C * M, 1, *footprint)``: every convolution's depth-wise weight spread over
+    ``footprint`` per dimension (``3x3`` padded to ``5x5``, ``3x3`` at dilation 2 spread over
+    ``5x5``), output channels ordered (group, channel, convolution); one concatenation and one
+    scatter, whatever the number of convolutions."""
+    convs = plans[0].convs
+    layout = tuple((p.depthwise.kernel_size[0], p.depthwise.dilation[0]) for p in convs)
+    weights = [cast(torch.Tensor, p.depthwise.weight) for plan in plans for p in plan.convs]
+    c, groups, m = weights[0].shape[0], len(plans), len(convs)
+    key = (groups, c, layout, footprint, dims, weights[0].device)
+    index = _KERNEL_INDEX.get(key)
+    if index is None:
+        if len(_KERNEL_INDEX) >= 256:  # a bound, whatever spaces a process builds
+            _KERNEL_INDEX.clear()
+        index = _kernel_index(groups, c, layout, footprint, dims).to(weights[0].device)
+        _KERNEL_INDEX[key] = index
+    flat = torch.cat([w.reshape(-1) for w in weights])
+    kernels = flat.new_zeros(groups * c * m * footprint**dims).index_copy(0, index, flat)
+    return kernels.reshape(groups * c * m, 1, *(footprint,) * dims)
 
 
 def _batch_norm(z: torch.Tensor, norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> torch.Tensor:
@@ -286,14 +304,12 @@ def _update_running_stats(
 
 
 def _depthwise(
-    x: torch.Tensor, kernels: torch.Tensor, groups: int, channels_last: bool
+    x: torch.Tensor, kernels: torch.Tensor, groups: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ReLU(x), d)``: ``d`` the depth-wise convolution of every plan at once, as
     ``(N, G, M, C, pixels)``, contiguous (the point-wise products use it convolution-major;
     copied once here rather than by every product)."""
     dims = x.dim() - 2
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     relu = F.relu(x)
     n, gc = x.shape[:2]
     c = gc // groups
@@ -331,16 +347,15 @@ class _SeparableMix(torch.autograd.Function):
         bias: torch.Tensor | None,
         eps: float,
         groups: int,
-        channels_last: bool,
         recompute: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.autocast(x.device.type, enabled=False):  # the caller cast to one dtype
-            relu, d = _depthwise(x, kernels, groups, channels_last)
+            relu, d = _depthwise(x, kernels, groups)
             n, g, m, c = d.shape[:4]
             p = torch.matmul(pointwise, d).reshape(n, g * m * c, -1)
             y, mean, invstd = torch.native_batch_norm(p, weight, bias, None, None, True, 0.0, eps)
             out = torch.matmul(coefficients, y.reshape(n, g, m, -1))
-        ctx.eps, ctx.groups, ctx.channels_last = eps, groups, channels_last
+        ctx.eps, ctx.groups = eps, groups
         kept = (x, None, None) if recompute else (None, relu, d)
         ctx.save_for_backward(*kept, kernels, pointwise, coefficients, weight, bias, mean, invstd)
         var = invstd.pow(-2).sub_(eps)
@@ -355,7 +370,7 @@ class _SeparableMix(torch.autograd.Function):
         x, relu, d, kernels, pointwise, coefficients, weight, bias, mean, invstd = ctx.saved_tensors
         if x is not None:
             with torch.autocast(x.device.type, enabled=False):
-                relu, d = _depthwise(x, kernels, ctx.groups, ctx.channels_last)
+                relu, d = _depthwise(x, kernels, ctx.groups)
         n, g, m, c = d.shape[:4]
         p = torch.matmul(pointwise, d).reshape(n, g * m * c, -1)
         g_y = torch.matmul(coefficients.transpose(-1, -2), g_out).reshape(p.shape)
@@ -376,12 +391,9 @@ class _SeparableMix(torch.autograd.Function):
             g_pointwise = torch.matmul(g_p, d.transpose(-1, -2)).sum(0)
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             g_d = torch.matmul(pointwise.transpose(-1, -2), g_p)  # (N, G, M, C, pixels)
-            # the gradient of z, laid out as z is (channels: group, channel, convolution), so
-            # that the convolution's backward pass does not copy it again
-            if ctx.channels_last:
-                g_z = g_d.permute(0, 4, 1, 3, 2).reshape(n, *relu.shape[2:], -1).movedim(-1, 1)
-            else:
-                g_z = g_d.transpose(2, 3).reshape(n, -1, *relu.shape[2:])
+            # the gradient of the depth-wise output, its channels as it has them (group, channel,
+            # convolution)
+            g_z = g_d.transpose(2, 3).reshape(n, -1, *relu.shape[2:])
             dims = relu.dim() - 2
             g_relu, g_kernels, _ = torch.ops.aten.convolution_backward(
                 g_z,
@@ -399,7 +411,7 @@ class _SeparableMix(torch.autograd.Function):
             if g_relu is not None:
                 g_x = torch.ops.aten.threshold_backward(g_relu, relu, 0.0)
         grads = (g_x, g_kernels, g_pointwise, g_coefficients, g_weight, g_bias)
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None)
 
 
 def _convolutions(
@@ -414,10 +426,7 @@ def _convolutions(
     c = x.shape[1] // groups
     m = len(plans[0].convs)
     footprint = max(p.footprint for p in plans[0].convs)
-    kernels = torch.cat([_depthwise_kernels(plan.convs, footprint, dims) for plan in plans])
-    kernels = kernels.reshape(groups * c * m, 1, *kernels.shape[3:])
-    # narrow inputs run channels-last on the CPU (see ``_CHANNELS_LAST_MAX``)
-    channels_last = dims == 2 and c <= _CHANNELS_LAST_MAX and x.device.type == "cpu"
+    kernels = _fused_kernels(plans, footprint, dims)
     convs = [p for plan in plans for p in plan.convs]
     pointwise = torch.stack([cast(torch.Tensor, p.pointwise.weight) for p in convs])
     pointwise = pointwise.reshape(groups, m, c, c)
@@ -448,7 +457,6 @@ def _convolutions(
             bias,
             first.eps,
             groups,
-            channels_last,
             recompute,
         )
         if first.training and first.track_running_stats:
@@ -457,7 +465,7 @@ def _convolutions(
             with torch.no_grad():
                 _update_running_stats(norms, mean, unbiased, momentum)
         return cast(torch.Tensor, out)
-    _relu, d = _depthwise(x, kernels, groups, channels_last)
+    _relu, d = _depthwise(x, kernels, groups)
     z = torch.matmul(pointwise.to(d.dtype), d)  # (N, G, M, C, pixels)
     z = _batch_norm(z.reshape(n, groups * m * c, *x.shape[2:]), norms)
     return torch.matmul(coefficients.to(z.dtype), z.reshape(n, groups, m, -1))
@@ -503,27 +511,37 @@ class _SharedMix(torch.autograd.Function):
         x, coefficients, terms = ctx.saved_tensors
         modules: Sequence[nn.Module | None] = ctx.modules
         need_x, need_coefficients = ctx.needs_input_grad[:2]
-        pooled: dict[int, torch.Tensor] = {}
-        if need_x or terms is None:
-            # each pooling once, its graph kept only where the gradient of x needs it
-            with torch.set_grad_enabled(need_x):
-                xr = x.detach().requires_grad_(need_x)
-                pooled = {s: cast(torch.Tensor, m(xr)) for s, m in enumerate(modules) if m}
-        g_x = g_coefficients = None
-        if need_coefficients:
-            if terms is None:
-                outs = [pooled[s].detach() if s in pooled else x for s in range(len(modules))]
-                terms = torch.stack(outs, 1).reshape(x.shape[0], len(modules), ctx.groups, -1)
-            g_coefficients = torch.einsum("ngil,nsgl->gis", g, terms).to(coefficients.dtype)
+        g_x: torch.Tensor | None = None
+        g_terms = None
         if need_x:
             g_terms = torch.einsum("gis,ngil->nsgl", coefficients.to(g.dtype), g)
             g_terms = g_terms.reshape(x.shape[0], len(modules), *x.shape[1:])
-            if pooled:
-                grads = [g_terms[:, s] for s in pooled]
-                g_x = torch.autograd.grad(list(pooled.values()), xr, grads)[0]
-            for s, m in enumerate(modules):
-                if m is None:
-                    g_x = g_terms[:, s] if g_x is None else g_x + g_terms[:, s]
+        pooled: dict[int, torch.Tensor] = {}
+        for s, m in enumerate(modules):
+            g_s = None if g_terms is None else g_terms[:, s]
+            term = None
+            if m is None:  # the identity
+                term = g_s
+            elif g_s is not None and isinstance(m, AvgPool3x3):  # linear: no forward pass
+                term = m.adjoint(g_s)
+            elif g_s is not None:  # max pooling: run again, its indices found again
+                with torch.enable_grad():
+                    xr = x.detach().requires_grad_()
+                    y = cast(torch.Tensor, m(xr))
+                (term,) = torch.autograd.grad(y, xr, g_s)
+                pooled[s] = y.detach()
+            if term is not None:
+                g_x = term if g_x is None else g_x + term
+        g_coefficients = None
+        if need_coefficients:
+            if terms is None:
+                with torch.no_grad():
+                    outs = [
+                        x if m is None else pooled[s] if s in pooled else cast(torch.Tensor, m(x))
+                        for s, m in enumerate(modules)
+                    ]
+                terms = torch.stack(outs, 1).reshape(x.shape[0], len(modules), ctx.groups, -1)
+            g_coefficients = torch.einsum("ngil,nsgl->gis", g, terms).to(coefficients.dtype)
         return g_x, g_coefficients, None, None, None
 
 
@@ -644,10 +662,12 @@ def mix_groups(
             terms = _shared_terms(x, modules, groups)
             shared = torch.einsum("gis,nsgl->ngil", coefficients.to(terms.dtype), terms)
         out = shared if out is None else out + shared
-    results: list[list[torch.Tensor | None]] = [
-        [None if out is None else out[:, g, i].reshape(n, c, *spatial) for i in range(count)]
-        for g in range(groups)
-    ]
+    results: list[list[torch.Tensor | None]] = [[None] * count for _ in range(groups)]
+    if out is not None:
+        # unbound, not indexed: the backward pass is one stack, not a full-size zero tensor
+        # per term
+        for g, row in enumerate(out.unbind(1)):
+            results[g] = [y.reshape(n, c, *spatial) for y in row.unbind(1)]
     for i, o in plan.single:  # only with one group
         term = weights[0][i][o] * _ops(mixed[0][i])[o](x)
         prev = results[0][i]

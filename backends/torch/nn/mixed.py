@@ -166,7 +166,10 @@ class PartialChannelMixedOp(nn.Module):
             and x.is_contiguous(memory_format=torch.channels_last)
         ):
             layout = torch.channels_last
-        return x[:, :c].clone(memory_format=layout), x[:, c:]
+        # one split, whose backward is one concatenation (two slices would each fill a
+        # full-width zero tensor and copy into it)
+        x_a, x_b = torch.split(x, [c, x.shape[1] - c], dim=1)
+        return x_a.clone(memory_format=layout), x_b
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``sum_o weights[o] * op_o(x)`` on the (partial-width) input ``x``, in ``ops`` order.

@@ -318,13 +318,28 @@ class AvgPool3x3(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return cast(torch.Tensor, self.pool(x))
+        return self._box_sums(x) * self._inverse_count(x)
+
+    def adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        """The gradient of the input given ``g``, the gradient of the output (the pooling is
+        linear, and its box sums with zero padding are symmetric): ``box_sums(g / count)``.
+
+        >>> pool, x = AvgPool3x3(2).train(), torch.randn(1, 2, 4, 5, requires_grad=True)
+        >>> g = torch.randn(1, 2, 4, 5)
+        >>> pool(x).backward(g)
+        >>> bool(torch.allclose(pool.adjoint(g), x.grad, atol=1e-6))
+        True
+        """
+        return self._box_sums(g * self._inverse_count(g))
+
+    def _box_sums(self, x: torch.Tensor) -> torch.Tensor:
         total = x
         for dim in range(x.dim() - self.spatial_dims, x.dim()):
             pad = [0, 0] * (x.dim() - dim - 1) + [1, 1]
             padded = nn.functional.pad(total, pad)
             n = total.shape[dim]
             total = padded.narrow(dim, 0, n) + padded.narrow(dim, 1, n) + padded.narrow(dim, 2, n)
-        return total * self._inverse_count(x)
+        return total
 
     def _inverse_count(self, x: torch.Tensor) -> torch.Tensor:
         """``1 / (window positions inside the input)`` per position, broadcast over N and C."""

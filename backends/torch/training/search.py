@@ -156,6 +156,23 @@ def _build(config: SearchConfig, rt: Runtime) -> tuple[SearchStep, dict[str, lis
     return step, split, step.schedule.epochs
 
 
+#: devices whose fused SGD kernel the search uses (PyTorch checks only at the first step)
+_FUSED_SGD = frozenset({"cpu", "cuda"})
+
+
+def _weight_sgd(
+    params: list[nn.Parameter], lr: float, momentum: float, weight_decay: float
+) -> torch.optim.SGD:
+    """SGD over the supernet's thousands of small weight tensors as one fused kernel where
+    PyTorch has one for their device (the `paper` supernet on the CPU: 0.32x the time of
+    ``foreach``, itself 0.64x the default per-tensor loop), else ``foreach``."""
+    options: dict[str, Any] = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+    fused = all(p.is_floating_point() and p.device.type in _FUSED_SGD for p in params)
+    if fused:
+        return torch.optim.SGD(params, **options, fused=True)
+    return torch.optim.SGD(params, **options, foreach=True)
+
+
 class _ArchAdam(torch.optim.Adam):
     """Adam over the cell group then the network group (one lr each); loads the single-group
     state of a checkpoint written before the groups were split (same parameter order)."""
@@ -196,14 +213,8 @@ class SearchStep:
         self.schedule = PhaseSchedule.from_config(config, self.steps)
         self.groups = {"cell": model.cell_parameters(), "network": model.network_parameters()}
         self.weight_params = model.weight_parameters()
-        # foreach: one call over the supernet's thousands of small tensors (the default on the
-        # CPU is a Python loop per tensor; 0.64x the time of one for the `paper` supernet)
-        self.weight_opt = torch.optim.SGD(
-            self.weight_params,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            foreach=True,
+        self.weight_opt = _weight_sgd(
+            self.weight_params, config.lr, config.momentum, config.weight_decay
         )
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.weight_opt, T_max=self.schedule.epochs, eta_min=config.lr_min
