@@ -545,6 +545,33 @@ class _SharedMix(torch.autograd.Function):
         return g_x, g_coefficients, None, None, None
 
 
+#: (plan signature, consumers, operations, device, dtype) -> :func:`_routing`'s tensors
+_ROUTING: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _routing(
+    plan: CandidatePlan, count: int, n_ops: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(select, route)``, 0/1 tensors that turn the ``(groups, consumers, operations)``
+    weights into each fused term's coefficients (one product each): ``select[i, o, m]`` when
+    convolution ``m`` is operation ``o`` of consumer ``i``, ``route[i, o, s]`` when operation
+    ``o`` of consumer ``i`` uses shared term ``s``. Built once per plan layout."""
+    key = (_signature(plan), count, n_ops, device, dtype)
+    cached = _ROUTING.get(key)
+    if cached is None:
+        select = torch.zeros(count, n_ops, len(plan.convs))
+        for m, conv in enumerate(plan.convs):
+            select[conv.consumer, conv.op, m] = 1.0
+        route = torch.zeros(count, n_ops, len(plan.shared))
+        for s, (_module, users) in enumerate(plan.shared.values()):
+            for i, o in users:
+                route[i, o, s] = 1.0
+        if len(_ROUTING) >= 256:  # a bound, whatever spaces a process builds
+            _ROUTING.clear()
+        cached = _ROUTING[key] = (select.to(device, dtype), route.to(device, dtype))
+    return cached
+
+
 def mix_together(
     x: torch.Tensor,
     mixed: Sequence[nn.Module],
@@ -635,26 +662,12 @@ def mix_groups(
     count = len(mixed[0])
     w = torch.stack([_stacked(ws) for ws in weights])  # (groups, consumers, operations)
     out: torch.Tensor | None = None
+    select, route = _routing(plan, count, int(w.shape[2]), w.device, w.dtype)
     if plan.convs:
-        # (consumers, convolutions): w[g, i, op of m] where convolution m belongs to consumer i
-        mask = torch.tensor(
-            [[float(p.consumer == i) for p in plan.convs] for i in range(count)],
-            dtype=w.dtype,
-            device=w.device,
-        )
-        picked = w[:, :, torch.tensor([p.op for p in plan.convs], device=w.device)]
-        out = _convolutions(
-            x, plans, picked * mask, recompute
-        )  # (N, groups, consumers, C * pixels)
+        coefficients = torch.einsum("gio,iom->gim", w, select)
+        out = _convolutions(x, plans, coefficients, recompute)  # (N, groups, consumers, C * P)
     if plan.shared:
-        modules: list[nn.Module | None] = []
-        # (consumers, operations, shared terms): which operation contributes to which term
-        routes = [[[0.0] * len(plan.shared) for _ in range(w.shape[2])] for _ in range(count)]
-        for s, (key, (module, users)) in enumerate(plan.shared.items()):
-            modules.append(None if key == _IDENTITY else module)
-            for i, o in users:
-                routes[i][o][s] = 1.0
-        route = torch.tensor(routes, dtype=w.dtype, device=w.device)
+        modules = [None if key == _IDENTITY else module for key, (module, _) in plan.shared.items()]
         coefficients = torch.einsum("gio,ios->gis", w, route)
         if torch.is_grad_enabled() and (x.requires_grad or coefficients.requires_grad):
             shared = _SharedMix.apply(x, coefficients, modules, groups, recompute)
