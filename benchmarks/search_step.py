@@ -8,6 +8,12 @@ step; the weights keep ``requires_grad`` so the graph saves what a real search s
 * ``ours k=4``: the supernet of the ``paper`` space (L=10, S=5, N=3, all six operations) at a
   small base width (default ``--channels 8``) with partial channels ``partial_k=4``;
 * ``ours k=1``: the same with full channels (the DARTS mixed op), the baseline;
+* ``ours k=4 one by one``: ``ours k=4`` with its fused mixed ops switched off
+  (``--no-one-by-one`` leaves it out);
+* ``ours k=4, DiNTS's ops, N=1``: ``ours k=4`` over DiNTS's cell content, one block per cell of
+  one mixed op over {skip, ReLU-conv 3x3-BN} (the operation registered by this script), to
+  tell the operation set's share of the gap to DiNTS from the supernet's
+  (``--no-dints-cell`` leaves it out);
 * ``DiNTS``: MONAI's DiNTS supernet (``TopologySearch`` + ``DiNTS``, 2D) where MONAI is installed
   (the ``bench`` extra), matched as closely as its design allows: ``num_blocks=10`` (= L),
   ``num_depths=5`` (= S), ``use_downsample=False`` so its scales are 1..1/16 like ours,
@@ -80,6 +86,27 @@ NUM_CLASSES = 2
 K4, K1, DINTS = "ours k=4", "ours k=1", "DiNTS"
 #: the k=4 supernet with its fused mixed ops switched off (``fuse_candidates=False``)
 K4_PLAIN = "ours k=4 one by one"
+#: the k=4 supernet with DiNTS's cell content: one block (N=1) of one mixed op over
+#: {skip, ReLU-conv 3x3-BN}; what is left of the gap to DiNTS is then not the operation set
+K4_DCELL = "ours k=4, DiNTS's ops, N=1"
+
+
+def _register_conv_3x3() -> None:
+    """``conv_3x3`` (ReLU, dense 3x3 convolution, BatchNorm: DiNTS's cell operation with our
+    normalisation), registered for this benchmark only."""
+    from msnas_graph.backends.torch.nn.ops import nd_layers, register_op, registered_ops
+
+    if "conv_3x3" in registered_ops():
+        return
+
+    @register_op("conv_3x3", "ReLU, dense 3x3 convolution, BN (search_step.py)")
+    def _conv_3x3(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+        layers = nd_layers(spatial_dims)
+        return nn.Sequential(
+            nn.ReLU(),
+            layers.conv(channels, channels, 3, padding=1, bias=False),
+            layers.batch_norm(channels, affine=affine),
+        )
 
 
 def monai_version() -> str | None:
@@ -119,8 +146,12 @@ def build_case(
     name: str, channels: int, size: int, space: SearchSpace | None = None, compile: bool = False
 ) -> Case:
     """``ours k=4``, ``ours k=1`` (paper space at ``channels``; ``compile``: the supernet's
-    forward through ``torch.compile``) or ``DiNTS`` (matched)."""
-    if name in (K4, K1, K4_PLAIN):
+    forward through ``torch.compile``), ``ours k=4 one by one``, ``ours k=4, DiNTS's ops,
+    N=1`` or ``DiNTS`` (matched)."""
+    if name == K4_DCELL:
+        _register_conv_3x3()
+        space = paper_space(channels, 4, size, ops=("skip_connect", "conv_3x3"), blocks=1)
+    if name in (K4, K1, K4_PLAIN, K4_DCELL):
         sp = space or paper_space(channels, 1 if name == K1 else 4, size)
         net = build_supernet(sp, compile=compile)
         net.fuse_candidates = name != K4_PLAIN
@@ -445,7 +476,7 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     for p in case.weight_params:  # frozen in an architecture step (``Stepper.arch_step``)
         p.requires_grad_(False)
     out["act_arch"] = activation_memory(case.model, shape)
-    if spec["case"] != DINTS:
+    if spec["case"] in (K4, K1):
         out["breakdown"] = activation_breakdown(case.model, shape)
     return out
 
@@ -486,7 +517,8 @@ def run_size(
     size: int, args: argparse.Namespace, with_dints: bool, time_dints: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, dict[str, int]]]:
     """All measurements at one input size: rows for the main table, ratios, breakdowns."""
-    names = [K4, K1] + ([K4_PLAIN] if args.one_by_one else []) + ([DINTS] if with_dints else [])
+    names = [K4, K1] + ([K4_PLAIN] if args.one_by_one else [])
+    names += ([K4_DCELL] if args.dints_cell else []) + ([DINTS] if with_dints else [])
     cuda = args.device.startswith("cuda")
     _log(f"== {size}x{size}, batch {args.batch}, channels {args.channels}: {', '.join(names)}")
     mem: dict[str, dict[str, Any]] = {}
@@ -584,6 +616,14 @@ def run_size(
                 "k4/DiNTS peak arch": pratio(K4, DINTS, "arch"),
             }
         )
+    if with_dints and K4_DCELL in names:
+        ratios.update(
+            {
+                "DiNTS's ops N=1/DiNTS weight time": tratio(K4_DCELL, DINTS, "weight_s"),
+                "DiNTS's ops N=1/DiNTS arch time": tratio(K4_DCELL, DINTS, "arch_s"),
+                "DiNTS's ops N=1/DiNTS act. arch step": aratio(K4_DCELL, DINTS, "act_arch"),
+            }
+        )
     return rows, ratios, breakdown
 
 
@@ -643,6 +683,20 @@ def _reading(ratio_rows: list[dict[str, Any]], with_dints: bool, breakdown_note:
                     f"{verdict(max(t, ta), DINTS_TARGET)})"
                 )
             parts.append(s + ".")
+        cell_w = r.get("DiNTS's ops N=1/DiNTS weight time")
+        cell_a = r.get("DiNTS's ops N=1/DiNTS arch time")
+        cell_m = r.get("DiNTS's ops N=1/DiNTS act. arch step")
+        if cell_w is not None and cell_a is not None:
+            parts.append(
+                f"With DiNTS's cell content instead of the paper's (one block of one mixed op "
+                f"over skip and a ReLU-conv 3x3-BN, `{K4_DCELL}`), the same supernet code takes "
+                f"{fmt_ratio(cell_w)} DiNTS's weight-step time and {fmt_ratio(cell_a)} its "
+                f"architecture-step time, and needs "
+                f"{fmt_ratio(cell_m)} its activation "
+                "memory in an architecture step: most of the time gap is the paper's operation "
+                "set and cell (N=3 blocks of six mixed ops, depth-wise convolutions at 2-32 "
+                "channels), not the supernet around them."
+            )
     parts.append(breakdown_note)
     return " ".join(parts)
 
@@ -671,6 +725,12 @@ def main() -> None:
         dest="one_by_one",
         action="store_false",
         help="leave out the k=4 supernet with its fused mixed ops switched off",
+    )
+    parser.add_argument(
+        "--no-dints-cell",
+        dest="dints_cell",
+        action="store_false",
+        help="leave out the k=4 supernet over DiNTS's operations with one block per cell",
     )
     parser.add_argument(
         "--dints-time-sizes",

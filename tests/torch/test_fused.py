@@ -310,6 +310,22 @@ def test_bf16_autocast_matches_the_unfused_path_loosely() -> None:
     assert losses[0] == pytest.approx(losses[1], rel=0.05)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_shared_terms_under_autocast_give_gradients_of_the_inputs_dtype(recompute: bool) -> None:
+    from msnas_graph.backends.torch.nn.fused import _SharedMix
+    from msnas_graph.backends.torch.nn.ops import AvgPool3x3
+
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)  # float32 input, bfloat16 sums
+    coefficients = torch.randn(2, 3, 3, requires_grad=True)
+    modules = [None, nn.MaxPool2d(3, 1, 1), AvgPool3x3(2).train()]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = cast(torch.Tensor, _SharedMix.apply(x, coefficients, modules, 2, recompute))
+    y.float().square().sum().backward()
+    assert x.grad is not None and coefficients.grad is not None
+    assert x.grad.dtype == coefficients.grad.dtype == torch.float32
+    assert torch.isfinite(x.grad).all() and coefficients.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("k", [1, 4])
 def test_cells_into_one_node_run_as_one_computation(k: int) -> None:
     from msnas_graph.backends.torch.nn.cells import forward_cells

@@ -528,7 +528,7 @@ class _SharedMix(torch.autograd.Function):
                 with torch.enable_grad():
                     xr = x.detach().requires_grad_()
                     y = cast(torch.Tensor, m(xr))
-                (term,) = torch.autograd.grad(y, xr, g_s)
+                (term,) = torch.autograd.grad(y, xr, g_s.to(y.dtype))
                 pooled[s] = y.detach()
             if term is not None:
                 g_x = term if g_x is None else g_x + term
@@ -541,7 +541,10 @@ class _SharedMix(torch.autograd.Function):
                         for s, m in enumerate(modules)
                     ]
                 terms = torch.stack(outs, 1).reshape(x.shape[0], len(modules), ctx.groups, -1)
-            g_coefficients = torch.einsum("ngil,nsgl->gis", g, terms).to(coefficients.dtype)
+            # one dtype (under autocast the sums were lower precision than x)
+            dtype = torch.promote_types(g.dtype, terms.dtype)
+            g_coefficients = torch.einsum("ngil,nsgl->gis", g.to(dtype), terms.to(dtype))
+            g_coefficients = g_coefficients.to(coefficients.dtype)
         return g_x, g_coefficients, None, None, None
 
 
