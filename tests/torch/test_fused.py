@@ -160,6 +160,19 @@ def test_hooked_module_runs_one_by_one_so_its_hook_fires() -> None:
     assert seen == [1]
 
 
+def test_a_backward_hook_added_after_a_first_pass_fires() -> None:
+    mixed = [PartialChannelMixedOp(4, ALL, k=1) for _ in range(2)]
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    w = list(torch.rand(2, len(ALL)))
+    sum(y.sum() for y in mix_together(x, mixed, w)).backward()  # fused: no hook yet
+    seen: list[str] = []
+    bn = mixed[0].ops[1].body[3]  # sep_conv_5x5's BatchNorm, deep inside the candidate
+    bn.register_full_backward_pre_hook(lambda *_: seen.append("pre"))
+    assert (0, 1) in plan_candidates(mixed).single
+    sum(y.sum() for y in mix_together(x, mixed, w)).backward()
+    assert seen == ["pre"]
+
+
 def test_batch_norm_configured_differently_is_not_fused() -> None:
     mixed = [PartialChannelMixedOp(4, ALL, k=1) for _ in range(2)]
     mixed[1].ops[2].body[3].momentum = 0.5
