@@ -173,6 +173,23 @@ def test_a_backward_hook_added_after_a_first_pass_fires() -> None:
     assert seen == ["pre"]
 
 
+def test_switching_to_eval_after_training_passes_uses_the_running_statistics() -> None:
+    torch.manual_seed(4)
+    mixed = [PartialChannelMixedOp(4, ALL, k=1) for _ in range(2)]
+    w = list(torch.softmax(torch.randn(2, len(ALL)), dim=1))
+    for _ in range(3):
+        mix_together(torch.randn(2, 4, 6, 6), mixed, w)  # fused, in training mode
+    alone = copy.deepcopy(mixed)
+    for m in (*mixed, *alone):
+        m.eval()
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        together = mix_together(x, mixed, w)
+        one_by_one = [m.mix(x, wi) for m, wi in zip(alone, w, strict=True)]
+    for a, b in zip(together, one_by_one, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_batch_norm_configured_differently_is_not_fused() -> None:
     mixed = [PartialChannelMixedOp(4, ALL, k=1) for _ in range(2)]
     mixed[1].ops[2].body[3].momentum = 0.5
