@@ -46,6 +46,7 @@ __all__ = [
     "edge_cost_model",
     "measure_latency",
     "model_cost",
+    "saved_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,31 @@ def activation_memory(
             f"activation_memory: cannot copy the module to device '{dev}': {exc}"
         ) from exc
     work.train()
-    excluded = {t.untyped_storage().data_ptr() for t in (*work.parameters(), *work.buffers())}
+    x = torch.randn(shape, device=dev)
+
+    def run() -> None:
+        _default_loss(work(x))
+
+    try:
+        return saved_bytes(run, (*work.parameters(), *work.buffers()))
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise BackendError(
+            f"activation_memory: forward pass on an input of shape {shape} failed: {exc}"
+        ) from exc
+
+
+def saved_bytes(run: Callable[[], Any], exclude: Sequence[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct storages (deduplicated by data pointer) that autograd saves for
+    the backward pass while ``run()`` runs with gradients enabled, those of ``exclude``
+    (parameters, buffers) left out.
+
+    >>> x = torch.randn(4, 8, requires_grad=True)
+    >>> saved_bytes(lambda: torch.relu(x).sum())  # the ReLU saves its output
+    128
+    """
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -184,17 +209,8 @@ def activation_memory(
     def unpack(t: torch.Tensor) -> torch.Tensor:
         return t.detach()
 
-    x = torch.randn(shape, device=dev)
-    try:
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-            loss = _default_loss(work(x))
-    except BackendError:
-        raise
-    except Exception as exc:
-        raise BackendError(
-            f"activation_memory: forward pass on an input of shape {shape} failed: {exc}"
-        ) from exc
-    del loss
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        run()
     return sum(seen.values())
 
 

@@ -34,6 +34,8 @@ from msnas_graph.graph import Supergraph
 from msnas_graph.limits import available_memory, check_fits, checks_enabled, format_bytes
 from msnas_graph.spec import SearchSpace
 
+from .cost import saved_bytes
+
 __all__ = [
     "check_fits",
     "check_model",
@@ -200,24 +202,16 @@ def _cell_bytes_per_unit(space: SearchSpace, kind: str, ratio: float) -> float:
     ]
     p = [torch.full((b + 1,), 1.0 / (b + 1), requires_grad=True) for b in range(space.blocks)]
     cell = _search_cell(space, kind, c_in, c_out).train()
-    own = {t.untyped_storage().data_ptr() for t in (*cell.parameters(), *cell.buffers())}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in own:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
     x = torch.randn(2, c_in, *(side,) * space.spatial_dims, requires_grad=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only contend
     try:
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            cell(x, alpha, p, None, True)
+        saved = saved_bytes(
+            lambda: cell(x, alpha, p, None, True), (*cell.parameters(), *cell.buffers())
+        )
     finally:
         torch.set_num_threads(threads)
-    return sum(saved.values()) / (2 * c_out * side**space.spatial_dims)
+    return saved / (2 * c_out * side**space.spatial_dims)
 
 
 def check_supernet(space: SearchSpace, batch: int, input_size: int, *, device: Any = None) -> int:

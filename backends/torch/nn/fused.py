@@ -36,6 +36,7 @@ one, as before.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -270,16 +271,23 @@ def _fused_kernels(plans: Sequence[CandidatePlan], footprint: int, dims: int) ->
     return kernels.reshape(groups * c * m, 1, *(footprint,) * dims)
 
 
+def _affine(
+    norms: Sequence[nn.modules.batchnorm._BatchNorm],
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The BatchNorms' weights and biases, concatenated (``None`` when not affine)."""
+    if not norms[0].affine:
+        return None, None
+    weight = torch.cat([cast(torch.Tensor, n.weight) for n in norms])
+    return weight, torch.cat([cast(torch.Tensor, n.bias) for n in norms])
+
+
 def _batch_norm(z: torch.Tensor, norms: Sequence[nn.modules.batchnorm._BatchNorm]) -> torch.Tensor:
     """Every BatchNorm of ``norms`` (one per consecutive channel group of ``z``, configured
     alike) as one call; running statistics are updated as each module would update its own."""
     first = norms[0]
     training = first.training
     track = first.track_running_stats
-    weight = bias = None
-    if first.affine:
-        weight = torch.cat([cast(torch.Tensor, n.weight) for n in norms])
-        bias = torch.cat([cast(torch.Tensor, n.bias) for n in norms])
+    weight, bias = _affine(norms)
     if not track:
         return F.batch_norm(z, None, None, weight, bias, True, 0.0, first.eps)
     mean = torch.cat([cast(torch.Tensor, n.running_mean) for n in norms])
@@ -439,16 +447,13 @@ def _convolutions(
     norms = [p.norm for p in convs]
     first = norms[0]
     if (first.training or not first.track_running_stats) and torch.is_grad_enabled():
-        count = n * x[0, 0].numel()
+        count = n * math.prod(x.shape[2:])
         if count <= 1:
             raise ValueError(
                 "Expected more than 1 value per channel when training, got input size "
                 f"{[n, c, *x.shape[2:]]}"
             )
-        weight = bias = None
-        if first.affine:
-            weight = torch.cat([cast(torch.Tensor, b.weight) for b in norms])
-            bias = torch.cat([cast(torch.Tensor, b.bias) for b in norms])
+        weight, bias = _affine(norms)
         # one dtype for the whole computation: autocast's where it would lower the convolution
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
@@ -559,13 +564,19 @@ _ROUTING: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _routing(
-    plan: CandidatePlan, count: int, n_ops: int, device: torch.device, dtype: torch.dtype
+    plan: CandidatePlan,
+    signature: tuple[Any, ...],
+    count: int,
+    n_ops: int,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(select, route)``, 0/1 tensors that turn the ``(groups, consumers, operations)``
     weights into each fused term's coefficients (one product each): ``select[i, o, m]`` when
     convolution ``m`` is operation ``o`` of consumer ``i``, ``route[i, o, s]`` when operation
-    ``o`` of consumer ``i`` uses shared term ``s``. Built once per plan layout."""
-    key = (_signature(plan), count, n_ops, device, dtype)
+    ``o`` of consumer ``i`` uses shared term ``s``. Built once per plan layout
+    (``signature``, :func:`_signature` of ``plan``)."""
+    key = (signature, count, n_ops, device, dtype)
     cached = _ROUTING.get(key)
     if cached is None:
         select = torch.zeros(count, n_ops, len(plan.convs))
@@ -651,9 +662,11 @@ def mix_groups(
     True
     """
     plans = [plan_candidates(m) for m in mixed]
+    signature = _signature(plans[0])
     sizes = {int(w.shape[-1]) for ws in weights for w in _rows(ws)}
     if len(plans) > 1:
-        alike = len({_signature(p) for p in plans}) == 1 and len({x.shape for x in xs}) == 1
+        alike = all(_signature(p) == signature for p in plans[1:])
+        alike = alike and len({x.shape for x in xs}) == 1
         if not alike or plans[0].single or not plans[0].complete or len(sizes) != 1:
             return [
                 mix_groups([x], [m], [w], recompute)[0]
@@ -671,18 +684,15 @@ def mix_groups(
     count = len(mixed[0])
     w = torch.stack([_stacked(ws) for ws in weights])  # (groups, consumers, operations)
     out: torch.Tensor | None = None
-    select, route = _routing(plan, count, int(w.shape[2]), w.device, w.dtype)
+    select, route = _routing(plan, signature, count, int(w.shape[2]), w.device, w.dtype)
     if plan.convs:
         coefficients = torch.einsum("gio,iom->gim", w, select)
         out = _convolutions(x, plans, coefficients, recompute)  # (N, groups, consumers, C * P)
     if plan.shared:
         modules = [None if key == _IDENTITY else module for key, (module, _) in plan.shared.items()]
         coefficients = torch.einsum("gio,ios->gis", w, route)
-        if torch.is_grad_enabled() and (x.requires_grad or coefficients.requires_grad):
-            shared = _SharedMix.apply(x, coefficients, modules, groups, recompute)
-        else:
-            terms = _shared_terms(x, modules, groups)
-            shared = torch.einsum("gis,nsgl->ngil", coefficients.to(terms.dtype), terms)
+        # without gradients only the Function's forward runs, and no graph keeps anything
+        shared = _SharedMix.apply(x, coefficients, modules, groups, recompute)
         out = shared if out is None else out + shared
     results: list[list[torch.Tensor | None]] = [[None] * count for _ in range(groups)]
     if out is not None:
