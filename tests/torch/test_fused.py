@@ -411,6 +411,15 @@ def test_a_hooked_cell_runs_through_its_call() -> None:
     assert sorted(seen) == sorted(net.cells.keys())
 
 
+def test_a_cell_with_only_a_backward_hook_runs_through_its_call() -> None:
+    net = build_supernet(SPACE)
+    seen: list[str] = []
+    for key, cell in net.cells.items():
+        cell.register_full_backward_hook(lambda *_, key=key: seen.append(key))
+    net(torch.randn(2, 1, 32, 32)).sum().backward()
+    assert sorted(seen) == sorted(net.cells.keys())
+
+
 def test_under_torch_compile_the_cells_run_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
     from msnas_graph.backends.torch.nn import cells as cells_module
 

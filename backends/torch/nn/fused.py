@@ -56,15 +56,21 @@ _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def _hooked(module: nn.Module) -> bool:
-    """Whether ``module`` or a submodule has a hook of its own (walked through ``_modules``
-    directly: ``modules()`` builds every name and cost a tenth of the forward pass here)."""
-    if (
+def has_own_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` itself has a forward, forward-pre, backward or backward-pre hook
+    (which only its ``__call__`` runs)."""
+    return bool(
         module._forward_hooks
         or module._forward_pre_hooks
         or module._backward_hooks
         or module._backward_pre_hooks
-    ):
+    )
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether ``module`` or a submodule has a hook of its own (walked through ``_modules``
+    directly: ``modules()`` builds every name and cost a tenth of the forward pass here)."""
+    if has_own_hooks(module):
         return True
     return any(_hooked(m) for m in module._modules.values() if m is not None)
 

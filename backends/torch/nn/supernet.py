@@ -45,6 +45,7 @@ from torch import nn
 from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.nn.blocks import Head, Stem, check_input, edge_key, node_key
 from msnas_graph.backends.torch.nn.cells import SearchCell, forward_cells, recompute_pieces
+from msnas_graph.backends.torch.nn.fused import has_own_hooks
 from msnas_graph.errors import BackendError, StateError
 from msnas_graph.graph import NodeId, Supergraph
 from msnas_graph.spec import SearchSpace
@@ -457,7 +458,7 @@ class Supernet(nn.Module):
             if key is None:
                 continue
             cell = cast(SearchCell, self.cells[key])
-            if cell.fuse and not (cell._forward_hooks or cell._forward_pre_hooks):
+            if cell.fuse and not has_own_hooks(cell):
                 picked.append((k, src, kind, key, cell))
         if len(picked) < 2:
             return {}
