@@ -10,7 +10,9 @@ Two networks, as ``benchmarks/hc18.py`` trains them on CPU:
 
 Each in several modes (``--modes``): ``eager`` (``model.eval()``), ``fused`` (BatchNorm folded
 into the convolutions, :func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`),
-``fused+CL`` (also channels-last: the ``eager`` inference runtime on CPU), and the runtimes
+``fused+CL`` (also channels-last, concatenations split into sums and ``1x1`` convolutions
+as matrix products: the ``eager`` inference runtime on CPU,
+:func:`~msnas_graph.backends.torch.runtimes.channels_last_model`), and the runtimes
 of :mod:`~msnas_graph.backends.torch.runtimes` as ``predict`` runs them: ``jit`` (trace +
 freeze + ``optimize_for_inference``), ``compile`` (``torch.compile``, inductor) and
 ``onnxruntime`` (dynamo export, ONNX Runtime CPU provider, ``--threads`` intra-op threads)
@@ -54,7 +56,11 @@ from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
 from msnas_graph.backends.torch.fuse import fuse_for_inference
 from msnas_graph.backends.torch.nn.network import build_network
 from msnas_graph.backends.torch.nn.unet import UNet
-from msnas_graph.backends.torch.runtimes import InferenceRuntime, onnxruntime_available
+from msnas_graph.backends.torch.runtimes import (
+    InferenceRuntime,
+    channels_last_model,
+    onnxruntime_available,
+)
 from msnas_graph.decode import decode
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
@@ -100,7 +106,7 @@ def build_modes(model: nn.Module, modes: list[str]) -> dict[str, Any]:
         elif mode == "fused":
             out[mode] = fuse_for_inference(model)
         elif mode == "fused+CL":
-            fused_cl = fuse_for_inference(model, channels_last=True)
+            fused_cl = channels_last_model(model)
             out[mode] = lambda x, m=fused_cl: m(x.contiguous(memory_format=torch.channels_last))
         elif mode != "onnxruntime" or onnxruntime_available():
             out[mode] = InferenceRuntime(model, mode)
@@ -289,7 +295,8 @@ def main() -> None:
         f"{args.width}: {len(arch.nodes)} nodes, {edges} cells, fusion `{arch.space.fusion}`, "
         f"{params[MSNAS] / 1e6:.2f} M params. {UNET}: base {args.unet_base}, depth 4, "
         f"{params[UNET] / 1e6:.2f} M params. Modes: eager; fused (BatchNorm folded); fused+CL "
-        "(and channels-last: the eager runtime on CPU); the runtimes jit (trace, freeze, "
+        "(and channels-last, split concatenations, 1x1 convolutions as matrix products: the "
+        "eager runtime on CPU); the runtimes jit (trace, freeze, "
         "optimize_for_inference), compile (torch.compile, inductor) and onnxruntime (dynamo "
         "export, CPU provider, same threads) as `predict --runtime` runs them; tracing, export "
         f"and compilation in the warm-up round. {args.warmup} warm-up + {args.repeats} "

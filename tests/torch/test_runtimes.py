@@ -15,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from msnas_graph.backends.torch import runtimes
 from msnas_graph.backends.torch.cost import measure_latency
+from msnas_graph.backends.torch.nn.blocks import Pointwise
 from msnas_graph.backends.torch.nn.network import build_network
 from msnas_graph.backends.torch.nn.unet import UNet
 from msnas_graph.backends.torch.runtimes import InferenceRuntime, check_runtime, outputs_match
@@ -85,10 +86,15 @@ def test_eager_is_channels_last_on_the_cpu_for_2d_inputs_only() -> None:
     got = run(x)
     torch.testing.assert_close(got, unet(x).detach(), rtol=1e-4, atol=1e-5)
     assert got.is_contiguous()
-    assert run.model.inc.body[3].weight.is_contiguous(memory_format=torch.channels_last)
+    used = run.eager_model
+    assert used is not None and used is not run.model
+    assert used.inc.body[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert any(isinstance(m, Pointwise) for m in used.modules())  # the U-Net's 1x1 head
     plain = InferenceRuntime(unet, "eager", channels_last=False)
     plain(x)
+    assert plain.eager_model is plain.model
     assert not plain.model.inc.body[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(isinstance(m, Pointwise) for m in plain.model.modules())
     vol = SearchSpace.preset("tiny", spatial_dims=3, input_size=16)
     net3d = _randomise_bn(build_network(decode(SearchState.random(vol, seed=0), paths=2)))
     x3d = torch.randn(1, 1, 16, 16, 16)
