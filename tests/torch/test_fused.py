@@ -48,6 +48,7 @@ def _compare(
     train: bool = True,
     seed: int = 0,
     recompute: bool = False,
+    size: int = 6,
 ) -> None:
     torch.manual_seed(seed)
     fused = [PartialChannelMixedOp(channels, ops, 1, dims, options) for _ in range(consumers)]
@@ -60,7 +61,7 @@ def _compare(
                     b.running_mean.normal_()
                     b.running_var.uniform_(0.5, 2.0)
     alone = copy.deepcopy(fused)
-    x1 = torch.randn(2, channels, *(6,) * dims, requires_grad=True)
+    x1 = torch.randn(2, channels, *(size,) * dims, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_()
     w1 = torch.softmax(torch.randn(consumers, len(ops)), dim=1).requires_grad_()
     w2 = w1.detach().clone().requires_grad_()
@@ -114,6 +115,31 @@ def test_one_consumer_matches() -> None:
 @pytest.mark.parametrize("recompute", [False, True])
 def test_widths_match(channels: int, recompute: bool) -> None:
     _compare(ALL, consumers=2, channels=channels, seed=10, recompute=recompute)
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_large_inputs_run_the_depthwise_convolution_without_onednn_and_match(
+    recompute: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msnas_graph.backends.torch.nn import fused
+
+    seen: list[tuple[int, bool]] = []
+    conv2d = fused._CONV[2]
+
+    def spy(x: torch.Tensor, *args: object) -> torch.Tensor:
+        seen.append((x.shape[-1], bool(torch.backends.mkldnn.enabled)))
+        return conv2d(x, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(fused._CONV, 2, spy)
+    assert fused.NATIVE_DEPTHWISE_PIXELS == 32 * 32
+    _compare(ALL, size=32, seed=4, recompute=recompute)  # forward, gradients, statistics
+    _compare(ALL, size=16, seed=4, recompute=recompute)
+    mkldnn = torch.backends.mkldnn.is_available()
+    assert seen and all(enabled == (side < 32 and mkldnn) for side, enabled in seen)
+    assert torch.backends.mkldnn.enabled  # restored
+    with torch.backends.mkldnn.flags(enabled=False):  # a user's choice is left alone
+        _compare(ALL, size=16, seed=4, recompute=recompute)
+        assert not torch.backends.mkldnn.enabled
 
 
 def test_plan_sorts_operations() -> None:
