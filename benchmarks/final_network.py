@@ -10,8 +10,8 @@ Two networks, as ``benchmarks/hc18.py`` trains them on CPU:
 
 Each in several modes (``--modes``): ``eager`` (``model.eval()``), ``fused`` (BatchNorm folded
 into the convolutions, :func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`),
-``fused+CL`` (also channels-last, concatenations split into sums and ``1x1`` convolutions
-as matrix products: the ``eager`` inference runtime on CPU,
+``fused+CL-conv`` (also channels-last), ``fused+CL`` (also concatenations split into sums
+and ``1x1`` convolutions as matrix products: the ``eager`` inference runtime on CPU,
 :func:`~msnas_graph.backends.torch.runtimes.channels_last_model`), and the runtimes
 of :mod:`~msnas_graph.backends.torch.runtimes` as ``predict`` runs them: ``jit`` (trace +
 freeze + ``optimize_for_inference``), ``compile`` (``torch.compile``, inductor) and
@@ -34,7 +34,7 @@ of per-round ratios. MACs: ``cost.count_macs_flops`` at batch 1.
 1.0 when both networks run their MACs equally fast; the target is >= 0.8.
 
     python benchmarks/final_network.py [--sizes 128 256] [--batches 1 8] [--repeats 3]
-        [--modes eager fused fused+CL jit compile onnxruntime] [--quick]
+        [--modes eager fused fused+CL-conv fused+CL jit compile onnxruntime] [--quick]
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
 
 
-MODES = ("eager", "fused", "fused+CL", "jit", "compile", "onnxruntime")
+MODES = ("eager", "fused", "fused+CL-conv", "fused+CL", "jit", "compile", "onnxruntime")
 
 
 def build_modes(model: nn.Module, modes: list[str]) -> dict[str, Any]:
@@ -105,8 +105,11 @@ def build_modes(model: nn.Module, modes: list[str]) -> dict[str, Any]:
             out[mode] = model
         elif mode == "fused":
             out[mode] = fuse_for_inference(model)
-        elif mode == "fused+CL":
-            fused_cl = channels_last_model(model)
+        elif mode in ("fused+CL", "fused+CL-conv"):
+            if mode == "fused+CL":
+                fused_cl = channels_last_model(model)
+            else:  # the eager runtime before the split sums and matrix products
+                fused_cl = fuse_for_inference(model, channels_last=True)
             out[mode] = lambda x, m=fused_cl: m(x.contiguous(memory_format=torch.channels_last))
         elif mode != "onnxruntime" or onnxruntime_available():
             out[mode] = InferenceRuntime(model, mode)
@@ -294,12 +297,12 @@ def main() -> None:
         f"from `SearchState.random(hc18-cpu, seed={args.seed})` (L=6, S=4, N=2), base width "
         f"{args.width}: {len(arch.nodes)} nodes, {edges} cells, fusion `{arch.space.fusion}`, "
         f"{params[MSNAS] / 1e6:.2f} M params. {UNET}: base {args.unet_base}, depth 4, "
-        f"{params[UNET] / 1e6:.2f} M params. Modes: eager; fused (BatchNorm folded); fused+CL "
-        "(and channels-last, split concatenations, 1x1 convolutions as matrix products: the "
-        "eager runtime on CPU); the runtimes jit (trace, freeze, "
-        "optimize_for_inference), compile (torch.compile, inductor) and onnxruntime (dynamo "
-        "export, CPU provider, same threads) as `predict --runtime` runs them; tracing, export "
-        f"and compilation in the warm-up round. {args.warmup} warm-up + {args.repeats} "
+        f"{params[UNET] / 1e6:.2f} M params. Modes: eager; fused (BatchNorm folded); "
+        "fused+CL-conv (and channels-last); fused+CL (and split concatenations, 1x1 "
+        "convolutions as matrix products: the eager runtime on CPU); the runtimes jit (trace, "
+        "freeze, optimize_for_inference), compile (torch.compile, inductor) and onnxruntime "
+        "(dynamo export, CPU provider, same threads) as `predict --runtime` runs them; tracing, "
+        f"export and compilation in the warm-up round. {args.warmup} warm-up + {args.repeats} "
         "measured interleaved "
         f"rounds per shape, {args.calls} forward passes per round ({max(1, args.calls // 3)} "
         "above 128x128 at batch 8): few rounds to keep the run short on a shared 2-core "
