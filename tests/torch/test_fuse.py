@@ -50,6 +50,14 @@ def _models() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
     }
 
 
+def _ready(name: str) -> tuple[nn.Module, torch.Tensor]:
+    """Model ``name`` in eval mode with non-trivial BatchNorm statistics, and an input."""
+    torch.manual_seed(0)
+    model, shape = _models()[name]
+    _randomise_bn(model)
+    return model.eval(), torch.randn(shape)
+
+
 @pytest.mark.parametrize("name", list(_models()))
 def test_folded_model_computes_the_same_function_without_batch_norms(name: str) -> None:
     torch.manual_seed(0)
@@ -74,11 +82,7 @@ def test_folded_model_computes_the_same_function_without_batch_norms(name: str) 
 def test_split_concat_convs_compute_the_same_function(name: str) -> None:
     from msnas_graph.backends.torch.nn.blocks import ConcatFusion, Projection, SplitConv
 
-    torch.manual_seed(0)
-    model, shape = _models()[name]
-    _randomise_bn(model)
-    model.eval()
-    x = torch.randn(shape)
+    model, x = _ready(name)
     split = fuse_for_inference(model, split_concat=True)
     owners = [m for m in split.modules() if isinstance(m, Projection | ConcatFusion)]
     # every cell projection and concat fusion now sums one convolution per input
@@ -229,16 +233,12 @@ def test_channels_last_model_computes_the_same_function(name: str) -> None:
     from msnas_graph.backends.torch.nn.blocks import Pointwise, SplitConv
     from msnas_graph.backends.torch.runtimes import channels_last_model
 
-    torch.manual_seed(0)
-    model, shape = _models()[name]
-    _randomise_bn(model)
-    model.eval()
+    model, x = _ready(name)
     fast = channels_last_model(model)
     assert any(isinstance(m, Pointwise) for m in fast.modules())
     if name == "final concat":  # the concatenations' convolutions are sums of products
         splits = [m for m in fast.modules() if isinstance(m, SplitConv)]
         assert splits and all(isinstance(c, Pointwise) for s in splits for c in s.convs)
-    x = torch.randn(shape)
     with torch.no_grad():
         want = model(x)
         got = fast(x.contiguous(memory_format=torch.channels_last))
