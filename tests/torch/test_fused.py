@@ -140,6 +140,10 @@ def test_large_inputs_run_the_depthwise_convolution_without_onednn_and_match(
     with torch.backends.mkldnn.flags(enabled=False):  # a user's choice is left alone
         _compare(ALL, size=16, seed=4, recompute=recompute)
         assert not torch.backends.mkldnn.enabled
+    seen.clear()
+    monkeypatch.setattr(torch.backends, "flags_frozen", lambda: True)  # disable_global_flags()
+    _compare(ALL, size=32, seed=4, recompute=recompute)
+    assert seen and all(enabled == mkldnn for _, enabled in seen)
 
 
 def test_plan_sorts_operations() -> None:

@@ -337,12 +337,14 @@ def _depthwise_kernel(x: torch.Tensor) -> Iterator[None]:
     for one output per input channel; with the channel multiplier of the fused convolution
     (3-9 outputs per channel) PyTorch's own kernel took 0.4-0.8x its time forward and
     backward at 32x32 and 64x64 (``benchmarks/depthwise_probe.py``), but more than oneDNN's at
-    8x8 and below. The whole `paper` search step: 0.85-0.94x (side by side, one thread)."""
+    8x8 and below. The whole `paper` search step: 0.85-0.94x (side by side, one thread).
+    Left alone where the user froze the backend flags (``torch.backends.disable_global_flags``)."""
     native = (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and math.prod(x.shape[2:]) >= NATIVE_DEPTHWISE_PIXELS
         and bool(torch.backends.mkldnn.enabled)
+        and not torch.backends.flags_frozen()  # after disable_global_flags(): leave them be
     )
     if not native:
         yield
