@@ -261,10 +261,10 @@ class Pointwise(nn.Module):
     """A ``1x1`` convolution (no groups, stride 1) as one matrix product over the channels:
     ``y[n, :, p] = weight @ x[n, :, p] + bias``. An inference-time rewrite
     (:func:`~msnas_graph.backends.torch.fuse.pointwise_as_matmul`) for the CPU, where PyTorch
-    runs a ``1x1`` convolution of a small batch on one thread through im2col-style code with
-    a separate bias copy: on a channels-last input the product is one ``addmm`` over
-    ``(pixels, channels)`` with the bias fused and the output channels-last again; on any
-    other layout, one batched product per image. Same outputs up to float rounding.
+    runs a ``1x1`` convolution of a small batch on one thread through its slow convolution
+    path: on a channels-last input this is one ``addmm`` over ``(pixels, channels)``, without
+    layout copies, its output channels-last again; on any other layout, one batched product
+    per image. Same outputs up to float rounding.
 
     ``accumulate``: a tensor of the output's shape to add the result into, in place, and
     return (:class:`SplitConv` sums its parts this way, without a temporary per part).
