@@ -52,21 +52,14 @@ def _log(msg: str) -> None:
 
 def worker(shapes: list[tuple[int, int]], calls: int, width: int, unet_base: int) -> None:
     """Time both networks at each ``(size, batch)``; print one JSON line of ms per image."""
-    from final_network import MSNAS, UNET, _randomise_bn, msnas_arch
+    from final_network import networks
 
-    from msnas_graph.backends.torch.nn.network import build_network
-    from msnas_graph.backends.torch.nn.unet import UNet
     from msnas_graph.backends.torch.runtimes import channels_last_model
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    nets = {
-        MSNAS: build_network(msnas_arch(0, width)),
-        UNET: UNet(1, 2, base_channels=unet_base, depth=4),
-    }
+    _, nets = networks(0, width, unet_base)
     out: dict[str, float] = {}
     for name, net in nets.items():
-        _randomise_bn(net)
         model = channels_last_model(net.eval())
         for size, batch in shapes:
             x = torch.randn(batch, 1, size, size).contiguous(memory_format=torch.channels_last)

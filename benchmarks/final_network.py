@@ -92,6 +92,21 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
 
 
+def networks(seed: int, width: int, unet_base: int) -> tuple[Architecture, dict[str, nn.Module]]:
+    """MS-NAS(3) (top-3 paths of random state ``seed`` at base width ``width``) and the U-Net
+    (base ``unet_base``, depth 4) with trained-looking BatchNorm statistics, and MS-NAS's
+    architecture."""
+    torch.manual_seed(0)
+    arch = msnas_arch(seed, width)
+    nets: dict[str, nn.Module] = {
+        MSNAS: build_network(arch),
+        UNET: UNet(1, 2, base_channels=unet_base, depth=4),
+    }
+    for net in nets.values():
+        _randomise_bn(net)
+    return arch, nets
+
+
 MODES = ("eager", "fused", "fused+CL-conv", "fused+CL", "jit", "compile", "onnxruntime")
 
 
@@ -222,14 +237,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 
-    torch.manual_seed(0)
-    arch = msnas_arch(args.seed, args.width)
-    nets: dict[str, nn.Module] = {
-        MSNAS: build_network(arch),
-        UNET: UNet(1, 2, base_channels=args.unet_base, depth=4),
-    }
-    for net in nets.values():
-        _randomise_bn(net)
+    arch, nets = networks(args.seed, args.width, args.unet_base)
     params = {n: count_parameters(m) for n, m in nets.items()}
 
     rows: list[dict[str, Any]] = []
