@@ -218,12 +218,38 @@ class Architecture(Document):
         }
 
     def _hashed(self) -> dict[str, Any]:
-        return self._content()
+        """What the architecture *is*: the space, the kept edges, each block's sources and
+        operations, and each path's edges. The decoding weights and path scores are left out:
+        they are floats whose last bits depend on the machine's SIMD code path, so hashing
+        them would give the same decode a different hash on another machine."""
+        return {
+            "space": self.space.to_dict(),
+            "edges": [e.key for e in self.edges],
+            "cells": {
+                c: [[[i.source, i.op] for i in block] for block in g.blocks]
+                for c, g in self.cells.items()
+            },
+            "paths": [[e.key for e in p.edges] for p in self.paths],
+        }
 
     @cached_property
     def content_hash(self) -> str:
-        """Hash of the space, edges, cells and paths (not ``meta``), computed once."""
+        """Hash of the space, edges, cells and paths (not their weights and scores, not
+        ``meta``), computed once; equal on every machine for the same structure.
+
+        >>> from msnas_graph.decode import decode
+        >>> from msnas_graph.state import SearchState
+        >>> from msnas_graph.spec import SearchSpace
+        >>> arch = decode(SearchState.random(SearchSpace.preset("tiny"), seed=0), paths=2)
+        >>> arch.content_hash
+        'e4cb2485cd5e671e'
+        """
         return content_hash(self._hashed())
+
+    def _legacy_hash(self) -> str:
+        """The hash files written before 0.1.0's machine-independent hash carry: the whole
+        content, weights and scores included (only to accept those files on load)."""
+        return content_hash(self._content())
 
     def to_dict(self) -> dict[str, Any]:
         """Versioned, canonical JSON-ready dict with the content hash."""
@@ -258,7 +284,7 @@ class Architecture(Document):
             ) from None
         arch = cls(space, edges, cells, paths, meta=_meta(data, source, ArchitectureError))
         stored = data.get("content_hash")
-        if stored is not None and stored != arch.content_hash:
+        if stored is not None and stored not in (arch.content_hash, arch._legacy_hash()):
             raise ArchitectureError(
                 f"{source}: content hash {stored} does not match the content "
                 f"({arch.content_hash}); the file was edited or corrupted, decode it again"

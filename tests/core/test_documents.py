@@ -3,12 +3,17 @@
 The golden files were written by the code *before* the documents were moved onto one base
 (``msnas_graph.documents``), so these tests prove the refactor kept the formats byte-identical.
 The architecture and diff files were written again when decoding gained its path-score mode
-(``meta["score"]``, relative scores by default): a deliberate change of their content.
+(``meta["score"]``, relative scores by default), and again when the architecture's content hash
+stopped covering the float weights and scores (``architecture_legacy_hash.json`` keeps the file
+as written before, with its old hash): deliberate changes of their content.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import json
+import math
 
 import pytest
 
@@ -100,3 +105,53 @@ def test_wrong_version_and_format_name_the_fix(cls: type, hint: str) -> None:
         cls.from_dict(data, "x")
     with pytest.raises(cls.ERROR, match=rf"^x: not {cls.WHAT} \(format 'other'.*create one with"):
         cls.from_dict({"format": "other"}, "x")
+
+
+def _nudged(x: float, ulps: int) -> float:
+    for _ in range(abs(ulps)):
+        x = math.nextafter(x, math.inf if ulps > 0 else -math.inf)
+    return x
+
+
+@pytest.mark.parametrize("ulps", [1, -1, 3])
+def test_architecture_hash_ignores_the_last_bits_of_weights_and_scores(ulps: int) -> None:
+    # numpy's SIMD code paths (AVX-512 or not) change the last bits of softmax products: the
+    # same decode must keep its hash on every machine
+    arch = _documents()["architecture"]
+    data = arch.to_dict()
+    for cell in data["cells"].values():
+        for block in cell["blocks"]:
+            for inp in block:
+                inp["weight"] = _nudged(inp["weight"], ulps)
+    for p in data["paths"]:
+        p["path_score"] = _nudged(p["path_score"], ulps)
+    nudged = Architecture.from_dict(data, "nudged")  # the stored hash still matches
+    assert nudged != arch and nudged.content_hash == arch.content_hash
+
+
+def test_architecture_hash_changes_with_the_structure() -> None:
+    arch = _documents()["architecture"]
+    data = arch.to_dict()
+    data.pop("content_hash")
+    cell = next(c for c in data["cells"].values() if c["blocks"][0][0]["op"] != "avg_pool_3x3")
+    cell["blocks"][0][0]["op"] = "avg_pool_3x3"
+    assert Architecture.from_dict(data, "x").content_hash != arch.content_hash
+    data = arch.to_dict()
+    data.pop("content_hash")
+    data["paths"] = data["paths"][:1]
+    assert Architecture.from_dict(data, "x").content_hash != arch.content_hash
+
+
+def test_files_with_the_old_hash_still_load(tmp_path: Path) -> None:
+    legacy = GOLDEN / "architecture_legacy_hash.json"
+    arch = Architecture.load(legacy)
+    assert arch == Architecture.load(GOLDEN / "architecture.json")
+    assert json.loads(legacy.read_text())["content_hash"] != arch.content_hash
+    # saved again, it carries the new hash: the current golden bytes
+    out = arch.save(tmp_path / "a.json")
+    assert out.read_bytes() == (GOLDEN / "architecture.json").read_bytes()
+    # an edit is still caught against the old hash
+    data = json.loads(legacy.read_text())
+    data["paths"][0]["path_score"] += 0.5
+    with pytest.raises(Architecture.ERROR, match="does not match the content"):
+        Architecture.from_dict(data, "edited.json")
