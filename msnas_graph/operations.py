@@ -53,6 +53,8 @@ _OPERATIONS: dict[str, str] = {
     "sep_conv_3x3": "residual separable conv 3x3: x + BN(pw(dw3x3(ReLU(x))))",
     "sep_conv_5x5": "residual separable conv 5x5: x + BN(pw(dw5x5(ReLU(x))))",
     "dil_conv_3x3": "dilated separable conv 3x3, rate 2: BN(pw(dw3x3_d2(ReLU(x))))",
+    "conv_3x3": "dense conv 3x3: BN(conv3x3(ReLU(x)))",
+    "conv_3x3_dil2": "dense dilated conv 3x3, rate 2: BN(conv3x3_d2(ReLU(x)))",
     "avg_pool_3x3": "average pooling 3x3, stride 1, padding 1 (count_include_pad=False)",
     "max_pool_3x3": "max pooling 3x3, stride 1, padding 1",
     "skip_connect": "identity",

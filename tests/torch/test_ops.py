@@ -19,7 +19,8 @@ from msnas_graph.errors import BackendError
 from msnas_graph.operations import DEFAULT_OPERATIONS, NONE_OP, known_operations
 
 PARAMETER_FREE = {"avg_pool_3x3", "max_pool_3x3", "skip_connect", "none"}
-DEFAULTS = sorted({*DEFAULT_OPERATIONS, NONE_OP, "max_pool_3x3"})
+DENSE = ("conv_3x3", "conv_3x3_dil2")
+DEFAULTS = sorted({*DEFAULT_OPERATIONS, NONE_OP, "max_pool_3x3", *DENSE})
 
 
 def test_defaults_registered() -> None:
@@ -125,7 +126,9 @@ def test_avg_pool_box_sums_in_training_equal_the_library_pool(shape: tuple[int, 
         torch.testing.assert_close(pool.eval()(x), want)
 
 
-@pytest.mark.parametrize("name", ["sep_conv_3x3", "dil_conv_3x3", "avg_pool_3x3", "none"])
+@pytest.mark.parametrize(
+    "name", ["sep_conv_3x3", "dil_conv_3x3", "avg_pool_3x3", "none", *DENSE]
+)
 def test_op_3d_shape(name: str) -> None:
     op = build_op(name, 4, spatial_dims=3)
     x = torch.randn(1, 4, 6, 8, 8)
@@ -212,3 +215,33 @@ def test_factory_must_return_module() -> None:
 def test_unregister_unknown() -> None:
     with pytest.raises(BackendError, match="unknown operation"):
         unregister_op("never_registered_op")
+
+
+@pytest.mark.parametrize("name", DEFAULTS)
+def test_op_batch_norm_folds_into_its_convolution(name: str) -> None:
+    from msnas_graph.backends.torch.fuse import fuse_for_inference
+
+    torch.manual_seed(0)
+    op = build_op(name, 6)
+    for bn in (m for m in op.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    op.eval()
+    x = torch.randn(2, 6, 12, 12)
+    folded = fuse_for_inference(op)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), op(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "dilation"), [("conv_3x3", 1), ("conv_3x3_dil2", 2)])
+def test_dense_conv_is_relu_conv_bn_without_residual(name: str, dilation: int) -> None:
+    torch.manual_seed(0)
+    op = build_op(name, 4).eval()
+    relu, conv, bn = op
+    assert isinstance(relu, nn.ReLU) and isinstance(bn, nn.BatchNorm2d)
+    assert conv.kernel_size == (3, 3) and conv.dilation == (dilation, dilation)
+    assert conv.groups == 1 and conv.bias is None
+    x = torch.randn(1, 4, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(op(x), bn(conv(torch.relu(x))))

@@ -11,15 +11,23 @@ validates once the module defining it has been imported.
 
 The default operations (DESIGN.md "Operations"; paper Fig. 2):
 
-===============  ===========================================================================
-``sep_conv_3x3`` ``x + BN(pointwise(depthwise3x3(ReLU(x))))`` -- residual separable conv
-``sep_conv_5x5`` ``x + BN(pointwise(depthwise5x5(ReLU(x))))``
-``dil_conv_3x3`` ``BN(pointwise(depthwise3x3_dilation2(ReLU(x))))`` -- no residual
-``avg_pool_3x3`` average pooling 3x3, stride 1, padding 1, ``count_include_pad=False``
-``max_pool_3x3`` max pooling 3x3, stride 1, padding 1
-``skip_connect`` identity
-``none``         zero (``x.mul(0.0)``): takes part in the search, never decoded
-===============  ===========================================================================
+================  ==========================================================================
+``sep_conv_3x3``  ``x + BN(pointwise(depthwise3x3(ReLU(x))))`` -- residual separable conv
+``sep_conv_5x5``  ``x + BN(pointwise(depthwise5x5(ReLU(x))))``
+``dil_conv_3x3``  ``BN(pointwise(depthwise3x3_dilation2(ReLU(x))))`` -- no residual
+``conv_3x3``      ``BN(conv3x3(ReLU(x)))`` -- dense convolution (DiNTS's operation), no residual
+``conv_3x3_dil2`` ``BN(conv3x3_dilation2(ReLU(x)))`` -- dense dilated convolution
+``avg_pool_3x3``  average pooling 3x3, stride 1, padding 1, ``count_include_pad=False``
+``max_pool_3x3``  max pooling 3x3, stride 1, padding 1
+``skip_connect``  identity
+``none``          zero (``x.mul(0.0)``): takes part in the search, never decoded
+================  ==========================================================================
+
+The paper's separable convolutions were designed for mobile FLOPs; a dense ``3x3`` convolution
+has 6-8x the MACs of the separable pair at widths 16-64 but runs many times faster per MAC on
+CPUs and GPUs (one large kernel instead of a depth-wise and a point-wise one), and a user
+weighs measured latency. The dense ones are registered beside the paper's; no preset uses them
+(``--set ops=conv_3x3,...`` on the command line does).
 
 The convolutional operations take ``affine`` (default ``True``): whether their BatchNorm has a
 learnable scale and shift. DARTS and PC-DARTS build the *supernet* with ``affine=False`` (the
@@ -52,6 +60,7 @@ __all__ = [
     "nd_layers",
     "op_description",
     "register_op",
+    "relu_conv_bn",
     "registered_ops",
     "unregister_op",
 ]
@@ -360,6 +369,33 @@ class AvgPool3x3(nn.Module):
             cached = inverse.reshape(1, 1, *spatial)
             self._inverse_counts = {key: cached}  # one size at a time: no growth
         return cached
+
+
+def relu_conv_bn(
+    channels: int, dilation: int = 1, spatial_dims: int = 2, affine: bool = True
+) -> nn.Sequential:
+    """``ReLU -> conv 3x3 (dilation d, padding d, no bias) -> BN``: the dense, shape-preserving
+    convolution of ``conv_3x3`` and ``conv_3x3_dil2`` (the BatchNorm folds into the conv).
+
+    >>> relu_conv_bn(4, dilation=2)(torch.zeros(1, 4, 9, 9)).shape
+    torch.Size([1, 4, 9, 9])
+    """
+    layers = nd_layers(spatial_dims)
+    return nn.Sequential(
+        nn.ReLU(inplace=False),
+        layers.conv(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+        layers.batch_norm(channels, affine=affine),
+    )
+
+
+@register_op("conv_3x3", "dense conv 3x3: BN(conv3x3(ReLU(x)))")
+def _conv_3x3(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return relu_conv_bn(channels, 1, spatial_dims, affine=affine)
+
+
+@register_op("conv_3x3_dil2", "dense dilated conv 3x3, rate 2: BN(conv3x3_d2(ReLU(x)))")
+def _conv_3x3_dil2(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return relu_conv_bn(channels, 2, spatial_dims, affine=affine)
 
 
 @register_op("avg_pool_3x3", "average pooling 3x3, stride 1, padding 1 (count_include_pad=False)")
