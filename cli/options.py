@@ -7,8 +7,9 @@ that a new option reaches the backend through :func:`run_options` with no more p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -45,14 +46,42 @@ class EpochPair(click.ParamType):
 
 
 def space_option(default: str = "quick") -> Decorator[Any]:
-    """``--space``: a preset name (paper, quick, tiny) or a YAML/JSON spec file."""
-    return click.option(
-        "--space",
-        default=default,
-        show_default=True,
-        metavar="PRESET|FILE",
-        help="Search space: a preset (paper, quick, tiny) or a YAML/JSON spec file.",
-    )
+    """``--space``: a preset name (paper, quick, tiny) or a YAML/JSON spec file, and
+    ``--set FIELD=VALUE`` (repeatable) changing any of its fields. With ``--set`` the command
+    receives the built :class:`~msnas_graph.spec.SearchSpace` as ``space`` (and it counts as
+    given on the command line, so a resumed run refuses the change)."""
+
+    def apply(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, space_set: tuple[str, ...] = (), **kwargs: Any) -> Any:
+            if space_set:
+                from msnas_graph.spec import load_space, parse_overrides
+
+                kwargs["space"] = load_space(kwargs["space"], parse_overrides(space_set))
+                ctx = click.get_current_context()
+                ctx.set_parameter_source("space", click.core.ParameterSource.COMMANDLINE)
+            return f(*args, **kwargs)
+
+        wrapper = click.option(
+            "--set",
+            "space_set",
+            multiple=True,
+            metavar="FIELD=VALUE",
+            help="Change a field of the space (repeatable), e.g. --set "
+            "ops=conv_3x3,conv_3x3_dil2,skip_connect,none --set channels=16.",
+        )(wrapper)
+        return cast(
+            F,
+            click.option(
+                "--space",
+                default=default,
+                show_default=True,
+                metavar="PRESET|FILE",
+                help="Search space: a preset (paper, quick, tiny) or a YAML/JSON spec file.",
+            )(wrapper),
+        )
+
+    return apply
 
 
 def data_option(default: str | None = "phantom", help: str | None = None) -> Decorator[Any]:

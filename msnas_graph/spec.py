@@ -16,8 +16,9 @@ True
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_origin
 
 import yaml
 from pydantic import (
@@ -47,6 +48,7 @@ __all__ = [
     "SearchSpace",
     "format_validation_error",
     "load_space",
+    "parse_overrides",
 ]
 
 #: Canonical order of network edge kind names (what each kind is: :mod:`msnas_graph.kinds`).
@@ -292,15 +294,62 @@ class SearchSpace(Document, BaseModel):
         return cls.from_dict({**PRESETS[name], "name": name, **overrides}, f"preset {name}")
 
 
-def load_space(source: str | Path) -> SearchSpace:
-    """A preset name or a path to a YAML/JSON spec file.
+def load_space(
+    source: str | Path | SearchSpace, overrides: Mapping[str, Any] | None = None
+) -> SearchSpace:
+    """A preset name or a path to a YAML/JSON spec file (a space is returned as it is), with
+    ``overrides`` (field -> value, e.g. from :func:`parse_overrides`) applied and validated.
 
     >>> load_space("paper").name
     'paper'
+    >>> load_space("quick", {"ops": ["conv_3x3", "skip_connect", "none"]}).ops
+    ('conv_3x3', 'skip_connect', 'none')
     """
-    if str(source) in PRESETS:
-        return SearchSpace.preset(str(source))
-    return SearchSpace.load(source)
+    if isinstance(source, SearchSpace):
+        space = source
+    elif str(source) in PRESETS:
+        space = SearchSpace.preset(str(source))
+    else:
+        space = SearchSpace.load(source)
+    return space.replace(**overrides) if overrides else space
+
+
+#: Fields ``parse_overrides`` refuses: what a space file records about itself.
+_FIXED_FIELDS = frozenset({"schema_version"})
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` strings (the command line's ``--set``) as a dict of space fields.
+
+    ``VALUE`` is read as YAML (``16``, ``sum``, ``[0, 1]``); for a field that holds a list,
+    a plain comma-separated value is a list too. Unknown fields and a missing ``=`` are one
+    :class:`SpecError` line; the values are checked when the space is built.
+
+    >>> parse_overrides(["ops=conv_3x3,skip_connect,none", "channels=16", "output_scales=0"])
+    {'ops': ['conv_3x3', 'skip_connect', 'none'], 'channels': 16, 'output_scales': [0]}
+    >>> parse_overrides(["chanels=16"])
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.SpecError: --set chanels=16: unknown space field 'chanels' (did you mean 'channels'?)
+    """  # noqa: E501
+    out: dict[str, Any] = {}
+    fields = SearchSpace.model_fields
+    for item in items:
+        name, sep, text = str(item).partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SpecError(f"--set {item}: expected FIELD=VALUE, e.g. --set channels=16")
+        if name not in fields or name in _FIXED_FIELDS:
+            raise SpecError(f"--set {item}: unknown space field '{name}'{_close_field(name)}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else text
+        except (yaml.YAMLError, ValueError, RecursionError):
+            value = text
+        listed = get_origin(fields[name].annotation) is tuple
+        if listed and not isinstance(value, list):
+            value = [yaml.safe_load(v) if v.strip() else v for v in str(text).split(",")]
+        out[name] = value
+    return out
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

@@ -168,3 +168,37 @@ def test_the_cli_reaches_backends_only_through_get_backend() -> None:
         if re.search(r"backends[./]torch|import torch", p.read_text())
     ]
     assert offenders == []
+
+
+def test_set_changes_fields_of_the_space_for_every_space_command(null: NullBackend) -> None:
+    from msnas_graph.spec import SearchSpace
+
+    ops = "ops=conv_3x3,conv_3x3_dil2,skip_connect,none"
+    for args in (
+        ["search", "runs/s", "--space", "tiny", "--set", ops, "--set", "channels=6"],
+        ["quickstart", "runs/q", "--space", "tiny", "--set", ops, "--set", "channels=6"],
+    ):
+        code, _, err = run("--backend", "null", *args)
+        assert code == 0, err
+        space = null.calls[-1][2]["space"]
+        assert isinstance(space, SearchSpace) and space.name == "tiny"
+        assert space.ops == ("conv_3x3", "conv_3x3_dil2", "skip_connect", "none")
+        assert space.channels == 6 and space.layers == SearchSpace.preset("tiny").layers
+    code, out, _ = run("count", "--space", "tiny", "--set", "layers=4", "--json")
+    assert code == 0 and '"space": "tiny"' in out.replace("'", '"')
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("chanels=6", "unknown space field 'chanels' (did you mean 'channels'?)"),
+        ("channels", "expected FIELD=VALUE"),
+        ("channels=-1", "channels: Input should be greater than or equal to 1"),
+        ("ops=conv_9x9,none", "unknown operation 'conv_9x9'"),
+        ("schema_version=2", "unknown space field 'schema_version'"),
+    ],
+)
+def test_bad_set_is_one_line_and_runs_nothing(null: NullBackend, value: str, message: str) -> None:
+    code, out, err = run("--backend", "null", "search", "runs/s", "--set", value)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and null.calls == []
