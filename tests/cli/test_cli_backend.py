@@ -199,6 +199,6 @@ def test_set_changes_fields_of_the_space_for_every_space_command(null: NullBacke
     ],
 )
 def test_bad_set_is_one_line_and_runs_nothing(null: NullBackend, value: str, message: str) -> None:
-    code, out, err = run("--backend", "null", "search", "runs/s", "--set", value)
+    code, _, err = run("--backend", "null", "search", "runs/s", "--set", value)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and null.calls == []

@@ -126,9 +126,7 @@ def test_avg_pool_box_sums_in_training_equal_the_library_pool(shape: tuple[int, 
         torch.testing.assert_close(pool.eval()(x), want)
 
 
-@pytest.mark.parametrize(
-    "name", ["sep_conv_3x3", "dil_conv_3x3", "avg_pool_3x3", "none", *DENSE]
-)
+@pytest.mark.parametrize("name", ["sep_conv_3x3", "dil_conv_3x3", "avg_pool_3x3", "none", *DENSE])
 def test_op_3d_shape(name: str) -> None:
     op = build_op(name, 4, spatial_dims=3)
     x = torch.randn(1, 4, 6, 8, 8)

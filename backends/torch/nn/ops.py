@@ -60,8 +60,8 @@ __all__ = [
     "nd_layers",
     "op_description",
     "register_op",
-    "relu_conv_bn",
     "registered_ops",
+    "relu_conv_bn",
     "unregister_op",
 ]
 
