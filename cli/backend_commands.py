@@ -19,6 +19,7 @@ from .options import (
     arch_lr_option,
     arch_steps_option,
     channels_option,
+    cost_options,
     data_option,
     device_option,
     folds_option,
@@ -31,6 +32,7 @@ from .options import (
     overwrite_option,
     paths_option,
     progress_option,
+    resolve_cost_target,
     run_options,
     seed_option,
     skip_flag,
@@ -95,6 +97,7 @@ search_options = run_options(
     arch_lr_option,
     paths_option,
     checkpoint_option,
+    cost_options,
 )
 
 #: ``train``: RUN_DIR, the model and its optimisation, then the shared run options.
@@ -137,7 +140,9 @@ def search(run_dir: str, resume: bool, overwrite: bool, progress: bool, **option
       msnas-graph search runs/hc18 --data ../shared/data/hc18 --folds ../shared/data/hc18/folds.json
       msnas-graph search runs/s --arch-steps 100,100 --warmup-steps 60 --max-steps 20
       msnas-graph search runs/s --resume            # continue after Ctrl-C
+      msnas-graph search runs/fast --cost latency --target-latency 5
     """
+    resolve_cost_target(options)
     if options.get("epochs") and options.get("arch_steps"):
         raise click.UsageError("give --epochs or --arch-steps (a schedule in steps), not both")
     result = _run("search", run_dir, options, resume=resume, overwrite=overwrite, progress=progress)

@@ -348,3 +348,76 @@ init_from_option = click.option(
     type=click.Path(exists=True, file_okay=False),
     help="Start from this search run's supernet weights where shapes allow (same width).",
 )
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not 0 <= value < float("inf"):  # also refuses nan
+        raise click.BadParameter(f"must be a finite number >= 0, got {value:g}")
+    return value
+
+
+def _target_macs(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    from msnas_graph.budget import parse_count
+    from msnas_graph.errors import DecodeError
+
+    try:
+        return None if value is None else parse_count(value)
+    except DecodeError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _target_ms(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not 0 < value < float("inf"):
+        raise click.BadParameter(f"must be a positive number of milliseconds, got {value:g}")
+    return value
+
+
+#: ``search``'s cost term (``search_cost``): what to weigh, how much, or a target.
+cost_options = bundle(
+    click.option(
+        "--cost",
+        type=click.Choice(["macs", "latency"]),
+        help="Add the network's expected cost to the architecture loss: MACs, or batch-1 "
+        "latency measured part by part in the eager runtime (off: accuracy alone, the paper).",
+    ),
+    click.option(
+        "--cost-weight",
+        type=float,
+        callback=_positive,
+        metavar="W",
+        help="Weight of the cost term (default 1; the cost is divided by the untrained "
+        "supernet's, so W is unitless; 0 only reports the expected cost).",
+    ),
+    click.option(
+        "--target-macs",
+        metavar="COUNT",
+        callback=_target_macs,
+        help="Penalise the expected MACs only above this count (e.g. 200M); implies --cost macs.",
+    ),
+    click.option(
+        "--target-latency",
+        type=float,
+        metavar="MS",
+        callback=_target_ms,
+        help="Penalise the expected batch-1 latency only above MS milliseconds; implies "
+        "--cost latency.",
+    ),
+)
+
+
+def resolve_cost_target(options: dict[str, Any]) -> None:
+    """Fold ``--target-macs`` / ``--target-latency`` into the backend's ``cost`` and
+    ``cost_target`` (in place); contradictions are a usage error."""
+    macs, ms = options.pop("target_macs", None), options.pop("target_latency", None)
+    if macs is not None and ms is not None:
+        raise click.UsageError("give --target-macs or --target-latency, not both")
+    if macs is None and ms is None:
+        return
+    metric, target = ("macs", macs) if macs is not None else ("latency", ms)
+    if options.get("cost") not in (None, metric):
+        flag = "--target-macs" if metric == "macs" else "--target-latency"
+        raise click.UsageError(f"{flag} weighs {metric}, but --cost {options['cost']} was given")
+    options["cost"], options["cost_target"] = metric, target
+    ctx = click.get_current_context()  # given on the command line: a resume refuses a change
+    for name in ("cost", "cost_target"):
+        ctx.set_parameter_source(name, click.core.ParameterSource.COMMANDLINE)

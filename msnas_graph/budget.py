@@ -75,6 +75,7 @@ from .spec import SearchSpace
 from .state import SearchState
 
 __all__ = [
+    "COST_METRICS",
     "Budget",
     "BudgetedDecode",
     "Cost",
@@ -88,6 +89,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: What a network's cost is measured in when a search or a decode weighs it: counted
+#: multiply-accumulates, or measured batch-1 latency.
+COST_METRICS: tuple[str, ...] = ("macs", "latency")
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _COUNT_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)(?:e([+-]?\d+))?\s*([kmgt]?)\s*$", re.IGNORECASE)

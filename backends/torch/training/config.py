@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from msnas_graph._util import atomic_write, unknown_name
 from msnas_graph.architecture import Architecture
+from msnas_graph.budget import COST_METRICS
 from msnas_graph.errors import MsnasError, RunError
 from msnas_graph.spec import SearchSpace, load_space
 
@@ -202,6 +203,13 @@ class SearchConfig(RunConfig):
         checkpoint: recompute each cell in the backward pass instead of keeping its
             activations (gradient checkpointing): several times less memory for about twice
             the step time; BN running statistics are then updated twice per step.
+        cost: ``"macs"`` or ``"latency"`` to add the network's expected cost to the
+            architecture loss (:mod:`~msnas_graph.backends.torch.search_cost`), ``None`` for
+            accuracy alone (the paper).
+        cost_weight: ``W`` of the cost term (default 1 when ``cost`` is set; 0 only reports
+            the expected cost per epoch).
+        cost_target: with ``cost``, a penalty ``W * max(0, log(E[cost] / target))`` only above
+            this target (MACs, or ms at batch 1 for latency) instead of ``W * E[cost] / ref``.
 
     ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``checkpoint`` may change when
     the run is resumed; any other difference is refused.
@@ -236,6 +244,9 @@ class SearchConfig(RunConfig):
     warmup: int | None = None
     warmup_steps: int | None = None
     arch_steps: tuple[int, int] | None = None
+    cost: str | None = None
+    cost_weight: float | None = None
+    cost_target: float | None = None
 
     #: What a ``config.json`` written before the schedule fields existed meant: no warm-up.
     LEGACY: ClassVar[dict[str, Any]] = {"warmup": 0}
@@ -265,6 +276,26 @@ class SearchConfig(RunConfig):
         if self.paths < 1:
             raise RunError(f"{where}: paths={self.paths} must be at least 1")
         self._check_schedule(where)
+        self._check_cost(where)
+
+    def _check_cost(self, where: str) -> None:
+        """Check the cost term's fields and fill in the default weight."""
+        if self.cost is None:
+            if self.cost_weight is not None or self.cost_target is not None:
+                raise RunError(
+                    f"{where}: cost_weight or cost_target given without a cost; say what to "
+                    f"weigh ({' or '.join(COST_METRICS)})"
+                )
+            return
+        if self.cost not in COST_METRICS:
+            raise RunError(f"{where}: {unknown_name('cost', self.cost, COST_METRICS)}")
+        self.cost_weight = 1.0 if self.cost_weight is None else float(self.cost_weight)
+        if not (math.isfinite(self.cost_weight) and self.cost_weight >= 0):
+            raise RunError(f"{where}: cost_weight={self.cost_weight} must be a number >= 0")
+        if self.cost_target is not None:
+            self.cost_target = float(self.cost_target)
+            if not (math.isfinite(self.cost_target) and self.cost_target > 0):
+                raise RunError(f"{where}: cost_target={self.cost_target} must be a number > 0")
 
     def _check_schedule(self, where: str) -> None:
         """Normalise and check ``warmup``, ``arch_lr``, ``warmup_steps`` and ``arch_steps``;

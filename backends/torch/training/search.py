@@ -41,6 +41,7 @@ from msnas_graph.backends.torch.limits import check_supernet
 from msnas_graph.backends.torch.losses import DiceCELoss
 from msnas_graph.backends.torch.nn.supernet import Supernet
 from msnas_graph.backends.torch.plots import draw_run_plots
+from msnas_graph.backends.torch.search_cost import CostTerm, SearchCostTable, measure_search_costs
 from msnas_graph.backends.torch.training.config import SearchConfig
 from msnas_graph.backends.torch.training.loop import (
     EpochCallback,
@@ -230,6 +231,8 @@ class SearchStep:
         self.state: SearchState | None = None  #: the state after the last epoch run
         self.previous: SearchState | None = None  #: the state before it
         self.diagnostics: Diagnostics | None = None  #: the diagnostics of ``state``
+        self.cost_table: SearchCostTable | None = None  #: measured once, kept in checkpoints
+        self._cost_term: CostTerm | None = None
         if rt.main:
             s = self.schedule
             logger.info(
@@ -255,10 +258,33 @@ class SearchStep:
         return {"space": json.dumps(self.space.to_dict())}
 
     def extra_state(self) -> dict[str, Any]:
-        return {}
+        return {} if self.cost_table is None else {"cost_table": self.cost_table.to_dict()}
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
-        pass
+        if "cost_table" in ckpt:  # weigh the numbers the run started with
+            self.cost_table = SearchCostTable.from_dict(ckpt["cost_table"])
+            self._cost_term = None
+
+    def cost_term(self) -> CostTerm | None:
+        """The cost term of the architecture loss (``None`` without ``config.cost``); its
+        table is measured on first use unless a checkpoint brought one."""
+        config = self.config
+        if config.cost is None:
+            return None
+        if self._cost_term is None:
+            if self.cost_table is None:
+                self.cost_table = measure_search_costs(
+                    self.space, config.input_size, config.cost, device=self.rt.device
+                )
+                logger.info(
+                    "search cost: expected %s from a table of %d cells and %d operations",
+                    config.cost, len(self.cost_table.cells), len(self.cost_table.ops),
+                )  # fmt: skip
+            weight = 1.0 if config.cost_weight is None else config.cost_weight
+            self._cost_term = CostTerm(
+                self.cost_table, self.model.graph, config.paths, weight, config.cost_target
+            )
+        return self._cost_term
 
     def start(self, run_dir: Path, split: Mapping[str, list[int]], device: Any) -> None:
         logger.info(
@@ -301,6 +327,9 @@ class SearchStep:
         self.diagnostics = diagnose(self.state, paths=self.config.paths, previous=self.previous)
         metrics = self.diagnostics.flat_metrics()  # NaN (no decision of a group) -> empty
         row.update({k: None if v != v else v for k, v in metrics.items()})
+        if (term := self.cost_term()) is not None:
+            with torch.no_grad():
+                row[_cost_column(term)] = term(self.model.arch_weights())[1]
         return row
 
     def save_epoch(self, run_dir: Path, row: Mapping[str, Any]) -> None:
@@ -318,6 +347,13 @@ class SearchStep:
             "-" if val_dice is None else f"{val_dice:.4f}",
             row["cell_decided"], row["cell_total"], row["node_decided"], row["node_total"],
         )  # fmt: skip
+        term = self.cost_term()
+        if term is not None:
+            logger.info(
+                "search epoch %d: expected %s %.4g %s (%.3gx the untrained supernet's)",
+                row["epoch"], term.table.metric, row[_cost_column(term)], term.table.unit,
+                row[_cost_column(term)] / term.reference,
+            )  # fmt: skip
 
     def plots(self, run_dir: Path, history: list[dict[str, Any]]) -> None:
         draw_run_plots(run_dir, history, states=True)
@@ -375,6 +411,9 @@ class SearchStep:
             loss, value = forward_loss(self.model, x, y, self.loss_fn, rt)
             if not math.isfinite(value):
                 return value
+            term = self.cost_term()
+            if term is not None and term.weight != 0:  # W = 0: the paper's loss, bit for bit
+                loss = loss + term(self.model.arch_weights())[0]
             grads = torch.autograd.grad(self.arch_scaler.scale(loss), list(active))
             for p, g in zip(active, grads, strict=True):
                 p.grad = g
@@ -399,6 +438,11 @@ class SearchStep:
             loss, self.weight_opt, self.scaler, self.weight_params, self.config.grad_clip
         )
         return value
+
+
+def _cost_column(term: CostTerm) -> str:
+    """The metrics column of the expected cost: ``expected_macs`` or ``expected_latency_ms``."""
+    return "expected_macs" if term.table.metric == "macs" else "expected_latency_ms"
 
 
 def _finished(run_dir: Path) -> SearchResult:

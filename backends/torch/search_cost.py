@@ -1,0 +1,242 @@
+"""The expected cost of the searched network, as a differentiable term of the architecture loss.
+
+A search that weighs only accuracy finds networks a user would not pick when a faster one of
+the same Dice exists (FBNet, ProxylessNAS and DiNTS add the cost to the objective). With
+``search --cost macs|latency`` the architecture loss becomes::
+
+    loss = DiceCE + W * E[cost] / cost_ref                      (--cost-weight W)
+    loss = DiceCE + W * max(0, log(E[cost] / target))           (--target-macs / --target-latency)
+
+**The cost table** (:func:`measure_search_costs`) holds, for one input size, what the final
+network would pay for each part, counted (MACs) or timed (batch-1 latency in the ``eager``
+runtime, the fastest of ``repeats`` passes, as budgeted decoding times its parts):
+
+* ``cells[(kind, scale)]``: the fixed part of a cell of that kind into that scale: resampling
+  and preprocessing (at the source's width) and the projection of the concatenated blocks;
+* ``ops[(scale, op)]``: one candidate operation at the width and resolution of that scale
+  (``none`` costs nothing: it is never decoded);
+* ``base``: the stem and the head(s), paid by every network.
+
+**The expectation** (:func:`expected_cost`), under post-softmax weights (an
+:class:`~msnas_graph.backends.torch.nn.supernet.ArchWeights`):
+
+* block ``b`` of a cell keeps ``m = min(inputs_per_block, b + 1)`` inputs (decoding keeps one
+  operation per source); each input ``j`` is weighted by ``p_j`` (normalised over the block)
+  and its operation cost ``c_j`` is the ``alpha_j``-weighted mean over the decodable
+  operations, so ``cell(kind, scale) = fixed + sum_b m * sum_j p_j c_j``;
+* a path is drawn backwards from each output node, taking the edge into a node with
+  probability ``softmax(beta)`` at that node (every input->output path has the probability of
+  its product): edge ``e`` lies on it with probability ``pi_e = q(dst) * beta_e``, where
+  ``q(n)`` is the probability of reaching ``n``. The decoded network keeps ``N_l`` paths;
+  the term is the expected cost of the union of ``N_l`` independently drawn paths,
+  ``sum_e (1 - (1 - pi_e)^N_l) * cell_e``, plus ``base``. Fusions are left out. With several
+  output scales a path is drawn to each output and every head counts.
+
+With one-hot weights (:meth:`ArchWeights.from_architecture` of a one-path architecture) the
+expectation is that network's own cost (tested against the MACs of the built network).
+``cost_ref`` is the expectation under uniform weights (all logits zero), so ``W`` is unitless:
+the term starts at ``W``.
+
+>>> from msnas_graph.spec import SearchSpace
+>>> from msnas_graph.backends.torch.nn.supernet import ArchWeights, Supernet
+>>> space = SearchSpace.preset("tiny")
+>>> table = measure_search_costs(space, 32)
+>>> net = Supernet(space)
+>>> term = CostTerm(table, net.graph, paths=2, weight=0.5)
+>>> penalty, expected = term(net.arch_weights())
+>>> round(float(penalty.detach()), 6), expected == term.reference
+(0.5, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from msnas_graph.budget import COST_METRICS
+from msnas_graph.errors import RunError
+from msnas_graph.graph import Supergraph
+from msnas_graph.kinds import carries_cell, edge_kind
+from msnas_graph.operations import NONE_OP
+from msnas_graph.spec import SearchSpace
+from msnas_graph.state import SearchState
+
+from .cost_model import _ListInput, _Measure
+from .nn.blocks import Head, Preprocess, Projection, Stem, resample
+from .nn.ops import build_op
+from .nn.supernet import ArchWeights
+
+__all__ = ["CostTerm", "SearchCostTable", "expected_cost", "measure_search_costs"]
+
+
+@dataclass(frozen=True)
+class SearchCostTable:
+    """Per-part costs of a space's networks at one input size (see the module doc), in MACs
+    or milliseconds (``metric``). JSON-ready through :meth:`to_dict` (the search keeps it in
+    its checkpoint, so a resumed search weighs the same numbers)."""
+
+    metric: str
+    input_size: int
+    base: float
+    cells: Mapping[tuple[str, int], float]
+    ops: Mapping[tuple[int, str], float]
+
+    @property
+    def unit(self) -> str:
+        """``"MACs"`` or ``"ms"``."""
+        return "MACs" if self.metric == "macs" else "ms"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuple keys as ``"kind@scale"`` and ``"scale@op"``)."""
+        return {
+            "metric": self.metric,
+            "input_size": self.input_size,
+            "base": self.base,
+            "cells": {f"{k}@{s}": v for (k, s), v in self.cells.items()},
+            "ops": {f"{s}@{o}": v for (s, o), v in self.ops.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchCostTable:
+        """Parse :meth:`to_dict` output."""
+        cells = {(k, int(s)): float(v) for ks, v in data["cells"].items() for k, s in [_split(ks)]}
+        ops = {(int(s), o): float(v) for so, v in data["ops"].items() for s, o in [_split(so)]}
+        return cls(str(data["metric"]), int(data["input_size"]), float(data["base"]), cells, ops)
+
+
+def _split(key: str) -> tuple[str, str]:
+    a, _, b = key.partition("@")
+    return a, b
+
+
+def measure_search_costs(
+    space: SearchSpace,
+    input_size: int | None = None,
+    metric: str = "macs",
+    *,
+    device: str | torch.device = "cpu",
+    repeats: int = 20,
+) -> SearchCostTable:
+    """Count (``metric="macs"``) or time (``"latency"``, ms at batch 1 on ``device``) every
+    part of the space's final networks once: each cell's fixed part per ``(kind, scale)``, each
+    operation per scale, the stem and heads (see the module doc).
+
+    >>> t = measure_search_costs(SearchSpace.preset("tiny"), 32)
+    >>> t.ops[(0, "sep_conv_3x3")] > t.ops[(0, "avg_pool_3x3")] == t.ops[(0, "none")] == 0
+    True
+    """
+    if metric not in COST_METRICS:
+        raise RunError(f"unknown cost '{metric}' (known: {', '.join(COST_METRICS)})")
+    graph = Supergraph(space)
+    size = space.input_size if input_size is None else input_size
+    timed = torch.device(device) if metric == "latency" else None
+    measure = _Measure(size, space.spatial_dims, timed, repeats)
+    dims = space.spatial_dims
+
+    def value(module: nn.Module, channels: int, scale: int) -> float:
+        cost = measure(module.eval(), channels, scale)
+        return float(cost.macs) if timed is None else cost.latency_ns / 1e6
+
+    base = value(Stem(space.in_channels, space.scale_channels(0), dims), space.in_channels, 0)
+    for o in graph.output_nodes:
+        head = Head([(o, graph.channels(o))], space.num_classes, dims)
+        base += value(_ListInput(head, 1), graph.channels(o), o.scale)
+    cells: dict[tuple[str, int], float] = {}
+    for e in graph.edges:
+        key = (str(e.kind), e.dst.scale)
+        if not carries_cell(e.kind) or key in cells:
+            continue
+        c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
+        enter = nn.Sequential(resample(e.kind, dims), Preprocess(c_in, c_out, dims))
+        project = _ListInput(Projection(space.blocks * c_out, c_out, dims), space.blocks)
+        cells[key] = value(enter, c_in, e.src.scale) + value(
+            project, space.blocks * c_out, e.dst.scale
+        )
+    ops: dict[tuple[int, str], float] = {}
+    for scale in sorted({s for _, s in cells}):
+        width = space.scale_channels(scale)
+        for op in space.ops:
+            ops[(scale, op)] = (
+                0.0 if op == NONE_OP else value(build_op(op, width, dims), width, scale)
+            )
+    return SearchCostTable(metric, size, base, cells, ops)
+
+
+def expected_cost(
+    weights: ArchWeights, table: SearchCostTable, graph: Supergraph, paths: int = 1
+) -> torch.Tensor:
+    """The expected cost of the network decoded with ``paths`` paths under ``weights`` (see the
+    module doc), differentiable in the weights; in the table's unit."""
+    space = graph.space
+    ref = weights.beta[graph.searchable_nodes[0]]
+    like: dict[str, Any] = {"dtype": ref.dtype, "device": ref.device}
+    decodable = torch.tensor([op != NONE_OP for op in space.ops], **like)
+    cell_cost: dict[tuple[str, int], torch.Tensor] = {}
+    for (kind, scale), fixed in table.cells.items():
+        cell = edge_cell(kind)
+        op_cost = torch.tensor([table.ops[(scale, op)] for op in space.ops], **like)
+        total = ref.new_tensor(fixed)
+        for alpha, p in zip(weights.alpha[cell], weights.p[cell], strict=True):
+            a = alpha * decodable
+            per_input = (a * op_cost).sum(-1) / a.sum(-1).clamp_min(1e-12)
+            block = (p * per_input).sum() / p.sum().clamp_min(1e-12)
+            total = total + min(space.inputs_per_block, len(p)) * block
+        cell_cost[(kind, scale)] = total
+    reach = {o: ref.new_ones(()) for o in graph.output_nodes}
+    total = ref.new_tensor(table.base)
+    for node in sorted(graph.searchable_nodes, key=lambda n: -n.layer):
+        q = reach.get(node)
+        if q is None:  # no output below it (cannot happen in a validated space)
+            continue
+        beta = weights.beta[node]
+        for i, e in enumerate(graph.in_edges(node)):
+            pi = q * beta[i]
+            reach[e.src] = reach[e.src] + pi if e.src in reach else pi
+            if carries_cell(e.kind):
+                used = 1 - (1 - pi.clamp(0, 1)) ** paths
+                total = total + used * cell_cost[(str(e.kind), node.scale)]
+    return total
+
+
+def edge_cell(kind: str) -> str:
+    """The cell type an edge kind carries (the table's ``kind`` names the edge kind)."""
+    cell = edge_kind(kind).cell
+    assert cell is not None  # only kinds that carry a cell are in the table
+    return cell
+
+
+class CostTerm:
+    """``W * E[cost] / reference`` or, with a ``target``, ``W * max(0, log(E[cost] / target))``:
+    called with the current weights it returns ``(penalty, expected cost)``; ``reference``
+    is the expected cost under uniform weights."""
+
+    def __init__(
+        self,
+        table: SearchCostTable,
+        graph: Supergraph,
+        paths: int,
+        weight: float = 1.0,
+        target: float | None = None,
+    ) -> None:
+        self.table, self.graph, self.paths = table, graph, paths
+        self.weight, self.target = float(weight), target
+        with torch.no_grad():
+            uniform = ArchWeights.from_state(SearchState.zeros(graph.space))
+            self.reference = float(expected_cost(uniform, table, graph, paths))
+        if not (self.reference > 0 and math.isfinite(self.reference)):
+            raise RunError(
+                f"the space's expected {table.metric} is {self.reference}; cannot weigh it"
+            )
+
+    def __call__(self, weights: ArchWeights) -> tuple[torch.Tensor, float]:
+        expected = expected_cost(weights, self.table, self.graph, self.paths)
+        if self.target is None:
+            penalty = self.weight * expected / self.reference
+        else:
+            penalty = self.weight * torch.relu(torch.log(expected / self.target))
+        return penalty, float(expected.detach())

@@ -1,0 +1,174 @@
+"""The cost term of a search (``search --cost``): the expectation, its weight and its target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from msnas_graph.backends.torch import build_network
+from msnas_graph.backends.torch.cost import count_macs_flops
+from msnas_graph.backends.torch.nn.supernet import ArchWeights
+from msnas_graph.backends.torch.search_cost import (
+    CostTerm,
+    SearchCostTable,
+    expected_cost,
+    measure_search_costs,
+)
+from msnas_graph.backends.torch.training import SearchConfig, search
+from msnas_graph.backends.torch.training.run_dir import load_checkpoint
+from msnas_graph.cli.main import main
+from msnas_graph.decode import decode
+from msnas_graph.errors import RunError
+from msnas_graph.graph import Supergraph
+from msnas_graph.spec import SearchSpace
+from msnas_graph.state import SearchState
+
+SPACES = {
+    "tiny": SearchSpace.preset("tiny"),
+    "quick": SearchSpace.preset("quick"),
+    "quick, 2 inputs": SearchSpace.preset("quick", inputs_per_block=2),
+    "quick, dense": SearchSpace.preset("quick", ops=["conv_3x3", "conv_3x3_dil2", "none"]),
+}
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_hot_weights_give_the_decoded_networks_own_macs(name: str, seed: int) -> None:
+    space = SPACES[name]
+    table = measure_search_costs(space, space.input_size)
+    arch = decode(SearchState.random(space, seed=seed), paths=1)
+    shape = (1, space.in_channels, space.input_size, space.input_size)
+    macs = count_macs_flops(build_network(arch), shape)[0]
+    weights = ArchWeights.from_architecture(arch)
+    for paths in (1, 3):  # one drawn path, every draw the same: the union is that path
+        assert float(expected_cost(weights, table, Supergraph(space), paths)) == macs
+
+
+def test_expectation_lies_between_the_cheapest_and_dearest_choices() -> None:
+    space = SPACES["quick"]
+    graph, table = Supergraph(space), measure_search_costs(space, 64)
+    costs = []
+    for seed in range(6):
+        arch = decode(SearchState.random(space, seed=seed), paths=1)
+        costs.append(float(expected_cost(ArchWeights.from_architecture(arch), table, graph, 1)))
+    term = CostTerm(table, graph, paths=1)
+    # the mean over uniformly drawn single-path networks is the expectation at uniform weights
+    assert min(costs) < term.reference < 4 * max(costs)
+    more = CostTerm(table, graph, paths=3).reference
+    assert term.reference < more < 3 * term.reference  # shared edges count once
+
+
+def test_gradient_prefers_cheap_operations_and_edges() -> None:
+    space = SPACES["tiny"]  # ops: sep_conv_3x3, avg_pool_3x3, skip_connect, none
+    graph, table = Supergraph(space), measure_search_costs(space, 32)
+    state = SearchState.zeros(space)
+    weights = ArchWeights.from_state(state)
+    for t in (*[a for v in weights.alpha.values() for a in v], *weights.beta.values()):
+        t.requires_grad_(True)
+    expected_cost(weights, table, graph, 2).backward()
+    conv, pool = space.ops.index("sep_conv_3x3"), space.ops.index("avg_pool_3x3")
+    for blocks in weights.alpha.values():
+        for a in blocks:
+            assert a.grad is not None and bool((a.grad[:, conv] > a.grad[:, pool]).all())
+    for node, beta in weights.beta.items():
+        kinds = graph.node_kinds(node)
+        if "skip" in kinds and "keep" in kinds:
+            assert beta.grad[kinds.index("keep")] > beta.grad[kinds.index("skip")]
+
+
+def test_table_round_trips_through_its_dict() -> None:
+    table = measure_search_costs(SPACES["tiny"], 32)
+    assert SearchCostTable.from_dict(table.to_dict()) == table
+    timed = measure_search_costs(SPACES["tiny"], 32, "latency", repeats=2)
+    assert timed.unit == "ms" and timed.base > 0 and set(timed.cells) == set(table.cells)
+
+
+def _config(**cost: object) -> SearchConfig:
+    return SearchConfig(
+        space=SPACES["tiny"], data="phantom:8", batch_size=2, device="cpu", input_size=32,
+        arch_steps=(3, 3), warmup_steps=0, max_steps_per_epoch=2, **cost,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _logits(state: SearchState) -> np.ndarray:
+    parts = [a for v in state.alpha_logits.values() for a in v]
+    parts += [a for v in state.p_logits.values() for a in v]
+    return np.concatenate([np.ravel(a) for a in (*parts, *state.beta_logits.values())])
+
+
+def test_weight_zero_is_the_papers_search_bit_for_bit(tmp_path: Path) -> None:
+    plain = search(_config(), tmp_path / "plain", progress=False)
+    zero = search(_config(cost="macs", cost_weight=0.0), tmp_path / "zero", progress=False)
+    assert np.array_equal(_logits(plain.state), _logits(zero.state))
+    assert "expected_macs" in zero.history[-1] and "expected_macs" not in plain.history[-1]
+
+
+def test_a_large_weight_makes_the_cheapest_choices_win(tmp_path: Path) -> None:
+    heavy = _config(cost="macs", cost_weight=1000.0, arch_lr=0.05)
+    result = search(heavy, tmp_path / "heavy", progress=False)
+    arch = result.architecture
+    assert arch is not None
+    assert all(i.op != "sep_conv_3x3" for c in arch.cells.values() for b in c.blocks for i in b)
+    first, last = result.history[0]["expected_macs"], result.history[-1]["expected_macs"]
+    assert last < first
+    # the table is kept in the checkpoint, so a resumed run weighs the same numbers
+    saved = load_checkpoint(tmp_path / "heavy" / "checkpoint.pt")["cost_table"]
+    assert SearchCostTable.from_dict(saved).metric == "macs"
+
+
+def test_a_target_only_penalises_above_it() -> None:
+    space = SPACES["tiny"]
+    graph, table = Supergraph(space), measure_search_costs(space, 32)
+    weights = ArchWeights.from_state(SearchState.zeros(space))
+    above = CostTerm(table, graph, 1, weight=2.0, target=table.base)
+    below = CostTerm(table, graph, 1, weight=2.0, target=10 * above.reference)
+    assert float(above(weights)[0]) > 0 and float(below(weights)[0]) == 0
+    expected = above(weights)[1]
+    want = 2.0 * np.log(expected / table.base)
+    assert float(above(weights)[0]) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"cost": "flops"}, "unknown cost 'flops'"),
+        ({"cost_weight": 1.0}, "without a cost"),
+        ({"cost": "macs", "cost_weight": -1.0}, "must be a number >= 0"),
+        ({"cost": "latency", "cost_target": float("nan")}, "must be a number > 0"),
+    ],
+)
+def test_bad_cost_settings_are_refused(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(RunError, match=message):
+        _config(**fields)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target-macs", "1M", "--target-latency", "2"], "not both"),
+        (["--cost", "latency", "--target-macs", "1M"], "--target-macs weighs macs"),
+        (["--target-macs", "lots"], "is not a count"),
+        (["--target-latency", "0"], "positive number of milliseconds"),
+        (["--cost-weight", "nan"], "finite number >= 0"),
+    ],
+)
+def test_cost_options_refuse_contradictions(tmp_path: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["search", str(tmp_path / "r"), "--space", "tiny", *args])
+    assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_search_command_with_a_target(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    args = ["--threads", "1", "search", str(run), "--space", "tiny", "--data", "phantom:8"]
+    args += ["--arch-steps", "2,2", "--warmup-steps", "0", "--max-steps", "2", "--no-progress"]
+    result = CliRunner().invoke(main, [*args, "--target-macs", "100k", "--input-size", "32"])
+    assert result.exit_code == 0, result.output
+    config = SearchConfig.load(run / "config.json")
+    assert (config.cost, config.cost_target, config.cost_weight) == ("macs", 100_000, 1.0)
+    assert "expected_macs" in (run / "metrics.csv").read_text().splitlines()[0]
+    assert torch.get_num_threads() >= 1
