@@ -389,6 +389,13 @@ cost_options = bundle(
         "supernet's, so W is unitless; 0 only reports the expected cost).",
     ),
     click.option(
+        "--cost-channels",
+        type=click.IntRange(1, 4096),
+        metavar="WIDTH",
+        help="Measure the cost at this base width: the one you will train at (default: the "
+        "space's channels).",
+    ),
+    click.option(
         "--target-macs",
         metavar="COUNT",
         callback=_target_macs,

@@ -172,3 +172,12 @@ def test_search_command_with_a_target(tmp_path: Path) -> None:
     assert (config.cost, config.cost_target, config.cost_weight) == ("macs", 100_000, 1.0)
     assert "expected_macs" in (run / "metrics.csv").read_text().splitlines()[0]
     assert torch.get_num_threads() >= 1
+
+
+def test_cost_is_measured_at_the_training_width(tmp_path: Path) -> None:
+    narrow = search(_config(cost="macs", cost_weight=0.0), tmp_path / "a", progress=False)
+    wide = _config(cost="macs", cost_weight=0.0, cost_channels=8)
+    wider = search(wide, tmp_path / "b", progress=False)
+    assert np.array_equal(_logits(narrow.state), _logits(wider.state))  # W = 0: same search
+    ratio = wider.history[-1]["expected_macs"] / narrow.history[-1]["expected_macs"]
+    assert 2 < ratio < 4.5  # width 4 -> 8: 1x1 and dense convolutions 4x, depth-wise 2x

@@ -210,6 +210,9 @@ class SearchConfig(RunConfig):
             the expected cost per epoch).
         cost_target: with ``cost``, a penalty ``W * max(0, log(E[cost] / target))`` only above
             this target (MACs, or ms at batch 1 for latency) instead of ``W * E[cost] / ref``.
+        cost_channels: the base width the cost is measured at: the width the network will
+            be trained at (search narrow, train wide; default the space's ``channels``). The
+            input size is the search's ``input_size``.
 
     ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``checkpoint`` may change when
     the run is resumed; any other difference is refused.
@@ -247,6 +250,7 @@ class SearchConfig(RunConfig):
     cost: str | None = None
     cost_weight: float | None = None
     cost_target: float | None = None
+    cost_channels: int | None = None
 
     #: What a ``config.json`` written before the schedule fields existed meant: no warm-up.
     LEGACY: ClassVar[dict[str, Any]] = {"warmup": 0}
@@ -281,9 +285,10 @@ class SearchConfig(RunConfig):
     def _check_cost(self, where: str) -> None:
         """Check the cost term's fields and fill in the default weight."""
         if self.cost is None:
-            if self.cost_weight is not None or self.cost_target is not None:
+            if any(x is not None for x in (self.cost_weight, self.cost_target, self.cost_channels)):
                 raise RunError(
-                    f"{where}: cost_weight or cost_target given without a cost; say what to "
+                    f"{where}: cost_weight, cost_target or cost_channels given without a cost; "
+                    f"say what to "
                     f"weigh ({' or '.join(COST_METRICS)})"
                 )
             return
@@ -292,6 +297,8 @@ class SearchConfig(RunConfig):
         self.cost_weight = 1.0 if self.cost_weight is None else float(self.cost_weight)
         if not (math.isfinite(self.cost_weight) and self.cost_weight >= 0):
             raise RunError(f"{where}: cost_weight={self.cost_weight} must be a number >= 0")
+        if self.cost_channels is not None and not 1 <= int(self.cost_channels) <= 4096:
+            raise RunError(f"{where}: cost_channels={self.cost_channels} must lie in 1..4096")
         if self.cost_target is not None:
             self.cost_target = float(self.cost_target)
             if not (math.isfinite(self.cost_target) and self.cost_target > 0):

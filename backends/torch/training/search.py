@@ -273,8 +273,12 @@ class SearchStep:
             return None
         if self._cost_term is None:
             if self.cost_table is None:
+                width = config.cost_channels or self.space.channels
                 self.cost_table = measure_search_costs(
-                    self.space, config.input_size, config.cost, device=self.rt.device
+                    self.space.replace(channels=width),
+                    config.input_size,
+                    config.cost,
+                    device=self.rt.device,
                 )
                 logger.info(
                     "search cost: expected %s from a table of %d cells and %d operations",
