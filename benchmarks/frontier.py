@@ -1,0 +1,493 @@
+"""The accuracy-latency frontier: searched MS-NAS networks against the U-Net family.
+
+A user picks a network by accuracy *and* speed, and would otherwise scale a U-Net up or down.
+This benchmark trains, with one identical recipe and budget (given in steps, whatever the
+dataset's size), over ``--train-seeds`` training seeds each:
+
+* the U-Net family: base widths ``--unet-widths`` (default 8, 12, 16, 24, 32) at depth 4;
+* MS-NAS: the mean consensus of ``--search-seeds`` searches per search group, decoded at
+  ``N_l = 3`` with the ``relative`` and the ``paper`` path score, trained at ``--train-width``.
+  Groups (``--groups``): ``dense`` (the dense operation set, accuracy alone), ``dense-lat``
+  (the same with ``--cost latency --target-latency`` at half U-Net(16)'s measured batch-1
+  latency, the cost measured at the training width), ``paper-ops`` (the paper's operations);
+  a network that two groups or scores share is trained and counted once.
+
+Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
+where the data has a pixel size), params, MACs at the training size, and latency in the
+runtime ``predict --runtime auto`` resolves (ONNX Runtime where installed), one thread, batch 1
+and 8, the median of interleaved rounds. For each MS-NAS model: "on the frontier" or
+"dominated by U-Net(w)" (a U-Net at most as slow and at least as accurate, by the mean over
+training seeds). Writes a results file (``--results``) and a picture of Dice against latency
+and against MACs (``--plot``).
+
+    python benchmarks/frontier.py --data hc18 --jobs 2            # ~1.5 h on two cores
+    python benchmarks/frontier.py --data hc18 --jobs 2 --reuse    # keep finished runs
+
+Runs go to ``--out``; finished searches and trainings are kept with ``--reuse``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+HC18 = ROOT.parent / "shared" / "data" / "hc18"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
+from search_vs_random import bootstrap_diff  # noqa: E402
+
+from msnas_graph.architecture import Architecture  # noqa: E402
+from msnas_graph.consensus import consensus  # noqa: E402
+from msnas_graph.diagnostics import diagnose  # noqa: E402
+from msnas_graph.spec import SearchSpace  # noqa: E402
+from msnas_graph.state import SearchState  # noqa: E402
+
+DENSE_OPS = ["conv_3x3", "conv_3x3_dil2", "avg_pool_3x3", "skip_connect", "none"]
+SCORES = ("relative", "paper")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The CPU budget, in one place so that the results file says what was cut."""
+
+    search_size: int = 64
+    warmup_steps: int = 60
+    arch_steps: tuple[int, int] = (100, 100)
+    search_steps_per_epoch: int = 50
+    train_size: int = 64
+    train_steps: int = 400
+    steps_per_epoch: int = 40
+    batch_size: int = 8
+    train_width: int = 16
+    unet_depth: int = 4
+
+
+# ------------------------------------------------------------------------------- workers
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_search(
+    group: str, data: dict[str, Any], b: Budget, seed: int, out: str, target: float
+) -> str:
+    """One search (in a worker process); returns its run folder."""
+    _one_thread()
+    from msnas_graph.backends.torch.training import SearchConfig, search
+
+    run = Path(out)
+    if (run / "DONE").is_file():
+        return str(run)
+    space = SearchSpace.preset("quick", **({} if group == "paper-ops" else {"ops": DENSE_OPS}))
+    cost: dict[str, Any] = {}
+    if group == "dense-lat":
+        cost = {"cost": "latency", "cost_target": target, "cost_channels": b.train_width}
+    cfg = SearchConfig(
+        space=space, input_size=b.search_size, epochs=(1, 1), warmup_steps=b.warmup_steps,
+        arch_steps=b.arch_steps, max_steps_per_epoch=b.search_steps_per_epoch,
+        batch_size=b.batch_size, seed=seed, device="cpu", paths=3, **data, **cost,
+    )  # fmt: skip
+    search(cfg, run, overwrite=True, progress=False)
+    return str(run)
+
+
+def run_train(
+    model: str, width: int, seed: int, steps: int, data: dict[str, Any], b: Budget, out: str
+) -> dict[str, Any]:
+    """Train ``steps`` steps and evaluate one model (in a worker process)."""
+    _one_thread()
+    from msnas_graph.backends.torch.inference import evaluate
+    from msnas_graph.backends.torch.training import TrainConfig, train
+
+    run = Path(out)
+    per_epoch = min(b.steps_per_epoch, data.pop("batches_per_epoch"), steps)
+    epochs = math.ceil(steps / per_epoch)
+    t0 = time.perf_counter()
+    if not (run / "DONE").is_file():
+        width_of = {"unet_base_channels": width} if model == "unet" else {"channels": width}
+        cfg = TrainConfig(
+            model=model, unet_depth=b.unet_depth, **width_of,
+            input_size=b.train_size, epochs=epochs, max_steps_per_epoch=per_epoch,
+            batch_size=b.batch_size, seed=seed, device="cpu", **data,
+        )  # fmt: skip
+        train(cfg, run, overwrite=True, progress=False)
+    train_s = time.perf_counter() - t0
+    summary = evaluate(run, device="cpu", out_dir=run / "eval_test")
+    with open(run / "eval_test" / "per_case.csv", encoding="utf-8") as fh:
+        dice = [float(r["mean_dice"]) for r in csv.DictReader(fh)]
+    return {"summary": summary, "dice": dice, "train_s": train_s, "steps": epochs * per_epoch}
+
+
+# ------------------------------------------------------------------------ measurements
+
+
+def _batches_per_epoch(data: dict[str, Any], b: Budget) -> int:
+    """Batches in one pass over the training split (what an epoch of training has)."""
+    from msnas_graph.backends.torch.data import load_cases, split_cases
+    from msnas_graph.backends.torch.training import TrainConfig
+
+    cfg = TrainConfig(model="unet", input_size=b.train_size, batch_size=b.batch_size, **data)
+    train_idx, _, _ = split_cases(load_cases(cfg.data, labelled=True), cfg)
+    return max(1, math.ceil(len(train_idx) / b.batch_size))
+
+
+def _network(model: str, width: int, b: Budget, in_ch: int, classes: int) -> Any:
+    from msnas_graph.backends.torch.nn.network import build_network
+    from msnas_graph.backends.torch.nn.unet import UNet
+
+    if model == "unet":
+        return UNet(in_ch, classes, base_channels=width, depth=b.unet_depth).eval()
+    return build_network(Architecture.load(model).widen(width)).eval()
+
+
+def _costs(model: str, width: int, b: Budget, in_ch: int, classes: int) -> tuple[int, int]:
+    from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
+
+    net = _network(model, width, b, in_ch, classes)
+    macs, _ = count_macs_flops(net, (1, in_ch, b.train_size, b.train_size))
+    return count_parameters(net), macs
+
+
+def _unet_ms(width: int, b: Budget, in_ch: int, classes: int) -> float:
+    """Batch-1 latency of an untrained U-Net in the eager runtime (the fastest of 30 passes):
+    the measure the cost-aware search's table uses, for its target."""
+    from msnas_graph.backends.torch.cost_model import fastest_ns
+
+    net = _network("unet", width, b, in_ch, classes)
+    import torch
+
+    return fastest_ns(net, (1, in_ch, b.train_size, b.train_size), torch.device("cpu"), 30) / 1e6
+
+
+def _latencies(
+    runs: dict[str, Path], b: Budget, in_ch: int, rounds: int
+) -> dict[str, dict[int, float]]:
+    """ms per image of each trained model in the ``auto`` runtime, batch 1 and 8, one thread,
+    interleaved rounds (median over the rounds of each round's median of 5 passes)."""
+    import torch
+
+    from msnas_graph.backends.torch.cost import timed_passes
+    from msnas_graph.backends.torch.inference import load_model
+    from msnas_graph.backends.torch.runtimes import InferenceRuntime
+
+    torch.set_num_threads(1)
+    cpu = torch.device("cpu")
+    work: dict[tuple[str, int], Any] = {}
+    inputs = {n: torch.randn(n, in_ch, b.train_size, b.train_size) for n in (1, 8)}
+    resolved: dict[str, str] = {}
+    for name, run in runs.items():
+        model = load_model(run, "cpu")[0]
+        for n, x in inputs.items():
+            rt = InferenceRuntime(model, "auto", cpu)
+            rt(x)  # build (export, compare) outside the timing
+            work[(name, n)] = rt
+            resolved[name] = str(rt.resolved)
+    times: dict[tuple[str, int], list[float]] = {k: [] for k in work}
+    keys = list(work)
+    for r in range(rounds):
+        shift = (r * 7) % len(keys)
+        for k in keys[shift:] + keys[:shift]:
+            ns = timed_passes(work[k], inputs[k[1]], cpu, 1, 5)
+            times[k].append(statistics.median(ns) / 1e6 / k[1])
+    out: dict[str, dict[int, float]] = {name: {} for name in runs}
+    for (name, n), v in times.items():
+        out[name][n] = statistics.median(v)
+    out["_runtime"] = resolved  # type: ignore[assignment]
+    return out
+
+
+# ------------------------------------------------------------------------------ frontier
+
+
+def frontier_verdicts(points: dict[str, tuple[float, float]], unets: list[str]) -> dict[str, str]:
+    """For each non-U-Net point ``(latency, dice)``: ``"on the frontier"`` or ``"dominated by
+    U-Net(...)"`` naming the fastest U-Net that is at most as slow and at least as accurate.
+
+    >>> pts = {"U-Net(8)": (1.0, 0.9), "U-Net(16)": (2.0, 0.95), "a": (1.5, 0.93), "b": (3, 0.94)}
+    >>> frontier_verdicts(pts, ["U-Net(8)", "U-Net(16)"])
+    {'a': 'on the frontier', 'b': 'dominated by U-Net(16)'}
+    """
+    verdicts = {}
+    for name, (lat, dice) in points.items():
+        if name in unets:
+            continue
+        better = [u for u in unets if points[u][0] <= lat and points[u][1] >= dice]
+        if better:
+            best = min(better, key=lambda u: points[u][0])
+            verdicts[name] = f"dominated by {best}"
+        else:
+            verdicts[name] = "on the frontier"
+    return verdicts
+
+
+def _plot(rows: list[dict[str, Any]], unets: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "lat1", "ms per image (batch 1, auto runtime, 1 thread)"),
+                           (axes[1], "macs", "GMACs")):  # fmt: skip
+        u = sorted((r for r in rows if r["name"] in unets), key=lambda r: r[key])
+        ax.plot(
+            [r[key] for r in u], [r["dice"] for r in u], "o-", color="#444", label="U-Net family"
+        )
+        for r in u:
+            ax.annotate(r["name"].replace("U-Net", "U"), (r[key], r["dice"]), fontsize=7)
+        for r in rows:
+            if r["name"] not in unets:
+                ax.errorbar(
+                    r[key], r["dice"], yerr=r["dice_std"], fmt="s", capsize=3, label=r["name"]
+                )
+        ax.set_xlabel(label)
+        ax.set_ylabel("Dice (test fold, mean over training seeds)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------- the benchmark
+
+
+def bench(
+    name: str, data: dict[str, Any], in_ch: int, classes: int, b: Budget, args: Any
+) -> dict[str, Any]:
+    out = Path(args.out) / name
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = get_context("spawn")
+    t_start = time.perf_counter()
+    target = 0.5 * _unet_ms(16, b, in_ch, classes)
+    print(f"[{name}] target latency {target:.3f} ms (half U-Net(16), eager, batch 1)", flush=True)
+    groups = [g for g in args.groups.split(",") if g]
+    jobs = [(g, s) for g in groups for s in range(args.search_seeds)]
+    with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        runs = list(pool.map(
+            run_search, [g for g, _ in jobs], [data] * len(jobs), [b] * len(jobs),
+            [s for _, s in jobs], [str(out / f"search_{g}_s{s}") for g, s in jobs],
+            [target] * len(jobs),
+        ))  # fmt: skip
+    search_s = time.perf_counter() - t_start
+    # --- models: consensus per group and score, counted once
+    models: dict[str, tuple[str, int]] = {}  # name -> (model source, width)
+    shared: dict[str, str] = {}  # content hash -> name
+    notes: list[str] = []
+    decisions: list[dict[str, Any]] = []
+    for g in groups:
+        states = [
+            SearchState.load(Path(r) / "state.json")
+            for (gg, _), r in zip(jobs, runs, strict=True)
+            if gg == g
+        ]
+        for s, st in enumerate(states):
+            decisions.append({"search": f"{g} s{s}", "decisions": diagnose(st, paths=3).summary()})
+        for score in SCORES:
+            agree = consensus(states, paths=3, method="mean", score=score)
+            arch = agree.architecture
+            key = f"{g} {score}"
+            if arch.content_hash in shared:
+                notes.append(f"{key} decodes the same network as {shared[arch.content_hash]}")
+                continue
+            shared[arch.content_hash] = key
+            path = out / f"arch_{g}_{score}.json"
+            arch.save(path)
+            models[key] = (str(path), b.train_width)
+            if score == "relative":
+                notes.append(f"{g}: {agree.summary()}")
+    for w in args.unet_widths:
+        models[f"U-Net({w})"] = ("unet", w)
+    unets = [f"U-Net({w})" for w in args.unet_widths]
+    # --- training
+    data_t = {**data, "batches_per_epoch": _batches_per_epoch(data, b)}
+    tasks = [(m, s, b.train_steps) for m in models for s in range(args.train_seeds)]
+    if args.long:
+        tasks += [(m, 0, 4 * b.train_steps) for m in args.long.split(",") if m in models]
+    print(f"[{name}] training {len(tasks)} runs ...", flush=True)
+
+    def run_dir(m: str, s: int, steps: int) -> str:
+        tag = m.replace(" ", "_").replace("(", "").replace(")", "")
+        return str(out / f"train_{tag}_s{s}_{steps}")
+
+    with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        results = list(pool.map(
+            run_train, [models[m][0] for m, _, _ in tasks], [models[m][1] for m, _, _ in tasks],
+            [s for _, s, _ in tasks], [st for _, _, st in tasks], [dict(data_t) for _ in tasks],
+            [b] * len(tasks), [run_dir(*t) for t in tasks],
+        ))  # fmt: skip
+    by_task = dict(zip(tasks, results, strict=True))
+    lat = _latencies({m: Path(run_dir(m, 0, b.train_steps)) for m in models}, b, in_ch, args.rounds)
+    runtime = lat.pop("_runtime")
+    # --- rows
+    rows: list[dict[str, Any]] = []
+    for m, (src, w) in models.items():
+        res = [by_task[(m, s, b.train_steps)] for s in range(args.train_seeds)]
+        dice = [float(r["summary"]["mean_dice"]) for r in res]
+        params, macs = _costs(src, w, b, in_ch, classes)
+        rows.append({
+            "name": m, "dice": statistics.mean(dice),
+            "dice_std": statistics.stdev(dice) if len(dice) > 1 else 0.0,
+            "iou": statistics.mean(float(r["summary"]["mean_iou"]) for r in res),
+            "hd95": statistics.mean(float(r["summary"]["mean_hd95"]) for r in res),
+            "params": params / 1e6, "macs": macs / 1e9, "lat1": lat[m][1], "lat8": lat[m][8],
+            "steps": res[0]["steps"], "per_case": [r["dice"] for r in res],
+            "runtime": runtime[m],
+        })  # fmt: skip
+    points = {r["name"]: (r["lat1"], r["dice"]) for r in rows}
+    verdicts = frontier_verdicts(points, unets)
+
+    def dice_of(m: str, s: int, st: int) -> str:
+        return f"{float(by_task[(m, s, st)]['summary']['mean_dice']):.4f}"
+
+    long_rows = [
+        {"model": m, "steps": st, "Dice": dice_of(m, s, st),
+         "Dice at the base budget (seed 0)": dice_of(m, 0, b.train_steps)}
+        for (m, s, st) in tasks
+        if st != b.train_steps
+    ]  # fmt: skip
+    return {
+        "name": name, "rows": rows, "verdicts": verdicts, "unets": unets, "notes": notes,
+        "decisions": decisions, "target_ms": target, "search_s": search_s,
+        "total_s": time.perf_counter() - t_start, "long": long_rows,
+    }  # fmt: skip
+
+
+def _unit(rows: list[dict[str, Any]]) -> str:
+    return "mm"  # evaluate reports HD95 in mm where the data has a pixel size (HC18 does)
+
+
+def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
+    rows, verdicts, unets = res["rows"], res["verdicts"], res["unets"]
+    table = [
+        {
+            "model": r["name"], "Dice": f"{r['dice']:.4f} +- {r['dice_std']:.4f}",
+            "IoU": f"{r['iou']:.4f}", f"HD95 ({_unit(rows)})": f"{r['hd95']:.2f}",
+            "params (M)": f"{r['params']:.3f}", "MACs (G)": f"{r['macs']:.3f}",
+            "ms/img b1": f"{r['lat1']:.3f}", "ms/img b8": f"{r['lat8']:.3f}",
+            "runtime": r["runtime"], "steps": r["steps"],
+            "frontier": verdicts.get(r["name"], "(U-Net family)"),
+        }
+        for r in sorted(rows, key=lambda r: r["lat1"])
+    ]  # fmt: skip
+    u16 = next((r for r in rows if r["name"] == "U-Net(16)"), None)
+    lines = []
+    for r in rows:
+        if r["name"] in unets or u16 is None:
+            continue
+        u_cases = u16["per_case"]
+        d = bootstrap_diff(r["per_case"], u_cases)
+        lines.append(
+            f"- {r['name']} minus U-Net(16), Dice: {d[0]:+.4f} (95 % bootstrap {d[1]:+.4f} .. "
+            f"{d[2]:+.4f}) at {r['lat1'] / u16['lat1']:.2f}x its batch-1 latency, "
+            f"{r['macs'] / u16['macs']:.2f}x its MACs"
+        )
+    text = [
+        f"## {res['name']}: models (sorted by batch-1 latency)\n\n" + markdown_table(table),
+        f"## {res['name']}: against U-Net(16)\n\n" + "\n".join(lines)
+        + f"\n\nTarget latency of the `dense-lat` searches: {res['target_ms']:.3f} ms (half "
+        "U-Net(16)'s batch-1 latency in the eager runtime, the measure the search's cost "
+        "table uses).",
+        f"## {res['name']}: searches\n\n" + markdown_table(res["decisions"]) + "\n\n"
+        + "\n".join(f"- {n}" for n in res["notes"])
+        + f"\n\nSearch wall time {res['search_s']:.0f} s; whole dataset {res['total_s']:.0f} s.",
+    ]  # fmt: skip
+    if res["long"]:
+        text.append(f"## {res['name']}: 4x the training steps\n\n" + markdown_table(res["long"]))
+    if plot is not None:
+        text.append(f"Picture: `{plot.name}`.")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="hc18", help="hc18, phantom, or a dataset folder")
+    parser.add_argument("--folds", type=Path, help="folds JSON (default: the folder's folds.json)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_frontier")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR / "frontier.md")
+    parser.add_argument("--plot", type=Path, help="picture (default: next to --results)")
+    parser.add_argument("--groups", default="dense,dense-lat")
+    parser.add_argument("--search-seeds", type=int, default=2)
+    parser.add_argument("--train-seeds", type=int, default=2)
+    parser.add_argument("--unet-widths", default="8,12,16,24,32")
+    parser.add_argument("--search-size", type=int, default=Budget.search_size)
+    parser.add_argument("--train-size", type=int, default=Budget.train_size)
+    parser.add_argument("--train-steps", type=int, default=Budget.train_steps)
+    parser.add_argument("--train-width", type=int, default=Budget.train_width)
+    parser.add_argument("--warmup-steps", type=int, default=Budget.warmup_steps)
+    parser.add_argument("--arch-steps", default="100,100")
+    parser.add_argument("--long", default="", help="models trained again for 4x the steps")
+    parser.add_argument("--rounds", type=int, default=5, help="latency rounds")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out")
+    args = parser.parse_args()
+    args.unet_widths = [int(w) for w in args.unet_widths.split(",")]
+    cell, net = (int(x) for x in args.arch_steps.split(","))
+    b = Budget(
+        search_size=args.search_size, warmup_steps=args.warmup_steps, arch_steps=(cell, net),
+        train_size=args.train_size, train_steps=args.train_steps, train_width=args.train_width,
+    )  # fmt: skip
+    if not args.reuse and args.out.exists():
+        import shutil
+
+        shutil.rmtree(args.out)
+    from msnas_graph.data import load_dataset
+
+    folder = HC18 if args.data == "hc18" else Path(args.data)
+    if args.data == "phantom":
+        data: dict[str, Any] = {"data": "phantom", "test_fold": 0}
+        name = "phantom"
+    else:
+        folds = args.folds or folder / "folds.json"
+        data = {
+            "data": str(folder),
+            "test_fold": 0,
+            **({"folds": str(folds)} if folds.is_file() else {}),
+        }
+        name = folder.name
+    ds = load_dataset(data["data"])
+    res = bench(name, data, ds.in_channels, ds.num_classes, b, args)
+    plot = args.plot or args.results.with_suffix(".png")
+    _plot(res["rows"], res["unets"], plot, f"{name}: Dice against latency and MACs")
+    setup = (
+        f"Budget (CPU): every model trained {b.train_steps} steps (whatever the dataset's size: "
+        f"epochs of at most {b.steps_per_epoch} steps), batch {b.batch_size}, "
+        f"{b.train_size}x{b.train_size}, SGD, augmentation on, {args.train_seeds} training "
+        f"seeds; MS-NAS at base width {b.train_width}, U-Net depth {b.unet_depth}. Searches: "
+        f"space `quick` (4 layers x 3 scales, width 8, 2 blocks) at {b.search_size}x"
+        f"{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + {b.arch_steps[1]} "
+        f"architecture steps, batch {b.batch_size}, {args.search_seeds} seeds per group "
+        f"({args.groups}); consensus (mean) decoded at N_l = 3. Latency: one thread, the "
+        f"runtime `predict --runtime auto` resolves, median of {args.rounds} interleaved rounds "
+        f"on a shared 2-core machine. {args.jobs} runs in parallel, one thread each."
+    )
+    path = write_results(
+        "frontier", "The accuracy-latency frontier: MS-NAS against the U-Net family", setup,
+        _sections(res, plot), args.reading if hasattr(args, "reading") else "See the tables.",
+        path=args.results,
+    )  # fmt: skip
+    (Path(args.out) / name / "results.json").write_text(
+        json.dumps({**res, "budget": asdict(b)}, indent=1, default=str)
+    )
+    print(f"wrote {path} and {plot}")
+
+
+if __name__ == "__main__":
+    main()
