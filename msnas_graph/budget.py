@@ -70,6 +70,7 @@ from .architecture import Architecture
 from .errors import DecodeError
 from .genotype import CellGenotype
 from .graph import Edge, NodeId
+from .kinds import EDGE_KINDS, cell_types_of
 from .paths import Path, count_paths, edge_scores, top_k_paths
 from .spec import SearchSpace
 from .state import SearchState
@@ -293,10 +294,9 @@ class TableCostModel:
         outputs: dict[int, Cost] = {}
         for s in range(space.scales):
             c, pixels = space.scale_channels(s), (size // 2**s) ** space.spatial_dims
-            for kind in ("contract", "keep", "expand"):
-                p = 9 * c * c * space.blocks + (2 if kind == "keep" else 3) * c * c
-                edges[(kind, s)] = Cost(p, p * pixels)
-            edges[("skip", s)] = Cost()
+            for name, kind in EDGE_KINDS.items():  # preprocess, projection, resampling
+                p = 9 * c * c * space.blocks + (2 if kind.scale_step == 0 else 3) * c * c
+                edges[(name, s)] = Cost(p, p * pixels) if kind.carries_cell else Cost()
             for n in range(2, 5):
                 fusions[(s, n)] = Cost(n * c * c, n * c * c * pixels)
             outputs[s] = Cost(c * space.num_classes, c * space.num_classes * pixels)
@@ -341,7 +341,7 @@ def architecture_from_paths(
 ) -> Architecture:
     """The union of ``chosen`` paths with the cells they use, built as ``decode`` builds it."""
     edges = {e for p in chosen for e in p.edges}
-    used = {e.kind for e in edges} - {"skip"}
+    used = cell_types_of(e.kind for e in edges)
     keep = ("epoch", "random_seed", "run")
     provenance = {k: state.meta[k] for k in keep if k in state.meta}
     arch = Architecture(

@@ -44,6 +44,7 @@ from .decode import decode, decode_cell
 from .errors import DecodeError, StateError
 from .genotype import BlockInput, CellGenotype
 from .graph import Edge
+from .kinds import cell_types_of
 from .paths import Path, edge_scores
 from .spec import CellType
 from .state import SearchState, softmax
@@ -350,7 +351,7 @@ def consensus(
         chosen_nodes = _majority_nodes(states, nodes_seed)
         top = _majority_paths(states, archs, paths, score)
         edges = {e for p in top for e in p.edges}
-        used = {e.kind for e in edges} - {"skip"}
+        used = cell_types_of(e.kind for e in edges)
         meta = {"consensus": "majority", "seeds": len(states), "paths": paths, "score": score}
         cells: dict[str, CellGenotype] = {c: g for c, g in genotypes.items() if c in used}
         arch = Architecture(states[0].space, edges, cells, top, meta=meta, graph=states[0].graph)

@@ -16,6 +16,7 @@ from msnas_graph.architecture import Architecture
 from msnas_graph.budget import Cost, TableCostModel
 from msnas_graph.errors import BackendError
 from msnas_graph.graph import NodeId, Supergraph
+from msnas_graph.kinds import carries_cell
 
 from .nn.blocks import ConcatFusion, Head, Stem
 from .nn.cells import DiscreteCell
@@ -178,9 +179,9 @@ def _edge_costs(
     edges: dict[tuple[str, int], Cost] = {}
     for e in graph.edges:
         key = (str(e.kind), e.dst.scale)
-        if key in edges or (e.kind != "skip" and e.kind not in cells):
+        if key in edges or (carries_cell(e.kind) and e.kind not in cells):
             continue
-        if e.kind == "skip":
+        if not carries_cell(e.kind):
             edges[key] = Cost()
             continue
         c_in, c_out = graph.channels(e.src), graph.channels(e.dst)

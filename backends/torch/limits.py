@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from msnas_graph.graph import Supergraph
+from msnas_graph.kinds import carries_cell
 from msnas_graph.limits import available_memory, check_fits, checks_enabled, format_bytes
 from msnas_graph.spec import SearchSpace
 
@@ -161,7 +162,7 @@ def supernet_estimate(space: SearchSpace, batch: int, input_size: int) -> tuple[
     params = 0
     act = 0.0
     for e in graph.edges:
-        if e.kind == "skip":
+        if not carries_cell(e.kind):
             continue
         c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
         key = (e.kind, c_in, c_out)

@@ -37,6 +37,7 @@ from torch import nn
 from msnas_graph.backends.torch.nn.ops import nd_layers
 from msnas_graph.errors import BackendError
 from msnas_graph.graph import Edge, NodeId
+from msnas_graph.kinds import edge_kind
 
 __all__ = [
     "ConcatFusion",
@@ -113,9 +114,10 @@ def resample(kind: str, spatial_dims: int) -> nn.Module:
     """The scale change of an edge kind: max-pool 2 (``contract``), bilinear (or trilinear) x2
     upsampling with ``align_corners=False`` (``expand``), identity otherwise."""
     layers = nd_layers(spatial_dims)
-    if kind == "contract":
+    how = edge_kind(kind).resample  # the kind table says how each kind resamples
+    if how == "maxpool":
         return layers.max_pool(2, stride=2)
-    if kind == "expand":
+    if how == "upsample":
         return nn.Upsample(scale_factor=2.0, mode=layers.interpolation, align_corners=False)
     return nn.Identity()
 

@@ -39,6 +39,7 @@ from msnas_graph.backends.torch.nn.blocks import (
 from msnas_graph.backends.torch.nn.cells import DiscreteCell
 from msnas_graph.errors import ArchitectureError, BackendError
 from msnas_graph.graph import NodeId
+from msnas_graph.kinds import carries_cell
 
 __all__ = ["FUSIONS", "FinalNetwork", "build_network"]
 
@@ -76,7 +77,7 @@ class FinalNetwork(nn.Module):
         self.stem = Stem(space.in_channels, space.scale_channels(0), dims)
         cells: dict[str, nn.Module] = {}
         for e in arch.edges:
-            if e.kind == "skip":
+            if not carries_cell(e.kind):
                 continue
             cells[edge_key(e)] = DiscreteCell(
                 e.kind, graph.channels(e.src), graph.channels(e.dst), arch.cells[e.kind], dims
@@ -99,7 +100,7 @@ class FinalNetwork(nn.Module):
             ins = arch.in_edges(n)
             if not ins:
                 continue
-            srcs = tuple((e.src, None if e.kind == "skip" else edge_key(e)) for e in ins)
+            srcs = tuple((e.src, edge_key(e) if carries_cell(e.kind) else None) for e in ins)
             fuse = node_key(n) if node_key(n) in fusions else None
             plan[n.layer - 1].append((n, srcs, fuse))
         self._plan = tuple(tuple(layer) for layer in plan)

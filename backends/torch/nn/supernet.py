@@ -48,6 +48,7 @@ from msnas_graph.backends.torch.nn.cells import SearchCell, forward_cells, recom
 from msnas_graph.backends.torch.nn.fused import has_own_hooks
 from msnas_graph.errors import BackendError, StateError
 from msnas_graph.graph import NodeId, Supergraph
+from msnas_graph.kinds import carries_cell
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
 from msnas_graph.state import softmax as np_softmax
@@ -235,7 +236,7 @@ class Supernet(nn.Module):
         self.stem = Stem(space.in_channels, space.scale_channels(0), dims)
         cells: dict[str, nn.Module] = {}
         for e in graph.edges:
-            if e.kind == "skip":
+            if not carries_cell(e.kind):
                 continue
             cells[edge_key(e)] = SearchCell(
                 e.kind,
@@ -281,7 +282,7 @@ class Supernet(nn.Module):
         ]
         for n in self._nodes:
             ins = tuple(
-                (e.src, e.kind, None if e.kind == "skip" else edge_key(e))
+                (e.src, e.kind, edge_key(e) if carries_cell(e.kind) else None)
                 for e in graph.in_edges(n)
             )
             plan[n.layer - 1].append((n, ins))
