@@ -241,7 +241,7 @@ def node_decisions(
         w = softmax(state.beta_logits[node])
         order = np.argsort(-w, kind="stable")
         a, b = int(order[0]), int(order[1])
-        pair = [(w[a], w[b], kinds[b])]
+        pair: list[tuple[float, float, str]] = [(w[a], w[b], kinds[b])]
         out.append(_decision("node", str(node), kinds[a], pair, w, threshold, max_entropy))
     return out
 
