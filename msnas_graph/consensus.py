@@ -205,6 +205,8 @@ def _check(states: Sequence[SearchState], method: str, names: Sequence[str] | No
         raise DecodeError(unknown_name("consensus method", method, METHODS))
     if not states:
         raise DecodeError("consensus needs at least one search state (give one or more)")
+    if names is not None and len(names) != len(states):
+        raise DecodeError(f"{len(names)} names for {len(states)} states; give one name per state")
     label = list(names) if names is not None else [f"state {i + 1}" for i in range(len(states))]
     first = states[0].space
     for name, s in zip(label[1:], states[1:], strict=False):

@@ -95,6 +95,8 @@ def test_errors_are_one_line() -> None:
     msg = str(info.value)
     assert "b.json is a search of space 'tiny', a.json of 'quick'" in msg
     assert "one space" in msg and "\n" not in msg
+    with pytest.raises(DecodeError, match="1 names for 2 states"):
+        consensus([tiny, tiny], names=["a.json"])
 
 
 def test_render_and_json(tmp_path) -> None:
