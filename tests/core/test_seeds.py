@@ -4,6 +4,7 @@ writes a random state per seed (no torch)."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,32 @@ def test_a_bad_input_leaves_nothing_half_written(tmp_path: Path, fake) -> None:
     with pytest.raises(SpecError, match="bad input"):
         search_seeds(OPTIONS, tmp_path / "run", 2, backend=name)
     assert not (tmp_path / "run").exists()  # no plan, no lock: a fixed command starts afresh
+
+
+def test_a_worker_sets_its_threads_and_reports_instead_of_raising(
+    tmp_path: Path, fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import queue
+    import signal
+
+    from msnas_graph.backend import ResumeConflictError
+    from msnas_graph.seeds import _error, _seed_worker
+
+    name, backend = fake
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # restored after the test
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # the test process keeps its own
+    q: queue.Queue[Any] = queue.Queue()
+    d = tmp_path / "seed_3"
+    _seed_worker(name, [], 1, {**OPTIONS, "seed": 3}, str(d), {"resume": False}, q)
+    assert q.get_nowait() == (str(d), "ok", "", None) and (d / "DONE").is_file()
+    assert os.environ["OMP_NUM_THREADS"] == "1" == os.environ["MKL_NUM_THREADS"]
+    backend.fail = {"seed_4"}
+    _seed_worker(name, [], 2, {**OPTIONS, "seed": 4}, str(tmp_path / "seed_4"), {}, q)
+    report = q.get_nowait()
+    assert report[1] == "SpecError" and "bad input" in report[2]
+    assert isinstance(_error(report), SpecError) and "bad input" in str(_error(report))
+    conflict = _error(("r/seed_0", "ResumeConflictError", "x", ["max_steps_per_epoch"]))
+    assert isinstance(conflict, ResumeConflictError)
+    assert conflict.fields == ("max_steps_per_epoch",)
+    assert isinstance(_error(("r/seed_0", "interrupted", "", None)), KeyboardInterrupt)
