@@ -62,15 +62,21 @@ def _settings(options: dict[str, Any], resume: bool) -> dict[str, Any]:
 def _run(stage: str, run_dir: str, options: dict[str, Any], **policy: Any) -> Any:
     """``backend().search`` or ``.train``; options a resumed run cannot change are a usage
     error spelled as the command's own options."""
+    method = getattr(backend(), stage)
+    return _conflicts_as_usage(
+        lambda: method(_settings(options, policy["resume"]), run_dir, **policy), run_dir
+    )
+
+
+def _conflicts_as_usage(call: Any, run_dir: str) -> Any:
     try:
-        method = getattr(backend(), stage)
-        return method(_settings(options, policy["resume"]), run_dir, **policy)
+        return call()
     except ResumeConflictError as exc:
         params = {p.name: p for p in click.get_current_context().command.params}
         opts = ", ".join(params[f].opts[0] if f in params else f for f in exc.fields)
         raise click.UsageError(
-            f"{opts} cannot change when resuming: {run_dir}/config.json fixes it; drop the "
-            f"option, or start a new run (--overwrite)"
+            f"{opts} cannot change when resuming: {exc.run_dir}/config.json fixes it; drop "
+            f"the option, or start a new run (--overwrite)"
         ) from None
 
 
@@ -131,7 +137,29 @@ train_options = run_options(
 
 @click.command()
 @search_options
-def search(run_dir: str, resume: bool, overwrite: bool, progress: bool, **options: Any) -> None:
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    help="Search this many seeds (--seed, --seed + 1, ...) into RUN_DIR/seed_S/ and write "
+    "their consensus (RUN_DIR/consensus.json, RUN_DIR/architecture.json).",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --seeds: seeds searched at once, each in its own process with one CPU thread "
+    "(or --threads).",
+)
+def search(
+    run_dir: str,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    seeds: int | None,
+    jobs: int,
+    **options: Any,
+) -> None:
     """Search an architecture (the paper's two-phase schedule) into RUN_DIR.
 
     \b
@@ -141,10 +169,18 @@ def search(run_dir: str, resume: bool, overwrite: bool, progress: bool, **option
       msnas-graph search runs/s --arch-steps 100,100 --warmup-steps 60 --max-steps 20
       msnas-graph search runs/s --resume            # continue after Ctrl-C
       msnas-graph search runs/fast --cost latency --target-latency 5
+      msnas-graph search runs/s3 --seeds 3 --jobs 2  # then: msnas-graph decode runs/s3
     """
     resolve_cost_target(options)
     if options.get("epochs") and options.get("arch_steps"):
         raise click.UsageError("give --epochs or --arch-steps (a schedule in steps), not both")
+    from msnas_graph.seeds import is_seeds_run
+
+    if seeds is not None or is_seeds_run(run_dir):
+        _search_seeds(run_dir, options, seeds, jobs, resume, overwrite, progress)
+        return
+    if jobs != 1:
+        raise click.UsageError("--jobs goes with --seeds (seeds searched at once)")
     result = _run("search", run_dir, options, resume=resume, overwrite=overwrite, progress=progress)
     click.echo(formatting.search_text(result, run_dir, options["paths"]))
     diagnostics = getattr(result, "diagnostics", None)
@@ -152,6 +188,34 @@ def search(run_dir: str, resume: bool, overwrite: bool, progress: bool, **option
         click.echo(f"decisions: {diagnostics.summary()}")
         if (warning := diagnostics.warning()) is not None:
             click.echo(f"msnas-graph: warning: {warning}", err=True)
+
+
+def _search_seeds(
+    run_dir: str,
+    options: dict[str, Any],
+    seeds: int | None,
+    jobs: int,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+) -> None:
+    """``search --seeds``: :func:`msnas_graph.seeds.search_seeds`, each seed's end echoed."""
+    from msnas_graph.seeds import search_seeds
+
+    obj = click.get_current_context().find_root().obj or {}
+
+    def echo(seed_dir: Any, status: str) -> None:
+        click.echo(f"{seed_dir}: {'kept (finished before)' if status == 'kept' else 'done'}")
+
+    result = _conflicts_as_usage(
+        lambda: search_seeds(
+            _settings(options, resume), run_dir, seeds, jobs, backend=obj.get("backend", "torch"),
+            plugins=obj.get("plugins", []), threads=obj.get("threads"), resume=resume,
+            overwrite=overwrite, progress=progress, on_seed_end=echo,
+        ),
+        run_dir,
+    )  # fmt: skip
+    click.echo(formatting.seeds_text(result))
 
 
 @click.command()

@@ -195,6 +195,13 @@ def _consensus(
     return result.architecture, draw, payload, str(result), notes
 
 
+def _expand_seeds(sources: tuple[str, ...]) -> tuple[str, ...]:
+    """Each seeds run folder (``search --seeds``) stands for its seed folders."""
+    from msnas_graph.seeds import seed_dirs
+
+    return tuple(d for s in sources for d in ([str(x) for x in seed_dirs(s)] or [s]))
+
+
 @click.command()
 @click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @decode_options
@@ -226,7 +233,8 @@ def decode(
     Cells first (strongest input and operation per block), then the top N_l
     input->output paths; their union is the architecture. A warning goes to stderr when
     the result is within noise of the untrained prior. With several sources (seeds of
-    one search space), decode their consensus and print how much they agree.
+    one search space), or a folder of `search --seeds`, decode their consensus and print how
+    much they agree.
 
     \b
     Examples:
@@ -242,6 +250,7 @@ def decode(
     from msnas_graph.io import load_state
 
     how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method}
+    sources = _expand_seeds(sources)
     states = [load_state(s) for s in sources]
     for target in (output, render_path):  # refuse a bad output (an input too) before writing
         if target:

@@ -26,6 +26,20 @@ def search_text(result: SearchOutcome, run_dir: str, paths: int) -> str:
     return "\n".join(lines)
 
 
+def seeds_text(result: Any) -> str:
+    """What ``search --seeds`` prints: the seed folders, the consensus and its agreement."""
+    run = result.run_dir
+    lines = [
+        f"{len(result.seed_dirs)} seed searches finished: "
+        + ", ".join(str(d) for d in result.seed_dirs),
+        f"  consensus and agreement: {run / 'consensus.json'}",
+        f"  consensus architecture:  {run / 'architecture.json'}",
+        str(result.consensus),
+        f"next: msnas-graph decode {run} --render agreement.svg   # or train --model {run}",
+    ]
+    return "\n".join(lines)
+
+
 def train_text(result: TrainOutcome, run_dir: str) -> str:
     """What ``train`` prints: the best validation Dice, and what to run next."""
     dice = "n/a" if result.best_dice is None else f"{result.best_dice:.4f}"

@@ -160,9 +160,12 @@ def main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from msnas_graph.backend import check_backend_name, load_plugins
 
-    load_plugins([*os.environ.get("MSNAS_PLUGINS", "").split(","), *plugins])
+    every_plugin = [*os.environ.get("MSNAS_PLUGINS", "").split(","), *plugins]
+    load_plugins(every_plugin)
     check_backend_name(backend_name)
     ctx.obj["backend"] = backend_name
+    ctx.obj["plugins"] = [p for p in every_plugin if p.strip()]  # for worker processes
+    ctx.obj["threads"] = threads
 
 
 # ---------------------------------------------------------------------------- graph core

@@ -5,7 +5,16 @@ consensus decodes several states together, in one of two ways (:data:`METHODS`):
 
 - ``"mean"``: average the normalised weights ``softmax(alpha)``, ``softmax(p)`` and
   ``softmax(beta)`` over the states, hold them as a :class:`SearchState` whose logits are the
-  log of the mean probabilities (so its softmax *is* the mean), and decode that state;
+  log of the mean probabilities (so its softmax *is* the mean), and decode that state *within
+  the seeds' own choices*: each decision (a block's kept inputs and operations, a node's
+  strongest kind, the top-``N_l`` paths) ranks only the choices at least one seed's own
+  decode made, by their weight (or path score, with :func:`msnas_graph.paths.rank_paths`'s
+  exact order) under the mean. A mean of confident but different seeds can otherwise put its
+  weight on a compromise that no seed chose (seeds preferring two different paths can lift a
+  third that shares half of each; an identity path from input to output was kept that way
+  with 0 of 3 votes). Where the plain mean's own choice has a vote it is kept unchanged, so
+  the consensus equals ``decode(mean_state(states))`` whenever that decode keeps nothing
+  unvoted; the decisions that had to change are listed in :attr:`ConsensusResult.replaced`;
 - ``"majority"``: decode every state, then take per decision the most common choice: per cell
   type and block the kept inputs and operations, and for the network the ``N_l`` paths most
   often among the seeds' top-``N_l`` sets. Ties go to the higher mean weight (cells) or mean
@@ -16,45 +25,54 @@ choice: per cell type and block, per trellis node with two or more incoming kind
 strongest kind), and per consensus path (the seeds whose top-``N_l`` set holds it). The overall
 agreement is the mean over those decisions. Per seed, the Jaccard index of its edge set and of
 its path set with the consensus architecture's; per consensus edge, the fraction of seeds that
-keep it (drawn as edge width by :meth:`ConsensusResult.render`).
+keep it (drawn as edge width by :meth:`ConsensusResult.render`). When the consensus network
+(its edges and the cells it uses) is the network one seed decoded on its own,
+:attr:`ConsensusResult.identical_to` names that seed, so that a comparison counts the network
+once.
 
 >>> from msnas_graph.spec import SearchSpace
 >>> from msnas_graph.state import SearchState
 >>> s = SearchState.random(SearchSpace.preset("tiny"), seed=0)
 >>> result = consensus([s, s, s], paths=2)
->>> result.agreement, result.edge_jaccard
-(1.0, (1.0, 1.0, 1.0))
+>>> result.agreement, result.edge_jaccard, result.identical_to
+(1.0, (1.0, 1.0, 1.0), ('state 1', 'state 2', 'state 3'))
 >>> set(result.architecture.edges) == set(decode(s, paths=2).edges)  # the mean is that state
 True
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._consensus_choices import (
+    assemble,
+    cell_choices,
+    cell_text,
+    majority_cells,
+    majority_nodes,
+    majority_paths,
+    mean_cells,
+    mean_nodes,
+    mean_paths,
+    node_choices,
+    path_text,
+)
 from ._util import unknown_name
 from .architecture import Architecture
-from .decode import decode, decode_cell
+from .decode import decode
 from .errors import DecodeError, StateError
-from .genotype import BlockInput, CellGenotype
 from .graph import Edge
-from .kinds import cell_types_of
-from .paths import Path, edge_scores
-from .spec import CellType
 from .state import SearchState, softmax
 
 if TYPE_CHECKING:
     import graphviz
 
 __all__ = ["METHODS", "ConsensusResult", "DecisionAgreement", "consensus", "mean_state"]
-
-T = TypeVar("T", bound=Hashable)
 
 #: Consensus methods (the first is the default).
 METHODS: tuple[str, ...] = ("mean", "majority")
@@ -93,6 +111,10 @@ class ConsensusResult:
     edge_jaccard: tuple[float, ...]
     path_jaccard: tuple[float, ...]
     state: SearchState | None = None
+    #: The seeds (names, or ``"state k"``) whose own decoded network equals the consensus's.
+    identical_to: tuple[str, ...] = ()
+    #: Decisions where the plain mean's choice had no vote and a seed's choice replaced it.
+    replaced: tuple[str, ...] = ()
 
     @property
     def seeds(self) -> int:
@@ -116,10 +138,15 @@ class ConsensusResult:
             for g in ("cell", "node", "path")
             if (a := self.group_agreement(g)) is not None
         )
+        same = (
+            f"; the consensus network is the one {', '.join(self.identical_to)} decoded"
+            if self.identical_to
+            else ""
+        )
         return (
             f"consensus ({self.method}) of {self.seeds} searches: the seeds agree on "
             f"{self.agreement:.0%} of decisions ({groups}); edge Jaccard with the consensus "
-            f"mean {np.mean(self.edge_jaccard):.2f}, min {min(self.edge_jaccard):.2f}"
+            f"mean {np.mean(self.edge_jaccard):.2f}, min {min(self.edge_jaccard):.2f}{same}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +159,8 @@ class ConsensusResult:
             "agreement_by_group": {g: self.group_agreement(g) for g in ("cell", "node", "path")},
             "edge_jaccard": list(self.edge_jaccard),
             "path_jaccard": list(self.path_jaccard),
+            "identical_to": list(self.identical_to),
+            "replaced": list(self.replaced),
             "edge_agreement": {e.key: a for e, a in self.edge_agreement.items()},
             "decisions": [d.to_dict() for d in self.decisions],
             "architecture": self.architecture.to_dict(),
@@ -139,6 +168,11 @@ class ConsensusResult:
 
     def __str__(self) -> str:
         lines = [str(self.architecture), self.summary()]
+        if self.replaced:
+            lines.append(
+                "  no seed chose the plain mean's choice, replaced by the best voted one: "
+                + "; ".join(self.replaced)
+            )
         if self.agreement < 1.0:
             lines.append("  where the seeds differ (consensus choice, votes):")
         lines += [
@@ -171,6 +205,8 @@ def _check(states: Sequence[SearchState], method: str, names: Sequence[str] | No
         raise DecodeError(unknown_name("consensus method", method, METHODS))
     if not states:
         raise DecodeError("consensus needs at least one search state (give one or more)")
+    if names is not None and len(names) != len(states):
+        raise DecodeError(f"{len(names)} names for {len(states)} states; give one name per state")
     label = list(names) if names is not None else [f"state {i + 1}" for i in range(len(states))]
     first = states[0].space
     for name, s in zip(label[1:], states[1:], strict=False):
@@ -213,106 +249,6 @@ def mean_state(states: Sequence[SearchState]) -> SearchState:
     return SearchState(space, alpha, p, beta, meta={"consensus": "mean", "seeds": len(states)})
 
 
-def _node_choices(state: SearchState) -> dict[str, str]:
-    g = state.graph
-    return {
-        str(n): g.node_kinds(n)[int(np.argmax(softmax(state.beta_logits[n])))]
-        for n in g.searchable_nodes
-        if len(g.node_kinds(n)) > 1
-    }
-
-
-Choice = tuple[tuple[int, str], ...]  # a block's kept (source, op) pairs
-BlockKey = tuple[CellType, int]  # (cell type, 0-based block)
-
-
-def _cell_choices(state: SearchState, m: int | None) -> dict[BlockKey, Choice]:
-    return {
-        (c, b): tuple((i.source, i.op) for i in block)
-        for c in state.space.cell_types
-        for b, block in enumerate(decode_cell(state, c, m).blocks)
-    }
-
-
-def _vote(choices: Sequence[T], weight: Callable[[T], float], order: Callable[[T], Any]) -> T:
-    """Most common choice; ties by higher ``weight``, then lower ``order``."""
-    counts = Counter(choices)
-    return min(counts, key=lambda x: (-counts[x], -weight(x), order(x)))
-
-
-def _cell_text(choice: Choice) -> str:
-    return " + ".join(f"{op}({'in' if j == 0 else f'b{j}'})" for j, op in choice)
-
-
-def _majority_cells(
-    states: Sequence[SearchState], per_seed: Sequence[dict[BlockKey, Choice]]
-) -> tuple[dict[str, CellGenotype], dict[BlockKey, Choice]]:
-    space = states[0].space
-
-    def weight(key: BlockKey, choice: Choice) -> float:
-        ws = [s.op_weights(*key) for s in states]
-        return float(np.mean([sum(w[j, space.ops.index(o)] for j, o in choice) for w in ws]))
-
-    chosen: dict[BlockKey, Choice] = {}
-    for key in per_seed[0]:
-
-        def by_weight(ch: Choice, key: BlockKey = key) -> float:
-            return weight(key, ch)
-
-        chosen[key] = _vote([sd[key] for sd in per_seed], by_weight, lambda ch: ch)
-    cells = {
-        str(c): CellGenotype(
-            c,
-            tuple(
-                tuple(BlockInput(j, o, weight((c, b), ((j, o),))) for j, o in chosen[(c, b)])
-                for b in range(space.blocks)
-            ),
-        )
-        for c in space.cell_types
-    }
-    return cells, chosen
-
-
-def _majority_nodes(
-    states: Sequence[SearchState], per_seed: Sequence[dict[str, str]]
-) -> dict[str, str]:
-    graph = states[0].graph
-    chosen = {}
-    for n in graph.searchable_nodes:
-        if str(n) not in per_seed[0]:
-            continue
-        kinds: tuple[str, ...] = graph.node_kinds(n)
-        mean_w = np.mean([softmax(s.beta_logits[n]) for s in states], axis=0)
-
-        def by_weight(k: str, w: np.ndarray = mean_w, ks: tuple[str, ...] = kinds) -> float:
-            return float(w[ks.index(k)])
-
-        chosen[str(n)] = _vote([sd[str(n)] for sd in per_seed], by_weight, kinds.index)
-    return chosen
-
-
-def _majority_paths(
-    states: Sequence[SearchState], archs: Sequence[Architecture], paths: int, score: str
-) -> list[Path]:
-    graph = states[0].graph
-    scores = [edge_scores(s, score) for s in states]
-
-    def mean_score(edges: tuple[Edge, ...]) -> float:
-        idx = [graph.edge_index(e) for e in edges]
-        return float(np.mean([sum(float(sc[i]) for i in idx) for sc in scores]))
-
-    votes = Counter(p.edges for a in archs for p in a.paths)
-    ranked = sorted(
-        votes,
-        key=lambda es: (
-            -votes[es],
-            -mean_score(es),
-            tuple(graph.edge_index(e) for e in reversed(es)),
-        ),
-    )
-    return [Path(es, mean_score(es)) for es in ranked[:paths]]
-
-
 def consensus(
     states: Sequence[SearchState],
     paths: int = 3,
@@ -338,28 +274,27 @@ def consensus(
     _check(states, method, names)
     m = inputs_per_block
     archs = [decode(s, paths, m, score) for s in states]
-    cells_seed = [_cell_choices(s, m) for s in states]
-    nodes_seed = [_node_choices(s) for s in states]
+    cells_seed = [cell_choices(s, m) for s in states]
+    nodes_seed = [node_choices(s) for s in states]
     state: SearchState | None = None
+    replaced: list[str] = []
+    meta: dict[str, Any] = {"paths": paths, "score": score}
     if method == "mean":
         state = mean_state(states)
-        arch = decode(state, paths, m, score)
-        arch.meta.update(consensus="mean", seeds=len(states))
-        chosen_cells, chosen_nodes = _cell_choices(state, m), _node_choices(state)
+        meta["state_hash"] = state.content_hash
+        chosen_cells, genotypes, replaced = mean_cells(state, cells_seed, m)
+        chosen_nodes = mean_nodes(state, nodes_seed, replaced)
+        top = mean_paths(state, archs, paths, m, score, replaced)
     else:
-        genotypes, chosen_cells = _majority_cells(states, cells_seed)
-        chosen_nodes = _majority_nodes(states, nodes_seed)
-        top = _majority_paths(states, archs, paths, score)
-        edges = {e for p in top for e in p.edges}
-        used = cell_types_of(e.kind for e in edges)
-        meta = {"consensus": "majority", "seeds": len(states), "paths": paths, "score": score}
-        cells: dict[str, CellGenotype] = {c: g for c, g in genotypes.items() if c in used}
-        arch = Architecture(states[0].space, edges, cells, top, meta=meta, graph=states[0].graph)
-        arch.validate()
+        genotypes, chosen_cells = majority_cells(states, cells_seed)
+        chosen_nodes = majority_nodes(states, nodes_seed)
+        top = majority_paths(states, archs, paths, score)
     n = len(states)
+    meta.update(consensus=method, seeds=n)
+    arch = assemble(states[0], genotypes, top, meta)
     decisions = [
         DecisionAgreement(
-            "cell", f"{k[0]}.b{k[1] + 1}", _cell_text(v), sum(cs[k] == v for cs in cells_seed), n
+            "cell", f"{k[0]}.b{k[1] + 1}", cell_text(v), sum(cs[k] == v for cs in cells_seed), n
         )
         for k, v in chosen_cells.items()
     ]
@@ -372,7 +307,7 @@ def consensus(
         DecisionAgreement(
             "path",
             str(i + 1),
-            _path_text(p),
+            path_text(p),
             sum(p.edges in sp for sp in seed_paths),
             n,
         )
@@ -388,12 +323,25 @@ def consensus(
         edge_jaccard=tuple(_jaccard(set(a.edges), kept) for a in archs),
         path_jaccard=tuple(_jaccard(sp, ours) for sp in seed_paths),
         state=state,
+        identical_to=_identical(arch, archs, names),
+        replaced=tuple(replaced),
     )
 
 
-def _path_text(p: Path) -> str:
-    kinds = "".join(e.kind[0].upper() for e in p.edges)
-    return f"scales {'-'.join(map(str, p.scales))} edges {kinds}"
+def _identical(
+    arch: Architecture, archs: Sequence[Architecture], names: Sequence[str] | None
+) -> tuple[str, ...]:
+    """The seeds whose network (edges, and the cells it uses) is ``arch``'s."""
+    label = list(names) if names is not None else [f"state {i + 1}" for i in range(len(archs))]
+
+    def network(a: Architecture) -> tuple[Any, ...]:
+        cells = {
+            c: [[(i.source, i.op) for i in blk] for blk in g.blocks] for c, g in a.cells.items()
+        }
+        return (set(a.edges), cells)
+
+    ours = network(arch)
+    return tuple(name for name, a in zip(label, archs, strict=True) if network(a) == ours)
 
 
 def _jaccard(x: set[Any], y: set[Any]) -> float:

@@ -14,7 +14,9 @@ in the decision's own weight space; the ``log_ratio`` ``log(w_chosen / w_runner_
 normalised margin (for a softmax it is the logit gap, so it does not shrink with the number of
 candidates the way ``w1 - w2`` does, and it compares decisions of different arity); the
 normalised entropy ``H(w) / log(n)`` (1 = uniform, 0 = one-hot); whether it is *decided*
-(``log_ratio >= DECIDED_LOG_RATIO``); and, given a previous state, whether it *flipped*.
+(``log_ratio >= DECIDED_LOG_RATIO`` *and* ``norm_entropy <= DECIDED_MAX_ENTROPY``: the winner
+clearly ahead of the runner-up, and the weights as a whole away from uniform); and, given a
+previous state, whether it *flipped*.
 For the path set: the score gap between path ``N_l`` and path ``N_l + 1``, and the number of
 edges by which the decoded architecture differs from the one decoded from the untrained prior
 (the all-zero state of the same space).
@@ -47,6 +49,7 @@ from .state import SearchState, softmax
 __all__ = [
     "DECIDED_FRACTION",
     "DECIDED_LOG_RATIO",
+    "DECIDED_MAX_ENTROPY",
     "Decision",
     "Diagnostics",
     "PathSetDiagnostics",
@@ -61,6 +64,17 @@ __all__ = [
 #: the drift of a search that learned nothing; an Adam step at the default lr 3e-4 moves a logit
 #: by at most ~3e-4, so reaching it takes a few hundred consistent steps: a real preference.
 DECIDED_LOG_RATIO = 0.1
+#: ... and its weights' normalised entropy is at most this. The log-ratio alone looks at two
+#: candidates: a search reported 6 of 6 decisions decided whose six weights spread 0.12-0.27
+#: around the uniform 0.167 (winner 0.27 over 0.20: log-ratio 0.30, normalised entropy 0.97).
+#: 0.95 keeps the entropy at least 5 % of ``log(n)`` below uniform (a KL divergence from
+#: uniform of at least ``0.05 log n``). With the losers spread evenly, the winner then needs
+#: 0.63 of a 2-way choice (logit gap 0.54), 0.42 of a 4-way (1.7x uniform), 0.34 of a 6-way
+#: (2x uniform) and 0.23 of a 15-way one (3.5x uniform; the third block of a cell with five
+#: operations). A stricter 0.9 would ask 4.7x uniform of the 15-way cell decisions while a
+#: 2-way node could pass with 1.4x; the ``--arch-lr auto`` schedule aims at logit moves of
+#: about 2, which give 0.6-0.8 on 2-4 way decisions, well inside either bound.
+DECIDED_MAX_ENTROPY = 0.95
 #: The result is "within noise of the untrained prior" (:meth:`Diagnostics.warning`) when fewer
 #: than this fraction of the cell and node decisions are decided, or when the decoded
 #: architecture equals the prior's.
@@ -140,11 +154,13 @@ def _decision(
     pairs: list[tuple[float, float, str]],
     all_weights: np.ndarray,
     threshold: float,
+    max_entropy: float,
 ) -> Decision:
     """The binding (smallest log-ratio) of the ``(w_win, w_lose, loser)`` comparisons."""
     ratios = [math.log(max(a, _TINY)) - math.log(max(b, _TINY)) for a, b, _ in pairs]
     i = int(np.argmin(ratios))
     w_win, w_lose, lose = pairs[i]
+    entropy = _entropy(all_weights)
     return Decision(
         group,
         where,
@@ -155,13 +171,16 @@ def _decision(
         float(w_lose),
         float(w_win - w_lose),
         float(ratios[i]),
-        _entropy(all_weights),
-        bool(ratios[i] >= threshold),
+        entropy,
+        bool(ratios[i] >= threshold and entropy <= max_entropy),
     )
 
 
 def cell_decisions(
-    state: SearchState, inputs_per_block: int | None = None, threshold: float = DECIDED_LOG_RATIO
+    state: SearchState,
+    inputs_per_block: int | None = None,
+    threshold: float = DECIDED_LOG_RATIO,
+    max_entropy: float = DECIDED_MAX_ENTROPY,
 ) -> list[Decision]:
     """One :class:`Decision` per cell type and block with more than one candidate.
 
@@ -196,7 +215,10 @@ def cell_decisions(
                 )
             if pairs:
                 chosen = " + ".join(_name(k.op, k.source) for k in kept)
-                out.append(_decision("cell", f"{c}.b{b + 1}", chosen, pairs, w.ravel(), threshold))
+                where = f"{c}.b{b + 1}"
+                out.append(
+                    _decision("cell", where, chosen, pairs, w.ravel(), threshold, max_entropy)
+                )
     return out
 
 
@@ -204,7 +226,11 @@ def _name(op: str, source: int) -> str:
     return f"{op}({'in' if source == 0 else f'b{source}'})"
 
 
-def node_decisions(state: SearchState, threshold: float = DECIDED_LOG_RATIO) -> list[Decision]:
+def node_decisions(
+    state: SearchState,
+    threshold: float = DECIDED_LOG_RATIO,
+    max_entropy: float = DECIDED_MAX_ENTROPY,
+) -> list[Decision]:
     """One :class:`Decision` per trellis node with two or more incoming edge kinds
     (strongest kind under ``softmax(beta)``; ties go to the earlier kind)."""
     out = []
@@ -215,7 +241,8 @@ def node_decisions(state: SearchState, threshold: float = DECIDED_LOG_RATIO) -> 
         w = softmax(state.beta_logits[node])
         order = np.argsort(-w, kind="stable")
         a, b = int(order[0]), int(order[1])
-        out.append(_decision("node", str(node), kinds[a], [(w[a], w[b], kinds[b])], w, threshold))
+        pair: list[tuple[float, float, str]] = [(w[a], w[b], kinds[b])]
+        out.append(_decision("node", str(node), kinds[a], pair, w, threshold, max_entropy))
     return out
 
 
@@ -231,6 +258,7 @@ class Diagnostics:
     nodes: tuple[Decision, ...]
     path_set: PathSetDiagnostics
     threshold: float = DECIDED_LOG_RATIO
+    max_entropy: float = DECIDED_MAX_ENTROPY
 
     @property
     def decisions(self) -> tuple[Decision, ...]:
@@ -287,7 +315,7 @@ class Diagnostics:
         return (
             f"the search has not decided: {sum(d.decided for d in ds)} of {len(ds)} decisions "
             f"have a winner/runner-up log-ratio of {self.threshold} or more (largest "
-            f"{best:.4f})"
+            f"{best:.4f}) and a normalised entropy of {self.max_entropy} or less"
             + ("; the architecture equals the untrained prior's" if same else "")
             + ", so noise and tie-breaks, not learning, chose it; search longer (more "
             "--arch-steps or --epochs, after a --warmup of weight-only steps) or give a larger "
@@ -321,6 +349,7 @@ class Diagnostics:
             "summary": self.summary(),
             "warning": self.warning(),
             "threshold_log_ratio": self.threshold,
+            "max_norm_entropy": self.max_entropy,
             "decided_fraction": self.decided_fraction,
             "flips": self.flips,
             "mean_norm_entropy_cell": _mean([d.norm_entropy for d in self.cells]),
@@ -379,11 +408,14 @@ def diagnose(
     score: str = "relative",
     inputs_per_block: int | None = None,
     threshold: float = DECIDED_LOG_RATIO,
+    max_entropy: float = DECIDED_MAX_ENTROPY,
 ) -> Diagnostics:
     """Diagnose every decision that decoding ``state`` with ``paths`` (``N_l``) makes.
 
     ``previous`` (a state of the same space, e.g. the previous epoch's) adds flips; ``score``
-    and ``inputs_per_block`` are those of :func:`msnas_graph.decode.decode`.
+    and ``inputs_per_block`` are those of :func:`msnas_graph.decode.decode`; a decision is
+    decided when its log-ratio is at least ``threshold`` and its normalised entropy at most
+    ``max_entropy`` (module doc).
 
     >>> from msnas_graph.spec import SearchSpace
     >>> state = SearchState.zeros(SearchSpace.preset("tiny"))
@@ -400,18 +432,18 @@ def diagnose(
             f"the previous state is of space '{previous.space.name}', this one of "
             f"'{state.space.name}'; compare states of one search"
         )
-    cells = cell_decisions(state, inputs_per_block, threshold)
-    nodes = node_decisions(state, threshold)
+    cells = cell_decisions(state, inputs_per_block, threshold, max_entropy)
+    nodes = node_decisions(state, threshold, max_entropy)
     if previous is not None:
         before = {
             (d.group, d.where): d.chosen
-            for d in cell_decisions(previous, inputs_per_block, threshold)
-            + node_decisions(previous, threshold)
+            for d in cell_decisions(previous, inputs_per_block, threshold, max_entropy)
+            + node_decisions(previous, threshold, max_entropy)
         }
         cells = [_flip(d, before) for d in cells]
         nodes = [_flip(d, before) for d in nodes]
     ps = _path_set(state, paths, inputs_per_block, score, previous)
-    return Diagnostics(tuple(cells), tuple(nodes), ps, threshold)
+    return Diagnostics(tuple(cells), tuple(nodes), ps, threshold, max_entropy)
 
 
 def _flip(d: Decision, before: dict[tuple[str, str], str]) -> Decision:

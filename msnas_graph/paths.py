@@ -46,7 +46,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -64,6 +64,7 @@ __all__ = [
     "brute_force_paths",
     "count_paths",
     "edge_scores",
+    "rank_paths",
     "relative_scores",
     "top_k_paths",
 ]
@@ -242,6 +243,39 @@ def top_k_paths(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, k:
         edges.reverse()
         result.append(Path(tuple(edges), _path_score(graph, w, edges)))
     return result
+
+
+def _sort_key(
+    graph: Supergraph, wq: Sequence[int], out_rank: dict[NodeId, int], edges: Sequence[Edge]
+) -> tuple[int, int, tuple[int, ...]]:
+    """The module doc's order: exact score descending, output node, edges read backwards."""
+    idx = tuple(graph.edge_index(e) for e in reversed(edges))
+    return (-sum(wq[i] for i in idx), out_rank[edges[-1].dst], idx)
+
+
+def rank_paths(
+    graph: Supergraph,
+    edge_weight: Sequence[float] | np.ndarray,
+    candidates: Iterable[tuple[Edge, ...]],
+) -> list[Path]:
+    """``candidates`` (input -> output paths, as edge tuples) scored and sorted as
+    :func:`top_k_paths` sorts them, duplicates removed.
+
+    The best ``k`` of a set that holds the exact top ``k`` are that top ``k``; a consensus
+    uses this to rank only the paths some seed chose.
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> g = Supergraph(SearchSpace.preset("tiny"))
+    >>> w = np.linspace(0.1, 0.9, len(g.edges))
+    >>> best = top_k_paths(g, w, 4)
+    >>> rank_paths(g, w, [best[3].edges, best[1].edges, best[3].edges]) == [best[1], best[3]]
+    True
+    """
+    w = _weights(graph, edge_weight)
+    wq = _fixed_point(w, graph.space.layers).tolist()
+    out_rank = {o: i for i, o in enumerate(graph.output_nodes)}
+    unique = sorted(set(candidates), key=lambda es: _sort_key(graph, wq, out_rank, es))
+    return [Path(es, _path_score(graph, w, es)) for es in unique]
 
 
 def brute_force_paths(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray) -> list[Path]:

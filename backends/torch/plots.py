@@ -18,7 +18,13 @@ import numpy as np
 from msnas_graph._util import atomic_write
 from msnas_graph.state import SearchState, softmax
 
-__all__ = ["draw_run_plots", "plot_arch_weights", "plot_decisions", "plot_losses"]
+__all__ = [
+    "draw_run_plots",
+    "plot_arch_weights",
+    "plot_decisions",
+    "plot_losses",
+    "plot_prior_distance",
+]
 
 #: Background colours of the search phases in the per-epoch plots.
 PHASE_COLOURS = {"warmup": "#dddddd", "cell": "#d6e6f5", "network": "#f8e3cc"}
@@ -124,13 +130,14 @@ def plot_decisions(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path 
     """ "Decision confidence" per epoch, from the diagnostics columns of a search's metrics rows
     (:meth:`~msnas_graph.diagnostics.Diagnostics.flat_metrics`): the fraction of cell and of
     node decisions decided, the mean normalised entropies (1 = uniform) and the flips, with the
-    warm-up, cell and network phases shaded. ``None`` when no row has diagnostics."""
+    warm-up, cell and network phases shaded; below, the distance from the untrained prior
+    (:func:`plot_prior_distance`). ``None`` when no row has diagnostics."""
     rows = [r for r in rows if r.get("cell_total") is not None]
     if not rows:
         return None
     epochs = [r["epoch"] for r in rows]
-    fig = _figure(7, 4)
-    ax = fig.add_subplot(1, 1, 1)
+    fig = _figure(7, 6)
+    ax, below = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
     _phase_marks(ax, rows, shade=True)
 
     def nan(v: Any) -> float:
@@ -145,7 +152,6 @@ def plot_decisions(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path 
         ys = [nan(r.get(key)) for r in rows]
         ax.plot(epochs, ys, linestyle="--", label=label)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("epoch")
     ax.set_ylabel("fraction decided / normalised entropy")
     ax.set_title("decision confidence", fontsize=10)
     ax2 = ax.twinx()
@@ -156,7 +162,22 @@ def plot_decisions(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path 
     lines, labels = ax.get_legend_handles_labels()
     l2, lab2 = ax2.get_legend_handles_labels()
     ax.legend(lines + l2, labels + lab2, loc="best", fontsize="small")
+    plot_prior_distance(below, rows)
     return _save_fig(fig, Path(path))
+
+
+def plot_prior_distance(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """On ``ax``: per epoch, the edges by which the decoded architecture differs from the one
+    the untrained (all-zero) state decodes (``edges_vs_prior``), phases marked. At 0 the
+    search has not moved the network away from its prior."""
+    epochs = [r["epoch"] for r in rows]
+    ys = [float("nan") if r.get("edges_vs_prior") is None else r["edges_vs_prior"] for r in rows]
+    _phase_marks(ax, rows, shade=False)
+    ax.plot(epochs, ys, marker="^", color="tab:purple", label="edges vs untrained prior")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("edges differing\nfrom the prior")
+    ax.set_title("distance from the untrained prior", fontsize=10)
 
 
 def plot_arch_weights(path: str | Path, states: Sequence[SearchState]) -> Path | None:

@@ -95,6 +95,8 @@ def test_errors_are_one_line() -> None:
     msg = str(info.value)
     assert "b.json is a search of space 'tiny', a.json of 'quick'" in msg
     assert "one space" in msg and "\n" not in msg
+    with pytest.raises(DecodeError, match="1 names for 2 states"):
+        consensus([tiny, tiny], names=["a.json"])
 
 
 def test_render_and_json(tmp_path) -> None:
@@ -108,3 +110,58 @@ def test_render_and_json(tmp_path) -> None:
     data = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     assert data["seeds"] == 3 and data["architecture"]["content_hash"]
     assert len(data["edge_jaccard"]) == 3 and str(r).startswith(str(r.architecture))
+
+
+def _seed_choices(states: list[SearchState]) -> tuple[set, set]:
+    archs = [decode(s) for s in states]
+    return {p.edges for a in archs for p in a.paths}, {e for a in archs for e in a.edges}
+
+
+def test_mean_keeps_no_choice_that_no_seed_made() -> None:
+    """Issue 19: the plain mean of three seeds kept a path (and a block) with 0 of 3 votes."""
+    states = [SearchState.random(QUICK, seed=i) for i in range(3)]
+    seed_paths, _ = _seed_choices(states)
+    plain = decode(mean_state(states))
+    assert any(p.edges not in seed_paths for p in plain.paths)  # the failure, reproduced
+    r = consensus(states)
+    assert min(d.votes for d in r.decisions) >= 1
+    assert all(p.edges in seed_paths for p in r.architecture.paths)
+    assert r.replaced == ("cell expand.b2", "path scales 0-1-1-0-0 edges CKES")
+    assert "no seed chose the plain mean's choice" in str(r)
+    assert json.loads(json.dumps(r.to_dict()))["replaced"] == list(r.replaced)
+
+
+@pytest.mark.parametrize("start", range(0, 60, 3))
+def test_mean_consensus_stays_within_the_seeds_choices(start: int) -> None:
+    states = [SearchState.random(QUICK, seed=start + i, scale=2.0) for i in range(3)]
+    seed_paths, seed_edges = _seed_choices(states)
+    r = consensus(states)
+    assert min(d.votes for d in r.decisions) >= 1
+    assert {p.edges for p in r.architecture.paths} <= seed_paths
+    assert set(r.architecture.edges) <= seed_edges
+    plain = decode(mean_state(states))
+    if not r.replaced:  # nothing unvoted: the consensus is the plain mean's decode
+        assert [p.edges for p in r.architecture.paths] == [p.edges for p in plain.paths]
+        assert r.architecture.cells == plain.cells
+
+
+def test_mean_node_decision_stays_within_the_votes() -> None:
+    a, b = SearchState.zeros(QUICK), SearchState.zeros(QUICK)
+    node = next(n for n in a.graph.searchable_nodes if str(n) == "L2.s0")  # keep, expand, skip
+    a.beta_logits[node][:] = [2.0, -5.0, 1.9]  # keep, skip second
+    b.beta_logits[node][:] = [-5.0, 2.0, 1.9]  # expand, skip second
+    assert np.argmax(softmax(mean_state([a, b]).beta_logits[node])) == 2  # skip: no vote
+    r = consensus([a, b])
+    d = next(x for x in r.decisions if x.where == "L2.s0")
+    assert d.choice == "keep" and d.votes == 1  # keep outweighs expand under the mean (tie)
+    assert "node L2.s0" in r.replaced
+
+
+def test_a_consensus_equal_to_one_seed_names_it() -> None:
+    a, b = SearchState.random(QUICK, seed=1), SearchState.random(QUICK, seed=2)
+    r = consensus([a, b, a], method="majority", names=["s1", "s2", "s3"])
+    assert r.identical_to == ("s1", "s3")
+    assert "the consensus network is the one s1, s3 decoded" in r.summary()
+    assert r.to_dict()["identical_to"] == ["s1", "s3"]
+    differ = consensus([SearchState.random(QUICK, seed=i) for i in range(3)])
+    assert differ.identical_to == () and "decoded" not in differ.summary()

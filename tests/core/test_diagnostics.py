@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from msnas_graph.decode import decode, decode_cell
-from msnas_graph.diagnostics import DECIDED_LOG_RATIO, diagnose
+from msnas_graph.diagnostics import DECIDED_LOG_RATIO, DECIDED_MAX_ENTROPY, diagnose
 from msnas_graph.errors import StateError
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
@@ -156,3 +156,39 @@ def test_outputs_are_json_and_flat_numbers() -> None:
 def test_random_state_has_finite_metrics() -> None:
     state = SearchState.random(QUICK, seed=4)
     assert np.isfinite(diagnose(state).flat_metrics()["min_log_ratio"])
+
+
+def test_near_uniform_weights_are_not_decided_however_far_the_winner_leads() -> None:
+    """Issue 19: six weights 0.12-0.27 around a uniform 0.167 were "decided" (log-ratio 0.30,
+    normalised entropy 0.97): the entropy bound now says they are not."""
+    tiny = SearchSpace.preset("tiny")  # 3 decodable ops: block 2 chooses among 2 x 3
+    state = SearchState.zeros(tiny)
+    weights = np.array([[0.27, 0.15, 0.13], [0.20, 0.13, 0.12]])
+    p = weights.sum(axis=1)
+    state.p_logits["keep"][1][:] = np.log(p)
+    alpha = np.full((2, len(tiny.ops)), -60.0)  # "none" at ~1e-26
+    alpha[:, [tiny.ops.index(o) for o in tiny.ops if o != "none"]] = np.log(weights / p[:, None])
+    state.alpha_logits["keep"][1][:] = alpha
+    d = next(x for x in diagnose(state, paths=2).cells if x.where == "keep.b2")
+    assert d.chosen == "sep_conv_3x3(in)" and d.candidates == 6
+    assert d.weight == pytest.approx(0.27) and d.runner_up_weight == pytest.approx(0.20)
+    assert d.log_ratio == pytest.approx(math.log(0.27 / 0.20)) and d.log_ratio > DECIDED_LOG_RATIO
+    assert 0.97 < d.norm_entropy < 0.98 and d.norm_entropy > DECIDED_MAX_ENTROPY
+    assert not d.decided
+    lenient = diagnose(state, paths=2, max_entropy=1.0)  # the log-ratio alone: as before
+    assert next(x for x in lenient.cells if x.where == "keep.b2").decided
+    assert diagnose(state).to_dict()["max_norm_entropy"] == DECIDED_MAX_ENTROPY
+
+
+def test_a_clear_winner_among_many_is_decided() -> None:
+    tiny = SearchSpace.preset("tiny")
+    state = SearchState.zeros(tiny)
+    state.alpha_logits["keep"][1][0, 0] = 2.0  # the automatic lr's target: a logit move of ~2
+    state.p_logits["keep"][1][0] = 2.0
+    d = next(x for x in diagnose(state, paths=2).cells if x.where == "keep.b2")
+    assert d.norm_entropy < DECIDED_MAX_ENTROPY and d.decided
+
+
+def test_the_warning_names_both_criteria() -> None:
+    warning = diagnose(SearchState.zeros(QUICK)).warning()
+    assert warning is not None and f"normalised entropy of {DECIDED_MAX_ENTROPY} or less" in warning

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from msnas_graph.errors import DecodeError
 from msnas_graph.graph import Edge, Supergraph
-from msnas_graph.paths import Path, brute_force_paths, count_paths, top_k_paths
+from msnas_graph.paths import Path, brute_force_paths, count_paths, rank_paths, top_k_paths
 from msnas_graph.spec import EDGE_KINDS, SearchSpace
 
 
@@ -243,3 +243,15 @@ def test_unknown_score_is_one_line() -> None:
 
     with pytest.raises(DecodeError, match=r"unknown path score 'papr'.*did you mean 'paper'"):
         decode(_zero_state(SearchSpace.preset("tiny")), score="papr")
+
+
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 6), ties=st.booleans())
+def test_rank_paths_orders_a_subset_as_top_k_does(seed: int, k: int, ties: bool) -> None:
+    g = Supergraph(SearchSpace.preset("quick"))
+    rng = np.random.default_rng(seed)
+    w = rng.integers(0, 3, len(g.edges)) / 4 if ties else rng.random(len(g.edges))
+    every = brute_force_paths(g, w)
+    assert rank_paths(g, w, [p.edges for p in reversed(every)]) == every
+    top = top_k_paths(g, w, k)
+    others = [p.edges for p in every[k:]][:: int(rng.integers(1, 4))]
+    assert rank_paths(g, w, others + [p.edges for p in top])[:k] == top

@@ -1,0 +1,108 @@
+"""A run folder's lock, and ``SIGTERM`` as ``Ctrl-C``: what every run (a search, a training,
+several seeds of a search) holds while it writes its folder. No torch here: the core's
+multi-seed search (:mod:`msnas_graph.seeds`) and the torch backend's runs share it."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import RunError
+
+__all__ = ["LOCK", "RunLock", "sigterm_as_interrupt"]
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the run's life: ``fcntl.flock`` on
+    ``run_dir/.lock``, which holds the owner's pid.
+
+    The kernel drops the lock when its process ends, however it ends (``kill -9`` included),
+    so a ``.lock`` file left by a dead process is harmless: the next run takes it over. A
+    second live process is refused with one line naming the holder's pid. A folder that
+    :meth:`acquire` created is removed again by ``release(failed=True)`` when the run left
+    nothing in it.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> lock = RunLock(d).acquire()
+    >>> RunLock(d).acquire()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.RunError: ...run is in use by another msnas-graph process (pid ...); ...
+    >>> lock.release(failed=True); d.exists()
+    False
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.created = False
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunError(f"{self.run_dir}: not a folder; choose a folder for the run")
+        self.created = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise RunError(
+                f"{self.run_dir} is in use by another msnas-graph process (pid {holder}); wait "
+                f"for it to finish or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self, failed: bool = False) -> None:
+        """Drop the lock; after a failed start, remove the folder if this run created it and
+        left nothing but the lock file in it."""
+        if self._fd is None:
+            return
+        try:
+            if failed and self.created and _only_lock(self.run_dir):
+                (self.run_dir / LOCK).unlink(missing_ok=True)
+                self.run_dir.rmdir()
+        except OSError:
+            pass
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _only_lock(run_dir: Path) -> bool:
+    return {p.name for p in run_dir.iterdir()} <= {LOCK}
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """``SIGTERM`` raises :class:`KeyboardInterrupt` inside the block (main thread only), so a
+    scheduler's stop ends the run like ``Ctrl-C``: checkpoint kept, a note, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

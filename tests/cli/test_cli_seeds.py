@@ -1,0 +1,90 @@
+"""``search RUN --seeds 2 [--jobs 2]`` end to end on a tiny space: interrupted and resumed,
+it gives the same consensus as an uninterrupted run in parallel processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from msnas_graph.cli.main import main
+
+torch = pytest.importorskip("torch")
+
+SMOKE = ["--device", "cpu", "--no-progress", "--max-steps", "1", "--batch-size", "2"]
+TINY = ["--space", "tiny", "--data", "phantom:8", "--epochs", "1,1", *SMOKE]
+
+
+def run(*args: Any) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _interrupt_seed_1_after_epoch_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """seed_1's first search stops (as Ctrl-C would) once its epoch-1 checkpoint is written."""
+    from msnas_graph.backends.torch import training
+
+    real = training.search
+
+    def search(config: Any, run_dir: Any, **kw: Any) -> Any:
+        if Path(run_dir).name == "seed_1" and not kw.get("resume"):
+
+            def stop(row: dict[str, Any]) -> None:
+                if row["epoch"] == 1:
+                    raise KeyboardInterrupt
+
+            kw["on_epoch_end"] = stop
+        return real(config, run_dir, **kw)
+
+    monkeypatch.setattr(training, "search", search)
+
+
+@pytest.mark.slow
+def test_seeds_interrupted_and_resumed_equal_an_uninterrupted_parallel_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = torch.get_num_threads()
+    whole, run_dir = tmp_path / "whole", tmp_path / "run"
+    code, out, err = run("search", whole, "--seeds", "2", "--jobs", "2", *TINY)
+    assert code == 0, err
+    assert torch.get_num_threads() == threads  # the workers' one thread is theirs alone
+    assert "consensus (mean) of 2 searches" in out and str(whole / "consensus.json") in out
+
+    with monkeypatch.context() as m:
+        _interrupt_seed_1_after_epoch_1(m)
+        code, out, err = run("search", run_dir, "--seeds", "2", *TINY)
+    assert code == 130 and "interrupted" in err
+    assert (run_dir / "seed_0" / "DONE").is_file() and not (run_dir / "seed_1" / "DONE").is_file()
+    assert not (run_dir / "consensus.json").exists()
+    kept = (run_dir / "seed_0" / "state.json").read_bytes()
+
+    code, out, err = run("search", run_dir, "--resume", "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert f"{run_dir / 'seed_0'}: kept (finished before)" in out
+    assert (run_dir / "seed_0" / "state.json").read_bytes() == kept
+    a, b = (json.loads((d / "consensus.json").read_text()) for d in (run_dir, whole))
+    assert a == b  # the same consensus, agreement and per-decision votes
+    for s in ("seed_0", "seed_1"):
+        assert (run_dir / s / "state.json").read_bytes() == (whole / s / "state.json").read_bytes()
+
+    # decode RUN decodes the consensus of its seeds; train --model RUN reads its architecture
+    code, out, err = run("decode", run_dir, "--json")
+    assert code == 0, err
+    decoded = json.loads(out)
+    assert decoded["seeds"] == 2 and decoded["architecture"] == a["architecture"]
+
+
+def test_seeds_options_and_refusals(tmp_path: Path) -> None:
+    code, _, err = run("search", tmp_path / "r", "--jobs", "2", *TINY)
+    assert code == 2 and "--jobs goes with --seeds" in err
+    code, _, err = run("search", tmp_path / "r", "--seeds", "2", "--resume", *SMOKE)
+    assert code == 1 and "no seeds.json to resume" in err and err.count("\n") == 1
+    code, _, err = run(
+        "search", tmp_path / "r", "--seeds", "2", "--space", "tiny", "--data",
+        tmp_path / "missing", *SMOKE,
+    )  # fmt: skip
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing half-written
