@@ -77,8 +77,8 @@ def _read_run(given: str | Path) -> _Run:
     summary_path, cases_path = evaluation / "summary.json", evaluation / "per_case.csv"
     if not summary_path.is_file() or not cases_path.is_file():
         raise RunError(
-            f"{given}: trained but not evaluated (no {summary_path.relative_to(run_dir)}); "
-            f"run `msnas-graph evaluate {given}` first"
+            f"{given}: trained but not evaluated on its test fold (no "
+            f"{summary_path.relative_to(run_dir)}); run `msnas-graph evaluate {given}` first"
         )
     if weights.stat().st_mtime > summary_path.stat().st_mtime:
         raise RunError(
