@@ -247,13 +247,21 @@ class Comparison:
         """How the figures were measured, in one line."""
         s = self.settings
         runtimes = ", ".join(sorted({r.runtime for r in self.runs if r.runtime})) or "-"
-        return (
+        sizes = sorted({r.input_size for r in self.runs})
+        text = (
             f"Latency: median ms per image over {s.get('rounds', '?')} interleaved rounds, "
             f"runtime {s.get('runtime', '?')} (used: {runtimes}), {s.get('threads') or 'all'} "
             f"thread(s), device {s.get('device', '?')}; frontier at batch "
             f"{self.frontier_batch}. Dice, IoU, HD95: the runs' `evaluate` summaries "
             f"(split {s.get('split', 'test')})."
         )
+        if len(sizes) > 1:
+            text += (
+                f" The runs take different input sizes ({', '.join(map(str, sizes))}): MACs and "
+                f"latency are each run's at its own size, as predict runs it (--input-size N "
+                f"measures all at one size)."
+            )
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``runs`` (each with its ``frontier`` and ``frontier_macs`` status),

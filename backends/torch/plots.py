@@ -241,7 +241,10 @@ def plot_frontier(path: str | Path, comparison: Comparison) -> Path:
             ax.annotate(p.name, (p.cost, p.dice), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)  # fmt: skip
         if known and min(known) > 0 and max(known) / min(known) > 10:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
         ax.set_xlabel(xlabel)
         ax.set_ylabel("mean foreground Dice (test)")
         ax.set_title(f"Dice against {'latency' if by == 'latency' else 'MACs'}", fontsize=10)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from msnas_graph.compare import (
@@ -124,3 +125,10 @@ def test_json_round_trip_and_derived_fields() -> None:
     assert data["runs"][0]["ms_per_image"] == {"1": 1.0, "8": 0.5}
     assert data["u_net_front"] == [0, 1] and data["u_net_front_macs"] == [1]
     assert Comparison.from_dict(data) == c
+
+
+def test_the_note_says_when_the_runs_take_different_input_sizes() -> None:
+    c = _comparison()
+    assert "different input sizes" not in c.note()
+    runs = [*c.runs[:2], dataclasses.replace(c.runs[2], input_size=256)]
+    assert "different input sizes (64, 256)" in Comparison(runs, c.settings).note()
