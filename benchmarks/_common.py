@@ -24,9 +24,9 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from msnas_graph._util import atomic_write
+from msnas_graph.tables import markdown_table  # one table helper for the package and scripts
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -137,14 +137,6 @@ def fmt_ratio(x: float | None) -> str:
     if x is None or x != x:
         return "-"
     return f"{x:.2f}x"
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """A GitHub markdown table of ``rows`` (columns: the union of the rows' keys, in order)."""
-    cols = list(columns) if columns is not None else list(dict.fromkeys(c for r in rows for c in r))
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def write_results(

@@ -266,6 +266,64 @@ def evaluate(run_dirs: tuple[str, ...], as_json: bool, **options: Any) -> None:
 
 
 @click.command()
+@click.argument("run_dirs", metavar="RUN...", nargs=-1, required=True)
+@click.option(
+    "-o", "--output", "table", type=click.Path(dir_okay=False), help="Write the table (markdown)."
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Write the frontier picture: Dice against latency and against MACs (.png, .svg, .pdf).",
+)
+@inference_runtime_option("auto")
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=8),
+    help="Side to count MACs and time latency at (default: each run's own input size, as "
+    "predict runs it).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="CPU threads while timing (restored afterwards).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Interleaved timing rounds over the models (3 passes per model and batch each).",
+)
+@device_option
+@json_option
+def compare(run_dirs: tuple[str, ...], as_json: bool, **options: Any) -> None:
+    """Trained runs side by side: Dice, IoU, HD95, params, MACs, measured latency.
+
+    Each RUN is a training run evaluated on its test fold (`msnas-graph evaluate RUN`);
+    all must hold out the same cases of the same data. Latency is timed in the runtime
+    predict uses (--runtime auto), batch 1 and 8, in interleaved rounds. The U-Net runs
+    make the frontier: every other run is "on the frontier" or "dominated by U-Net(base,
+    depth)", a U-Net no slower and at least as accurate (latency at batch 1; the MACs
+    column likewise).
+
+    \b
+    Examples:
+      msnas-graph compare runs/unet8 runs/unet16 runs/msnas -o table.md --plot frontier.png
+      msnas-graph compare runs/* --json > comparison.json
+    """
+    result = backend().compare(list(run_dirs), _settings(options, resume=False))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(result.markdown().rstrip("\n"))
+    for what in ("table", "plot"):
+        if options.get(what):
+            click.echo(f"wrote {options[what]}")
+
+
+@click.command()
 @click.argument("run_dir", type=click.Path(exists=True))
 @click.argument("inputs", metavar="INPUTS")
 @out_dir_option(required=True)
@@ -385,4 +443,4 @@ def quickstart(out_dir: str, overwrite: bool, progress: bool, **options: Any) ->
     click.echo(formatting.quickstart_text(result))
 
 
-COMMANDS = [search, train, evaluate, predict, cost, export_cmd, quickstart]
+COMMANDS = [search, train, evaluate, compare, predict, cost, export_cmd, quickstart]

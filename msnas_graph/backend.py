@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from .architecture import Architecture
     from .budget import CostModel
+    from .compare import Comparison
     from .genotype import CellGenotype
     from .spec import SearchSpace
     from .state import SearchState
@@ -206,6 +207,12 @@ class Backend(Protocol):
         """Segment ``inputs`` with a trained model; the masks written."""
         ...
 
+    def compare(self, run_dirs: Sequence[PathLike], options: Options) -> Comparison:
+        """Trained, evaluated runs side by side: their evaluation, parameters, MACs and
+        measured latency, and each against the U-Net runs' frontier (``options`` e.g.
+        ``table``, ``plot``: files to write; ``runtime``, ``threads``, ``input_size``)."""
+        ...
+
     def export(self, source: PathLike, path: PathLike, options: Options) -> dict[str, Any]:
         """Export a model source to ``path``; a report (``path``, ``max_abs_diff`` ...)."""
         ...
@@ -305,6 +312,12 @@ class NullBackend:
     ) -> list[Path]:
         self._record("predict", run_dir, {"inputs": inputs, "out_dir": out_dir, **options})
         return []
+
+    def compare(self, run_dirs: Sequence[PathLike], options: Options) -> Comparison:
+        from .compare import Comparison
+
+        self._record("compare", list(run_dirs), options)
+        return Comparison([], dict(options))
 
     def export(self, source: PathLike, path: PathLike, options: Options) -> dict[str, Any]:
         self._record("export", source, {"path": path, **options})

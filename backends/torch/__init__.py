@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         train,
     )
     from msnas_graph.budget import CostModel
+    from msnas_graph.compare import Comparison
     from msnas_graph.genotype import CellGenotype
     from msnas_graph.spec import SearchSpace
 
@@ -205,6 +206,12 @@ class TorchBackend:
         from msnas_graph.backends.torch.inference import predict
 
         return _call(predict, "predict", run_dir, inputs, out_dir, **options)
+
+    def compare(self, run_dirs: Sequence[PathLike], options: Options) -> Comparison:
+        """:func:`~msnas_graph.backends.torch.compare.compare_runs`."""
+        from msnas_graph.backends.torch.compare import compare_runs
+
+        return _call(compare_runs, "compare", list(run_dirs), **options)
 
     def export(self, source: PathLike, path: PathLike, options: Options) -> dict[str, Any]:
         """:func:`~msnas_graph.backends.torch.export.export_model` to ONNX; its report."""

@@ -44,9 +44,11 @@ __all__ = [
     "count_parameters",
     "cuda_peak_memory",
     "edge_cost_model",
+    "latency_runner",
     "measure_latency",
     "model_cost",
     "saved_bytes",
+    "timed_passes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -422,7 +424,7 @@ def measure_latency(
     if repeats < 1 or warmup < 0:
         raise BackendError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     dev = torch.device(device)
-    work = _latency_model(model, dev, runtime, fuse, channels_last)
+    work = latency_runner(model, dev, runtime, fuse, channels_last)
     reports = []
     for batch in batch_sizes:
         x = torch.randn(int(batch), *shape[1:], device=dev)
@@ -461,10 +463,16 @@ def timed_passes(
     return times
 
 
-def _latency_model(
-    model: nn.Module, dev: torch.device, runtime: str, fuse: bool, channels_last: bool | None
+def latency_runner(
+    model: nn.Module,
+    dev: torch.device,
+    runtime: str = "eager",
+    fuse: bool = True,
+    channels_last: bool | None = None,
 ) -> nn.Module:
-    """The copy of ``model`` that :func:`measure_latency` times."""
+    """The copy of ``model`` that :func:`measure_latency` times (and ``compare``, through
+    :func:`timed_passes`): the inference ``runtime`` on ``dev``; it is built on its first call,
+    so call it once before timing."""
     from msnas_graph.backends.torch.runtimes import InferenceRuntime, check_runtime
 
     if fuse or check_runtime(runtime) != "eager":

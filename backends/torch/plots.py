@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from msnas_graph._util import atomic_write
+from msnas_graph.compare import Comparison, pareto_front
 from msnas_graph.state import SearchState, softmax
 
 __all__ = [
     "draw_run_plots",
     "plot_arch_weights",
     "plot_decisions",
+    "plot_frontier",
     "plot_losses",
     "plot_prior_distance",
 ]
@@ -60,7 +62,7 @@ def _figure(width: float, height: float) -> Any:
 
 def _save_fig(fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", bbox_inches="tight")
     return atomic_write(path, buf.getvalue())
 
 
@@ -224,3 +226,55 @@ def plot_arch_weights(path: str | Path, states: Sequence[SearchState]) -> Path |
         axc.set_title(f"{c} cell softmax(alpha) (epoch {last.meta.get('epoch', '?')})", fontsize=8)
         fig.colorbar(imc, ax=axc, fraction=0.05).ax.tick_params(labelsize=6)
     return _save_fig(fig, Path(path))
+
+
+def plot_frontier(path: str | Path, comparison: Comparison) -> Path:
+    """Mean foreground Dice against measured latency (left, ms per image at the comparison's
+    frontier batch) and against MACs (right): U-Net runs as circles, the others as
+    triangles, each labelled with its model; the U-Net runs' Pareto front drawn as a step
+    line (the best Dice a U-Net reaches at or below each cost). Written as ``.png``, ``.svg``
+    or ``.pdf`` by ``path``'s suffix."""
+    fig = _figure(11, 4.5)
+    batch = comparison.frontier_batch
+    for k, (by, xlabel) in enumerate(
+        (("latency", f"latency (ms per image, batch {batch})"), ("macs", "MACs"))
+    ):
+        ax = fig.add_subplot(1, 2, k + 1)
+        points = comparison.points(by)
+        front = pareto_front(points)
+        known = [p.cost for p in points if p.cost is not None and p.dice is not None]
+        if front:  # each U-Net's Dice holds at any higher cost: the line runs to the right end
+            xs = [points[i].cost for i in front] + [max(known)]
+            ys = [points[i].dice for i in front] + [points[front[-1]].dice]
+            ax.plot(xs, ys, drawstyle="steps-post", color="#1f77b4", label="U-Net frontier")
+        for p, status in zip(points, comparison.status(by), strict=True):
+            if p.cost is None or p.dice is None:
+                continue
+            dominated = status.startswith("dominated")
+            colour = "#1f77b4" if p.reference else ("#999999" if dominated else "#d62728")
+            ax.scatter([p.cost], [p.dice], marker="o" if p.reference else "^", color=colour,
+                       zorder=3)  # fmt: skip
+            ax.annotate(p.name, (p.cost, p.dice), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)  # fmt: skip
+        if known and min(known) > 0 and max(known) / min(known) > 10:
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("mean foreground Dice (test)")
+        ax.set_title(f"Dice against {'latency' if by == 'latency' else 'MACs'}", fontsize=10)
+        handles = [
+            _marker("o", "#1f77b4", "U-Net"),
+            _marker("^", "#d62728", "on the frontier"),
+            _marker("^", "#999999", "dominated by a U-Net"),
+        ]
+        ax.legend(handles=ax.get_legend_handles_labels()[0] + handles, loc="best",
+                  fontsize="small")  # fmt: skip
+    return _save_fig(fig, Path(path))
+
+
+def _marker(shape: str, colour: str, label: str) -> Any:
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], marker=shape, color=colour, linestyle="", label=label)

@@ -40,6 +40,7 @@ def test_every_backend_command_dispatches_through_the_protocol(
         ["cost", "--model", "unet", "--input-size", "64", "--no-memory"],
         ["export", "a.json", "--onnx", "m.onnx", "--no-verify"],
         ["quickstart", "runs/q", "--search-epochs", "1,1", "--paths", "2"],
+        ["compare", "runs/a", "runs/b", "-o", "t.md", "--plot", "f.png", "--threads", "2"],
     ]
     for args in commands:
         code, _, err = run("--backend", "null", *args)
@@ -61,6 +62,10 @@ def test_every_backend_command_dispatches_through_the_protocol(
         "path": "m.onnx", "input_size": 256, "verify": False, "exporter": "dynamo"
     }  # fmt: skip
     assert calls[("quickstart", "runs/q")]["search_epochs"] == (1, 1)
+    assert calls[("compare", str(["runs/a", "runs/b"]))] == {
+        "table": "t.md", "plot": "f.png", "runtime": "auto", "threads": 2, "rounds": 5,
+        "device": "auto",
+    }  # fmt: skip
 
 
 def test_backend_output_is_formatted_by_the_cli(null: NullBackend, tmp_path: Path) -> None:
