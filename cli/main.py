@@ -122,7 +122,8 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
     "--no-memory-check",
     is_flag=True,
     help="Do not refuse requests whose estimated memory exceeds what is available (env "
-    "MSNAS_NO_MEMORY_CHECK=1; MSNAS_MEMORY_LIMIT=8G caps what counts as available).",
+    "MSNAS_NO_MEMORY_CHECK=1, or true/yes/on; MSNAS_MEMORY_LIMIT=8G caps what counts as "
+    "available).",
 )
 @click.pass_context
 def main(
@@ -146,6 +147,11 @@ def main(
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    from msnas_graph._util import env_flag
+    from msnas_graph.limits import BOOL_ENVS
+
+    for name in BOOL_ENVS:  # a misspelt yes/no is refused before any work, whatever the command
+        env_flag(name)
     if no_memory_check:  # read by msnas_graph.limits; restored when the command ends
         from msnas_graph.limits import NO_CHECK_ENV
 

@@ -10,7 +10,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "command_inputs",
     "content_hash",
     "did_you_mean",
+    "env_flag",
     "inside",
     "meta_of",
     "note_input",
@@ -94,6 +95,37 @@ def content_hash(obj: Any) -> str:
     True
     """
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
+
+
+#: Spellings of a boolean environment variable (compared case-insensitively; "" means unset).
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """The boolean environment variable ``name``: ``1``/``true``/``yes``/``on`` (any case) is
+    true, ``0``/``false``/``no``/``off``, empty or unset is false; anything else raises a
+    one-line :class:`~msnas_graph.errors.SettingError`.
+
+    >>> env_flag("X", {"X": "Yes"}), env_flag("X", {"X": "off"}), env_flag("X", {})
+    (True, False, False)
+    >>> env_flag("X", {"X": "maybe"})
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.SettingError: environment variable X='maybe' is not a yes/no value; set it to 1/0, true/false, yes/no or on/off, or unset it
+    """  # noqa: E501
+    from .errors import SettingError
+
+    raw = (os.environ if environ is None else environ).get(name, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingError(
+        f"environment variable {name}={shown(raw)} is not a yes/no value; set it to 1/0, "
+        "true/false, yes/no or on/off, or unset it"
+    )
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:

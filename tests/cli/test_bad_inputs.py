@@ -268,6 +268,19 @@ CASES: list[tuple[list[str], int, str]] = [
     (["predict", "t", "chn/imagesTs", "-o", "preds", "--device", "cpu"], 1, "channel"),
     (["evaluate", "t", "--device", "cuda"], 1, "CUDA is not available"),
     (["train", "new_run", *UNET, "--data", "data", "--device", "tpu", "--epochs", "1"], 1, ""),
+    # issue 18, round 2 (items 6-11)
+    *[
+        ([f"env:MSNAS_NO_MEMORY_CHECK={v}", "count", "--space", "tiny"], 1, "not a yes/no")
+        for v in ("maybe", "2", "-1", "nein")
+    ],
+    *[
+        (
+            [f"env:MSNAS_NO_MEMORY_CHECK={v}", "env:MSNAS_MEMORY_LIMIT=1K", "cost", *UNET],
+            1,
+            "memory",
+        )
+        for v in ("false", "No", "OFF", "0", "")
+    ],
 ]
 
 
@@ -307,6 +320,10 @@ def test_bad_input_gives_one_line_and_changes_nothing(
     ws: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], code: int, message: str
 ) -> None:
     monkeypatch.chdir(ws)
+    while args[0].startswith("env:"):  # an environment variable for this case only
+        name, value = args[0][4:].split("=", 1)
+        monkeypatch.setenv(name, value)
+        args = args[1:]
     if args[-1].startswith("@"):  # a space file with one bad field
         field, value = args[-1][1:].split(":", 1)
         text = "layers: 2\nscales: 2\nchannels: 4\npartial_k: 2\n"
