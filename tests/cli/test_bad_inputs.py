@@ -52,6 +52,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             "--no-progress")  # fmt: skip
         assert code == 0, err
         _bad_files(w)
+        _round2_files(w)
     finally:
         os.chdir(cwd)
     return w
@@ -281,7 +282,31 @@ CASES: list[tuple[list[str], int, str]] = [
         )
         for v in ("false", "No", "OFF", "0", "")
     ],
+    (["predict", "t", "r2/zero_z.nii.gz", "-o", "preds", "--device", "cpu"], 1, "no voxels"),
+    (["predict", "t", "r2/zero_y.nii.gz", "-o", "preds", "--device", "cpu"], 1, "no voxels"),
+    (["predict", "t", "r2/nan_affine.nii", "-o", "preds", "--device", "cpu"], 1, "affine"),
+    (["render", "fmt_list.json", "-o", "x.dot"], 1, "unknown document format"),
+    (["diff", "fmt_dict.json", "a.json"], 1, "unknown document format"),
 ]
+
+
+def _round2_files(w: Path) -> None:
+    """Files for the issue 18 round 2 cases (items 6-11)."""
+    import nibabel as nib
+
+    r2 = w / "r2"
+    r2.mkdir()
+    for name, shape in [("zero_z", (32, 32, 0)), ("zero_y", (32, 0, 3))]:
+        nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), r2 / f"{name}.nii.gz")
+    header = nib.Nifti1Image(np.zeros((32, 32, 2), np.float32), np.eye(4)).header
+    header.set_sform(np.eye(4), code=1)
+    header["qform_code"] = 0
+    header["srow_x"] = [np.nan, 0, 0, 0]  # an affine nibabel reads back with a NaN
+    nib.Nifti1Image(np.zeros((32, 32, 2), np.float32), None, header=header).to_filename(
+        r2 / "nan_affine.nii"
+    )
+    (w / "fmt_list.json").write_text(json.dumps({"format": ["x"]}))
+    (w / "fmt_dict.json").write_text(json.dumps({"format": {"a": 1}}))
 
 
 def _space_cases() -> list[tuple[list[str], int, str]]:
