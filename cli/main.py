@@ -38,11 +38,8 @@ class Group(click.Group):
     """A click group that reports library errors as one line with exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from msnas_graph._util import command_inputs
-
         try:
-            with command_inputs():  # outputs may not replace a file the command read
-                return super().invoke(ctx)
+            return self._invoke_undoing(ctx)
         except MsnasError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -72,6 +69,33 @@ class Group(click.Group):
                 f"unexpected {type(exc).__name__}: {first} (please report it; --debug shows "
                 f"the traceback)"
             )
+
+    def _invoke_undoing(self, ctx: click.Context) -> Any:
+        """Run the command; if it fails or is interrupted, take back the
+        files and folders it created (a run command keeps its files: its checkpoint is what
+        ``--resume`` continues from; only the empty folders it made go)."""
+        from msnas_graph._util import command_inputs, command_outputs, remove_created
+
+        # outputs may not replace a file the command read; what it creates is recorded
+        with command_inputs(), command_outputs() as created:
+            try:
+                return super().invoke(ctx)
+            except BaseException as exc:
+                if not _succeeded(exc):
+                    keep = ctx.invoked_subcommand in RUN_COMMANDS
+                    remove_created(created, files=not keep)
+                raise
+
+
+#: Commands whose outputs are a resumable run folder: a failure keeps the files they wrote.
+RUN_COMMANDS = frozenset({"search", "train", "quickstart"})
+
+
+def _succeeded(exc: BaseException) -> bool:
+    """Whether ``exc`` ends a command that succeeded (an exit with status 0)."""
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code == 0
+    return isinstance(exc, SystemExit) and exc.code in (0, None)
 
 
 def _fail(message: str) -> NoReturn:

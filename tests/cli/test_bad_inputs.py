@@ -287,6 +287,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["predict", "t", "r2/nan_affine.nii", "-o", "preds", "--device", "cpu"], 1, "affine"),
     (["render", "fmt_list.json", "-o", "x.dot"], 1, "unknown document format"),
     (["diff", "fmt_dict.json", "a.json"], 1, "unknown document format"),
+    (["predict", "t", "r2/mixed", "-o", "r2_out/m", "--device", "cpu"], 1, "truncated"),
+    (["quickstart", "r2_qs/run", "--data", "r2", "--device", "cpu", "--max-steps", "1"], 1, ""),
 ]
 
 
@@ -305,6 +307,10 @@ def _round2_files(w: Path) -> None:
     nib.Nifti1Image(np.zeros((32, 32, 2), np.float32), None, header=header).to_filename(
         r2 / "nan_affine.nii"
     )
+    noise = np.random.default_rng(1).integers(0, 255, (32, 32), np.uint8)
+    for i in range(8):  # a batch of good images, then a truncated one
+        _png(r2 / "mixed" / f"a{i}.png", noise)
+    (r2 / "mixed" / "a8.png").write_bytes((r2 / "mixed" / "a0.png").read_bytes()[:400])
     (w / "fmt_list.json").write_text(json.dumps({"format": ["x"]}))
     (w / "fmt_dict.json").write_text(json.dumps({"format": {"a": 1}}))
 
@@ -327,7 +333,9 @@ CASES += _space_cases()
 
 def _snapshot(root: Path) -> dict[str, str]:
     out = {}
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:  # a folder a failed command created counts as a change
+            out[str((Path(dirpath) / name).relative_to(root))] = "folder"
         for name in files:
             p = Path(dirpath) / name
             if p.is_symlink() or not p.is_file():

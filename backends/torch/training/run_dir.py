@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msnas_graph._util import atomic_path, atomic_write
+from msnas_graph._util import atomic_path, atomic_write, make_folder
 from msnas_graph.errors import RunError
 
 __all__ = [
@@ -114,7 +114,7 @@ class RunLock:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise RunError(f"{self.run_dir}: not a folder; choose a folder for the run")
         self.created = not self.run_dir.exists()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.run_dir)
         path = self.run_dir / LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
@@ -198,7 +198,7 @@ def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: 
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(run_dir)
         return False
     if finished and not resume:
         raise RunError(
@@ -216,7 +216,7 @@ def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: 
             f"{run_dir} holds an unfinished run; use --resume to continue it or --overwrite to "
             f"start over"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)
     return False
 
 
