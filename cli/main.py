@@ -71,13 +71,18 @@ class Group(click.Group):
             )
 
     def _invoke_undoing(self, ctx: click.Context) -> Any:
-        """Run the command; if it fails or is interrupted, take back the
+        """Run the command with SIGTERM as Ctrl-C; if it fails or is interrupted, take back the
         files and folders it created (a run command keeps its files: its checkpoint is what
         ``--resume`` continues from; only the empty folders it made go)."""
-        from msnas_graph._util import command_inputs, command_outputs, remove_created
+        from msnas_graph._util import (
+            command_inputs,
+            command_outputs,
+            remove_created,
+            sigterm_as_interrupt,
+        )
 
         # outputs may not replace a file the command read; what it creates is recorded
-        with command_inputs(), command_outputs() as created:
+        with command_inputs(), command_outputs() as created, sigterm_as_interrupt():
             try:
                 return super().invoke(ctx)
             except BaseException as exc:

@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import secrets
+import signal
 import stat
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ __all__ = [
     "read_text",
     "remove_created",
     "safe_output",
+    "sigterm_as_interrupt",
     "unknown_name",
 ]
 
@@ -194,6 +197,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """``SIGTERM`` raises :class:`KeyboardInterrupt` inside the block (main thread only), so a
+    scheduler's stop (or ``docker stop``) ends the work like ``Ctrl-C``: a run keeps its
+    checkpoint, a command takes back its partial outputs, the CLI exits 130. The previous
+    handler is restored on leaving."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _name_max(folder: Path) -> int:

@@ -6,6 +6,9 @@ failed or interrupted command takes back the files and folders it created."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +90,89 @@ def test_predict_writes_the_mask_of_a_255_byte_image_name(trained: Path, tmp_pat
     code, _, err = _cli("predict", trained, images, "-o", tmp_path / "masks", "--device", "cpu")
     assert code == 0, err
     assert (tmp_path / "masks" / name).is_file() and not _leftovers(tmp_path)
+
+
+#: A child process whose first written mask is followed by a SIGTERM to itself.
+_SIGTERM_AFTER_FIRST_MASK = textwrap.dedent(
+    """
+    import os, signal, sys
+    import msnas_graph.backends.torch.inference as inference
+    real = inference.write_mask
+    def write_mask(*args, **kwargs):
+        path = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return path
+    inference.write_mask = write_mask
+    from msnas_graph.cli.main import main
+    main(sys.argv[1:])
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigterm_in_predict_is_an_interrupt_that_takes_back_the_masks(
+    trained: Path, tmp_path: Path
+) -> None:
+    images = _images(tmp_path / "in" / "pics", [f"c{i:02d}.png" for i in range(12)])
+    out = tmp_path / "out" / "masks"
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_AFTER_FIRST_MASK, "--threads", "1", "predict",
+         str(trained), str(images), "-o", str(out), "--device", "cpu", "--runtime", "eager"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "msnas-graph: interrupted"
+    assert not (tmp_path / "out").exists()  # masks and the folders made for them removed
+
+
+#: A child process that sends itself SIGTERM just after a temporary output file is created.
+_SIGTERM_IN_A_WRITE = textwrap.dedent(
+    """
+    import os, signal, sys
+    from msnas_graph import _util
+    real = _util._create_new
+    def create_new(tmp):
+        real(tmp)
+        os.kill(os.getpid(), signal.SIGTERM)
+    _util._create_new = create_new
+    from msnas_graph.cli.main import main
+    main(sys.argv[1:])
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "--space", "tiny", "-o", "new/s.json"],
+        ["decode", "s.json", "--paths", "1", "-o", "new/a.json"],
+        ["render", "tiny", "-o", "new/t.dot"],
+    ],
+    ids=["sample", "decode", "render"],
+)
+def test_sigterm_inside_a_write_is_an_interrupt_that_leaves_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    assert _cli("sample", "--space", "tiny", "-o", tmp_path / "s.json")[0] == 0
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_IN_A_WRITE, *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "msnas-graph: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]  # no new/, no .tmp
+
+
+@pytest.mark.slow
+def test_sigterm_inside_the_onnx_write_of_export_leaves_nothing(
+    trained: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnx")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_IN_A_WRITE, "--threads", "1", "export", str(trained),
+         "--onnx", str(tmp_path / "new" / "m.onnx")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "msnas-graph: interrupted"
+    assert list(tmp_path.iterdir()) == []

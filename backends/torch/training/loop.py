@@ -20,14 +20,11 @@ created.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -35,6 +32,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import torch
 from torch import nn
 
+from msnas_graph._util import sigterm_as_interrupt
 from msnas_graph.backends.torch.losses import DiceCELoss, dice_scores
 from msnas_graph.backends.torch.training.config import RunConfig
 from msnas_graph.backends.torch.training.run_dir import (
@@ -180,24 +178,6 @@ def prepare_run(
                 lock = None
     rt.broadcast_error(error)
     return bool(rt.broadcast(resuming)), lock
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """``SIGTERM`` raises :class:`KeyboardInterrupt` inside the block (main thread only), so a
-    scheduler's stop ends the run like ``Ctrl-C``: checkpoint kept, a note, exit 130."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class EpochStep(Protocol):
