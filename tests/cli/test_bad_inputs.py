@@ -17,6 +17,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from msnas_graph.cli.main import main
+from msnas_graph.decode import decode
+from msnas_graph.operations import register_operation_name
+from msnas_graph.spec import load_space
+from msnas_graph.state import SearchState
 
 pytest.importorskip("torch")
 
@@ -289,7 +293,35 @@ CASES: list[tuple[list[str], int, str]] = [
     (["diff", "fmt_dict.json", "a.json"], 1, "unknown document format"),
     (["predict", "t", "r2/mixed", "-o", "r2_out/m", "--device", "cpu"], 1, "truncated"),
     (["quickstart", "r2_qs/run", "--data", "r2", "--device", "cpu", "--max-steps", "1"], 1, ""),
+    *[
+        (["path:r2", "--plugin", "r2_ops", *cmd], 1, f"operation 'r2_{op}' (registered by r2_ops)")
+        for op in ("wide", "shrink", "raises")
+        for cmd in (
+            ["decode", f"r2/s_{op}.json", "--paths", "1", "--max-macs", "1G"],
+            ["cost", f"r2/a_{op}.json", "--input-size", "32"],
+            ["search", "new_run", "--space", f"r2/{op}.yaml", "--data", "phantom:10", *SMOKE],
+            ["train", "new_run", "--model", f"r2/a_{op}.json", "--data", "phantom:10", *SMOKE],
+        )
+    ],
 ]
+
+
+R2_OPS = """
+from torch import nn
+from msnas_graph.backends.torch import register_op
+
+@register_op("r2_wide", "a 1x1 conv that doubles the channels")
+def wide(channels, spatial_dims=2, affine=True):
+    return nn.Conv2d(channels, 2 * channels, 1)
+
+@register_op("r2_shrink", "a pooling with stride 2")
+def shrink(channels, spatial_dims=2, affine=True):
+    return nn.AvgPool2d(2)
+
+@register_op("r2_raises", "a factory that raises")
+def raises(channels, spatial_dims=2, affine=True):
+    raise ValueError("no such width")
+"""
 
 
 def _round2_files(w: Path) -> None:
@@ -311,6 +343,14 @@ def _round2_files(w: Path) -> None:
     for i in range(8):  # a batch of good images, then a truncated one
         _png(r2 / "mixed" / f"a{i}.png", noise)
     (r2 / "mixed" / "a8.png").write_bytes((r2 / "mixed" / "a0.png").read_bytes()[:400])
+    (r2 / "r2_ops.py").write_text(R2_OPS)  # plug-in operations that break the shape rule
+    for op in ("wide", "shrink", "raises"):
+        register_operation_name(f"r2_{op}")  # the core learns the name; the plug-in, the op
+        space = f"layers: 2\nscales: 2\nchannels: 4\npartial_k: 1\nnum_classes: 4\nops: [r2_{op}]\n"
+        (r2 / f"{op}.yaml").write_text(space)
+        state = SearchState.random(load_space(r2 / f"{op}.yaml"), seed=0)
+        state.save(r2 / f"s_{op}.json")
+        decode(state, paths=5).save(r2 / f"a_{op}.json")  # every edge: the cells use the op
     (w / "fmt_list.json").write_text(json.dumps({"format": ["x"]}))
     (w / "fmt_dict.json").write_text(json.dumps({"format": {"a": 1}}))
 
@@ -353,9 +393,12 @@ def test_bad_input_gives_one_line_and_changes_nothing(
     ws: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], code: int, message: str
 ) -> None:
     monkeypatch.chdir(ws)
-    while args[0].startswith("env:"):  # an environment variable for this case only
-        name, value = args[0][4:].split("=", 1)
-        monkeypatch.setenv(name, value)
+    while args[0].startswith(("env:", "path:")):  # an environment variable, a sys.path entry
+        kind, _, setting = args[0].partition(":")
+        if kind == "env":
+            monkeypatch.setenv(*setting.split("=", 1))
+        else:
+            monkeypatch.syspath_prepend(str(ws / setting))
         args = args[1:]
     if args[-1].startswith("@"):  # a space file with one bad field
         field, value = args[-1][1:].split(":", 1)
