@@ -303,6 +303,9 @@ CASES: list[tuple[list[str], int, str]] = [
             ["train", "new_run", "--model", f"r2/a_{op}.json", "--data", "phantom:10", *SMOKE],
         )
     ],
+    (["train", "new_run", *UNET, "--data", "r2/labels", "--epochs", "1", *SMOKE], 1, "outside"),
+    (["train", "new_run", *UNET, "--data", "r2/cut", "--epochs", "1", *SMOKE], 1, "truncated"),
+    (["search", "new_run", "--space", "tiny", "--data", "r2/cut", *SMOKE], 1, "truncated"),
 ]
 
 
@@ -351,6 +354,15 @@ def _round2_files(w: Path) -> None:
         state = SearchState.random(load_space(r2 / f"{op}.yaml"), seed=0)
         state.save(r2 / f"s_{op}.json")
         decode(state, paths=5).save(r2 / f"a_{op}.json")  # every edge: the cells use the op
+    for i in range(10):  # nnU-Net layout whose dataset.json has 2 classes, a mask with 3
+        _png(r2 / "labels" / "imagesTr" / f"c_{i:03d}_0000.png", noise)
+        _png(r2 / "labels" / "labelsTr" / f"c_{i:03d}.png", (noise > 128).astype(np.uint8))
+        _png(r2 / "cut" / "images" / f"c{i}.png", noise)  # images/masks with one cut image
+        _png(r2 / "cut" / "masks" / f"c{i}.png", (noise > 128).astype(np.uint8))
+    _png(r2 / "labels" / "labelsTr" / "c_009.png", np.full((32, 32), 2, np.uint8))
+    spec = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}}
+    (r2 / "labels" / "dataset.json").write_text(json.dumps({**spec, "file_ending": ".png"}))
+    (r2 / "cut" / "images" / "c9.png").write_bytes((r2 / "mixed" / "a8.png").read_bytes())
     (w / "fmt_list.json").write_text(json.dumps({"format": ["x"]}))
     (w / "fmt_dict.json").write_text(json.dumps({"format": {"a": 1}}))
 

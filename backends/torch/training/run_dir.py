@@ -42,6 +42,7 @@ __all__ = [
     "LOCK",
     "RUN_FILES",
     "RunLock",
+    "clear_run_files",
     "get_rng_state",
     "is_finished",
     "load_checkpoint",
@@ -167,6 +168,20 @@ def remove_leftovers(run_dir: str | Path) -> list[Path]:
     return removed
 
 
+def clear_run_files(run_dir: str | Path, kind: str) -> None:
+    """Remove the files a ``kind`` run writes in ``run_dir`` (``RUN_FILES``); other files
+    stay."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    for name in RUN_FILES[kind]:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
 def is_finished(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a finished run (a ``DONE`` marker)."""
     return (Path(run_dir) / DONE).is_file()
@@ -191,13 +206,7 @@ def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: 
     if resume or overwrite:
         remove_leftovers(run_dir)
     if overwrite:
-        if run_dir.exists():
-            for name in RUN_FILES[kind]:
-                p = run_dir / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+        clear_run_files(run_dir, kind)
         make_folder(run_dir)
         return False
     if finished and not resume:
