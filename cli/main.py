@@ -38,11 +38,8 @@ class Group(click.Group):
     """A click group that reports library errors as one line with exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from msnas_graph._util import command_inputs
-
         try:
-            with command_inputs():  # outputs may not replace a file the command read
-                return super().invoke(ctx)
+            return self._invoke_undoing(ctx)
         except MsnasError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -72,6 +69,38 @@ class Group(click.Group):
                 f"unexpected {type(exc).__name__}: {first} (please report it; --debug shows "
                 f"the traceback)"
             )
+
+    def _invoke_undoing(self, ctx: click.Context) -> Any:
+        """Run the command with SIGTERM as Ctrl-C; if it fails or is interrupted, take back the
+        files and folders it created (a run command keeps its files: its checkpoint is what
+        ``--resume`` continues from; only the empty folders it made go)."""
+        from msnas_graph._util import (
+            command_inputs,
+            command_outputs,
+            remove_created,
+            sigterm_as_interrupt,
+        )
+
+        # outputs may not replace a file the command read; what it creates is recorded
+        with command_inputs(), command_outputs() as created, sigterm_as_interrupt():
+            try:
+                return super().invoke(ctx)
+            except BaseException as exc:
+                if not _succeeded(exc):
+                    keep = ctx.invoked_subcommand in RUN_COMMANDS
+                    remove_created(created, files=not keep)
+                raise
+
+
+#: Commands whose outputs are a resumable run folder: a failure keeps the files they wrote.
+RUN_COMMANDS = frozenset({"search", "train", "quickstart"})
+
+
+def _succeeded(exc: BaseException) -> bool:
+    """Whether ``exc`` ends a command that succeeded (an exit with status 0)."""
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code == 0
+    return isinstance(exc, SystemExit) and exc.code in (0, None)
 
 
 def _fail(message: str) -> NoReturn:
@@ -122,7 +151,8 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
     "--no-memory-check",
     is_flag=True,
     help="Do not refuse requests whose estimated memory exceeds what is available (env "
-    "MSNAS_NO_MEMORY_CHECK=1; MSNAS_MEMORY_LIMIT=8G caps what counts as available).",
+    "MSNAS_NO_MEMORY_CHECK=1, or true/yes/on; MSNAS_MEMORY_LIMIT=8G caps what counts as "
+    "available).",
 )
 @click.pass_context
 def main(
@@ -146,6 +176,11 @@ def main(
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    from msnas_graph._util import env_flag
+    from msnas_graph.limits import BOOL_ENVS
+
+    for name in BOOL_ENVS:  # a misspelt yes/no is refused before any work, whatever the command
+        env_flag(name)
     if no_memory_check:  # read by msnas_graph.limits; restored when the command ends
         from msnas_graph.limits import NO_CHECK_ENV
 

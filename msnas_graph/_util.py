@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
+import errno
 import hashlib
 import json
 import os
+import secrets
+import signal
 import stat
-import tempfile
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +22,18 @@ __all__ = [
     "atomic_write",
     "canonical_json",
     "command_inputs",
+    "command_outputs",
     "content_hash",
     "did_you_mean",
+    "env_flag",
     "inside",
+    "make_folder",
     "meta_of",
     "note_input",
     "read_text",
+    "remove_created",
     "safe_output",
+    "sigterm_as_interrupt",
     "unknown_name",
 ]
 
@@ -96,6 +104,37 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
 
 
+#: Spellings of a boolean environment variable (compared case-insensitively; "" means unset).
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """The boolean environment variable ``name``: ``1``/``true``/``yes``/``on`` (any case) is
+    true, ``0``/``false``/``no``/``off``, empty or unset is false; anything else raises a
+    one-line :class:`~msnas_graph.errors.SettingError`.
+
+    >>> env_flag("X", {"X": "Yes"}), env_flag("X", {"X": "off"}), env_flag("X", {})
+    (True, False, False)
+    >>> env_flag("X", {"X": "maybe"})
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.SettingError: environment variable X='maybe' is not a yes/no value; set it to 1/0, true/false, yes/no or on/off, or unset it
+    """  # noqa: E501
+    from .errors import SettingError
+
+    raw = (os.environ if environ is None else environ).get(name, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingError(
+        f"environment variable {name}={shown(raw)} is not a yes/no value; set it to 1/0, "
+        "true/false, yes/no or on/off, or unset it"
+    )
+
+
 def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file and a rename (see :func:`atomic_path`).
 
@@ -113,7 +152,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     permissions a new file gets under the umask), on failure it is removed.
 
     ``path`` must pass :func:`safe_output` (a new path or an existing regular file, not an
-    input of the running command), checked before anything is written.
+    input of the running command), checked before anything is written. The temporary name
+    (``.NAME.XXXXXXXX.tmp``, ``NAME`` shortened where needed) fits the folder's name limit
+    whatever name ``path`` has, and is chosen before the file is created, so an interrupt at
+    any point (even inside the creation) leaves no temporary file behind.
 
     >>> import tempfile, os
     >>> target = os.path.join(tempfile.mkdtemp(), "x.txt")
@@ -123,26 +165,84 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     'hello'
     """
     path = safe_output(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        make_folder(path.parent)
     except OSError as exc:
         raise _named(exc, path) from None
-    os.close(fd)
-    tmp = Path(name)
+    tmp: Path | None = None
     try:
+        for _ in range(100):
+            tmp = _temp_name(path)  # named before it exists: the cleanup below knows it
+            try:
+                _create_new(tmp)
+                break
+            except FileExistsError:
+                tmp = None  # someone else's file: try another name, never remove it
+        if tmp is None:
+            raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+        os.chmod(tmp, 0o666 & ~umask)  # a new file gets 0600 from _create_new
         safe_output(path)  # still a regular file or absent (not swapped for a link meanwhile)
+        existed = os.path.lexists(path)
         os.replace(tmp, path)
+        if not existed:
+            _record_created(path)
     except OSError as exc:  # errors name the path asked for, not the temporary file
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise _named(exc, path) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """``SIGTERM`` raises :class:`KeyboardInterrupt` inside the block (main thread only), so a
+    scheduler's stop (or ``docker stop``) ends the work like ``Ctrl-C``: a run keeps its
+    checkpoint, a command takes back its partial outputs, the CLI exits 130. The previous
+    handler is restored on leaving."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def _temp_name(path: Path) -> Path:
+    """A fresh ``.NAME.XXXXXXXX.tmp`` beside ``path`` whose name fits the folder's limit.
+
+    >>> p = _temp_name(Path("/tmp") / ("x" * 255))
+    >>> len(p.name.encode()) <= 255 and p.name.startswith(".xxx") and p.name.endswith(".tmp")
+    True
+    """
+    room = max(_name_max(path.parent) - len(".") - len(".XXXXXXXX.tmp"), 1)
+    stem = os.fsencode(path.name)[:room].decode("utf-8", "ignore") or "x"
+    token = secrets.token_hex(4)
+    return path.parent / f".{stem}.{token}.tmp"
+
+
+def _create_new(tmp: Path) -> None:
+    """Create ``tmp`` (0600); ``FileExistsError`` if it exists (a link included)."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    os.close(fd)
 
 
 def _named(exc: OSError, path: Path) -> OSError:
@@ -180,6 +280,77 @@ def command_inputs() -> Iterator[list[Path]]:
         yield _INPUTS.get() or []
     finally:
         _INPUTS.reset(token)
+
+
+#: Files and folders the running command created (``None``: no command scope).
+_CREATED: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar(
+    "msnas_created", default=None
+)
+
+
+@contextlib.contextmanager
+def command_outputs() -> Iterator[list[Path]]:
+    """A scope (one CLI command) that records every file :func:`atomic_path` created (a new
+    name, not a replaced file) and every folder :func:`make_folder` created, in order, so that
+    a failed command can take them back with :func:`remove_created`."""
+    created: list[Path] = []
+    token = _CREATED.set(created)
+    try:
+        yield created
+    finally:
+        _CREATED.reset(token)
+
+
+def _record_created(path: Path) -> None:
+    created = _CREATED.get()
+    if created is not None:
+        created.append(path)
+
+
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """``mkdir -p path``, recording each folder it created in the :func:`command_outputs`
+    scope.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with command_outputs() as created:
+    ...     _ = make_folder(root / "a" / "b")
+    >>> [p.relative_to(root).as_posix() for p in created]
+    ['a', 'a/b']
+    """
+    path = Path(path)
+    missing = []
+    for folder in (path, *path.parents):
+        if os.path.lexists(folder):
+            break
+        missing.append(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for folder in reversed(missing):
+        _record_created(folder)
+    return path
+
+
+def remove_created(created: Iterable[Path], *, files: bool = True) -> None:
+    """Take back what a failed command created: its new files (unless ``files`` is false, as
+    for a run folder whose checkpoint must stay resumable), then every folder it created that
+    is empty now, deepest first. Errors are ignored: this runs while another error is
+    reported.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> with command_outputs() as created:
+    ...     _ = atomic_write(root / "new" / "x.txt", "x")
+    ...     remove_created(created)
+    >>> (root / "new").exists()
+    False
+    """
+    items = list(created)
+    for p in reversed(items):
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()  # only when empty
+            elif files:
+                p.unlink()
 
 
 def note_input(path: str | os.PathLike[str]) -> None:

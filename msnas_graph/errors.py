@@ -16,6 +16,7 @@ __all__ = [
     "RenderError",
     "ResourceError",
     "RunError",
+    "SettingError",
     "SpecError",
     "StateError",
 ]
@@ -72,6 +73,10 @@ class BackendError(MsnasError, RuntimeError):
 
 class DataError(MsnasError, ValueError):
     """A dataset is missing, empty, corrupt or inconsistent."""
+
+
+class SettingError(MsnasError, ValueError):
+    """An environment variable (or another setting outside the command line) cannot be read."""
 
 
 class RunError(MsnasError, RuntimeError):

@@ -5,6 +5,16 @@ architecture, or be a run folder (its ``state.json`` / ``architecture.json``).
 
 >>> load_any("tiny").name
 'tiny'
+
+A ``format`` field that is not one of the known names (not even a string) is one line:
+
+>>> import json, os, tempfile
+>>> odd = os.path.join(tempfile.mkdtemp(), "odd.json")
+>>> _ = open(odd, "w").write(json.dumps({"format": ["x"]}))
+>>> load_any(odd)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+msnas_graph.errors.MsnasError: ...odd.json: unknown document format ['x'] (expected a space, ...
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from ._util import read_text
+from ._util import read_text, shown
 from .architecture import Architecture
 from .errors import MsnasError
 from .spec import PRESETS, SearchSpace, load_space
@@ -56,12 +66,15 @@ def load_any(source: str | Path) -> Document:
     except (RecursionError, ValueError):  # too deep, or an integer of thousands of digits
         raise MsnasError(f"{path}: not a usable document (too deep or huge numbers)") from None
     fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt in _BY_FORMAT:
+    if isinstance(fmt, str) and fmt in _BY_FORMAT:
         return _BY_FORMAT[fmt].from_dict(data, str(path))
     if fmt is None:
         return load_space(path)
     known = " or ".join(f"'{f}'" for f in _BY_FORMAT)
-    raise MsnasError(f"{path}: unknown document format {fmt!r} (expected a space, {known})")
+    raise MsnasError(
+        f"{path}: unknown document format {shown(fmt)} (expected a space, {known}); "
+        "give a file msnas-graph wrote"
+    )
 
 
 def load_state(source: str | Path) -> SearchState:

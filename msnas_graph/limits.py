@@ -6,7 +6,9 @@ A request states its cost (an estimate in bytes, made without allocating) and
 Too much ends in one :class:`~msnas_graph.errors.ResourceError` line that names the request,
 both figures and the override:
 
-* ``MSNAS_NO_MEMORY_CHECK=1`` (the CLI's global ``--no-memory-check``) turns the check off;
+* ``MSNAS_NO_MEMORY_CHECK=1`` (or ``true``/``yes``/``on``; the CLI's global
+  ``--no-memory-check``) turns the check off, ``0``/``false``/``no``/``off`` leaves it on, and
+  any other value is refused in one line;
 * ``MSNAS_MEMORY_LIMIT=BYTES`` (suffixes K, M, G, T) caps what counts as available, e.g. to
   keep a share of a machine for other work.
 
@@ -26,9 +28,11 @@ from __future__ import annotations
 import os
 import re
 
+from msnas_graph._util import env_flag
 from msnas_graph.errors import ResourceError
 
 __all__ = [
+    "BOOL_ENVS",
     "LIMIT_ENV",
     "NO_CHECK_ENV",
     "available_memory",
@@ -39,6 +43,8 @@ __all__ = [
 
 NO_CHECK_ENV = "MSNAS_NO_MEMORY_CHECK"
 LIMIT_ENV = "MSNAS_MEMORY_LIMIT"
+#: Every boolean environment variable msnas-graph reads (the CLI checks them all at start).
+BOOL_ENVS = (NO_CHECK_ENV,)
 OVERRIDE = f"--no-memory-check (env {NO_CHECK_ENV}=1)"
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -99,8 +105,14 @@ def available_memory() -> int | None:
 
 
 def checks_enabled() -> bool:
-    """False when ``MSNAS_NO_MEMORY_CHECK`` is set to anything but ``""``/``0``."""
-    return os.environ.get(NO_CHECK_ENV, "").strip() in ("", "0")
+    """False when ``MSNAS_NO_MEMORY_CHECK`` is true (``1``, ``true``, ``yes``, ``on``).
+
+    >>> os.environ[NO_CHECK_ENV] = "false"
+    >>> checks_enabled()
+    True
+    >>> del os.environ[NO_CHECK_ENV]
+    """
+    return not env_flag(NO_CHECK_ENV)
 
 
 def check_fits(estimate_bytes: float, what: str, available: int | None = None) -> int:

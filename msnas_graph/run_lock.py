@@ -4,16 +4,12 @@ multi-seed search (:mod:`msnas_graph.seeds`) and the torch backend's runs share 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
-import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+from ._util import make_folder, sigterm_as_interrupt
 from .errors import RunError
 
 __all__ = ["LOCK", "RunLock", "sigterm_as_interrupt"]
@@ -51,7 +47,7 @@ class RunLock:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise RunError(f"{self.run_dir}: not a folder; choose a folder for the run")
         self.created = not self.run_dir.exists()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.run_dir)  # recorded: a failed command takes it back
         path = self.run_dir / LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
@@ -88,21 +84,3 @@ class RunLock:
 
 def _only_lock(run_dir: Path) -> bool:
     return {p.name for p in run_dir.iterdir()} <= {LOCK}
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """``SIGTERM`` raises :class:`KeyboardInterrupt` inside the block (main thread only), so a
-    scheduler's stop ends the run like ``Ctrl-C``: checkpoint kept, a note, exit 130."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

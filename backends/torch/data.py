@@ -255,7 +255,11 @@ def split_by_group(
 
 def load_cases(source: str, *, labelled: bool = False, **kw: Any) -> SegmentationDataset:
     """:func:`~msnas_graph.data.load_dataset`, refusing an empty dataset and, with
-    ``labelled``, a case without a mask (searching and training need every mask)."""
+    ``labelled``, a case without a mask (searching and training need every mask) or any case
+    that cannot be read whole: every image and mask is read once
+    (:meth:`~msnas_graph.data.SegmentationDataset.validate`: truncated files, mask labels
+    beyond the dataset's classes, sizes that differ), so a run fails before its first step,
+    not in an epoch or at ``evaluate``."""
     ds = load_dataset(source, **kw)
     if len(ds) == 0:
         raise DataError(f"{source}: the dataset has no cases")
@@ -264,6 +268,8 @@ def load_cases(source: str, *, labelled: bool = False, **kw: Any) -> Segmentatio
             f"{source}: some cases have no mask; searching and training need a mask for every "
             f"case (put the masks next to the images, or leave unlabelled cases out)"
         )
+    if labelled:
+        ds.validate()
     return ds
 
 

@@ -361,7 +361,8 @@ def predict(
     nnU-Net ``imagesTr``/``imagesTs`` folder without the channel suffix: ``case_0000.nii.gz``
     gives ``case.nii.gz``). nnU-Net channel files ``case_0000``, ``case_0001``... are one case
     (:func:`~msnas_graph.data.files.channel_cases`) with one mask, and a case whose channel
-    count differs from the model's input channels is refused before any is written. Masks are
+    count differs from the model's input channels, or any input that cannot be read whole, is
+    refused before any mask is written. Masks are
     at the original size; with ``overlay=True`` a PNG of each image or slice with the mask
     tinted goes to ``out_dir/overlays``. Returns the mask paths.
 
@@ -378,6 +379,7 @@ def predict(
     ds = load_cases(str(inputs), num_classes=info["num_classes"], in_channels=info["in_channels"])
     _check_predict_output(out, _input_folders(inputs, ds))
     check_inference_memory(info, min(batch_size, len(ds)), dev, "predict")
+    ds.validate()  # every input readable before the first mask is written
     units = volume_units(ds, range(len(ds)))
     names = unique_names([u.name for u in units])
     written: list[Path] = []

@@ -177,6 +177,7 @@ def _read_header(path: Path) -> FileHeader:
                     f"{path}: NIfTI of shape {shape} is not a 2D/3D volume or a 4D "
                     "multi-channel volume: save one channel per file or a 4D (X, Y, Z, C) image"
                 )
+            _check_nifti(path, shape, img.affine)
             channels = shape[3] if len(shape) == 4 else 1
             slices = shape[2] if len(shape) >= 3 else 1
             spacing = (zooms[0], zooms[1]) if len(zooms) >= 2 else None
@@ -201,6 +202,21 @@ def _read_header(path: Path) -> FileHeader:
         raise
     except Exception as exc:
         raise DataError(f"{path}: cannot read file ({exc}): replace or remove it") from exc
+
+
+def _check_nifti(path: Path, shape: Sequence[int], affine: Any) -> None:
+    """One-line DataError for a NIfTI volume with no voxels along an axis, or an affine that is
+    not finite (a mask could not be written back in its space)."""
+    if 0 in shape:
+        raise DataError(
+            f"{path}: NIfTI of shape {tuple(shape)} has no voxels along an axis: "
+            "replace or remove the file"
+        )
+    if affine is None or not np.all(np.isfinite(np.asarray(affine, dtype=float))):
+        raise DataError(
+            f"{path}: NIfTI affine holds NaN or infinity (a broken qform/sform): fix the "
+            "header (e.g. set its sform from the qform) or remove the file"
+        )
 
 
 def _pil_array(path: Path, as_mask: bool) -> np.ndarray:
@@ -298,8 +314,11 @@ class VolumeCache:
         nib = _nibabel()
         try:
             img = nib.load(str(path))
+            _check_nifti(path, img.shape, img.affine)
             data = np.asanyarray(img.dataobj)
             affine = np.asarray(img.affine, dtype=float)
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"{path}: cannot read NIfTI ({exc}): replace or remove it") from exc
         if data.ndim == 2:

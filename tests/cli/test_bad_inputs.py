@@ -17,6 +17,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from msnas_graph.cli.main import main
+from msnas_graph.decode import decode
+from msnas_graph.operations import register_operation_name
+from msnas_graph.spec import load_space
+from msnas_graph.state import SearchState
 
 pytest.importorskip("torch")
 
@@ -52,6 +56,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             "--no-progress")  # fmt: skip
         assert code == 0, err
         _bad_files(w)
+        _round2_files(w)
     finally:
         os.chdir(cwd)
     return w
@@ -268,7 +273,98 @@ CASES: list[tuple[list[str], int, str]] = [
     (["predict", "t", "chn/imagesTs", "-o", "preds", "--device", "cpu"], 1, "channel"),
     (["evaluate", "t", "--device", "cuda"], 1, "CUDA is not available"),
     (["train", "new_run", *UNET, "--data", "data", "--device", "tpu", "--epochs", "1"], 1, ""),
+    # issue 18, round 2 (items 6-11)
+    *[
+        ([f"env:MSNAS_NO_MEMORY_CHECK={v}", "count", "--space", "tiny"], 1, "not a yes/no")
+        for v in ("maybe", "2", "-1", "nein")
+    ],
+    *[
+        (
+            [f"env:MSNAS_NO_MEMORY_CHECK={v}", "env:MSNAS_MEMORY_LIMIT=1K", "cost", *UNET],
+            1,
+            "memory",
+        )
+        for v in ("false", "No", "OFF", "0", "")
+    ],
+    (["predict", "t", "r2/zero_z.nii.gz", "-o", "preds", "--device", "cpu"], 1, "no voxels"),
+    (["predict", "t", "r2/zero_y.nii.gz", "-o", "preds", "--device", "cpu"], 1, "no voxels"),
+    (["predict", "t", "r2/nan_affine.nii", "-o", "preds", "--device", "cpu"], 1, "affine"),
+    (["render", "fmt_list.json", "-o", "x.dot"], 1, "unknown document format"),
+    (["diff", "fmt_dict.json", "a.json"], 1, "unknown document format"),
+    (["predict", "t", "r2/mixed", "-o", "r2_out/m", "--device", "cpu"], 1, "truncated"),
+    (["quickstart", "r2_qs/run", "--data", "r2", "--device", "cpu", "--max-steps", "1"], 1, ""),
+    *[
+        (["path:r2", "--plugin", "r2_ops", *cmd], 1, f"operation 'r2_{op}' (registered by r2_ops)")
+        for op in ("wide", "shrink", "raises")
+        for cmd in (
+            ["decode", f"r2/s_{op}.json", "--paths", "1", "--max-macs", "1G"],
+            ["cost", f"r2/a_{op}.json", "--input-size", "32"],
+            ["search", "new_run", "--space", f"r2/{op}.yaml", "--data", "phantom:10", *SMOKE],
+            ["train", "new_run", "--model", f"r2/a_{op}.json", "--data", "phantom:10", *SMOKE],
+        )
+    ],
+    (["train", "new_run", *UNET, "--data", "r2/labels", "--epochs", "1", *SMOKE], 1, "outside"),
+    (["train", "new_run", *UNET, "--data", "r2/cut", "--epochs", "1", *SMOKE], 1, "truncated"),
+    (["search", "new_run", "--space", "tiny", "--data", "r2/cut", *SMOKE], 1, "truncated"),
 ]
+
+
+R2_OPS = """
+from torch import nn
+from msnas_graph.backends.torch import register_op
+
+@register_op("r2_wide", "a 1x1 conv that doubles the channels")
+def wide(channels, spatial_dims=2, affine=True):
+    return nn.Conv2d(channels, 2 * channels, 1)
+
+@register_op("r2_shrink", "a pooling with stride 2")
+def shrink(channels, spatial_dims=2, affine=True):
+    return nn.AvgPool2d(2)
+
+@register_op("r2_raises", "a factory that raises")
+def raises(channels, spatial_dims=2, affine=True):
+    raise ValueError("no such width")
+"""
+
+
+def _round2_files(w: Path) -> None:
+    """Files for the issue 18 round 2 cases (items 6-11)."""
+    import nibabel as nib
+
+    r2 = w / "r2"
+    r2.mkdir()
+    for name, shape in [("zero_z", (32, 32, 0)), ("zero_y", (32, 0, 3))]:
+        nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), r2 / f"{name}.nii.gz")
+    header = nib.Nifti1Image(np.zeros((32, 32, 2), np.float32), np.eye(4)).header
+    header.set_sform(np.eye(4), code=1)
+    header["qform_code"] = 0
+    header["srow_x"] = [np.nan, 0, 0, 0]  # an affine nibabel reads back with a NaN
+    nib.Nifti1Image(np.zeros((32, 32, 2), np.float32), None, header=header).to_filename(
+        r2 / "nan_affine.nii"
+    )
+    noise = np.random.default_rng(1).integers(0, 255, (32, 32), np.uint8)
+    for i in range(8):  # a batch of good images, then a truncated one
+        _png(r2 / "mixed" / f"a{i}.png", noise)
+    (r2 / "mixed" / "a8.png").write_bytes((r2 / "mixed" / "a0.png").read_bytes()[:400])
+    (r2 / "r2_ops.py").write_text(R2_OPS)  # plug-in operations that break the shape rule
+    for op in ("wide", "shrink", "raises"):
+        register_operation_name(f"r2_{op}")  # the core learns the name; the plug-in, the op
+        space = f"layers: 2\nscales: 2\nchannels: 4\npartial_k: 1\nnum_classes: 4\nops: [r2_{op}]\n"
+        (r2 / f"{op}.yaml").write_text(space)
+        state = SearchState.random(load_space(r2 / f"{op}.yaml"), seed=0)
+        state.save(r2 / f"s_{op}.json")
+        decode(state, paths=5).save(r2 / f"a_{op}.json")  # every edge: the cells use the op
+    for i in range(10):  # nnU-Net layout whose dataset.json has 2 classes, a mask with 3
+        _png(r2 / "labels" / "imagesTr" / f"c_{i:03d}_0000.png", noise)
+        _png(r2 / "labels" / "labelsTr" / f"c_{i:03d}.png", (noise > 128).astype(np.uint8))
+        _png(r2 / "cut" / "images" / f"c{i}.png", noise)  # images/masks with one cut image
+        _png(r2 / "cut" / "masks" / f"c{i}.png", (noise > 128).astype(np.uint8))
+    _png(r2 / "labels" / "labelsTr" / "c_009.png", np.full((32, 32), 2, np.uint8))
+    spec = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}}
+    (r2 / "labels" / "dataset.json").write_text(json.dumps({**spec, "file_ending": ".png"}))
+    (r2 / "cut" / "images" / "c9.png").write_bytes((r2 / "mixed" / "a8.png").read_bytes())
+    (w / "fmt_list.json").write_text(json.dumps({"format": ["x"]}))
+    (w / "fmt_dict.json").write_text(json.dumps({"format": {"a": 1}}))
 
 
 def _space_cases() -> list[tuple[list[str], int, str]]:
@@ -289,7 +385,9 @@ CASES += _space_cases()
 
 def _snapshot(root: Path) -> dict[str, str]:
     out = {}
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:  # a folder a failed command created counts as a change
+            out[str((Path(dirpath) / name).relative_to(root))] = "folder"
         for name in files:
             p = Path(dirpath) / name
             if p.is_symlink() or not p.is_file():
@@ -307,6 +405,13 @@ def test_bad_input_gives_one_line_and_changes_nothing(
     ws: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], code: int, message: str
 ) -> None:
     monkeypatch.chdir(ws)
+    while args[0].startswith(("env:", "path:")):  # an environment variable, a sys.path entry
+        kind, _, setting = args[0].partition(":")
+        if kind == "env":
+            monkeypatch.setenv(*setting.split("=", 1))
+        else:
+            monkeypatch.syspath_prepend(str(ws / setting))
+        args = args[1:]
     if args[-1].startswith("@"):  # a space file with one bad field
         field, value = args[-1][1:].split(":", 1)
         text = "layers: 2\nscales: 2\nchannels: 4\npartial_k: 2\n"

@@ -243,3 +243,47 @@ def test_dense_conv_is_relu_conv_bn_without_residual(name: str, dilation: int) -
     x = torch.randn(1, 4, 9, 9)
     with torch.no_grad():
         torch.testing.assert_close(op(x), bn(conv(torch.relu(x))))
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (
+            lambda channels, spatial_dims=2: nn.Conv2d(channels, 2 * channels, 1),
+            r"to \(1, 8, 8, 8\)",
+        ),
+        (lambda channels, spatial_dims=2: nn.AvgPool2d(2), r"to \(1, 4, 4, 4\)"),
+        (lambda channels, spatial_dims=2: nn.Flatten(), r"to \(1, 256\)"),
+        (lambda channels, spatial_dims=2: nn.Conv2d(3, 3, 1), "forward pass .* raised"),
+        (lambda channels, spatial_dims=2: 1 / 0, "factory raised ZeroDivisionError"),
+    ],
+    ids=["channels", "stride", "flatten", "forward_fails", "factory_raises"],
+)
+def test_a_plugin_op_that_breaks_the_shape_rule_is_one_line(factory, message: str) -> None:
+    register_op("test_broken_op")(factory)
+    try:
+        with pytest.raises(BackendError, match=f"operation 'test_broken_op' .*{message}") as info:
+            build_op("test_broken_op", 4)
+        assert "\n" not in str(info.value) and "keeps its input's shape" in str(info.value)
+    finally:
+        unregister_op("test_broken_op")
+
+
+def test_a_plugin_op_is_probed_once_per_width_and_leaves_the_random_state() -> None:
+    calls: list[int] = []
+
+    def factory(channels: int, spatial_dims: int = 2) -> nn.Module:
+        calls.append(channels)
+        return nn.Identity()
+
+    register_op("test_counted_op")(factory)
+    try:
+        before = torch.get_rng_state()
+        build_op("test_counted_op", 4)
+        assert torch.equal(torch.get_rng_state(), before)  # the probe's input is forked
+        build_op("test_counted_op", 4)
+        build_op("test_counted_op", 8)
+        assert calls == [4, 4, 4, 8, 8]  # the first build of a width also builds the probe
+        build_op("skip_connect", 4)  # built-in operations are not probed
+    finally:
+        unregister_op("test_counted_op")

@@ -40,7 +40,7 @@ can pass it to all of them; a user's factory need only accept the options it is 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 import torch
@@ -117,6 +117,8 @@ class _OpEntry:
     name: str
     factory: OpFactory
     description: str
+    #: One of this module's operations (tested by the suite), not a plug-in's.
+    builtin: bool = False
 
 
 _REGISTRY: dict[str, _OpEntry] = {}
@@ -190,28 +192,93 @@ def build_op(name: str, channels: int, spatial_dims: int = 2, **options: Any) ->
     ``options`` (e.g. ``affine=False``) are passed to the factory; only give options the
     factory accepts (all default convolutional ops accept ``affine``).
 
+    A plug-in operation (one registered outside this module) is checked the first time it is
+    built at a width: a second instance runs on a small random input (``8`` pixels a side,
+    the global random state left as it was) and must return a tensor of the input's shape. A
+    factory that raises, a forward pass that fails, or another shape is one
+    :class:`BackendError` line naming the operation and the module that registered it, so a
+    search, a training run, an export or a budget decode refuses it before any work.
+
     >>> op = build_op("sep_conv_3x3", 8)
     >>> op(torch.zeros(1, 8, 16, 16)).shape
     torch.Size([1, 8, 16, 16])
-    """
+    >>> @register_op("doc_example_stride_2", "halves the size: breaks the shape rule")
+    ... def _halve(channels, spatial_dims=2):
+    ...     return nn.AvgPool2d(2)
+    >>> build_op("doc_example_stride_2", 4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.BackendError: operation 'doc_example_stride_2' (registered by ...): it maps an input of shape (1, 4, 8, 8) to (1, 4, 4, 4); ...
+    >>> unregister_op("doc_example_stride_2")
+    """  # noqa: E501
     if name not in _REGISTRY:
         raise BackendError(unknown_name("operation", name, _REGISTRY))
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise BackendError(f"build_op('{name}'): channels must be a positive int, got {channels!r}")
     nd_layers(spatial_dims)  # validates spatial_dims with a clear message
+    entry = _REGISTRY[name]
+    module = _call_factory(entry, channels, spatial_dims, options)
+    if not entry.builtin:
+        _check_plugin_op(entry, channels, spatial_dims, options)
+    return module
+
+
+def _call_factory(
+    entry: _OpEntry, channels: int, spatial_dims: int, options: dict[str, Any]
+) -> nn.Module:
     try:
-        module = _REGISTRY[name].factory(channels, spatial_dims, **options)
+        module = entry.factory(channels, spatial_dims, **options)
     except TypeError as exc:
         if options:
             raise BackendError(
-                f"build_op('{name}'): the factory rejected options {sorted(options)}: {exc}"
+                f"build_op('{entry.name}'): the factory rejected options {sorted(options)}: {exc}"
             ) from exc
-        raise
+        raise _op_error(entry, f"its factory raised TypeError: {exc}") from exc
+    except Exception as exc:  # a plug-in's own bug: one line naming the operation
+        raise _op_error(entry, f"its factory raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(module, nn.Module):
-        raise BackendError(
-            f"operation '{name}': factory returned {type(module).__name__}, not an nn.Module"
-        )
+        raise _op_error(entry, f"its factory returned {type(module).__name__}, not an nn.Module")
     return module
+
+
+def _op_error(entry: _OpEntry, problem: str) -> BackendError:
+    first = (problem.strip().splitlines() or [""])[0][:200]
+    where = getattr(entry.factory, "__module__", None) or "its module"
+    return BackendError(
+        f"operation '{entry.name}' (registered by {where}): {first}; fix the operation: its "
+        "factory(channels, spatial_dims, **options) must return a module that keeps its "
+        "input's shape"
+    )
+
+
+#: Plug-in operations already checked, by (name, factory, channels, spatial_dims, options).
+_CHECKED: set[tuple[Any, ...]] = set()
+#: The side of the probe input used to check a plug-in operation.
+_PROBE_SIDE = 8
+
+
+def _check_plugin_op(
+    entry: _OpEntry, channels: int, spatial_dims: int, options: dict[str, Any]
+) -> None:
+    """Run a fresh instance of a plug-in operation once per width on a small random input and
+    refuse it in one line unless the output is a tensor of the input's shape. The global
+    random state is left as it was (the probe draws from a forked generator)."""
+    key = (entry.name, id(entry.factory), channels, spatial_dims, repr(sorted(options.items())))
+    if key in _CHECKED:
+        return
+    shape = (1, channels, *([_PROBE_SIDE] * spatial_dims))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        probe = _call_factory(entry, channels, spatial_dims, options).eval()
+        try:
+            out = probe(torch.randn(shape))
+        except Exception as exc:
+            raise _op_error(
+                entry, f"a forward pass on {tuple(shape)} raised {type(exc).__name__}: {exc}"
+            ) from exc
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != shape:
+        raise _op_error(entry, f"it maps an input of shape {shape} to {got}")
+    _CHECKED.add(key)
 
 
 # --------------------------------------------------------------------------- default ops
@@ -416,3 +483,7 @@ def _skip_connect(channels: int, spatial_dims: int = 2, affine: bool = True) -> 
 @register_op("none", "zero (disconnection); searchable, never decoded")
 def _none(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
     return Zero()
+
+
+#: The operations above are this module's own: tested by the suite, never probed at build time.
+_REGISTRY.update({n: replace(e, builtin=True) for n, e in _REGISTRY.items()})

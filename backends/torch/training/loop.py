@@ -32,11 +32,13 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import torch
 from torch import nn
 
+from msnas_graph._util import sigterm_as_interrupt
 from msnas_graph.backends.torch.losses import DiceCELoss, dice_scores
 from msnas_graph.backends.torch.training.config import RunConfig
 from msnas_graph.backends.torch.training.run_dir import (
     CHECKPOINT,
     RunLock,
+    clear_run_files,
     get_rng_state,
     is_finished,
     load_checkpoint,
@@ -48,7 +50,6 @@ from msnas_graph.backends.torch.training.run_dir import (
 )
 from msnas_graph.backends.torch.training.runtime import Runtime, setup_runtime
 from msnas_graph.errors import RunError
-from msnas_graph.run_lock import sigterm_as_interrupt
 from msnas_graph.spec import SCHEMA_VERSION
 
 __all__ = [
@@ -229,6 +230,7 @@ class EpochLoop:
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch: int = 0
     saved_epoch: int = 0  #: the epoch the checkpoint on disk holds
+    stopped: bool = False  #: stopped by a NaN loss or an interrupt (the checkpoint is kept)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -348,6 +350,7 @@ class EpochLoop:
     def _stopped(self, exc: BaseException) -> NoReturn:
         """Draw the plots of the epochs done and say where the last good checkpoint is
         (rank 0), then raise."""
+        self.stopped = True
         if self.rt.main:
             self.step.plots(self.run_dir, self.history)
         if isinstance(exc, NonFinite):
@@ -364,6 +367,12 @@ class EpochLoop:
 
 
 R = TypeVar("R")
+
+
+def _failed_before_learning(loop: EpochLoop | None) -> bool:
+    """Whether a failed run wrote nothing worth resuming: built, but no epoch checkpointed and
+    not stopped by a NaN loss (whose message points at the checkpoint kept)."""
+    return loop is not None and loop.saved_epoch == 0 and not loop.stopped
 
 
 def launch(
@@ -385,6 +394,7 @@ def launch(
     with setup_runtime(config) as rt:
         resuming, lock = prepare_run(run_dir, kind, rt, resume, overwrite)
         started = False
+        loop: EpochLoop | None = None
         try:
             with sigterm_as_interrupt():
                 if resuming and is_finished(run_dir):
@@ -396,6 +406,11 @@ def launch(
                 started = True
                 loop.run(progress)
                 return finish(loop)
+        except Exception:  # not an interrupt: that keeps its checkpoint for --resume
+            if rt.main and not resuming and _failed_before_learning(loop):
+                clear_run_files(run_dir, kind)  # a retry must not need --overwrite
+                started = False
+            raise
         finally:
             if lock is not None:
                 lock.release(failed=not started and not resuming)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msnas_graph._util import atomic_path, atomic_write
+from msnas_graph._util import atomic_path, atomic_write, make_folder
 from msnas_graph.errors import RunError
 from msnas_graph.run_lock import LOCK, RunLock
 
@@ -41,6 +41,7 @@ __all__ = [
     "LOCK",
     "RUN_FILES",
     "RunLock",
+    "clear_run_files",
     "get_rng_state",
     "is_finished",
     "load_checkpoint",
@@ -96,6 +97,20 @@ def remove_leftovers(run_dir: str | Path) -> list[Path]:
     return removed
 
 
+def clear_run_files(run_dir: str | Path, kind: str) -> None:
+    """Remove the files a ``kind`` run writes in ``run_dir`` (``RUN_FILES``); other files
+    stay."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    for name in RUN_FILES[kind]:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
 def is_finished(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a finished run (a ``DONE`` marker)."""
     return (Path(run_dir) / DONE).is_file()
@@ -120,14 +135,8 @@ def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: 
     if resume or overwrite:
         remove_leftovers(run_dir)
     if overwrite:
-        if run_dir.exists():
-            for name in RUN_FILES[kind]:
-                p = run_dir / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        clear_run_files(run_dir, kind)
+        make_folder(run_dir)
         return False
     if finished and not resume:
         raise RunError(
@@ -145,7 +154,7 @@ def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: 
             f"{run_dir} holds an unfinished run; use --resume to continue it or --overwrite to "
             f"start over"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)
     return False
 
 
