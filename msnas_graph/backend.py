@@ -450,8 +450,13 @@ def _import_file(name: str, path: Path) -> ModuleType:
         )
     module_name = path.stem
     known = sys.modules.get(module_name)
-    if known is not None and Path(getattr(known, "__file__", "") or "").resolve() == path.resolve():
-        return known
+    if known is not None:
+        if Path(getattr(known, "__file__", "") or "").resolve() == path.resolve():
+            return known
+        raise PluginError(
+            f"plugin '{name}': a module named '{module_name}' is already imported (from "
+            f"{getattr(known, '__file__', None) or 'a built-in'}); rename {path.name}"
+        )
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise PluginError(f"plugin '{name}': {path} cannot be imported as a Python module")

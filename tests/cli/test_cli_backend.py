@@ -172,6 +172,13 @@ def test_a_missing_plugin_says_where_it_was_looked_for_and_how_to_point_at_it() 
     assert code == 1 and err.count("\n") == 1 and "no such file" in err
 
 
+def test_a_plugin_file_named_like_an_imported_module_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "json.py").write_text("raise RuntimeError('must not run')\n")
+    code, _, err = run("--plugin", tmp_path / "json.py", "count")
+    assert code == 1 and err.count("\n") == 1 and "already imported" in err
+    assert sys.modules["json"].__file__ != str(tmp_path / "json.py")
+
+
 def test_a_plugin_given_as_a_file_path_or_lying_in_the_current_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
