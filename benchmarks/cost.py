@@ -15,6 +15,7 @@ from ``SearchState.random(paper, seed)`` for several seeds: then the figures des
 architectures of the space (median and range over the seeds), not a searched result.
 
     python benchmarks/cost.py [--state runs/search/state.json] [--seeds 8] [--size 256]
+        [--channels 64] [--score relative|paper] [--out results/cost_c64.md]
 """
 
 from __future__ import annotations
@@ -83,6 +84,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="random states 0..N-1 (default 8)")
     parser.add_argument("--paths", type=int, nargs="+", default=[3, 4, 5], help="N_l values")
     parser.add_argument("--size", type=int, default=256, help="input side (default 256)")
+    parser.add_argument(
+        "--channels", type=int, help="build the decoded networks at this base width (widen)"
+    )
+    parser.add_argument(
+        "--score",
+        choices=("relative", "paper"),
+        default="relative",
+        help="path score used to decode (default relative, as `decode`)",
+    )
     parser.add_argument("--out", type=Path, help="results file (default results/cost.md)")
     args = parser.parse_args()
 
@@ -104,7 +114,9 @@ def main() -> None:
     figures: dict[int, dict[str, list[float]]] = {n: {} for n in args.paths}
     for label, state in states.items():
         for n in args.paths:
-            arch = decode(state, paths=n)
+            arch = decode(state, paths=n, score=args.score)
+            if args.channels is not None:
+                arch = arch.widen(args.channels)
             net = build_network(arch)
             params = count_parameters(net)
             macs, flops = count_macs_flops(net, shape)
@@ -206,7 +218,8 @@ def main() -> None:
     setup = (
         f"{source} Each MS-NAS(N_l) network keeps the union of the N_l best input->output paths "
         f"(two-step decoding), built by `build_network` with the space's `{space.fusion}` fusion "
-        f"(base width {space.channels}, L={space.layers}, S={space.scales}, N={space.blocks}). "
+        f"(base width {args.channels or space.channels}, L={space.layers}, S={space.scales}, "
+        f"N={space.blocks}; path score `{args.score}`). "
         f"Counted at one {'x'.join(map(str, shape))} input with `cost.count_macs_flops` "
         "(`torch.utils.flop_counter` on a meta-device copy: convolutions and matmuls; "
         "element-wise ops, BN, pooling and interpolation are not counted; MACs = FLOPs/2; the "

@@ -20,15 +20,20 @@
     with a message where the data folder is missing (``--hc18 PATH``; default
     ``../shared/data/hc18`` beside the repository). Tries fp32 batch 8 first, then bf16, then
     smaller batches on out-of-memory.
+(d) **Fused mixed ops against one by one** (``gpu_fused.py``): the supernet's fused path and
+    its one-by-one reference, equal outputs, gradients and running statistics within tolerance
+    (fp32, TF32 off), and their step times and memory side by side, so that the first run on a
+    GPU settles which is the default there.
 
 Prints each row as soon as it is measured and rewrites the table after every row, to
 ``$OUT/gpu_check.md`` when ``OUT`` is set, else ``benchmarks/results/gpu_check.md``, so a timeout
 keeps what was measured. ``--smoke`` runs everything at tiny sizes on the CPU (to check the
-script here); ``--only a c`` runs some sections.
+script here); ``--only a d`` runs some sections.
 
     python benchmarks/gpu_check.py                     # on the GPU machine
     python benchmarks/gpu_check.py --only a --compile  # the compiled supernet step, apart
     python benchmarks/gpu_check.py --smoke             # here, on the CPU
+    python benchmarks/gpu_check.py --only d --smoke    # (d) alone, here
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from typing import Any
 
 import torch
 from _common import fmt_bytes, fmt_ratio, machine, markdown_table, write_results
+from gpu_fused import section_d
 from search_step import K1, K4, Stepper, build_case, paper_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +113,7 @@ class Report:
         reading = " ".join(self.notes) or "(no notes)"
         write_results(
             "gpu_check",
-            "GPU check: supernet step, final-network throughput, one search epoch",
+            "GPU check: supernet step, final-network throughput, one search epoch, fused mixed ops",
             self.setup,
             sections,
             reading,
@@ -471,7 +477,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument("--device", default=None, help="default cuda (cpu with --smoke)")
-    parser.add_argument("--only", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"])
+    sections = ["a", "b", "c", "d"]
+    parser.add_argument("--only", nargs="+", choices=sections, default=sections)
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -515,12 +522,14 @@ def main() -> None:
         "configurations run one after the other (each alone on the GPU for its memory peak). "
         f"(b): batch {args.infer_batch}, inference_mode. (c): search() with epochs=(1, 0), "
         f"batch {args.search_batch}, at most {args.search_steps or 'all'} steps per epoch "
-        "(the validation is capped alike), folds.json fold 0 as test."
+        "(the validation is capped alike), folds.json fold 0 as test. (d): fused mixed ops "
+        f"against one by one at batch {args.batch}, {args.warmup} warm-up rounds then "
+        f"{args.repeats} interleaved rounds (gpu_fused.py)."
     )
     report = Report(path, setup, args.device)
     _log(f"gpu_check on {machine(args.device)}; writing {path}")
     t0 = time.perf_counter()
-    sections = {"a": section_a, "b": section_b, "c": section_c}
+    sections = {"a": section_a, "b": section_b, "c": section_c, "d": section_d}
     for key in args.only:
         ts = time.perf_counter()
         try:

@@ -137,8 +137,9 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
     "plugins",
     multiple=True,
     metavar="MODULE",
-    help="Import MODULE first, so that the operations or backends it registers can be used "
-    "(repeatable; env MSNAS_PLUGINS, comma-separated).",
+    help="Import MODULE first, so that the operations or backends it registers can be used: a "
+    "module on PYTHONPATH, NAME.py in the current folder, or a file path (repeatable; env "
+    "MSNAS_PLUGINS, comma-separated).",
 )
 @click.option(
     "--threads",

@@ -28,6 +28,9 @@ unknown backend 'torhc' (known: null, torch) (did you mean 'torch'?)
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -400,16 +403,21 @@ def get_backend(name: str = "torch") -> Backend:
 def load_plugins(modules: Iterable[str]) -> list[ModuleType]:
     """Import each plugin module (``--plugin``/``MSNAS_PLUGINS``): importing it registers its
     operations (e.g. with the torch backend's ``register_op``) or backends
-    (:func:`register_backend`). A module that fails to import is one :class:`PluginError`
-    line naming it and the error.
+    (:func:`register_backend`). A plugin is a module name, looked up on the Python path and
+    then as ``NAME.py`` in the current folder, or a file path (``path/to/my_ops.py``). A module
+    that fails to import is one :class:`PluginError` line naming it, the error and, when the
+    module itself is missing, where it was looked for and how to point at it.
 
     >>> [m.__name__ for m in load_plugins(["json"])]
     ['json']
     >>> try:
     ...     load_plugins(["no_such_plugin_module"])
     ... except PluginError as exc:
-    ...     print(exc)
+    ...     message = str(exc)
+    >>> print(message.split(" (")[0])
     plugin 'no_such_plugin_module' failed to import: No module named 'no_such_plugin_module'
+    >>> print(message.split("): ")[-1])
+    give the file's path (--plugin path/to/no_such_plugin_module.py) or add its folder to PYTHONPATH
     """
     loaded = []
     for raw in modules:
@@ -417,11 +425,62 @@ def load_plugins(modules: Iterable[str]) -> list[ModuleType]:
         if not name:
             continue
         try:
-            loaded.append(importlib.import_module(name))
+            loaded.append(_import_plugin(name))
+        except PluginError:
+            raise
         except Exception as exc:  # any error inside a user's module is reported in one line
             detail = exc.msg if isinstance(exc, ModuleNotFoundError) else _one_line(exc)
             raise PluginError(f"plugin '{name}' failed to import: {detail}") from exc
     return loaded
+
+
+def _import_plugin(name: str) -> ModuleType:
+    """Import ``name``: a file path, a module on the Python path, or ``NAME.py`` in the
+    current folder (which a console script does not put on the path)."""
+    if name.endswith(".py") or "/" in name or os.sep in name:
+        return _import_file(name, Path(name).expanduser())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (name == exc.name or name.startswith(f"{exc.name}.")):
+            raise  # the plugin was found; something it imports is missing
+        local = Path.cwd() / f"{name}.py"
+        if "." not in name and local.is_file():
+            return _import_file(name, local)
+        raise PluginError(
+            f"plugin '{name}' failed to import: {exc.msg} (looked on the Python path and for "
+            f"{name.split('.')[0]}.py in the current folder {Path.cwd()}): give the file's path "
+            f"(--plugin path/to/{name.split('.')[-1]}.py) or add its folder to PYTHONPATH"
+        ) from exc
+
+
+def _import_file(name: str, path: Path) -> ModuleType:
+    """Import the Python file ``path`` as the module named after its stem."""
+    if not path.is_file():
+        raise PluginError(
+            f"plugin '{name}': no such file {path}: give the path of a Python file, or a module "
+            "name on PYTHONPATH"
+        )
+    module_name = path.stem
+    known = sys.modules.get(module_name)
+    if known is not None:
+        if Path(getattr(known, "__file__", "") or "").resolve() == path.resolve():
+            return known
+        raise PluginError(
+            f"plugin '{name}': a module named '{module_name}' is already imported (from "
+            f"{getattr(known, '__file__', None) or 'a built-in'}); rename {path.name}"
+        )
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin '{name}': {path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
 
 
 def _one_line(exc: BaseException) -> str:

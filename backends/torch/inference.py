@@ -414,31 +414,42 @@ def _write_unit(
     return paths
 
 
+#: Folders beside an images folder that hold (or, once written, would be read as) its ground
+#: truth: the mask folders ``load_dataset`` pairs with ``images/`` and nnU-Net's ``labelsTr``.
+_GROUND_TRUTH_DIRS = (
+    *("masks", "labels", "mask", "label", "annotations", "gt"),
+    *("labelsTr", "labelsTs"),
+)
+
+
 def _input_folders(inputs: str | Path, ds: SegmentationDataset | None) -> list[Path]:
-    """The folders ``predict`` reads: ``inputs`` itself if a folder, and the folders of every
-    image and mask file of the dataset."""
-    folders = [Path(inputs)] if Path(inputs).is_dir() else []
-    if Path(inputs).is_file():
-        folders.append(Path(inputs).parent)
-    for folder in list(folders):  # `data/images` is part of a dataset `data/` (masks beside)
-        if folder.resolve().name.lower().startswith(("image", "img")):
-            folders.append(folder.resolve().parent)
+    """The folders ``predict`` must not write into: ``inputs`` (or an input file's folder), the
+    ground-truth folders beside an images folder (``data/images`` -> ``data/masks``, existing
+    or not: masks written there would be read back as ground truth), and the folder of every
+    image and mask file the dataset reads. Siblings such as ``data/predictions`` stay free."""
+    src = Path(inputs)
+    folders = [src] if src.is_dir() else [src.parent] if src.is_file() else []
     for item in getattr(ds, "_items", None) or ():
         for f in (*getattr(item, "image_files", ()), getattr(item, "mask_file", None)):
             if f is not None:
                 folders.append(Path(f).parent)
+    for folder in list(folders):
+        if folder.resolve().name.lower().startswith(("image", "img")):
+            folders += [folder.resolve().parent / name for name in _GROUND_TRUTH_DIRS]
     return list(dict.fromkeys(folders))
 
 
 def _check_predict_output(out: Path, folders: Sequence[Path]) -> None:
-    """Refuse an output folder that is, contains or lies inside a folder of the input data."""
+    """Refuse an output folder that is, contains or lies inside a folder of the input data or
+    its ground truth (:func:`_input_folders`)."""
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: not a folder; give a new or existing folder for the masks")
     for folder in folders:
         if inside(out, folder) or inside(folder, out):
             raise RunError(
-                f"{out}: the output folder is, contains or lies inside the input folder "
-                f"{folder}; write the masks to a folder outside the input data"
+                f"{out}: the output folder is, contains or lies inside {folder}, a folder of "
+                "the input data or its ground truth; write the masks to a folder beside it "
+                "(e.g. data/predictions for data/images)"
             )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["predict", "t", "data/images", "-o", ".", "--device", "cpu"], 1, "input"),
     (["predict", "t", "data/images", "-o", "data/images/sub", "--device", "cpu"], 1, "input"),
     (["predict", "t", "data/images/c0.png", "-o", "data/images", "--device", "cpu"], 1, "input"),
+    (["predict", "t", "data/images", "-o", "data/labels", "--device", "cpu"], 1, "ground truth"),
+    (["predict", "t", "data/images/c0.png", "-o", "data/masks", "--device", "cpu"], 1, "input"),
     (["export", "t", "--onnx", "t/best.pt"], 1, "input"),
     (["export", "t", "--onnx", "t/model.json"], 1, "input"),
     (["export", "t", "--onnx", "fifo"], 1, ""),
@@ -430,3 +433,24 @@ def test_bad_input_gives_one_line_and_changes_nothing(
         assert lines and lines[-1].startswith("Error:"), err
     assert message in err
     assert _snapshot(ws) == before  # nothing changed, nothing created
+
+
+@pytest.mark.slow
+def test_predict_writes_beside_the_images_it_reads(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``data/images -o data/predictions`` is accepted (issue 17): only the folders the data
+    reads and their ground truth are refused, not every sibling."""
+    monkeypatch.chdir(ws)
+    before = _snapshot(ws / "data")
+    try:
+        got, out, err = _cli("predict", "t", "data/images", "-o", "data/predictions",
+                             "--device", "cpu", "--runtime", "eager")  # fmt: skip
+        assert got == 0, (out, err)
+        assert sorted(p.name for p in (ws / "data" / "predictions").iterdir()) == sorted(
+            f"c{i}.png" for i in range(10)
+        )
+        after = _snapshot(ws / "data")
+        assert {k: v for k, v in after.items() if not k.startswith("predictions")} == before
+    finally:
+        shutil.rmtree(ws / "data" / "predictions", ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import uuid
 from pathlib import Path
 
@@ -151,8 +152,9 @@ def test_plugins_from_the_environment_and_backends_from_plugins(
         (None, "No module named"),
         ("raise RuntimeError('boom\\nsecond line')\n", "RuntimeError: boom"),
         ("def broken(:\n", "SyntaxError"),
+        ("import absent_dependency_of_a_plugin\n", "named 'absent_dependency_of_a_plugin'"),
     ],
-    ids=["missing", "raises", "syntax"],
+    ids=["missing", "raises", "syntax", "dependency"],
 )
 def test_plugin_that_fails_to_import_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str | None, message: str
@@ -163,6 +165,50 @@ def test_plugin_that_fails_to_import_is_one_line(
     code, _, err = run("--plugin", module, "count")
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert f"plugin '{module}' failed to import" in err and message in err
+
+
+def test_a_missing_plugin_says_where_it_was_looked_for_and_how_to_point_at_it() -> None:
+    module = f"absent_{uuid.uuid4().hex[:8]}"
+    code, _, err = run("--plugin", module, "count")
+    assert code == 1 and err.count("\n") == 1
+    assert "current folder" in err and "PYTHONPATH" in err
+    assert f"--plugin path/to/{module}.py" in err
+    code, _, err = run("--plugin", f"nowhere/{module}.py", "count")
+    assert code == 1 and err.count("\n") == 1 and "no such file" in err
+
+
+def test_a_plugin_file_named_like_an_imported_module_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "json.py").write_text("raise RuntimeError('must not run')\n")
+    code, _, err = run("--plugin", tmp_path / "json.py", "count")
+    assert code == 1 and err.count("\n") == 1 and "already imported" in err
+    assert sys.modules["json"].__file__ != str(tmp_path / "json.py")
+
+
+def test_a_plugin_given_as_a_file_path_or_lying_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A console script does not put the current folder on the path: ``--plugin my_ops`` finds
+    ``./my_ops.py`` anyway, and ``--plugin sub/my_ops.py`` imports that file."""
+    ops = [f"my_op_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    modules = [f"plugin_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    (tmp_path / "sub").mkdir()
+    for folder, module, op in zip((tmp_path, tmp_path / "sub"), modules, ops, strict=True):
+        (folder / f"{module}.py").write_text(
+            "from msnas_graph.operations import register_operation_name\n"
+            f"register_operation_name({op!r}, 'a user operation')\n"
+        )
+    monkeypatch.chdir(tmp_path)
+    try:
+        for op, plugin in zip(ops, (modules[0], f"sub/{modules[1]}.py"), strict=True):
+            spec = tmp_path / f"{op}.yaml"
+            spec.write_text(f"layers: 2\nscales: 2\nchannels: 8\nops: [{op}, skip_connect]\n")
+            code, _, err = run("count", "--space", spec)
+            assert code == 1 and f"unknown operation '{op}'" in err
+            code, out, err = run("--plugin", plugin, "count", "--space", spec)
+            assert code == 0 and "cells" in out, err
+    finally:
+        for module in modules:
+            sys.modules.pop(module, None)
 
 
 def test_the_cli_reaches_backends_only_through_get_backend() -> None:

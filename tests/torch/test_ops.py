@@ -182,7 +182,8 @@ def test_custom_op_is_usable(custom_op: str) -> None:
 
 
 def test_custom_op_rejects_unknown_option(custom_op: str) -> None:
-    with pytest.raises(BackendError, match="rejected options"):
+    """A factory without ``**_`` fails naming the fix, not only the option (issue 17)."""
+    with pytest.raises(BackendError, match=r"affine=False\): end its parameters with \*\*_"):
         build_op(custom_op, 4, affine=False)
 
 

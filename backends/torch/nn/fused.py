@@ -12,7 +12,8 @@ dominate (``benchmarks/results/search_step.md``). :func:`mix_together` computes
 - **one ReLU** of ``x`` for all separable convolutions (they all start with ``ReLU(x)``);
 - **one depth-wise convolution** with a channel multiplier: every convolution's depth-wise
   kernel embedded in the largest footprint among them (``3x3`` padded to ``5x5``; ``3x3`` at
-  dilation 2 spread over ``5x5``), which computes the same sums;
+  dilation 2 spread over ``5x5``), which computes the same sums (running the ``3x3`` kernels
+  unpadded could make a search step at most ~1.1x faster: ``benchmarks/results/keep_or_remove.md``);
 - **one batched point-wise product** (one matrix per convolution) and **one BatchNorm** over
   all their channels (BatchNorm is per channel, so this is every BatchNorm at once; the running
   statistics are written back to each module); in training the point-wise products and the
@@ -36,9 +37,8 @@ one, as before.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -324,38 +324,6 @@ def _update_running_stats(
     torch._foreach_add_([cast(torch.Tensor, n.num_batches_tracked) for n in norms], 1)
 
 
-#: Pixels per channel from which the fused depth-wise convolution runs on PyTorch's own CPU
-#: kernel rather than oneDNN's (see :func:`_depthwise_kernel`).
-NATIVE_DEPTHWISE_PIXELS = 32 * 32
-
-
-@contextlib.contextmanager
-def _depthwise_kernel(x: torch.Tensor) -> Iterator[None]:
-    """Where the fused depth-wise convolution (forward, recomputed and backward) runs: with
-    oneDNN off on the CPU for float32/float64 inputs of at least
-    :data:`NATIVE_DEPTHWISE_PIXELS` pixels per channel. oneDNN's fast depth-wise kernels are
-    for one output per input channel; with the channel multiplier of the fused convolution
-    (3-9 outputs per channel) PyTorch's own kernel took 0.4-0.8x its time forward and
-    backward at 32x32 and 64x64 (``benchmarks/depthwise_probe.py``), but more than oneDNN's at
-    8x8 and below. The whole `paper` search step: 0.85-0.94x (side by side, one thread).
-    Left alone where the user froze the backend flags (``torch.backends.disable_global_flags``)."""
-    native = (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
-        and math.prod(x.shape[2:]) >= NATIVE_DEPTHWISE_PIXELS
-        and bool(torch.backends.mkldnn.enabled)
-        and not torch.backends.flags_frozen()  # after disable_global_flags(): leave them be
-    )
-    if not native:
-        yield
-        return
-    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = True  # type: ignore[assignment]
-
-
 def _depthwise(
     x: torch.Tensor, kernels: torch.Tensor, groups: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -367,8 +335,7 @@ def _depthwise(
     n, gc = x.shape[:2]
     c = gc // groups
     m = kernels.shape[0] // gc
-    with _depthwise_kernel(x):
-        z = _CONV[dims](relu, kernels, None, 1, kernels.shape[-1] // 2, 1, gc)
+    z = _CONV[dims](relu, kernels, None, 1, kernels.shape[-1] // 2, 1, gc)
     d = z.reshape(n, groups, c, m, -1).transpose(2, 3).contiguous()
     return relu, d
 
@@ -449,20 +416,19 @@ class _SeparableMix(torch.autograd.Function):
             # convolution)
             g_z = g_d.transpose(2, 3).reshape(n, -1, *relu.shape[2:])
             dims = relu.dim() - 2
-            with _depthwise_kernel(relu):
-                g_relu, g_kernels, _ = torch.ops.aten.convolution_backward(
-                    g_z,
-                    relu,
-                    kernels,
-                    None,
-                    [1] * dims,
-                    [kernels.shape[-1] // 2] * dims,
-                    [1] * dims,
-                    False,
-                    [0] * dims,
-                    relu.shape[1],
-                    [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False],
-                )
+            g_relu, g_kernels, _ = torch.ops.aten.convolution_backward(
+                g_z,
+                relu,
+                kernels,
+                None,
+                [1] * dims,
+                [kernels.shape[-1] // 2] * dims,
+                [1] * dims,
+                False,
+                [0] * dims,
+                relu.shape[1],
+                [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False],
+            )
             if g_relu is not None:
                 g_x = torch.ops.aten.threshold_backward(g_relu, relu, 0.0)
         grads = (g_x, g_kernels, g_pointwise, g_coefficients, g_weight, g_bias)
@@ -702,6 +668,8 @@ def mix_groups(
     >>> bool(torch.allclose(out[2][1], groups[2][1].mix(xs[2], ws[2][1]), atol=1e-5))
     True
     """
+    # rebuilt on every call, so any change to the modules is seen: 1.6 % of a `paper` search
+    # step at width 32, so a cache could pay at most 1.02x (benchmarks/results/keep_or_remove.md)
     plans = [plan_candidates(m) for m in mixed]
     signature = _signature(plans[0])
     sizes = {int(w.shape[-1]) for ws in weights for w in _rows(ws)}

@@ -39,6 +39,7 @@ can pass it to all of them; a user's factory need only accept the options it is 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
@@ -217,6 +218,7 @@ def build_op(name: str, channels: int, spatial_dims: int = 2, **options: Any) ->
         raise BackendError(f"build_op('{name}'): channels must be a positive int, got {channels!r}")
     nd_layers(spatial_dims)  # validates spatial_dims with a clear message
     entry = _REGISTRY[name]
+    _check_options(name, entry.factory, channels, spatial_dims, options)
     module = _call_factory(entry, channels, spatial_dims, options)
     if not entry.builtin:
         _check_plugin_op(entry, channels, spatial_dims, options)
@@ -279,6 +281,27 @@ def _check_plugin_op(
     if got != shape:
         raise _op_error(entry, f"it maps an input of shape {shape} to {got}")
     _CHECKED.add(key)
+
+
+def _check_options(
+    name: str,
+    factory: Callable[..., Any],
+    channels: int,
+    spatial_dims: int,
+    options: dict[str, Any],
+) -> None:
+    """Refuse options the factory's signature cannot take, naming the fix (a ``**_``)."""
+    try:
+        inspect.signature(factory).bind(channels, spatial_dims, **options)
+    except ValueError:  # no signature to inspect (some builtins): let the call decide
+        return
+    except TypeError:
+        given = ", ".join(f"{k}={v!r}" for k, v in sorted(options.items()))
+        raise BackendError(
+            f"operation '{name}': its factory does not take the options the network passes "
+            f"({given}): end its parameters with **_ to accept and ignore them, e.g. "
+            f"def {getattr(factory, '__name__', 'factory')}(channels, spatial_dims=2, **_)"
+        ) from None
 
 
 # --------------------------------------------------------------------------- default ops
