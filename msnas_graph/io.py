@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from ._util import read_text
+from ._util import read_text, regular_input
 from .architecture import Architecture
 from .errors import MsnasError
 from .spec import PRESETS, SearchSpace, load_space
@@ -36,11 +36,7 @@ def _resolve(path: Path, names: tuple[str, ...], what: str) -> Path:
             if (path / name).is_file():
                 return path / name
         raise MsnasError(f"{path}: folder holds no {' or '.join(names)} ({what} expected)")
-    if path.is_symlink() and not path.exists():
-        raise MsnasError(f"{path}: a broken or looping symbolic link; give the file itself")
-    if not path.exists():
-        raise MsnasError(f"{path}: no such file or folder")
-    return path
+    return regular_input(path, MsnasError, missing=f"{path}: no such file or folder")
 
 
 def load_any(source: str | Path) -> Document:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from msnas_graph._util import atomic_write
+from msnas_graph._util import atomic_write, regular_input
 from msnas_graph.errors import DataError
 
 if TYPE_CHECKING:
@@ -166,6 +166,7 @@ def _cached_header(path: str, _ino: int, _size: int, _mtime_ns: int) -> FileHead
 
 def _read_header(path: Path) -> FileHeader:
     fmt = file_format(path)
+    regular_input(path, DataError)
     try:
         if fmt == "nifti":
             nib = _nibabel()
@@ -222,6 +223,7 @@ def _pil_array(path: Path, as_mask: bool) -> np.ndarray:
 def _read_2d_raw(path: Path, as_mask: bool) -> np.ndarray:
     """The stored array: (H, W) or (H, W, C)."""
     fmt = file_format(path)
+    regular_input(path, DataError)
     try:
         if fmt == "tiff" and (tf := _tifffile()) is not None:
             arr = np.asarray(tf.imread(str(path)))
@@ -296,6 +298,7 @@ class VolumeCache:
             self._items.move_to_end(path)
             return self._items[path]
         nib = _nibabel()
+        regular_input(path, DataError)
         try:
             img = nib.load(str(path))
             data = np.asanyarray(img.dataobj)

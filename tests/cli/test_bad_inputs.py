@@ -141,6 +141,29 @@ def _bad_files(w: Path) -> None:
     first = next(k for k, v in weights.items() if v.is_floating_point())
     weights[first] = torch.full_like(weights[first], float("nan"))
     torch.save(weights, nan / "best.pt")
+    _round2_files(w)
+
+
+# issue 18, round 2 (items 1-5, 12): the files of the cases below
+def _copy_run(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith(".") and f.name not in skip:
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def _round2_files(w: Path) -> None:
+    t = w / "t"
+    _png(w / "r2_images" / "images" / "c0.png", np.zeros((32, 32), np.uint8))
+    os.mkfifo(w / "r2_images" / "images" / "c1.png")  # predict must not skip it silently
+    (w / "r2_msd" / "imagesTr").mkdir(parents=True)
+    os.mkfifo(w / "r2_msd" / "dataset.json")
+    os.mkfifo(_copy_run(t, w / "r2_best_fifo", ("best.pt",)) / "best.pt")
+    (_copy_run(t, w / "r2_best_dir", ("best.pt",)) / "best.pt").mkdir()
+    os.mkfifo(_copy_run(t, w / "r2_lock_fifo") / ".lock")
+    (_copy_run(t, w / "r2_lock_link") / ".lock").symlink_to(w / "s.json")
+    os.mkfifo(_copy_run(t, w / "r2_ck_fifo", ("checkpoint.pt", "DONE")) / "checkpoint.pt")
 
 
 TRAIN = ["train", "new_run", *UNET, "--data", "data", "--epochs", "1", *SMOKE]
@@ -268,6 +291,31 @@ CASES: list[tuple[list[str], int, str]] = [
     (["predict", "t", "chn/imagesTs", "-o", "preds", "--device", "cpu"], 1, "channel"),
     (["evaluate", "t", "--device", "cuda"], 1, "CUDA is not available"),
     (["train", "new_run", *UNET, "--data", "data", "--device", "tpu", "--epochs", "1"], 1, ""),
+    # issue 18, round 2 (items 1-5, 12)
+    # item 1: a FIFO (or other special file) as any input: one line, never opened
+    ([*TRAIN, "--folds", "fifo"], 1, "FIFO"),
+    (["search", "new_run", "--space", "tiny", "--data", "data", "--folds", "fifo"], 1, "FIFO"),
+    (["evaluate", "t", "--folds", "fifo", "--device", "cpu"], 1, "FIFO"),
+    (["diff", "a.json", "fifo"], 1, "FIFO"),
+    (["diff", "fifo", "a.json"], 1, "FIFO"),
+    (["render", "fifo", "-o", "x.svg"], 1, "FIFO"),
+    (["predict", "t", "fifo", "-o", "preds", "--device", "cpu"], 1, "FIFO"),
+    (["train", "new_run", "--model", "fifo", "--data", "data", *SMOKE], 1, "FIFO"),
+    (["train", "new_run", *UNET, "--data", "fifo", "--epochs", "1", *SMOKE], 1, "FIFO"),
+    (["train", "new_run", *UNET, "--data", "r2_msd", "--epochs", "1", *SMOKE], 1, "FIFO"),
+    (["evaluate", "fifo", "--device", "cpu"], 1, "FIFO"),
+    (["export", "fifo", "--onnx", "x.onnx"], 1, "FIFO"),
+    (["cost", "fifo"], 1, "FIFO"),
+    (["train", "r2_ck_fifo", "--resume"], 1, "FIFO"),
+    (["decode", "/dev/zero"], 1, "character device"),
+    # item 12: messages
+    (["decode", "fifo"], 1, "not a regular file (a FIFO)"),  # was "no such state file"
+    (["count", "--space", "fifo"], 1, "not a regular file (a FIFO)"),
+    (["train", "r2_lock_fifo", "--resume"], 1, "lock file is a FIFO"),
+    (["train", "r2_lock_link", "--resume"], 1, "lock file is a symbolic link"),
+    (["evaluate", "r2_best_fifo", "--device", "cpu"], 1, "best.pt: not a regular file (a FIFO)"),
+    (["evaluate", "r2_best_dir", "--device", "cpu"], 1, "best.pt: not a regular file (a folder)"),
+    (["predict", "t", "r2_images/images", "-o", "preds", "--device", "cpu"], 1, "c1.png"),
 ]
 
 

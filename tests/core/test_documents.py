@@ -10,10 +10,9 @@ as written before, with its old hash): deliberate changes of their content.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
 import math
+from pathlib import Path
 
 import pytest
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from msnas_graph._util import atomic_write, unknown_name
+from msnas_graph._util import atomic_write, read_text, unknown_name
 from msnas_graph.architecture import Architecture
 from msnas_graph.errors import MsnasError, RunError
 from msnas_graph.spec import SearchSpace, load_space
@@ -115,10 +115,10 @@ class RunConfig:
     def load(cls, path: str | Path) -> Any:
         """Read a ``config.json``."""
         path = Path(path)
-        if not path.is_file():
-            raise RunError(f"{path}: no such config file")
+        missing = f"{path}: no such config file"
+        text = read_text(path, RunError, missing, note=False)  # a resumed run rewrites it
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RunError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         return cls.from_dict(data, str(path))

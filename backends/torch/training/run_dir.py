@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msnas_graph._util import atomic_path, atomic_write
+from msnas_graph._util import atomic_path, atomic_write, open_input
 from msnas_graph.errors import RunError
 
 __all__ = [
@@ -115,8 +116,7 @@ class RunLock:
             raise RunError(f"{self.run_dir}: not a folder; choose a folder for the run")
         self.created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = _open_lock(self.run_dir / LOCK)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -147,6 +147,26 @@ class RunLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+def _open_lock(path: Path) -> int:
+    """The run's lock file opened for reading and writing (created if absent); a symbolic
+    link, FIFO or other special file there is refused in one line, never followed or waited
+    on."""
+    fix = f"remove it (rm {path}) and run again"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunError(f"{path}: the run's lock file is a symbolic link; {fix}") from None
+        raise RunError(f"{path}: cannot open the run's lock file ({exc.strerror}); {fix}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+        raise RunError(f"{path}: the run's lock file is {kind}; {fix}")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _only_lock(run_dir: Path) -> bool:
@@ -187,7 +207,7 @@ def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: 
             f"{run_dir}: --resume and --overwrite contradict each other; give one of them"
         )
     finished = is_finished(run_dir)
-    has_ckpt = (run_dir / CHECKPOINT).is_file()
+    has_ckpt = os.path.lexists(run_dir / CHECKPOINT)  # a special file is refused on reading
     if resume or overwrite:
         remove_leftovers(run_dir)
     if overwrite:
@@ -248,10 +268,11 @@ def save_weights(path: str | Path, module: torch.nn.Module) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors."""
     path = Path(path)
-    if not path.is_file():
-        raise RunError(f"{path}: no such checkpoint")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with open_input(path, RunError, missing=f"{path}: no such checkpoint") as fh:
+            data = torch.load(fh, map_location="cpu", weights_only=True)
+    except RunError:
+        raise
     except Exception as exc:  # corrupt or foreign file
         raise RunError(
             f"{path}: cannot read the checkpoint ({type(exc).__name__}: "
