@@ -180,6 +180,14 @@ def _check(states: Sequence[SearchState], method: str, names: Sequence[str] | No
                 f"{name} is a search of space '{s.space.name}', {label[0]} of "
                 f"'{first.name}' (they differ in {fields}); a consensus needs searches of one space"
             )
+    seen: dict[str, str] = {}
+    for name, s in zip(label, states, strict=False):
+        if (key := s.content_hash) in seen:
+            raise DecodeError(
+                f"{name} holds the same search state as {seen[key]} (content {key}); a "
+                f"consensus counts each search once: give distinct runs (seeds)"
+            )
+        seen[key] = name
 
 
 def _log_mean(arrays: Sequence[np.ndarray], axis: int = -1) -> np.ndarray:

@@ -10,17 +10,19 @@ architecture, or be a run folder (its ``state.json`` / ``architecture.json``).
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from ._util import read_text, regular_input
 from .architecture import Architecture
-from .errors import MsnasError
+from .errors import DecodeError, MsnasError
 from .spec import PRESETS, SearchSpace, load_space
 from .state import SearchState
 
-__all__ = ["load_any", "load_state"]
+__all__ = ["load_any", "load_state", "load_states"]
 
 Document = SearchSpace | SearchState | Architecture
 #: The loadable documents that carry a ``format`` field, by format.
@@ -64,3 +66,30 @@ def load_state(source: str | Path) -> SearchState:
     """A state file, or a run folder's ``state.json``."""
     path = _resolve(Path(source), ("state.json",), "a search state")
     return SearchState.load(path)
+
+
+def load_states(sources: Sequence[str | Path]) -> list[SearchState]:
+    """The states of several sources (:func:`load_state`), each file once: a source that
+    names a file already given (another spelling of its path, a symbolic or hard link, a run
+    folder and its own ``state.json``) raises :class:`~msnas_graph.errors.DecodeError`.
+
+    >>> import os, tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> _ = SearchState.zeros(load_space("tiny")).save(os.path.join(run, "state.json"))
+    >>> load_states([run, os.path.join(run, "state.json")])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.DecodeError: .../state.json: the same file as ... give each run once
+    """
+    seen: dict[tuple[int, int], tuple[str | Path, Path]] = {}
+    for source in sources:
+        path = _resolve(Path(source), ("state.json",), "a search state")
+        st = os.stat(path)
+        if (key := (st.st_dev, st.st_ino)) in seen:
+            first, first_path = seen[key]
+            raise DecodeError(
+                f"{source}: the same file as {first} ({first_path}); a consensus counts each "
+                f"search once: give each run once"
+            )
+        seen[key] = (source, path)
+    return [load_state(s) for s in sources]

@@ -164,6 +164,10 @@ def _round2_files(w: Path) -> None:
     os.mkfifo(_copy_run(t, w / "r2_lock_fifo") / ".lock")
     (_copy_run(t, w / "r2_lock_link") / ".lock").symlink_to(w / "s.json")
     os.mkfifo(_copy_run(t, w / "r2_ck_fifo", ("checkpoint.pt", "DONE")) / "checkpoint.pt")
+    (w / "r2_run").mkdir()  # item 5: the same search by another path, by a link, by content
+    (w / "r2_run" / "state.json").write_bytes((w / "s.json").read_bytes())
+    os.link(w / "s.json", w / "r2_hard.json")
+    assert _cli("sample", "--space", "tiny", "--seed", "1", "-o", w / "r2_b.json")[0] == 0
 
 
 TRAIN = ["train", "new_run", *UNET, "--data", "data", "--epochs", "1", *SMOKE]
@@ -316,6 +320,13 @@ CASES: list[tuple[list[str], int, str]] = [
     (["evaluate", "r2_best_fifo", "--device", "cpu"], 1, "best.pt: not a regular file (a FIFO)"),
     (["evaluate", "r2_best_dir", "--device", "cpu"], 1, "best.pt: not a regular file (a folder)"),
     (["predict", "t", "r2_images/images", "-o", "preds", "--device", "cpu"], 1, "c1.png"),
+    # item 5: the same source twice in a consensus
+    (["decode", "s.json", "s.json"], 1, "the same file as s.json"),
+    (["decode", "s.json", "r2_b.json", "s.json"], 1, "the same file as s.json"),
+    (["decode", "s.json", "link.json", "--consensus", "majority"], 1, "the same file as s.json"),
+    (["decode", "s.json", "r2_hard.json"], 1, "the same file as s.json"),
+    (["decode", "r2_run", "r2_run/state.json"], 1, "the same file as r2_run"),
+    (["decode", "s.json", "r2_run", "-o", "x.json"], 1, "holds the same search state as s.json"),
 ]
 
 
