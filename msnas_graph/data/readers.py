@@ -110,6 +110,10 @@ class FileHeader:
     num_slices: int | None  # None for 2D files
     spacing: tuple[float, float] | None = None  # (row, col) mm, NIfTI only
     affine: np.ndarray | None = None  # 4x4, NIfTI only
+    #: The channels are the colours of one RGB(A) image (a PNG/JPEG/BMP colour mode, a TIFF
+    #: stored as RGB or YCbCr), which may be turned into grey for a one-channel model; not the
+    #: channels of a 4D NIfTI or the pages of a multi-page TIFF.
+    rgb: bool = False
 
 
 def _tifffile() -> Any | None:
@@ -156,7 +160,7 @@ def read_header(path: str | Path) -> FileHeader:
         return _read_header(path)  # its one-line error
     head = _cached_header(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
     affine = None if head.affine is None else head.affine.copy()
-    return FileHeader(head.shape, head.channels, head.num_slices, head.spacing, affine)
+    return FileHeader(head.shape, head.channels, head.num_slices, head.spacing, affine, head.rgb)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -186,9 +190,12 @@ def _read_header(path: Path) -> FileHeader:
             )
         if fmt == "tiff" and (tf := _tifffile()) is not None:
             with tf.TiffFile(str(path)) as handle:
-                series_shape = handle.series[0].shape
+                series = handle.series[0]
+                series_shape, axes = series.shape, series.axes
+                photometric = int(handle.pages[0].photometric)
             hw, channels, _ = _tiff_layout(series_shape, path)
-            return FileHeader(hw, 3 if channels == 4 else channels, None)  # RGBA: alpha dropped
+            rgb = channels in (3, 4) and "S" in axes and photometric in (2, 6)  # RGB, YCbCr
+            return FileHeader(hw, 3 if channels == 4 else channels, None, rgb=rgb)  # alpha dropped
         if fmt is None:
             raise DataError(f"{path}: not a supported image file (PNG, TIFF, JPEG, BMP, NIfTI)")
         from PIL import Image
@@ -197,7 +204,7 @@ def _read_header(path: Path) -> FileHeader:
             width, height = im.size
             mode = im.mode
         channels = 3 if mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV") else 1
-        return FileHeader((height, width), channels, None)
+        return FileHeader((height, width), channels, None, rgb=channels == 3)
     except DataError:
         raise
     except Exception as exc:

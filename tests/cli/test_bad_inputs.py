@@ -168,6 +168,15 @@ def _round2_files(w: Path) -> None:
     (w / "r2_run" / "state.json").write_bytes((w / "s.json").read_bytes())
     os.link(w / "s.json", w / "r2_hard.json")
     assert _cli("sample", "--space", "tiny", "--seed", "1", "-o", w / "r2_b.json")[0] == 0
+    import nibabel as nib  # item 4: three channels that are not the colours of an RGB image
+    import tifffile
+
+    (w / "r2_ch_nii").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 2, 3), np.float32), np.eye(4)),
+             str(w / "r2_ch_nii" / "v.nii.gz"))  # fmt: skip
+    (w / "r2_ch_tif").mkdir()
+    tifffile.imwrite(w / "r2_ch_tif" / "p.tif", np.zeros((3, 32, 32), np.uint8),
+                     photometric="minisblack")  # fmt: skip
 
 
 TRAIN = ["train", "new_run", *UNET, "--data", "data", "--epochs", "1", *SMOKE]
@@ -327,6 +336,18 @@ CASES: list[tuple[list[str], int, str]] = [
     (["decode", "s.json", "r2_hard.json"], 1, "the same file as s.json"),
     (["decode", "r2_run", "r2_run/state.json"], 1, "the same file as r2_run"),
     (["decode", "s.json", "r2_run", "-o", "x.json"], 1, "holds the same search state as s.json"),
+    # item 4: a 4D NIfTI with 3 channels, a 3-page TIFF, for a 1-channel model
+    (
+        ["predict", "t", "r2_ch_nii", "-o", "preds", "--device", "cpu"],
+        1,
+        "not the colours of an RGB",
+    ),
+    (
+        ["predict", "t", "r2_ch_tif", "-o", "preds", "--device", "cpu"],
+        1,
+        "not the colours of an RGB",
+    ),
+    (["evaluate", "t", "--data", "r2_ch_tif", "--device", "cpu"], 1, "not the colours of an RGB"),
 ]
 
 
