@@ -18,7 +18,7 @@ import yaml
 
 from ._util import read_text, regular_input
 from .architecture import Architecture
-from .errors import DecodeError, MsnasError
+from .errors import DecodeError, MsnasError, StateError
 from .spec import PRESETS, SearchSpace, load_space
 from .state import SearchState
 
@@ -63,9 +63,27 @@ def load_any(source: str | Path) -> Document:
 
 
 def load_state(source: str | Path) -> SearchState:
-    """A state file, or a run folder's ``state.json``."""
+    """A state file, or a run folder's ``state.json``; a search space given instead is named as
+    such, with what to do with it.
+
+    >>> load_state("tiny")
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.MsnasError: tiny: no such file or folder
+    """
     path = _resolve(Path(source), ("state.json",), "a search state")
-    return SearchState.load(path)
+    try:
+        return SearchState.load(path)
+    except StateError as exc:
+        try:
+            load_space(path)
+        except MsnasError:
+            raise exc from None
+    raise StateError(
+        f"{path}: a search space, not a search state: search it (msnas-graph search RUN "
+        f"--space {path}) and decode the run, or decode a random state of it (msnas-graph "
+        f"sample --space {path} -o state.json)"
+    )
 
 
 def load_states(sources: Sequence[str | Path]) -> list[SearchState]:

@@ -168,6 +168,19 @@ def _cached_header(path: str, _ino: int, _size: int, _mtime_ns: int) -> FileHead
     return _read_header(Path(path))
 
 
+def _voxel_size(path: Path, zooms: Sequence[Any]) -> tuple[float, ...]:
+    """A NIfTI header's voxel size, or a one-line error naming the file if one of its spatial
+    axes is not a positive finite number (millimetres for HD95, and copied to the masks)."""
+    values = tuple(float(z) for z in zooms)
+    if not all(np.isfinite(z) and z > 0 for z in values[:3]):
+        shown = ", ".join(f"{z:g}" for z in values[:3])
+        raise DataError(
+            f"{path}: the header's voxel size ({shown}) is not positive and finite: fix its "
+            "pixdim (e.g. nibabel's header.set_zooms) or replace the file"
+        )
+    return values
+
+
 def _read_header(path: Path) -> FileHeader:
     fmt = file_format(path)
     regular_input(path, DataError)
@@ -176,7 +189,12 @@ def _read_header(path: Path) -> FileHeader:
             nib = _nibabel()
             img = nib.load(str(path))
             shape = tuple(int(s) for s in img.shape)
-            zooms = tuple(float(z) for z in img.header.get_zooms())
+            zooms = _voxel_size(path, img.header.get_zooms())
+            if np.issubdtype(img.get_data_dtype(), np.complexfloating):
+                raise DataError(
+                    f"{path}: complex-valued voxels ({img.get_data_dtype()}) are not an image "
+                    "to segment: save real intensities (e.g. the magnitude) instead"
+                )
             if len(shape) not in (2, 3, 4):
                 raise DataError(
                     f"{path}: NIfTI of shape {shape} is not a 2D/3D volume or a 4D "

@@ -177,6 +177,13 @@ def _round2_files(w: Path) -> None:
     (w / "r2_ch_tif").mkdir()
     tifffile.imwrite(w / "r2_ch_tif" / "p.tif", np.zeros((3, 32, 32), np.uint8),
                      photometric="minisblack")  # fmt: skip
+    nan = nib.Nifti1Image(np.zeros((32, 32, 2), np.float32), np.eye(4))  # item 12
+    nan.header.set_zooms((float("nan"), 1.0, 1.0))
+    (w / "r2_nanvox").mkdir()
+    nib.save(nan, str(w / "r2_nanvox" / "v.nii.gz"))
+    (w / "r2_complex").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 2), np.complex64), np.eye(4)),
+             str(w / "r2_complex" / "c.nii.gz"))  # fmt: skip
 
 
 TRAIN = ["train", "new_run", *UNET, "--data", "data", "--epochs", "1", *SMOKE]
@@ -329,6 +336,11 @@ CASES: list[tuple[list[str], int, str]] = [
     (["evaluate", "r2_best_fifo", "--device", "cpu"], 1, "best.pt: not a regular file (a FIFO)"),
     (["evaluate", "r2_best_dir", "--device", "cpu"], 1, "best.pt: not a regular file (a folder)"),
     (["predict", "t", "r2_images/images", "-o", "preds", "--device", "cpu"], 1, "c1.png"),
+    (["predict", "t", "r2_nanvox", "-o", "preds", "--device", "cpu"], 1, "v.nii.gz: the header"),
+    (["evaluate", "t", "--data", "r2_nanvox", "--device", "cpu"], 1, "r2_nanvox/v.nii.gz"),
+    (["predict", "t", "r2_complex", "-o", "preds", "--device", "cpu"], 1, "complex-valued"),
+    (["decode", "space.yaml", "--json"], 1, "a search space, not a search state"),
+    (["--threads", "99999999999999999999", "count", "--space", "tiny"], 2, "--threads"),
     # item 5: the same source twice in a consensus
     (["decode", "s.json", "s.json"], 1, "the same file as s.json"),
     (["decode", "s.json", "r2_b.json", "s.json"], 1, "the same file as s.json"),

@@ -66,7 +66,11 @@ def test_every_backend_command_dispatches_through_the_protocol(
 def test_backend_output_is_formatted_by_the_cli(null: NullBackend, tmp_path: Path) -> None:
     code, out, _ = run("--backend", "null", "search", "runs/s", "--space", "tiny")
     assert code == 0 and out.startswith("search finished: runs/s")
-    assert "next: msnas-graph decode runs/s --paths" in out
+    # issue 18 item 12: no "next:" for a run the backend did not write
+    assert "next:" not in out and "no state was written to runs/s" in out
+    code, out, _ = run("--backend", "null", "train", "runs/t")
+    assert code == 0 and "next:" not in out
+    assert "no trained model was written to runs/t, so there is nothing to evaluate" in out
     r = tmp_path / "r"
     r.mkdir()
     code, out, _ = run("--backend", "null", "evaluate", r, r)
@@ -146,8 +150,9 @@ def test_plugins_from_the_environment_and_backends_from_plugins(
         (None, "No module named"),
         ("raise RuntimeError('boom\\nsecond line')\n", "RuntimeError: boom"),
         ("def broken(:\n", "SyntaxError"),
+        ("import sys\nsys.exit(5)\n", "it called sys.exit(5) while being imported"),  # issue 18
     ],
-    ids=["missing", "raises", "syntax"],
+    ids=["missing", "raises", "syntax", "sys.exit"],
 )
 def test_plugin_that_fails_to_import_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str | None, message: str
@@ -168,3 +173,24 @@ def test_the_cli_reaches_backends_only_through_get_backend() -> None:
         if re.search(r"backends[./]torch|import torch", p.read_text())
     ]
     assert offenders == []
+
+
+def test_next_step_only_for_a_run_that_was_written(tmp_path: Path) -> None:
+    """Issue 18 item 12: "next: evaluate" names a run folder holding a trained model."""
+    from types import SimpleNamespace
+
+    from msnas_graph.cli.formatting import train_text
+
+    outcome = SimpleNamespace(run_dir=tmp_path, best_dice=0.5, best_epoch=1)
+    assert "next:" not in train_text(outcome, "r")  # type: ignore[arg-type]
+    (tmp_path / "model.json").write_text("{}")
+    assert train_text(outcome, "r").endswith("next: msnas-graph evaluate r")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("threads", ["0", "4097", "99999999999999999999"])
+def test_absurd_thread_counts_are_refused(threads: str) -> None:
+    """Issue 18 item 12: --threads (and MSNAS_THREADS) is bounded; nothing runs."""
+    code, out, err = run("--threads", threads, "count", "--space", "tiny")
+    assert code == 2 and "--threads" in err and "1<=x<=4096" in err and out == ""
+    code, _, err = run("count", "--space", "tiny", env={"MSNAS_THREADS": threads})
+    assert code == 2 and "--threads" in err
