@@ -292,8 +292,8 @@ def _check_channels(root: Path, cases: Sequence[_Channels], in_channels: int | N
         for c in cases:
             if c.channels != in_channels and not _convertible(c, in_channels):
                 names = ", ".join(f.name for f in c.files)
-                rgb = len(c.files) > 1 or c.rgb or c.channels == 1
-                what = "" if rgb else ", not the colours of an RGB image,"
+                colours = len(c.files) > 1 or c.rgb or c.channels == 1
+                what = "" if colours else ", not the colours of an RGB image,"
                 raise DataError(
                     f"{c.files[0].parent}: case '{c.case}' has {c.channels} image channel(s) "
                     f"({names}){what} but {in_channels} are expected (in_channels="
