@@ -187,6 +187,7 @@ def _round2_files(w: Path) -> None:
 
 
 TRAIN = ["train", "new_run", *UNET, "--data", "data", "--epochs", "1", *SMOKE]
+R2_SEARCH = ["search", "new_run", "--space", "tiny", "--data", "data"]  # issue 18, round 2
 
 #: (command line, exit code, a piece of the message or "").
 CASES: list[tuple[list[str], int, str]] = [
@@ -341,6 +342,12 @@ CASES: list[tuple[list[str], int, str]] = [
     (["predict", "t", "r2_complex", "-o", "preds", "--device", "cpu"], 1, "complex-valued"),
     (["decode", "space.yaml", "--json"], 1, "a search space, not a search state"),
     (["--threads", "99999999999999999999", "count", "--space", "tiny"], 2, "--threads"),
+    # item 3: schedules that cannot finish
+    ([*R2_SEARCH, "--epochs", "1000000000,1000000000"], 1, "a run may take"),
+    ([*R2_SEARCH, "--warmup", "1000000000"], 1, "a run may take"),
+    ([*R2_SEARCH, "--arch-steps", "100000000,0"], 1, "steps, more than the 10,000,000"),
+    ([*R2_SEARCH, "--arch-steps", "1,1", "--warmup-steps", "100000000"], 1, "a run may take"),
+    (["train", "new_run", *UNET, "--data", "data", "--epochs", "1000000000"], 1, "a run may take"),
     # item 5: the same source twice in a consensus
     (["decode", "s.json", "s.json"], 1, "the same file as s.json"),
     (["decode", "s.json", "r2_b.json", "s.json"], 1, "the same file as s.json"),

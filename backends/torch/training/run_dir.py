@@ -187,6 +187,41 @@ def remove_leftovers(run_dir: str | Path) -> list[Path]:
     return removed
 
 
+#: How many per-epoch search states ``states/`` keeps: the newest; older ones are removed as
+#: new ones are written, so a long run's folder stays bounded.
+KEEP_STATES = 100
+
+
+def epoch_files(folder: Path) -> list[Path]:
+    """The ``epoch_N.json`` files of ``folder`` in epoch order (by number: ``epoch_1000``
+    follows ``epoch_999``); links and other special files are left out.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for n in (999, 1000, 7):
+    ...     _ = (d / f"epoch_{n:03d}.json").write_text("{}")
+    >>> [p.name for p in epoch_files(d)]
+    ['epoch_007.json', 'epoch_999.json', 'epoch_1000.json']
+    """
+    found = []
+    for p in folder.glob("epoch_*.json"):
+        number = p.stem.removeprefix("epoch_")
+        if number.isdigit() and not p.is_symlink() and p.is_file():
+            found.append((int(number), p))
+    return [p for _, p in sorted(found)]
+
+
+def prune_epoch_files(folder: Path, keep: int | None = None) -> list[Path]:
+    """Remove all but the newest ``keep`` (default :data:`KEEP_STATES`) epoch files of
+    ``folder``; the paths removed."""
+    keep = KEEP_STATES if keep is None else keep
+    files = epoch_files(folder)
+    removed = files[: max(0, len(files) - keep)]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
 def is_finished(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a finished run (a ``DONE`` marker)."""
     return (Path(run_dir) / DONE).is_file()
