@@ -64,6 +64,13 @@ class Group(click.Group):
                 raise
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             _fail(f"{where}{exc.strerror or exc}")
+        except MemoryError:  # an allocation the estimates did not foresee
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            _fail(
+                "out of memory (an allocation failed); free memory, lift the memory limit "
+                "(ulimit -v), or give smaller inputs or batches"
+            )
         except click.exceptions.Exit:
             raise
         except click.ClickException:

@@ -24,8 +24,8 @@ SMOKE = ["--device", "cpu", "--max-steps", "1", "--batch-size", "2"]
 UNET = ["--model", "unet", "--unet-base", "4", "--unet-depth", "3", "--input-size", "32"]
 
 
-def _cli(*args: Any) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args])
+def _cli(*args: Any, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -181,6 +181,9 @@ def _round2_files(w: Path) -> None:
     nan.header.set_zooms((float("nan"), 1.0, 1.0))
     (w / "r2_nanvox").mkdir()
     nib.save(nan, str(w / "r2_nanvox" / "v.nii.gz"))
+    (w / "r2_huge").mkdir()  # item 2: 18000x18000 pixels in a few hundred KB
+    tifffile.imwrite(w / "r2_huge" / "h.tif", np.zeros((18000, 18000), np.uint8),
+                     compression="zlib", tile=(1024, 1024))  # fmt: skip
     (w / "r2_complex").mkdir()
     nib.save(nib.Nifti1Image(np.zeros((32, 32, 2), np.complex64), np.eye(4)),
              str(w / "r2_complex" / "c.nii.gz"))  # fmt: skip
@@ -342,6 +345,8 @@ CASES: list[tuple[list[str], int, str]] = [
     (["predict", "t", "r2_complex", "-o", "preds", "--device", "cpu"], 1, "complex-valued"),
     (["decode", "space.yaml", "--json"], 1, "a search space, not a search state"),
     (["--threads", "99999999999999999999", "count", "--space", "tiny"], 2, "--threads"),
+    # item 2: a huge image refused from its header, counting what preparing it allocates
+    (["MSNAS_MEMORY_LIMIT=3G", "predict", "t", "r2_huge", "-o", "x"], 1, "needs about 7.2 GiB"),
     # item 3: schedules that cannot finish
     ([*R2_SEARCH, "--epochs", "1000000000,1000000000"], 1, "a run may take"),
     ([*R2_SEARCH, "--warmup", "1000000000"], 1, "a run may take"),
@@ -413,8 +418,13 @@ def test_bad_input_gives_one_line_and_changes_nothing(
         path = ws / f"space_{field}.yaml"
         path.write_text(f"{text}\n{field}: {value}\n")
         args = [*args[:-1], path.name]
+    env = {}
+    while "=" in args[0] and args[0].split("=")[0].isupper():  # ENV=VALUE first (issue 18)
+        key, value = args[0].split("=", 1)
+        env[key] = value
+        args = args[1:]
     before = _snapshot(ws)
-    got, out, err = _cli(*args)
+    got, out, err = _cli(*args, env=env)
     assert got == code, (got, out, err)
     assert "Traceback" not in err + out and "unexpected" not in err
     lines = err.strip().splitlines()

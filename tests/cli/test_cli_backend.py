@@ -194,3 +194,16 @@ def test_absurd_thread_counts_are_refused(threads: str) -> None:
     assert code == 2 and "--threads" in err and "1<=x<=4096" in err and out == ""
     code, _, err = run("count", "--space", "tiny", env={"MSNAS_THREADS": threads})
     assert code == 2 and "--threads" in err
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 item 2: a MemoryError the estimates did not foresee is not "unexpected"."""
+    import msnas_graph.counting
+
+    def exhausted(*_: object, **__: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(msnas_graph.counting, "count_space", exhausted)
+    code, _, err = run("count", "--space", "tiny")
+    assert code == 1 and err.count("\n") == 1 and "unexpected" not in err
+    assert err.startswith("msnas-graph: error: out of memory") and "ulimit" in err
