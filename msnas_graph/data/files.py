@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from msnas_graph._util import open_input
 from msnas_graph.data.case import group_key
 from msnas_graph.data.dataset import (
     SegmentationDataset,
@@ -93,7 +95,9 @@ def _pixel_sizes(root: Path) -> dict[str, float]:
     sizes: dict[str, float] = {}
     for csv_path in sorted(root.glob("*.csv")):
         try:
-            with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            with io.TextIOWrapper(
+                open_input(csv_path, DataError), encoding="utf-8-sig", newline=""
+            ) as fh:  # a FIFO named x.csv is refused, never waited on
                 reader = csv.DictReader(fh)
                 fields = reader.fieldnames or []
                 norm = {f: f.strip().lower().replace("_", " ") for f in fields}

@@ -159,6 +159,8 @@ def _round2_files(w: Path) -> None:
     os.mkfifo(w / "r2_images" / "images" / "c1.png")  # predict must not skip it silently
     (w / "r2_msd" / "imagesTr").mkdir(parents=True)
     os.mkfifo(w / "r2_msd" / "dataset.json")
+    _png(w / "r2_csv" / "images" / "c0.png", np.zeros((32, 32), np.uint8))
+    os.mkfifo(w / "r2_csv" / "pixel_sizes.csv")  # read for the pixel sizes (HC18's CSV)
     os.mkfifo(_copy_run(t, w / "r2_best_fifo", ("best.pt",)) / "best.pt")
     (_copy_run(t, w / "r2_best_dir", ("best.pt",)) / "best.pt").mkdir()
     os.mkfifo(_copy_run(t, w / "r2_lock_fifo") / ".lock")
@@ -327,6 +329,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["train", "new_run", "--model", "fifo", "--data", "data", *SMOKE], 1, "FIFO"),
     (["train", "new_run", *UNET, "--data", "fifo", "--epochs", "1", *SMOKE], 1, "FIFO"),
     (["train", "new_run", *UNET, "--data", "r2_msd", "--epochs", "1", *SMOKE], 1, "FIFO"),
+    (["predict", "t", "r2_csv", "-o", "preds", "--device", "cpu"], 1, "pixel_sizes.csv"),
     (["evaluate", "fifo", "--device", "cpu"], 1, "FIFO"),
     (["export", "fifo", "--onnx", "x.onnx"], 1, "FIFO"),
     (["cost", "fifo"], 1, "FIFO"),
