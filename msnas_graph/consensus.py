@@ -21,11 +21,20 @@ keep it (drawn as edge width by :meth:`ConsensusResult.render`).
 >>> from msnas_graph.spec import SearchSpace
 >>> from msnas_graph.state import SearchState
 >>> s = SearchState.random(SearchSpace.preset("tiny"), seed=0)
->>> result = consensus([s, s, s], paths=2)
+>>> twin = SearchState.from_dict(s.to_dict())
+>>> twin.alpha_logits["keep"][0][0] += 1.0  # another search with the same weights (softmax)
+>>> result = consensus([s, twin], paths=2)
 >>> result.agreement, result.edge_jaccard
-(1.0, (1.0, 1.0, 1.0))
+(1.0, (1.0, 1.0))
 >>> set(result.architecture.edges) == set(decode(s, paths=2).edges)  # the mean is that state
 True
+
+The same search twice is not two agreeing seeds:
+
+>>> consensus([s, s])  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+msnas_graph.errors.DecodeError: state 2 holds the same search state as state 1 (content ...
 """
 
 from __future__ import annotations
