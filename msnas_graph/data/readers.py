@@ -110,9 +110,8 @@ class FileHeader:
     num_slices: int | None  # None for 2D files
     spacing: tuple[float, float] | None = None  # (row, col) mm, NIfTI only
     affine: np.ndarray | None = None  # 4x4, NIfTI only
-    #: The channels are the colours of one RGB(A) image (a PNG/JPEG/BMP colour mode, a TIFF
-    #: stored as RGB or YCbCr), which may be turned into grey for a one-channel model; not the
-    #: channels of a 4D NIfTI or the pages of a multi-page TIFF.
+    #: The colours of one RGB(A) image (PNG/JPEG/BMP colour modes, a TIFF stored as RGB or
+    #: YCbCr), not a 4D NIfTI's channels or a TIFF's pages: only these may become grey.
     rgb: bool = False
 
 
@@ -168,10 +167,15 @@ def _cached_header(path: str, _ino: int, _size: int, _mtime_ns: int) -> FileHead
     return _read_header(Path(path))
 
 
-def _voxel_size(path: Path, zooms: Sequence[Any]) -> tuple[float, ...]:
-    """A NIfTI header's voxel size, or a one-line error naming the file if one of its spatial
-    axes is not a positive finite number (millimetres for HD95, and copied to the masks)."""
-    values = tuple(float(z) for z in zooms)
+def _voxel_size(path: Path, img: Any) -> tuple[float, ...]:
+    """A NIfTI image's voxel size; one line naming the file for complex voxels or a spatial
+    voxel size that is not positive and finite (mm for HD95, copied to the masks)."""
+    if np.issubdtype(img.get_data_dtype(), np.complexfloating):
+        raise DataError(
+            f"{path}: complex-valued voxels ({img.get_data_dtype()}) are not an image to "
+            "segment: save real intensities (e.g. the magnitude) instead"
+        )
+    values = tuple(float(z) for z in img.header.get_zooms())
     if not all(np.isfinite(z) and z > 0 for z in values[:3]):
         shown = ", ".join(f"{z:g}" for z in values[:3])
         raise DataError(
@@ -189,12 +193,7 @@ def _read_header(path: Path) -> FileHeader:
             nib = _nibabel()
             img = nib.load(str(path))
             shape = tuple(int(s) for s in img.shape)
-            zooms = _voxel_size(path, img.header.get_zooms())
-            if np.issubdtype(img.get_data_dtype(), np.complexfloating):
-                raise DataError(
-                    f"{path}: complex-valued voxels ({img.get_data_dtype()}) are not an image "
-                    "to segment: save real intensities (e.g. the magnitude) instead"
-                )
+            zooms = _voxel_size(path, img)
             if len(shape) not in (2, 3, 4):
                 raise DataError(
                     f"{path}: NIfTI of shape {shape} is not a 2D/3D volume or a 4D "
@@ -208,9 +207,8 @@ def _read_header(path: Path) -> FileHeader:
             )
         if fmt == "tiff" and (tf := _tifffile()) is not None:
             with tf.TiffFile(str(path)) as handle:
-                series = handle.series[0]
+                series, photometric = handle.series[0], int(handle.pages[0].photometric)
                 series_shape, axes = series.shape, series.axes
-                photometric = int(handle.pages[0].photometric)
             hw, channels, _ = _tiff_layout(series_shape, path)
             rgb = channels in (3, 4) and "S" in axes and photometric in (2, 6)  # RGB, YCbCr
             return FileHeader(hw, 3 if channels == 4 else channels, None, rgb=rgb)  # alpha dropped
