@@ -355,6 +355,7 @@ CASES: list[tuple[list[str], int, str]] = [
     ([*R2_SEARCH, "--warmup", "1000000000"], 1, "a run may take"),
     ([*R2_SEARCH, "--arch-steps", "100000000,0"], 1, "steps, more than the 10,000,000"),
     ([*R2_SEARCH, "--arch-steps", "1,1", "--warmup-steps", "100000000"], 1, "a run may take"),
+    ([*R2_SEARCH, "--arch-steps", "20000,0", "--max-steps", "1"], 1, "steps in epochs of 1"),
     (["train", "new_run", *UNET, "--data", "data", "--epochs", "1000000000"], 1, "a run may take"),
     # item 5: the same source twice in a consensus
     (["decode", "s.json", "s.json"], 1, "the same file as s.json"),
