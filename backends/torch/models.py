@@ -241,6 +241,8 @@ def locate_run(run_or_ckpt: str | Path) -> tuple[Path, Path]:
     else:
         regular_input(path, RunError, missing=f"{path}: no such run folder or checkpoint")
         run_dir, weights = path.parent, path
+    if os.path.lexists(run_dir / "model.json"):  # a FIFO there is named, not taken as absent
+        regular_input(run_dir / "model.json", RunError)
     if not (run_dir / "model.json").is_file():
         hint = (
             "; this is a search run: train its architecture first (train --model RUN)"

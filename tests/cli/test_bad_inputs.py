@@ -166,6 +166,7 @@ def _round2_files(w: Path) -> None:
     os.mkfifo(_copy_run(t, w / "r2_lock_fifo") / ".lock")
     (_copy_run(t, w / "r2_lock_link") / ".lock").symlink_to(w / "s.json")
     os.mkfifo(_copy_run(t, w / "r2_ck_fifo", ("checkpoint.pt", "DONE")) / "checkpoint.pt")
+    os.mkfifo(_copy_run(t, w / "r2_model_fifo", ("model.json",)) / "model.json")
     (w / "r2_run").mkdir()  # item 5: the same search by another path, by a link, by content
     (w / "r2_run" / "state.json").write_bytes((w / "s.json").read_bytes())
     os.link(w / "s.json", w / "r2_hard.json")
@@ -334,6 +335,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["export", "fifo", "--onnx", "x.onnx"], 1, "FIFO"),
     (["cost", "fifo"], 1, "FIFO"),
     (["train", "r2_ck_fifo", "--resume"], 1, "FIFO"),
+    (["evaluate", "r2_model_fifo", "--device", "cpu"], 1, "model.json: not a regular file"),
     (["decode", "/dev/zero"], 1, "character device"),
     # item 12: messages
     (["decode", "fifo"], 1, "not a regular file (a FIFO)"),  # was "no such state file"
