@@ -170,16 +170,11 @@ def _consensus(
     diags: list[Diagnostics],
     sources: tuple[str, ...],
     how: dict[str, Any],
-    budget: dict[str, Any],
 ) -> tuple[Any, Callable[..., Any], dict[str, Any], str, list[str]]:
     """Decode the consensus of several states: as :func:`_one`."""
     from msnas_graph.consensus import consensus
     from msnas_graph.render import save_rendering
 
-    if any(v is not None for k, v in budget.items() if k not in ("candidates", "latency_device")):
-        raise click.UsageError(
-            "--max-macs/--max-params/--max-latency-ms decode one source, not a consensus"
-        )
     result = consensus(
         states, how["paths"], how["method"], how["score"], how["inputs_per_block"], names=sources
     )
@@ -247,19 +242,31 @@ def decode(
     """
     from msnas_graph._util import safe_output
     from msnas_graph.diagnostics import diagnose
-    from msnas_graph.io import load_state
+    from msnas_graph.io import load_states
 
     how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method}
     sources = _expand_seeds(sources)
-    states = [load_state(s) for s in sources]
+    limits = (k for k, v in budget.items() if v is not None)
+    if len(sources) > 1 and set(limits) - {"candidates", "latency_device"}:
+        raise click.UsageError(
+            "--max-macs/--max-params/--max-latency-ms decode one source, not a consensus"
+        )
+    states = load_states(sources)
     for target in (output, render_path):  # refuse a bad output (an input too) before writing
         if target:
             safe_output(target)
     diags = [diagnose(s, paths, score=score, inputs_per_block=inputs_per_block) for s in states]
     if len(states) == 1:
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("method") is click.core.ParameterSource.COMMANDLINE:
+            click.echo(
+                f"msnas-graph: note: --consensus {method} needs several sources (seeds); "
+                f"decoded the one given",
+                err=True,
+            )
         arch, draw, payload, text, notes = _one(states[0], diags[0], how, budget)
     else:
-        arch, draw, payload, text, notes = _consensus(states, diags, sources, how, budget)
+        arch, draw, payload, text, notes = _consensus(states, diags, sources, how)
     if render_path:
         draw(render_path, **render_limits(dot_timeout, max_dot_elements))
     if output:

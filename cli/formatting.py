@@ -3,6 +3,7 @@ any aggregation such as the k-fold combination, come from the backend's API)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from msnas_graph.backend import QuickstartOutcome, SearchOutcome, TrainOutcome
@@ -20,6 +21,9 @@ def search_text(result: SearchOutcome, run_dir: str, paths: int) -> str:
         lines.append(f"  architecture: {result.run_dir / 'architecture.json'} ({paths} paths)")
         lines.append(str(result.architecture))
     n_paths = min(5, count_paths(result.state.graph))
+    if not (Path(result.run_dir) / "state.json").is_file():  # a backend that writes nothing
+        lines.append(f"(no state was written to {run_dir}, so there is nothing to decode)")
+        return "\n".join(lines)
     lines.append(
         f"next: msnas-graph decode {run_dir} --paths {n_paths} --render arch.svg -o arch.json"
     )
@@ -43,11 +47,14 @@ def seeds_text(result: Any) -> str:
 def train_text(result: TrainOutcome, run_dir: str) -> str:
     """What ``train`` prints: the best validation Dice, and what to run next."""
     dice = "n/a" if result.best_dice is None else f"{result.best_dice:.4f}"
+    written = (Path(result.run_dir) / "model.json").is_file()  # not by a backend like null
     return "\n".join(
         [
             f"training finished: {result.run_dir}",
             f"  best validation Dice {dice} at epoch {result.best_epoch}",
-            f"next: msnas-graph evaluate {run_dir}",
+            f"next: msnas-graph evaluate {run_dir}"
+            if written
+            else f"(no trained model was written to {run_dir}, so there is nothing to evaluate)",
         ]
     )
 

@@ -34,6 +34,10 @@ from .options import (
 log = logging.getLogger("msnas_graph")
 
 
+#: The most ``--threads`` accepted: beyond any machine's cores, short of what overflows.
+MAX_THREADS = 4096
+
+
 class Group(click.Group):
     """A click group that reports library errors as one line with exit code 1."""
 
@@ -57,6 +61,13 @@ class Group(click.Group):
                 raise
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             _fail(f"{where}{exc.strerror or exc}")
+        except MemoryError:  # an allocation the estimates did not foresee
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            _fail(
+                "out of memory (an allocation failed); free memory, lift the memory limit "
+                "(ulimit -v), or give smaller inputs or batches"
+            )
         except click.exceptions.Exit:
             raise
         except click.ClickException:
@@ -143,7 +154,7 @@ def _emit(obj: Any, as_json: bool, text: str) -> None:
 )
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_THREADS),
     envvar="MSNAS_THREADS",
     help="CPU threads for PyTorch (env MSNAS_THREADS). On a busy or shared machine, 1 avoids "
     "oversubscription, which can slow small networks many times.",

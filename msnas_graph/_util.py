@@ -15,7 +15,7 @@ import stat
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
     "atomic_path",
@@ -26,11 +26,14 @@ __all__ = [
     "content_hash",
     "did_you_mean",
     "env_flag",
+    "input_kind",
     "inside",
     "make_folder",
     "meta_of",
     "note_input",
+    "open_input",
     "read_text",
+    "regular_input",
     "remove_created",
     "safe_output",
     "sigterm_as_interrupt",
@@ -436,11 +439,98 @@ def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool
     return p == f or f in p.parents
 
 
-def read_text(path: Path, error: type[Exception]) -> str:
-    """A file's UTF-8 text; a binary or otherwise undecodable file raises ``error`` in one line."""
-    note_input(path)
+def input_kind(path: str | os.PathLike[str]) -> str:
+    """What ``path`` names, symbolic links followed, without opening it: ``"file"`` (a regular
+    file), ``"folder"``, ``"missing"``, ``"broken link"`` (dangling or looping),
+    ``"unreadable"`` (no permission to look), or the kind of a special file (``"FIFO"``,
+    ``"character device"``, ``"socket"``...).
+
+    >>> input_kind("/dev/null"), input_kind("/"), input_kind("/no/such/file")
+    ('character device', 'folder', 'missing')
+    """
     try:
-        return path.read_text(encoding="utf-8")
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "broken link" if os.path.islink(path) else "missing"
+    except NotADirectoryError:
+        return "missing"
+    except OSError as exc:
+        return "broken link" if exc.errno == errno.ELOOP else "unreadable"
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    return _file_kind(st.st_mode)
+
+
+def regular_input(
+    path: str | os.PathLike[str], error: type[Exception], missing: str | None = None
+) -> Path:
+    """``path`` if it names a regular file (symbolic links followed), else one-line ``error``.
+
+    The rule for every input file of every command (documents, folds files, ``dataset.json``,
+    images, checkpoints): a FIFO, device, socket or folder is refused by name and never
+    opened (opening a FIFO blocks until another process writes to it; a device may never
+    end). ``missing`` is the message for a path that does not exist.
+
+    >>> regular_input("/dev/null", ValueError)
+    Traceback (most recent call last):
+    ...
+    ValueError: /dev/null: not a regular file (a character device); give a regular file
+    """
+    path = Path(path)
+    kind = input_kind(path)
+    if kind == "file":
+        return path
+    if kind == "unreadable":
+        try:
+            os.stat(path)
+        except OSError as exc:
+            raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if kind == "missing":
+        raise error(missing or f"{path}: no such file")
+    if kind == "broken link":
+        raise error(f"{path}: a broken or looping symbolic link; give the file itself")
+    raise error(f"{path}: not a regular file (a {kind}); give a regular file")
+
+
+def open_input(
+    path: str | os.PathLike[str], error: type[Exception], missing: str | None = None
+) -> BinaryIO:
+    """``path`` opened for binary reading if it is a regular file (:func:`regular_input`).
+
+    The file is opened without blocking and checked again once open, so a file swapped for a
+    FIFO after the check cannot hang the command either.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as tmp, open_input(tmp.name, ValueError) as fh:
+    ...     fh.read()
+    b''
+    """
+    path = regular_input(path, error, missing)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise error(f"{path}: not a regular file (a {_file_kind(st.st_mode)}); give a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_text(
+    path: Path, error: type[Exception], missing: str | None = None, *, note: bool = True
+) -> str:
+    """A regular file's UTF-8 text (a leading byte-order mark is dropped); a special file
+    (:func:`regular_input`), a binary or otherwise undecodable file raises ``error`` in one
+    line. With ``note``, the file is recorded as an input of the running command
+    (:func:`note_input`), which it then may not overwrite."""
+    if note:
+        note_input(path)
+    with open_input(path, error, missing) as fh:
+        data = fh.read()
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise error(f"{path}: not a text file (expected JSON or YAML)") from None
 

@@ -428,8 +428,11 @@ def load_plugins(modules: Iterable[str]) -> list[ModuleType]:
             loaded.append(_import_plugin(name))
         except PluginError:
             raise
-        except Exception as exc:  # any error inside a user's module is reported in one line
-            detail = exc.msg if isinstance(exc, ModuleNotFoundError) else _one_line(exc)
+        except (Exception, SystemExit) as exc:  # anything a user's module does: one line
+            if isinstance(exc, SystemExit):
+                detail = f"it called sys.exit({exc.code!r}) while being imported"
+            else:
+                detail = exc.msg if isinstance(exc, ModuleNotFoundError) else _one_line(exc)
             raise PluginError(f"plugin '{name}' failed to import: {detail}") from exc
     return loaded
 

@@ -33,11 +33,20 @@ once.
 >>> from msnas_graph.spec import SearchSpace
 >>> from msnas_graph.state import SearchState
 >>> s = SearchState.random(SearchSpace.preset("tiny"), seed=0)
->>> result = consensus([s, s, s], paths=2)
+>>> twin = SearchState.from_dict(s.to_dict())
+>>> twin.alpha_logits["keep"][0][0] += 1.0  # another search with the same weights (softmax)
+>>> result = consensus([s, twin], paths=2)
 >>> result.agreement, result.edge_jaccard, result.identical_to
-(1.0, (1.0, 1.0, 1.0), ('state 1', 'state 2', 'state 3'))
+(1.0, (1.0, 1.0), ('state 1', 'state 2'))
 >>> set(result.architecture.edges) == set(decode(s, paths=2).edges)  # the mean is that state
 True
+
+The same search twice is not two agreeing seeds:
+
+>>> consensus([s, s])  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+msnas_graph.errors.DecodeError: state 2 holds the same search state as state 1 (content ...
 """
 
 from __future__ import annotations
@@ -217,6 +226,14 @@ def _check(states: Sequence[SearchState], method: str, names: Sequence[str] | No
                 f"{name} is a search of space '{s.space.name}', {label[0]} of "
                 f"'{first.name}' (they differ in {fields}); a consensus needs searches of one space"
             )
+    seen: dict[str, str] = {}
+    for name, s in zip(label, states, strict=False):
+        if (key := s.content_hash) in seen:
+            raise DecodeError(
+                f"{name} holds the same search state as {seen[key]} (content {key}); a "
+                f"consensus counts each search once: give distinct runs (seeds)"
+            )
+        seen[key] = name
 
 
 def _log_mean(arrays: Sequence[np.ndarray], axis: int = -1) -> np.ndarray:

@@ -183,8 +183,5 @@ class Document:
     def load(cls: type[D], path: str | Path) -> D:
         """Read a document file; a missing, binary or malformed file raises one line."""
         path = Path(path)
-        if path.is_symlink() and not path.exists():
-            raise cls.ERROR(f"{path}: a broken or looping symbolic link; give the file itself")
-        if not path.is_file():
-            raise cls.missing_file(path)
-        return cls.from_text(read_text(path, cls.ERROR), path)
+        text = read_text(path, cls.ERROR, missing=str(cls.missing_file(path)))
+        return cls.from_text(text, path)

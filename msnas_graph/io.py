@@ -20,17 +20,19 @@ msnas_graph.errors.MsnasError: ...odd.json: unknown document format ['x'] (expec
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-from ._util import read_text, shown
+from ._util import read_text, regular_input, shown
 from .architecture import Architecture
-from .errors import MsnasError
+from .errors import DecodeError, MsnasError, StateError
 from .spec import PRESETS, SearchSpace, load_space
 from .state import SearchState
 
-__all__ = ["load_any", "load_state"]
+__all__ = ["load_any", "load_state", "load_states"]
 
 Document = SearchSpace | SearchState | Architecture
 #: The loadable documents that carry a ``format`` field, by format.
@@ -46,11 +48,7 @@ def _resolve(path: Path, names: tuple[str, ...], what: str) -> Path:
             if (path / name).is_file():
                 return path / name
         raise MsnasError(f"{path}: folder holds no {' or '.join(names)} ({what} expected)")
-    if path.is_symlink() and not path.exists():
-        raise MsnasError(f"{path}: a broken or looping symbolic link; give the file itself")
-    if not path.exists():
-        raise MsnasError(f"{path}: no such file or folder")
-    return path
+    return regular_input(path, MsnasError, missing=f"{path}: no such file or folder")
 
 
 def load_any(source: str | Path) -> Document:
@@ -78,6 +76,51 @@ def load_any(source: str | Path) -> Document:
 
 
 def load_state(source: str | Path) -> SearchState:
-    """A state file, or a run folder's ``state.json``."""
+    """A state file, or a run folder's ``state.json``; a search space given instead is named as
+    such, with what to do with it.
+
+    >>> load_state("tiny")
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.MsnasError: tiny: no such file or folder
+    """
     path = _resolve(Path(source), ("state.json",), "a search state")
-    return SearchState.load(path)
+    try:
+        return SearchState.load(path)
+    except StateError as exc:
+        try:
+            load_space(path)
+        except MsnasError:
+            raise exc from None
+    raise StateError(
+        f"{path}: a search space, not a search state: search it (msnas-graph search RUN "
+        f"--space {path}) and decode the run, or decode a random state of it (msnas-graph "
+        f"sample --space {path} -o state.json)"
+    )
+
+
+def load_states(sources: Sequence[str | Path]) -> list[SearchState]:
+    """The states of several sources (:func:`load_state`), each file once: a source that
+    names a file already given (another spelling of its path, a symbolic or hard link, a run
+    folder and its own ``state.json``) raises :class:`~msnas_graph.errors.DecodeError`.
+
+    >>> import os, tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> _ = SearchState.zeros(load_space("tiny")).save(os.path.join(run, "state.json"))
+    >>> load_states([run, os.path.join(run, "state.json")])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.DecodeError: .../state.json: the same file as ... give each run once
+    """
+    seen: dict[tuple[int, int], tuple[str | Path, Path]] = {}
+    for source in sources:
+        path = _resolve(Path(source), ("state.json",), "a search state")
+        st = os.stat(path)
+        if (key := (st.st_dev, st.st_ino)) in seen:
+            first, first_path = seen[key]
+            raise DecodeError(
+                f"{source}: the same file as {first} ({first_path}); a consensus counts each "
+                f"search once: give each run once"
+            )
+        seen[key] = (source, path)
+    return [load_state(s) for s in sources]

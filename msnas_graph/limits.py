@@ -2,7 +2,8 @@
 
 A request states its cost (an estimate in bytes, made without allocating) and
 :func:`check_fits` compares it with the memory available now: ``MemAvailable`` from
-``/proc/meminfo`` (``psutil`` where installed; on systems with neither the check is skipped).
+``/proc/meminfo`` (``psutil`` where installed; on systems with neither the check is skipped),
+or less where a resource limit of this process (``ulimit -v``/``-d``) leaves less.
 Too much ends in one :class:`~msnas_graph.errors.ResourceError` line that names the request,
 both figures and the override:
 
@@ -88,8 +89,27 @@ def _system_available() -> int | None:
     return None
 
 
+def _rlimit_left() -> int | None:
+    """What this process's address-space and data limits (``ulimit -v``, ``ulimit -d``) leave
+    it to allocate, or ``None`` where neither is set (or the platform cannot tell)."""
+    try:
+        import resource
+
+        with open("/proc/self/status", encoding="ascii") as f:
+            status = {k: v.split() for k, _, v in (line.partition(":") for line in f)}
+        left = []
+        for limit, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+            soft = resource.getrlimit(limit)[0]
+            if soft != resource.RLIM_INFINITY and field in status:
+                left.append(max(0, soft - int(status[field][0]) * 1024))
+        return min(left) if left else None
+    except (ImportError, OSError, ValueError, IndexError):
+        return None
+
+
 def available_memory() -> int | None:
-    """Bytes of memory available now (capped by ``MSNAS_MEMORY_LIMIT``), or ``None`` if unknown.
+    """Bytes of memory available now (capped by ``MSNAS_MEMORY_LIMIT`` and by what this
+    process's ``ulimit -v``/``-d`` leaves), or ``None`` if unknown.
 
     >>> os.environ["MSNAS_MEMORY_LIMIT"] = "2G"
     >>> available_memory() <= 2 * 2**30
@@ -97,6 +117,8 @@ def available_memory() -> int | None:
     >>> del os.environ["MSNAS_MEMORY_LIMIT"]
     """
     found = _system_available()
+    if (left := _rlimit_left()) is not None:
+        found = left if found is None else min(found, left)
     limit = os.environ.get(LIMIT_ENV, "").strip()
     if limit:
         cap = _parse_limit(limit)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from ._util import make_folder, sigterm_as_interrupt
@@ -48,8 +49,7 @@ class RunLock:
             raise RunError(f"{self.run_dir}: not a folder; choose a folder for the run")
         self.created = not self.run_dir.exists()
         make_folder(self.run_dir)  # recorded: a failed command takes it back
-        path = self.run_dir / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = _open_lock(self.run_dir / LOCK)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -80,6 +80,26 @@ class RunLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+def _open_lock(path: Path) -> int:
+    """The run's lock file opened for reading and writing (created if absent); a symbolic
+    link, FIFO or other special file there is refused in one line, never followed or waited
+    on."""
+    fix = f"remove it (rm {path}) and run again"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunError(f"{path}: the run's lock file is a symbolic link; {fix}") from None
+        raise RunError(f"{path}: cannot open the run's lock file ({exc.strerror}); {fix}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+        raise RunError(f"{path}: the run's lock file is {kind}; {fix}")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _only_lock(run_dir: Path) -> bool:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from msnas_graph._util import unknown_name
+from msnas_graph._util import input_kind, read_text, regular_input, unknown_name
 from msnas_graph.architecture import FORMAT as ARCH_FORMAT
 from msnas_graph.architecture import Architecture
 from msnas_graph.errors import DataError, MsnasError, RunError
@@ -232,15 +233,16 @@ def _load_weights(model: nn.Module, weights: Path, where: Any) -> None:
 def locate_run(run_or_ckpt: str | Path) -> tuple[Path, Path]:
     """(run folder, weights file) of a training run folder or one of its ``.pt`` files."""
     path = Path(run_or_ckpt)
-    if path.is_file():
-        run_dir, weights = path.parent, path
-    elif path.is_dir():
+    if input_kind(path) == "folder":
         run_dir = path
         weights = path / "best.pt"
-        if not weights.is_file():
+        if not os.path.lexists(weights):  # a best.pt that is not a file is refused below
             weights = path / "last.pt"
     else:
-        raise RunError(f"{path}: no such run folder or checkpoint")
+        regular_input(path, RunError, missing=f"{path}: no such run folder or checkpoint")
+        run_dir, weights = path.parent, path
+    if os.path.lexists(run_dir / "model.json"):  # a FIFO there is named, not taken as absent
+        regular_input(run_dir / "model.json", RunError)
     if not (run_dir / "model.json").is_file():
         hint = (
             "; this is a search run: train its architecture first (train --model RUN)"
@@ -248,14 +250,13 @@ def locate_run(run_or_ckpt: str | Path) -> tuple[Path, Path]:
             else ""
         )
         raise RunError(f"{run_dir}: no model.json, so this is not a training run folder{hint}")
-    if not weights.is_file():
-        raise RunError(f"{run_dir}: no best.pt or last.pt; the training has not finished an epoch")
+    missing = f"{run_dir}: no best.pt or last.pt; the training has not finished an epoch"
+    regular_input(weights, RunError, missing)
     return run_dir, weights
 
 
 def _trained(path: Path) -> ModelSource:
     run_dir, weights = locate_run(path)
-    from msnas_graph._util import read_text
     from msnas_graph.documents import parse_json
 
     spec = parse_json(
@@ -318,14 +319,14 @@ def resolve_source(
                 f"(architecture.json); give an architecture file, a run folder or 'unet'"
             )
         path, origin = path / "architecture.json", "search run"
-    if not path.is_file():
-        raise RunError(
-            f"{path}: no such architecture file, run folder or checkpoint; give an architecture "
-            f"JSON, a search or training run folder, a .pt file of a training run, or 'unet'"
-        )
+    missing = (
+        f"{path}: no such architecture file, run folder or checkpoint; give an architecture "
+        f"JSON, a search or training run folder, a .pt file of a training run, or 'unet'"
+    )
+    regular_input(path, RunError, missing)
     try:
-        fmt = json.loads(path.read_text()).get("format")
-    except (ValueError, AttributeError, RecursionError):  # not JSON, binary, too deep
+        fmt = json.loads(read_text(path, RunError)).get("format")
+    except (RunError, ValueError, AttributeError, RecursionError):  # not JSON, binary, too deep
         fmt = None
     if fmt != ARCH_FORMAT:
         raise RunError(

@@ -42,7 +42,9 @@ def draw_run_plots(run_dir: Path, history: list[dict[str, Any]], *, states: bool
         plot_losses(run_dir / "plots" / "loss.png", history)
         if states:
             plot_decisions(run_dir / "plots" / "decisions.png", history)
-            saved = sorted((run_dir / "states").glob("epoch_*.json"))
+            from msnas_graph.backends.torch.training.run_dir import epoch_files  # no cycle
+
+            saved = epoch_files(run_dir / "states")
             plot_arch_weights(
                 run_dir / "plots" / "arch_weights.png", [SearchState.load(p) for p in saved]
             )

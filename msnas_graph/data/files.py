@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+from msnas_graph._util import open_input
 from msnas_graph.data.case import group_key
 from msnas_graph.data.dataset import (
     SegmentationDataset,
@@ -92,7 +95,9 @@ def _pixel_sizes(root: Path) -> dict[str, float]:
     sizes: dict[str, float] = {}
     for csv_path in sorted(root.glob("*.csv")):
         try:
-            with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            with io.TextIOWrapper(
+                open_input(csv_path, DataError), encoding="utf-8-sig", newline=""
+            ) as fh:  # a FIFO named x.csv is refused, never waited on
                 reader = csv.DictReader(fh)
                 fields = reader.fieldnames or []
                 norm = {f: f.strip().lower().replace("_", " ") for f in fields}
@@ -220,7 +225,7 @@ def build_dataset(
     items: list[_Item] = []
     formats: set[str] = set()
     channel_counts: set[int] = set()
-    cases: list[tuple[str, tuple[Path, ...], int]] = []
+    cases: list[_Channels] = []
     for image_spec, mask in pairs:
         grouped = not isinstance(image_spec, Path)
         files = (image_spec,) if isinstance(image_spec, Path) else tuple(image_spec)
@@ -229,7 +234,9 @@ def build_dataset(
         formats.update(fmts)
         channel_counts.add(channels)
         head = case_items[0]
-        cases.append((head.case_id if head.slice_index is None else head.group, files, channels))
+        rgb = len(files) == 1 and read_header(files[0]).rgb
+        case = head.case_id if head.slice_index is None else head.group
+        cases.append(_Channels(case, files, channels, rgb))
     _check_channels(root, cases, in_channels)
     seen: set[str] = set()
     for it in items:
@@ -262,32 +269,59 @@ def build_dataset(
     )
 
 
-def _check_channels(
-    root: Path, cases: Sequence[tuple[str, tuple[Path, ...], int]], in_channels: int | None
-) -> None:
-    """Every case has ``in_channels`` channels (a single 1- or 3-channel image may be converted
-    to the other); without ``in_channels``, every case has the same count, except that single
-    grey and RGB images may mix (they are converted when read)."""
+class _Channels(NamedTuple):
+    """A case's channel count, and whether they are the colours of one RGB(A) image."""
+
+    case: str
+    files: tuple[Path, ...]
+    channels: int
+    rgb: bool
+
+
+def _convertible(c: _Channels, in_channels: int) -> bool:
+    """Whether the case's image may be converted to ``in_channels``: one grey image
+    replicated to RGB, one real RGB(A) image to grey (never a 4D NIfTI's channels, a
+    multi-page TIFF's pages or nnU-Net channel files)."""
+    if len(c.files) != 1:
+        return False
+    return (c.channels, in_channels) == (1, 3) or ((c.channels, in_channels) == (3, 1) and c.rgb)
+
+
+def _check_channels(root: Path, cases: Sequence[_Channels], in_channels: int | None) -> None:
+    """Every case has ``in_channels`` channels (a single grey image may be replicated to RGB,
+    a single RGB(A) image turned into grey, with a warning); without ``in_channels``, every
+    case has the same count, except that single grey and RGB images may mix (the grey ones
+    are replicated when read)."""
     if in_channels is not None:
-        for case, files, n in cases:
-            if n != in_channels and not (len(files) == 1 and {n, in_channels} == {1, 3}):
-                names = ", ".join(f.name for f in files)
+        for c in cases:
+            if c.channels != in_channels and not _convertible(c, in_channels):
+                names = ", ".join(f.name for f in c.files)
+                colours = len(c.files) > 1 or c.rgb or c.channels == 1
+                what = "" if colours else ", not the colours of an RGB image,"
                 raise DataError(
-                    f"{files[0].parent}: case '{case}' has {n} image channel(s) ({names}) but "
-                    f"{in_channels} are expected (in_channels={in_channels}, e.g. the channels "
-                    f"the model was trained on): give every case {in_channels} channel(s)"
+                    f"{c.files[0].parent}: case '{c.case}' has {c.channels} image channel(s) "
+                    f"({names}){what} but {in_channels} are expected (in_channels="
+                    f"{in_channels}, e.g. the channels the model was trained on): give every "
+                    f"case {in_channels} channel(s)"
                 )
+        if in_channels == 1 and (rgb := [c for c in cases if c.channels == 3]):
+            logger.warning(
+                "%s: %d RGB image(s) (%s%s) converted to grey (luminance 0.299 R + 0.587 G + "
+                "0.114 B) for a 1-channel model",
+                root, len(rgb), rgb[0].files[0].name, ", ..." if len(rgb) > 1 else "",
+            )  # fmt: skip
         return
-    first: dict[int, tuple[str, tuple[Path, ...]]] = {}  # the first case of each count
-    for case, files, n in cases:
-        first.setdefault(n, (case, files))
-    multi = any(len(files) > 1 for _, files, _ in cases)
-    if len(first) > 1 and (multi or not set(first) <= {1, 3}):
-        (a, (ca, fa)), (b, (cb, fb)) = list(first.items())[:2]
+    first: dict[int, _Channels] = {}  # the first case of each count
+    for c in cases:
+        first.setdefault(c.channels, c)
+    mixable = all(_convertible(c, 1) or c.channels == 1 for c in cases)
+    if len(first) > 1 and not (set(first) <= {1, 3} and mixable):
+        a, b = list(first.values())[:2]
         raise DataError(
-            f"{root}: cases have different channel counts ('{ca}' has {a}: "
-            f"{', '.join(f.name for f in fa)}; '{cb}' has {b}: {', '.join(f.name for f in fb)}): "
-            "give every case the same channels (nnU-Net: the same _0000, _0001, ... files)"
+            f"{root}: cases have different channel counts ('{a.case}' has {a.channels}: "
+            f"{', '.join(f.name for f in a.files)}; '{b.case}' has {b.channels}: "
+            f"{', '.join(f.name for f in b.files)}): give every case the same channels "
+            "(nnU-Net: the same _0000, _0001, ... files)"
         )
 
 

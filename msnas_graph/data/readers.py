@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from msnas_graph._util import atomic_write
+from msnas_graph._util import atomic_write, regular_input
 from msnas_graph.errors import DataError
 
 if TYPE_CHECKING:
@@ -110,6 +110,9 @@ class FileHeader:
     num_slices: int | None  # None for 2D files
     spacing: tuple[float, float] | None = None  # (row, col) mm, NIfTI only
     affine: np.ndarray | None = None  # 4x4, NIfTI only
+    #: The colours of one RGB(A) image (PNG/JPEG/BMP colour modes, a TIFF stored as RGB or
+    #: YCbCr), not a 4D NIfTI's channels or a TIFF's pages: only these may become grey.
+    rgb: bool = False
 
 
 def _tifffile() -> Any | None:
@@ -156,7 +159,7 @@ def read_header(path: str | Path) -> FileHeader:
         return _read_header(path)  # its one-line error
     head = _cached_header(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
     affine = None if head.affine is None else head.affine.copy()
-    return FileHeader(head.shape, head.channels, head.num_slices, head.spacing, affine)
+    return FileHeader(head.shape, head.channels, head.num_slices, head.spacing, affine, head.rgb)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -164,14 +167,33 @@ def _cached_header(path: str, _ino: int, _size: int, _mtime_ns: int) -> FileHead
     return _read_header(Path(path))
 
 
+def _voxel_size(path: Path, img: Any) -> tuple[float, ...]:
+    """A NIfTI image's voxel size; one line naming the file for complex voxels or a spatial
+    voxel size that is not positive and finite (mm for HD95, copied to the masks)."""
+    if np.issubdtype(img.get_data_dtype(), np.complexfloating):
+        raise DataError(
+            f"{path}: complex-valued voxels ({img.get_data_dtype()}) are not an image to "
+            "segment: save real intensities (e.g. the magnitude) instead"
+        )
+    values = tuple(float(z) for z in img.header.get_zooms())
+    if not all(np.isfinite(z) and z > 0 for z in values[:3]):
+        shown = ", ".join(f"{z:g}" for z in values[:3])
+        raise DataError(
+            f"{path}: the header's voxel size ({shown}) is not positive and finite: fix its "
+            "pixdim (e.g. nibabel's header.set_zooms) or replace the file"
+        )
+    return values
+
+
 def _read_header(path: Path) -> FileHeader:
     fmt = file_format(path)
+    regular_input(path, DataError)
     try:
         if fmt == "nifti":
             nib = _nibabel()
             img = nib.load(str(path))
             shape = tuple(int(s) for s in img.shape)
-            zooms = tuple(float(z) for z in img.header.get_zooms())
+            zooms = _voxel_size(path, img)
             if len(shape) not in (2, 3, 4):
                 raise DataError(
                     f"{path}: NIfTI of shape {shape} is not a 2D/3D volume or a 4D "
@@ -186,9 +208,11 @@ def _read_header(path: Path) -> FileHeader:
             )
         if fmt == "tiff" and (tf := _tifffile()) is not None:
             with tf.TiffFile(str(path)) as handle:
-                series_shape = handle.series[0].shape
+                series, photometric = handle.series[0], int(handle.pages[0].photometric)
+                series_shape, axes = series.shape, series.axes
             hw, channels, _ = _tiff_layout(series_shape, path)
-            return FileHeader(hw, 3 if channels == 4 else channels, None)  # RGBA: alpha dropped
+            rgb = channels in (3, 4) and "S" in axes and photometric in (2, 6)  # RGB, YCbCr
+            return FileHeader(hw, 3 if channels == 4 else channels, None, rgb=rgb)  # alpha dropped
         if fmt is None:
             raise DataError(f"{path}: not a supported image file (PNG, TIFF, JPEG, BMP, NIfTI)")
         from PIL import Image
@@ -197,7 +221,7 @@ def _read_header(path: Path) -> FileHeader:
             width, height = im.size
             mode = im.mode
         channels = 3 if mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV") else 1
-        return FileHeader((height, width), channels, None)
+        return FileHeader((height, width), channels, None, rgb=channels == 3)
     except DataError:
         raise
     except Exception as exc:
@@ -238,6 +262,7 @@ def _pil_array(path: Path, as_mask: bool) -> np.ndarray:
 def _read_2d_raw(path: Path, as_mask: bool) -> np.ndarray:
     """The stored array: (H, W) or (H, W, C)."""
     fmt = file_format(path)
+    regular_input(path, DataError)
     try:
         if fmt == "tiff" and (tf := _tifffile()) is not None:
             arr = np.asarray(tf.imread(str(path)))
@@ -312,6 +337,7 @@ class VolumeCache:
             self._items.move_to_end(path)
             return self._items[path]
         nib = _nibabel()
+        regular_input(path, DataError)
         try:
             img = nib.load(str(path))
             _check_nifti(path, img.shape, img.affine)

@@ -14,6 +14,11 @@ What a dataset holds:
   recent volumes whole, as stored (8 bytes a voxel where the header scales them);
 * one unit being read: the largest volume (all its slices, as evaluation and prediction hold
   them) or 2D image, decoded: ``float32`` image channels plus an ``int64`` mask;
+* the work of preparing one image or slice for a network
+  (:func:`~msnas_graph.data.transforms.normalize_intensity`): its normalised ``float32``
+  channels, and the ``float64`` copy of one channel with the copy ``np.percentile`` makes of
+  it (16 bytes a pixel); this, not the decoded image, is the peak for one large 2D image
+  (measured: 24 bytes a pixel for a grey 6000x6000 TIFF through ``predict``);
 * with ``cache=True``, every case decoded, summed over the dataset.
 
 >>> import os, tempfile
@@ -25,8 +30,8 @@ What a dataset holds:
 >>> size.shape, size.channels, size.slices, size.stored_bytes
 ((32, 48), 1, 1, 0)
 >>> pairs = [(Path(folder) / "a.png", None)]
->>> dataset_bytes(pairs), dataset_bytes(pairs, cache=True)  # 1 KiB + 32*48*4 (+ again + 2 KiB)
-(7168, 15360)
+>>> dataset_bytes(pairs), dataset_bytes(pairs, cache=True)  # 1 KiB + 32*48*(4 + 4+16) (+...)
+(37888, 46080)
 >>> os.environ["MSNAS_MEMORY_LIMIT"] = "4K"
 >>> check_dataset_memory("scans", pairs)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
@@ -54,6 +59,7 @@ _ITEM_BYTES = 1024  # bookkeeping of one image or slice (its _Item, id, keys)
 _CASE_BYTES = 2048  # a decoded Case's Python objects (meta dict, source), when cached
 _IMAGE = 4  # float32 image channels
 _MASK = 8  # int64 labels
+_NORMALISE = 16  # normalize_intensity: one channel as float64, and np.percentile's copy of it
 
 
 @dataclass(frozen=True)
@@ -101,9 +107,11 @@ def _files(image_spec: Path | tuple[Path, ...]) -> tuple[Path, ...]:
 
 def _scan(
     pairs: Sequence[Pair], in_channels: int | None
-) -> tuple[list[int], list[int], int, tuple[int, int]]:
-    """(decoded bytes of each case, stored bytes of each volume file, images, largest shape)."""
+) -> tuple[list[int], list[int], list[int], int, tuple[int, int]]:
+    """(decoded bytes of each case, the bytes of preparing one of its images or slices for a
+    network, stored bytes of each volume file, images, largest shape)."""
     decoded: list[int] = []
+    work: list[int] = []
     stored: list[int] = []
     images = 0
     largest = (0, 0)
@@ -113,13 +121,14 @@ def _scan(
         first = sizes[0]
         per_pixel = _IMAGE * channels + (_MASK if mask is not None else 0)
         decoded.append(first.pixels * per_pixel)
+        work.append(first.shape[0] * first.shape[1] * (_IMAGE * channels + _NORMALISE))
         stored += [s.stored_bytes for s in sizes if s.stored_bytes]
         if mask is not None and file_format(mask) == "nifti":
             stored.append(file_size(mask).stored_bytes)
         images += first.slices
         if first.shape[0] * first.shape[1] > largest[0] * largest[1]:
             largest = first.shape
-    return decoded, stored, images, largest
+    return decoded, work, stored, images, largest
 
 
 def dataset_bytes(
@@ -133,9 +142,10 @@ def dataset_bytes(
 def _estimate(
     pairs: Sequence[Pair], in_channels: int | None, cache: bool
 ) -> tuple[int, int, tuple[int, int]]:
-    decoded, stored, images, largest = _scan(pairs, in_channels)
+    decoded, work, stored, images, largest = _scan(pairs, in_channels)
     volumes = heapq.nlargest(VolumeCache().max_volumes, stored)
-    total = images * _ITEM_BYTES + sum(volumes) + max(decoded, default=0)
+    unit = max((d + w for d, w in zip(decoded, work, strict=True)), default=0)
+    total = images * _ITEM_BYTES + sum(volumes) + unit
     if cache:
         total += sum(decoded) + images * _CASE_BYTES
     return total, images, largest

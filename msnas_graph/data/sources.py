@@ -30,10 +30,12 @@ classes.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from msnas_graph._util import input_kind, read_text, regular_input
 from msnas_graph.data.dataset import (
     SegmentationDataset,
 )
@@ -96,12 +98,13 @@ def load_dataset(
         return _load_phantom(text, num_classes=num_classes, in_channels=in_channels)
 
     root = Path(source).expanduser()
-    if not root.exists():
-        raise DataError(
+    kind = input_kind(root)
+    if kind != "folder":
+        missing = (
             f"{root}: no such file or folder: give a folder with images/ and masks/, an "
             "MSD/nnU-Net folder with dataset.json, or 'phantom'"
         )
-    if root.is_file():
+        regular_input(root, DataError, missing)
         if file_format(root) is None:
             raise DataError(
                 f"{root}: not an image file (PNG, TIFF, JPEG, BMP, NIfTI) or dataset folder"
@@ -118,7 +121,7 @@ def load_dataset(
     entries = [p for p in root.iterdir() if not p.name.startswith(".")]
     if not entries:
         raise DataError(f"{root}: folder is empty: put images/ and masks/ (or dataset.json) there")
-    if (root / "dataset.json").is_file():
+    if os.path.lexists(root / "dataset.json"):  # read only if a regular file
         return _load_msd(root, num_classes=num_classes, in_channels=in_channels, cache=cache)
     if (root / "imagesTr").is_dir():
         raise DataError(
@@ -137,7 +140,7 @@ def load_dataset(
             in_channels=in_channels,
             cache=cache,
         )
-    flat = sorted(p for p in entries if p.is_file() and file_format(p) is not None)
+    flat = _image_files(entries)
     if flat:
         nnunet = root.name in ("imagesTr", "imagesTs")
         return _checked_build(
@@ -169,8 +172,23 @@ def _load_phantom(
     return phantom_dataset(n, num_classes=num_classes or 4, in_channels=in_channels or 1)
 
 
+def _image_files(entries: Iterable[Path]) -> list[Path]:
+    """The image files among ``entries``, sorted; a name of an image format that is a FIFO,
+    device or broken link is refused in one line (never opened, never silently skipped)."""
+    images = []
+    for p in entries:
+        if file_format(p) is None:
+            continue
+        kind = input_kind(p)
+        if kind == "file":
+            images.append(p)
+        elif kind != "folder":
+            regular_input(p, DataError)
+    return sorted(images)
+
+
 def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and file_format(p) is not None)
+    return _image_files(folder.iterdir())
 
 
 def _names(paths: Sequence[str], limit: int = 3) -> str:
@@ -305,9 +323,10 @@ def _load_msd(
 
 def _read_msd_json(path: Path) -> dict[str, Any]:
     """``dataset.json`` as a JSON object with a ``labels`` entry, or a one-line error."""
+    text = read_text(path, DataError)
     try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        spec = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise _json_fail(path, f"cannot parse ({exc})") from exc
     if not isinstance(spec, dict):
         raise _json_fail(path, "top level must be a JSON object")

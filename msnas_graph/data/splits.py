@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msnas_graph._util import read_text
 from msnas_graph.data.dataset import SegmentationDataset
 from msnas_graph.errors import DataError
 
@@ -29,11 +30,11 @@ def load_folds(path: str | Path) -> dict[str, int]:
     :func:`train_val_test_split`).
     """
     path = Path(path)
+    missing = f"{path}: folds file not found: give the path of a folds JSON"
+    text = read_text(path, DataError, missing=missing)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: folds file not found: give the path of a folds JSON") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise DataError(
             f'{path}: cannot parse folds file ({exc}): write JSON like {{"folds": {{name: fold}}}}'
         ) from exc

@@ -29,8 +29,8 @@ SMOKE = ["--device", "cpu", "--max-steps", "1", "--batch-size", "2"]
 UNET = ["--model", "unet", "--unet-base", "4", "--unet-depth", "3", "--input-size", "32"]
 
 
-def _cli(*args: Any) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args])
+def _cli(*args: Any, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -57,7 +57,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             "--no-progress")  # fmt: skip
         assert code == 0, err
         _bad_files(w)
-        _round2_files(w)
+        _round2_items_6_to_11_files(w)
     finally:
         os.chdir(cwd)
     return w
@@ -147,9 +147,59 @@ def _bad_files(w: Path) -> None:
     first = next(k for k, v in weights.items() if v.is_floating_point())
     weights[first] = torch.full_like(weights[first], float("nan"))
     torch.save(weights, nan / "best.pt")
+    _round2_files(w)
+
+
+# issue 18, round 2 (items 1-5, 12): the files of the cases below
+def _copy_run(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and not f.name.startswith(".") and f.name not in skip:
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def _round2_files(w: Path) -> None:
+    t = w / "t"
+    _png(w / "r2_images" / "images" / "c0.png", np.zeros((32, 32), np.uint8))
+    os.mkfifo(w / "r2_images" / "images" / "c1.png")  # predict must not skip it silently
+    (w / "r2_msd" / "imagesTr").mkdir(parents=True)
+    os.mkfifo(w / "r2_msd" / "dataset.json")
+    _png(w / "r2_csv" / "images" / "c0.png", np.zeros((32, 32), np.uint8))
+    os.mkfifo(w / "r2_csv" / "pixel_sizes.csv")  # read for the pixel sizes (HC18's CSV)
+    os.mkfifo(_copy_run(t, w / "r2_best_fifo", ("best.pt",)) / "best.pt")
+    (_copy_run(t, w / "r2_best_dir", ("best.pt",)) / "best.pt").mkdir()
+    os.mkfifo(_copy_run(t, w / "r2_lock_fifo") / ".lock")
+    (_copy_run(t, w / "r2_lock_link") / ".lock").symlink_to(w / "s.json")
+    os.mkfifo(_copy_run(t, w / "r2_ck_fifo", ("checkpoint.pt", "DONE")) / "checkpoint.pt")
+    os.mkfifo(_copy_run(t, w / "r2_model_fifo", ("model.json",)) / "model.json")
+    (w / "r2_run").mkdir()  # item 5: the same search by another path, by a link, by content
+    (w / "r2_run" / "state.json").write_bytes((w / "s.json").read_bytes())
+    os.link(w / "s.json", w / "r2_hard.json")
+    assert _cli("sample", "--space", "tiny", "--seed", "1", "-o", w / "r2_b.json")[0] == 0
+    import nibabel as nib  # item 4: three channels that are not the colours of an RGB image
+    import tifffile
+
+    (w / "r2_ch_nii").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 2, 3), np.float32), np.eye(4)),
+             str(w / "r2_ch_nii" / "v.nii.gz"))  # fmt: skip
+    (w / "r2_ch_tif").mkdir()
+    tifffile.imwrite(w / "r2_ch_tif" / "p.tif", np.zeros((3, 32, 32), np.uint8),
+                     photometric="minisblack")  # fmt: skip
+    nan = nib.Nifti1Image(np.zeros((32, 32, 2), np.float32), np.eye(4))  # item 12
+    nan.header.set_zooms((float("nan"), 1.0, 1.0))
+    (w / "r2_nanvox").mkdir()
+    nib.save(nan, str(w / "r2_nanvox" / "v.nii.gz"))
+    (w / "r2_huge").mkdir()  # item 2: 18000x18000 pixels in a few hundred KB
+    tifffile.imwrite(w / "r2_huge" / "h.tif", np.zeros((18000, 18000), np.uint8),
+                     compression="zlib", tile=(1024, 1024))  # fmt: skip
+    (w / "r2_complex").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 2), np.complex64), np.eye(4)),
+             str(w / "r2_complex" / "c.nii.gz"))  # fmt: skip
 
 
 TRAIN = ["train", "new_run", *UNET, "--data", "data", "--epochs", "1", *SMOKE]
+R2_SEARCH = ["search", "new_run", "--space", "tiny", "--data", "data"]  # issue 18, round 2
 
 #: (command line, exit code, a piece of the message or "").
 CASES: list[tuple[list[str], int, str]] = [
@@ -309,6 +359,66 @@ CASES: list[tuple[list[str], int, str]] = [
     (["train", "new_run", *UNET, "--data", "r2/labels", "--epochs", "1", *SMOKE], 1, "outside"),
     (["train", "new_run", *UNET, "--data", "r2/cut", "--epochs", "1", *SMOKE], 1, "truncated"),
     (["search", "new_run", "--space", "tiny", "--data", "r2/cut", *SMOKE], 1, "truncated"),
+    # issue 18, round 2 (items 1-5, 12)
+    # item 1: a FIFO (or other special file) as any input: one line, never opened
+    ([*TRAIN, "--folds", "fifo"], 1, "FIFO"),
+    (["search", "new_run", "--space", "tiny", "--data", "data", "--folds", "fifo"], 1, "FIFO"),
+    (["evaluate", "t", "--folds", "fifo", "--device", "cpu"], 1, "FIFO"),
+    (["diff", "a.json", "fifo"], 1, "FIFO"),
+    (["diff", "fifo", "a.json"], 1, "FIFO"),
+    (["render", "fifo", "-o", "x.svg"], 1, "FIFO"),
+    (["predict", "t", "fifo", "-o", "preds", "--device", "cpu"], 1, "FIFO"),
+    (["train", "new_run", "--model", "fifo", "--data", "data", *SMOKE], 1, "FIFO"),
+    (["train", "new_run", *UNET, "--data", "fifo", "--epochs", "1", *SMOKE], 1, "FIFO"),
+    (["train", "new_run", *UNET, "--data", "r2_msd", "--epochs", "1", *SMOKE], 1, "FIFO"),
+    (["predict", "t", "r2_csv", "-o", "preds", "--device", "cpu"], 1, "pixel_sizes.csv"),
+    (["evaluate", "fifo", "--device", "cpu"], 1, "FIFO"),
+    (["export", "fifo", "--onnx", "x.onnx"], 1, "FIFO"),
+    (["cost", "fifo"], 1, "FIFO"),
+    (["train", "r2_ck_fifo", "--resume"], 1, "FIFO"),
+    (["evaluate", "r2_model_fifo", "--device", "cpu"], 1, "model.json: not a regular file"),
+    (["decode", "/dev/zero"], 1, "character device"),
+    # item 12: messages
+    (["decode", "fifo"], 1, "not a regular file (a FIFO)"),  # was "no such state file"
+    (["count", "--space", "fifo"], 1, "not a regular file (a FIFO)"),
+    (["train", "r2_lock_fifo", "--resume"], 1, "lock file is a FIFO"),
+    (["train", "r2_lock_link", "--resume"], 1, "lock file is a symbolic link"),
+    (["evaluate", "r2_best_fifo", "--device", "cpu"], 1, "best.pt: not a regular file (a FIFO)"),
+    (["evaluate", "r2_best_dir", "--device", "cpu"], 1, "best.pt: not a regular file (a folder)"),
+    (["predict", "t", "r2_images/images", "-o", "preds", "--device", "cpu"], 1, "c1.png"),
+    (["predict", "t", "r2_nanvox", "-o", "preds", "--device", "cpu"], 1, "v.nii.gz: the header"),
+    (["evaluate", "t", "--data", "r2_nanvox", "--device", "cpu"], 1, "r2_nanvox/v.nii.gz"),
+    (["predict", "t", "r2_complex", "-o", "preds", "--device", "cpu"], 1, "complex-valued"),
+    (["decode", "space.yaml", "--json"], 1, "a search space, not a search state"),
+    (["--threads", "99999999999999999999", "count", "--space", "tiny"], 2, "--threads"),
+    # item 2: a huge image refused from its header, counting what preparing it allocates
+    (["env:MSNAS_MEMORY_LIMIT=3G", "predict", "t", "r2_huge", "-o", "x"], 1, "needs about 7.2 GiB"),
+    # item 3: schedules that cannot finish
+    ([*R2_SEARCH, "--epochs", "1000000000,1000000000"], 1, "a run may take"),
+    ([*R2_SEARCH, "--warmup", "1000000000"], 1, "a run may take"),
+    ([*R2_SEARCH, "--arch-steps", "100000000,0"], 1, "steps, more than the 10,000,000"),
+    ([*R2_SEARCH, "--arch-steps", "1,1", "--warmup-steps", "100000000"], 1, "a run may take"),
+    ([*R2_SEARCH, "--arch-steps", "20000,0", "--max-steps", "1"], 1, "steps in epochs of 1"),
+    (["train", "new_run", *UNET, "--data", "data", "--epochs", "1000000000"], 1, "a run may take"),
+    # item 5: the same source twice in a consensus
+    (["decode", "s.json", "s.json"], 1, "the same file as s.json"),
+    (["decode", "s.json", "r2_b.json", "s.json"], 1, "the same file as s.json"),
+    (["decode", "s.json", "link.json", "--consensus", "majority"], 1, "the same file as s.json"),
+    (["decode", "s.json", "r2_hard.json"], 1, "the same file as s.json"),
+    (["decode", "r2_run", "r2_run/state.json"], 1, "the same file as r2_run"),
+    (["decode", "s.json", "r2_run", "-o", "x.json"], 1, "holds the same search state as s.json"),
+    # item 4: a 4D NIfTI with 3 channels, a 3-page TIFF, for a 1-channel model
+    (
+        ["predict", "t", "r2_ch_nii", "-o", "preds", "--device", "cpu"],
+        1,
+        "not the colours of an RGB",
+    ),
+    (
+        ["predict", "t", "r2_ch_tif", "-o", "preds", "--device", "cpu"],
+        1,
+        "not the colours of an RGB",
+    ),
+    (["evaluate", "t", "--data", "r2_ch_tif", "--device", "cpu"], 1, "not the colours of an RGB"),
 ]
 
 
@@ -330,7 +440,7 @@ def raises(channels, spatial_dims=2, affine=True):
 """
 
 
-def _round2_files(w: Path) -> None:
+def _round2_items_6_to_11_files(w: Path) -> None:
     """Files for the issue 18 round 2 cases (items 6-11)."""
     import nibabel as nib
 

@@ -72,7 +72,11 @@ def test_every_backend_command_dispatches_through_the_protocol(
 def test_backend_output_is_formatted_by_the_cli(null: NullBackend, tmp_path: Path) -> None:
     code, out, _ = run("--backend", "null", "search", "runs/s", "--space", "tiny")
     assert code == 0 and out.startswith("search finished: runs/s")
-    assert "next: msnas-graph decode runs/s --paths" in out
+    # issue 18 item 12: no "next:" for a run the backend did not write
+    assert "next:" not in out and "no state was written to runs/s" in out
+    code, out, _ = run("--backend", "null", "train", "runs/t")
+    assert code == 0 and "next:" not in out
+    assert "no trained model was written to runs/t, so there is nothing to evaluate" in out
     r = tmp_path / "r"
     r.mkdir()
     code, out, _ = run("--backend", "null", "evaluate", r, r)
@@ -153,8 +157,9 @@ def test_plugins_from_the_environment_and_backends_from_plugins(
         ("raise RuntimeError('boom\\nsecond line')\n", "RuntimeError: boom"),
         ("def broken(:\n", "SyntaxError"),
         ("import absent_dependency_of_a_plugin\n", "named 'absent_dependency_of_a_plugin'"),
+        ("import sys\nsys.exit(5)\n", "it called sys.exit(5) while being imported"),  # issue 18
     ],
-    ids=["missing", "raises", "syntax", "dependency"],
+    ids=["missing", "raises", "syntax", "dependency", "sys.exit"],
 )
 def test_plugin_that_fails_to_import_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str | None, message: str
@@ -253,3 +258,37 @@ def test_bad_set_is_one_line_and_runs_nothing(null: NullBackend, value: str, mes
     code, _, err = run("--backend", "null", "search", "runs/s", "--set", value)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and null.calls == []
+
+
+def test_next_step_only_for_a_run_that_was_written(tmp_path: Path) -> None:
+    """Issue 18 item 12: "next: evaluate" names a run folder holding a trained model."""
+    from types import SimpleNamespace
+
+    from msnas_graph.cli.formatting import train_text
+
+    outcome = SimpleNamespace(run_dir=tmp_path, best_dice=0.5, best_epoch=1)
+    assert "next:" not in train_text(outcome, "r")  # type: ignore[arg-type]
+    (tmp_path / "model.json").write_text("{}")
+    assert train_text(outcome, "r").endswith("next: msnas-graph evaluate r")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("threads", ["0", "4097", "99999999999999999999"])
+def test_absurd_thread_counts_are_refused(threads: str) -> None:
+    """Issue 18 item 12: --threads (and MSNAS_THREADS) is bounded; nothing runs."""
+    code, out, err = run("--threads", threads, "count", "--space", "tiny")
+    assert code == 2 and "--threads" in err and "1<=x<=4096" in err and out == ""
+    code, _, err = run("count", "--space", "tiny", env={"MSNAS_THREADS": threads})
+    assert code == 2 and "--threads" in err
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 item 2: a MemoryError the estimates did not foresee is not "unexpected"."""
+    import msnas_graph.counting
+
+    def exhausted(*_: object, **__: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(msnas_graph.counting, "count_space", exhausted)
+    code, _, err = run("count", "--space", "tiny")
+    assert code == 1 and err.count("\n") == 1 and "unexpected" not in err
+    assert err.startswith("msnas-graph: error: out of memory") and "ulimit" in err

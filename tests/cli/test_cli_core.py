@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -210,9 +211,13 @@ def test_undecided_state_warns_on_stderr(tmp_path: Path) -> None:
 
 
 def test_consensus_of_identical_runs_agrees(state_file: Path, tmp_path: Path) -> None:
+    from msnas_graph.state import SearchState
+
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    shutil.copy(state_file, run_dir / "state.json")  # a run folder works as a source
+    twin = SearchState.load(state_file)  # decides as state_file: one logit row shifted
+    twin.alpha_logits[twin.space.cell_types[0]][0][0] += 0.5
+    twin.save(run_dir / "state.json")  # a run folder works as a source
     arch_path, pic = tmp_path / "c.json", tmp_path / "c.dot"
     code, out, err = run(
         "decode", str(state_file), str(run_dir), "-o", str(arch_path), "--render", str(pic)
@@ -222,12 +227,40 @@ def test_consensus_of_identical_runs_agrees(state_file: Path, tmp_path: Path) ->
     assert f"decisions of {run_dir}:" in out and f"wrote architecture {arch_path}" in out
     assert Architecture.load(arch_path).meta["consensus"] == "mean"
     assert "share of the 2 seeds" in pic.read_text()
-    code, out, _ = run(
-        "decode", str(state_file), str(state_file), "--consensus", "majority", "--json"
-    )
+    code, out, _ = run("decode", str(state_file), str(run_dir), "--consensus", "majority", "--json")
     data = json.loads(out)
     assert code == 0 and data["method"] == "majority" and data["agreement"] == 1.0
-    assert set(data["diagnostics"]) == {str(state_file)}
+    assert set(data["diagnostics"]) == {str(state_file), str(run_dir)}
+
+
+def test_consensus_refuses_the_same_source_twice(state_file: Path, tmp_path: Path) -> None:
+    """Issue 18 item 5: by path (a run folder and its state.json, a symbolic or hard link,
+    ``a b a``) and by content (a copy); one source with --consensus gets a note."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(state_file, run_dir / "state.json")
+    (tmp_path / "sym.json").symlink_to(state_file)
+    os.link(state_file, tmp_path / "hard.json")
+    other = tmp_path / "other.json"
+    run("sample", "--space", "quick", "--seed", "7", "-o", str(other))
+    cases = [
+        ([run_dir, run_dir / "state.json"], "the same file as"),
+        ([state_file, tmp_path / "sym.json"], "the same file as"),
+        ([state_file, tmp_path / "hard.json"], "the same file as"),
+        ([state_file, other, state_file], "the same file as"),
+        ([state_file, run_dir], "holds the same search state as"),
+    ]
+    for sources, message in cases:
+        code, out, err = run("decode", *map(str, sources), "--consensus", "mean")
+        assert code == 1 and message in err and err.count("\n") == 1, (sources, err)
+        assert out == ""
+    code, out, err = run("decode", str(state_file), "--consensus", "majority")
+    assert code == 0 and err == (
+        "msnas-graph: note: --consensus majority needs several sources (seeds); decoded the "
+        "one given\n"
+    )
+    code, out, err = run("decode", str(state_file))
+    assert code == 0 and "note" not in err
 
 
 def test_consensus_of_different_runs_reports_disagreement(tmp_path: Path) -> None:

@@ -124,3 +124,53 @@ def test_the_channel_count_asked_for_is_checked(tmp_path: Path) -> None:
     # a single grey image is still converted for a 3-channel model
     _png(tmp_path / "grey" / "x.png", 7)
     assert load_dataset(tmp_path / "grey", in_channels=3)[0].image.shape == (3, 6, 7)
+
+
+# --- issue 18 item 4: channels are converted only where they are the colours of an RGB image
+
+
+def _three_channel_sources(tmp_path: Path) -> dict[str, Path]:
+    import tifffile
+
+    rgb_png, rgb_tif = tmp_path / "rgb_png" / "c.png", tmp_path / "rgb_tif" / "c.tif"
+    rgb_png.parent.mkdir()
+    rgb_tif.parent.mkdir()
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[..., 0] = 100
+    Image.fromarray(image).save(rgb_png)
+    tifffile.imwrite(rgb_tif, image)  # stored as RGB
+    pages = tmp_path / "pages" / "p.tif"
+    pages.parent.mkdir()
+    tifffile.imwrite(pages, np.moveaxis(image, -1, 0), photometric="minisblack")  # 3 pages
+    volume = _nifti(tmp_path / "vol" / "v.nii.gz", 1.0, (8, 8, 2, 3))  # 4D: 3 channels
+    return {"png": rgb_png, "tif": rgb_tif, "pages": pages, "nifti": volume}
+
+
+def test_rgb_images_become_grey_with_a_warning(tmp_path: Path, caplog) -> None:
+    sources = _three_channel_sources(tmp_path)
+    for kind in ("png", "tif"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="msnas_graph.data.files"):
+            ds = load_dataset(sources[kind].parent, in_channels=1)
+        assert ds[0].image.shape == (1, 8, 8)
+        assert np.allclose(ds[0].image, 0.299 * 100, atol=1e-3)
+        assert len(caplog.records) == 1 and "converted to grey" in caplog.text
+        assert sources[kind].name in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="msnas_graph.data.files"):
+        assert load_dataset(sources["png"].parent, in_channels=3)[0].image.shape == (3, 8, 8)
+    assert not caplog.records  # nothing converted, nothing said
+
+
+@pytest.mark.parametrize("kind", ["pages", "nifti"])
+def test_channels_that_are_not_colours_are_refused(tmp_path: Path, kind: str) -> None:
+    """A 3-page TIFF or a 4D NIfTI with 3 channels is not blended into grey for a 1-channel
+    model (it used to be, with RGB weights, silently)."""
+    source = _three_channel_sources(tmp_path)[kind]
+    with pytest.raises(DataError, match="has 3 image channel.*not the colours of an RGB image"):
+        load_dataset(source.parent, in_channels=1)
+    assert load_dataset(source.parent, in_channels=3).in_channels == 3
+    grey = _png(source.parent / "grey.png", 5, (8, 8))
+    with pytest.raises(DataError, match="different channel counts"):
+        load_dataset(source.parent)  # grey and a 3-channel stack do not mix either
+    grey.unlink()

@@ -16,10 +16,18 @@ from msnas_graph.state import SearchState, softmax
 QUICK = SearchSpace.preset("quick")
 
 
+def twin(state: SearchState, k: int = 1) -> SearchState:
+    """Another search that decides exactly as ``state``: one row of cell logits shifted by a
+    constant (softmax is unchanged), so its content differs and consensus accepts it."""
+    copy = SearchState.from_dict(state.to_dict())
+    copy.alpha_logits["keep"][0][0] += 0.25 * k
+    return copy
+
+
 @pytest.mark.parametrize("method", ["mean", "majority"])
 def test_identical_runs_agree_fully(method: str) -> None:
     s = SearchState.random(QUICK, seed=5)
-    r = consensus([s, s, s], paths=3, method=method)
+    r = consensus([s, twin(s, 1), twin(s, 2)], paths=3, method=method)
     assert r.seeds == 3 and r.agreement == 1.0
     assert all(d.votes == 3 for d in r.decisions)
     assert {d.group for d in r.decisions} == {"cell", "node", "path"}
@@ -48,7 +56,7 @@ def test_mean_state_averages_the_normalised_weights() -> None:
 
 def test_majority_follows_the_most_common_choice() -> None:
     a, b = SearchState.random(QUICK, seed=1), SearchState.random(QUICK, seed=2)
-    r = consensus([a, b, a], method="majority")
+    r = consensus([a, b, twin(a)], method="majority")
     ref = decode(a)
     # a's paths have 2 or 3 votes, b's others 1: the set is a's (ordered by votes)
     assert {p.edges for p in r.architecture.paths} == {p.edges for p in ref.paths}
@@ -78,7 +86,7 @@ def test_majority_tie_goes_to_the_higher_mean_weight() -> None:
 def test_mean_consensus_is_pulled_by_the_confident_seed() -> None:
     unsure, sure = SearchState.zeros(QUICK), SearchState.zeros(QUICK)
     sure.alpha_logits["keep"][0][0, QUICK.ops.index("dil_conv_3x3")] = 6.0
-    r = consensus([unsure, sure, unsure])
+    r = consensus([unsure, sure, twin(unsure)])
     d = next(x for x in r.decisions if x.where == "keep.b1")
     assert d.choice == "dil_conv_3x3(in)" and d.votes == 1
     assert r.state is not None and r.method == "mean"
@@ -97,6 +105,20 @@ def test_errors_are_one_line() -> None:
     assert "one space" in msg and "\n" not in msg
     with pytest.raises(DecodeError, match="1 names for 2 states"):
         consensus([tiny, tiny], names=["a.json"])
+
+
+def test_the_same_search_twice_is_refused() -> None:
+    """Issue 18 item 5: a duplicate is not an agreeing seed (``a b a``, a copied file)."""
+    a, b = SearchState.random(QUICK, seed=1), SearchState.random(QUICK, seed=2)
+    copy = SearchState.from_dict(a.to_dict())
+    copy.meta["note"] = "copied"  # meta is not the search
+    for states in ([a, b, a], [a, copy]):
+        names = ["x.json", "y.json", "z.json"][: len(states)]
+        with pytest.raises(DecodeError) as info:
+            consensus(states, names=names)
+        msg = str(info.value)
+        assert f"{names[-1]} holds the same search state as x.json" in msg and "\n" not in msg
+    assert consensus([a, twin(a)]).seeds == 2  # equal decisions, different searches: fine
 
 
 def test_render_and_json(tmp_path) -> None:
@@ -159,7 +181,7 @@ def test_mean_node_decision_stays_within_the_votes() -> None:
 
 def test_a_consensus_equal_to_one_seed_names_it() -> None:
     a, b = SearchState.random(QUICK, seed=1), SearchState.random(QUICK, seed=2)
-    r = consensus([a, b, a], method="majority", names=["s1", "s2", "s3"])
+    r = consensus([a, b, twin(a)], method="majority", names=["s1", "s2", "s3"])
     assert r.identical_to == ("s1", "s3")
     assert "the consensus network is the one s1, s3 decoded" in r.summary()
     assert r.to_dict()["identical_to"] == ["s1", "s3"]

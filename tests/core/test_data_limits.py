@@ -20,9 +20,10 @@ from PIL import Image, ImageFile
 from msnas_graph.data import load_dataset, readers, sizes
 from msnas_graph.errors import DataError, ResourceError
 
-# 4 cases of 32x32 with masks: 4 KiB of bookkeeping + one case decoded (12 KiB) = 16 KiB;
-# kept in memory (cache=True) also 4 x (12 + 2) KiB = 72 KiB in all
-LAZY, CACHED = 16 * 1024, 72 * 1024
+# 4 cases of 32x32 with masks: 4 KiB of bookkeeping + one case decoded (12 KiB) + preparing it
+# for a network (its normalised copy and a float64 channel with np.percentile's copy: 20 KiB)
+# = 36 KiB; kept in memory (cache=True) also 4 x (12 + 2) KiB = 92 KiB in all
+LAZY, CACHED = 36 * 1024, 92 * 1024
 
 
 class Decoded(Exception):
@@ -70,7 +71,7 @@ def test_estimate_from_headers(tmp_path: Path, no_decoding: None) -> None:
     pairs = [(d / "images" / f"{i}.png", d / "masks" / f"{i}.png") for i in range(4)]
     assert sizes.dataset_bytes(pairs) == LAZY
     assert sizes.dataset_bytes(pairs, cache=True) == CACHED
-    assert sizes.dataset_bytes(pairs, in_channels=3) == LAZY + 32 * 32 * 4 * 2  # grey -> RGB
+    assert sizes.dataset_bytes(pairs, in_channels=3) == LAZY + 32 * 32 * 4 * 4  # grey -> RGB
 
 
 def test_refused_before_any_pixel_is_read(
@@ -82,7 +83,7 @@ def test_refused_before_any_pixel_is_read(
     with pytest.raises(ResourceError) as info:
         load_dataset(d)
     message = str(info.value)
-    assert message.startswith(f"data {d} (4 cases, 4 images of up to 32x32) needs about 16.0 KiB")
+    assert message.startswith(f"data {d} (4 cases, 4 images of up to 32x32) needs about 36.0 KiB")
     assert "--no-memory-check" in message and "\n" not in message
 
 
@@ -96,7 +97,7 @@ def test_only_what_is_kept_is_summed(
     assert len(ds) == 4
     with pytest.raises(DataError, match="pixel data was read"):  # the patch stops decoding
         ds[0]
-    with pytest.raises(ResourceError, match=r"all kept in memory \(cache=True\)\) needs about 72"):
+    with pytest.raises(ResourceError, match=r"all kept in memory \(cache=True\)\) needs about 92"):
         load_dataset(d, num_classes=2, cache=True)
 
 
@@ -139,8 +140,8 @@ def test_msd_volumes_refused_before_any_voxel_is_read(
              for i in range(6)]  # fmt: skip
     voxels = 32 * 32 * 20
     # 120 slices' bookkeeping; the volume cache's 4 largest volumes as stored (images: int16);
-    # one volume decoded (float32 image + int64 mask)
-    expected = 120 * 1024 + 4 * voxels * 2 + voxels * 12
+    # one volume decoded (float32 image + int64 mask); one slice prepared for a network
+    expected = 120 * 1024 + 4 * voxels * 2 + voxels * 12 + 32 * 32 * (4 + 16)
     assert sizes.dataset_bytes(pairs) == expected
     monkeypatch.setenv("MSNAS_MEMORY_LIMIT", str(expected - 1))
     with pytest.raises(ResourceError, match=r"\(6 cases, 120 images of up to 32x32\) needs"):
@@ -157,3 +158,45 @@ def test_core_still_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- issue 18 item 2: what a large image really costs, refused from its header
+
+
+def test_a_huge_image_is_estimated_as_prepared_and_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_decoding: None
+) -> None:
+    """A 340 KB TIFF of 18000x18000 pixels: decoded (4 bytes a pixel) it is 1.2 GiB, but
+    preparing it for a network (a normalised copy, a float64 channel and np.percentile's copy
+    of it) peaks at 24 bytes a pixel, 7.2 GiB (a limit of 3G used to let it through)."""
+    tifffile = pytest.importorskip("tifffile")
+    (tmp_path / "big").mkdir()
+    path = tmp_path / "big" / "huge.tif"
+    tifffile.imwrite(
+        path, np.zeros((18000, 18000), np.uint8), compression="zlib", tile=(1024, 1024)
+    )
+    assert path.stat().st_size < 1_000_000
+    pixels = 18000 * 18000
+    assert sizes.dataset_bytes([(path, None)]) == 1024 + pixels * (4 + 4 + 16)
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", "3G")
+    for source in (path, path.parent):
+        with pytest.raises(ResourceError, match=r"up to 18000x18000\) needs about 7\.2 GiB"):
+            load_dataset(source)
+
+
+def test_a_process_limit_counts_as_the_memory_available(tmp_path: Path) -> None:
+    """``ulimit -v`` caps what a process may allocate: the estimate is compared with what it
+    leaves (an allocation beyond it would end in a MemoryError)."""
+    import subprocess
+
+    code = (
+        "import resource\n"
+        "from msnas_graph.limits import available_memory\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, resource.RLIM_INFINITY))\n"
+        "print(available_memory())\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MSNAS_MEMORY_LIMIT"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    )
+    assert 0 < int(out.stdout) < 4 * 2**30

@@ -154,3 +154,38 @@ def test_files_with_the_old_hash_still_load(tmp_path: Path) -> None:
     data["paths"][0]["path_score"] += 0.5
     with pytest.raises(Architecture.ERROR, match="does not match the content"):
         Architecture.from_dict(data, "edited.json")
+
+
+def test_json_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Issue 18 item 12: a UTF-8 BOM (as some Windows editors write) is not an error."""
+    from msnas_graph.data.splits import load_folds
+    from msnas_graph.io import load_any, load_state
+
+    state = SearchState.random(SearchSpace.preset("tiny"), seed=1)
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + state.to_json().encode())
+    assert load_state(path).content_hash == state.content_hash
+    assert SearchState.load(path).content_hash == state.content_hash
+    assert isinstance(load_any(path), SearchState)
+    folds = tmp_path / "folds.json"
+    folds.write_bytes(b"\xef\xbb\xbf" + b'{"folds": {"a.png": 0}}')
+    assert load_folds(folds) == {"a.png": 0}
+    space = tmp_path / "space.yaml"
+    space.write_bytes(b"\xef\xbb\xbf" + b"layers: 2\nscales: 2\nchannels: 4\npartial_k: 2\n")
+    assert load_space(space).layers == 2
+
+
+def test_a_space_given_as_a_state_is_named(tmp_path: Path) -> None:
+    """Issue 18 item 12: ``decode space.yaml`` says it is a space and what to do with it."""
+    from msnas_graph.errors import StateError
+    from msnas_graph.io import load_state
+
+    text = "layers: 2\nscales: 2\nchannels: 4\npartial_k: 2\n"
+    (tmp_path / "s.yaml").write_text(text)
+    (tmp_path / "s.json").write_text(json.dumps(load_space(tmp_path / "s.yaml").to_dict()))
+    for name in ("s.yaml", "s.json"):
+        with pytest.raises(StateError, match="a search space, not a search state.*sample --space"):
+            load_state(tmp_path / name)
+    (tmp_path / "bad.json").write_text('{"format": "x"}')
+    with pytest.raises(StateError, match="not a search state"):
+        load_state(tmp_path / "bad.json")

@@ -215,3 +215,14 @@ def test_paths_for_metrics_row_match_a_fresh_diagnosis(tmp_path):
     e1, e2 = (SearchState.load(run / "states" / f"epoch_{e:03d}.json") for e in (1, 2))
     expected = diagnose(e2, paths=2, previous=e1).flat_metrics()
     assert {k: rows[-1][k] for k in expected} == expected
+
+
+def test_a_step_schedule_cut_into_too_many_epochs_is_refused() -> None:
+    """Issue 18 item 3: steps in epochs of --max-steps are bounded as epochs are."""
+    from msnas_graph.backends.torch.training.config import MAX_EPOCHS
+    from msnas_graph.backends.torch.training.schedule import PhaseSchedule
+    from msnas_graph.errors import RunError
+
+    assert PhaseSchedule(0, MAX_EPOCHS, 0, 1).epochs == MAX_EPOCHS
+    with pytest.raises(RunError, match="10,001 steps in epochs of 1 = 10,001 epochs, more than"):
+        PhaseSchedule(1, MAX_EPOCHS, 0, 1)

@@ -159,6 +159,39 @@ def test_search_config_errors():
         search(search_config(amp="fp16"), "/nonexistent/never-written")
 
 
+def test_schedules_that_cannot_finish_are_refused():
+    """Issue 18 item 3: epochs, warm-up and steps are bounded, in one line with the time."""
+    from msnas_graph.backends.torch.training.config import MAX_EPOCHS, MAX_STEPS
+
+    for kw in (
+        {"epochs": (10**9, 10**9)},
+        {"epochs": (1, 1), "warmup": 10**9},
+        {"epochs": (MAX_EPOCHS // 2, MAX_EPOCHS // 2), "warmup": 1},
+        {"arch_steps": (MAX_STEPS, 1)},
+        {"arch_steps": (1, 1), "warmup_steps": MAX_STEPS},
+    ):
+        with pytest.raises(RunError, match=r"more than the [\d,]+ a run may take \(at even"):
+            search_config(**kw)
+    assert search_config(epochs=(MAX_EPOCHS // 2, MAX_EPOCHS // 2), warmup=0).warmup == 0
+    with pytest.raises(RunError, match="epochs = 10,001 epochs, more than the 10,000"):
+        unet_config(epochs=MAX_EPOCHS + 1)
+    assert unet_config(epochs=MAX_EPOCHS).epochs == MAX_EPOCHS
+
+
+def test_search_keeps_the_newest_states(tmp_path, monkeypatch):
+    """Issue 18 item 3: ``states/`` keeps the newest KEEP_STATES epoch files."""
+    from msnas_graph.backends.torch.training import run_dir
+
+    monkeypatch.setattr(run_dir, "KEEP_STATES", 2)
+    run = tmp_path / "run"
+    search(search_config(epochs=(2, 1), warmup=1, max_steps_per_epoch=1), run, progress=False)
+    assert sorted(p.name for p in (run / "states").iterdir()) == [
+        "epoch_003.json",
+        "epoch_004.json",
+    ]
+    assert (run / "plots" / "arch_weights.png").is_file()
+
+
 def test_search_paths_more_than_the_space_has(tmp_path):
     with pytest.raises(RunError, match="paths=999"):
         search(search_config(paths=999), tmp_path / "run", progress=False)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from msnas_graph._util import atomic_write, unknown_name
+from msnas_graph._util import atomic_write, read_text, unknown_name
 from msnas_graph.architecture import Architecture
 from msnas_graph.budget import COST_METRICS
 from msnas_graph.errors import MsnasError, RunError
@@ -116,10 +116,10 @@ class RunConfig:
     def load(cls, path: str | Path) -> Any:
         """Read a ``config.json``."""
         path = Path(path)
-        if not path.is_file():
-            raise RunError(f"{path}: no such config file")
+        missing = f"{path}: no such config file"
+        text = read_text(path, RunError, missing, note=False)  # a resumed run rewrites it
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RunError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         return cls.from_dict(data, str(path))
@@ -141,6 +141,39 @@ def _absolute(source: str | None) -> str | None:
         return source
     path = Path(source)
     return str(path.resolve()) if path.exists() else str(source)
+
+
+#: The most epochs one run may take (a search's warm-up, cell and network epochs together, or
+#: a training's epochs): 250x the paper's 40, 10x nnU-Net's 1000.
+MAX_EPOCHS = 10_000
+#: The most steps a schedule given in steps may take (warm-up and architecture steps).
+MAX_STEPS = 10_000_000
+
+
+def check_schedule_size(where: str, what: str, count: int, unit: str) -> None:
+    """Refuse a schedule of more than :data:`MAX_EPOCHS` epochs or :data:`MAX_STEPS` steps in
+    one line that says how long it would take at least (at an optimistic 1 s an epoch or
+    10 ms a step), before anything runs or is written.
+
+    >>> check_schedule_size("search config", "epochs 10**9 + 10**9", 2 * 10**9, "epoch")
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.RunError: search config: epochs 10**9 + 10**9 = 2,000,000,000 epochs, more than the 10,000 a run may take (at even 1 s an epoch: 63 years); give fewer
+    """  # noqa: E501
+    limit, seconds = (MAX_EPOCHS, 1.0) if unit == "epoch" else (MAX_STEPS, 0.01)
+    if count <= limit:
+        return
+    duration = count * seconds
+    for size, name in ((365.25 * 86400, "years"), (86400, "days"), (3600, "hours")):
+        if duration >= 2 * size:
+            shown = f"{duration / size:,.0f} {name}"
+            break
+    else:
+        shown = f"{duration / 3600:.1f} hours"
+    raise RunError(
+        f"{where}: {what} = {count:,} {unit}s, more than the {limit:,} a run may take (at even "
+        f"{seconds:g} s a{'n' if unit == 'epoch' else ''} {unit}: {shown}); give fewer"
+    )
 
 
 def _check_common(cfg: Any, where: str) -> None:
@@ -321,6 +354,8 @@ class SearchConfig(RunConfig):
                 )
             assert self.epochs is not None
             self.warmup = self.epochs[0] // 2 if self.warmup is None else int(self.warmup)
+            what = f"warm-up {self.warmup} + epochs {self.epochs[0]},{self.epochs[1]}"
+            check_schedule_size(where, what, self.warmup + sum(self.epochs), "epoch")
             return
         if self.warmup is not None:
             raise RunError(
@@ -334,6 +369,8 @@ class SearchConfig(RunConfig):
                 f"{where}: arch_steps={self.arch_steps} must be non-negative with a total >= 1"
             )
         self.warmup_steps = cell // 2 if self.warmup_steps is None else int(self.warmup_steps)
+        what = f"warm-up steps {self.warmup_steps} + arch steps {cell},{network}"
+        check_schedule_size(where, what, self.warmup_steps + cell + network, "step")
 
 
 @dataclass
@@ -412,6 +449,7 @@ class TrainConfig(RunConfig):
         _check_common(self, where)
         if self.epochs < 1:
             raise RunError(f"{where}: epochs={self.epochs} must be at least 1")
+        check_schedule_size(where, "epochs", self.epochs, "epoch")
         if self.input_size is not None and self.input_size < 1:
             raise RunError(f"{where}: input_size={self.input_size} must be positive")
         self.init_from = _absolute(self.init_from)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from msnas_graph._util import atomic_path, atomic_write, make_folder
+from msnas_graph._util import atomic_path, atomic_write, make_folder, open_input
 from msnas_graph.errors import RunError
 from msnas_graph.run_lock import LOCK, RunLock
 
@@ -111,6 +111,41 @@ def clear_run_files(run_dir: str | Path, kind: str) -> None:
             p.unlink()
 
 
+#: How many per-epoch search states ``states/`` keeps: the newest; older ones are removed as
+#: new ones are written, so a long run's folder stays bounded.
+KEEP_STATES = 100
+
+
+def epoch_files(folder: Path) -> list[Path]:
+    """The ``epoch_N.json`` files of ``folder`` in epoch order (by number: ``epoch_1000``
+    follows ``epoch_999``); links and other special files are left out.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for n in (999, 1000, 7):
+    ...     _ = (d / f"epoch_{n:03d}.json").write_text("{}")
+    >>> [p.name for p in epoch_files(d)]
+    ['epoch_007.json', 'epoch_999.json', 'epoch_1000.json']
+    """
+    found = []
+    for p in folder.glob("epoch_*.json"):
+        number = p.stem.removeprefix("epoch_")
+        if number.isdigit() and not p.is_symlink() and p.is_file():
+            found.append((int(number), p))
+    return [p for _, p in sorted(found)]
+
+
+def prune_epoch_files(folder: Path, keep: int | None = None) -> list[Path]:
+    """Remove all but the newest ``keep`` (default :data:`KEEP_STATES`) epoch files of
+    ``folder``; the paths removed."""
+    keep = KEEP_STATES if keep is None else keep
+    files = epoch_files(folder)
+    removed = files[: max(0, len(files) - keep)]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
 def is_finished(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a finished run (a ``DONE`` marker)."""
     return (Path(run_dir) / DONE).is_file()
@@ -131,7 +166,7 @@ def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: 
             f"{run_dir}: --resume and --overwrite contradict each other; give one of them"
         )
     finished = is_finished(run_dir)
-    has_ckpt = (run_dir / CHECKPOINT).is_file()
+    has_ckpt = os.path.lexists(run_dir / CHECKPOINT)  # a special file is refused on reading
     if resume or overwrite:
         remove_leftovers(run_dir)
     if overwrite:
@@ -186,10 +221,11 @@ def save_weights(path: str | Path, module: torch.nn.Module) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors."""
     path = Path(path)
-    if not path.is_file():
-        raise RunError(f"{path}: no such checkpoint")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with open_input(path, RunError, missing=f"{path}: no such checkpoint") as fh:
+            data = torch.load(fh, map_location="cpu", weights_only=True)
+    except RunError:
+        raise
     except Exception as exc:  # corrupt or foreign file
         raise RunError(
             f"{path}: cannot read the checkpoint ({type(exc).__name__}: "

@@ -71,6 +71,10 @@ class PhaseSchedule:
                 "search: no training batches per epoch (the weight or architecture split is "
                 "empty); use more cases or a smaller val_fraction"
             )
+        from .config import check_schedule_size  # the steps cut into epochs: bounded too
+
+        what = f"{self.total_steps:,} steps in epochs of {self.steps_per_epoch:,}"
+        check_schedule_size("search", what, self.epochs, "epoch")
 
     @classmethod
     def from_config(cls, config: Any, steps_per_epoch: int) -> PhaseSchedule:

@@ -16,7 +16,8 @@ and node decisions are decided, entropies, flips) into the epoch's metrics row; 
 is logged and their warning, if any, logged as a warning.
 
 **Run folder** (rank 0 writes): ``config.json``, ``states/epoch_XXX.json`` (the
-:class:`SearchState` after each epoch, ``meta`` holds ``epoch`` and ``phase``), ``state.json``
+:class:`SearchState` after each epoch, ``meta`` holds ``epoch`` and ``phase``; the newest
+:data:`~.run_dir.KEEP_STATES` are kept), ``state.json``
 (final), ``architecture.json`` (decoded with ``config.paths``), ``supernet.pt``
 (``state_dict``), ``checkpoint.pt``, ``metrics.csv``, ``plots/loss.png``,
 ``plots/arch_weights.png``, ``plots/decisions.png``, ``DONE``.
@@ -57,6 +58,7 @@ from msnas_graph.backends.torch.training.loop import (
 from msnas_graph.backends.torch.training.run_dir import (
     CHECKPOINT,
     load_checkpoint,
+    prune_epoch_files,
     save_weights,
 )
 from msnas_graph.backends.torch.training.runtime import Runtime, seed_all
@@ -339,6 +341,7 @@ class SearchStep:
     def save_epoch(self, run_dir: Path, row: Mapping[str, Any]) -> None:
         assert self.state is not None and self.state.meta.get("epoch") == row["epoch"]
         self.state.save(run_dir / "states" / f"epoch_{row['epoch']:03d}.json")
+        prune_epoch_files(run_dir / "states")  # the newest KEEP_STATES
 
     def log_epoch(self, row: Mapping[str, Any], total: int) -> None:
         val_loss, val_dice, arch = row["val_loss"], row["val_dice"], row["arch_loss"]
