@@ -49,7 +49,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
 from search_vs_random import bootstrap_diff  # noqa: E402
 
-from msnas_graph.architecture import Architecture  # noqa: E402
 from msnas_graph.consensus import consensus  # noqa: E402
 from msnas_graph.diagnostics import diagnose  # noqa: E402
 from msnas_graph.spec import SearchSpace  # noqa: E402
@@ -147,123 +146,38 @@ def _batches_per_epoch(data: dict[str, Any], b: Budget) -> int:
     return max(1, math.ceil(len(train_idx) / b.batch_size))
 
 
-def _network(model: str, width: int, b: Budget, in_ch: int, classes: int) -> Any:
-    from msnas_graph.backends.torch.nn.network import build_network
-    from msnas_graph.backends.torch.nn.unet import UNet
-
-    if model == "unet":
-        return UNet(in_ch, classes, base_channels=width, depth=b.unet_depth).eval()
-    return build_network(Architecture.load(model).widen(width)).eval()
-
-
-def _costs(model: str, width: int, b: Budget, in_ch: int, classes: int) -> tuple[int, int]:
-    from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
-
-    net = _network(model, width, b, in_ch, classes)
-    macs, _ = count_macs_flops(net, (1, in_ch, b.train_size, b.train_size))
-    return count_parameters(net), macs
-
-
 def _unet_ms(width: int, b: Budget, in_ch: int, classes: int) -> float:
     """Batch-1 latency of an untrained U-Net in the eager runtime (the fastest of 30 passes):
     the measure the cost-aware search's table uses, for its target."""
-    from msnas_graph.backends.torch.cost_model import fastest_ns
-
-    net = _network("unet", width, b, in_ch, classes)
     import torch
 
+    from msnas_graph.backends.torch.cost_model import fastest_ns
+    from msnas_graph.backends.torch.nn.unet import UNet
+
+    net = UNet(in_ch, classes, base_channels=width, depth=b.unet_depth).eval()
     return fastest_ns(net, (1, in_ch, b.train_size, b.train_size), torch.device("cpu"), 30) / 1e6
 
 
-def _latencies(
-    runs: dict[str, Path], b: Budget, in_ch: int, rounds: int
-) -> dict[str, dict[int, float]]:
-    """ms per image of each trained model in the ``auto`` runtime, batch 1 and 8, one thread,
-    interleaved rounds (median over the rounds of each round's median of 5 passes)."""
-    import torch
+def _compared(runs: dict[str, list[Path]], args: Any) -> Any:
+    """``msnas-graph compare``'s measurement of every model (its first training seed: latency
+    does not depend on the seed), then each model's figures replaced by the mean over its
+    training seeds: a :class:`~msnas_graph.compare.Comparison` of models."""
+    from dataclasses import replace
 
-    from msnas_graph.backends.torch.cost import timed_passes
-    from msnas_graph.backends.torch.inference import load_model
-    from msnas_graph.backends.torch.runtimes import InferenceRuntime
+    from msnas_graph.backends.torch.compare import compare_runs
+    from msnas_graph.compare import Comparison
 
-    torch.set_num_threads(1)
-    cpu = torch.device("cpu")
-    work: dict[tuple[str, int], Any] = {}
-    inputs = {n: torch.randn(n, in_ch, b.train_size, b.train_size) for n in (1, 8)}
-    resolved: dict[str, str] = {}
-    for name, run in runs.items():
-        model = load_model(run, "cpu")[0]
-        for n, x in inputs.items():
-            rt = InferenceRuntime(model, "auto", cpu)
-            rt(x)  # build (export, compare) outside the timing
-            work[(name, n)] = rt
-            resolved[name] = str(rt.resolved)
-    times: dict[tuple[str, int], list[float]] = {k: [] for k in work}
-    keys = list(work)
-    for r in range(rounds):
-        shift = (r * 7) % len(keys)
-        for k in keys[shift:] + keys[:shift]:
-            ns = timed_passes(work[k], inputs[k[1]], cpu, 1, 5)
-            times[k].append(statistics.median(ns) / 1e6 / k[1])
-    out: dict[str, dict[int, float]] = {name: {} for name in runs}
-    for (name, n), v in times.items():
-        out[name][n] = statistics.median(v)
-    out["_runtime"] = resolved  # type: ignore[assignment]
-    return out
-
-
-# ------------------------------------------------------------------------------ frontier
-
-
-def frontier_verdicts(points: dict[str, tuple[float, float]], unets: list[str]) -> dict[str, str]:
-    """For each non-U-Net point ``(latency, dice)``: ``"on the frontier"`` or ``"dominated by
-    U-Net(...)"`` naming the fastest U-Net that is at most as slow and at least as accurate.
-
-    >>> pts = {"U-Net(8)": (1.0, 0.9), "U-Net(16)": (2.0, 0.95), "a": (1.5, 0.93), "b": (3, 0.94)}
-    >>> frontier_verdicts(pts, ["U-Net(8)", "U-Net(16)"])
-    {'a': 'on the frontier', 'b': 'dominated by U-Net(16)'}
-    """
-    verdicts = {}
-    for name, (lat, dice) in points.items():
-        if name in unets:
-            continue
-        better = [u for u in unets if points[u][0] <= lat and points[u][1] >= dice]
-        if better:
-            best = min(better, key=lambda u: points[u][0])
-            verdicts[name] = f"dominated by {best}"
-        else:
-            verdicts[name] = "on the frontier"
-    return verdicts
-
-
-def _plot(rows: list[dict[str, Any]], unets: list[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, label in ((axes[0], "lat1", "ms per image (batch 1, auto runtime, 1 thread)"),
-                           (axes[1], "macs", "GMACs")):  # fmt: skip
-        u = sorted((r for r in rows if r["name"] in unets), key=lambda r: r[key])
-        ax.plot(
-            [r[key] for r in u], [r["dice"] for r in u], "o-", color="#444", label="U-Net family"
-        )
-        for r in u:
-            ax.annotate(r["name"].replace("U-Net", "U"), (r[key], r["dice"]), fontsize=7)
-        for r in rows:
-            if r["name"] not in unets:
-                ax.errorbar(
-                    r[key], r["dice"], yerr=r["dice_std"], fmt="s", capsize=3, label=r["name"]
-                )
-        ax.set_xlabel(label)
-        ax.set_ylabel("Dice (test fold, mean over training seeds)")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    names = list(runs)
+    measured = compare_runs([runs[n][0] for n in names], rounds=args.rounds, threads=1)
+    rows = []
+    for name, row in zip(names, measured.runs, strict=True):
+        summaries = [json.loads((r / "eval_test" / "summary.json").read_text()) for r in runs[name]]
+        means = {}
+        for k in ("dice", "iou", "hd95"):  # HD95 is None where a model found nothing
+            values = [float(s[f"mean_{k}"]) for s in summaries if s.get(f"mean_{k}") is not None]
+            means[k] = statistics.mean(values) if values else None
+        rows.append(replace(row, model=name, **means))
+    return Comparison(rows, measured.settings, measured.frontier_batch)
 
 
 # ------------------------------------------------------------------------- the benchmark
@@ -276,7 +190,11 @@ def bench(
     out.mkdir(parents=True, exist_ok=True)
     ctx = get_context("spawn")
     t_start = time.perf_counter()
-    target = 0.5 * _unet_ms(16, b, in_ch, classes)
+    kept = out / "search_dense-lat_s0" / "config.json"  # a reused search keeps its target
+    if kept.is_file() and json.loads(kept.read_text()).get("cost_target"):
+        target = float(json.loads(kept.read_text())["cost_target"])
+    else:
+        target = 0.5 * _unet_ms(16, b, in_ch, classes)
     print(f"[{name}] target latency {target:.3f} ms (half U-Net(16), eager, batch 1)", flush=True)
     groups = [g for g in args.groups.split(",") if g]
     jobs = [(g, s) for g in groups for s in range(args.search_seeds)]
@@ -315,7 +233,6 @@ def bench(
                 notes.append(f"{g}: {agree.summary()}")
     for w in args.unet_widths:
         models[f"U-Net({w})"] = ("unet", w)
-    unets = [f"U-Net({w})" for w in args.unet_widths]
     # --- training
     data_t = {**data, "batches_per_epoch": _batches_per_epoch(data, b)}
     tasks = [(m, s, b.train_steps) for m in models for s in range(args.train_seeds)]
@@ -334,73 +251,65 @@ def bench(
             [b] * len(tasks), [run_dir(*t) for t in tasks],
         ))  # fmt: skip
     by_task = dict(zip(tasks, results, strict=True))
-    lat = _latencies({m: Path(run_dir(m, 0, b.train_steps)) for m in models}, b, in_ch, args.rounds)
-    runtime = lat.pop("_runtime")
-    # --- rows
-    rows: list[dict[str, Any]] = []
-    for m, (src, w) in models.items():
-        res = [by_task[(m, s, b.train_steps)] for s in range(args.train_seeds)]
-        dice = [float(r["summary"]["mean_dice"]) for r in res]
-        params, macs = _costs(src, w, b, in_ch, classes)
-        rows.append({
-            "name": m, "dice": statistics.mean(dice),
-            "dice_std": statistics.stdev(dice) if len(dice) > 1 else 0.0,
-            "iou": statistics.mean(float(r["summary"]["mean_iou"]) for r in res),
-            "hd95": statistics.mean(float(r["summary"]["mean_hd95"]) for r in res),
-            "params": params / 1e6, "macs": macs / 1e9, "lat1": lat[m][1], "lat8": lat[m][8],
-            "steps": res[0]["steps"], "per_case": [r["dice"] for r in res],
-            "runtime": runtime[m],
-        })  # fmt: skip
-    points = {r["name"]: (r["lat1"], r["dice"]) for r in rows}
-    verdicts = frontier_verdicts(points, unets)
+    comparison = _compared(
+        {
+            m: [Path(run_dir(m, sd, b.train_steps)) for sd in range(args.train_seeds)]
+            for m in models
+        },
+        args,
+    )
+    per_case = {
+        m: [by_task[(m, sd, b.train_steps)]["dice"] for sd in range(args.train_seeds)]
+        for m in models
+    }
+    spread = {
+        m: statistics.stdev(float(by_task[(m, sd, b.train_steps)]["summary"]["mean_dice"]) for sd in range(args.train_seeds))  # noqa: E501
+        if args.train_seeds > 1 else 0.0
+        for m in models
+    }  # fmt: skip
 
-    def dice_of(m: str, s: int, st: int) -> str:
-        return f"{float(by_task[(m, s, st)]['summary']['mean_dice']):.4f}"
+    def dice_of(m: str, sd: int, st: int) -> str:
+        return f"{float(by_task[(m, sd, st)]['summary']['mean_dice']):.4f}"
 
     long_rows = [
-        {"model": m, "steps": st, "Dice": dice_of(m, s, st),
+        {"model": m, "steps": st, "Dice": dice_of(m, sd, st),
          "Dice at the base budget (seed 0)": dice_of(m, 0, b.train_steps)}
-        for (m, s, st) in tasks
+        for (m, sd, st) in tasks
         if st != b.train_steps
     ]  # fmt: skip
+    steps = {m: by_task[(m, 0, b.train_steps)]["steps"] for m in models}
     return {
-        "name": name, "rows": rows, "verdicts": verdicts, "unets": unets, "notes": notes,
-        "decisions": decisions, "target_ms": target, "search_s": search_s,
-        "total_s": time.perf_counter() - t_start, "long": long_rows,
+        "name": name, "comparison": comparison, "per_case": per_case, "spread": spread,
+        "steps": steps, "notes": notes, "decisions": decisions, "target_ms": target,
+        "search_s": search_s, "total_s": time.perf_counter() - t_start, "long": long_rows,
     }  # fmt: skip
 
 
-def _unit(rows: list[dict[str, Any]]) -> str:
-    return "mm"  # evaluate reports HD95 in mm where the data has a pixel size (HC18 does)
-
-
 def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
-    rows, verdicts, unets = res["rows"], res["verdicts"], res["unets"]
-    table = [
-        {
-            "model": r["name"], "Dice": f"{r['dice']:.4f} +- {r['dice_std']:.4f}",
-            "IoU": f"{r['iou']:.4f}", f"HD95 ({_unit(rows)})": f"{r['hd95']:.2f}",
-            "params (M)": f"{r['params']:.3f}", "MACs (G)": f"{r['macs']:.3f}",
-            "ms/img b1": f"{r['lat1']:.3f}", "ms/img b8": f"{r['lat8']:.3f}",
-            "runtime": r["runtime"], "steps": r["steps"],
-            "frontier": verdicts.get(r["name"], "(U-Net family)"),
-        }
-        for r in sorted(rows, key=lambda r: r["lat1"])
-    ]  # fmt: skip
-    u16 = next((r for r in rows if r["name"] == "U-Net(16)"), None)
+    comparison = res["comparison"]
+    runs = list(comparison.runs)
+    table = []
+    for row, run, macs_status in zip(
+        comparison.rows(), runs, comparison.status("macs"), strict=True
+    ):
+        table.append({**row, "Dice": f"{run.dice:.4f} +- {res['spread'][run.model]:.4f}",
+                      "steps": res["steps"][run.model], "by MACs": macs_status})  # fmt: skip
+    by_name = {r.model: r for r in runs}
+    u16 = by_name.get("U-Net(16)")
     lines = []
-    for r in rows:
-        if r["name"] in unets or u16 is None:
+    for r in runs:
+        if r.is_reference or u16 is None:
             continue
-        u_cases = u16["per_case"]
-        d = bootstrap_diff(r["per_case"], u_cases)
+        d = bootstrap_diff(res["per_case"][r.model], res["per_case"]["U-Net(16)"])
+        lat = r.cost("latency") / u16.cost("latency")
         lines.append(
-            f"- {r['name']} minus U-Net(16), Dice: {d[0]:+.4f} (95 % bootstrap {d[1]:+.4f} .. "
-            f"{d[2]:+.4f}) at {r['lat1'] / u16['lat1']:.2f}x its batch-1 latency, "
-            f"{r['macs'] / u16['macs']:.2f}x its MACs"
+            f"- {r.model} minus U-Net(16), Dice: {d[0]:+.4f} (95 % bootstrap {d[1]:+.4f} .. "
+            f"{d[2]:+.4f}; test cases and training seeds resampled) at {lat:.2f}x its batch-1 "
+            f"latency and {r.macs / u16.macs:.2f}x its MACs"
         )
     text = [
-        f"## {res['name']}: models (sorted by batch-1 latency)\n\n" + markdown_table(table),
+        f"## {res['name']}: models (mean over training seeds)\n\n" + markdown_table(table)
+        + f"\n\n{comparison.note()}",
         f"## {res['name']}: against U-Net(16)\n\n" + "\n".join(lines)
         + f"\n\nTarget latency of the `dense-lat` searches: {res['target_ms']:.3f} ms (half "
         "U-Net(16)'s batch-1 latency in the eager runtime, the measure the search's cost "
@@ -427,6 +336,7 @@ def main() -> None:
     parser.add_argument("--search-seeds", type=int, default=2)
     parser.add_argument("--train-seeds", type=int, default=2)
     parser.add_argument("--unet-widths", default="8,12,16,24,32")
+    parser.add_argument("--reading", type=Path, help="a file with the reading of the figures")
     parser.add_argument("--search-size", type=int, default=Budget.search_size)
     parser.add_argument("--train-size", type=int, default=Budget.train_size)
     parser.add_argument("--train-steps", type=int, default=Budget.train_steps)
@@ -465,7 +375,9 @@ def main() -> None:
     ds = load_dataset(data["data"])
     res = bench(name, data, ds.in_channels, ds.num_classes, b, args)
     plot = args.plot or args.results.with_suffix(".png")
-    _plot(res["rows"], res["unets"], plot, f"{name}: Dice against latency and MACs")
+    from msnas_graph.backends.torch.plots import plot_frontier
+
+    plot_frontier(plot, res["comparison"])
     setup = (
         f"Budget (CPU): every model trained {b.train_steps} steps (whatever the dataset's size: "
         f"epochs of at most {b.steps_per_epoch} steps), batch {b.batch_size}, "
@@ -480,11 +392,15 @@ def main() -> None:
     )
     path = write_results(
         "frontier", "The accuracy-latency frontier: MS-NAS against the U-Net family", setup,
-        _sections(res, plot), args.reading if hasattr(args, "reading") else "See the tables.",
+        _sections(res, plot), args.reading.read_text() if args.reading else "See the tables.",
         path=args.results,
     )  # fmt: skip
     (Path(args.out) / name / "results.json").write_text(
-        json.dumps({**res, "budget": asdict(b)}, indent=1, default=str)
+        json.dumps(
+            {**res, "comparison": res["comparison"].to_dict(), "budget": asdict(b)},
+            indent=1,
+            default=str,
+        )
     )
     print(f"wrote {path} and {plot}")
 
