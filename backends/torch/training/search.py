@@ -274,18 +274,10 @@ class SearchStep:
         if config.cost is None:
             return None
         if self._cost_term is None:
-            if self.cost_table is None:
-                width = config.cost_channels or self.space.channels
-                self.cost_table = measure_search_costs(
-                    self.space.replace(channels=width),
-                    config.input_size,
-                    config.cost,
-                    device=self.rt.device,
-                )
-                logger.info(
-                    "search cost: expected %s from a table of %d cells and %d operations",
-                    config.cost, len(self.cost_table.cells), len(self.cost_table.ops),
-                )  # fmt: skip
+            space = self.space.replace(channels=config.cost_channels or self.space.channels)
+            self.cost_table = self.cost_table or measure_search_costs(
+                space, config.input_size, config.cost, device=self.rt.device
+            )
             weight = 1.0 if config.cost_weight is None else config.cost_weight
             self._cost_term = CostTerm(
                 self.cost_table, self.model.graph, config.paths, weight, config.cost_target
