@@ -7,9 +7,10 @@ dataset's size), over ``--train-seeds`` training seeds each:
 * the U-Net family: base widths ``--unet-widths`` (default 8, 12, 16, 24, 32) at depth 4;
 * MS-NAS: the mean consensus of ``--search-seeds`` searches per search group, decoded at
   ``N_l = 3`` with the ``relative`` and the ``paper`` path score, trained at ``--train-width``.
-  Groups (``--groups``): ``dense`` (the dense operation set, accuracy alone), ``dense-lat``
-  (the same with ``--cost latency --target-latency`` at half U-Net(16)'s measured batch-1
-  latency, the cost measured at the training width), ``paper-ops`` (the paper's operations);
+  Groups (``--groups``): ``dense`` (the dense operation set, accuracy alone), ``dense-lat@F``
+  (the same with ``--cost latency --target-latency`` at ``F`` times U-Net(16)'s measured
+  batch-1 latency, default 0.5, the cost measured at the training width), ``dense-w@W``
+  (``--cost latency --cost-weight W``), ``paper-ops`` (the paper's operations);
   a network that two groups or scores share is trained and counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
@@ -83,8 +84,24 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def group_cost(group: str, unet16_ms: float, width: int) -> dict[str, Any]:
+    """The cost settings of a search group: ``dense`` (none), ``dense-lat[@F]`` (a latency
+    target of ``F`` times U-Net(16)'s, default 0.5), ``dense-w@W`` (latency by weight ``W``).
+
+    >>> group_cost("dense-lat@0.9", 2.0, 16)["cost_target"], group_cost("dense", 2.0, 16)
+    (1.8, {})
+    """
+    name, _, value = group.partition("@")
+    if name == "dense-lat":
+        target = round(float(value or 0.5) * unet16_ms, 6)
+        return {"cost": "latency", "cost_target": target, "cost_channels": width}
+    if name == "dense-w":
+        return {"cost": "latency", "cost_weight": float(value), "cost_channels": width}
+    return {}
+
+
 def run_search(
-    group: str, data: dict[str, Any], b: Budget, seed: int, out: str, target: float
+    group: str, data: dict[str, Any], b: Budget, seed: int, out: str, unet16_ms: float
 ) -> str:
     """One search (in a worker process); returns its run folder."""
     _one_thread()
@@ -94,9 +111,7 @@ def run_search(
     if (run / "DONE").is_file():
         return str(run)
     space = SearchSpace.preset("quick", **({} if group == "paper-ops" else {"ops": DENSE_OPS}))
-    cost: dict[str, Any] = {}
-    if group == "dense-lat":
-        cost = {"cost": "latency", "cost_target": target, "cost_channels": b.train_width}
+    cost = group_cost(group, unet16_ms, b.train_width)
     cfg = SearchConfig(
         space=space, input_size=b.search_size, epochs=(1, 1), warmup_steps=b.warmup_steps,
         arch_steps=b.arch_steps, max_steps_per_epoch=b.search_steps_per_epoch,
@@ -190,19 +205,20 @@ def bench(
     out.mkdir(parents=True, exist_ok=True)
     ctx = get_context("spawn")
     t_start = time.perf_counter()
-    kept = out / "search_dense-lat_s0" / "config.json"  # a reused search keeps its target
-    if kept.is_file() and json.loads(kept.read_text()).get("cost_target"):
-        target = float(json.loads(kept.read_text())["cost_target"])
+    kept = out / "unet16_ms.json"  # measured once: reused searches keep their targets
+    if kept.is_file():
+        unet16 = float(json.loads(kept.read_text()))
     else:
-        target = 0.5 * _unet_ms(16, b, in_ch, classes)
-    print(f"[{name}] target latency {target:.3f} ms (half U-Net(16), eager, batch 1)", flush=True)
+        unet16 = _unet_ms(16, b, in_ch, classes)
+        kept.write_text(json.dumps(unet16))
+    print(f"[{name}] U-Net(16): {unet16:.3f} ms (eager, batch 1, the search's measure)", flush=True)
     groups = [g for g in args.groups.split(",") if g]
     jobs = [(g, s) for g in groups for s in range(args.search_seeds)]
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
         runs = list(pool.map(
             run_search, [g for g, _ in jobs], [data] * len(jobs), [b] * len(jobs),
             [s for _, s in jobs], [str(out / f"search_{g}_s{s}") for g, s in jobs],
-            [target] * len(jobs),
+            [unet16] * len(jobs),
         ))  # fmt: skip
     search_s = time.perf_counter() - t_start
     # --- models: consensus per group and score, counted once
@@ -280,8 +296,9 @@ def bench(
     steps = {m: by_task[(m, 0, b.train_steps)]["steps"] for m in models}
     return {
         "name": name, "comparison": comparison, "per_case": per_case, "spread": spread,
-        "steps": steps, "notes": notes, "decisions": decisions, "target_ms": target,
-        "search_s": search_s, "total_s": time.perf_counter() - t_start, "long": long_rows,
+        "steps": steps, "notes": notes, "decisions": decisions, "unet16_ms": unet16,
+        "groups": groups, "search_s": search_s, "long": long_rows,
+        "total_s": time.perf_counter() - t_start,
     }  # fmt: skip
 
 
@@ -289,11 +306,10 @@ def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
     comparison = res["comparison"]
     runs = list(comparison.runs)
     table = []
-    for row, run, macs_status in zip(
-        comparison.rows(), runs, comparison.status("macs"), strict=True
-    ):
+    for row, run in zip(comparison.rows(), runs, strict=True):
+        row = {k: v for k, v in row.items() if k != "run"}
         table.append({**row, "Dice": f"{run.dice:.4f} +- {res['spread'][run.model]:.4f}",
-                      "steps": res["steps"][run.model], "by MACs": macs_status})  # fmt: skip
+                      "steps": res["steps"][run.model]})  # fmt: skip
     by_name = {r.model: r for r in runs}
     u16 = by_name.get("U-Net(16)")
     lines = []
@@ -311,9 +327,10 @@ def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
         f"## {res['name']}: models (mean over training seeds)\n\n" + markdown_table(table)
         + f"\n\n{comparison.note()}",
         f"## {res['name']}: against U-Net(16)\n\n" + "\n".join(lines)
-        + f"\n\nTarget latency of the `dense-lat` searches: {res['target_ms']:.3f} ms (half "
-        "U-Net(16)'s batch-1 latency in the eager runtime, the measure the search's cost "
-        "table uses).",
+        + f"\n\nU-Net(16)'s batch-1 latency in the eager runtime (the measure of the search's "
+        f"cost table): {res['unet16_ms']:.3f} ms. Cost settings per search group: "
+        + "; ".join(f"`{g}` {group_cost(g, res['unet16_ms'], 16) or 'none'}" for g in res["groups"])
+        + ".",
         f"## {res['name']}: searches\n\n" + markdown_table(res["decisions"]) + "\n\n"
         + "\n".join(f"- {n}" for n in res["notes"])
         + f"\n\nSearch wall time {res['search_s']:.0f} s; whole dataset {res['total_s']:.0f} s.",
