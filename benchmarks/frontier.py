@@ -10,7 +10,8 @@ dataset's size), over ``--train-seeds`` training seeds each:
   Groups (``--groups``): ``dense`` (the dense operation set, accuracy alone), ``dense-lat@F``
   (the same with ``--cost latency --target-latency`` at ``F`` times U-Net(16)'s measured
   batch-1 latency, default 0.5, the cost measured at the training width), ``dense-w@W``
-  (``--cost latency --cost-weight W``), ``paper-ops`` (the paper's operations);
+  (``--cost latency --cost-weight W``), ``convs-macs@F`` (convolutions and ``none`` only, a
+  MACs target of ``F`` times U-Net(16)'s), ``paper-ops`` (the paper's operations);
   a network that two groups or scores share is trained and counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
@@ -56,6 +57,7 @@ from msnas_graph.spec import SearchSpace  # noqa: E402
 from msnas_graph.state import SearchState  # noqa: E402
 
 DENSE_OPS = ["conv_3x3", "conv_3x3_dil2", "avg_pool_3x3", "skip_connect", "none"]
+CONV_OPS = ["conv_3x3", "conv_3x3_dil2", "none"]  # no free operation for the cost to choose
 SCORES = ("relative", "paper")
 
 
@@ -84,24 +86,35 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def group_cost(group: str, unet16_ms: float, width: int) -> dict[str, Any]:
+def group_cost(group: str, unet16: dict[str, float], width: int) -> dict[str, Any]:
     """The cost settings of a search group: ``dense`` (none), ``dense-lat[@F]`` (a latency
-    target of ``F`` times U-Net(16)'s, default 0.5), ``dense-w@W`` (latency by weight ``W``).
+    target of ``F`` times U-Net(16)'s, default 0.5), ``dense-w@W`` (latency by weight ``W``),
+    ``convs-macs@F`` (a MACs target of ``F`` times U-Net(16)'s, convolutions only).
 
-    >>> group_cost("dense-lat@0.9", 2.0, 16)["cost_target"], group_cost("dense", 2.0, 16)
+    >>> group_cost("dense-lat@0.9", {"ms": 2.0}, 16)["cost_target"], group_cost("dense", {}, 16)
     (1.8, {})
     """
     name, _, value = group.partition("@")
     if name == "dense-lat":
-        target = round(float(value or 0.5) * unet16_ms, 6)
+        target = round(float(value or 0.5) * unet16["ms"], 6)
         return {"cost": "latency", "cost_target": target, "cost_channels": width}
     if name == "dense-w":
         return {"cost": "latency", "cost_weight": float(value), "cost_channels": width}
+    if name == "convs-macs":
+        target = round(float(value) * unet16["macs"])
+        return {"cost": "macs", "cost_target": target, "cost_channels": width}
     return {}
 
 
+def group_ops(group: str) -> dict[str, Any]:
+    """The space fields a group changes: the operation set."""
+    if group == "paper-ops":
+        return {}
+    return {"ops": CONV_OPS if group.startswith("convs") else DENSE_OPS}
+
+
 def run_search(
-    group: str, data: dict[str, Any], b: Budget, seed: int, out: str, unet16_ms: float
+    group: str, data: dict[str, Any], b: Budget, seed: int, out: str, unet16: dict[str, float]
 ) -> str:
     """One search (in a worker process); returns its run folder."""
     _one_thread()
@@ -110,8 +123,8 @@ def run_search(
     run = Path(out)
     if (run / "DONE").is_file():
         return str(run)
-    space = SearchSpace.preset("quick", **({} if group == "paper-ops" else {"ops": DENSE_OPS}))
-    cost = group_cost(group, unet16_ms, b.train_width)
+    space = SearchSpace.preset("quick", **group_ops(group))
+    cost = group_cost(group, unet16, b.train_width)
     cfg = SearchConfig(
         space=space, input_size=b.search_size, epochs=(1, 1), warmup_steps=b.warmup_steps,
         arch_steps=b.arch_steps, max_steps_per_epoch=b.search_steps_per_epoch,
@@ -161,6 +174,15 @@ def _batches_per_epoch(data: dict[str, Any], b: Budget) -> int:
     return max(1, math.ceil(len(train_idx) / b.batch_size))
 
 
+def _unet_macs(width: int, b: Budget, in_ch: int, classes: int) -> int:
+    """MACs of a U-Net at the training size (deterministic: a MACs target needs no timing)."""
+    from msnas_graph.backends.torch.cost import count_macs_flops
+    from msnas_graph.backends.torch.nn.unet import UNet
+
+    net = UNet(in_ch, classes, base_channels=width, depth=b.unet_depth).eval()
+    return count_macs_flops(net, (1, in_ch, b.train_size, b.train_size))[0]
+
+
 def _unet_ms(width: int, b: Budget, in_ch: int, classes: int) -> float:
     """Batch-1 latency of an untrained U-Net in the eager runtime (the fastest of 30 passes):
     the measure the cost-aware search's table uses, for its target."""
@@ -206,12 +228,10 @@ def bench(
     ctx = get_context("spawn")
     t_start = time.perf_counter()
     kept = out / "unet16_ms.json"  # measured once: reused searches keep their targets
-    if kept.is_file():
-        unet16 = float(json.loads(kept.read_text()))
-    else:
-        unet16 = _unet_ms(16, b, in_ch, classes)
-        kept.write_text(json.dumps(unet16))
-    print(f"[{name}] U-Net(16): {unet16:.3f} ms (eager, batch 1, the search's measure)", flush=True)
+    if not kept.is_file():
+        kept.write_text(json.dumps(_unet_ms(16, b, in_ch, classes)))
+    unet16 = {"ms": float(json.loads(kept.read_text())), "macs": _unet_macs(16, b, in_ch, classes)}
+    print(f"[{name}] U-Net(16): {unet16} (eager ms at batch 1, MACs)", flush=True)
     groups = [g for g in args.groups.split(",") if g]
     jobs = [(g, s) for g in groups for s in range(args.search_seeds)]
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
@@ -296,7 +316,7 @@ def bench(
     steps = {m: by_task[(m, 0, b.train_steps)]["steps"] for m in models}
     return {
         "name": name, "comparison": comparison, "per_case": per_case, "spread": spread,
-        "steps": steps, "notes": notes, "decisions": decisions, "unet16_ms": unet16,
+        "steps": steps, "notes": notes, "decisions": decisions, "unet16": unet16,
         "groups": groups, "search_s": search_s, "long": long_rows,
         "total_s": time.perf_counter() - t_start,
     }  # fmt: skip
@@ -328,8 +348,9 @@ def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
         + f"\n\n{comparison.note()}",
         f"## {res['name']}: against U-Net(16)\n\n" + "\n".join(lines)
         + f"\n\nU-Net(16)'s batch-1 latency in the eager runtime (the measure of the search's "
-        f"cost table): {res['unet16_ms']:.3f} ms. Cost settings per search group: "
-        + "; ".join(f"`{g}` {group_cost(g, res['unet16_ms'], 16) or 'none'}" for g in res["groups"])
+        f"cost table): {res['unet16']['ms']:.3f} ms; its MACs {res['unet16']['macs']:.4g}. "
+        "Cost settings per search group: "
+        + "; ".join(f"`{g}` {group_cost(g, res['unet16'], 16) or 'none'}" for g in res["groups"])
         + ".",
         f"## {res['name']}: searches\n\n" + markdown_table(res["decisions"]) + "\n\n"
         + "\n".join(f"- {n}" for n in res["notes"])
