@@ -243,7 +243,7 @@ def bench(
     search_s = time.perf_counter() - t_start
     # --- models: consensus per group and score, counted once
     models: dict[str, tuple[str, int]] = {}  # name -> (model source, width)
-    shared: dict[str, str] = {}  # content hash -> name
+    shared: dict[str, str] = {}  # the network (edges and cells, not paths or scores) -> name
     notes: list[str] = []
     decisions: list[dict[str, Any]] = []
     for g in groups:
@@ -258,10 +258,13 @@ def bench(
             agree = consensus(states, paths=3, method="mean", score=score)
             arch = agree.architecture
             key = f"{g} {score}"
-            if arch.content_hash in shared:
-                notes.append(f"{key} decodes the same network as {shared[arch.content_hash]}")
+            net = json.dumps(
+                [sorted(e.key for e in arch.edges), {c: str(g) for c, g in arch.cells.items()}]
+            )
+            if net in shared:
+                notes.append(f"{key} decodes the same network as {shared[net]}")
                 continue
-            shared[arch.content_hash] = key
+            shared[net] = key
             path = out / f"arch_{g}_{score}.json"
             arch.save(path)
             models[key] = (str(path), b.train_width)
