@@ -98,12 +98,12 @@ decode_options = bundle(
     count_option("--inputs-per-block", "Inputs kept per block (default: space)."),
     click.option(
         "--score",
-        type=click.Choice(["relative", "paper"]),
-        default="relative",
+        type=click.Choice(["paper", "relative"]),
+        default="paper",
         show_default=True,
-        help="Path score: each edge weight relative to uniform at its node (no topology "
-        "prior), or the paper's plain sum of weights (prefers the trellis rim before any "
-        "learning).",
+        help="Path score: the paper's plain sum of weights (prefers the trellis rim before "
+        "any learning; the better networks in benchmarks/results/frontier.md), or each edge "
+        "weight relative to uniform at its node (no topology prior).",
     ),
     click.option(
         "--consensus",
@@ -126,7 +126,7 @@ def decode_under_budget(
     latency_device: str = "cpu",
     input_size: int | None = None,
     candidates: int = 128,
-    score: str = "relative",
+    score: str = "paper",
 ) -> BudgetedDecode | None:
     """The budgeted decode the options ask for, or ``None`` when no budget was given."""
     if max_macs is None and max_params is None and max_latency_ms is None:

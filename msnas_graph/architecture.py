@@ -242,7 +242,7 @@ class Architecture(Document):
         >>> from msnas_graph.spec import SearchSpace
         >>> arch = decode(SearchState.random(SearchSpace.preset("tiny"), seed=0), paths=2)
         >>> arch.content_hash
-        'e4cb2485cd5e671e'
+        'fae147aae3e96c4e'
         """
         return content_hash(self._hashed())
 

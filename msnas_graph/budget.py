@@ -71,7 +71,7 @@ from .errors import DecodeError
 from .genotype import CellGenotype
 from .graph import Edge, NodeId
 from .kinds import EDGE_KINDS, cell_types_of
-from .paths import Path, count_paths, edge_scores, top_k_paths
+from .paths import DEFAULT_SCORE, Path, count_paths, edge_scores, top_k_paths
 from .spec import SearchSpace
 from .state import SearchState
 
@@ -432,7 +432,7 @@ def budgeted_decode(
     exact_limit: int = 200_000,
     inputs_per_block: int | None = None,
     edge_weight: Sequence[float] | np.ndarray | None = None,
-    score: str = "relative",
+    score: str = DEFAULT_SCORE,
 ) -> BudgetedDecode:
     """Decode ``state`` keeping the best ``paths`` of the top ``candidates`` paths whose union
     fits ``budget`` (see the module doc for the rule, the tie-break and exactness).

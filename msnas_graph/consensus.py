@@ -76,6 +76,7 @@ from .architecture import Architecture
 from .decode import decode
 from .errors import DecodeError, StateError
 from .graph import Edge
+from .paths import DEFAULT_SCORE
 from .state import SearchState, softmax
 
 if TYPE_CHECKING:
@@ -270,7 +271,7 @@ def consensus(
     states: Sequence[SearchState],
     paths: int = 3,
     method: str = "mean",
-    score: str = "relative",
+    score: str = DEFAULT_SCORE,
     inputs_per_block: int | None = None,
     names: Sequence[str] | None = None,
 ) -> ConsensusResult:

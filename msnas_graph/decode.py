@@ -5,9 +5,11 @@
    the lower input index, then the earlier operation in ``space.ops``. Block ``b`` has ``b + 1``
    inputs, so a block with fewer keeps them all; more than the last block has is refused.
 2. *Network level*: every edge is scored from ``softmax(beta)`` at its destination node
-   (:func:`msnas_graph.paths.edge_scores`; default ``score="relative"``, the weight relative to
-   uniform, so an untrained state prefers no path; ``score="paper"`` is the paper's plain
-   weight, which prefers the trellis rim before any learning); the ``N_l`` highest-scoring
+   (:func:`msnas_graph.paths.edge_scores`; default ``score="paper"``, the paper's plain
+   weight, chosen by the frontier benchmark; it prefers the trellis rim before any learning;
+   ``score="relative"`` is the weight relative to uniform, so an untrained state prefers no
+   path, but it decodes cost-weighed searches into full-resolution identity paths); the
+   ``N_l`` highest-scoring
    input -> output paths (:func:`msnas_graph.paths.top_k_paths`, exact, with its documented
    tie-break) are kept, and their union is the architecture. The score mode is recorded in
    ``arch.meta["score"]``.
@@ -21,9 +23,9 @@
 >>> decode(state, paths=2) == arch  # deterministic
 True
 >>> arch.meta["score"]
-'relative'
+'paper'
 >>> zero = SearchState.zeros(SearchSpace.preset("quick"))
->>> [p.path_score for p in decode(zero, paths=3).paths]  # no topology prior: all tie
+>>> [p.path_score for p in decode(zero, paths=3, score="relative").paths]  # no prior: all tie
 [0.0, 0.0, 0.0]
 >>> [round(p.path_score, 4) for p in decode(zero, paths=3, score="paper").paths]
 [2.5833, 2.0, 2.0]
@@ -38,7 +40,7 @@ from .errors import DecodeError
 from .genotype import BlockInput, CellGenotype
 from .kinds import cell_types_of
 from .operations import NONE_OP
-from .paths import edge_scores, top_k_paths
+from .paths import DEFAULT_SCORE, edge_scores, top_k_paths
 from .spec import CellType
 from .state import SearchState
 
@@ -89,11 +91,11 @@ def decode(
     state: SearchState,
     paths: int = 3,
     inputs_per_block: int | None = None,
-    score: str = "relative",
+    score: str = DEFAULT_SCORE,
 ) -> Architecture:
     """Decode ``state`` into an :class:`Architecture` keeping the top ``paths`` paths (``N_l``).
 
-    ``score`` is the path score, ``"relative"`` (default) or ``"paper"`` (module doc). Raises
+    ``score`` is the path score, ``"paper"`` (default) or ``"relative"`` (module doc). Raises
     :class:`DecodeError` if ``paths`` is below 1 or above the number of paths, or the score
     mode is unknown.
     """

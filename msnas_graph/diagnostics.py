@@ -43,7 +43,7 @@ from .decode import decode, decode_cell, decode_cells
 from .errors import StateError
 from .genotype import BlockInput
 from .operations import NONE_OP
-from .paths import count_paths, edge_scores, top_k_paths
+from .paths import DEFAULT_SCORE, count_paths, edge_scores, top_k_paths
 from .state import SearchState, softmax
 
 __all__ = [
@@ -405,7 +405,7 @@ def diagnose(
     state: SearchState,
     paths: int = 3,
     previous: SearchState | None = None,
-    score: str = "relative",
+    score: str = DEFAULT_SCORE,
     inputs_per_block: int | None = None,
     threshold: float = DECIDED_LOG_RATIO,
     max_entropy: float = DECIDED_MAX_ENTROPY,

@@ -3,12 +3,13 @@
 A path's ``path_score`` is the sum of its edges' scores. :func:`top_k_paths` takes any per-edge
 scores; :func:`edge_scores` makes them from a search state in one of two modes (:data:`SCORES`):
 
-- ``"paper"``: the edge's weight ``w_e = softmax(beta)`` at its destination, as in the paper.
+- ``"paper"`` (the default, :data:`DEFAULT_SCORE`): the edge's weight ``w_e = softmax(beta)``
+  at its destination, as in the paper.
   This score carries a *topology prior*: ``beta`` is normalised over a node's incoming edges,
   so an edge into a node with a single incoming edge always weighs 1, and with untrained
   (uniform) ``beta`` the paths through such nodes (the diamond's rim ``L1.s1``, ``L2.s2``, ...)
   outscore the rest before anything is learned.
-- ``"relative"`` (the default of :func:`msnas_graph.decode.decode`): ``w_e * indeg(dst_e) - 1``,
+- ``"relative"``: ``w_e * indeg(dst_e) - 1``,
   the edge's weight relative to uniform at its node. It is 0 for every edge of a uniform node
   (and always for an edge that is its node's only input: no choice, no score), positive for a
   preferred edge and ``>= -1``. With all-zero ``beta`` every path scores exactly 0, so no path is
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from .state import SearchState
 
 __all__ = [
+    "DEFAULT_SCORE",
     "SCORES",
     "Path",
     "brute_force_paths",
@@ -70,7 +72,14 @@ __all__ = [
 ]
 
 #: Path-score modes of :func:`edge_scores` (the first is the default of ``decode``).
-SCORES: tuple[str, ...] = ("relative", "paper")
+SCORES: tuple[str, ...] = ("paper", "relative")
+
+#: The default path score: ``paper``. Decoded from the same searches on HC18, it beat
+#: ``relative`` in three of four search groups (by 0.14-0.39 Dice where the search weighed a
+#: cost: ``relative`` decoded full-resolution, identity-heavy networks) and tied in the fourth
+#: (``benchmarks/results/frontier.md``). Its price is the topology prior above: an undecided
+#: state decodes to the diamond's rim, which the decision diagnostics flag.
+DEFAULT_SCORE = SCORES[0]
 
 
 @dataclass(frozen=True)
@@ -140,16 +149,16 @@ def relative_scores(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray
     return w * indeg - 1.0
 
 
-def edge_scores(state: SearchState, score: str = "relative") -> np.ndarray:
+def edge_scores(state: SearchState, score: str = DEFAULT_SCORE) -> np.ndarray:
     """Per-edge scores of ``state`` for :func:`top_k_paths`, aligned with ``graph.edges``.
 
-    ``score`` is ``"relative"`` (``softmax(beta) * indeg - 1``, no topology prior) or
-    ``"paper"`` (``softmax(beta)``); see the module doc.
+    ``score`` is ``"paper"`` (``softmax(beta)``, the default) or ``"relative"``
+    (``softmax(beta) * indeg - 1``, no topology prior); see the module doc.
 
     >>> from msnas_graph.spec import SearchSpace
     >>> from msnas_graph.state import SearchState
     >>> zero = SearchState.zeros(SearchSpace.preset("quick"))  # an untrained state
-    >>> {p.path_score for p in brute_force_paths(zero.graph, edge_scores(zero))}
+    >>> {p.path_score for p in brute_force_paths(zero.graph, edge_scores(zero, "relative"))}
     {0.0}
     >>> paper = brute_force_paths(zero.graph, edge_scores(zero, "paper"))
     >>> round(paper[0].path_score, 4), paper[0].scales  # the prior dives to the deepest scale

@@ -184,7 +184,7 @@ def test_decode_prints_diagnostics_after_the_architecture(state_file: Path) -> N
     assert "cell decisions and" in lines[-1] and "untrained prior" in lines[-1]
     code, out, _ = run("decode", str(state_file), "--json")
     data = json.loads(out)
-    assert data["meta"]["score"] == "relative"
+    assert data["meta"]["score"] == "paper"
     assert data["diagnostics"]["summary"] in lines[-1]
     assert {"cells", "nodes", "path_set", "warning"} <= set(data["diagnostics"])
 

@@ -33,8 +33,8 @@ def _documents() -> dict[str, object]:
     return {
         "space": space,
         "state": a,
-        "architecture": decode(a, paths=2),
-        "diff": diff(a, b, paths=2),
+        "architecture": decode(a, paths=2, score="relative"),  # the files' score when pinned
+        "diff": diff(decode(a, paths=2, score="relative"), decode(b, paths=2, score="relative")),
     }
 
 

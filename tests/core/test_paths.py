@@ -178,13 +178,13 @@ def test_all_zero_state_ties_every_path_at_zero(preset: str) -> None:
     from msnas_graph.paths import edge_scores
 
     state = _zero_state(SearchSpace.preset(preset))
-    scores = edge_scores(state)
+    scores = edge_scores(state, "relative")
     assert np.array_equal(scores, np.zeros(len(state.graph.edges)))  # exactly, not nearly
     if preset != "paper":  # brute force: every path's score is exactly 0
         every = brute_force_paths(state.graph, scores)
         assert len(every) == count_paths(state.graph)
         assert {p.path_score for p in every} == {0.0}
-    arch = decode(state, paths=3)
+    arch = decode(state, paths=3, score="relative")
     # the documented tie-break decides: output scale, then edges from the output backwards
     assert [p.edges for p in arch.paths] == [
         p.edges for p in top_k_paths(state.graph, np.zeros(len(state.graph.edges)), 3)
@@ -211,7 +211,7 @@ def test_relative_top_k_equals_brute_force(space: SearchSpace, seed: int, k: int
     if g is None:
         return
     state = SearchState.random(space, seed=seed, graph=g)
-    rel = edge_scores(state)
+    rel = edge_scores(state, "relative")
     w = state.edge_weights()
     indeg = np.array([len(g.in_edges(e.dst)) for e in g.edges])
     assert np.allclose(rel, w * indeg - 1) and np.array_equal(rel, relative_scores(g, w))
@@ -221,7 +221,7 @@ def test_relative_top_k_equals_brute_force(space: SearchSpace, seed: int, k: int
     best = top_k_paths(g, rel, k)
     assert [p.edges for p in best] == [p.edges for p in every[:k]]
     assert [p.path_score for p in best] == [p.path_score for p in every[:k]]
-    zero = brute_force_paths(g, edge_scores(SearchState.zeros(space, graph=g)))
+    zero = brute_force_paths(g, edge_scores(SearchState.zeros(space, graph=g), "relative"))
     assert {p.path_score for p in zero} == {0.0}
 
 
