@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from msnas_graph.genotype import CellGenotype
     from msnas_graph.spec import SearchSpace
 
-__all__ = ["edge_cost_model"]
+__all__ = ["ListInput", "PartMeasure", "edge_cost_model"]
 
 
-class _ListInput(nn.Module):
+class ListInput(nn.Module):
     """Feeds a module that takes a list of ``n`` tensors from one tensor of ``n`` channel
     chunks (so :func:`count_macs_flops` can run it; chunking counts no FLOPs)."""
 
@@ -82,7 +82,9 @@ def edge_cost_model(
     space = graph.space
     if repeats < 1:
         raise BackendError(f"edge_cost_model: repeats must be at least 1, got {repeats}")
-    measure = _Measure(size, space.spatial_dims, torch.device(device) if latency else None, repeats)
+    measure = PartMeasure(
+        size, space.spatial_dims, torch.device(device) if latency else None, repeats
+    )
     classes = space.num_classes
     return TableCostModel(
         measure.stem(space) + Cost(classes, 0),
@@ -119,7 +121,7 @@ def _check_arguments(
     return cells, graph, fusion, size
 
 
-class _Measure:
+class PartMeasure:
     """Counts a module on a batch-1 input at one scale of an ``input_size`` image."""
 
     def __init__(
@@ -139,7 +141,7 @@ class _Measure:
     def head(self, output: NodeId, channels: int, classes: int) -> Cost:
         """An output's head convolution without its bias (counted once, with the stem)."""
         head = Head([(output, channels)], classes, self.dims)
-        cost = self(_ListInput(head, 1), channels, output.scale)
+        cost = self(ListInput(head, 1), channels, output.scale)
         return Cost(cost.params - classes, cost.macs, cost.latency_ns)
 
     def stem(self, space: SearchSpace) -> Cost:
@@ -172,7 +174,7 @@ def fastest_ns(
 
 
 def _edge_costs(
-    graph: Supergraph, cells: Mapping[str, CellGenotype], measure: _Measure
+    graph: Supergraph, cells: Mapping[str, CellGenotype], measure: PartMeasure
 ) -> dict[tuple[str, int], Cost]:
     """Each ``(kind, destination scale)`` cell built once, as the final network builds it
     (``skip`` costs nothing; kinds without a cell are left out)."""
@@ -190,13 +192,13 @@ def _edge_costs(
     return edges
 
 
-def _fusion_costs(graph: Supergraph, measure: _Measure) -> dict[tuple[int, int], Cost]:
+def _fusion_costs(graph: Supergraph, measure: PartMeasure) -> dict[tuple[int, int], Cost]:
     """Each concat fusion of ``n`` inputs at each scale that has a node with ``n`` in-edges."""
     fusions: dict[tuple[int, int], Cost] = {}
     for node in graph.nodes:
         c = graph.channels(node)
         for n in range(2, len(graph.in_edges(node)) + 1):
             if (node.scale, n) not in fusions:
-                module = _ListInput(ConcatFusion(n, c, graph.space.spatial_dims), n)
+                module = ListInput(ConcatFusion(n, c, graph.space.spatial_dims), n)
                 fusions[(node.scale, n)] = measure(module, n * c, node.scale)
     return fusions

@@ -58,7 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from msnas_graph.budget import COST_METRICS
+from msnas_graph.budget import COST_METRICS, Cost
 from msnas_graph.errors import RunError
 from msnas_graph.graph import Supergraph
 from msnas_graph.kinds import carries_cell, edge_kind
@@ -66,8 +66,8 @@ from msnas_graph.operations import NONE_OP
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
 
-from .cost_model import _ListInput, _Measure
-from .nn.blocks import Head, Preprocess, Projection, Stem, resample
+from .cost_model import ListInput, PartMeasure
+from .nn.blocks import Preprocess, Projection, resample
 from .nn.ops import build_op
 from .nn.supernet import ArchWeights
 
@@ -135,17 +135,17 @@ def measure_search_costs(
     graph = Supergraph(space)
     size = space.input_size if input_size is None else input_size
     timed = torch.device(device) if metric == "latency" else None
-    measure = _Measure(size, space.spatial_dims, timed, repeats)
+    measure = PartMeasure(size, space.spatial_dims, timed, repeats)
     dims = space.spatial_dims
 
-    def value(module: nn.Module, channels: int, scale: int) -> float:
-        cost = measure(module.eval(), channels, scale)
+    def in_unit(cost: Cost) -> float:
         return float(cost.macs) if timed is None else cost.latency_ns / 1e6
 
-    base = value(Stem(space.in_channels, space.scale_channels(0), dims), space.in_channels, 0)
-    for o in graph.output_nodes:
-        head = Head([(o, graph.channels(o))], space.num_classes, dims)
-        base += value(_ListInput(head, 1), graph.channels(o), o.scale)
+    def value(module: nn.Module, channels: int, scale: int) -> float:
+        return in_unit(measure(module.eval(), channels, scale))
+
+    heads = (measure.head(o, graph.channels(o), space.num_classes) for o in graph.output_nodes)
+    base = in_unit(measure.stem(space)) + sum(in_unit(h) for h in heads)
     cells: dict[tuple[str, int], float] = {}
     for e in graph.edges:
         key = (str(e.kind), e.dst.scale)
@@ -153,7 +153,7 @@ def measure_search_costs(
             continue
         c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
         enter = nn.Sequential(resample(e.kind, dims), Preprocess(c_in, c_out, dims))
-        project = _ListInput(Projection(space.blocks * c_out, c_out, dims), space.blocks)
+        project = ListInput(Projection(space.blocks * c_out, c_out, dims), space.blocks)
         cells[key] = value(enter, c_in, e.src.scale) + value(
             project, space.blocks * c_out, e.dst.scale
         )
