@@ -58,7 +58,7 @@ from msnas_graph.state import SearchState  # noqa: E402
 
 DENSE_OPS = ["conv_3x3", "conv_3x3_dil2", "avg_pool_3x3", "skip_connect", "none"]
 CONV_OPS = ["conv_3x3", "conv_3x3_dil2", "none"]  # no free operation for the cost to choose
-SCORES = ("relative", "paper")
+MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,16 @@ def _one_thread() -> None:
 def group_cost(group: str, unet16: dict[str, float], width: int) -> dict[str, Any]:
     """The cost settings of a search group: ``dense`` (none), ``dense-lat[@F]`` (a latency
     target of ``F`` times U-Net(16)'s, default 0.5), ``dense-w@W`` (latency by weight ``W``),
-    ``convs-macs@F`` (a MACs target of ``F`` times U-Net(16)'s, convolutions only).
+    ``convs-macs@F`` (a MACs target of ``F`` times U-Net(16)'s, convolutions only),
+    ``convs-lat@F`` (a latency target, convolutions only).
 
     >>> group_cost("dense-lat@0.9", {"ms": 2.0}, 16)["cost_target"], group_cost("dense", {}, 16)
     (1.8, {})
+    >>> group_cost("convs-lat@0.5", {"ms": 2.0}, 12)["cost_target"]
+    1.0
     """
     name, _, value = group.partition("@")
-    if name == "dense-lat":
+    if name in ("dense-lat", "convs-lat"):
         target = round(float(value or 0.5) * unet16["ms"], 6)
         return {"cost": "latency", "cost_target": target, "cost_channels": width}
     if name == "dense-w":
@@ -111,6 +114,65 @@ def group_ops(group: str) -> dict[str, Any]:
     if group == "paper-ops":
         return {}
     return {"ops": CONV_OPS if group.startswith("convs") else DENSE_OPS}
+
+
+def variants(paths: list[int], widths: list[int], width: int) -> list[tuple[int, int]]:
+    """The (N_l, width) pairs each group's consensus is trained at: every ``N_l`` of ``paths``
+    at the main ``width``, and every width of ``widths`` at ``N_l = 3``.
+
+    >>> variants([1, 3], [8, 16], 16)
+    [(1, 16), (3, 16), (3, 8)]
+    """
+    pairs = [(n, width) for n in paths] + [(3, w) for w in widths]
+    return list(dict.fromkeys(pairs))
+
+
+def model_name(group: str, score: str, paths: int, width: int, main_width: int) -> str:
+    """A model's label: ``group score``, with ``N<n>`` where ``N_l != 3`` and ``w<width>`` away
+    from the main width.
+
+    >>> model_name("dense", "paper", 3, 16, 16), model_name("dense", "paper", 5, 8, 16)
+    ('dense paper', 'dense paper N5 w8')
+    """
+    return " ".join(
+        [group, score]
+        + ([f"N{paths}"] if paths != 3 else [])
+        + ([f"w{width}"] if width != main_width else [])
+    )
+
+
+def _arch_macs(arch: Any, b: Budget, in_ch: int) -> int:
+    """MACs of a decoded architecture built at the training width and size."""
+    from msnas_graph.backends.torch.cost import count_macs_flops
+    from msnas_graph.backends.torch.nn.network import build_network
+
+    net = build_network(arch.widen(b.train_width)).eval()
+    return count_macs_flops(net, (1, in_ch, b.train_size, b.train_size))[0]
+
+
+def _random_models(
+    space: SearchSpace, ref: str, models: dict[str, tuple[str, int]], count: int, score: str,
+    b: Budget, in_ch: int, out: Path,
+) -> list[str]:  # fmt: skip
+    """Add ``count`` random architectures of ``space`` (a search group's) whose MACs lie
+    within ``MACS_TOLERANCE`` of model ``ref``'s (the first ``count`` such random states,
+    seeds 1000, 1001, ...) to ``models``; returns their names."""
+    from msnas_graph.architecture import Architecture
+    from msnas_graph.decode import decode
+
+    target = _arch_macs(Architecture.load(models[ref][0]), b, in_ch)
+    names: list[str] = []
+    for seed in range(1000, 1000 + 50 * count):
+        if len(names) == count:
+            break
+        arch = decode(SearchState.random(space, seed=seed), paths=3, score=score)
+        if abs(_arch_macs(arch, b, in_ch) / target - 1) > MACS_TOLERANCE:
+            continue
+        path = out / f"arch_random_r{seed}.json"
+        arch.save(path)
+        names.append(f"random r{seed}")
+        models[names[-1]] = (str(path), b.train_width)
+    return names
 
 
 def run_search(
@@ -241,35 +303,56 @@ def bench(
             [unet16] * len(jobs),
         ))  # fmt: skip
     search_s = time.perf_counter() - t_start
-    # --- models: consensus per group and score, counted once
+    # --- models: consensus per group, score, N_l and width, counted once
     models: dict[str, tuple[str, int]] = {}  # name -> (model source, width)
-    shared: dict[str, str] = {}  # the network (edges and cells, not paths or scores) -> name
+    shared: dict[str, str] = {}  # the network (edges, cells, width) -> name
+    used: dict[tuple[str, str, int, int], str] = {}  # (group, score, N_l, width) -> name
     notes: list[str] = []
     decisions: list[dict[str, Any]] = []
+    spaces: dict[str, SearchSpace] = {}
     for g in groups:
         states = [
             SearchState.load(Path(r) / "state.json")
             for (gg, _), r in zip(jobs, runs, strict=True)
             if gg == g
         ]
+        spaces[g] = states[0].space
         for s, st in enumerate(states):
             decisions.append({"search": f"{g} s{s}", "decisions": diagnose(st, paths=3).summary()})
-        for score in SCORES:
-            agree = consensus(states, paths=3, method="mean", score=score)
-            arch = agree.architecture
-            key = f"{g} {score}"
-            net = json.dumps(
-                [sorted(e.key for e in arch.edges), {c: str(g) for c, g in arch.cells.items()}]
-            )
-            if net in shared:
-                notes.append(f"{key} decodes the same network as {shared[net]}")
-                continue
-            shared[net] = key
-            path = out / f"arch_{g}_{score}.json"
-            arch.save(path)
-            models[key] = (str(path), b.train_width)
-            if score == "relative":
-                notes.append(f"{g}: {agree.summary()}")
+        for score in args.scores:
+            for n, w in variants(args.paths, args.widths, b.train_width):
+                agree = consensus(states, paths=n, method="mean", score=score)
+                arch = agree.architecture
+                key = model_name(g, score, n, w, b.train_width)
+                net = json.dumps(
+                    [
+                        w,
+                        sorted(e.key for e in arch.edges),
+                        {c: str(g) for c, g in arch.cells.items()},
+                    ]
+                )
+                if net in shared:
+                    notes.append(f"{key} decodes the same network as {shared[net]}")
+                    used[(g, score, n, w)] = shared[net]
+                    continue
+                shared[net] = used[(g, score, n, w)] = key
+                path = out / f"arch_{g}_{score}{'' if n == 3 else f'_N{n}'}.json"
+                arch.save(path)
+                models[key] = (str(path), w)
+                if n == 3 and w == b.train_width:
+                    notes.append(f"{g} ({score}): {agree.summary()}")
+    randoms: list[str] = []
+    ref = ""
+    if args.randoms:
+        rg = args.random_group or groups[0]
+        ref = used[(rg, args.scores[0], 3, b.train_width)]
+        randoms = _random_models(
+            spaces[rg], ref, models, args.randoms, args.scores[0], b, in_ch, out
+        )
+        notes.append(
+            f"random: {len(randoms)} random states of `{rg}`'s operation set decoded at N_l = 3 "
+            f"({args.scores[0]} score), MACs within {MACS_TOLERANCE:.0%} of `{ref}`'s"
+        )
     for w in args.unet_widths:
         models[f"U-Net({w})"] = ("unet", w)
     # --- training
@@ -320,9 +403,33 @@ def bench(
     return {
         "name": name, "comparison": comparison, "per_case": per_case, "spread": spread,
         "steps": steps, "notes": notes, "decisions": decisions, "unet16": unet16,
-        "groups": groups, "search_s": search_s, "long": long_rows,
-        "total_s": time.perf_counter() - t_start,
+        "groups": groups, "search_s": search_s, "long": long_rows, "randoms": randoms,
+        "random_ref": ref, "total_s": time.perf_counter() - t_start,
     }  # fmt: skip
+
+
+def _against_random(res: dict[str, Any]) -> str:
+    """The searched consensus against its MACs-matched random architectures."""
+    ref, randoms = res["random_ref"], res["randoms"]
+    by_name = {r.model: r for r in res["comparison"].runs}
+    means = [by_name[m].dice for m in randoms]
+    mean, std = statistics.mean(means), statistics.stdev(means) if len(means) > 1 else 0.0
+    pooled = [case for m in randoms for case in res["per_case"][m]]
+    d = bootstrap_diff(res["per_case"][ref], pooled)
+    rows = [
+        {"model": m, "Dice": f"{by_name[m].dice:.4f} +- {res['spread'][m]:.4f}",
+         "MACs": f"{by_name[m].macs / 1e6:.1f} M",
+         "ms/image b1": f"{by_name[m].cost('latency'):.3f}"}
+        for m in [ref, *randoms]
+    ]  # fmt: skip
+    verdict = "more" if d[0] > std else "less"
+    return (
+        f"## {res['name']}: searched against MACs-matched random\n\n" + markdown_table(rows)
+        + f"\n\n`{ref}` minus the random architectures ({len(randoms)} architectures x "
+        f"training seeds), Dice: {d[0]:+.4f} (95 % bootstrap {d[1]:+.4f} .. {d[2]:+.4f}; test "
+        f"cases and models resampled); the random architectures' Dice {mean:.4f} +- {std:.4f} "
+        f"(std over architectures): the searched network is {verdict} than one random std above."
+    )  # fmt: skip
 
 
 def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
@@ -337,7 +444,7 @@ def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
     u16 = by_name.get("U-Net(16)")
     lines = []
     for r in runs:
-        if r.is_reference or u16 is None:
+        if r.is_reference or u16 is None or r.model in res["randoms"]:
             continue
         d = bootstrap_diff(res["per_case"][r.model], res["per_case"]["U-Net(16)"])
         lat = r.cost("latency") / u16.cost("latency")
@@ -359,6 +466,8 @@ def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
         + "\n".join(f"- {n}" for n in res["notes"])
         + f"\n\nSearch wall time {res['search_s']:.0f} s; whole dataset {res['total_s']:.0f} s.",
     ]  # fmt: skip
+    if res["randoms"]:
+        text.append(_against_random(res))
     if res["long"]:
         text.append(f"## {res['name']}: 4x the training steps\n\n" + markdown_table(res["long"]))
     if plot is not None:
@@ -384,12 +493,20 @@ def main() -> None:
     parser.add_argument("--train-width", type=int, default=Budget.train_width)
     parser.add_argument("--warmup-steps", type=int, default=Budget.warmup_steps)
     parser.add_argument("--arch-steps", default="100,100")
+    parser.add_argument("--scores", default="paper", help="path scores to decode with")
+    parser.add_argument("--paths", default="3", help="N_l values, at --train-width")
+    parser.add_argument("--widths", default="", help="further widths, at N_l = 3")
+    parser.add_argument("--randoms", type=int, default=0, help="MACs-matched random archs")
+    parser.add_argument("--random-group", default="", help="whose operations and MACs")
     parser.add_argument("--long", default="", help="models trained again for 4x the steps")
     parser.add_argument("--rounds", type=int, default=5, help="latency rounds")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out")
     args = parser.parse_args()
     args.unet_widths = [int(w) for w in args.unet_widths.split(",")]
+    args.scores = [x for x in args.scores.split(",") if x]
+    args.paths = [int(n) for n in args.paths.split(",") if n]
+    args.widths = [int(w) for w in args.widths.split(",") if w]
     cell, net = (int(x) for x in args.arch_steps.split(","))
     b = Budget(
         search_size=args.search_size, warmup_steps=args.warmup_steps, arch_steps=(cell, net),
@@ -427,7 +544,11 @@ def main() -> None:
         f"space `quick` (4 layers x 3 scales, width 8, 2 blocks) at {b.search_size}x"
         f"{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + {b.arch_steps[1]} "
         f"architecture steps, batch {b.batch_size}, {args.search_seeds} seeds per group "
-        f"({args.groups}); consensus (mean) decoded at N_l = 3. Latency: one thread, the "
+        f"({args.groups}); consensus (mean) decoded with the {'/'.join(args.scores)} path "
+        f"score at N_l = {', '.join(map(str, args.paths))} (width {b.train_width})"
+        + (f" and at N_l = 3 at widths {', '.join(map(str, args.widths))}" if args.widths else "")
+        + (f"; {args.randoms} MACs-matched random architectures" if args.randoms else "")
+        + ". Latency: one thread, the "
         f"runtime `predict --runtime auto` resolves, median of {args.rounds} interleaved rounds "
         f"on a shared 2-core machine. {args.jobs} runs in parallel, one thread each."
     )
