@@ -36,6 +36,7 @@ from msnas_graph._outputs import (
     remove_created,
     safe_output,
 )
+from msnas_graph.errors import SettingError
 
 __all__ = [
     "atomic_path",
@@ -144,8 +145,6 @@ def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
     ...
     msnas_graph.errors.SettingError: environment variable X='maybe' is not a yes/no value; set it to 1/0, true/false, yes/no or on/off, or unset it
     """  # noqa: E501
-    from .errors import SettingError
-
     raw = (os.environ if environ is None else environ).get(name, "")
     value = raw.strip().lower()
     if value in _TRUE:

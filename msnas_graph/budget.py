@@ -65,6 +65,7 @@ from ._budget_model import (
 )
 from ._budget_search import Problem, branch_and_bound, greedy, quantize
 from .architecture import Architecture
+from .decode import decode_cells
 from .errors import DecodeError
 from .genotype import CellGenotype
 from .kinds import cell_types_of
@@ -199,8 +200,6 @@ def budgeted_decode(
     :class:`DecodeError` if not even the cheapest candidate path fits (naming its cost), or on
     bad ``paths``/``candidates``.
     """
-    from .decode import decode_cells
-
     if paths < 1:
         raise DecodeError(f"number of paths must be at least 1, got {paths}")
     if candidates < paths:
