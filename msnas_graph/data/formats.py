@@ -79,7 +79,11 @@ def file_format(path: str | Path) -> str | None:
 
 def load_tifffile() -> Any | None:
     """The ``tifffile`` module, or ``None`` where it is not installed (Pillow reads plain
-    TIFFs)."""
+    TIFFs).
+
+    >>> load_tifffile() is None or load_tifffile().__name__ == "tifffile"
+    True
+    """
     try:
         import tifffile
     except ImportError:  # pragma: no cover - tifffile is installed in dev
@@ -89,7 +93,11 @@ def load_tifffile() -> Any | None:
 
 def load_nibabel() -> Any:
     """The ``nibabel`` module, or a one-line :class:`~msnas_graph.errors.DataError` saying how
-    to install it."""
+    to install it.
+
+    >>> load_nibabel().__name__
+    'nibabel'
+    """
     try:
         import nibabel
     except ImportError as exc:  # pragma: no cover - nibabel is installed in dev
@@ -99,7 +107,16 @@ def load_nibabel() -> Any:
 
 def write_nifti(path: Path, img: Any) -> Path:
     """Write the nibabel image ``img`` to ``path`` atomically, gzip-compressed where ``path``
-    ends in ``.gz``. Returns ``path``."""
+    ends in ``.gz``. Returns ``path``.
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> nib = load_nibabel()
+    >>> img = nib.Nifti1Image(np.zeros((4, 3, 2), np.uint8), np.eye(4))
+    >>> out = write_nifti(Path(tempfile.mkdtemp()) / "m.nii.gz", img)
+    >>> nib.load(out).shape
+    (4, 3, 2)
+    """
     data = img.to_bytes()
     if path.name.lower().endswith(".gz"):
         data = gzip.compress(data, compresslevel=6)
