@@ -5,18 +5,13 @@ with improving swaps, and the branch and bound."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeAlias
 
 import numpy as np
 
+from ._budget_model import Budget, CostModel
 from .errors import DecodeError
 from .graph import Edge, NodeId, Supergraph
 from .paths import Path
-
-# Typed loosely (the Budget and CostModel of msnas_graph.budget): budget imports this module,
-# and the core's import graph stays acyclic.
-Budget: TypeAlias = Any
-CostModel: TypeAlias = Any
 
 #: The cost fields the search tracks (of :class:`msnas_graph.budget.Cost`).
 _FIELDS = ("params", "macs", "latency_ns")

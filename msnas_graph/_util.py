@@ -1,9 +1,13 @@
-"""Small shared helpers: "did you mean", atomic file writes, canonical JSON."""
+"""Small shared helpers: "did you mean", canonical JSON, atomic file writes.
+
+The input checks live in :mod:`msnas_graph._inputs`, the output rule and created-output
+tracking in :mod:`msnas_graph._outputs`; both are re-exported here, where the rest of the
+package imports them from.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import difflib
 import errno
 import hashlib
@@ -11,11 +15,28 @@ import json
 import os
 import secrets
 import signal
-import stat
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+
+from msnas_graph._inputs import (
+    command_inputs,
+    input_kind,
+    inside,
+    note_input,
+    open_input,
+    read_text,
+    regular_input,
+)
+from msnas_graph._outputs import (
+    command_outputs,
+    make_folder,
+    record_created,
+    remove_created,
+    safe_output,
+)
+from msnas_graph.errors import SettingError
 
 __all__ = [
     "atomic_path",
@@ -124,8 +145,6 @@ def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool:
     ...
     msnas_graph.errors.SettingError: environment variable X='maybe' is not a yes/no value; set it to 1/0, true/false, yes/no or on/off, or unset it
     """  # noqa: E501
-    from .errors import SettingError
-
     raw = (os.environ if environ is None else environ).get(name, "")
     value = raw.strip().lower()
     if value in _TRUE:
@@ -191,7 +210,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         existed = os.path.lexists(path)
         os.replace(tmp, path)
         if not existed:
-            _record_created(path)
+            record_created(path)
     except OSError as exc:  # errors name the path asked for, not the temporary file
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -253,286 +272,6 @@ def _named(exc: OSError, path: Path) -> OSError:
     if exc.errno is None or not exc.filename or ".tmp" not in str(exc.filename):
         return exc
     return type(exc)(exc.errno, exc.strerror, str(path))
-
-
-# ------------------------------------------------------------------------- the output rule
-
-#: Files read by the running command (``None``: no command scope, nothing recorded).
-_INPUTS: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar(
-    "msnas_inputs", default=None
-)
-
-
-@contextlib.contextmanager
-def command_inputs() -> Iterator[list[Path]]:
-    """A scope (one CLI command) in which every file read through :func:`note_input` is
-    protected: :func:`safe_output` refuses to write over it.
-
-    >>> import tempfile, os
-    >>> src = os.path.join(tempfile.mkdtemp(), "in.json")
-    >>> _ = open(src, "w").write("{}")
-    >>> with command_inputs():
-    ...     note_input(src)
-    ...     safe_output(src)
-    Traceback (most recent call last):
-    ...
-    msnas_graph.errors.OutputError: ...in.json: is an input of this command; write the output to another path
-    """  # noqa: E501
-    token = _INPUTS.set([])
-    try:
-        yield _INPUTS.get() or []
-    finally:
-        _INPUTS.reset(token)
-
-
-#: Files and folders the running command created (``None``: no command scope).
-_CREATED: contextvars.ContextVar[list[Path] | None] = contextvars.ContextVar(
-    "msnas_created", default=None
-)
-
-
-@contextlib.contextmanager
-def command_outputs() -> Iterator[list[Path]]:
-    """A scope (one CLI command) that records every file :func:`atomic_path` created (a new
-    name, not a replaced file) and every folder :func:`make_folder` created, in order, so that
-    a failed command can take them back with :func:`remove_created`."""
-    created: list[Path] = []
-    token = _CREATED.set(created)
-    try:
-        yield created
-    finally:
-        _CREATED.reset(token)
-
-
-def _record_created(path: Path) -> None:
-    created = _CREATED.get()
-    if created is not None:
-        created.append(path)
-
-
-def make_folder(path: str | os.PathLike[str]) -> Path:
-    """``mkdir -p path``, recording each folder it created in the :func:`command_outputs`
-    scope.
-
-    >>> import tempfile
-    >>> root = Path(tempfile.mkdtemp())
-    >>> with command_outputs() as created:
-    ...     _ = make_folder(root / "a" / "b")
-    >>> [p.relative_to(root).as_posix() for p in created]
-    ['a', 'a/b']
-    """
-    path = Path(path)
-    missing = []
-    for folder in (path, *path.parents):
-        if os.path.lexists(folder):
-            break
-        missing.append(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    for folder in reversed(missing):
-        _record_created(folder)
-    return path
-
-
-def remove_created(created: Iterable[Path], *, files: bool = True) -> None:
-    """Take back what a failed command created: its new files (unless ``files`` is false, as
-    for a run folder whose checkpoint must stay resumable), then every folder it created that
-    is empty now, deepest first. Errors are ignored: this runs while another error is
-    reported.
-
-    >>> import tempfile
-    >>> root = Path(tempfile.mkdtemp())
-    >>> with command_outputs() as created:
-    ...     _ = atomic_write(root / "new" / "x.txt", "x")
-    ...     remove_created(created)
-    >>> (root / "new").exists()
-    False
-    """
-    items = list(created)
-    for p in reversed(items):
-        with contextlib.suppress(OSError):
-            if p.is_dir() and not p.is_symlink():
-                p.rmdir()  # only when empty
-            elif files:
-                p.unlink()
-
-
-def note_input(path: str | os.PathLike[str]) -> None:
-    """Record ``path`` as read by the running command (nothing outside :func:`command_inputs`)."""
-    noted = _INPUTS.get()
-    if noted is not None:
-        noted.append(Path(path))
-
-
-def _same(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(os.path.realpath(a)) == os.path.abspath(os.path.realpath(b))
-
-
-def safe_output(
-    path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()
-) -> Path:
-    """``path`` as a :class:`~pathlib.Path` if a command may write it, else one-line
-    :class:`~msnas_graph.errors.OutputError`.
-
-    The rule for every output (``-o`` of ``sample``, ``decode``, ``render``, ``diff``,
-    ``export``, ``predict``, and the files of a run folder): the path is new or an existing
-    *regular* file (replaced atomically); a symbolic link, folder, FIFO, device or socket is
-    refused, and so is any of ``inputs`` or a file the running command has read
-    (:func:`command_inputs`), compared as the same file on disk.
-
-    >>> safe_output("/dev/null")
-    Traceback (most recent call last):
-    ...
-    msnas_graph.errors.OutputError: /dev/null: not a regular file (a character device); write the output to a new path or a regular file
-    """  # noqa: E501
-    from .errors import OutputError
-
-    path = Path(path)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    except NotADirectoryError:
-        raise OutputError(f"{path}: a parent of it is not a folder; choose another path") from None
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        kind = _file_kind(st.st_mode)
-        raise OutputError(
-            f"{path}: not a regular file (a {kind}); write the output to a new path or a "
-            f"regular file"
-        )
-    if st is None and path.parent.exists() and not path.parent.is_dir():
-        raise OutputError(f"{path}: a parent of it is not a folder; choose another path")
-    for src in (*inputs, *(_INPUTS.get() or ())):
-        if _same(path, Path(src)):
-            raise OutputError(
-                f"{path}: is an input of this command; write the output to another path"
-            )
-    return path
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISLNK, "symbolic link"),
-        (stat.S_ISDIR, "folder"),
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISSOCK, "socket"),
-    ):
-        if test(mode):
-            return kind
-    return "special file"
-
-
-def inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is ``folder`` or lies inside it (symbolic links resolved).
-
-    >>> inside("/a/b/c", "/a/b"), inside("/a/b", "/a/b/c"), inside("/a/bc", "/a/b")
-    (True, False, False)
-    """
-    p = Path(os.path.realpath(os.path.abspath(path)))
-    f = Path(os.path.realpath(os.path.abspath(folder)))
-    return p == f or f in p.parents
-
-
-def input_kind(path: str | os.PathLike[str]) -> str:
-    """What ``path`` names, symbolic links followed, without opening it: ``"file"`` (a regular
-    file), ``"folder"``, ``"missing"``, ``"broken link"`` (dangling or looping),
-    ``"unreadable"`` (no permission to look), or the kind of a special file (``"FIFO"``,
-    ``"character device"``, ``"socket"``...).
-
-    >>> input_kind("/dev/null"), input_kind("/"), input_kind("/no/such/file")
-    ('character device', 'folder', 'missing')
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return "broken link" if os.path.islink(path) else "missing"
-    except NotADirectoryError:
-        return "missing"
-    except OSError as exc:
-        return "broken link" if exc.errno == errno.ELOOP else "unreadable"
-    if stat.S_ISREG(st.st_mode):
-        return "file"
-    return _file_kind(st.st_mode)
-
-
-def regular_input(
-    path: str | os.PathLike[str], error: type[Exception], missing: str | None = None
-) -> Path:
-    """``path`` if it names a regular file (symbolic links followed), else one-line ``error``.
-
-    The rule for every input file of every command (documents, folds files, ``dataset.json``,
-    images, checkpoints): a FIFO, device, socket or folder is refused by name and never
-    opened (opening a FIFO blocks until another process writes to it; a device may never
-    end). ``missing`` is the message for a path that does not exist.
-
-    >>> regular_input("/dev/null", ValueError)
-    Traceback (most recent call last):
-    ...
-    ValueError: /dev/null: not a regular file (a character device); give a regular file
-    """
-    path = Path(path)
-    kind = input_kind(path)
-    if kind == "file":
-        return path
-    if kind == "unreadable":
-        try:
-            os.stat(path)
-        except OSError as exc:
-            raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if kind == "missing":
-        raise error(missing or f"{path}: no such file")
-    if kind == "broken link":
-        raise error(f"{path}: a broken or looping symbolic link; give the file itself")
-    raise error(f"{path}: not a regular file (a {kind}); give a regular file")
-
-
-def open_input(
-    path: str | os.PathLike[str], error: type[Exception], missing: str | None = None
-) -> BinaryIO:
-    """``path`` opened for binary reading if it is a regular file (:func:`regular_input`).
-
-    The file is opened without blocking and checked again once open, so a file swapped for a
-    FIFO after the check cannot hang the command either.
-
-    >>> import tempfile
-    >>> with tempfile.NamedTemporaryFile() as tmp, open_input(tmp.name, ValueError) as fh:
-    ...     fh.read()
-    b''
-    """
-    path = regular_input(path, error, missing)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise error(f"{path}: not a regular file (a {_file_kind(st.st_mode)}); give a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
-
-
-def read_text(
-    path: Path, error: type[Exception], missing: str | None = None, *, note: bool = True
-) -> str:
-    """A regular file's UTF-8 text (a leading byte-order mark is dropped); a special file
-    (:func:`regular_input`), a binary or otherwise undecodable file raises ``error`` in one
-    line. With ``note``, the file is recorded as an input of the running command
-    (:func:`note_input`), which it then may not overwrite."""
-    if note:
-        note_input(path)
-    with open_input(path, error, missing) as fh:
-        data = fh.read()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise error(f"{path}: not a text file (expected JSON or YAML)") from None
 
 
 def meta_of(data: dict[str, Any], source: str, error: type[Exception]) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 Everything here works on paths and numpy arrays; the dataset layer
 (:mod:`msnas_graph.data.dataset`) builds :class:`~msnas_graph.data.case.Case` objects on top.
-Pillow, tifffile and nibabel are imported inside the functions that need them, so importing
-this module is cheap. tifffile is optional (Pillow reads plain TIFFs); nibabel is required
-for NIfTI only (``pip install msnas-graph[data]``).
+File names and formats come from :mod:`.formats`, whole label volumes are written by
+:mod:`.volumes` (both import nothing from here). Pillow, tifffile and nibabel are imported
+inside the functions that need them, so importing this module is cheap. tifffile is
+optional (Pillow reads plain TIFFs); nibabel is required for NIfTI only
+(``pip install msnas-graph[data]``).
 
 Conventions:
 
@@ -20,7 +22,6 @@ Conventions:
 from __future__ import annotations
 
 import functools
-import gzip
 import io
 import logging
 from collections import OrderedDict
@@ -32,6 +33,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from msnas_graph._util import atomic_write, regular_input
+from msnas_graph.data.formats import (
+    IMAGE_FORMATS,
+    file_format,
+    load_nibabel,
+    load_tifffile,
+    split_name,
+    write_nifti,
+)
+from msnas_graph.data.volumes import write_label_volume
 from msnas_graph.errors import DataError
 
 if TYPE_CHECKING:
@@ -53,53 +63,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: File suffix -> format name, for the 2D formats read by Pillow/tifffile.
-IMAGE_FORMATS: dict[str, str] = {
-    ".png": "png",
-    ".tif": "tiff",
-    ".tiff": "tiff",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-    ".bmp": "bmp",
-}
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-_NIBABEL_HINT = "install nibabel (pip install 'msnas-graph[data]') to read NIfTI files"
-
-
-def split_name(path: str | Path) -> tuple[str, str]:
-    """Split a file name into stem and suffix, treating ``.nii.gz`` as one suffix.
-
-    >>> split_name("images/liver_003_0000.nii.gz")
-    ('liver_003_0000', '.nii.gz')
-    >>> split_name("010_2HC.PNG")
-    ('010_2HC', '.png')
-    """
-    name = Path(path).name
-    lower = name.lower()
-    for suffix in _NIFTI_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)], suffix
-    p = Path(name)
-    return p.stem, p.suffix.lower()
-
-
-def file_format(path: str | Path) -> str | None:
-    """The format name of a readable file (``png``, ``tiff``, ``jpeg``, ``bmp``, ``nifti``).
-
-    Returns ``None`` for anything else (including hidden files such as macOS ``._x.png``).
-
-    >>> file_format("a/b.nii.gz"), file_format("x.JPG"), file_format("notes.txt")
-    ('nifti', 'jpeg', None)
-    """
-    name = Path(path).name
-    if name.startswith("."):
-        return None
-    _, suffix = split_name(name)
-    if suffix in _NIFTI_SUFFIXES:
-        return "nifti"
-    return IMAGE_FORMATS.get(suffix)
-
 
 @dataclass(frozen=True)
 class FileHeader:
@@ -113,22 +76,6 @@ class FileHeader:
     #: The colours of one RGB(A) image (PNG/JPEG/BMP colour modes, a TIFF stored as RGB or
     #: YCbCr), not a 4D NIfTI's channels or a TIFF's pages: only these may become grey.
     rgb: bool = False
-
-
-def _tifffile() -> Any | None:
-    try:
-        import tifffile
-    except ImportError:  # pragma: no cover - tifffile is installed in dev
-        return None
-    return tifffile
-
-
-def _nibabel() -> Any:
-    try:
-        import nibabel
-    except ImportError as exc:  # pragma: no cover - nibabel is installed in dev
-        raise DataError(f"cannot read NIfTI: {_NIBABEL_HINT}") from exc
-    return nibabel
 
 
 def _tiff_layout(shape: Sequence[int], path: Path) -> tuple[tuple[int, int], int, bool]:
@@ -190,7 +137,7 @@ def _read_header(path: Path) -> FileHeader:
     regular_input(path, DataError)
     try:
         if fmt == "nifti":
-            nib = _nibabel()
+            nib = load_nibabel()
             img = nib.load(str(path))
             shape = tuple(int(s) for s in img.shape)
             zooms = _voxel_size(path, img)
@@ -206,7 +153,7 @@ def _read_header(path: Path) -> FileHeader:
             return FileHeader(
                 (shape[0], shape[1]), channels, slices, spacing, np.asarray(img.affine, float)
             )
-        if fmt == "tiff" and (tf := _tifffile()) is not None:
+        if fmt == "tiff" and (tf := load_tifffile()) is not None:
             with tf.TiffFile(str(path)) as handle:
                 series, photometric = handle.series[0], int(handle.pages[0].photometric)
                 series_shape, axes = series.shape, series.axes
@@ -264,7 +211,7 @@ def _read_2d_raw(path: Path, as_mask: bool) -> np.ndarray:
     fmt = file_format(path)
     regular_input(path, DataError)
     try:
-        if fmt == "tiff" and (tf := _tifffile()) is not None:
+        if fmt == "tiff" and (tf := load_tifffile()) is not None:
             arr = np.asarray(tf.imread(str(path)))
             _, _, channels_last = _tiff_layout(arr.shape, path)
             if arr.ndim == 3 and not channels_last:
@@ -336,7 +283,7 @@ class VolumeCache:
         if path in self._items:
             self._items.move_to_end(path)
             return self._items[path]
-        nib = _nibabel()
+        nib = load_nibabel()
         regular_input(path, DataError)
         try:
             img = nib.load(str(path))
@@ -423,13 +370,13 @@ def write_mask(path: str | Path, mask: np.ndarray, like: Case) -> Path:
     shape = tuple(like.meta.get("original_shape", like.image.shape[1:]))
     mask = _check_label_array(mask, shape, like.case_id or str(path))
     if like.meta.get("format") == "nifti":
-        nib = _nibabel()
+        nib = load_nibabel()
         affine = np.asarray(like.meta.get("affine", np.eye(4)), dtype=float)
         z = int(like.meta.get("slice_index") or 0)
         shift = np.eye(4)
         shift[2, 3] = z
         img = nib.Nifti1Image(mask.astype(np.uint16)[:, :, None], affine @ shift)
-        return _write_nifti(_with_suffix(path, (".nii.gz", ".nii")), img)
+        return write_nifti(_with_suffix(path, (".nii.gz", ".nii")), img)
     dtype = np.uint8 if mask.max(initial=0) < 256 else np.uint16
     out = _with_suffix(path, (".png",))
     return atomic_write(out, _png_bytes(mask.astype(dtype)))
@@ -443,8 +390,6 @@ def write_volume_mask(path: str | Path, slices: Sequence[np.ndarray], like: Case
     ``slices`` are the ``(H, W)`` masks of slices ``0..Z-1`` in order; ``like`` is any case of
     that volume (its ``meta`` carries the slice count and size, its ``source`` the file).
     """
-    from msnas_graph.data.volumes import write_label_volume  # volumes imports this module
-
     if like.meta.get("format") != "nifti":
         raise DataError(f"{like.case_id}: write_volume_mask needs a NIfTI case; use write_mask")
     num = int(like.meta.get("num_slices") or 0)
@@ -462,13 +407,6 @@ def write_volume_mask(path: str | Path, slices: Sequence[np.ndarray], like: Case
             "write_volume_mask copies its header, so keep the input file in place"
         )
     return write_label_volume(_with_suffix(Path(path), (".nii.gz", ".nii")), vol, reference)
-
-
-def _write_nifti(path: Path, img: Any) -> Path:
-    data = img.to_bytes()
-    if path.name.lower().endswith(".gz"):
-        data = gzip.compress(data, compresslevel=6)
-    return atomic_write(path, data)
 
 
 #: Overlay colours for labels 1.. (label 0 is left uncoloured).

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from msnas_graph.data.readers import _nibabel, _write_nifti, split_name
+from msnas_graph.data.formats import load_nibabel, split_name, write_nifti
 from msnas_graph.errors import DataError
 
 __all__ = [
@@ -122,7 +122,7 @@ def stack_slices(slices: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _load(path: Path) -> Any:
-    nib = _nibabel()
+    nib = load_nibabel()
     try:
         return nib.load(str(path))
     except Exception as exc:
@@ -148,7 +148,7 @@ def write_label_volume(path: str | Path, volume: np.ndarray, reference: str | Pa
     """
     ref_path = Path(reference)
     ref = _load(ref_path)
-    nib = _nibabel()
+    nib = load_nibabel()
     shape = tuple(int(s) for s in ref.shape[:3])
     vol = np.asarray(volume)
     if vol.shape != shape and not (len(shape) == 2 and vol.shape == (*shape, 1)):
@@ -177,4 +177,4 @@ def write_label_volume(path: str | Path, volume: np.ndarray, reference: str | Pa
     lower = out.name.lower()
     if not lower.endswith((".nii", ".nii.gz")):
         out = out.with_name(out.name + ".nii.gz")
-    return _write_nifti(out, img)
+    return write_nifti(out, img)
