@@ -1,15 +1,13 @@
-"""Memory estimates of models before they are built, and the check that refuses what won't fit.
+"""What PyTorch tells the memory estimator: a model's parameters and activations, counted
+before it is built, and a CUDA device's free memory.
 
-Estimates allocate nothing: a model is built on PyTorch's ``meta`` device (shapes, no data),
-its parameters counted (4 bytes each), and one forward pass on a ``meta`` input sums the bytes
-of every leaf module's output (the activations a training step keeps for backward). A search
-supernet can have tens of thousands of cells, so it is estimated cell by cell: one ``meta``
-cell per distinct (kind, widths, input side), times the number of edges that share it.
-
-Training counts weights, gradients and two optimiser slots (4 x the parameter bytes) plus the
-activations at the run's batch size; inference counts weights plus activations. The figure is
-compared with the memory available (:func:`msnas_graph.limits.check_fits`; on a CUDA device
-also with the device's free memory); too much ends in one
+The rules (bytes a weight, training copies, what counts as available) are
+:mod:`msnas_graph.limits`'s; this module counts their inputs without allocating: a model is
+built on PyTorch's ``meta`` device (shapes, no data), its parameters counted, and one forward
+pass on a ``meta`` input sums the bytes of every leaf module's output (the activations a
+training step keeps for backward). A search supernet can have tens of thousands of cells, so
+it is estimated cell by cell: one ``meta`` cell per distinct (kind, widths, input side), times
+the number of edges that share it. Too much ends in one
 :class:`~msnas_graph.errors.ResourceError` line naming the override ``--no-memory-check``.
 
 >>> spec = {"format": "msnas-graph/model", "kind": "unet", "in_channels": 1, "num_classes": 2,
@@ -32,25 +30,20 @@ from torch import nn
 
 from msnas_graph.graph import Supergraph
 from msnas_graph.kinds import carries_cell
-from msnas_graph.limits import available_memory, check_fits, checks_enabled, format_bytes
+from msnas_graph.limits import FLOAT32, check_fits, checks_enabled, network_bytes
 from msnas_graph.spec import SearchSpace
 
 from .cost import saved_bytes
 
 __all__ = [
-    "check_fits",
     "check_model",
     "check_supernet",
-    "format_bytes",
     "meta_estimate",
     "model_estimate",
     "supernet_estimate",
 ]
 
 logger = logging.getLogger(__name__)
-
-_FLOAT = 4  # bytes per float32 element
-_TRAINING_COPIES = 4  # weights, gradients, two optimiser slots (momentum / Adam moments)
 
 
 def meta_estimate(build: Callable[[], nn.Module], *inputs: Any) -> tuple[int, int]:
@@ -91,22 +84,12 @@ def _to_meta(a: Any) -> Any:
     return a
 
 
-def _bytes(params: int, activations: int, training: bool) -> int:
-    return params * _FLOAT * (_TRAINING_COPIES if training else 1) + activations
-
-
-def _available(device: Any) -> tuple[int | None, str]:
-    """Bytes available for work on ``device`` and where they are (``""`` for the host): on a
-    CUDA device the smaller of its free memory and the host's (checkpoints and data pass
-    through the host)."""
+def _device(device: Any) -> tuple[str, int] | None:
+    """The name and free bytes of the CUDA device ``device`` names (``None`` for the host)."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    host = available_memory()
     if dev.type == "cuda" and torch.cuda.is_available():
-        free, _total = torch.cuda.mem_get_info(dev)
-        if host is None or int(free) <= host:
-            return int(free), f" on {dev}"
-        return host, ""
-    return host, ""
+        return str(dev), int(torch.cuda.mem_get_info(dev)[0])
+    return None
 
 
 def model_estimate(spec: Mapping[str, Any], input_shape: Sequence[int] | None) -> tuple[int, int]:
@@ -139,8 +122,8 @@ def check_model(
     except Exception as exc:  # malformed descriptions fail in the real build, with context
         logger.debug("memory estimate skipped: %r", exc)
         return 0
-    free, where = _available(device)
-    return check_fits(_bytes(params, act, training), what + where, free)
+    need = network_bytes(params, act, training=training)
+    return check_fits(need, what, device=_device(device))
 
 
 def supernet_estimate(space: SearchSpace, batch: int, input_size: int) -> tuple[int, int]:
@@ -177,7 +160,7 @@ def supernet_estimate(space: SearchSpace, batch: int, input_size: int) -> tuple[
         side = max(1, input_size // 2**e.src.scale)
         act += per_unit[ratio] * batch * c_out * side**dims
     full = batch * (space.in_channels + space.num_classes) * input_size**dims
-    return params, int(min(act, 2.0**100)) + full * _FLOAT
+    return params, int(min(act, 2.0**100)) + full * FLOAT32
 
 
 def _search_cell(space: SearchSpace, kind: str, c_in: int, c_out: int) -> nn.Module:
@@ -224,5 +207,4 @@ def check_supernet(space: SearchSpace, batch: int, input_size: int, *, device: A
         f"search: the supernet of {space.layers} layers x {space.scales} scales at "
         f"{space.channels} channels, batch {batch} of {input_size}x{input_size}"
     )
-    free, where = _available(device)
-    return check_fits(_bytes(params, act, True), what + where, free)
+    return check_fits(network_bytes(params, act, training=True), what, device=_device(device))
