@@ -33,13 +33,15 @@ from msnas_graph.kinds import carries_cell
 from msnas_graph.limits import FLOAT32, check_fits, checks_enabled, network_bytes
 from msnas_graph.spec import SearchSpace
 
-from .cost import saved_bytes
+from .models import create_model
+from .nn.cells import SearchCell
 
 __all__ = [
     "check_model",
     "check_supernet",
     "meta_estimate",
     "model_estimate",
+    "saved_bytes",
     "supernet_estimate",
 ]
 
@@ -84,6 +86,40 @@ def _to_meta(a: Any) -> Any:
     return a
 
 
+def _storage_key(t: torch.Tensor) -> tuple[int, int] | None:
+    try:
+        storage = t.untyped_storage()
+        return storage.data_ptr(), storage.nbytes()
+    except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. subclasses)
+        return None
+
+
+def saved_bytes(run: Callable[[], Any], exclude: Sequence[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct storages (deduplicated by data pointer) that autograd saves for
+    the backward pass while ``run()`` runs with gradients enabled, those of ``exclude``
+    (parameters, buffers) left out.
+
+    >>> x = torch.randn(4, 8, requires_grad=True)
+    >>> saved_bytes(lambda: torch.relu(x).sum())  # the ReLU saves its output
+    128
+    """
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(t)
+        if key is not None and key[0] != 0 and key[0] not in excluded:
+            seen[key[0]] = max(seen.get(key[0], 0), key[1])
+        return t.detach()
+
+    def unpack(t: torch.Tensor) -> torch.Tensor:
+        return t.detach()
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        run()
+    return sum(seen.values())
+
+
 def _device(device: Any) -> tuple[str, int] | None:
     """The name and free bytes of the CUDA device ``device`` names (``None`` for the host)."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -95,8 +131,6 @@ def _device(device: Any) -> tuple[str, int] | None:
 def model_estimate(spec: Mapping[str, Any], input_shape: Sequence[int] | None) -> tuple[int, int]:
     """``(parameters, activation bytes)`` of the model a description (``model.json``) builds,
     on an input of ``input_shape`` (``None``: parameters only)."""
-    from msnas_graph.backends.torch.models import create_model
-
     if input_shape is None:
         with torch.device("meta"):
             module = create_model(spec)
@@ -164,8 +198,6 @@ def supernet_estimate(space: SearchSpace, batch: int, input_size: int) -> tuple[
 
 
 def _search_cell(space: SearchSpace, kind: str, c_in: int, c_out: int) -> nn.Module:
-    from msnas_graph.backends.torch.nn.cells import SearchCell
-
     return SearchCell(
         kind, c_in, c_out, space.ops, space.blocks, space.partial_k, space.spatial_dims,
         {"affine": False},

@@ -239,3 +239,17 @@ def test_torch_estimates_follow_the_one_rule_set(
     monkeypatch.setattr(rules, "FLOAT32", 8)
     with pytest.raises(ResourceError, match=r"caching 4 cases at 32x32"):
         SegmentationTorchDataset(dataset, range(4), 32)
+
+
+def test_loading_a_run_checks_its_weights_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_model`` (evaluate, predict, compare) checks the weights before it builds the
+    model (the model layer builds; the layers above it check)."""
+    run = _run(tmp_path)
+    params, _ = limits.model_estimate(SPEC, None)
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", str(params * 4 - 1))
+    with pytest.raises(ResourceError, match=r"model\.json: the model's weights needs about"):
+        inference.load_model(run, "cpu")
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", str(params * 4))
+    assert inference.load_model(run, "cpu")[1]["kind"] == "unet"
