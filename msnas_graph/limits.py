@@ -1,29 +1,16 @@
-"""Memory limits: the one estimator's rules, and the check that refuses, before allocating,
-work that cannot fit the memory available.
+"""Memory limits: the rules of every memory estimate in msnas-graph, and the check that
+refuses, before allocating, work that cannot fit the memory available.
 
-Every estimate in msnas-graph is made from these rules, without allocating:
-
-=====================================  ==================================================
-what                                   bytes
-=====================================  ==================================================
-an image element, a weight             :data:`FLOAT32` (4: ``float32``)
-a mask element                         :data:`LABEL` (8: ``int64``)
-a decoded case (:func:`case_bytes`)    its pixels x (4 x channels + 8 for a mask), plus
-                                       :data:`CASE_OBJECTS` where cases are kept as objects
-one image or slice of a file dataset   :data:`ITEM_OBJECTS` of bookkeeping
-preparing an image for a network       4 x channels + :data:`NORMALISE` a pixel
-(:func:`prepared_bytes`)               (a ``float64`` channel and ``np.percentile``'s copy)
-a network (:func:`network_bytes`)      its weights (x :data:`TRAINING_COPIES` when
-                                       training: gradients and two optimiser slots) plus
-                                       its activations, which a backend counts
-=====================================  ==================================================
-
-:func:`check_fits` compares an estimate with the memory available now (:func:`available_memory`):
+The rules, each stated once here: the bytes of an element (:data:`FLOAT32`, :data:`LABEL`),
+of a decoded case (:func:`case_bytes`, :data:`CASE_OBJECTS`), of a file dataset's bookkeeping
+(:data:`ITEM_OBJECTS`), of preparing an image for a network (:data:`NORMALISE`), of a
+network (:func:`network_bytes`: weights, x :data:`TRAINING_COPIES` when training, plus the
+activations a backend counts), and what counts as available (:func:`available_memory`):
 ``MemAvailable`` from ``/proc/meminfo`` (``psutil`` where installed; on systems with neither
 the check is skipped), or less where a resource limit of this process (``ulimit -v``/``-d``)
-leaves less, or where the work runs on an accelerator with less free memory. Too much ends in
-one :class:`~msnas_graph.errors.ResourceError` line that names the request, both figures and
-the override:
+or the free memory of the accelerator the work runs on leaves less. :func:`check_fits` ends
+too much in one :class:`~msnas_graph.errors.ResourceError` line that names the request, both
+figures and the override:
 
 * ``MSNAS_NO_MEMORY_CHECK=1`` (or ``true``/``yes``/``on``; the CLI's global
   ``--no-memory-check``) turns the check off, ``0``/``false``/``no``/``off`` leaves it on, and
@@ -70,7 +57,6 @@ __all__ = [
     "checks_enabled",
     "format_bytes",
     "network_bytes",
-    "prepared_bytes",
 ]
 
 NO_CHECK_ENV = "MSNAS_NO_MEMORY_CHECK"
@@ -85,7 +71,11 @@ FLOAT32 = 4  #: bytes of an image element or a weight (``float32``)
 LABEL = 8  #: bytes of a mask element (``int64``)
 CASE_OBJECTS = 2048  #: a decoded case's Python objects (meta dict, source) where kept
 ITEM_OBJECTS = 1024  #: bookkeeping of one image or slice of a file dataset (ids, keys, names)
-NORMALISE = 16  #: a pixel's ``float64`` copy of one channel and ``np.percentile``'s copy of it
+#: Preparing an image for a network (:func:`~msnas_graph.data.transforms.normalize_intensity`)
+#: holds, besides its normalised channels, a ``float64`` copy of one channel and
+#: ``np.percentile``'s copy of it: 16 bytes a pixel (measured: 24 bytes a pixel in all for a
+#: grey 6000x6000 TIFF through ``predict``).
+NORMALISE = 16
 TRAINING_COPIES = 4  #: weights, gradients, two optimiser slots (momentum / Adam moments)
 
 
@@ -97,18 +87,6 @@ def case_bytes(pixels: int, channels: int, *, mask: bool = True) -> int:
     (12288, 12288)
     """
     return pixels * (FLOAT32 * channels + (LABEL if mask else 0))
-
-
-def prepared_bytes(pixels: int, channels: int) -> int:
-    """Bytes of preparing one image of ``pixels`` pixels for a network
-    (:func:`~msnas_graph.data.transforms.normalize_intensity`): its normalised ``float32``
-    channels, and the ``float64`` copy of one channel with the copy ``np.percentile`` makes of
-    it (measured: 24 bytes a pixel for a grey 6000x6000 TIFF through ``predict``).
-
-    >>> prepared_bytes(32 * 32, 1)
-    20480
-    """
-    return pixels * (FLOAT32 * channels + NORMALISE)
 
 
 def network_bytes(params: int, activation_bytes: int, *, training: bool) -> int:

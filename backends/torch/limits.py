@@ -1,14 +1,8 @@
-"""What PyTorch tells the memory estimator: a model's parameters and activations, counted
-before it is built, and a CUDA device's free memory.
-
-The rules (bytes a weight, training copies, what counts as available) are
-:mod:`msnas_graph.limits`'s; this module counts their inputs without allocating: a model is
-built on PyTorch's ``meta`` device (shapes, no data), its parameters counted, and one forward
-pass on a ``meta`` input sums the bytes of every leaf module's output (the activations a
-training step keeps for backward). A search supernet can have tens of thousands of cells, so
-it is estimated cell by cell: one ``meta`` cell per distinct (kind, widths, input side), times
-the number of edges that share it. Too much ends in one
-:class:`~msnas_graph.errors.ResourceError` line naming the override ``--no-memory-check``.
+"""What PyTorch tells the memory estimator (:mod:`msnas_graph.limits`, which holds the rules):
+a model's parameters and activations, counted without allocating on the ``meta`` device (one
+forward pass sums the bytes of every leaf module's output, the activations a training step
+keeps), a search supernet's cell by cell (one cell per distinct kind and widths, times the
+edges that share it), and a CUDA device's free memory.
 
 >>> spec = {"format": "msnas-graph/model", "kind": "unet", "in_channels": 1, "num_classes": 2,
 ...         "unet": {"base_channels": 4, "depth": 3}}
@@ -21,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -48,9 +43,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def meta_estimate(build: Callable[[], nn.Module], *inputs: Any) -> tuple[int, int]:
-    """``(parameters, activation bytes)`` of the module ``build()`` makes, run on ``inputs``
-    (shapes given as tuples become ``meta`` tensors), without allocating memory.
+def meta_estimate(build: Callable[[], nn.Module], *shapes: Sequence[int]) -> tuple[int, int]:
+    """``(parameters, activation bytes)`` of the module ``build()`` makes, run on ``meta``
+    inputs of ``shapes`` (none: parameters only), without allocating memory.
 
     >>> meta_estimate(lambda: nn.Conv2d(1, 4, 3, padding=1), (2, 1, 8, 8))
     (40, 2048)
@@ -59,6 +54,8 @@ def meta_estimate(build: Callable[[], nn.Module], *inputs: Any) -> tuple[int, in
         module = build()
     params = sum(p.numel() for p in module.parameters())
     total = 0
+    if not shapes:
+        return params, 0
 
     def hook(_m: nn.Module, _i: Any, out: Any) -> None:
         nonlocal total
@@ -68,7 +65,7 @@ def meta_estimate(build: Callable[[], nn.Module], *inputs: Any) -> tuple[int, in
 
     leaves = [m for m in module.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    args = [torch.empty(a, device="meta") if isinstance(a, tuple) else _to_meta(a) for a in inputs]
+    args = [torch.empty(tuple(shape), device="meta") for shape in shapes]
     try:
         with torch.no_grad():
             module(*args)
@@ -76,14 +73,6 @@ def meta_estimate(build: Callable[[], nn.Module], *inputs: Any) -> tuple[int, in
         for h in handles:
             h.remove()
     return params, total
-
-
-def _to_meta(a: Any) -> Any:
-    if isinstance(a, torch.Tensor):
-        return torch.empty_like(a, device="meta")
-    if isinstance(a, list):
-        return [_to_meta(x) for x in a]
-    return a
 
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int] | None:
@@ -131,11 +120,7 @@ def _device(device: Any) -> tuple[str, int] | None:
 def model_estimate(spec: Mapping[str, Any], input_shape: Sequence[int] | None) -> tuple[int, int]:
     """``(parameters, activation bytes)`` of the model a description (``model.json``) builds,
     on an input of ``input_shape`` (``None``: parameters only)."""
-    if input_shape is None:
-        with torch.device("meta"):
-            module = create_model(spec)
-        return sum(p.numel() for p in module.parameters()), 0
-    return meta_estimate(lambda: create_model(spec), tuple(input_shape))
+    return meta_estimate(lambda: create_model(spec), *([input_shape] if input_shape else []))
 
 
 def check_model(
@@ -184,9 +169,7 @@ def supernet_estimate(space: SearchSpace, batch: int, input_size: int) -> tuple[
         c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
         key = (e.kind, c_in, c_out)
         if key not in n_params:
-            with torch.device("meta"):
-                cell = _search_cell(space, e.kind, c_in, c_out)
-            n_params[key] = sum(p.numel() for p in cell.parameters())
+            n_params[key] = meta_estimate(functools.partial(_search_cell, space, *key))[0]
         ratio = (e.kind, c_in / c_out)
         if ratio not in per_unit:
             per_unit[ratio] = _cell_bytes_per_unit(space, e.kind, c_in / c_out)

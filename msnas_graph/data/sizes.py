@@ -15,7 +15,7 @@ What a dataset holds, by the rules of :mod:`msnas_graph.limits`:
 * one unit being read: the largest volume (all its slices, as evaluation and prediction hold
   them) or 2D image, decoded (:func:`~msnas_graph.limits.case_bytes`);
 * the work of preparing one image or slice for a network
-  (:func:`~msnas_graph.limits.prepared_bytes`); this, not the decoded image, is the peak for
+  (:data:`~msnas_graph.limits.NORMALISE`); this, not the decoded image, is the peak for
   one large 2D image;
 * with ``cache=True``, every case decoded, summed over the dataset, with its objects.
 
@@ -46,15 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from msnas_graph import limits
 from msnas_graph.data.readers import VolumeCache, file_format, read_header
-from msnas_graph.limits import (
-    CASE_OBJECTS,
-    ITEM_OBJECTS,
-    case_bytes,
-    check_fits,
-    checks_enabled,
-    prepared_bytes,
-)
 
 __all__ = ["FileSize", "check_dataset_memory", "dataset_bytes", "file_size"]
 
@@ -118,8 +111,9 @@ def _scan(
         sizes = [file_size(f) for f in _files(image_spec)]
         channels = in_channels or sum(s.channels for s in sizes)
         first = sizes[0]
-        decoded.append(case_bytes(first.pixels, channels, mask=mask is not None))
-        work.append(prepared_bytes(first.shape[0] * first.shape[1], channels))
+        decoded.append(limits.case_bytes(first.pixels, channels, mask=mask is not None))
+        pixels = first.shape[0] * first.shape[1]  # of one image or slice, prepared
+        work.append(limits.case_bytes(pixels, channels, mask=False) + pixels * limits.NORMALISE)
         stored += [s.stored_bytes for s in sizes if s.stored_bytes]
         if mask is not None and file_format(mask) == "nifti":
             stored.append(file_size(mask).stored_bytes)
@@ -143,9 +137,9 @@ def _estimate(
     decoded, work, stored, images, largest = _scan(pairs, in_channels)
     volumes = heapq.nlargest(VolumeCache().max_volumes, stored)
     unit = max((d + w for d, w in zip(decoded, work, strict=True)), default=0)
-    total = images * ITEM_OBJECTS + sum(volumes) + unit
+    total = images * limits.ITEM_OBJECTS + sum(volumes) + unit
     if cache:
-        total += sum(decoded) + images * CASE_OBJECTS
+        total += sum(decoded) + images * limits.CASE_OBJECTS
     return total, images, largest
 
 
@@ -159,7 +153,7 @@ def check_dataset_memory(
     """The estimated bytes of loading ``pairs`` (:func:`dataset_bytes`); a one-line
     :class:`~msnas_graph.errors.ResourceError` naming ``--no-memory-check`` if they do not fit
     the memory available. Skipped (0) when memory checks are off."""
-    if not checks_enabled():
+    if not limits.checks_enabled():
         return 0
     total, images, (h, w) = _estimate(pairs, in_channels, cache)
     cases = len(pairs)
@@ -167,4 +161,4 @@ def check_dataset_memory(
         f"data {name} ({cases} case{'s' * (cases != 1)}, {images} image{'s' * (images != 1)} "
         f"of up to {h}x{w}{', all kept in memory (cache=True)' if cache else ''})"
     )
-    return check_fits(total, what)
+    return limits.check_fits(total, what)
