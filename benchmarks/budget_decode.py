@@ -33,7 +33,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from _common import interleaved, markdown_table, median, paired_ratio, write_results
 
-from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters, edge_cost_model
+from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
+from msnas_graph.backends.torch.cost_model import edge_cost_model
 from msnas_graph.backends.torch.nn.network import build_network
 from msnas_graph.budget import Budget, Cost, budgeted_decode, format_count, network_cost
 from msnas_graph.decode import decode, decode_cells

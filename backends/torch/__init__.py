@@ -168,8 +168,8 @@ class TorchBackend:
         latency: bool = False,
         device: str | None = None,
     ) -> CostModel:
-        """:func:`~msnas_graph.backends.torch.cost.edge_cost_model` (measured per edge)."""
-        from msnas_graph.backends.torch.cost import edge_cost_model
+        """:func:`~msnas_graph.backends.torch.cost_model.edge_cost_model` (measured per edge)."""
+        from msnas_graph.backends.torch.cost_model import edge_cost_model
         from msnas_graph.backends.torch.training.runtime import resolve_device
 
         dev = resolve_device(device or "cpu") if latency else "cpu"

@@ -33,7 +33,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from msnas_graph.errors import BackendError
 
-from .cost_model import edge_cost_model
+from .limits import check_model, saved_bytes
+from .models import resolve_source
+from .runtimes import InferenceRuntime, check_runtime
+from .training.runtime import resolve_device
 
 __all__ = [
     "CostReport",
@@ -43,7 +46,6 @@ __all__ = [
     "count_macs_flops",
     "count_parameters",
     "cuda_peak_memory",
-    "edge_cost_model",
     "latency_runner",
     "measure_latency",
     "model_cost",
@@ -129,14 +131,6 @@ def count_macs_flops(module: nn.Module, input_shape: Sequence[int]) -> tuple[int
     return flops // 2, flops
 
 
-def _storage_key(t: torch.Tensor) -> tuple[int, int] | None:
-    try:
-        storage = t.untyped_storage()
-        return storage.data_ptr(), storage.nbytes()
-    except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. subclasses)
-        return None
-
-
 def _default_loss(output: Any) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output.float().mean()
@@ -188,32 +182,6 @@ def activation_memory(
         raise BackendError(
             f"activation_memory: forward pass on an input of shape {shape} failed: {exc}"
         ) from exc
-
-
-def saved_bytes(run: Callable[[], Any], exclude: Sequence[torch.Tensor] = ()) -> int:
-    """Bytes of the distinct storages (deduplicated by data pointer) that autograd saves for
-    the backward pass while ``run()`` runs with gradients enabled, those of ``exclude``
-    (parameters, buffers) left out.
-
-    >>> x = torch.randn(4, 8, requires_grad=True)
-    >>> saved_bytes(lambda: torch.relu(x).sum())  # the ReLU saves its output
-    128
-    """
-    excluded = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        key = _storage_key(t)
-        if key is not None and key[0] != 0 and key[0] not in excluded:
-            seen[key[0]] = max(seen.get(key[0], 0), key[1])
-        return t.detach()
-
-    def unpack(t: torch.Tensor) -> torch.Tensor:
-        return t.detach()
-
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        run()
-    return sum(seen.values())
 
 
 def cuda_peak_memory(
@@ -321,12 +289,7 @@ def model_cost(
     >>> sorted(report)[:4], report["macs"] * 2 == report["flops"]
     (['activation_bytes', 'flops', 'input_shape', 'macs'], True)
     """
-    from msnas_graph.backends.torch.limits import check_model
-    from msnas_graph.backends.torch.models import resolve_source
-
     if latency:
-        from msnas_graph.backends.torch.runtimes import check_runtime
-
         check_runtime(runtime)
     unet = {"unet_base_channels": unet_base_channels, "unet_depth": unet_depth}
     resolved = resolve_source(source, **{k: v for k, v in unet.items() if v is not None})
@@ -346,8 +309,6 @@ def model_cost(
     if activation:
         out["activation_bytes"] = activation_memory(model, shape)
     if latency:  # measured at batch 1 and 8 by the runtime (see measure_latency)
-        from msnas_graph.backends.torch.training.runtime import resolve_device
-
         dev = resolve_device(device) if isinstance(device, str) else device
         reports = measure_latency(model, shape, device=dev, runtime=runtime)
         out["latency"] = [r.to_dict() for r in reports]
@@ -473,8 +434,6 @@ def latency_runner(
     """The copy of ``model`` that :func:`measure_latency` times (and ``compare``, through
     :func:`timed_passes`): the inference ``runtime`` on ``dev``; it is built on its first call,
     so call it once before timing."""
-    from msnas_graph.backends.torch.runtimes import InferenceRuntime, check_runtime
-
     if fuse or check_runtime(runtime) != "eager":
         work = copy.deepcopy(model).to(dev).eval()
         return InferenceRuntime(work, runtime, dev, channels_last=channels_last)

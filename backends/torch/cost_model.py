@@ -18,8 +18,11 @@ from msnas_graph.errors import BackendError
 from msnas_graph.graph import NodeId, Supergraph
 from msnas_graph.kinds import carries_cell
 
+from .cost import count_macs_flops, count_parameters, timed_passes
+from .fuse import fuse_for_inference
 from .nn.blocks import ConcatFusion, Head, Stem
 from .nn.cells import DiscreteCell
+from .runtimes import channels_last_model
 
 if TYPE_CHECKING:
     from msnas_graph.genotype import CellGenotype
@@ -130,8 +133,6 @@ class PartMeasure:
         self.size, self.dims, self.device, self.repeats = input_size, dims, device, repeats
 
     def __call__(self, module: nn.Module, channels: int, scale: int) -> Cost:
-        from .cost import count_macs_flops, count_parameters
-
         shape = (1, channels, *[self.size // 2**scale] * self.dims)
         cost = Cost(count_parameters(module), count_macs_flops(module, shape)[0])
         if self.device is None:
@@ -159,10 +160,6 @@ def fastest_ns(
     at the part's borders; synchronised on CUDA) on a random input of ``shape``, in whole
     nanoseconds (at least 1). The minimum, not the median: other processes only ever add time,
     so on a shared machine the fastest pass is the steadiest estimate of the work itself."""
-    from .cost import timed_passes  # cost.py imports this module
-    from .fuse import fuse_for_inference
-    from .runtimes import channels_last_model
-
     # the eager runtime's model and layout (channels-last for 2D inputs on the CPU), with the
     # part's input already in it and its output left in it, as between the parts of a network
     last = device.type == "cpu" and len(shape) == 4

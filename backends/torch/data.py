@@ -39,7 +39,7 @@ from msnas_graph.data import (
     train_val_test_split,
 )
 from msnas_graph.errors import DataError
-from msnas_graph.limits import check_fits
+from msnas_graph.limits import case_bytes, check_fits
 
 __all__ = [
     "EpochSampler",
@@ -78,9 +78,9 @@ class SegmentationTorchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.seed = int(seed)
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if cache:  # every case is kept preprocessed: float32 image + int64 mask per pixel
+        if cache:  # every case is kept preprocessed
             n = len(self.indices)
-            per_case = self.size**2 * (4 * dataset.in_channels + 8)
+            per_case = case_bytes(self.size**2, dataset.in_channels)
             check_fits(n * per_case, f"caching {n} cases at {self.size}x{self.size} for training")
 
     def __len__(self) -> int:

@@ -44,6 +44,10 @@ from torch import nn
 from msnas_graph._util import atomic_write, unknown_name
 from msnas_graph.errors import BackendError
 
+from .fuse import fuse_for_inference
+from .limits import check_model
+from .models import check_finite_weights, note_source, resolve_source
+
 __all__ = ["EXPORTERS", "ExportReport", "export_model", "export_onnx"]
 
 logger = logging.getLogger(__name__)
@@ -345,11 +349,6 @@ def export_model(
     """Export a model source (:func:`~msnas_graph.backends.torch.models.resolve_source`) to
     ONNX with dynamic batch and spatial axes, on an example input of side ``input_size`` with
     the model's own channels and spatial dimensions, verified with onnxruntime."""
-    from msnas_graph.backends.torch.fuse import fuse_for_inference
-    from msnas_graph.backends.torch.inference import check_finite_weights, note_source
-    from msnas_graph.backends.torch.limits import check_model
-    from msnas_graph.backends.torch.models import resolve_source
-
     resolved = resolve_source(source)
     note_source(resolved)
     resolved.check_size(input_size)

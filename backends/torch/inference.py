@@ -20,10 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from msnas_graph._util import atomic_write, inside, note_input, unknown_name
+from msnas_graph._util import atomic_write, inside, unknown_name
 from msnas_graph.backends.torch.data import load_cases, split_cases
 from msnas_graph.backends.torch.limits import check_model
-from msnas_graph.backends.torch.models import ModelSource, locate_run, resolve_source
+from msnas_graph.backends.torch.models import (
+    ModelSource,
+    check_finite_weights,
+    locate_run,
+    note_source,
+    resolve_source,
+)
 from msnas_graph.backends.torch.runtimes import InferenceRuntime, check_runtime
 from msnas_graph.backends.torch.training.config import TrainConfig
 from msnas_graph.backends.torch.training.runtime import resolve_device
@@ -43,6 +49,7 @@ from msnas_graph.data.volumes import (
     write_label_volume,
 )
 from msnas_graph.errors import DataError, MsnasError, RunError
+from msnas_graph.metrics import evaluate_case, summarize, summarize_folds, write_case_csv
 
 __all__ = [
     "SPLITS",
@@ -70,24 +77,13 @@ def load_model(
     source = resolve_source(run_dir)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     note_source(source)
+    check_model(source.spec, None, f"{source.where}: the model's weights", device=dev)
     model = source.build(dev)
     check_finite_weights(model, source.weights)
     info = dict(source.spec)
     info["weights"] = str(source.weights)
     info["run_dir"] = str(source.run_dir)
     return model, info
-
-
-def note_source(source: Any) -> None:
-    """Record a resolved model source's files as inputs of the running command
-    (:func:`~msnas_graph._util.safe_output` then refuses to write over them)."""
-    for f in (
-        source.weights,
-        source.run_dir / "model.json" if source.run_dir is not None else None,
-        source.run_dir / "config.json" if source.run_dir is not None else None,
-    ):
-        if f is not None:
-            note_input(f)
 
 
 def check_inference_memory(
@@ -120,17 +116,6 @@ def check_inference_memory(
         training=False,
         device=device,
     )
-
-
-def check_finite_weights(model: nn.Module, weights: Any) -> None:
-    """One-line :class:`RunError` if any parameter or buffer of ``model`` is NaN or infinite
-    (a run that diverged); its results would be meaningless."""
-    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise RunError(
-                f"{weights}: weight {name} holds NaN or infinite values (the run diverged?); "
-                f"use another checkpoint or re-train with a lower learning rate"
-            )
 
 
 def _predict_cases(
@@ -225,8 +210,6 @@ def evaluate(
     (``predict``'s default is ``"auto"``): metrics then do not depend on which optional
     packages are installed; every runtime gives the same logits up to float rounding.
     """
-    from msnas_graph.metrics import evaluate_case, summarize, write_case_csv
-
     if split not in SPLITS:
         raise RunError(unknown_name("split", split, SPLITS))
     check_runtime(runtime)
@@ -315,8 +298,6 @@ def evaluate_folds(
     the combination is only returned). ``options`` (``split``, ``folds``, ``test_fold``,
     ``device``, ``batch_size``, ``runtime``) go to :func:`evaluate`.
     """
-    from msnas_graph.metrics import summarize_folds
-
     if not run_dirs:
         raise RunError("evaluate_folds: give at least one training run folder")
     seen: dict[Path, str | Path] = {}

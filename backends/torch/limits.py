@@ -1,16 +1,8 @@
-"""Memory estimates of models before they are built, and the check that refuses what won't fit.
-
-Estimates allocate nothing: a model is built on PyTorch's ``meta`` device (shapes, no data),
-its parameters counted (4 bytes each), and one forward pass on a ``meta`` input sums the bytes
-of every leaf module's output (the activations a training step keeps for backward). A search
-supernet can have tens of thousands of cells, so it is estimated cell by cell: one ``meta``
-cell per distinct (kind, widths, input side), times the number of edges that share it.
-
-Training counts weights, gradients and two optimiser slots (4 x the parameter bytes) plus the
-activations at the run's batch size; inference counts weights plus activations. The figure is
-compared with the memory available (:func:`msnas_graph.limits.check_fits`; on a CUDA device
-also with the device's free memory); too much ends in one
-:class:`~msnas_graph.errors.ResourceError` line naming the override ``--no-memory-check``.
+"""What PyTorch tells the memory estimator (:mod:`msnas_graph.limits`, which holds the rules):
+a model's parameters and activations, counted without allocating on the ``meta`` device (one
+forward pass sums the bytes of every leaf module's output, the activations a training step
+keeps), a search supernet's cell by cell (one cell per distinct kind and widths, times the
+edges that share it), and a CUDA device's free memory.
 
 >>> spec = {"format": "msnas-graph/model", "kind": "unet", "in_channels": 1, "num_classes": 2,
 ...         "unet": {"base_channels": 4, "depth": 3}}
@@ -23,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -32,30 +25,27 @@ from torch import nn
 
 from msnas_graph.graph import Supergraph
 from msnas_graph.kinds import carries_cell
-from msnas_graph.limits import available_memory, check_fits, checks_enabled, format_bytes
+from msnas_graph.limits import FLOAT32, check_fits, checks_enabled, network_bytes
 from msnas_graph.spec import SearchSpace
 
-from .cost import saved_bytes
+from .models import create_model
+from .nn.cells import SearchCell
 
 __all__ = [
-    "check_fits",
     "check_model",
     "check_supernet",
-    "format_bytes",
     "meta_estimate",
     "model_estimate",
+    "saved_bytes",
     "supernet_estimate",
 ]
 
 logger = logging.getLogger(__name__)
 
-_FLOAT = 4  # bytes per float32 element
-_TRAINING_COPIES = 4  # weights, gradients, two optimiser slots (momentum / Adam moments)
 
-
-def meta_estimate(build: Callable[[], nn.Module], *inputs: Any) -> tuple[int, int]:
-    """``(parameters, activation bytes)`` of the module ``build()`` makes, run on ``inputs``
-    (shapes given as tuples become ``meta`` tensors), without allocating memory.
+def meta_estimate(build: Callable[[], nn.Module], *shapes: Sequence[int]) -> tuple[int, int]:
+    """``(parameters, activation bytes)`` of the module ``build()`` makes, run on ``meta``
+    inputs of ``shapes`` (none: parameters only), without allocating memory.
 
     >>> meta_estimate(lambda: nn.Conv2d(1, 4, 3, padding=1), (2, 1, 8, 8))
     (40, 2048)
@@ -64,6 +54,8 @@ def meta_estimate(build: Callable[[], nn.Module], *inputs: Any) -> tuple[int, in
         module = build()
     params = sum(p.numel() for p in module.parameters())
     total = 0
+    if not shapes:
+        return params, 0
 
     def hook(_m: nn.Module, _i: Any, out: Any) -> None:
         nonlocal total
@@ -73,7 +65,7 @@ def meta_estimate(build: Callable[[], nn.Module], *inputs: Any) -> tuple[int, in
 
     leaves = [m for m in module.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    args = [torch.empty(a, device="meta") if isinstance(a, tuple) else _to_meta(a) for a in inputs]
+    args = [torch.empty(tuple(shape), device="meta") for shape in shapes]
     try:
         with torch.no_grad():
             module(*args)
@@ -83,42 +75,52 @@ def meta_estimate(build: Callable[[], nn.Module], *inputs: Any) -> tuple[int, in
     return params, total
 
 
-def _to_meta(a: Any) -> Any:
-    if isinstance(a, torch.Tensor):
-        return torch.empty_like(a, device="meta")
-    if isinstance(a, list):
-        return [_to_meta(x) for x in a]
-    return a
+def _storage_key(t: torch.Tensor) -> tuple[int, int] | None:
+    try:
+        storage = t.untyped_storage()
+        return storage.data_ptr(), storage.nbytes()
+    except (RuntimeError, NotImplementedError):  # tensors without storage (e.g. subclasses)
+        return None
 
 
-def _bytes(params: int, activations: int, training: bool) -> int:
-    return params * _FLOAT * (_TRAINING_COPIES if training else 1) + activations
+def saved_bytes(run: Callable[[], Any], exclude: Sequence[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct storages (deduplicated by data pointer) that autograd saves for
+    the backward pass while ``run()`` runs with gradients enabled, those of ``exclude``
+    (parameters, buffers) left out.
+
+    >>> x = torch.randn(4, 8, requires_grad=True)
+    >>> saved_bytes(lambda: torch.relu(x).sum())  # the ReLU saves its output
+    128
+    """
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = _storage_key(t)
+        if key is not None and key[0] != 0 and key[0] not in excluded:
+            seen[key[0]] = max(seen.get(key[0], 0), key[1])
+        return t.detach()
+
+    def unpack(t: torch.Tensor) -> torch.Tensor:
+        return t.detach()
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        run()
+    return sum(seen.values())
 
 
-def _available(device: Any) -> tuple[int | None, str]:
-    """Bytes available for work on ``device`` and where they are (``""`` for the host): on a
-    CUDA device the smaller of its free memory and the host's (checkpoints and data pass
-    through the host)."""
+def _device(device: Any) -> tuple[str, int] | None:
+    """The name and free bytes of the CUDA device ``device`` names (``None`` for the host)."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    host = available_memory()
     if dev.type == "cuda" and torch.cuda.is_available():
-        free, _total = torch.cuda.mem_get_info(dev)
-        if host is None or int(free) <= host:
-            return int(free), f" on {dev}"
-        return host, ""
-    return host, ""
+        return str(dev), int(torch.cuda.mem_get_info(dev)[0])
+    return None
 
 
 def model_estimate(spec: Mapping[str, Any], input_shape: Sequence[int] | None) -> tuple[int, int]:
     """``(parameters, activation bytes)`` of the model a description (``model.json``) builds,
     on an input of ``input_shape`` (``None``: parameters only)."""
-    from msnas_graph.backends.torch.models import create_model
-
-    if input_shape is None:
-        with torch.device("meta"):
-            module = create_model(spec)
-        return sum(p.numel() for p in module.parameters()), 0
-    return meta_estimate(lambda: create_model(spec), tuple(input_shape))
+    return meta_estimate(lambda: create_model(spec), *([input_shape] if input_shape else []))
 
 
 def check_model(
@@ -139,8 +141,8 @@ def check_model(
     except Exception as exc:  # malformed descriptions fail in the real build, with context
         logger.debug("memory estimate skipped: %r", exc)
         return 0
-    free, where = _available(device)
-    return check_fits(_bytes(params, act, training), what + where, free)
+    need = network_bytes(params, act, training=training)
+    return check_fits(need, what, device=_device(device))
 
 
 def supernet_estimate(space: SearchSpace, batch: int, input_size: int) -> tuple[int, int]:
@@ -167,9 +169,7 @@ def supernet_estimate(space: SearchSpace, batch: int, input_size: int) -> tuple[
         c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
         key = (e.kind, c_in, c_out)
         if key not in n_params:
-            with torch.device("meta"):
-                cell = _search_cell(space, e.kind, c_in, c_out)
-            n_params[key] = sum(p.numel() for p in cell.parameters())
+            n_params[key] = meta_estimate(functools.partial(_search_cell, space, *key))[0]
         ratio = (e.kind, c_in / c_out)
         if ratio not in per_unit:
             per_unit[ratio] = _cell_bytes_per_unit(space, e.kind, c_in / c_out)
@@ -177,12 +177,10 @@ def supernet_estimate(space: SearchSpace, batch: int, input_size: int) -> tuple[
         side = max(1, input_size // 2**e.src.scale)
         act += per_unit[ratio] * batch * c_out * side**dims
     full = batch * (space.in_channels + space.num_classes) * input_size**dims
-    return params, int(min(act, 2.0**100)) + full * _FLOAT
+    return params, int(min(act, 2.0**100)) + full * FLOAT32
 
 
 def _search_cell(space: SearchSpace, kind: str, c_in: int, c_out: int) -> nn.Module:
-    from msnas_graph.backends.torch.nn.cells import SearchCell
-
     return SearchCell(
         kind, c_in, c_out, space.ops, space.blocks, space.partial_k, space.spatial_dims,
         {"affine": False},
@@ -224,5 +222,4 @@ def check_supernet(space: SearchSpace, batch: int, input_size: int, *, device: A
         f"search: the supernet of {space.layers} layers x {space.scales} scales at "
         f"{space.channels} channels, batch {batch} of {input_size}x{input_size}"
     )
-    free, where = _available(device)
-    return check_fits(_bytes(params, act, True), what + where, free)
+    return check_fits(network_bytes(params, act, training=True), what, device=_device(device))

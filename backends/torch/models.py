@@ -41,21 +41,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from msnas_graph._util import input_kind, read_text, regular_input, unknown_name
+from msnas_graph._util import input_kind, note_input, read_text, regular_input, unknown_name
 from msnas_graph.architecture import FORMAT as ARCH_FORMAT
 from msnas_graph.architecture import Architecture
+from msnas_graph.backends.torch.nn.network import build_network
+from msnas_graph.backends.torch.nn.supernet import Supernet
+from msnas_graph.backends.torch.nn.transfer import transfer_weights
+from msnas_graph.backends.torch.nn.unet import UNet
+from msnas_graph.backends.torch.training.run_dir import load_checkpoint
+from msnas_graph.documents import parse_json
 from msnas_graph.errors import DataError, MsnasError, RunError
 from msnas_graph.spec import SCHEMA_VERSION
+from msnas_graph.state import SearchState
 
 __all__ = [
     "MODELS",
     "MODEL_FORMAT",
     "ModelEntry",
     "ModelSource",
+    "check_finite_weights",
     "create_model",
     "init_from_search",
     "locate_run",
     "model_spec",
+    "note_source",
     "register_model",
     "resolve_source",
 ]
@@ -77,15 +86,11 @@ class ModelEntry:
 
 
 def _build_msnas(spec: Mapping[str, Any]) -> nn.Module:
-    from msnas_graph.backends.torch.nn.network import build_network
-
     arch = Architecture.from_dict(spec["architecture"], "model.json: architecture")
     return build_network(arch, fusion=spec.get("fusion"))
 
 
 def _build_unet(spec: Mapping[str, Any]) -> nn.Module:
-    from msnas_graph.backends.torch.nn.unet import UNet
-
     unet = spec["unet"]
     return UNet(
         spec["in_channels"],
@@ -197,11 +202,10 @@ class ModelSource:
         return info | {"in_channels": self.spec["in_channels"]}
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
-        """The model on ``device``; a trained run's weights loaded and in eval mode."""
-        from msnas_graph.backends.torch.limits import check_model
-
-        where = self.run_dir / "model.json" if self.run_dir is not None else "model"
-        check_model(self.spec, None, f"{where}: the model's weights")
+        """The model on ``device``; a trained run's weights loaded and in eval mode. Its memory
+        is not checked here: the callers check it, with their input's activations
+        (:func:`~msnas_graph.backends.torch.limits.check_model`)."""
+        where = self.where
         try:
             model = create_model(self.spec)
         except (KeyError, TypeError, ValueError) as exc:
@@ -215,10 +219,36 @@ class ModelSource:
             model.eval()
         return model.to(device)
 
+    @property
+    def where(self) -> str:
+        """Where the description comes from, for messages."""
+        return str(self.run_dir / "model.json") if self.run_dir is not None else "model"
+
+
+def note_source(source: ModelSource) -> None:
+    """Record a resolved model source's files as inputs of the running command
+    (:func:`~msnas_graph._util.safe_output` then refuses to write over them)."""
+    for f in (
+        source.weights,
+        source.run_dir / "model.json" if source.run_dir is not None else None,
+        source.run_dir / "config.json" if source.run_dir is not None else None,
+    ):
+        if f is not None:
+            note_input(f)
+
+
+def check_finite_weights(model: nn.Module, weights: Any) -> None:
+    """One-line :class:`RunError` if any parameter or buffer of ``model`` is NaN or infinite
+    (a run that diverged); its results would be meaningless."""
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RunError(
+                f"{weights}: weight {name} holds NaN or infinite values (the run diverged?); "
+                f"use another checkpoint or re-train with a lower learning rate"
+            )
+
 
 def _load_weights(model: nn.Module, weights: Path, where: Any) -> None:
-    from msnas_graph.backends.torch.training.run_dir import load_checkpoint
-
     state = load_checkpoint(weights)
     if "model" in state and isinstance(state["model"], dict):  # a full checkpoint.pt
         state = state["model"]
@@ -257,8 +287,6 @@ def locate_run(run_or_ckpt: str | Path) -> tuple[Path, Path]:
 
 def _trained(path: Path) -> ModelSource:
     run_dir, weights = locate_run(path)
-    from msnas_graph.documents import parse_json
-
     spec = parse_json(
         read_text(run_dir / "model.json", RunError), str(run_dir / "model.json"), RunError
     )
@@ -393,11 +421,6 @@ def init_from_search(network: nn.Module, run_dir: str | Path) -> dict[str, int]:
     Raises :class:`RunError` when the folder holds no finished search (no ``supernet.pt``) or
     the network's space differs from the search's (another base width, or another space).
     """
-    from msnas_graph.backends.torch.nn.supernet import Supernet
-    from msnas_graph.backends.torch.nn.transfer import transfer_weights
-    from msnas_graph.backends.torch.training.run_dir import load_checkpoint
-    from msnas_graph.state import SearchState
-
     run = Path(run_dir)
     weights, state_path = run / "supernet.pt", run / "state.json"
     if not weights.is_file() or not state_path.is_file():

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from msnas_graph._util import atomic_write
+from msnas_graph.backends.torch.training.run_dir import epoch_files
 from msnas_graph.compare import Comparison, pareto_front
 from msnas_graph.state import SearchState, softmax
 
@@ -42,8 +43,6 @@ def draw_run_plots(run_dir: Path, history: list[dict[str, Any]], *, states: bool
         plot_losses(run_dir / "plots" / "loss.png", history)
         if states:
             plot_decisions(run_dir / "plots" / "decisions.png", history)
-            from msnas_graph.backends.torch.training.run_dir import epoch_files  # no cycle
-
             saved = epoch_files(run_dir / "states")
             plot_arch_weights(
                 run_dir / "plots" / "arch_weights.png", [SearchState.load(p) for p in saved]

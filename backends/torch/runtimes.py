@@ -61,6 +61,7 @@ from torch import nn
 from msnas_graph._util import unknown_name
 from msnas_graph.errors import BackendError
 
+from .export import export_onnx
 from .fuse import fuse_for_inference, split_concat_convs
 
 __all__ = [
@@ -189,9 +190,7 @@ class _OnnxRuntime:
     """``model`` exported to ONNX (dynamic axes) and run by an ONNX Runtime session."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, device: torch.device) -> None:
-        import onnxruntime as ort
-
-        from .export import export_onnx
+        import onnxruntime as ort  # optional: the onnx extra
 
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")

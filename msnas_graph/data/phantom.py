@@ -19,7 +19,7 @@ import numpy as np
 from msnas_graph.data.case import Case
 from msnas_graph.data.dataset import SegmentationDataset
 from msnas_graph.errors import DataError
-from msnas_graph.limits import check_fits
+from msnas_graph.limits import CASE_OBJECTS, case_bytes, check_fits
 
 __all__ = ["ORGANS", "phantom_case", "phantom_dataset"]
 
@@ -140,8 +140,7 @@ def phantom_dataset(
             f"phantom: n={n}, size={size}, in_channels={in_channels}: use n >= 1, size >= 8, "
             "in_channels >= 1"
         )
-    # image float32 + mask int64 per pixel, and ~2 KiB of Python objects per case
-    per_case = size * size * (4 * in_channels + 8) + 2048
+    per_case = case_bytes(size * size, in_channels) + CASE_OBJECTS
     check_fits(n * per_case, f"phantom:{n} ({n} cases of {size}x{size})")
     cases = []
     for i in range(n):

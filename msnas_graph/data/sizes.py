@@ -7,19 +7,17 @@ decoded arrays cannot fit the memory available (:func:`msnas_graph.limits.check_
 headers are read: PIL's ``Image.open`` (size and mode), ``tifffile``'s series shape, nibabel's
 lazy ``load`` (shape, stored data type, scaling).
 
-What a dataset holds:
+What a dataset holds, by the rules of :mod:`msnas_graph.limits`:
 
-* every image or slice: about 1 KiB of bookkeeping (ids, keys, file names);
+* every image or slice: its bookkeeping (:data:`~msnas_graph.limits.ITEM_OBJECTS`);
 * NIfTI volumes read slice-wise: the :class:`~msnas_graph.data.readers.VolumeCache`'s most
   recent volumes whole, as stored (8 bytes a voxel where the header scales them);
 * one unit being read: the largest volume (all its slices, as evaluation and prediction hold
-  them) or 2D image, decoded: ``float32`` image channels plus an ``int64`` mask;
+  them) or 2D image, decoded (:func:`~msnas_graph.limits.case_bytes`);
 * the work of preparing one image or slice for a network
-  (:func:`~msnas_graph.data.transforms.normalize_intensity`): its normalised ``float32``
-  channels, and the ``float64`` copy of one channel with the copy ``np.percentile`` makes of
-  it (16 bytes a pixel); this, not the decoded image, is the peak for one large 2D image
-  (measured: 24 bytes a pixel for a grey 6000x6000 TIFF through ``predict``);
-* with ``cache=True``, every case decoded, summed over the dataset.
+  (:data:`~msnas_graph.limits.NORMALISE`); this, not the decoded image, is the peak for
+  one large 2D image;
+* with ``cache=True``, every case decoded, summed over the dataset, with its objects.
 
 >>> import os, tempfile
 >>> import numpy as np
@@ -48,18 +46,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from msnas_graph import limits
 from msnas_graph.data.readers import VolumeCache, file_format, read_header
-from msnas_graph.limits import check_fits, checks_enabled
 
 __all__ = ["FileSize", "check_dataset_memory", "dataset_bytes", "file_size"]
 
 Pair = tuple[Path | tuple[Path, ...], Path | None]
-
-_ITEM_BYTES = 1024  # bookkeeping of one image or slice (its _Item, id, keys)
-_CASE_BYTES = 2048  # a decoded Case's Python objects (meta dict, source), when cached
-_IMAGE = 4  # float32 image channels
-_MASK = 8  # int64 labels
-_NORMALISE = 16  # normalize_intensity: one channel as float64, and np.percentile's copy of it
 
 
 @dataclass(frozen=True)
@@ -119,9 +111,9 @@ def _scan(
         sizes = [file_size(f) for f in _files(image_spec)]
         channels = in_channels or sum(s.channels for s in sizes)
         first = sizes[0]
-        per_pixel = _IMAGE * channels + (_MASK if mask is not None else 0)
-        decoded.append(first.pixels * per_pixel)
-        work.append(first.shape[0] * first.shape[1] * (_IMAGE * channels + _NORMALISE))
+        decoded.append(limits.case_bytes(first.pixels, channels, mask=mask is not None))
+        pixels = first.shape[0] * first.shape[1]  # of one image or slice, prepared
+        work.append(limits.case_bytes(pixels, channels, mask=False) + pixels * limits.NORMALISE)
         stored += [s.stored_bytes for s in sizes if s.stored_bytes]
         if mask is not None and file_format(mask) == "nifti":
             stored.append(file_size(mask).stored_bytes)
@@ -145,9 +137,9 @@ def _estimate(
     decoded, work, stored, images, largest = _scan(pairs, in_channels)
     volumes = heapq.nlargest(VolumeCache().max_volumes, stored)
     unit = max((d + w for d, w in zip(decoded, work, strict=True)), default=0)
-    total = images * _ITEM_BYTES + sum(volumes) + unit
+    total = images * limits.ITEM_OBJECTS + sum(volumes) + unit
     if cache:
-        total += sum(decoded) + images * _CASE_BYTES
+        total += sum(decoded) + images * limits.CASE_OBJECTS
     return total, images, largest
 
 
@@ -161,7 +153,7 @@ def check_dataset_memory(
     """The estimated bytes of loading ``pairs`` (:func:`dataset_bytes`); a one-line
     :class:`~msnas_graph.errors.ResourceError` naming ``--no-memory-check`` if they do not fit
     the memory available. Skipped (0) when memory checks are off."""
-    if not checks_enabled():
+    if not limits.checks_enabled():
         return 0
     total, images, (h, w) = _estimate(pairs, in_channels, cache)
     cases = len(pairs)
@@ -169,4 +161,4 @@ def check_dataset_memory(
         f"data {name} ({cases} case{'s' * (cases != 1)}, {images} image{'s' * (images != 1)} "
         f"of up to {h}x{w}{', all kept in memory (cache=True)' if cache else ''})"
     )
-    return check_fits(total, what)
+    return limits.check_fits(total, what)

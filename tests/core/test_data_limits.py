@@ -200,3 +200,37 @@ def test_a_process_limit_counts_as_the_memory_available(tmp_path: Path) -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
     )
     assert 0 < int(out.stdout) < 4 * 2**30
+
+
+# --- issue 17 item 2: one memory estimator with one set of rules
+
+
+def test_every_data_estimate_follows_the_one_rule_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``msnas_graph.limits`` states the bytes of an element; the file dataset's estimate and
+    the phantom's check both follow it (a private copy of the rule would not move)."""
+    from msnas_graph import limits
+    from msnas_graph.data.phantom import phantom_dataset
+
+    d = _folder(tmp_path / "d")
+    pairs = [(d / "images" / f"{i}.png", d / "masks" / f"{i}.png") for i in range(4)]
+    monkeypatch.setattr(limits, "FLOAT32", 8)  # as if images were float64
+    assert sizes.dataset_bytes(pairs) == LAZY + 32 * 32 * (4 + 4)  # decoded and normalised
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", str(2 * (32 * 32 * (8 + 8) + 2048) - 1))
+    with pytest.raises(ResourceError, match=r"phantom:2 \(2 cases of 32x32\) needs about"):
+        phantom_dataset(2, size=32)
+    monkeypatch.setattr(limits, "FLOAT32", 4)
+    assert len(phantom_dataset(2, size=32)) == 2
+
+
+def test_the_device_memory_counts_where_it_is_the_smaller() -> None:
+    """An accelerator's free memory bounds the work as the host's does; the message names the
+    device only where the device's memory is the one that binds."""
+    from msnas_graph.limits import check_fits
+
+    with pytest.raises(ResourceError, match=r"^a step on cuda:1 needs about 2\.0 KiB .* 1\.0 KiB"):
+        check_fits(2048, "a step", 4096, device=("cuda:1", 1024))
+    with pytest.raises(ResourceError, match=r"^a step needs about 2\.0 KiB .* but 1\.0 KiB"):
+        check_fits(2048, "a step", 1024, device=("cuda:1", 4096))
+    assert check_fits(2048, "a step", None, device=("cuda:1", 4096)) == 2048

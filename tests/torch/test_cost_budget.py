@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters, edge_cost_model
+from msnas_graph.backends.torch.cost import count_macs_flops, count_parameters
+from msnas_graph.backends.torch.cost_model import edge_cost_model
 from msnas_graph.backends.torch.nn.network import build_network
 from msnas_graph.budget import Budget, Cost, budgeted_decode, network_cost
 from msnas_graph.decode import decode, decode_cells

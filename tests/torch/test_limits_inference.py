@@ -217,3 +217,39 @@ def test_training_cache_is_estimated(monkeypatch: pytest.MonkeyPatch, tmp_path: 
         SegmentationTorchDataset(dataset, range(4), 128)
     assert len(SegmentationTorchDataset(dataset, range(4), 128, cache=False)) == 4
     assert len(SegmentationTorchDataset(dataset, range(4), 32)) == 4  # 48 KiB fits
+
+
+def test_torch_estimates_follow_the_one_rule_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The bytes of a weight, the training copies and the bytes of a cached case are
+    ``msnas_graph.limits``'s rules: the model check and the training cache's follow them."""
+    from msnas_graph import limits as rules
+    from msnas_graph.backends.torch.data import SegmentationTorchDataset
+    from msnas_graph.data import load_dataset
+
+    shape = (2, 1, 32, 32)
+    params, act = limits.model_estimate(SPEC, shape)
+    assert limits.check_model(SPEC, shape, "m", training=True) == params * 4 * 4 + act
+    monkeypatch.setattr(rules, "TRAINING_COPIES", 3)
+    assert limits.check_model(SPEC, shape, "m", training=True) == params * 4 * 3 + act
+    dataset = load_dataset(_data(tmp_path / "d", n=4))
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", str(4 * 32 * 32 * (4 + 8)))
+    assert len(SegmentationTorchDataset(dataset, range(4), 32)) == 4
+    monkeypatch.setattr(rules, "FLOAT32", 8)
+    with pytest.raises(ResourceError, match=r"caching 4 cases at 32x32"):
+        SegmentationTorchDataset(dataset, range(4), 32)
+
+
+def test_loading_a_run_checks_its_weights_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_model`` (evaluate, predict, compare) checks the weights before it builds the
+    model (the model layer builds; the layers above it check)."""
+    run = _run(tmp_path)
+    params, _ = limits.model_estimate(SPEC, None)
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", str(params * 4 - 1))
+    with pytest.raises(ResourceError, match=r"model\.json: the model's weights needs about"):
+        inference.load_model(run, "cpu")
+    monkeypatch.setenv("MSNAS_MEMORY_LIMIT", str(params * 4))
+    assert inference.load_model(run, "cpu")[1]["kind"] == "unet"

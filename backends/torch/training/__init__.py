@@ -28,10 +28,30 @@ filesystem every rank can read.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from msnas_graph.backends.torch.training.config import AMP_MODES, SearchConfig, TrainConfig
 from msnas_graph.backends.torch.training.runtime import resolve_device
-from msnas_graph.backends.torch.training.search import SearchResult, search
-from msnas_graph.backends.torch.training.train import TrainResult, train
+
+if TYPE_CHECKING:
+    from msnas_graph.backends.torch.training.search import SearchResult, search
+    from msnas_graph.backends.torch.training.train import TrainResult, train
+
+#: Imported on first use, so that the modules the search and training build on (models,
+#: limits, cost, inference) can use this package's run folders and runtime without a cycle.
+_LAZY = {"SearchResult": "search", "search": "search", "TrainResult": "train", "train": "train"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    loaded = importlib.import_module(f"{__name__}.{module}")
+    # `search` and `train` name a function here, as before, not the module of that name
+    globals().update({n: getattr(loaded, n) for n, m in _LAZY.items() if m == module})
+    return globals()[name]
+
 
 __all__ = [
     "AMP_MODES",
