@@ -7,7 +7,7 @@ the pages. The allocator is chosen when a process starts, so each (allocator, ro
 fresh subprocess (``--worker``), in interleaved rounds with the order rotating; within a round
 all allocators time the same shapes back to back. Each worker times MS-NAS(3) and the U-Net
 (as ``final_network.py`` builds them) in the ``eager`` inference runtime's CPU form
-(:func:`~msnas_graph.backends.torch.runtimes.channels_last_model`) on one thread, after three
+(BatchNorm folded, channels-last) on one thread, after three
 warm-up passes per shape; figures are medians over the rounds, ratios the median of per-round
 ratios against glibc. Allocators whose library is not installed are left out (Debian:
 ``apt-get install libtcmalloc-minimal4 libjemalloc2``).
@@ -54,13 +54,13 @@ def worker(shapes: list[tuple[int, int]], calls: int, width: int, unet_base: int
     """Time both networks at each ``(size, batch)``; print one JSON line of ms per image."""
     from final_network import networks
 
-    from msnas_graph.backends.torch.runtimes import channels_last_model
+    from msnas_graph.backends.torch.fuse import fuse_for_inference
 
     torch.set_num_threads(1)
     _, nets = networks(0, width, unet_base)
     out: dict[str, float] = {}
     for name, net in nets.items():
-        model = channels_last_model(net.eval())
+        model = fuse_for_inference(net.eval(), channels_last=True)
         for size, batch in shapes:
             x = torch.randn(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
@@ -143,8 +143,7 @@ def main() -> None:
     elapsed = (time.perf_counter() - t_start) / 60
     setup = (
         f"CPU, one thread, `torch.inference_mode`, the `eager` runtime's CPU model "
-        f"(`channels_last_model`: BatchNorm folded, channels-last, split concatenations, 1x1 "
-        f"convolutions as matrix products). Networks as in `final_network.py`: MS-NAS(3) at "
+        f"(BatchNorm folded, channels-last). Networks as in `final_network.py`: MS-NAS(3) at "
         f"base width {args.width}, U-Net at base {args.unet_base}. Allocators: "
         + ", ".join(f"{n} ({p or 'the default malloc'})" for n, p in libraries.items())
         + f". {args.rounds} interleaved rounds, one fresh process per allocator and round, "

@@ -10,9 +10,7 @@ Two networks, as ``benchmarks/hc18.py`` trains them on CPU:
 
 Each in several modes (``--modes``): ``eager`` (``model.eval()``), ``fused`` (BatchNorm folded
 into the convolutions, :func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`),
-``fused+CL-conv`` (also channels-last), ``fused+CL`` (also concatenations split into sums
-and ``1x1`` convolutions as matrix products: the ``eager`` inference runtime on CPU,
-:func:`~msnas_graph.backends.torch.runtimes.channels_last_model`), and the runtimes
+``fused+CL`` (also channels-last: the ``eager`` inference runtime on CPU), and the runtimes
 of :mod:`~msnas_graph.backends.torch.runtimes` as ``predict`` runs them: ``jit`` (trace +
 freeze + ``optimize_for_inference``), ``compile`` (``torch.compile``, inductor) and
 ``onnxruntime`` (dynamo export, ONNX Runtime CPU provider, ``--threads`` intra-op threads)
@@ -34,7 +32,7 @@ of per-round ratios. MACs: ``cost.count_macs_flops`` at batch 1.
 1.0 when both networks run their MACs equally fast; the target is >= 0.8.
 
     python benchmarks/final_network.py [--sizes 128 256] [--batches 1 8] [--repeats 3]
-        [--modes eager fused fused+CL-conv fused+CL jit compile onnxruntime] [--quick]
+        [--modes eager fused fused+CL jit compile onnxruntime] [--quick]
 """
 
 from __future__ import annotations
@@ -58,7 +56,6 @@ from msnas_graph.backends.torch.nn.network import build_network
 from msnas_graph.backends.torch.nn.unet import UNet
 from msnas_graph.backends.torch.runtimes import (
     InferenceRuntime,
-    channels_last_model,
     onnxruntime_available,
 )
 from msnas_graph.decode import decode
@@ -107,7 +104,7 @@ def networks(seed: int, width: int, unet_base: int) -> tuple[Architecture, dict[
     return arch, nets
 
 
-MODES = ("eager", "fused", "fused+CL-conv", "fused+CL", "jit", "compile", "onnxruntime")
+MODES = ("eager", "fused", "fused+CL", "jit", "compile", "onnxruntime")
 
 
 def build_modes(model: nn.Module, modes: list[str]) -> dict[str, Any]:
@@ -120,11 +117,8 @@ def build_modes(model: nn.Module, modes: list[str]) -> dict[str, Any]:
             out[mode] = model
         elif mode == "fused":
             out[mode] = fuse_for_inference(model)
-        elif mode in ("fused+CL", "fused+CL-conv"):
-            if mode == "fused+CL":
-                fused_cl = channels_last_model(model)
-            else:  # the eager runtime before the split sums and matrix products
-                fused_cl = fuse_for_inference(model, channels_last=True)
+        elif mode == "fused+CL":  # the eager runtime on the CPU
+            fused_cl = fuse_for_inference(model, channels_last=True)
             out[mode] = lambda x, m=fused_cl: m(x.contiguous(memory_format=torch.channels_last))
         elif mode != "onnxruntime" or onnxruntime_available():
             out[mode] = InferenceRuntime(model, mode)
@@ -306,8 +300,7 @@ def main() -> None:
         f"{args.width}: {len(arch.nodes)} nodes, {edges} cells, fusion `{arch.space.fusion}`, "
         f"{params[MSNAS] / 1e6:.2f} M params. {UNET}: base {args.unet_base}, depth 4, "
         f"{params[UNET] / 1e6:.2f} M params. Modes: eager; fused (BatchNorm folded); "
-        "fused+CL-conv (and channels-last); fused+CL (and split concatenations, 1x1 "
-        "convolutions as matrix products: the eager runtime on CPU); the runtimes jit (trace, "
+        "fused+CL (and channels-last: the eager runtime on CPU); the runtimes jit (trace, "
         "freeze, optimize_for_inference), compile (torch.compile, inductor) and onnxruntime "
         "(dynamo export, CPU provider, same threads) as `predict --runtime` runs them; tracing, "
         f"export and compilation in the warm-up round. {args.warmup} warm-up + {args.repeats} "

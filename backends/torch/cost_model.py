@@ -22,7 +22,6 @@ from .cost import count_macs_flops, count_parameters, timed_passes
 from .fuse import fuse_for_inference
 from .nn.blocks import ConcatFusion, Head, Stem
 from .nn.cells import DiscreteCell
-from .runtimes import channels_last_model
 
 if TYPE_CHECKING:
     from msnas_graph.genotype import CellGenotype
@@ -155,15 +154,14 @@ def fastest_ns(
 ) -> int:
     """The fastest of ``repeats`` inference passes of ``module`` as the ``eager`` runtime runs
     it inside a network (:class:`~msnas_graph.backends.torch.runtimes.InferenceRuntime`:
-    BatchNorm folded, eval mode, for 2D inputs on the CPU its
-    :func:`~msnas_graph.backends.torch.runtimes.channels_last_model`, no layout conversion
+    BatchNorm folded, eval mode, for 2D inputs on the CPU channels-last, no layout conversion
     at the part's borders; synchronised on CUDA) on a random input of ``shape``, in whole
     nanoseconds (at least 1). The minimum, not the median: other processes only ever add time,
     so on a shared machine the fastest pass is the steadiest estimate of the work itself."""
     # the eager runtime's model and layout (channels-last for 2D inputs on the CPU), with the
     # part's input already in it and its output left in it, as between the parts of a network
     last = device.type == "cpu" and len(shape) == 4
-    work = (channels_last_model(module) if last else fuse_for_inference(module)).to(device)
+    work = fuse_for_inference(module, channels_last=last).to(device)
     x = torch.randn(*shape, device=device)
     if last:
         x = x.contiguous(memory_format=torch.channels_last)

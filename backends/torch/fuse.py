@@ -37,7 +37,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batch_norms", "fuse_for_inference", "pointwise_as_matmul", "split_concat_convs"]
+__all__ = ["fold_batch_norms", "fuse_for_inference", "split_concat_convs"]
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -124,43 +124,18 @@ def split_concat_convs(module: nn.Module) -> int:
     return replaced
 
 
-def pointwise_as_matmul(module: nn.Module) -> int:
-    """Replace, in place, each ``1x1`` convolution without groups (also the parts of a
-    :class:`~msnas_graph.backends.torch.nn.blocks.SplitConv`) by a
-    :class:`~msnas_graph.backends.torch.nn.blocks.Pointwise`, one matrix product over the
-    channels; the number replaced. For CPU inference, channels-last above all (see
-    :class:`~msnas_graph.backends.torch.nn.blocks.Pointwise`); same outputs up to float
-    rounding.
-
-    >>> net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 2, 1))
-    >>> pointwise_as_matmul(net), [type(m).__name__ for m in net]
-    (1, ['Conv2d', 'Pointwise'])
-    """
-    from msnas_graph.backends.torch.nn.blocks import Pointwise
-
-    replaced = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent._modules.items()):
-            if child is not None and Pointwise.convertible(child):
-                parent._modules[name] = Pointwise.from_conv(child)
-                replaced += 1
-    return replaced
-
-
 def fuse_for_inference(
     model: nn.Module,
     *,
     channels_last: bool = False,
     split_concat: bool = False,
-    pointwise: bool = False,
 ) -> nn.Module:
     """An eval-mode copy of ``model`` with BatchNorm folded into the convolutions before it
     (:func:`fold_batch_norms`) and, with ``channels_last``, parameters in the channels-last
     layout (4-D inputs should then be ``x.contiguous(memory_format=torch.channels_last)``;
     other layouts still work, converted on the fly) and, with ``split_concat``, the
-    convolutions that read a concatenation split into a sum (:func:`split_concat_convs`)
-    and, with ``pointwise``, the ``1x1`` convolutions made matrix products
-    (:func:`pointwise_as_matmul`). Outputs equal ``model.eval()``'s up to float rounding
+    convolutions that read a concatenation split into a sum (:func:`split_concat_convs`).
+    Outputs equal ``model.eval()``'s up to float rounding
     (about 1e-6 relative).
 
     >>> from msnas_graph.backends.torch.nn.unet import UNet
@@ -173,8 +148,6 @@ def fuse_for_inference(
     fold_batch_norms(fused)
     if split_concat:
         split_concat_convs(fused)
-    if pointwise:
-        pointwise_as_matmul(fused)
     for p in fused.parameters():
         p.requires_grad_(False)
     if channels_last:

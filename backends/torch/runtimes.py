@@ -4,10 +4,9 @@
 ============== =================================================================================
 ``eager``      the model in eval mode with BatchNorm folded into the convolutions
                (:func:`~msnas_graph.backends.torch.fuse.fuse_for_inference`); on the CPU, 2D
-               inputs in the channels-last layout, with the convolutions of concatenations
-               split into sums and the ``1x1`` convolutions run as matrix products
-               (:func:`channels_last_model`; measured 1.7-2.7x faster for MS-NAS networks,
-               1.1-1.6x for the U-Net, one thread); the reference.
+               inputs and parameters in the channels-last layout (MS-NAS networks of width
+               32-64 at 128x128 in 0.65-0.81x the time of the contiguous layout, one thread:
+               ``benchmarks/results/keep_or_remove.md``); the reference.
 ``jit``        that model, with each convolution of a concatenation split into a sum of
                convolutions (:func:`~msnas_graph.backends.torch.fuse.split_concat_convs`),
                traced (``torch.jit.trace``), frozen (``torch.jit.freeze``) and optimised
@@ -67,7 +66,6 @@ from .fuse import fuse_for_inference, split_concat_convs
 __all__ = [
     "RUNTIMES",
     "InferenceRuntime",
-    "channels_last_model",
     "check_runtime",
     "onnxruntime_available",
 ]
@@ -211,26 +209,6 @@ class _OnnxRuntime:
         return tensors[0] if len(tensors) == 1 else tensors
 
 
-def channels_last_model(model: nn.Module) -> nn.Module:
-    """The ``eager`` runtime's model for channels-last inputs: a copy of ``model`` (folded
-    already, or not) with each convolution of a concatenation split into a sum
-    (:func:`~msnas_graph.backends.torch.fuse.split_concat_convs`), each ``1x1`` convolution
-    made one matrix product (:func:`~msnas_graph.backends.torch.fuse.pointwise_as_matmul`:
-    PyTorch runs a ``1x1`` convolution of a small batch on one CPU thread through a slower
-    path) and its parameters channels-last. Measured for MS-NAS networks on one CPU thread
-    (``benchmarks/final_network.py``, mode ``fused+CL``): 0.8-0.9x the time of the folded
-    channels-last model alone; the U-Net about the same.
-
-    >>> from msnas_graph.backends.torch.nn.unet import UNet
-    >>> unet = UNet(1, 2, base_channels=4, depth=2).eval()
-    >>> x = torch.randn(1, 1, 16, 16).contiguous(memory_format=torch.channels_last)
-    >>> bool(torch.allclose(channels_last_model(unet)(x), unet(x), atol=1e-5))
-    True
-    """
-    out = fuse_for_inference(model, split_concat=True, pointwise=True)
-    return out.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-
 class InferenceRuntime(nn.Module):
     """``model`` (any network mapping a batch to logits) run by the inference runtime named
     ``runtime`` (one of :data:`RUNTIMES`; see the module docstring) on ``device``.
@@ -263,7 +241,6 @@ class InferenceRuntime(nn.Module):
         self._resolved: str | None = None if runtime in ("auto", "onnxruntime") else runtime
         self._runner: dict[str, Runner] = {}  # a dict: not registered as a submodule
         self._split: list[nn.Module] = []  # see _split_model
-        self._eager_model: list[nn.Module] = []  # see eager_model
 
     @property
     def resolved(self) -> str | None:
@@ -273,12 +250,6 @@ class InferenceRuntime(nn.Module):
         if isinstance(runner, _Compiled) and runner.compiled is None:
             return "eager"
         return self._resolved
-
-    @property
-    def eager_model(self) -> nn.Module | None:
-        """The model the ``eager`` runner calls (the folded model, or on the CPU its
-        :func:`channels_last_model`); ``None`` until ``eager`` was built."""
-        return self._eager_model[0] if self._eager_model else None
 
     def forward(self, x: torch.Tensor) -> Any:
         with torch.no_grad():
@@ -337,16 +308,15 @@ class InferenceRuntime(nn.Module):
         return reference
 
     def _eager(self, x: torch.Tensor) -> Runner:
-        """The eager runner: the folded model, channels-last where it pays (see the module
-        docstring) or where ``channels_last`` asks."""
+        """The eager runner: the folded model, channels-last (parameters converted in place,
+        inputs on the fly) where it pays (see the module docstring) or where
+        ``channels_last`` asks."""
         wanted = self.channels_last
         if wanted is None:
             wanted = self.device.type == "cpu"
         if not (wanted and x.dim() == 4):
-            self._eager_model[:] = [self.model]
             return self.model
-        model = channels_last_model(self.model)
-        self._eager_model[:] = [model]  # a list: not registered as a submodule
+        model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return lambda t: model(t.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def _build(self, name: str, x: torch.Tensor, strict: bool) -> Any:

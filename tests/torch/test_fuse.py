@@ -12,7 +12,6 @@ from msnas_graph.backends.torch.nn.network import build_network
 from msnas_graph.backends.torch.nn.supernet import build_supernet
 from msnas_graph.backends.torch.nn.unet import UNet
 from msnas_graph.decode import decode
-from msnas_graph.errors import BackendError
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
 
@@ -109,18 +108,17 @@ def test_export_has_no_concat_feeding_a_convolution(tmp_path) -> None:
     assert not convs & concat_outputs
 
 
-def test_channels_last_gives_the_same_outputs() -> None:
-    torch.manual_seed(0)
-    model, shape = _models()["final concat"]
-    _randomise_bn(model)
-    model.eval()
+@pytest.mark.parametrize("name", ["final concat", "final sum", "unet", "supernet"])
+def test_channels_last_gives_the_same_outputs(name: str) -> None:
+    model, x = _ready(name)
     fused = fuse_for_inference(model, channels_last=True)
-    x = torch.randn(shape)
-    with torch.no_grad():
-        y = fused(x.contiguous(memory_format=torch.channels_last))
-        torch.testing.assert_close(y, model(x), atol=1e-5, rtol=1e-5)
     conv = next(m for m in fused.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = model(x)
+        got = fused(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused(x), want, atol=1e-5, rtol=1e-5)  # NCHW still works
 
 
 def test_folding_needs_eval_mode_and_leaves_unfoldable_pairs() -> None:
@@ -178,73 +176,3 @@ def test_cost_command_latency_flag(tmp_path) -> None:
     assert [r["batch"] for r in latency] == [1, 8] and latency[0]["images_per_s"] > 0
     result = CliRunner().invoke(main, [*args, "--device", "cpu"])
     assert result.exit_code == 0 and "ms/image" in result.output and "images/s" in result.output
-
-
-@pytest.mark.parametrize("dims", [1, 2, 3])
-@pytest.mark.parametrize("bias", [True, False])
-def test_pointwise_is_the_1x1_convolution_in_every_layout(dims: int, bias: bool) -> None:
-    from msnas_graph.backends.torch.nn.blocks import Pointwise
-
-    torch.manual_seed(0)
-    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims](6, 5, 1, bias=bias)
-    pw = Pointwise.from_conv(conv)
-    x = torch.randn(3, 6, *([7] * dims))
-    ref = conv(x)
-    layouts = [x, x.transpose(-1, -2).contiguous().transpose(-1, -2)]  # non-contiguous too
-    if dims > 1:
-        fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
-        layouts.append(x.contiguous(memory_format=fmt))
-    for inp in layouts:
-        want = conv(inp)
-        torch.testing.assert_close(pw(inp), want, atol=1e-5, rtol=1e-5)
-        # accumulating into a tensor of either layout: the sum, in place, that tensor returned
-        for base in (ref.clone(), ref.clone().transpose(-1, -2).contiguous().transpose(-1, -2)):
-            out = pw(inp, accumulate=base)
-            assert out is base
-            torch.testing.assert_close(out, ref + want, atol=1e-5, rtol=1e-5)
-    # gradients as the convolution's
-    pw(x).square().sum().backward()
-    conv.zero_grad()
-    conv(x).square().sum().backward()
-    assert pw.weight.grad is not None and conv.weight.grad is not None
-    torch.testing.assert_close(pw.weight.grad, conv.weight.grad.flatten(1), atol=1e-4, rtol=1e-4)
-
-
-def test_pointwise_as_matmul_leaves_every_other_convolution() -> None:
-    from msnas_graph.backends.torch.fuse import pointwise_as_matmul
-    from msnas_graph.backends.torch.nn.blocks import Pointwise
-
-    others = [
-        nn.Conv2d(4, 4, 3, padding=1),
-        nn.Conv2d(4, 4, 1, stride=2),
-        nn.Conv2d(4, 4, 1, groups=2),
-        nn.Conv2d(4, 4, 1, padding=1),
-        nn.ConvTranspose2d(4, 4, 1),
-    ]
-    net = nn.Sequential(*others, nn.Conv2d(4, 4, 1))
-    assert pointwise_as_matmul(net) == 1
-    assert [type(m) for m in net] == [type(m) for m in others] + [Pointwise]
-    with pytest.raises(BackendError, match="not a 1x1 convolution"):
-        Pointwise.from_conv(others[0])
-
-
-@pytest.mark.parametrize("name", ["final concat", "final sum", "unet", "supernet"])
-def test_channels_last_model_computes_the_same_function(name: str) -> None:
-    from msnas_graph.backends.torch.nn.blocks import Pointwise, SplitConv
-    from msnas_graph.backends.torch.runtimes import channels_last_model
-
-    model, x = _ready(name)
-    fast = channels_last_model(model)
-    assert any(isinstance(m, Pointwise) for m in fast.modules())
-    if name == "final concat":  # the concatenations' convolutions are sums of products
-        splits = [m for m in fast.modules() if isinstance(m, SplitConv)]
-        assert splits and all(isinstance(c, Pointwise) for s in splits for c in s.convs)
-    with torch.no_grad():
-        want = model(x)
-        got = fast(x.contiguous(memory_format=torch.channels_last))
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(fast(x), want, atol=1e-5, rtol=1e-5)  # NCHW still works
-        if name != "supernet":  # what the jit runtime would trace
-            traced = torch.jit.trace(fast, x.contiguous(memory_format=torch.channels_last))
-            torch.testing.assert_close(traced(x), want, atol=1e-5, rtol=1e-5)
-    assert not any(isinstance(m, Pointwise) for m in model.modules())  # a copy was changed

@@ -15,7 +15,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from msnas_graph.backends.torch import runtimes
 from msnas_graph.backends.torch.cost import measure_latency
-from msnas_graph.backends.torch.nn.blocks import Pointwise
 from msnas_graph.backends.torch.nn.network import build_network
 from msnas_graph.backends.torch.nn.unet import UNet
 from msnas_graph.backends.torch.runtimes import InferenceRuntime, check_runtime, outputs_match
@@ -86,21 +85,31 @@ def test_eager_is_channels_last_on_the_cpu_for_2d_inputs_only() -> None:
     got = run(x)
     torch.testing.assert_close(got, unet(x).detach(), rtol=1e-4, atol=1e-5)
     assert got.is_contiguous()
-    used = run.eager_model
-    assert used is not None and used is not run.model
-    assert used.inc.body[3].weight.is_contiguous(memory_format=torch.channels_last)
-    assert any(isinstance(m, Pointwise) for m in used.modules())  # the U-Net's 1x1 head
+    assert run.model.inc.body[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not unet.inc.body[3].weight.is_contiguous(memory_format=torch.channels_last)
     plain = InferenceRuntime(unet, "eager", channels_last=False)
     plain(x)
-    assert plain.eager_model is plain.model
     assert not plain.model.inc.body[3].weight.is_contiguous(memory_format=torch.channels_last)
-    assert not any(isinstance(m, Pointwise) for m in plain.model.modules())
     vol = SearchSpace.preset("tiny", spatial_dims=3, input_size=16)
     net3d = _randomise_bn(build_network(decode(SearchState.random(vol, seed=0), paths=2)))
     x3d = torch.randn(1, 1, 16, 16, 16)
     for runtime in ("eager", "jit"):
         got = InferenceRuntime(net3d, runtime)(x3d)
         torch.testing.assert_close(got, net3d(x3d).detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_eager_final_network_runs_under_cpu_bf16_autocast() -> None:
+    # gpu_check.py --smoke section (b): the eager runtime's model under CPU autocast (the
+    # former matrix-product 1x1 convolutions mixed bfloat16 and float32 and raised)
+    net = _model("final")
+    x = torch.randn(2, 1, 32, 32)
+    want = net(x).detach()
+    for channels_last in (True, False):
+        run = InferenceRuntime(net, "eager", channels_last=channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = run(x)
+        assert got.shape == want.shape and torch.isfinite(got).all()
+        torch.testing.assert_close(got.float(), want, rtol=0.1, atol=0.1 * float(want.abs().max()))
 
 
 def test_auto_without_onnxruntime_takes_jit_and_unknown_names_are_one_line(

@@ -42,7 +42,6 @@ from msnas_graph.kinds import edge_kind
 __all__ = [
     "ConcatFusion",
     "Head",
-    "Pointwise",
     "Preprocess",
     "Projection",
     "SplitConv",
@@ -198,8 +197,10 @@ class SplitConv(nn.Module):
     """A convolution of the channel concatenation of ``parts`` computed as the sum of one
     convolution per part (the bias once), so no concatenated copy is made: ``conv(cat(a, b)) ==
     conv_a(a) + conv_b(b)`` for a convolution without groups. An inference-time rewrite
-    (:func:`~msnas_graph.backends.torch.fuse.split_concat_convs`); ONNX Runtime runs the sum
-    with the addition fused into the convolution.
+    (:func:`~msnas_graph.backends.torch.fuse.split_concat_convs`) for the ``jit`` and
+    ``onnxruntime`` runtimes and ``export`` (under ``jit``, MS-NAS networks of width 32-64 at
+    128x128 and batch 8 took 0.57-0.75x the time; the ``eager`` runtime keeps the
+    concatenation, where the split did not pay 1.2x: ``benchmarks/results/keep_or_remove.md``).
 
     >>> conv = nn.Conv2d(4, 3, 1)
     >>> split = SplitConv.from_conv(conv, 2)
@@ -252,92 +253,8 @@ class SplitConv(nn.Module):
             )
         out: torch.Tensor = self.convs[0](parts[0])
         for conv, part in zip(self.convs[1:], parts[1:], strict=True):
-            if isinstance(conv, Pointwise) and not _tracing():
-                conv(part, accumulate=out)  # the sum inside the matrix product
-            else:
-                out = out + conv(part)
+            out = out + conv(part)
         return out
-
-
-class Pointwise(nn.Module):
-    """A ``1x1`` convolution (no groups, stride 1) as one matrix product over the channels:
-    ``y[n, :, p] = weight @ x[n, :, p] + bias``. An inference-time rewrite
-    (:func:`~msnas_graph.backends.torch.fuse.pointwise_as_matmul`) for the CPU, where PyTorch
-    runs a ``1x1`` convolution of a small batch on one thread through its slow convolution
-    path: on a channels-last input this is one ``addmm`` over ``(pixels, channels)``, without
-    layout copies, its output channels-last again; on any other layout, one batched product
-    per image. Same outputs up to float rounding.
-
-    ``accumulate``: a tensor of the output's shape to add the result into, in place, and
-    return (:class:`SplitConv` sums its parts this way, without a temporary per part).
-
-    >>> conv = nn.Conv2d(4, 3, 1)
-    >>> pw = Pointwise.from_conv(conv)
-    >>> x = torch.randn(2, 4, 5, 5)
-    >>> cl = x.contiguous(memory_format=torch.channels_last)
-    >>> y = conv(x)
-    >>> bool(torch.allclose(pw(x), y, atol=1e-6)), bool(torch.allclose(pw(cl), y, atol=1e-6))
-    (True, True)
-    >>> pw(cl).is_contiguous(memory_format=torch.channels_last)
-    True
-    """
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
-        self.bias = (
-            None
-            if bias is None
-            else nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
-        )
-
-    @staticmethod
-    def convertible(conv: nn.Module) -> bool:
-        """Whether ``conv`` is a ``1x1`` convolution this module computes exactly."""
-        return (
-            isinstance(conv, nn.Conv1d | nn.Conv2d | nn.Conv3d)
-            and all(k == 1 for k in conv.kernel_size)
-            and all(s == 1 for s in conv.stride)
-            and all(d == 1 for d in conv.dilation)
-            and conv.padding in ((0,) * len(conv.kernel_size), "valid")
-            and conv.groups == 1
-        )
-
-    @classmethod
-    def from_conv(cls, conv: nn.Module) -> Pointwise:
-        """The matrix product of ``conv`` (see :meth:`convertible`)."""
-        if not cls.convertible(conv):
-            raise BackendError(f"Pointwise: {conv!r} is not a 1x1 convolution without groups")
-        weight = cast(torch.Tensor, conv.weight)
-        return cls(weight.flatten(1), cast(torch.Tensor | None, conv.bias))
-
-    def forward(self, x: torch.Tensor, accumulate: torch.Tensor | None = None) -> torch.Tensor:
-        last = x.movedim(1, -1)  # (N, *spatial, C): contiguous when x is channels-last
-        if last.is_contiguous():
-            if accumulate is None:
-                return nn.functional.linear(last, self.weight, self.bias).movedim(-1, 1)
-            target = accumulate.movedim(1, -1)
-            if target.is_contiguous():
-                rows = target.view(-1, target.shape[-1])
-                rows.addmm_(last.reshape(-1, last.shape[-1]), self.weight.t())
-                if self.bias is not None:
-                    rows.add_(self.bias)
-                return accumulate
-        n, c = x.shape[:2]
-        flat = x.reshape(n, c, -1)
-        if accumulate is not None and accumulate.is_contiguous():
-            target = accumulate.view(n, -1, flat.shape[-1])
-            target.baddbmm_(self.weight.expand(n, -1, -1), flat)
-            if self.bias is not None:
-                target.add_(self.bias[:, None])
-            return accumulate
-        y = torch.matmul(self.weight, flat)
-        if self.bias is not None:
-            y = y + self.bias[:, None]
-        y = y.view(n, -1, *x.shape[2:])
-        if accumulate is not None:
-            return accumulate.add_(y)
-        return y
 
 
 def conv_of_concat(conv: nn.Module, parts: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
