@@ -22,17 +22,9 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import networkx as nx
-import pytest
 
 PACKAGES = ("msnas_graph", "msnas_graph.backends", "msnas_graph.cli")
 
-#: Cycles that are known and owned elsewhere, each a set of modules allowed to import one
-#: another. Remove an entry when its cycle is gone (a test below says so).
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # issue 17 item 3, owned by another change: data/readers.py imports data/volumes.py inside
-    # a function, volumes imports readers at the top. Remove this entry with that cycle.
-    frozenset({"msnas_graph.data.readers", "msnas_graph.data.volumes"}),
-]
 
 #: The torch backend's model modules, lowest layer first: each imports only earlier ones.
 LAYERS = ("models", "limits", "export", "runtimes", "cost", "cost_model", "inference")
@@ -166,7 +158,7 @@ def test_a_cycle_through_a_function_or_a_package_is_found(tmp_path: Path) -> Non
 
 def test_the_library_has_no_import_cycles() -> None:
     graph = _library_graph(False)
-    new = [c for c in _cycles(graph) if c not in KNOWN_CYCLES]
+    new = _cycles(graph)
     assert not new, "import cycles: " + "; ".join(_describe(graph, c) for c in new)
 
 
@@ -174,15 +166,8 @@ def test_the_core_has_no_import_cycles_even_for_a_reader() -> None:
     """The core's graph with the imports under ``TYPE_CHECKING``."""
     graph = _library_graph(True)
     core = graph.subgraph(n for n in graph if not n.startswith(PACKAGES[1:]))
-    new = [c for c in _cycles(core) if c not in KNOWN_CYCLES]
+    new = _cycles(core)
     assert not new, "import cycles: " + "; ".join(_describe(core, c) for c in new)
-
-
-@pytest.mark.parametrize("cycle", KNOWN_CYCLES, ids=lambda c: " <-> ".join(sorted(c)))
-def test_known_cycles_are_still_there(cycle: frozenset[str]) -> None:
-    assert cycle in _cycles(_library_graph(False)), (
-        f"{sorted(cycle)} is gone: remove it from KNOWN_CYCLES"
-    )
 
 
 def test_the_torch_model_modules_import_only_lower_layers_at_the_top() -> None:
