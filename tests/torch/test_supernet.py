@@ -463,14 +463,14 @@ def test_memory_saving_forward_matches_the_formulas(partial_k: int, mode: str) -
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_a_recomputed_piece_gives_the_plain_pieces_results(autocast: bool) -> None:
-    """``recompute_piece`` (a custom autograd Function) against the same module run plainly:
+    """``recompute_pieces`` (``torch.utils.checkpoint``) against the same module run plainly:
     output, input and parameter gradients, running statistics updated once; under bf16
     autocast too (the recomputation must replay it); and the input gradient alone with the
     parameters frozen, as the architecture step asks."""
     import copy
 
     from msnas_graph.backends.torch.nn.blocks import Preprocess
-    from msnas_graph.backends.torch.nn.cells import recompute_piece
+    from msnas_graph.backends.torch.nn.cells import recompute_pieces
 
     torch.manual_seed(0)
     piece = nn.Sequential(nn.MaxPool2d(2), Preprocess(4, 6))
@@ -478,7 +478,7 @@ def test_a_recomputed_piece_gives_the_plain_pieces_results(autocast: bool) -> No
     x1 = torch.randn(3, 4, 8, 8, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        y1, y2 = recompute_piece(piece, piece, x1), plain(x2)
+        y1, y2 = recompute_pieces(piece, piece, x1), plain(x2)
     assert y1.dtype == y2.dtype == (torch.bfloat16 if autocast else torch.float32)
     tol = {"atol": 2e-2, "rtol": 2e-2} if autocast else {"atol": 1e-6, "rtol": 1e-5}
     torch.testing.assert_close(y1, y2, **tol)
@@ -494,7 +494,7 @@ def test_a_recomputed_piece_gives_the_plain_pieces_results(autocast: bool) -> No
     assert int(piece[1].bn.num_batches_tracked) == 1
     for q in [*piece.parameters(), *plain.parameters()]:
         q.requires_grad_(False)
-    (g1,) = torch.autograd.grad((recompute_piece(piece, piece, x1) * g).sum(), [x1])
+    (g1,) = torch.autograd.grad((recompute_pieces(piece, piece, x1) * g).sum(), [x1])
     (g2,) = torch.autograd.grad((plain(x2) * g).sum(), [x2])
     torch.testing.assert_close(g1, g2, **tol)
 

@@ -19,7 +19,6 @@ from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from msnas_graph.backends.torch.nn.blocks import Preprocess, Projection, resample
@@ -29,7 +28,7 @@ from msnas_graph.backends.torch.nn.ops import build_op
 from msnas_graph.errors import BackendError
 from msnas_graph.genotype import CellGenotype
 
-__all__ = ["DiscreteCell", "SearchCell", "forward_cells", "recompute_piece", "recompute_pieces"]
+__all__ = ["DiscreteCell", "SearchCell", "forward_cells", "recompute_pieces"]
 
 
 class _KeepBatchNormStats:
@@ -78,69 +77,6 @@ def recompute_pieces(
         torch.Tensor,
         checkpoint(fn, *args, use_reentrant=False, context_fn=contexts, preserve_rng_state=False),
     )
-
-
-class _RecomputePiece(torch.autograd.Function):
-    """``fn(*args)`` saving only ``args``; in the backward pass ``fn`` runs again under the
-    forward pass's autocast state and its gradients with respect to ``args`` and ``params``
-    (``module``'s parameters, passed in so that autograd routes their gradients here) are
-    taken with :func:`torch.autograd.grad`, ``module``'s BatchNorm statistics left as the
-    forward pass left them."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, fn: Callable[..., torch.Tensor], module: nn.Module, n_args: int, *tensors: Any
-    ) -> torch.Tensor:
-        args = tensors[:n_args]
-        ctx.fn, ctx.module, ctx.params = fn, module, tensors[n_args:]
-        device = next((t.device.type for t in args if t is not None), "cpu")
-        ctx.device = device
-        ctx.autocast = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
-        ctx.save_for_backward(*args)
-        return fn(*args)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        args = [
-            None if t is None else t.detach().requires_grad_(t.requires_grad)
-            for t in ctx.saved_tensors
-        ]
-        every = (*args, *ctx.params)
-        wanted = [t for t in every if t is not None and t.requires_grad]
-        enabled, dtype = ctx.autocast
-        with (
-            torch.enable_grad(),
-            torch.autocast(ctx.device, dtype=dtype, enabled=enabled),
-            _KeepBatchNormStats(ctx.module),
-        ):
-            out = ctx.fn(*args)
-            # inside the context: the recomputed BatchNorm saved the running statistics, which
-            # leaving it writes back
-            grads = iter(torch.autograd.grad(out, wanted, g, allow_unused=True) if wanted else ())
-        got = [next(grads) if t is not None and t.requires_grad else None for t in every]
-        return (None, None, None, *got)
-
-
-def recompute_piece(
-    fn: Callable[..., torch.Tensor], module: nn.Module, *args: torch.Tensor | None
-) -> torch.Tensor:
-    """:func:`recompute_pieces` for a piece whose parameters are ``module``'s and whose
-    arguments are tensors (or ``None``): the same result, gradients, statistics and saved
-    memory, with a custom autograd Function instead of
-    :func:`torch.utils.checkpoint.checkpoint` and its saved-tensor hooks (the `paper` search
-    step took 0.92x/0.96x the time, weight/architecture step, side by side on one CPU
-    thread). Not twice differentiable. The supernet's whole-cell ``checkpoint`` mode, whose
-    arguments include lists, keeps :func:`recompute_pieces`.
-
-    >>> bn = nn.BatchNorm2d(2)
-    >>> x = torch.randn(4, 2, 3, 3, requires_grad=True)
-    >>> recompute_piece(bn, bn, x).sum().backward()
-    >>> int(bn.num_batches_tracked), bn.weight.grad is not None
-    (1, True)
-    """
-    params = tuple(module.parameters())
-    return cast(torch.Tensor, _RecomputePiece.apply(fn, module, len(args), *args, *params))
 
 
 class SearchCell(nn.Module):
@@ -205,7 +141,7 @@ class SearchCell(nn.Module):
         ``scale * cell(x)``, computed so that the cell's output need not be saved for the
         gradient of ``scale``. ``recompute`` recomputes the cheap full-width pieces (resample
         and preprocess, concatenation and projection, and the ``scale`` product) in the
-        backward pass instead of saving their activations (:func:`recompute_piece`), and with
+        backward pass instead of saving their activations (:func:`recompute_pieces`), and with
         ``fuse`` the candidates' ReLU, depth-wise convolution and pooling too (only their
         input is saved; :func:`~msnas_graph.backends.torch.nn.fused.mix_groups`); the result
         and the gradients are those of the plain pass.
@@ -220,14 +156,14 @@ class SearchCell(nn.Module):
         if self.fuse and not torch.compiler.is_compiling():
             return forward_cells([self], [x], [alpha_w], [p_w], [scale], recompute)[0]
         if recompute:
-            states = [recompute_piece(self._enter, self.preprocess, x)]
+            states = [recompute_pieces(self._enter, self.preprocess, x)]
         else:
             states = [self._enter(x)]
         splits: list[tuple[torch.Tensor, torch.Tensor]] = []
         for b, row in enumerate(cast(Sequence[nn.ModuleList], self.mixed)):
             states.append(self._block(row, states, splits, alpha_w[b], p_w[b]))
         if recompute:
-            return recompute_piece(self._leave, self.projection, scale, *states[1:])
+            return recompute_pieces(self._leave, self.projection, scale, *states[1:])
         return self._leave(scale, *states[1:])
 
     def _enter(self, x: torch.Tensor) -> torch.Tensor:
@@ -291,14 +227,14 @@ def forward_cells(
     states: list[list[torch.Tensor]] = []
     for cell, x in zip(cells, xs, strict=True):
         if recompute:
-            states.append([recompute_piece(cell._enter, cell.preprocess, x)])
+            states.append([recompute_pieces(cell._enter, cell.preprocess, x)])
         else:
             states.append([cell._enter(x)])
     _blocks_together(cells, states, alpha_ws, p_ws, {} if memo is None else memo, recompute)
     out = []
     for cell, scale, st in zip(cells, scales, states, strict=True):
         if recompute:
-            out.append(recompute_piece(cell._leave, cell.projection, scale, *st[1:]))
+            out.append(recompute_pieces(cell._leave, cell.projection, scale, *st[1:]))
         else:
             out.append(cell._leave(scale, *st[1:]))
     return out
