@@ -63,7 +63,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from _common import (
@@ -145,17 +145,18 @@ def paper_space(channels: int, partial_k: int, size: int, **overrides: Any) -> S
 def build_case(
     name: str, channels: int, size: int, space: SearchSpace | None = None, compile: bool = False
 ) -> Case:
-    """``ours k=4``, ``ours k=1`` (paper space at ``channels``; ``compile``: the supernet's
-    forward through ``torch.compile``), ``ours k=4 one by one``, ``ours k=4, DiNTS's ops,
-    N=1`` or ``DiNTS`` (matched)."""
+    """``ours k=4``, ``ours k=1`` (paper space at ``channels``; ``compile``: the supernet
+    through ``torch.compile``, its mixed ops one by one, the form the compiler traces), ``ours
+    k=4 one by one``, ``ours k=4, DiNTS's ops, N=1`` or ``DiNTS`` (matched)."""
     if name == K4_DCELL:
         _register_conv_3x3()
         space = paper_space(channels, 4, size, ops=("skip_connect", "conv_3x3"), blocks=1)
     if name in (K4, K1, K4_PLAIN, K4_DCELL):
         sp = space or paper_space(channels, 1 if name == K1 else 4, size)
-        net = build_supernet(sp, compile=compile)
-        net.fuse_candidates = name != K4_PLAIN
-        return Case(name, net, net.weight_parameters(), net.arch_parameters())
+        net = build_supernet(sp)
+        net.fuse_candidates = name != K4_PLAIN and not compile
+        model = cast(nn.Module, torch.compile(net)) if compile else net
+        return Case(name, model, net.weight_parameters(), net.arch_parameters())
     if name == DINTS:
         from monai.networks.nets import DiNTS, TopologySearch
 
