@@ -46,6 +46,7 @@ from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.nn.blocks import Head, Stem, check_input, edge_key, node_key
 from msnas_graph.backends.torch.nn.cells import SearchCell, forward_cells, recompute_pieces
 from msnas_graph.backends.torch.nn.fused import has_own_hooks
+from msnas_graph.backends.torch.nn.network import Inputs, execution_plan, run_plan
 from msnas_graph.errors import BackendError, StateError
 from msnas_graph.graph import NodeId, Supergraph
 from msnas_graph.kinds import carries_cell
@@ -58,7 +59,6 @@ __all__ = ["MEMORY_MODES", "ArchWeights", "Supernet", "build_supernet"]
 #: How a training forward pass trades memory for time (:class:`Supernet`'s ``memory``).
 MEMORY_MODES = ("fast", "low")
 
-_Inputs = tuple[tuple[NodeId, str, str | None], ...]  # (source, kind, cell key or None) per edge
 _Memo = dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]]
 
 
@@ -263,16 +263,8 @@ class Supernet(nn.Module):
             }
         )
 
-        # Static forward plan, layer by layer: (node, its incoming edges).
         self._nodes: tuple[NodeId, ...] = graph.searchable_nodes
-        plan: list[list[tuple[NodeId, _Inputs]]] = [[] for _ in range(space.layers)]
-        for n in self._nodes:
-            ins = tuple(
-                (e.src, e.kind, edge_key(e) if carries_cell(e.kind) else None)
-                for e in graph.in_edges(n)
-            )
-            plan[n.layer - 1].append((n, ins))
-        self._plan = tuple(tuple(layer) for layer in plan)
+        self._plan = execution_plan(self._nodes, graph.in_edges)
         self._beta_keys = tuple(node_key(n) for n in self._nodes)
         self._factor = 2 ** max(n.scale for n in graph.nodes)
         self._fixed: ArchWeights | None = None
@@ -333,23 +325,17 @@ class Supernet(nn.Module):
 
     def arch_weights(self) -> ArchWeights:
         """``softmax`` of the current logits, differentiable (what :meth:`forward` uses)."""
-        alpha, p = self._cell_weights()
-        beta = {
-            n: torch.softmax(self.beta_logits[k], dim=0)
-            for n, k in zip(self._nodes, self._beta_keys, strict=True)
-        }
-        return ArchWeights(alpha, p, beta)
-
-    def _cell_weights(self) -> tuple[dict[str, list[torch.Tensor]], dict[str, list[torch.Tensor]]]:
-        alpha: dict[str, list[torch.Tensor]] = {
-            c: [torch.softmax(a, dim=-1) for a in self._logits(self.alpha_logits, c)]
-            for c in self.space.cell_types
-        }
-        p: dict[str, list[torch.Tensor]] = {
-            c: [torch.softmax(a, dim=0) for a in self._logits(self.p_logits, c)]
-            for c in self.space.cell_types
-        }
-        return alpha, p
+        cts = self.space.cell_types
+        return ArchWeights(
+            alpha={
+                c: [torch.softmax(a, -1) for a in self._logits(self.alpha_logits, c)] for c in cts
+            },
+            p={c: [torch.softmax(a, 0) for a in self._logits(self.p_logits, c)] for c in cts},
+            beta={
+                n: torch.softmax(self.beta_logits[k], dim=0)
+                for n, k in zip(self._nodes, self._beta_keys, strict=True)
+            },
+        )
 
     @staticmethod
     def _logits(table: nn.ModuleDict, cell_type: str) -> nn.ParameterList:
@@ -378,90 +364,58 @@ class Supernet(nn.Module):
         ``softmax`` of the logits (computed once per call and per cell type).
         """
         check_input(x, self.space.in_channels, self.space.spatial_dims, self._factor, "supernet")
-        if weights is None:
-            weights = self._fixed
-        else:
+        if weights is not None:
             weights.check(self.space, self.graph)
-        if weights is None:
-            alpha, p = self._cell_weights()
-            beta = [torch.softmax(self.beta_logits[k], dim=0) for k in self._beta_keys]
-        else:
-            alpha, p = weights.alpha, weights.p
-            beta = [weights.beta[n] for n in self._nodes]
-
+        w = weights or self._fixed or self.arch_weights()
         training = self.training and torch.is_grad_enabled()
         whole = training and self.memory == "low"
-        beta_iter = iter(beta)
         memo: _Memo = {}
-        prev: dict[NodeId, torch.Tensor] = {self.graph.input_node: self.stem(x)}
-        for layer in self._plan:
-            cur: dict[NodeId, torch.Tensor] = {}
-            for node, ins in layer:
-                terms = self._terms(ins, prev, alpha, p, next(beta_iter), training, whole, memo)
-                cur[node] = terms[0]
-                for term in terms[1:]:
-                    cur[node] = cur[node] + term
-            prev = cur
-        return cast(torch.Tensor, self.head([prev[o] for o in self.graph.output_nodes]))
+
+        def node(n: NodeId, ins: Inputs, prev: dict[NodeId, torch.Tensor]) -> torch.Tensor:
+            terms = self._terms(n, ins, prev, w, training, whole, memo)
+            out = terms[0]
+            for term in terms[1:]:
+                out = out + term
+            return out
+
+        out = run_plan(self._plan, (self.graph.input_node, self.stem(x)), node)
+        return cast(torch.Tensor, self.head([out[o] for o in self.graph.output_nodes]))
 
     def _terms(
         self,
-        ins: _Inputs,
+        node: NodeId,
+        ins: Inputs,
         prev: dict[NodeId, torch.Tensor],
-        alpha: dict[str, list[torch.Tensor]],
-        p: dict[str, list[torch.Tensor]],
-        bw: torch.Tensor,
+        w: ArchWeights,
         training: bool,
         whole: bool,
         memo: _Memo,
     ) -> list[torch.Tensor]:
-        """``beta_k * edge_k(X)`` for every edge into one node, in edge order (paper Eq. 3)."""
-        together = {} if whole else self._together(ins, prev, alpha, p, bw, training, memo)
+        """``beta_k * edge_k(X)`` for every edge into ``node``, in edge order (paper Eq. 3). The
+        fused cells among them (two or more, without hooks of their own) run as one computation
+        (:func:`~msnas_graph.backends.torch.nn.cells.forward_cells`)."""
+        bw = w.beta[node]
+        cells = {k: cast(SearchCell, self.cells[key]) for k, (_, _, key) in enumerate(ins) if key}
+        fused = [k for k, c in cells.items() if c.fuse and not has_own_hooks(c) and not whole]
+        grouped: dict[int, torch.Tensor] = {}
+        if len(fused) > 1:
+            kinds = [ins[k][1] for k in fused]
+            outs = forward_cells([cells[k] for k in fused], [prev[ins[k][0]] for k in fused],
+                                 [w.alpha[c] for c in kinds], [w.p[c] for c in kinds],
+                                 [bw[k] for k in fused], training, memo)  # fmt: skip
+            grouped = dict(zip(fused, outs, strict=True))
         terms = []
-        for k, (src, kind, key) in enumerate(ins):
-            if key is None:
+        for k, (src, kind, _) in enumerate(ins):
+            args = (prev[src], w.alpha[kind], w.p[kind], bw[k]) if k in cells else ()
+            if k in grouped:
+                terms.append(grouped[k])
+            elif k not in cells:
                 terms.append(bw[k] * prev[src])
-            elif key in together:
-                terms.append(together[key])
             elif whole:
-                cell = self.cells[key]
-                terms.append(recompute_pieces(cell, cell, prev[src], alpha[kind], p[kind], bw[k]))
+                terms.append(recompute_pieces(cells[k], cells[k], *args))
             else:
-                terms.append(self.cells[key](prev[src], alpha[kind], p[kind], bw[k], training))
+                terms.append(cells[k](*args, training))
         return terms
-
-    def _together(
-        self,
-        ins: _Inputs,
-        prev: dict[NodeId, torch.Tensor],
-        alpha: dict[str, list[torch.Tensor]],
-        p: dict[str, list[torch.Tensor]],
-        bw: torch.Tensor,
-        recompute: bool,
-        memo: _Memo,
-    ) -> dict[str, torch.Tensor]:
-        """The terms of the fused cells into one node computed as one computation
-        (:func:`~msnas_graph.backends.torch.nn.cells.forward_cells`), by cell key; cells with
-        hooks of their own run through their ``__call__`` instead."""
-        picked = []
-        for k, (src, kind, key) in enumerate(ins):
-            if key is None:
-                continue
-            cell = cast(SearchCell, self.cells[key])
-            if cell.fuse and not has_own_hooks(cell):
-                picked.append((k, src, kind, key, cell))
-        if len(picked) < 2:
-            return {}
-        terms = forward_cells(
-            [c for *_, c in picked],
-            [prev[src] for _, src, *_ in picked],
-            [alpha[kind] for _, _, kind, *_ in picked],
-            [p[kind] for _, _, kind, *_ in picked],
-            [bw[k] for k, *_ in picked],
-            recompute,
-            memo,
-        )
-        return {key: t for (_, _, _, key, _), t in zip(picked, terms, strict=True)}
 
     # --------------------------------------------------------------------- state
 
