@@ -1,4 +1,4 @@
-"""Keep or remove (issue 17 item 2): what three pieces of the fused search path are worth.
+"""Keep or remove (issue 17 item 2): what the optimisations of the search path are worth.
 
 One ``paper`` supernet (k=4) runs weight and architecture steps (``search_step.Stepper``) under
 each variant below, in interleaved rounds in one process (the order rotates every round), on
@@ -19,15 +19,17 @@ time in the same round. The rule: an optimisation stays only if it pays at least
   results are wrong, the time is a lower bound of what running the 3x3 kernels unpadded could
   reach;
 * ``no recomputation``: the supernet storing every activation (``recompute=False`` before the
-  memory modes; after them, the cells called with ``recompute=False``: a mode that was removed,
-  ``keep_or_remove.md``);
+  memory modes; ``memory="fast"``, the baseline, after them);
+* ``pieces recomputed``: the cells' cheap pieces (resample and preprocess, concatenation,
+  projection, the ``beta`` product, the fused candidates' ReLU, depth-wise convolution and
+  pooling) recomputed in the backward pass (the default ``recompute=True`` before the memory
+  modes, the baseline there; a mode that was removed after them, ``keep_or_remove.md``);
 * ``pieces on torch.utils.checkpoint``: the cheap pieces that ``recompute`` recomputes (resample
   and preprocess, concatenation, projection and the ``beta`` product) under non-reentrant
   :func:`torch.utils.checkpoint.checkpoint` instead of the custom ``_RecomputePiece`` Function
-  (only meaningful on a tree that still has it: once it is removed, this variant is the
-  baseline);
+  (only meaningful on a tree that still has it; elsewhere it changes nothing);
 * ``whole cells on torch.utils.checkpoint``: every cell recomputed whole in the backward pass
-  (the supernet's ``checkpoint`` option).
+  (the supernet's ``checkpoint`` option; ``memory="low"`` after the memory modes).
 
 With ``--memory`` each variant also runs in a fresh subprocess (glibc's mmap threshold pinned
 to 64 KiB so that RSS follows live memory, as ``search_step.py`` does): the peak RSS above the
@@ -85,19 +87,28 @@ def _baseline(_model: Any = None) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
-def _no_recompute(model: Any) -> contextlib.AbstractContextManager[None]:
+def _cells_recompute(model: Any, value: bool) -> contextlib.AbstractContextManager[None]:
+    """The cells' cheap pieces recomputed (``value``) or stored, whatever the tree's default."""
     if hasattr(model, "recompute"):  # the tree before the memory modes
-        return _set(model, recompute=False)
+        return _set(model, recompute=value)
     forward_cells = cells.forward_cells
 
-    def stored(*args: Any, **kwargs: Any) -> list[torch.Tensor]:
-        kwargs["recompute"] = False
+    def forced(*args: Any, **kwargs: Any) -> list[torch.Tensor]:
+        kwargs["recompute"] = value
         return forward_cells(*args[:5], memo=args[6] if len(args) > 6 else None, **kwargs)
 
     stack = contextlib.ExitStack()
-    stack.enter_context(_set(cells, forward_cells=stored))
-    stack.enter_context(_set(supernet, forward_cells=stored))
+    stack.enter_context(_set(cells, forward_cells=forced))
+    stack.enter_context(_set(supernet, forward_cells=forced))
     return stack
+
+
+def _no_recompute(model: Any) -> contextlib.AbstractContextManager[None]:
+    return _cells_recompute(model, False)
+
+
+def _pieces_recomputed(model: Any) -> contextlib.AbstractContextManager[None]:
+    return _cells_recompute(model, True)
 
 
 def _pieces_checkpointed(_model: Any) -> contextlib.AbstractContextManager[None]:
@@ -188,6 +199,7 @@ VARIANTS: dict[str, Variant] = {
     "plan cached": _plan_cached,
     "3x3 kernels unpadded (bound)": _unpadded_bound,
     "no recomputation": _no_recompute,
+    "pieces recomputed": _pieces_recomputed,
     "pieces on torch.utils.checkpoint": _pieces_checkpointed,
     "whole cells on torch.utils.checkpoint": _whole_cells,
 }

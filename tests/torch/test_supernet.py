@@ -516,10 +516,27 @@ def test_an_unknown_memory_mode_is_refused_with_the_modes() -> None:
         build_supernet(TINY, memory="lwo")
 
 
-def test_fast_memory_recomputes_the_cells_cheap_pieces() -> None:
-    """What ``memory="fast"`` recomputes: a cell's resample, preprocess, concatenation and
-    projection (and, fused, the candidates' ReLU, depth-wise convolution and pooling) are not
-    saved for backward, with the same output."""
+def test_fast_memory_recomputes_nothing_and_low_memory_recomputes_cells(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from msnas_graph.backends.torch.nn import cells, supernet
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(cells, "recompute_pieces", refuse)
+    monkeypatch.setattr(supernet, "recompute_pieces", refuse)
+    net = build_supernet(TINY).train()
+    net(_x(TINY)).mean().backward()
+    net.memory = "low"
+    with pytest.raises(AssertionError, match="recomputed"):
+        net(_x(TINY))
+
+
+def test_a_cell_can_recompute_its_cheap_pieces() -> None:
+    """``SearchCell(...)(x, alpha, p, scale, recompute=True)``: a cell's resample, preprocess,
+    concatenation and projection (and, fused, the candidates' ReLU, depth-wise convolution and
+    pooling) are not saved for backward, with the same output."""
     from msnas_graph.backends.torch.cost import saved_bytes
     from msnas_graph.backends.torch.nn.cells import SearchCell
 

@@ -184,16 +184,14 @@ class Supernet(nn.Module):
             learnable scale and shift in the supernet). ``None`` passes no option, for
             user operations whose factory does not accept ``affine``.
         memory: how a training forward pass with gradients trades memory for time.
-            ``"fast"`` (default): store the activations that are costly to recompute; the
-            cheap full-width pieces of every cell (resample and preprocess, concatenation,
-            projection, the ``beta`` product, the candidates' ReLU, depth-wise convolution and
-            pooling) are recomputed in the backward pass
-            (:func:`~msnas_graph.backends.torch.nn.cells.recompute_pieces`): about half the
-            activation memory of storing everything, for at most 1.1x its step time
-            (``benchmarks/results/keep_or_remove.md``). ``"low"``: recompute every cell whole
-            in the backward pass (``torch.utils.checkpoint``): about a third of ``"fast"``'s
-            memory for about twice its step time. Outputs, gradients and BatchNorm running
-            statistics are the same in both. Can be switched later via ``.memory``.
+            ``"fast"`` (default): store the activations the backward pass needs (only the
+            fused candidates' point-wise products and normalised values are recomputed).
+            ``"low"``: recompute every cell whole in the backward pass
+            (:func:`~msnas_graph.backends.torch.nn.cells.recompute_pieces`, i.e.
+            ``torch.utils.checkpoint``): in the ``paper`` space at width 32, a tenth to a
+            fifteenth of ``"fast"``'s peak memory for about 1.7x its step time
+            (``benchmarks/results/keep_or_remove.md``). Outputs, gradients and BatchNorm
+            running statistics are the same in both. Can be switched later via ``.memory``.
 
     The mixed ops that share an input are computed together, and those of the cells into one
     node as one computation (:func:`~msnas_graph.backends.torch.nn.fused.mix_groups`): same
@@ -367,12 +365,11 @@ class Supernet(nn.Module):
         if weights is not None:
             weights.check(self.space, self.graph)
         w = weights or self._fixed or self.arch_weights()
-        training = self.training and torch.is_grad_enabled()
-        whole = training and self.memory == "low"
+        whole = self.training and torch.is_grad_enabled() and self.memory == "low"
         memo: _Memo = {}
 
         def node(n: NodeId, ins: Inputs, prev: dict[NodeId, torch.Tensor]) -> torch.Tensor:
-            terms = self._terms(n, ins, prev, w, training, whole, memo)
+            terms = self._terms(n, ins, prev, w, whole, memo)
             out = terms[0]
             for term in terms[1:]:
                 out = out + term
@@ -387,7 +384,6 @@ class Supernet(nn.Module):
         ins: Inputs,
         prev: dict[NodeId, torch.Tensor],
         w: ArchWeights,
-        training: bool,
         whole: bool,
         memo: _Memo,
     ) -> list[torch.Tensor]:
@@ -402,7 +398,7 @@ class Supernet(nn.Module):
             kinds = [ins[k][1] for k in fused]
             outs = forward_cells([cells[k] for k in fused], [prev[ins[k][0]] for k in fused],
                                  [w.alpha[c] for c in kinds], [w.p[c] for c in kinds],
-                                 [bw[k] for k in fused], training, memo)  # fmt: skip
+                                 [bw[k] for k in fused], False, memo)  # fmt: skip
             grouped = dict(zip(fused, outs, strict=True))
         terms = []
         for k, (src, kind, _) in enumerate(ins):
@@ -414,7 +410,7 @@ class Supernet(nn.Module):
             elif whole:
                 terms.append(recompute_pieces(cells[k], cells[k], *args))
             else:
-                terms.append(cells[k](*args, training))
+                terms.append(cells[k](*args))
         return terms
 
     # --------------------------------------------------------------------- state

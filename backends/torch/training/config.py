@@ -234,11 +234,11 @@ class SearchConfig(RunConfig):
             takes no part in the search.
         paths: ``N_l``, the paths kept when decoding the final state.
         deterministic: ``torch.use_deterministic_algorithms(True)`` during the run.
-        memory: the supernet's memory mode (``Supernet(memory=...)``): ``"fast"`` (recompute
-            only the cells' cheap pieces) or ``"low"`` (recompute every cell whole in the
-            backward pass: about a third of the memory for about twice the step time). A
-            ``config.json`` written before this field, with ``checkpoint``, loads as ``"low"``
-            (``checkpoint: true``) or ``"fast"``.
+        memory: the supernet's memory mode (``Supernet(memory=...)``): ``"fast"`` (store the
+            activations) or ``"low"`` (recompute every cell in the backward pass: a tenth to
+            a fifteenth of the memory for about 1.7x the step time). A ``config.json`` written
+            before this field, with ``checkpoint``, loads as ``"low"`` (``checkpoint: true``)
+            or ``"fast"``.
         cost: ``"macs"`` or ``"latency"`` to add the network's expected cost to the
             architecture loss (:mod:`~msnas_graph.backends.torch.search_cost`), ``None`` for
             accuracy alone (the paper).
