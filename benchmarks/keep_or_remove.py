@@ -44,20 +44,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import fmt_bytes, fmt_ratio, markdown_table, write_results
-from search_step import K4, Stepper, _malloc_trim, _proc_status, _reset_hwm, build_case, paper_space
+from _common import fmt_bytes, fmt_ratio, markdown_table, run_child, write_results
+from search_step import K4, Stepper, build_case, paper_space, step_peak_rss
 
 from msnas_graph.backends.torch.nn import cells, fused, supernet
 
@@ -217,31 +213,14 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         stepper.weight_step()
         stepper.arch_step()
         for key, step in (("weight", stepper.weight_step), ("arch", stepper.arch_step)):
-            gc.collect()
-            _malloc_trim()
-            before = _proc_status("VmRSS")
-            if not _reset_hwm():
-                raise OSError("cannot reset VmHWM")
-            step()
-            out[key] = _proc_status("VmHWM") - before
+            out[key] = step_peak_rss(step)
     return out
 
 
 def measure_memory(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """:func:`memory_child` of ``variant`` in a fresh interpreter."""
     spec = {"variant": variant, "channels": args.channels, "size": args.size, "batch": args.batch}
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--_memory-child", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"memory child for {variant} failed: {proc.stderr.strip()[-300:]}")
-    return dict(json.loads(lines[-1]))
+    return run_child(__file__, spec, variant)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ dominate (``benchmarks/results/search_step.md``). :func:`mix_together` computes
   all their channels (BatchNorm is per channel, so this is every BatchNorm at once; the running
   statistics are written back to each module); in training the point-wise products and the
   normalised values are recomputed in the backward pass rather than saved, and with
-  ``recompute`` (what the supernet's ``recompute`` option asks for) the ReLU and the
+  ``recompute`` (a cell's ``recompute``; the supernet no longer asks for it) the ReLU and the
   depth-wise convolution too, so that only the input is saved;
 - **each parameter-free operation once** (``avg_pool_3x3``, ``max_pool_3x3``, ``skip_connect``,
   and the input term of the residual convolutions), shared by all mixed ops; the pooling runs
