@@ -16,10 +16,12 @@ Conventions every benchmark follows (DESIGN.md section 4):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +43,7 @@ __all__ = [
     "markdown_table",
     "median",
     "paired_ratio",
+    "run_child",
     "write_results",
 ]
 
@@ -120,6 +123,25 @@ def interleaved(
                 for k, v in figures.items():
                     out[name].setdefault(k, []).append(v)
     return out
+
+
+def run_child(script: str | Path, spec: Mapping[str, object], what: str) -> dict[str, object]:
+    """``python SCRIPT --_memory-child SPEC`` in a fresh interpreter, glibc's mmap threshold
+    pinned to 64 KiB (freed tensors go back to the OS, so RSS follows live memory): the JSON
+    object it prints last. A child that fails raises ``RuntimeError`` naming ``what``."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--_memory-child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        err = proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        raise RuntimeError(f"memory child for {what} failed: {err[0]}")
+    return dict(json.loads(lines[-1]))
 
 
 def fmt_bytes(n: float | None) -> str:

@@ -1,4 +1,4 @@
-"""Keep or remove (issue 17 item 2): what three pieces of the fused search path are worth.
+"""Keep or remove (issue 17 item 2): what the optimisations of the search path are worth.
 
 One ``paper`` supernet (k=4) runs weight and architecture steps (``search_step.Stepper``) under
 each variant below, in interleaved rounds in one process (the order rotates every round), on
@@ -17,15 +17,34 @@ time in the same round. The rule: an optimisation stays only if it pays at least
   every convolution costs 9 taps instead of 25 (27 tap-MACs per channel-pixel for the three
   convolutions instead of 75; an exact split by footprint would need 9 + 25 + 9 = 43): the
   results are wrong, the time is a lower bound of what running the 3x3 kernels unpadded could
-  reach.
+  reach;
+* ``no recomputation``: the supernet storing every activation (``recompute=False`` before the
+  memory modes; ``memory="fast"``, the baseline, after them);
+* ``pieces recomputed``: the cells' cheap pieces (resample and preprocess, concatenation,
+  projection, the ``beta`` product, the fused candidates' ReLU, depth-wise convolution and
+  pooling) recomputed in the backward pass (the default ``recompute=True`` before the memory
+  modes, the baseline there; a mode that was removed after them, ``keep_or_remove.md``);
+* ``pieces on torch.utils.checkpoint``: the cheap pieces that ``recompute`` recomputes (resample
+  and preprocess, concatenation, projection and the ``beta`` product) under non-reentrant
+  :func:`torch.utils.checkpoint.checkpoint` instead of the custom ``_RecomputePiece`` Function
+  (only meaningful on a tree that still has it; elsewhere it changes nothing);
+* ``whole cells on torch.utils.checkpoint``: every cell recomputed whole in the backward pass
+  (the supernet's ``checkpoint`` option; ``memory="low"`` after the memory modes).
+
+With ``--memory`` each variant also runs in a fresh subprocess (glibc's mmap threshold pinned
+to 64 KiB so that RSS follows live memory, as ``search_step.py`` does): the peak RSS above the
+RSS before the step (``VmHWM`` reset), for a weight step and an architecture step after one
+warm-up of each.
 
     python benchmarks/keep_or_remove.py [--channels 32] [--size 64] [--batch 2] [--rounds 5]
+        [--only VARIANT ...] [--memory]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,36 +52,84 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import fmt_ratio, markdown_table, write_results
-from search_step import K4, Stepper, build_case, paper_space
+from _common import fmt_bytes, fmt_ratio, markdown_table, run_child, write_results
+from search_step import K4, Stepper, build_case, paper_space, step_peak_rss
 
-from msnas_graph.backends.torch.nn import fused
+from msnas_graph.backends.torch.nn import cells, fused, supernet
 
 
 @contextlib.contextmanager
-def _patched(**attributes: Any) -> Iterator[None]:
-    """Set attributes of the ``fused`` module for the duration (this benchmark's own process)."""
-    saved = {name: getattr(fused, name) for name in attributes}
+def _set(target: Any, **attributes: Any) -> Iterator[None]:
+    """Set attributes of ``target`` (a module of this process, the benchmark's own supernet)
+    for the duration."""
+    saved = {name: getattr(target, name) for name in attributes}
     for name, value in attributes.items():
-        setattr(fused, name, value)
+        setattr(target, name, value)
     try:
         yield
     finally:
         for name, value in saved.items():
-            setattr(fused, name, value)
+            setattr(target, name, value)
 
 
-def _baseline() -> contextlib.AbstractContextManager[None]:
+def _patched(**attributes: Any) -> contextlib.AbstractContextManager[None]:
+    return _set(fused, **attributes)
+
+
+Variant = Callable[[Any], contextlib.AbstractContextManager[None]]
+
+
+def _baseline(_model: Any = None) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
-def _no_switch() -> contextlib.AbstractContextManager[None]:
+def _cells_recompute(model: Any, value: bool) -> contextlib.AbstractContextManager[None]:
+    """The cells' cheap pieces recomputed (``value``) or stored, whatever the tree's default."""
+    if hasattr(model, "recompute"):  # the tree before the memory modes
+        return _set(model, recompute=value)
+    forward_cells = cells.forward_cells
+
+    def forced(*args: Any, **kwargs: Any) -> list[torch.Tensor]:
+        kwargs["recompute"] = value
+        return forward_cells(*args[:5], memo=args[6] if len(args) > 6 else None, **kwargs)
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_set(cells, forward_cells=forced))
+    stack.enter_context(_set(supernet, forward_cells=forced))
+    return stack
+
+
+def _no_recompute(model: Any) -> contextlib.AbstractContextManager[None]:
+    return _cells_recompute(model, False)
+
+
+def _pieces_recomputed(model: Any) -> contextlib.AbstractContextManager[None]:
+    return _cells_recompute(model, True)
+
+
+def _pieces_checkpointed(_model: Any) -> contextlib.AbstractContextManager[None]:
+    if not hasattr(cells, "_RecomputePiece"):
+        return contextlib.nullcontext()  # the pieces run on torch.utils.checkpoint already
+
+    def on_checkpoint(fn: Callable[..., torch.Tensor], module: Any, *args: Any) -> torch.Tensor:
+        return cells.recompute_pieces(fn, module, *args)
+
+    return _set(cells, recompute_piece=on_checkpoint)
+
+
+def _whole_cells(model: Any) -> contextlib.AbstractContextManager[None]:
+    if hasattr(model, "checkpoint"):  # the tree before the memory modes
+        return _set(model, checkpoint=True)
+    return _set(model, memory="low")
+
+
+def _no_switch(_model: Any = None) -> contextlib.AbstractContextManager[None]:
     if not hasattr(fused, "_depthwise_kernel"):
         return contextlib.nullcontext()
     return _patched(_depthwise_kernel=lambda _x: contextlib.nullcontext())
 
 
-def _plan_cached() -> contextlib.AbstractContextManager[None]:
+def _plan_cached(_model: Any = None) -> contextlib.AbstractContextManager[None]:
     plans: dict[tuple[int, ...], Any] = {}
     signatures: dict[int, Any] = {}
     plan, signature = fused.plan_candidates, fused._signature
@@ -81,7 +148,7 @@ def _plan_cached() -> contextlib.AbstractContextManager[None]:
     return _patched(plan_candidates=cached_plan, _signature=cached_signature)
 
 
-def _unpadded_bound() -> contextlib.AbstractContextManager[None]:
+def _unpadded_bound(_model: Any = None) -> contextlib.AbstractContextManager[None]:
     kernels = fused._fused_kernels
 
     def central(plans: Any, footprint: int, dims: int) -> torch.Tensor:
@@ -122,12 +189,38 @@ def planning_share(stepper: Stepper, rounds: int = 2) -> dict[str, str]:
     }
 
 
-VARIANTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+VARIANTS: dict[str, Variant] = {
     "baseline": _baseline,
     "no oneDNN switch": _no_switch,
     "plan cached": _plan_cached,
     "3x3 kernels unpadded (bound)": _unpadded_bound,
+    "no recomputation": _no_recompute,
+    "pieces recomputed": _pieces_recomputed,
+    "pieces on torch.utils.checkpoint": _pieces_checkpointed,
+    "whole cells on torch.utils.checkpoint": _whole_cells,
 }
+
+
+def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Inside a fresh process: the peak RSS above the pre-step RSS of a weight step and of an
+    architecture step of one variant, after one warm-up of each."""
+    torch.set_num_threads(1)
+    space = paper_space(spec["channels"], 4, spec["size"])
+    stepper = Stepper(build_case(K4, spec["channels"], spec["size"], space=space),
+                      spec["batch"], spec["size"])  # fmt: skip
+    out: dict[str, Any] = {}
+    with VARIANTS[spec["variant"]](stepper.model):
+        stepper.weight_step()
+        stepper.arch_step()
+        for key, step in (("weight", stepper.weight_step), ("arch", stepper.arch_step)):
+            out[key] = step_peak_rss(step)
+    return out
+
+
+def measure_memory(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`memory_child` of ``variant`` in a fresh interpreter."""
+    spec = {"variant": variant, "channels": args.channels, "size": args.size, "batch": args.batch}
+    return run_child(__file__, spec, variant)
 
 
 def main() -> None:
@@ -137,21 +230,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS)[1:], default=None)
+    parser.add_argument("--memory", action="store_true", help="peak RSS per variant too")
+    parser.add_argument("--no-share", action="store_true", help="skip the plan-building share")
     parser.add_argument("--out", default=None, help="results file (default: none, print only)")
+    parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)  # this benchmark's own process: one thread, as the others
+    if args.memory_child:
+        print(json.dumps(memory_child(json.loads(args.memory_child))), flush=True)
+        return
     names = ["baseline", *(args.only or list(VARIANTS)[1:])]
     space = paper_space(args.channels, 4, args.size)
     stepper = Stepper(build_case(K4, args.channels, args.size, space=space), args.batch, args.size)
     t0 = time.perf_counter()
+    memory = {name: measure_memory(name, args) for name in names} if args.memory else {}
     for name in names:  # warm-up: every variant once
-        with VARIANTS[name]():
+        with VARIANTS[name](stepper.model):
             stepper.round()
     times: dict[str, dict[str, list[float]]] = {n: {"weight_s": [], "arch_s": []} for n in names}
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            with VARIANTS[name]():
+            with VARIANTS[name](stepper.model):
                 got = stepper.round()
             for key, value in got.items():
                 times[name][key].append(value)
@@ -166,9 +266,15 @@ def main() -> None:
             row[f"{label} / baseline"] = fmt_ratio(
                 statistics.median(a / b for a, b in zip(mine, base, strict=True))
             )
+        for key, label in (("weight", "weight step"), ("arch", "arch step")):
+            if name in memory:
+                row[f"{label} peak RSS"] = fmt_bytes(memory[name][key])
+                row[f"{label} RSS / baseline"] = fmt_ratio(
+                    memory[name][key] / memory["baseline"][key]
+                )
         rows.append(row)
     table = markdown_table(rows)
-    share = markdown_table([planning_share(stepper)])
+    share = "" if args.no_share else markdown_table([planning_share(stepper)])
     print("\n" + table + "\n\n" + share)
     if args.out:
         setup = (
@@ -182,8 +288,14 @@ def main() -> None:
             "Keep or remove: search-step A/B of the fused path's pieces",
             setup,
             [
-                "## Step time\n\n" + table,
-                "## Time building the fused plans (baseline, after the rounds)\n\n" + share,
+                "## Step time" + (" and peak RSS" if memory else "") + "\n\n" + table,
+                *(
+                    []
+                    if args.no_share
+                    else [
+                        "## Time building the fused plans (baseline, after the rounds)\n\n" + share
+                    ]
+                ),
             ],
             "Decisions in `keep_or_remove.md`.",
             path=Path(args.out),

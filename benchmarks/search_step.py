@@ -55,15 +55,12 @@ import ctypes
 import gc
 import io
 import json
-import os
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from _common import (
@@ -73,6 +70,7 @@ from _common import (
     markdown_table,
     median,
     paired_ratio,
+    run_child,
     write_results,
 )
 from torch import nn
@@ -145,17 +143,18 @@ def paper_space(channels: int, partial_k: int, size: int, **overrides: Any) -> S
 def build_case(
     name: str, channels: int, size: int, space: SearchSpace | None = None, compile: bool = False
 ) -> Case:
-    """``ours k=4``, ``ours k=1`` (paper space at ``channels``; ``compile``: the supernet's
-    forward through ``torch.compile``), ``ours k=4 one by one``, ``ours k=4, DiNTS's ops,
-    N=1`` or ``DiNTS`` (matched)."""
+    """``ours k=4``, ``ours k=1`` (paper space at ``channels``; ``compile``: the supernet
+    through ``torch.compile``, its mixed ops one by one, the form the compiler traces), ``ours
+    k=4 one by one``, ``ours k=4, DiNTS's ops, N=1`` or ``DiNTS`` (matched)."""
     if name == K4_DCELL:
         _register_conv_3x3()
         space = paper_space(channels, 4, size, ops=("skip_connect", "conv_3x3"), blocks=1)
     if name in (K4, K1, K4_PLAIN, K4_DCELL):
         sp = space or paper_space(channels, 1 if name == K1 else 4, size)
-        net = build_supernet(sp, compile=compile)
-        net.fuse_candidates = name != K4_PLAIN
-        return Case(name, net, net.weight_parameters(), net.arch_parameters())
+        net = build_supernet(sp)
+        net.fuse_candidates = name != K4_PLAIN and not compile
+        model = cast(nn.Module, torch.compile(net)) if compile else net
+        return Case(name, model, net.weight_parameters(), net.arch_parameters())
     if name == DINTS:
         from monai.networks.nets import DiNTS, TopologySearch
 
@@ -438,6 +437,18 @@ def _reset_hwm() -> bool:
         return False
 
 
+def step_peak_rss(step: Callable[[], object]) -> int | None:
+    """The peak RSS of ``step()`` above the RSS just before it (after a ``gc`` and a
+    ``malloc_trim``), or ``None`` where the high-water mark cannot be reset."""
+    gc.collect()
+    _malloc_trim()
+    before = _proc_status("VmRSS")
+    if not _reset_hwm():
+        return None
+    step()
+    return _proc_status("VmHWM") - before
+
+
 def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Inside a fresh process: every memory figure of one configuration.
 
@@ -459,14 +470,10 @@ def memory_child(spec: dict[str, Any]) -> dict[str, Any]:
         stepper.weight_step()  # warm-up: gradients, momentum, Adam state, oneDNN workspaces
         stepper.arch_step()
         for key, step in (("rss_weight", stepper.weight_step), ("rss_arch", stepper.arch_step)):
-            gc.collect()
-            _malloc_trim()
-            before = _proc_status("VmRSS")
-            if not _reset_hwm():
+            out[key] = step_peak_rss(step)
+            if out[key] is None:
                 out["rss_method"] = "unavailable (cannot reset VmHWM)"
                 break
-            step()
-            out[key] = _proc_status("VmHWM") - before
         del stepper
     for p in case.arch_params:
         p.requires_grad_(False)
@@ -491,19 +498,7 @@ def measure_memory(case: str, channels: int, size: int, batch: int, rss: bool) -
         "rss": rss,
         "threads": torch.get_num_threads(),
     }
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--_memory-child", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        err = proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        raise RuntimeError(f"memory child for {case} at {size}x{size} failed: {err[0]}")
-    return dict(json.loads(lines[-1]))
+    return run_child(__file__, spec, f"{case} at {size}x{size}")
 
 
 # --------------------------------------------------------------------------------- main

@@ -87,11 +87,28 @@ epochs_option = click.option(
     help="Epochs of the two phases (weights+cells, then weights+network). "
     "Default: 20,20 for the paper space, 2,2 otherwise.",
 )
-checkpoint_option = click.option(
-    "--checkpoint",
-    is_flag=True,
-    help="Gradient checkpointing: several times less memory, about 2x the step time.",
+memory_option = click.option(
+    "--memory",
+    type=click.Choice(["fast", "low"]),
+    help="The supernet's memory mode: fast (default; stores the activations) or low "
+    "(recomputes every cell in the backward pass: about 1/10 of the memory, 1.7x the time).",
 )
+#: Deprecated (one release): ``--memory low``.
+checkpoint_option = click.option("--checkpoint", is_flag=True, hidden=True)
+
+
+def _deprecated_checkpoint(options: dict[str, Any]) -> None:
+    """``--checkpoint`` (before ``--memory``): a warning, then ``--memory low``."""
+    if not options.pop("checkpoint", False):
+        return
+    click.echo("msnas-graph: warning: --checkpoint is deprecated; use --memory low", err=True)
+    if options.get("memory") not in (None, "low"):
+        raise click.UsageError("give --memory or the deprecated --checkpoint, not both")
+    options["memory"] = "low"
+    click.get_current_context().set_parameter_source(
+        "memory", click.core.ParameterSource.COMMANDLINE
+    )
+
 
 #: ``search``: RUN_DIR, the space and schedule, then the shared run options.
 search_options = run_options(
@@ -102,6 +119,7 @@ search_options = run_options(
     warmup_steps_option,
     arch_lr_option,
     paths_option,
+    memory_option,
     checkpoint_option,
     cost_options,
 )
@@ -172,6 +190,7 @@ def search(
       msnas-graph search runs/s3 --seeds 3 --jobs 2  # then: msnas-graph decode runs/s3
     """
     resolve_cost_target(options)
+    _deprecated_checkpoint(options)
     if options.get("epochs") and options.get("arch_steps"):
         raise click.UsageError("give --epochs or --arch-steps (a schedule in steps), not both")
     from msnas_graph.seeds import is_seeds_run

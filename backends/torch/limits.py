@@ -189,9 +189,10 @@ def _search_cell(space: SearchSpace, kind: str, c_in: int, c_out: int) -> nn.Mod
 
 def _cell_bytes_per_unit(space: SearchSpace, kind: str, ratio: float) -> float:
     """Activation bytes of one search cell per (image x output channel x input pixel): what
-    autograd saves in a training forward pass of the cell as the supernet runs it (candidates
-    computed together, cheap pieces recomputed), with the architecture weights and the
-    operation weights both trainable (more than either step saves)."""
+    autograd saves in a training forward pass of the cell as the supernet runs it by default
+    (candidates computed together, ``memory="fast"``: nothing recomputed), with the
+    architecture weights and the operation weights both trainable (more than either step
+    saves)."""
     c_out = 4 * space.partial_k
     c_in = max(1, round(c_out * ratio))
     side = 8
@@ -206,7 +207,7 @@ def _cell_bytes_per_unit(space: SearchSpace, kind: str, ratio: float) -> float:
     torch.set_num_threads(1)  # tiny tensors: threads only contend
     try:
         saved = saved_bytes(
-            lambda: cell(x, alpha, p, None, True), (*cell.parameters(), *cell.buffers())
+            lambda: cell(x, alpha, p, None, False), (*cell.parameters(), *cell.buffers())
         )
     finally:
         torch.set_num_threads(threads)

@@ -49,7 +49,7 @@ def test_every_backend_command_dispatches_through_the_protocol(
     calls = {(name, str(target)): options for name, target, options in null.calls}
     search = calls[("search", "runs/s")]
     assert search["epochs"] == (1, 2) and search["max_steps_per_epoch"] == 3
-    assert search["space"] == "tiny" and search["checkpoint"] is False
+    assert search["space"] == "tiny" and "memory" not in search and "checkpoint" not in search
     assert "input_size" not in search  # options without a value are the backend's default
     train = calls[("train", "runs/t")]
     assert train["unet_base_channels"] == 8 and train["compile"] is True
@@ -103,6 +103,20 @@ def test_resumed_options_are_passed_only_when_given(null: NullBackend) -> None:
     code, _, err = run("--backend", "null", "search", "runs/s", "--resume", "--device", "cpu")
     assert code == 0, err
     assert null.calls[-1][2] == {"device": "cpu"}
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_memory_mode_and_the_deprecated_checkpoint_flag(null: NullBackend, resume: bool) -> None:
+    extra = ["--resume"] if resume else []
+    code, _, err = run("--backend", "null", "search", "runs/s", "--memory", "low", *extra)
+    assert code == 0 and "warning" not in err, err
+    assert null.calls[-1][2]["memory"] == "low"
+    code, _, err = run("--backend", "null", "search", "runs/s", "--checkpoint", *extra)
+    assert code == 0, err
+    assert "--checkpoint is deprecated; use --memory low" in err
+    assert null.calls[-1][2]["memory"] == "low" and "checkpoint" not in null.calls[-1][2]
+    code, _, err = run("--backend", "null", "search", "runs/s", "--checkpoint", "--memory", "fast")
+    assert code == 2 and "not both" in err
 
 
 def _plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> str:

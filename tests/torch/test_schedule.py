@@ -106,6 +106,24 @@ def test_a_config_written_before_the_schedule_means_no_warmup(tmp_path):
     assert config(epochs=(2, 2), arch_lr=3e-4).resume_conflicts(old) == ["warmup"]
 
 
+@pytest.mark.parametrize("flag, mode", [(True, "low"), (False, "fast")])
+def test_a_config_written_with_the_checkpoint_flag_loads_as_its_memory_mode(tmp_path, flag, mode):
+    old = config(epochs=(2, 2)).to_dict()
+    del old["memory"]
+    old["checkpoint"] = flag
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    loaded = SearchConfig.load(path)
+    assert loaded.memory == mode
+    assert loaded.resume_conflicts(old) == []  # a run started before `memory` still resumes
+    assert SearchConfig.from_dict(loaded.to_dict()) == loaded
+
+
+def test_an_unknown_memory_mode_is_one_line_with_the_modes():
+    with pytest.raises(RunError, match="unknown memory mode 'slow' \\(known: fast, low\\)"):
+        config(memory="slow")
+
+
 def test_arch_optimizer_loads_a_single_group_checkpoint():
     cell = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))]
     net = [torch.nn.Parameter(torch.zeros(4))]

@@ -309,7 +309,7 @@ def test_checkpointing_gives_the_same_gradients() -> None:
 
     def grads(checkpoint: bool) -> list[torch.Tensor]:
         net.zero_grad(set_to_none=True)
-        net.checkpoint = checkpoint
+        net.memory = "low" if checkpoint else "fast"
         net.training = True  # the flag the supernet reads; submodules stay in eval mode
         net(x).square().mean().backward()
         net.training = False
@@ -379,7 +379,7 @@ def test_paper_preset_at_width_64_has_the_papers_size() -> None:
     assert abs(median / 10.52e6 - 1) < 0.05, [c / 1e6 for c in counts]
 
 
-# ------------------------------------------------------- memory-saving forward and compile
+# ------------------------------------------------------------- memory modes
 
 
 def _reference_forward(net: Supernet, x: torch.Tensor) -> torch.Tensor:
@@ -435,10 +435,11 @@ def _run(
 
 
 @pytest.mark.parametrize("partial_k", [1, 4])
-@pytest.mark.parametrize("mode", ["recompute", "plain", "checkpoint"])
+@pytest.mark.parametrize("mode", ["fast", "low", "one by one"])
 def test_memory_saving_forward_matches_the_formulas(partial_k: int, mode: str) -> None:
     """Outputs, every gradient (weights, alpha, p, beta) and the BatchNorm running statistics
-    after one training step equal those of the formulas written out, in every forward mode."""
+    after one training step equal those of the formulas written out, in both memory modes and
+    with the mixed ops computed one by one (the reference path)."""
     import copy
 
     space = SearchSpace.preset("quick", partial_k=partial_k)
@@ -450,7 +451,8 @@ def test_memory_saving_forward_matches_the_formulas(partial_k: int, mode: str) -
     x = _x(space)
     ref = _run(copy.deepcopy(base), x, reference=True)
     net = copy.deepcopy(base)
-    net.recompute, net.checkpoint = mode == "recompute", mode == "checkpoint"
+    net.memory = "low" if mode == "low" else "fast"
+    net.fuse_candidates = mode != "one by one"
     got = _run(net, x)
     torch.testing.assert_close(got[0], ref[0], atol=1e-5, rtol=1e-4)
     for a, b in zip(got[1], ref[1], strict=True):
@@ -463,14 +465,14 @@ def test_memory_saving_forward_matches_the_formulas(partial_k: int, mode: str) -
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_a_recomputed_piece_gives_the_plain_pieces_results(autocast: bool) -> None:
-    """``recompute_piece`` (a custom autograd Function) against the same module run plainly:
+    """``recompute_pieces`` (``torch.utils.checkpoint``) against the same module run plainly:
     output, input and parameter gradients, running statistics updated once; under bf16
     autocast too (the recomputation must replay it); and the input gradient alone with the
     parameters frozen, as the architecture step asks."""
     import copy
 
     from msnas_graph.backends.torch.nn.blocks import Preprocess
-    from msnas_graph.backends.torch.nn.cells import recompute_piece
+    from msnas_graph.backends.torch.nn.cells import recompute_pieces
 
     torch.manual_seed(0)
     piece = nn.Sequential(nn.MaxPool2d(2), Preprocess(4, 6))
@@ -478,7 +480,7 @@ def test_a_recomputed_piece_gives_the_plain_pieces_results(autocast: bool) -> No
     x1 = torch.randn(3, 4, 8, 8, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        y1, y2 = recompute_piece(piece, piece, x1), plain(x2)
+        y1, y2 = recompute_pieces(piece, piece, x1), plain(x2)
     assert y1.dtype == y2.dtype == (torch.bfloat16 if autocast else torch.float32)
     tol = {"atol": 2e-2, "rtol": 2e-2} if autocast else {"atol": 1e-6, "rtol": 1e-5}
     torch.testing.assert_close(y1, y2, **tol)
@@ -494,59 +496,61 @@ def test_a_recomputed_piece_gives_the_plain_pieces_results(autocast: bool) -> No
     assert int(piece[1].bn.num_batches_tracked) == 1
     for q in [*piece.parameters(), *plain.parameters()]:
         q.requires_grad_(False)
-    (g1,) = torch.autograd.grad((recompute_piece(piece, piece, x1) * g).sum(), [x1])
+    (g1,) = torch.autograd.grad((recompute_pieces(piece, piece, x1) * g).sum(), [x1])
     (g2,) = torch.autograd.grad((plain(x2) * g).sum(), [x2])
     torch.testing.assert_close(g1, g2, **tol)
 
 
-def test_recomputing_pieces_saves_activation_memory() -> None:
+def test_low_memory_saves_activation_memory() -> None:
     from msnas_graph.backends.torch.cost import activation_memory
 
     space = SearchSpace.preset("quick")
     shape = (2, 1, 32, 32)
-    saved = activation_memory(build_supernet(space, recompute=True), shape)
-    plain = activation_memory(build_supernet(space, recompute=False), shape)
-    assert saved < 0.8 * plain
+    low = activation_memory(build_supernet(space, memory="low"), shape)
+    fast = activation_memory(build_supernet(space, memory="fast"), shape)
+    assert low < 0.5 * fast
 
 
-def test_compile_failure_falls_back_to_eager_and_logs_once(monkeypatch, caplog) -> None:
-    def broken(fn, **kwargs):
-        def call(*args, **kw):
-            raise RuntimeError("no compiler here")
+def test_an_unknown_memory_mode_is_refused_with_the_modes() -> None:
+    with pytest.raises(BackendError, match="unknown memory mode 'lwo'.*did you mean 'low'"):
+        build_supernet(TINY, memory="lwo")
 
-        return call
 
+def test_fast_memory_recomputes_nothing_and_low_memory_recomputes_cells(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from msnas_graph.backends.torch.nn import cells, supernet
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(cells, "recompute_pieces", refuse)
+    monkeypatch.setattr(supernet, "recompute_pieces", refuse)
+    net = build_supernet(TINY).train()
+    net(_x(TINY)).mean().backward()
+    net.memory = "low"
+    with pytest.raises(AssertionError, match="recomputed"):
+        net(_x(TINY))
+
+
+def test_a_cell_can_recompute_its_cheap_pieces() -> None:
+    """``SearchCell(...)(x, alpha, p, scale, recompute=True)``: a cell's resample, preprocess,
+    concatenation and projection (and, fused, the candidates' ReLU, depth-wise convolution and
+    pooling) are not saved for backward, with the same output."""
+    from msnas_graph.backends.torch.cost import saved_bytes
+    from msnas_graph.backends.torch.nn.cells import SearchCell
+
+    space = SearchSpace.preset("quick")
     torch.manual_seed(0)
-    net = build_supernet(TINY, compile=True).eval()
-    x = _x(TINY)
-    monkeypatch.setattr(torch, "compile", broken)
-    with caplog.at_level("WARNING", logger="msnas_graph.backends.torch.nn.supernet"):
-        y1 = net(x)
-        y2 = net(x)
-    assert [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()] == [
-        "supernet: torch.compile failed (no compiler here); running eagerly"
-    ]
-    net.use_compile = False
-    torch.testing.assert_close(y1, net(x))
-    torch.testing.assert_close(y2, y1)
+    cell = SearchCell("contract", 8, 16, space.ops, 3, 4, 2, {"affine": False}).train()
+    alpha = [torch.softmax(torch.randn(b + 1, len(space.ops)), 1) for b in range(3)]
+    p = [torch.softmax(torch.randn(b + 1), 0) for b in range(3)]
+    x = torch.randn(2, 8, 32, 32, requires_grad=True)
+    outputs = []
 
+    def run(recompute: bool) -> None:
+        outputs.append(cell(x, alpha, p, None, recompute).detach())
 
-def test_compiled_forward_matches_eager() -> None:
-    """A real compile (the ``eager`` backend: Dynamo's graph capture, no C++ toolchain)."""
-    import torch._dynamo
-
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    net = build_supernet(TINY, compile="eager").train()
-    x = _x(TINY)
-    y = net(x)
-    assert net._compiled not in (None, False)
-    y.square().mean().backward()
-    g = [p.grad.clone() for p in net.parameters()]
-    net.use_compile = False
-    net.zero_grad(set_to_none=True)
-    y_eager = net(x)
-    y_eager.square().mean().backward()
-    torch.testing.assert_close(y, y_eager, atol=1e-5, rtol=1e-4)
-    for a, b in zip(g, [p.grad for p in net.parameters()], strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    exclude = (*cell.parameters(), *cell.buffers())
+    assert saved_bytes(lambda: run(True), exclude) < 0.6 * saved_bytes(lambda: run(False), exclude)
+    torch.testing.assert_close(outputs[0], outputs[1])

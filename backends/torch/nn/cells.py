@@ -19,17 +19,16 @@ from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from msnas_graph.backends.torch.nn.blocks import Preprocess, Projection, resample
 from msnas_graph.backends.torch.nn.fused import mix_groups
-from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, channel_shuffle
+from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, partial_output
 from msnas_graph.backends.torch.nn.ops import build_op
 from msnas_graph.errors import BackendError
 from msnas_graph.genotype import CellGenotype
 
-__all__ = ["DiscreteCell", "SearchCell", "forward_cells", "recompute_piece", "recompute_pieces"]
+__all__ = ["DiscreteCell", "SearchCell", "block_coefficients", "forward_cells", "recompute_pieces"]
 
 
 class _KeepBatchNormStats:
@@ -80,69 +79,6 @@ def recompute_pieces(
     )
 
 
-class _RecomputePiece(torch.autograd.Function):
-    """``fn(*args)`` saving only ``args``; in the backward pass ``fn`` runs again under the
-    forward pass's autocast state and its gradients with respect to ``args`` and ``params``
-    (``module``'s parameters, passed in so that autograd routes their gradients here) are
-    taken with :func:`torch.autograd.grad`, ``module``'s BatchNorm statistics left as the
-    forward pass left them."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, fn: Callable[..., torch.Tensor], module: nn.Module, n_args: int, *tensors: Any
-    ) -> torch.Tensor:
-        args = tensors[:n_args]
-        ctx.fn, ctx.module, ctx.params = fn, module, tensors[n_args:]
-        device = next((t.device.type for t in args if t is not None), "cpu")
-        ctx.device = device
-        ctx.autocast = torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)
-        ctx.save_for_backward(*args)
-        return fn(*args)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        args = [
-            None if t is None else t.detach().requires_grad_(t.requires_grad)
-            for t in ctx.saved_tensors
-        ]
-        every = (*args, *ctx.params)
-        wanted = [t for t in every if t is not None and t.requires_grad]
-        enabled, dtype = ctx.autocast
-        with (
-            torch.enable_grad(),
-            torch.autocast(ctx.device, dtype=dtype, enabled=enabled),
-            _KeepBatchNormStats(ctx.module),
-        ):
-            out = ctx.fn(*args)
-            # inside the context: the recomputed BatchNorm saved the running statistics, which
-            # leaving it writes back
-            grads = iter(torch.autograd.grad(out, wanted, g, allow_unused=True) if wanted else ())
-        got = [next(grads) if t is not None and t.requires_grad else None for t in every]
-        return (None, None, None, *got)
-
-
-def recompute_piece(
-    fn: Callable[..., torch.Tensor], module: nn.Module, *args: torch.Tensor | None
-) -> torch.Tensor:
-    """:func:`recompute_pieces` for a piece whose parameters are ``module``'s and whose
-    arguments are tensors (or ``None``): the same result, gradients, statistics and saved
-    memory, with a custom autograd Function instead of
-    :func:`torch.utils.checkpoint.checkpoint` and its saved-tensor hooks (the `paper` search
-    step took 0.92x/0.96x the time, weight/architecture step, side by side on one CPU
-    thread). Not twice differentiable. The supernet's whole-cell ``checkpoint`` mode, whose
-    arguments include lists, keeps :func:`recompute_pieces`.
-
-    >>> bn = nn.BatchNorm2d(2)
-    >>> x = torch.randn(4, 2, 3, 3, requires_grad=True)
-    >>> recompute_piece(bn, bn, x).sum().backward()
-    >>> int(bn.num_batches_tracked), bn.weight.grad is not None
-    (1, True)
-    """
-    params = tuple(module.parameters())
-    return cast(torch.Tensor, _RecomputePiece.apply(fn, module, len(args), *args, *params))
-
-
 class SearchCell(nn.Module):
     """A searchable cell on one network edge (paper Eq. 1 and 2).
 
@@ -155,13 +91,11 @@ class SearchCell(nn.Module):
     ``mixed[b][j]`` is the :class:`PartialChannelMixedOp` of input ``j`` of block ``b``.
 
     ``fuse`` (default ``True``, switchable via ``.fuse``): compute the mixed ops that share an
-    input together (:func:`~msnas_graph.backends.torch.nn.fused.mix_together`: one ReLU, one
+    input together (:func:`~msnas_graph.backends.torch.nn.fused.mix_groups`: one ReLU, one
     depth-wise, one point-wise convolution and one BatchNorm for all their separable
-    convolutions, each parameter-free operation once); ``False`` runs them one by one. Both
-    give the same outputs, gradients and running statistics up to float rounding. Under
-    :func:`torch.compile` the cell runs them one by one (the form the compiler traces; the fused
-    functions' Python planning made it recompile up to its limit: a first call of 200 s against
-    67 s on a small space).
+    convolutions, each parameter-free operation once); ``False`` runs them one by one
+    (:meth:`PartialChannelMixedOp.mix`, the reference). Both give the same outputs, gradients
+    and running statistics up to float rounding.
     """
 
     def __init__(
@@ -205,30 +139,14 @@ class SearchCell(nn.Module):
         ``scale * cell(x)``, computed so that the cell's output need not be saved for the
         gradient of ``scale``. ``recompute`` recomputes the cheap full-width pieces (resample
         and preprocess, concatenation and projection, and the ``scale`` product) in the
-        backward pass instead of saving their activations (:func:`recompute_piece`), and with
+        backward pass instead of saving their activations (:func:`recompute_pieces`), and with
         ``fuse`` the candidates' ReLU, depth-wise convolution and pooling too (only their
         input is saved; :func:`~msnas_graph.backends.torch.nn.fused.mix_groups`); the result
         and the gradients are those of the plain pass.
 
-        How the blocks save less than ``sum_j p_j * PCMixedOp_j(X_j)`` written out: the input
-        weight is folded into the operation weights (``p_j * alpha_jo``, scalars), so only the
-        candidates' partial-width outputs are saved for the weights' gradients; the
-        pass-through parts are summed as ``sum_j p_j * x_b_j`` (saving views of the block
-        inputs ``X_j``, which the projection keeps anyway) and the block shuffles once
-        (a permutation commutes with the sum).
+        The blocks are computed by :func:`forward_cells`, the one statement of Eq. 1 and 2.
         """
-        if self.fuse and not torch.compiler.is_compiling():
-            return forward_cells([self], [x], [alpha_w], [p_w], [scale], recompute)[0]
-        if recompute:
-            states = [recompute_piece(self._enter, self.preprocess, x)]
-        else:
-            states = [self._enter(x)]
-        splits: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for b, row in enumerate(cast(Sequence[nn.ModuleList], self.mixed)):
-            states.append(self._block(row, states, splits, alpha_w[b], p_w[b]))
-        if recompute:
-            return recompute_piece(self._leave, self.projection, scale, *states[1:])
-        return self._leave(scale, *states[1:])
+        return forward_cells([self], [x], [alpha_w], [p_w], [scale], recompute)[0]
 
     def _enter(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, self.preprocess(self.resample(x)))
@@ -237,35 +155,11 @@ class SearchCell(nn.Module):
         y = cast(torch.Tensor, self.projection(torch.cat(blocks, dim=1)))
         return y if scale is None else scale * y
 
-    @staticmethod
-    def _block(
-        row: nn.ModuleList,
-        states: list[torch.Tensor],
-        splits: list[tuple[torch.Tensor, torch.Tensor]],
-        aw: torch.Tensor,
-        pw: torch.Tensor,
-    ) -> torch.Tensor:
-        """``sum_j pw[j] * row[j](states[j], aw[j])`` (see :meth:`forward` for the layout)."""
-        k = cast(PartialChannelMixedOp, row[0]).k
-        mixed: torch.Tensor | None = None
-        rest: torch.Tensor | None = None
-        for j, module in enumerate(row):
-            op = cast(PartialChannelMixedOp, module)
-            coeff = pw[j] * aw[j]
-            if k == 1:
-                y = op.mix(states[j], coeff)
-            else:
-                if len(splits) == j:  # one split per block input, shared by later blocks
-                    splits.append(op.split(states[j]))
-                x_a, x_b = splits[j]
-                y = op.mix(x_a, coeff)
-                r = pw[j] * x_b
-                rest = r if rest is None else rest + r
-            mixed = y if mixed is None else mixed + y
-        assert mixed is not None  # block b has b + 1 inputs
-        if rest is None:
-            return mixed
-        return channel_shuffle(torch.cat([mixed, rest], dim=1), k)
+
+def _piece(
+    recompute: bool, fn: Callable[..., torch.Tensor], module: nn.Module, *args: Any
+) -> torch.Tensor:
+    return recompute_pieces(fn, module, *args) if recompute else fn(*args)
 
 
 def forward_cells(
@@ -277,34 +171,47 @@ def forward_cells(
     recompute: bool = False,
     memo: dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]] | None = None,
 ) -> list[torch.Tensor]:
-    """``[cells[g](xs[g], alpha_ws[g], p_ws[g], scales[g], recompute) for g]`` with the mixed
-    ops computed together (:func:`~msnas_graph.backends.torch.nn.fused.mix_groups`): within a
-    cell, all blocks' mixed ops on state ``X_j`` as soon as ``X_j`` exists; across cells of the
-    same width and resolution (the cells into one supernet node), as one computation. Block
-    ``b`` still sums its inputs' terms in the order ``j = 0 .. b``; results equal the cells run
-    one by one up to float rounding.
+    """``[cells[g](xs[g], alpha_ws[g], p_ws[g], scales[g], recompute) for g]``: what every
+    :class:`SearchCell` computes (:meth:`SearchCell.forward` calls it with one cell). With the
+    cells' ``fuse``, the mixed ops are computed together
+    (:func:`~msnas_graph.backends.torch.nn.fused.mix_groups`): within a cell, all blocks' mixed
+    ops on state ``X_j`` as soon as ``X_j`` exists; across cells of the same width and
+    resolution (the cells into one supernet node), as one computation. Results equal the cells
+    run one by one up to float rounding.
 
     ``memo``: a dict the caller keeps for one forward pass, in which the coefficients
-    ``p_w[b][j] * alpha_w[b][j]`` are computed once per weight lists and state (the cells of one
+    (:func:`block_coefficients`) are computed once per weight lists and state (the cells of one
     type share their weights), not once per cell.
     """
-    states: list[list[torch.Tensor]] = []
-    for cell, x in zip(cells, xs, strict=True):
-        if recompute:
-            states.append([recompute_piece(cell._enter, cell.preprocess, x)])
-        else:
-            states.append([cell._enter(x)])
-    _blocks_together(cells, states, alpha_ws, p_ws, {} if memo is None else memo, recompute)
-    out = []
-    for cell, scale, st in zip(cells, scales, states, strict=True):
-        if recompute:
-            out.append(recompute_piece(cell._leave, cell.projection, scale, *st[1:]))
-        else:
-            out.append(cell._leave(scale, *st[1:]))
-    return out
+    states = [
+        [_piece(recompute, c._enter, c.preprocess, x)] for c, x in zip(cells, xs, strict=True)
+    ]
+    _blocks(cells, states, alpha_ws, p_ws, {} if memo is None else memo, recompute)
+    return [
+        _piece(recompute, cell._leave, cell.projection, scale, *st[1:])
+        for cell, scale, st in zip(cells, scales, states, strict=True)
+    ]
 
 
-def _blocks_together(
+def block_coefficients(
+    alpha_w: Sequence[torch.Tensor], p_w: Sequence[torch.Tensor], j: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The weights of state ``X_j`` in the blocks ``b = j .. N-1`` that read it (paper Eq. 1 and
+    2): ``(coefficients, p_j)`` with ``coefficients[b - j] = p_w[b][j] * alpha_w[b][j]`` (the
+    input weight folded into the operation weights, so that only the candidates' partial-width
+    outputs are saved for the weights' gradients) and ``p_j[b - j] = p_w[b][j]`` (the weight of
+    the channels that pass unchanged).
+
+    >>> alpha = [torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])]
+    >>> coefficients, p_j = block_coefficients(alpha, [torch.ones(1), torch.tensor([0.2, 0.8])], 0)
+    >>> coefficients.tolist(), [float(q) for q in p_j]
+    ([[0.5, 0.5], [0.20000000298023224, 0.0]], [1.0, 0.20000000298023224])
+    """
+    p_j = [p_w[b][j] for b in range(j, len(p_w))]
+    return torch.stack([q * alpha_w[b][j] for b, q in enumerate(p_j, j)]), p_j
+
+
+def _blocks(
     cells: Sequence[SearchCell],
     states: list[list[torch.Tensor]],
     alpha_ws: Sequence[Sequence[torch.Tensor]],
@@ -312,55 +219,50 @@ def _blocks_together(
     memo: dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]],
     recompute: bool,
 ) -> None:
-    """Append every cell's block outputs to its ``states`` (which hold ``X_0``)."""
+    """Paper Eq. 1 and 2, the one place they are written: append to every cell's ``states``
+    (which hold ``X_0``) its block outputs
+    ``X_b = partial_output(sum_{j<=b} mix_{b,j}(x_a_j; p_w[b][j] * alpha_w[b][j]),
+    sum_{j<=b} p_w[b][j] * x_b_j, k)``, ``x_a_j`` / ``x_b_j`` the partial / passing channels of
+    ``X_j``: the shuffle is a permutation, so it commutes with the sum over inputs and runs once
+    per block. State by state: as soon as ``X_j`` exists, the mixed ops of every block on it."""
     blocks = cells[0].blocks
     rows = [cast(Sequence[nn.ModuleList], cell.mixed) for cell in cells]
     first = cast(PartialChannelMixedOp, rows[0][0][0])
-    k, c = first.k, first.partial_channels
+    together = cells[0].fuse
     mixed: list[list[torch.Tensor | None]] = [[None] * blocks for _ in cells]
     rest: list[list[torch.Tensor | None]] = [[None] * blocks for _ in cells]
     for j in range(blocks):
-        x_as, x_bs = [], []
-        for st in states:
-            x = st[j]
-            if k == 1:
-                x_as.append(x)
-            elif len(cells) == 1:  # a compact copy: a view would keep X_j alive in backward
-                x_a, x_b = first.split(x)
-                x_as.append(x_a)
-                x_bs.append(x_b)
-            else:  # concatenated (a compact copy) by mix_groups
-                x_a, x_b = torch.split(x, [c, x.shape[1] - c], dim=1)
-                x_as.append(x_a)
-                x_bs.append(x_b)
+        # a compact copy of the partial channels (a view would keep X_j alive in backward),
+        # except where mix_groups concatenates them anyway
+        parts = [first.split(st[j], copy=not together or len(cells) == 1) for st in states]
         consumers = [[r[b][j] for b in range(j, blocks)] for r in rows]
-        coeffs, inputs = [], []
+        weights = []
         for alpha_w, p_w in zip(alpha_ws, p_ws, strict=True):
             key = (id(alpha_w), id(p_w), j)
             if key not in memo:
-                p_j = [p_w[b][j] for b in range(j, blocks)]
-                memo[key] = (
-                    torch.stack([p_j[b - j] * alpha_w[b][j] for b in range(j, blocks)]),
-                    p_j,
-                )
-            coeff, p_j = memo[key]
-            coeffs.append(coeff)
-            inputs.append(p_j)
-        ys = mix_groups(x_as, consumers, coeffs, recompute)
+                memo[key] = block_coefficients(alpha_w, p_w, j)
+            weights.append(memo[key])
+        x_as = [x_a for x_a, _ in parts]
+        coeffs = [c for c, _ in weights]
+        if together:
+            ys = mix_groups(x_as, consumers, coeffs, recompute)
+        else:
+            ys = [
+                [cast(PartialChannelMixedOp, m).mix(x_a, w) for m, w in zip(ms, c, strict=True)]
+                for x_a, ms, c in zip(x_as, consumers, coeffs, strict=True)
+            ]
         for g, st in enumerate(states):
+            x_b, p_j = parts[g][1], weights[g][1]
             for b, y in zip(range(j, blocks), ys[g], strict=True):
-                prev = mixed[g][b]
-                mixed[g][b] = y if prev is None else prev + y
-                if k > 1:
-                    r = inputs[g][b - j] * x_bs[g]
-                    prev_r = rest[g][b]
-                    rest[g][b] = r if prev_r is None else prev_r + r
-            done, done_rest = cast(torch.Tensor, mixed[g][j]), rest[g][j]
+                mixed[g][b] = _add(mixed[g][b], y)
+                if x_b is not None:
+                    rest[g][b] = _add(rest[g][b], p_j[b - j] * x_b)
+            st.append(partial_output(cast(torch.Tensor, mixed[g][j]), rest[g][j], first.k))
             mixed[g][j] = rest[g][j] = None
-            if done_rest is None:
-                st.append(done)
-            else:
-                st.append(channel_shuffle(torch.cat([done, done_rest], dim=1), k))
+
+
+def _add(total: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
+    return term if total is None else total + term
 
 
 class _Block(nn.Module):

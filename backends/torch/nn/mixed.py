@@ -24,7 +24,7 @@ from torch import nn
 from msnas_graph.backends.torch.nn.ops import Zero, build_op
 from msnas_graph.errors import BackendError
 
-__all__ = ["PartialChannelMixedOp", "channel_shuffle", "channel_unshuffle"]
+__all__ = ["PartialChannelMixedOp", "channel_shuffle", "channel_unshuffle", "partial_output"]
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -67,6 +67,21 @@ def channel_unshuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
             "use a group count that divides the channel count"
         )
     return channel_shuffle(x, channels // groups)
+
+
+def partial_output(mixed: torch.Tensor, rest: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Paper Eq. 2's output from its two parts: ``channel_shuffle(cat([mixed, rest]), k)``,
+    ``mixed`` the (weighted) candidates' output on the partial channels and ``rest`` the
+    channels that pass unchanged (``None`` with ``k == 1``: ``mixed`` alone). The cell applies
+    it once per block to sums over the block's inputs (the shuffle is a permutation, so it
+    commutes with the sum).
+
+    >>> partial_output(torch.zeros(1, 1, 1, 1), torch.ones(1, 3, 1, 1), 4).flatten().tolist()
+    [0.0, 1.0, 1.0, 1.0]
+    """
+    if rest is None:
+        return mixed
+    return channel_shuffle(torch.cat([mixed, rest], dim=1), k)
 
 
 class PartialChannelMixedOp(nn.Module):
@@ -139,15 +154,12 @@ class PartialChannelMixedOp(nn.Module):
                 f"PartialChannelMixedOp.forward: input has {x.shape[1]} channels, "
                 f"the op was built for {self.channels}"
             )
-        if self.k == 1:
-            return self.mix(x, weights)
         x_a, x_b = self.split(x)
-        y = torch.cat([self.mix(x_a, weights), x_b], dim=1)
-        return channel_shuffle(y, self.k)
+        return partial_output(self.mix(x_a, weights), x_b, self.k)
 
-    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x_a, x_b)``: a compact *copy* of the first ``C // k`` channels and a *view* of the
-        rest.
+    def split(self, x: torch.Tensor, copy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(x_a, x_b)``: a compact *copy* of the first ``C // k`` channels (a view unless
+        ``copy``) and a *view* of the rest; ``(x, None)`` with ``k == 1``.
 
         The copy is what the candidate operations may save for backward (average pooling and
         the ``skip_connect`` weight save their input): a slice view would keep the whole
@@ -158,6 +170,8 @@ class PartialChannelMixedOp(nn.Module):
         >>> x_a.shape[1], x_b.shape[1], x_a.is_contiguous()
         (2, 6, True)
         """
+        if self.k == 1:
+            return x, None
         c = self.partial_channels
         layout = torch.contiguous_format
         if (
@@ -169,7 +183,7 @@ class PartialChannelMixedOp(nn.Module):
         # one split, whose backward is one concatenation (two slices would each fill a
         # full-width zero tensor and copy into it)
         x_a, x_b = torch.split(x, [c, x.shape[1] - c], dim=1)
-        return x_a.clone(memory_format=layout), x_b
+        return (x_a.clone(memory_format=layout) if copy else x_a), x_b
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``sum_o weights[o] * op_o(x)`` on the (partial-width) input ``x``, in ``ops`` order.

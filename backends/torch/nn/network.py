@@ -23,6 +23,8 @@ torch.Size([2, 2, 32, 32])
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import nn
 
@@ -38,13 +40,54 @@ from msnas_graph.backends.torch.nn.blocks import (
 )
 from msnas_graph.backends.torch.nn.cells import DiscreteCell
 from msnas_graph.errors import ArchitectureError, BackendError
-from msnas_graph.graph import NodeId
+from msnas_graph.graph import Edge, NodeId
 from msnas_graph.kinds import carries_cell
 
-__all__ = ["FUSIONS", "FinalNetwork", "build_network"]
+__all__ = ["FUSIONS", "FinalNetwork", "Plan", "build_network", "execution_plan", "run_plan"]
 
 #: The multi-scale fusion modes of the final network.
 FUSIONS = ("concat", "sum")
+
+#: The incoming edges of one node: ``(source, kind, cell key or None for a skip)`` each.
+Inputs = tuple[tuple[NodeId, str, str | None], ...]
+#: Layer by layer, ``(node, its incoming edges)`` for every node computed.
+Plan = tuple[tuple[tuple[NodeId, Inputs], ...], ...]
+
+
+def execution_plan(nodes: Iterable[NodeId], in_edges: Callable[[NodeId], Iterable[Edge]]) -> Plan:
+    """The static plan the supernet and the final network both run: the nodes with incoming
+    edges, grouped by layer in order, each with its edges in canonical order (a cell's key as
+    in their ``cells`` dicts, ``None`` for an edge without a cell).
+
+    >>> from msnas_graph.graph import Supergraph
+    >>> from msnas_graph.spec import SearchSpace
+    >>> g = Supergraph(SearchSpace.preset("tiny"))
+    >>> plan = execution_plan(g.nodes, g.in_edges)
+    >>> len(plan) == g.space.layers, plan[0][0][1][0][1:]
+    (True, ('keep', 'L1_s0_keep'))
+    """
+    layers: dict[int, list[tuple[NodeId, Inputs]]] = {}
+    for n in nodes:
+        edges = tuple(in_edges(n))
+        if edges:
+            ins = tuple(
+                (e.src, e.kind, edge_key(e) if carries_cell(e.kind) else None) for e in edges
+            )
+            layers.setdefault(n.layer, []).append((n, ins))
+    return tuple(tuple(layers[layer]) for layer in sorted(layers))
+
+
+def run_plan(
+    plan: Plan,
+    first: tuple[NodeId, torch.Tensor],
+    node: Callable[[NodeId, Inputs, dict[NodeId, torch.Tensor]], torch.Tensor],
+) -> dict[NodeId, torch.Tensor]:
+    """The last layer's outputs: ``node(n, ins, outputs of the layer before)`` for every node of
+    ``plan``, layer by layer, from ``first`` (the input node and the stem's output)."""
+    prev = dict([first])
+    for layer in plan:
+        prev = {n: node(n, ins, prev) for n, ins in layer}
+    return prev
 
 
 class FinalNetwork(nn.Module):
@@ -92,37 +135,24 @@ class FinalNetwork(nn.Module):
             [(o, graph.channels(o)) for o in arch.output_nodes], space.num_classes, dims
         )
 
-        # Static plan, layer by layer: (node, ((src, cell key or None), ...), fusion key or None).
-        plan: list[list[tuple[NodeId, tuple[tuple[NodeId, str | None], ...], str | None]]] = [
-            [] for _ in range(space.layers)
-        ]
-        for n in arch.nodes:
-            ins = arch.in_edges(n)
-            if not ins:
-                continue
-            srcs = tuple((e.src, edge_key(e) if carries_cell(e.kind) else None) for e in ins)
-            fuse = node_key(n) if node_key(n) in fusions else None
-            plan[n.layer - 1].append((n, srcs, fuse))
-        self._plan = tuple(tuple(layer) for layer in plan)
+        self._plan = execution_plan(arch.nodes, arch.in_edges)
         self._factor = 2 ** max(n.scale for n in arch.nodes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes, *spatial)`` at the input's resolution."""
         check_input(x, self.space.in_channels, self.space.spatial_dims, self._factor, "network")
-        prev: dict[NodeId, torch.Tensor] = {self.arch.input_node: self.stem(x)}
-        for layer in self._plan:
-            cur: dict[NodeId, torch.Tensor] = {}
-            for node, srcs, fuse in layer:
-                ys = [prev[s] if key is None else self.cells[key](prev[s]) for s, key in srcs]
-                if fuse is not None:
-                    cur[node] = self.fusions[fuse](ys)
-                else:
-                    out = ys[0]
-                    for y in ys[1:]:
-                        out = out + y
-                    cur[node] = out
-            prev = cur
-        return self.head([prev[o] for o in self.arch.output_nodes])
+        out = run_plan(self._plan, (self.arch.input_node, self.stem(x)), self._node)
+        return self.head([out[o] for o in self.arch.output_nodes])
+
+    def _node(self, node: NodeId, ins: Inputs, prev: dict[NodeId, torch.Tensor]) -> torch.Tensor:
+        """One node: its kept edges' outputs, fused (``concat``) or summed."""
+        ys = [prev[s] if key is None else self.cells[key](prev[s]) for s, _, key in ins]
+        if len(ys) > 1 and self.fusion == "concat":
+            return self.fusions[node_key(node)](ys)
+        out = ys[0]
+        for y in ys[1:]:
+            out = out + y
+        return out
 
     def extra_repr(self) -> str:
         return (

@@ -33,7 +33,6 @@ True
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -42,10 +41,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from msnas_graph._util import unknown_name
 from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.nn.blocks import Head, Stem, check_input, edge_key, node_key
 from msnas_graph.backends.torch.nn.cells import SearchCell, forward_cells, recompute_pieces
 from msnas_graph.backends.torch.nn.fused import has_own_hooks
+from msnas_graph.backends.torch.nn.network import Inputs, execution_plan, run_plan
 from msnas_graph.errors import BackendError, StateError
 from msnas_graph.graph import NodeId, Supergraph
 from msnas_graph.kinds import carries_cell
@@ -53,9 +54,12 @@ from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
 from msnas_graph.state import softmax as np_softmax
 
-__all__ = ["ArchWeights", "Supernet", "build_supernet"]
+__all__ = ["MEMORY_MODES", "ArchWeights", "Supernet", "build_supernet"]
 
-logger = logging.getLogger(__name__)
+#: How a training forward pass trades memory for time (:class:`Supernet`'s ``memory``).
+MEMORY_MODES = ("fast", "low")
+
+_Memo = dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]]
 
 
 @dataclass
@@ -179,35 +183,21 @@ class Supernet(nn.Module):
             (``False``, the DARTS/PC-DARTS convention: the operations' BatchNorms have no
             learnable scale and shift in the supernet). ``None`` passes no option, for
             user operations whose factory does not accept ``affine``.
-        checkpoint: recompute each cell in the backward pass instead of storing its
-            activations (``torch.utils.checkpoint``, non-reentrant) while training with
-            gradients. Trades roughly one extra forward pass for far less activation memory;
-            gradients are unchanged, and so are the BatchNorm running statistics (the
-            recomputation restores them). Can be switched later via ``.checkpoint``.
-        recompute: recompute only the cheap pieces of every cell (resample and
-            preprocess, concatenation, projection and the ``beta`` product; with
-            ``fuse_candidates`` also the candidates' ReLU, depth-wise convolution and
-            pooling) in the backward pass (default ``True``; see :meth:`SearchCell.forward`).
-            Costs two 1x1 convolutions and one depth-wise convolution per cell again and saves
-            most of what is full width whatever ``partial_k``, and the depth-wise outputs:
-            in the `paper` space at width 8, 0.47x the activation memory of an architecture
-            step; outputs, gradients and running statistics are those of
-            ``recompute=False``. Can be switched later via ``.recompute``.
-        fuse_candidates: compute the mixed ops that share an input together, and those of
-            the cells into one node as one computation (default ``True``;
-            :func:`~msnas_graph.backends.torch.nn.fused.mix_groups`): one ReLU, depth-wise,
-            point-wise convolution and BatchNorm for all their separable convolutions and each
-            parameter-free operation once, instead of a few thousand small kernels per step
-            (``benchmarks/search_step.py``). Same outputs, gradients and
-            running statistics up to float rounding; operations it does not know run one by
-            one, and so does everything under ``compile``. Can be switched later via
-            ``.fuse_candidates``.
-        compile: run the forward pass through :func:`torch.compile` (``True`` for the default
-            backend, or a backend name such as ``"aot_eager"``); off by default (it costs a
-            long first call and did not pay on CPU). Where compiling fails the supernet logs
-            one warning and runs eagerly from then on (switch via ``.use_compile``). While
-            compiled, ``recompute`` is left to
-            the compiler (its partitioner recomputes cheap pieces itself).
+        memory: how a training forward pass with gradients trades memory for time.
+            ``"fast"`` (default): store the activations the backward pass needs (only the
+            fused candidates' point-wise products and normalised values are recomputed).
+            ``"low"``: recompute every cell whole in the backward pass
+            (:func:`~msnas_graph.backends.torch.nn.cells.recompute_pieces`, i.e.
+            ``torch.utils.checkpoint``): in the ``paper`` space at width 32, a tenth to a
+            fifteenth of ``"fast"``'s peak memory for about 1.7x its step time
+            (``benchmarks/results/keep_or_remove.md``). Outputs, gradients and BatchNorm
+            running statistics are the same in both. Can be switched later via ``.memory``.
+
+    The mixed ops that share an input are computed together, and those of the cells into one
+    node as one computation (:func:`~msnas_graph.backends.torch.nn.fused.mix_groups`): same
+    outputs, gradients and running statistics as computing them one by one, up to float
+    rounding; ``.fuse_candidates = False`` switches to the one-by-one reference (tests and
+    ``benchmarks/gpu_check.py`` compare the two).
 
     Submodules: ``stem``, ``cells`` (``nn.ModuleDict`` of :class:`SearchCell` keyed
     ``"L3_s2_contract"``, one per non-skip edge), ``head``. Parameters: ``alpha_logits[c][b]``,
@@ -220,10 +210,7 @@ class Supernet(nn.Module):
         graph: Supergraph | None = None,
         *,
         affine_ops: bool | None = False,
-        checkpoint: bool = False,
-        recompute: bool = True,
-        compile: bool | str = False,
-        fuse_candidates: bool = True,
+        memory: str = "fast",
     ) -> None:
         super().__init__()
         self.space = space
@@ -247,7 +234,6 @@ class Supernet(nn.Module):
                 space.partial_k,
                 dims,
                 op_options,
-                fuse=fuse_candidates,
             )
         self.cells = nn.ModuleDict(cells)
         self.head = Head(
@@ -275,25 +261,29 @@ class Supernet(nn.Module):
             }
         )
 
-        # Static forward plan, layer by layer: (node, ((src, kind, cell key or None), ...)).
         self._nodes: tuple[NodeId, ...] = graph.searchable_nodes
-        plan: list[list[tuple[NodeId, tuple[tuple[NodeId, str, str | None], ...]]]] = [
-            [] for _ in range(space.layers)
-        ]
-        for n in self._nodes:
-            ins = tuple(
-                (e.src, e.kind, edge_key(e) if carries_cell(e.kind) else None)
-                for e in graph.in_edges(n)
-            )
-            plan[n.layer - 1].append((n, ins))
-        self._plan = tuple(tuple(layer) for layer in plan)
+        self._plan = execution_plan(self._nodes, graph.in_edges)
         self._beta_keys = tuple(node_key(n) for n in self._nodes)
         self._factor = 2 ** max(n.scale for n in graph.nodes)
         self._fixed: ArchWeights | None = None
-        self.checkpoint = checkpoint
-        self.recompute = recompute
-        self.use_compile = compile
-        self._compiled: Any = None  # the compiled forward, False once compiling failed
+        self.memory = memory
+
+    @property
+    def memory(self) -> str:
+        """``"fast"`` or ``"low"`` (see the class doc); anything else is refused.
+
+        >>> net = build_supernet(SearchSpace.preset("tiny"), memory="low")
+        >>> net.memory = "fast"
+        >>> net.memory
+        'fast'
+        """
+        return self._memory
+
+    @memory.setter
+    def memory(self, value: str) -> None:
+        if value not in MEMORY_MODES:
+            raise BackendError(unknown_name("memory mode", value, MEMORY_MODES))
+        self._memory = value
 
     @property
     def fuse_candidates(self) -> bool:
@@ -333,23 +323,17 @@ class Supernet(nn.Module):
 
     def arch_weights(self) -> ArchWeights:
         """``softmax`` of the current logits, differentiable (what :meth:`forward` uses)."""
-        alpha, p = self._cell_weights()
-        beta = {
-            n: torch.softmax(self.beta_logits[k], dim=0)
-            for n, k in zip(self._nodes, self._beta_keys, strict=True)
-        }
-        return ArchWeights(alpha, p, beta)
-
-    def _cell_weights(self) -> tuple[dict[str, list[torch.Tensor]], dict[str, list[torch.Tensor]]]:
-        alpha: dict[str, list[torch.Tensor]] = {
-            c: [torch.softmax(a, dim=-1) for a in self._logits(self.alpha_logits, c)]
-            for c in self.space.cell_types
-        }
-        p: dict[str, list[torch.Tensor]] = {
-            c: [torch.softmax(a, dim=0) for a in self._logits(self.p_logits, c)]
-            for c in self.space.cell_types
-        }
-        return alpha, p
+        cts = self.space.cell_types
+        return ArchWeights(
+            alpha={
+                c: [torch.softmax(a, -1) for a in self._logits(self.alpha_logits, c)] for c in cts
+            },
+            p={c: [torch.softmax(a, 0) for a in self._logits(self.p_logits, c)] for c in cts},
+            beta={
+                n: torch.softmax(self.beta_logits[k], dim=0)
+                for n, k in zip(self._nodes, self._beta_keys, strict=True)
+            },
+        )
 
     @staticmethod
     def _logits(table: nn.ModuleDict, cell_type: str) -> nn.ParameterList:
@@ -378,101 +362,56 @@ class Supernet(nn.Module):
         ``softmax`` of the logits (computed once per call and per cell type).
         """
         check_input(x, self.space.in_channels, self.space.spatial_dims, self._factor, "supernet")
-        if weights is None:
-            weights = self._fixed
-        else:
+        if weights is not None:
             weights.check(self.space, self.graph)
-        if weights is None:
-            alpha, p = self._cell_weights()
-            beta = [torch.softmax(self.beta_logits[k], dim=0) for k in self._beta_keys]
-        else:
-            alpha, p = weights.alpha, weights.p
-            beta = [weights.beta[n] for n in self._nodes]
+        w = weights or self._fixed or self.arch_weights()
+        whole = self.training and torch.is_grad_enabled() and self.memory == "low"
+        memo: _Memo = {}
 
-        if self.use_compile and self._compiled is not False:
-            try:
-                if self._compiled is None:
-                    backend = self.use_compile if isinstance(self.use_compile, str) else "inductor"
-                    self._compiled = torch.compile(self._run, backend=backend)
-                return cast(torch.Tensor, self._compiled(x, alpha, p, beta, False))
-            except Exception as exc:  # any compiler failure: run eagerly from now on
-                logger.warning("supernet: torch.compile failed (%s); running eagerly", exc)
-                self._compiled = False
-        return self._run(x, alpha, p, beta, True)
+        def node(n: NodeId, ins: Inputs, prev: dict[NodeId, torch.Tensor]) -> torch.Tensor:
+            terms = self._terms(n, ins, prev, w, whole, memo)
+            out = terms[0]
+            for term in terms[1:]:
+                out = out + term
+            return out
 
-    def _run(
+        out = run_plan(self._plan, (self.graph.input_node, self.stem(x)), node)
+        return cast(torch.Tensor, self.head([out[o] for o in self.graph.output_nodes]))
+
+    def _terms(
         self,
-        x: torch.Tensor,
-        alpha: dict[str, list[torch.Tensor]],
-        p: dict[str, list[torch.Tensor]],
-        beta: list[torch.Tensor],
-        may_recompute: bool,
-    ) -> torch.Tensor:
-        cells = self.cells
-        training = may_recompute and self.training and torch.is_grad_enabled()
-        whole = self.checkpoint and training
-        pieces = self.recompute and training and not whole
-        beta_iter = iter(beta)
-        memo: dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]] = {}
-        prev: dict[NodeId, torch.Tensor] = {self.graph.input_node: self.stem(x)}
-        for layer in self._plan:
-            cur: dict[NodeId, torch.Tensor] = {}
-            for node, ins in layer:
-                bw = next(beta_iter)
-                together = {} if whole else self._together(ins, prev, alpha, p, bw, pieces, memo)
-                out: torch.Tensor | None = None
-                for k, (src, kind, key) in enumerate(ins):
-                    xs = prev[src]
-                    if key is None:
-                        term = bw[k] * xs
-                    elif key in together:
-                        term = together[key]
-                    elif whole:
-                        term = recompute_pieces(
-                            cells[key], cells[key], xs, alpha[kind], p[kind], bw[k]
-                        )
-                    else:
-                        term = cells[key](xs, alpha[kind], p[kind], bw[k], pieces)
-                    out = term if out is None else out + term
-                assert out is not None  # searchable nodes have incoming edges
-                cur[node] = out
-            prev = cur
-        return cast(torch.Tensor, self.head([prev[o] for o in self.graph.output_nodes]))
-
-    def _together(
-        self,
-        ins: tuple[tuple[NodeId, str, str | None], ...],
+        node: NodeId,
+        ins: Inputs,
         prev: dict[NodeId, torch.Tensor],
-        alpha: dict[str, list[torch.Tensor]],
-        p: dict[str, list[torch.Tensor]],
-        bw: torch.Tensor,
-        recompute: bool,
-        memo: dict[tuple[int, int, int], tuple[torch.Tensor, list[torch.Tensor]]],
-    ) -> dict[str, torch.Tensor]:
-        """The terms of the fused cells into one node computed as one computation
-        (:func:`~msnas_graph.backends.torch.nn.cells.forward_cells`), by cell key; cells with
-        hooks of their own run through their ``__call__`` instead."""
-        if torch.compiler.is_compiling():  # the cells run one by one when compiled
-            return {}
-        picked = []
-        for k, (src, kind, key) in enumerate(ins):
-            if key is None:
-                continue
-            cell = cast(SearchCell, self.cells[key])
-            if cell.fuse and not has_own_hooks(cell):
-                picked.append((k, src, kind, key, cell))
-        if len(picked) < 2:
-            return {}
-        terms = forward_cells(
-            [c for *_, c in picked],
-            [prev[src] for _, src, *_ in picked],
-            [alpha[kind] for _, _, kind, *_ in picked],
-            [p[kind] for _, _, kind, *_ in picked],
-            [bw[k] for k, *_ in picked],
-            recompute,
-            memo,
-        )
-        return {key: t for (_, _, _, key, _), t in zip(picked, terms, strict=True)}
+        w: ArchWeights,
+        whole: bool,
+        memo: _Memo,
+    ) -> list[torch.Tensor]:
+        """``beta_k * edge_k(X)`` for every edge into ``node``, in edge order (paper Eq. 3). The
+        fused cells among them (two or more, without hooks of their own) run as one computation
+        (:func:`~msnas_graph.backends.torch.nn.cells.forward_cells`)."""
+        bw = w.beta[node]
+        cells = {k: cast(SearchCell, self.cells[key]) for k, (_, _, key) in enumerate(ins) if key}
+        fused = [k for k, c in cells.items() if c.fuse and not has_own_hooks(c) and not whole]
+        grouped: dict[int, torch.Tensor] = {}
+        if len(fused) > 1:
+            kinds = [ins[k][1] for k in fused]
+            outs = forward_cells([cells[k] for k in fused], [prev[ins[k][0]] for k in fused],
+                                 [w.alpha[c] for c in kinds], [w.p[c] for c in kinds],
+                                 [bw[k] for k in fused], False, memo)  # fmt: skip
+            grouped = dict(zip(fused, outs, strict=True))
+        terms = []
+        for k, (src, kind, _) in enumerate(ins):
+            args = (prev[src], w.alpha[kind], w.p[kind], bw[k]) if k in cells else ()
+            if k in grouped:
+                terms.append(grouped[k])
+            elif k not in cells:
+                terms.append(bw[k] * prev[src])
+            elif whole:
+                terms.append(recompute_pieces(cells[k], cells[k], *args))
+            else:
+                terms.append(cells[k](*args))
+        return terms
 
     # --------------------------------------------------------------------- state
 

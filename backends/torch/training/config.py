@@ -10,7 +10,7 @@ memory format, compilation, gradient checkpointing).
 >>> SearchConfig.from_dict(cfg.to_dict()) == cfg
 True
 >>> sorted(SearchConfig.resume_free())
-['amp', 'channels_last', 'checkpoint', 'device', 'num_workers']
+['amp', 'channels_last', 'device', 'memory', 'num_workers']
 >>> cfg.resume_conflicts({**cfg.to_dict(), "lr": 0.1, "device": "cuda"})
 ['lr']
 """
@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from msnas_graph._util import atomic_write, read_text, unknown_name
 from msnas_graph.architecture import Architecture
+from msnas_graph.backends.torch.nn.supernet import MEMORY_MODES
 from msnas_graph.budget import COST_METRICS
 from msnas_graph.errors import MsnasError, RunError
 from msnas_graph.spec import SearchSpace, load_space
@@ -233,9 +234,11 @@ class SearchConfig(RunConfig):
             takes no part in the search.
         paths: ``N_l``, the paths kept when decoding the final state.
         deterministic: ``torch.use_deterministic_algorithms(True)`` during the run.
-        checkpoint: recompute each cell in the backward pass instead of keeping its
-            activations (gradient checkpointing): several times less memory for about twice
-            the step time; BN running statistics are then updated twice per step.
+        memory: the supernet's memory mode (``Supernet(memory=...)``): ``"fast"`` (store the
+            activations) or ``"low"`` (recompute every cell in the backward pass: a tenth to
+            a fifteenth of the memory for about 1.7x the step time). A ``config.json`` written
+            before this field, with ``checkpoint``, loads as ``"low"`` (``checkpoint: true``)
+            or ``"fast"``.
         cost: ``"macs"`` or ``"latency"`` to add the network's expected cost to the
             architecture loss (:mod:`~msnas_graph.backends.torch.search_cost`), ``None`` for
             accuracy alone (the paper).
@@ -247,7 +250,7 @@ class SearchConfig(RunConfig):
             be trained at (search narrow, train wide; default the space's ``channels``). The
             input size is the search's ``input_size``.
 
-    ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``checkpoint`` may change when
+    ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``memory`` may change when
     the run is resumed; any other difference is refused.
     """
 
@@ -276,7 +279,7 @@ class SearchConfig(RunConfig):
     val_fraction: float = 0.2
     paths: int = 3
     deterministic: bool = False
-    checkpoint: bool = resumable(False)
+    memory: str = resumable("fast")
     warmup: int | None = None
     warmup_steps: int | None = None
     arch_steps: tuple[int, int] | None = None
@@ -287,6 +290,20 @@ class SearchConfig(RunConfig):
 
     #: What a ``config.json`` written before the schedule fields existed meant: no warm-up.
     LEGACY: ClassVar[dict[str, Any]] = {"warmup": 0}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config", *, legacy: bool = True) -> Any:
+        """:meth:`RunConfig.from_dict`; a config written before ``memory`` replaced the
+        ``checkpoint`` flag (issue 17) loads with the mode that flag meant.
+
+        >>> SearchConfig.from_dict({"space": "tiny", "checkpoint": True}).memory
+        'low'
+        """
+        if isinstance(data, dict) and "checkpoint" in data:
+            flag = data["checkpoint"]
+            data = {k: v for k, v in data.items() if k != "checkpoint"}
+            data.setdefault("memory", "low" if flag else "fast")
+        return super().from_dict(data, source, legacy=legacy)
 
     def __post_init__(self) -> None:
         if isinstance(self.space, dict):
@@ -312,6 +329,8 @@ class SearchConfig(RunConfig):
             )
         if self.paths < 1:
             raise RunError(f"{where}: paths={self.paths} must be at least 1")
+        if self.memory not in MEMORY_MODES:
+            raise RunError(f"{where}: {unknown_name('memory mode', self.memory, MEMORY_MODES)}")
         self._check_schedule(where)
         self._check_cost(where)
 

@@ -139,7 +139,7 @@ def _build(config: SearchConfig, rt: Runtime) -> tuple[SearchStep, dict[str, lis
     split = {"train": train_idx, "val": val_idx, "test": test_idx, "weights": w_idx, "arch": a_idx}
     check_supernet(space, config.batch_size, config.input_size, device=rt.device)
     seed_all(config.seed)
-    model = Supernet(space, checkpoint=config.checkpoint).to(rt.device)
+    model = Supernet(space, memory=config.memory).to(rt.device)
     n_paths = count_paths(model.graph)
     if config.paths > n_paths:
         raise RunError(
