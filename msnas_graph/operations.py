@@ -26,6 +26,7 @@ from .errors import BackendError, SpecError
 
 __all__ = [
     "DEFAULT_OPERATIONS",
+    "DENSE_OPERATIONS",
     "ENTRY_POINT_GROUP",
     "NONE_OP",
     "check_operation",
@@ -48,6 +49,12 @@ DEFAULT_OPERATIONS: tuple[str, ...] = (
     "avg_pool_3x3",
     "skip_connect",
 )
+
+#: Dense convolutions (ReLU-conv-BN, as DiNTS uses): the ``quick`` preset's set. They run
+#: many times faster per MAC than the depth-wise separable ones on CPUs and GPUs, and with no
+#: parameter-free operation a cost-aware search cannot turn every cell into an identity
+#: (``benchmarks/results/frontier.md``).
+DENSE_OPERATIONS: tuple[str, ...] = ("conv_3x3", "conv_3x3_dil2")
 
 _OPERATIONS: dict[str, str] = {
     "sep_conv_3x3": "residual separable conv 3x3: x + BN(pw(dw3x3(ReLU(x))))",

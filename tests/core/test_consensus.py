@@ -10,10 +10,12 @@ import pytest
 from msnas_graph.consensus import consensus, mean_state
 from msnas_graph.decode import decode, decode_cells
 from msnas_graph.errors import DecodeError, StateError
+from msnas_graph.operations import DEFAULT_OPERATIONS
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState, softmax
 
-QUICK = SearchSpace.preset("quick")
+# the paper's operations (the tests name them), at the quick preset's size
+QUICK = SearchSpace.preset("quick", ops=[*DEFAULT_OPERATIONS, "none"])
 
 
 def twin(state: SearchState, k: int = 1) -> SearchState:
