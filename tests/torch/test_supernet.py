@@ -539,8 +539,9 @@ def test_a_cell_can_recompute_its_cheap_pieces() -> None:
     pooling) are not saved for backward, with the same output."""
     from msnas_graph.backends.torch.cost import saved_bytes
     from msnas_graph.backends.torch.nn.cells import SearchCell
+    from msnas_graph.operations import DEFAULT_OPERATIONS
 
-    space = SearchSpace.preset("quick")
+    space = SearchSpace.preset("quick", ops=[*DEFAULT_OPERATIONS, "none"])  # the fused pieces
     torch.manual_seed(0)
     cell = SearchCell("contract", 8, 16, space.ops, 3, 4, 2, {"affine": False}).train()
     alpha = [torch.softmax(torch.randn(b + 1, len(space.ops)), 1) for b in range(3)]
