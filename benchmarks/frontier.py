@@ -11,7 +11,9 @@ dataset's size), over ``--train-seeds`` training seeds each:
   (the same with ``--cost latency --target-latency`` at ``F`` times U-Net(16)'s measured
   batch-1 latency, default 0.5, the cost measured at the training width), ``dense-w@W``
   (``--cost latency --cost-weight W``), ``convs-macs@F`` (convolutions and ``none`` only, a
-  MACs target of ``F`` times U-Net(16)'s), ``paper-ops`` (the paper's operations);
+  MACs target of ``F`` times U-Net(16)'s), ``convs-lat@F`` (a latency target with the same
+  operations), ``paper-ops`` (the paper's operations); any group with the suffix ``+deep``
+  searches a 6-layer x 4-scale trellis instead of ``quick``'s 4 x 3;
   a network that two groups or scores share is trained and counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
@@ -58,6 +60,7 @@ from msnas_graph.state import SearchState  # noqa: E402
 
 DENSE_OPS = ["conv_3x3", "conv_3x3_dil2", "avg_pool_3x3", "skip_connect", "none"]
 CONV_OPS = ["conv_3x3", "conv_3x3_dil2", "none"]  # no free operation for the cost to choose
+DEEP = "+deep"  # a group suffix: the deeper trellis of group_ops
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
 
@@ -97,7 +100,7 @@ def group_cost(group: str, unet16: dict[str, float], width: int) -> dict[str, An
     >>> group_cost("convs-lat@0.5", {"ms": 2.0}, 12)["cost_target"]
     1.0
     """
-    name, _, value = group.partition("@")
+    name, _, value = group.removesuffix(DEEP).partition("@")
     if name in ("dense-lat", "convs-lat"):
         target = round(float(value or 0.5) * unet16["ms"], 6)
         return {"cost": "latency", "cost_target": target, "cost_channels": width}
@@ -110,10 +113,17 @@ def group_cost(group: str, unet16: dict[str, float], width: int) -> dict[str, An
 
 
 def group_ops(group: str) -> dict[str, Any]:
-    """The space fields a group changes: the operation set."""
-    if group == "paper-ops":
-        return {}
-    return {"ops": CONV_OPS if group.startswith("convs") else DENSE_OPS}
+    """The space fields a group changes: the operation set, and with the suffix ``+deep`` a
+    deeper trellis (6 layers x 4 scales: paths can reach 1/8 of the input's side and come back,
+    where the ``quick`` space's 4 x 3 stop at 1/4).
+
+    >>> group_ops("convs-macs@0.8+deep")["scales"], group_ops("paper-ops")
+    (4, {})
+    """
+    deep = {"layers": 6, "scales": 4} if group.endswith(DEEP) else {}
+    if group.removesuffix(DEEP) == "paper-ops":
+        return deep
+    return {"ops": CONV_OPS if group.startswith("convs") else DENSE_OPS, **deep}
 
 
 def variants(paths: list[int], widths: list[int], width: int) -> list[tuple[int, int]]:
@@ -541,11 +551,12 @@ def main() -> None:
         f"epochs of at most {b.steps_per_epoch} steps), batch {b.batch_size}, "
         f"{b.train_size}x{b.train_size}, SGD, augmentation on, {args.train_seeds} training "
         f"seeds; MS-NAS at base width {b.train_width}, U-Net depth {b.unet_depth}. Searches: "
-        f"space `quick` (4 layers x 3 scales, width 8, 2 blocks) at {b.search_size}x"
-        f"{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + {b.arch_steps[1]} "
-        f"architecture steps, batch {b.batch_size}, {args.search_seeds} seeds per group "
-        f"({args.groups}); consensus (mean) decoded with the {'/'.join(args.scores)} path "
-        f"score at N_l = {', '.join(map(str, args.paths))} (width {b.train_width})"
+        f"space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups 6 x 4) at "
+        f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
+        f"{b.arch_steps[1]} architecture steps, batch {b.batch_size}, {args.search_seeds} seeds "
+        f"per group ({args.groups}); consensus (mean) decoded with the "
+        f"{'/'.join(args.scores)} path score at N_l = {', '.join(map(str, args.paths))} "
+        f"(width {b.train_width})"
         + (f" and at N_l = 3 at widths {', '.join(map(str, args.widths))}" if args.widths else "")
         + (f"; {args.randoms} MACs-matched random architectures" if args.randoms else "")
         + ". Latency: one thread, the "
