@@ -55,6 +55,7 @@ from search_vs_random import bootstrap_diff  # noqa: E402
 
 from msnas_graph.consensus import consensus  # noqa: E402
 from msnas_graph.diagnostics import diagnose  # noqa: E402
+from msnas_graph.operations import DEFAULT_OPERATIONS  # noqa: E402
 from msnas_graph.spec import SearchSpace  # noqa: E402
 from msnas_graph.state import SearchState  # noqa: E402
 
@@ -117,12 +118,12 @@ def group_ops(group: str) -> dict[str, Any]:
     deeper trellis (6 layers x 4 scales: paths can reach 1/8 of the input's side and come back,
     where the ``quick`` space's 4 x 3 stop at 1/4).
 
-    >>> group_ops("convs-macs@0.8+deep")["scales"], group_ops("paper-ops")
-    (4, {})
+    >>> group_ops("convs-macs@0.8+deep")["scales"], group_ops("paper-ops")["ops"][0]
+    (4, 'sep_conv_3x3')
     """
     deep = {"layers": 6, "scales": 4} if group.endswith(DEEP) else {}
     if group.removesuffix(DEEP) == "paper-ops":
-        return deep
+        return {"ops": [*DEFAULT_OPERATIONS, "none"], **deep}
     return {"ops": CONV_OPS if group.startswith("convs") else DENSE_OPS, **deep}
 
 
