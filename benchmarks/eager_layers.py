@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -121,24 +120,12 @@ def _jit(folded: nn.Module, split: bool, x: torch.Tensor) -> Any:
 
 
 def _ort(folded: nn.Module, split: bool, x: torch.Tensor) -> Any:
-    import onnxruntime as ort
-
-    from msnas_graph.backends.torch.export import export_onnx
+    """The ``onnxruntime`` runtime's session (one thread: this process runs one) on the folded
+    model, its concatenations split or not."""
+    from msnas_graph.backends.torch.runtimes import _OnnxRuntime
 
     model = _split_copy(folded, split)
-    if model is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = Path(tmp) / "m.onnx"
-        export_onnx(model, path, tuple(x.shape), verify=False)
-        data = path.read_bytes()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda t: session.run(None, {name: t.numpy()})[0]
+    return None if model is None else _OnnxRuntime(model, x, torch.device("cpu"))
 
 
 VARIANTS: dict[str, tuple[bool, bool, bool]] = {  # (split, pointwise, channels-last)
