@@ -12,8 +12,9 @@ dataset's size), over ``--train-seeds`` training seeds each:
   batch-1 latency, default 0.5, the cost measured at the training width), ``dense-w@W``
   (``--cost latency --cost-weight W``), ``convs-macs@F`` (convolutions and ``none`` only, a
   MACs target of ``F`` times U-Net(16)'s), ``convs-lat@F`` (a latency target with the same
-  operations), ``paper-ops`` (the paper's operations); any group with the suffix ``+deep``
-  searches a 6-layer x 4-scale trellis instead of ``quick``'s 4 x 3;
+  operations), ``convs`` (the same operations, no cost), ``paper-ops`` (the paper's
+  operations); the suffix ``+deep`` searches a 6-layer x 4-scale trellis instead of
+  ``quick``'s 4 x 3, ``+1b`` cells of one block;
   a network that two groups or scores share is trained and counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
@@ -61,7 +62,8 @@ from msnas_graph.state import SearchState  # noqa: E402
 
 DENSE_OPS = ["conv_3x3", "conv_3x3_dil2", "avg_pool_3x3", "skip_connect", "none"]
 CONV_OPS = ["conv_3x3", "conv_3x3_dil2", "none"]  # no free operation for the cost to choose
-DEEP = "+deep"  # a group suffix: the deeper trellis of group_ops
+#: Group suffixes and the space fields they set (group_ops).
+SUFFIXES: dict[str, dict[str, Any]] = {"+deep": {"layers": 6, "scales": 4}, "+1b": {"blocks": 1}}
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
 
@@ -101,7 +103,7 @@ def group_cost(group: str, unet16: dict[str, float], width: int) -> dict[str, An
     >>> group_cost("convs-lat@0.5", {"ms": 2.0}, 12)["cost_target"]
     1.0
     """
-    name, _, value = group.removesuffix(DEEP).partition("@")
+    name, _, value = _suffixes(group)[0].partition("@")
     if name in ("dense-lat", "convs-lat"):
         target = round(float(value or 0.5) * unet16["ms"], 6)
         return {"cost": "latency", "cost_target": target, "cost_channels": width}
@@ -114,17 +116,29 @@ def group_cost(group: str, unet16: dict[str, float], width: int) -> dict[str, An
 
 
 def group_ops(group: str) -> dict[str, Any]:
-    """The space fields a group changes: the operation set, and with the suffix ``+deep`` a
+    """The space fields a group changes: the operation set; with the suffix ``+deep`` a
     deeper trellis (6 layers x 4 scales: paths can reach 1/8 of the input's side and come back,
-    where the ``quick`` space's 4 x 3 stop at 1/4).
+    where the ``quick`` space's 4 x 3 stop at 1/4); with ``+1b`` cells of one block (one
+    operation each, where ``quick``'s two blocks hold two).
 
     >>> group_ops("convs-macs@0.8+deep")["scales"], group_ops("paper-ops")["ops"][0]
     (4, 'sep_conv_3x3')
+    >>> group_ops("convs+1b")["blocks"], group_cost("convs-macs@0.8+1b", {"macs": 10}, 8)
+    (1, {'cost': 'macs', 'cost_target': 8, 'cost_channels': 8})
     """
-    deep = {"layers": 6, "scales": 4} if group.endswith(DEEP) else {}
-    if group.removesuffix(DEEP) == "paper-ops":
-        return {"ops": [*DEFAULT_OPERATIONS, "none"], **deep}
-    return {"ops": CONV_OPS if group.startswith("convs") else DENSE_OPS, **deep}
+    name, extra = _suffixes(group)
+    if name == "paper-ops":
+        return {"ops": [*DEFAULT_OPERATIONS, "none"], **extra}
+    return {"ops": CONV_OPS if name.startswith("convs") else DENSE_OPS, **extra}
+
+
+def _suffixes(group: str) -> tuple[str, dict[str, Any]]:
+    """A group's name without its space suffixes, and the fields they set."""
+    extra: dict[str, Any] = {}
+    for suffix, fields in SUFFIXES.items():
+        if group.endswith(suffix):
+            group, extra = group.removesuffix(suffix), {**extra, **fields}
+    return group, extra
 
 
 def variants(paths: list[int], widths: list[int], width: int) -> list[tuple[int, int]]:
@@ -552,7 +566,8 @@ def main() -> None:
         f"epochs of at most {b.steps_per_epoch} steps), batch {b.batch_size}, "
         f"{b.train_size}x{b.train_size}, SGD, augmentation on, {args.train_seeds} training "
         f"seeds; MS-NAS at base width {b.train_width}, U-Net depth {b.unet_depth}. Searches: "
-        f"space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups 6 x 4) at "
+        f"space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups 6 x 4, `+1b` "
+        f"1 block) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps, batch {b.batch_size}, {args.search_seeds} seeds "
         f"per group ({args.groups}); consensus (mean) decoded with the "
