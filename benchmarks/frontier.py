@@ -166,18 +166,17 @@ def model_name(group: str, score: str, paths: int, width: int, main_width: int) 
     )
 
 
-def _arch_macs(arch: Any, b: Budget, in_ch: int) -> int:
+def _arch_macs(arch: Any, b: Budget) -> int:
     """MACs of a decoded architecture built at the training width and size."""
-    from msnas_graph.backends.torch.cost import count_macs_flops
-    from msnas_graph.backends.torch.nn.network import build_network
+    from msnas_graph.backends.torch.cost import model_cost
 
-    net = build_network(arch.widen(b.train_width)).eval()
-    return count_macs_flops(net, (1, in_ch, b.train_size, b.train_size))[0]
+    cost = model_cost(arch.widen(b.train_width), input_size=b.train_size, activation=False)
+    return int(cost["macs"])
 
 
 def _random_models(
     space: SearchSpace, ref: str, models: dict[str, tuple[str, int]], count: int, score: str,
-    b: Budget, in_ch: int, out: Path,
+    b: Budget, out: Path,
 ) -> list[str]:  # fmt: skip
     """Add ``count`` random architectures of ``space`` (a search group's) whose MACs lie
     within ``MACS_TOLERANCE`` of model ``ref``'s (the first ``count`` such random states,
@@ -185,13 +184,13 @@ def _random_models(
     from msnas_graph.architecture import Architecture
     from msnas_graph.decode import decode
 
-    target = _arch_macs(Architecture.load(models[ref][0]), b, in_ch)
+    target = _arch_macs(Architecture.load(models[ref][0]), b)
     names: list[str] = []
     for seed in range(1000, 1000 + 50 * count):
         if len(names) == count:
             break
         arch = decode(SearchState.random(space, seed=seed), paths=3, score=score)
-        if abs(_arch_macs(arch, b, in_ch) / target - 1) > MACS_TOLERANCE:
+        if abs(_arch_macs(arch, b) / target - 1) > MACS_TOLERANCE:
             continue
         path = out / f"arch_random_r{seed}.json"
         arch.save(path)
@@ -371,9 +370,7 @@ def bench(
     if args.randoms:
         rg = args.random_group or groups[0]
         ref = used[(rg, args.scores[0], 3, b.train_width)]
-        randoms = _random_models(
-            spaces[rg], ref, models, args.randoms, args.scores[0], b, in_ch, out
-        )
+        randoms = _random_models(spaces[rg], ref, models, args.randoms, args.scores[0], b, out)
         notes.append(
             f"random: {len(randoms)} random states of `{rg}`'s operation set decoded at N_l = 3 "
             f"({args.scores[0]} score), MACs within {MACS_TOLERANCE:.0%} of `{ref}`'s"
