@@ -14,7 +14,7 @@ dataset's size), over ``--train-seeds`` training seeds each:
   MACs target of ``F`` times U-Net(16)'s), ``convs-lat@F`` (a latency target with the same
   operations), ``convs`` (the same operations, no cost), ``paper-ops`` (the paper's
   operations); the suffix ``+deep`` searches a 6-layer x 4-scale trellis instead of
-  ``quick``'s 4 x 3, ``+1b`` cells of one block;
+  ``quick``'s 4 x 3, ``+1b`` cells of one block, ``+noskip`` a trellis without identity edges;
   a network that two groups or scores share is trained and counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
@@ -63,7 +63,11 @@ from msnas_graph.state import SearchState  # noqa: E402
 DENSE_OPS = ["conv_3x3", "conv_3x3_dil2", "avg_pool_3x3", "skip_connect", "none"]
 CONV_OPS = ["conv_3x3", "conv_3x3_dil2", "none"]  # no free operation for the cost to choose
 #: Group suffixes and the space fields they set (group_ops).
-SUFFIXES: dict[str, dict[str, Any]] = {"+deep": {"layers": 6, "scales": 4}, "+1b": {"blocks": 1}}
+SUFFIXES: dict[str, dict[str, Any]] = {
+    "+deep": {"layers": 6, "scales": 4},
+    "+1b": {"blocks": 1},
+    "+noskip": {"edge_kinds": ("contract", "keep", "expand")},
+}
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
 
@@ -119,12 +123,17 @@ def group_ops(group: str) -> dict[str, Any]:
     """The space fields a group changes: the operation set; with the suffix ``+deep`` a
     deeper trellis (6 layers x 4 scales: paths can reach 1/8 of the input's side and come back,
     where the ``quick`` space's 4 x 3 stop at 1/4); with ``+1b`` cells of one block (one
-    operation each, where ``quick``'s two blocks hold two).
+    operation each, where ``quick``'s two blocks hold two); with ``+noskip`` no identity
+    (``skip``) network edges, so that a cost term cannot meet its target with free edges and
+    must trade real cells. Suffixes combine in any order.
 
     >>> group_ops("convs-macs@0.8+deep")["scales"], group_ops("paper-ops")["ops"][0]
     (4, 'sep_conv_3x3')
     >>> group_ops("convs+1b")["blocks"], group_cost("convs-macs@0.8+1b", {"macs": 10}, 8)
     (1, {'cost': 'macs', 'cost_target': 8, 'cost_channels': 8})
+    >>> fields = group_ops("convs-lat@0.7+noskip+deep")
+    >>> fields["edge_kinds"], fields["scales"], group_cost("convs-lat@0.7+deep+noskip", {"ms": 1}, 8)
+    (('contract', 'keep', 'expand'), 4, {'cost': 'latency', 'cost_target': 0.7, 'cost_channels': 8})
     """
     name, extra = _suffixes(group)
     if name == "paper-ops":
@@ -135,9 +144,12 @@ def group_ops(group: str) -> dict[str, Any]:
 def _suffixes(group: str) -> tuple[str, dict[str, Any]]:
     """A group's name without its space suffixes, and the fields they set."""
     extra: dict[str, Any] = {}
-    for suffix, fields in SUFFIXES.items():
-        if group.endswith(suffix):
-            group, extra = group.removesuffix(suffix), {**extra, **fields}
+    found = True
+    while found:  # the suffixes in any order
+        found = False
+        for suffix, fields in SUFFIXES.items():
+            if group.endswith(suffix):
+                group, extra, found = group.removesuffix(suffix), {**extra, **fields}, True
     return group, extra
 
 
