@@ -4,7 +4,8 @@ A user picks a network by accuracy *and* speed, and would otherwise scale a U-Ne
 This benchmark trains, with one identical recipe and budget (given in steps, whatever the
 dataset's size), over ``--train-seeds`` training seeds each:
 
-* the U-Net family: base widths ``--unet-widths`` (default 8, 12, 16, 24, 32) at depth 4;
+* the U-Net family: base widths ``--unet-widths`` (default 8, 12, 16, 24, 32) at depth 4
+  (and ``--unet-depths``, e.g. ``4,5``);
 * MS-NAS: the mean consensus of ``--search-seeds`` searches per search group, decoded at
   ``N_l = 3`` with the ``relative`` and the ``paper`` path score, trained at ``--train-width``.
   Groups (``--groups``): ``dense`` (the dense operation set, accuracy alone), ``dense-lat@F``
@@ -132,8 +133,10 @@ def group_ops(group: str) -> dict[str, Any]:
     >>> group_ops("convs+1b")["blocks"], group_cost("convs-macs@0.8+1b", {"macs": 10}, 8)
     (1, {'cost': 'macs', 'cost_target': 8, 'cost_channels': 8})
     >>> fields = group_ops("convs-lat@0.7+noskip+deep")
-    >>> fields["edge_kinds"], fields["scales"], group_cost("convs-lat@0.7+deep+noskip", {"ms": 1}, 8)
-    (('contract', 'keep', 'expand'), 4, {'cost': 'latency', 'cost_target': 0.7, 'cost_channels': 8})
+    >>> fields["edge_kinds"], fields["scales"]
+    (('contract', 'keep', 'expand'), 4)
+    >>> group_cost("convs-lat@0.7+deep+noskip", {"ms": 1}, 8)["cost_target"]
+    0.7
     """
     name, extra = _suffixes(group)
     if name == "paper-ops":
@@ -176,6 +179,16 @@ def model_name(group: str, score: str, paths: int, width: int, main_width: int) 
         + ([f"N{paths}"] if paths != 3 else [])
         + ([f"w{width}"] if width != main_width else [])
     )
+
+
+def unet_name(width: int, depth: int, b: Budget) -> str:
+    """A U-Net's label: ``U-Net(width)`` at the budget's depth, ``U-Net(width, depth)`` at
+    another.
+
+    >>> unet_name(16, 4, Budget()), unet_name(8, 5, Budget())
+    ('U-Net(16)', 'U-Net(8, 5)')
+    """
+    return f"U-Net({width})" if depth == b.unet_depth else f"U-Net({width}, {depth})"
 
 
 def _arch_macs(arch: Any, b: Budget) -> int:
@@ -245,9 +258,11 @@ def run_train(
     epochs = math.ceil(steps / per_epoch)
     t0 = time.perf_counter()
     if not (run / "DONE").is_file():
-        width_of = {"unet_base_channels": width} if model == "unet" else {"channels": width}
+        kind, _, depth = model.partition(":")  # "unet" or "unet:<depth>"
+        unet = kind == "unet"
+        width_of = {"unet_base_channels": width} if unet else {"channels": width}
         cfg = TrainConfig(
-            model=model, unet_depth=b.unet_depth, **width_of,
+            model=kind if unet else model, unet_depth=int(depth or b.unet_depth), **width_of,
             input_size=b.train_size, epochs=epochs, max_steps_per_epoch=per_epoch,
             batch_size=b.batch_size, seed=seed, device="cpu", **data,
         )  # fmt: skip
@@ -387,8 +402,9 @@ def bench(
             f"random: {len(randoms)} random states of `{rg}`'s operation set decoded at N_l = 3 "
             f"({args.scores[0]} score), MACs within {MACS_TOLERANCE:.0%} of `{ref}`'s"
         )
-    for w in args.unet_widths:
-        models[f"U-Net({w})"] = ("unet", w)
+    for d in args.unet_depths:
+        for w in args.unet_widths:
+            models[unet_name(w, d, b)] = ("unet" if d == b.unet_depth else f"unet:{d}", w)
     # --- training
     data_t = {**data, "batches_per_epoch": _batches_per_epoch(data, b)}
     tasks = [(m, s, b.train_steps) for m in models for s in range(args.train_seeds)]
@@ -397,7 +413,7 @@ def bench(
     print(f"[{name}] training {len(tasks)} runs ...", flush=True)
 
     def run_dir(m: str, s: int, steps: int) -> str:
-        tag = m.replace(" ", "_").replace("(", "").replace(")", "")
+        tag = m.replace(", ", "_d").replace(" ", "_").replace("(", "").replace(")", "")
         return str(out / f"train_{tag}_s{s}_{steps}")
 
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
@@ -520,6 +536,7 @@ def main() -> None:
     parser.add_argument("--search-seeds", type=int, default=2)
     parser.add_argument("--train-seeds", type=int, default=2)
     parser.add_argument("--unet-widths", default="8,12,16,24,32")
+    parser.add_argument("--unet-depths", default="4", help="U-Net depths, e.g. 4,5")
     parser.add_argument("--reading", type=Path, help="a file with the reading of the figures")
     parser.add_argument("--search-size", type=int, default=Budget.search_size)
     parser.add_argument("--train-size", type=int, default=Budget.train_size)
@@ -538,6 +555,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out")
     args = parser.parse_args()
     args.unet_widths = [int(w) for w in args.unet_widths.split(",")]
+    args.unet_depths = [int(d) for d in args.unet_depths.split(",")]
     args.scores = [x for x in args.scores.split(",") if x]
     args.paths = [int(n) for n in args.paths.split(",") if n]
     args.widths = [int(w) for w in args.widths.split(",") if w]
