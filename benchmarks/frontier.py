@@ -592,9 +592,10 @@ def main() -> None:
         f"Budget (CPU): every model trained {b.train_steps} steps (whatever the dataset's size: "
         f"epochs of at most {b.steps_per_epoch} steps), batch {b.batch_size}, "
         f"{b.train_size}x{b.train_size}, SGD, augmentation on, {args.train_seeds} training "
-        f"seeds; MS-NAS at base width {b.train_width}, U-Net depth {b.unet_depth}. Searches: "
-        f"space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups 6 x 4, `+1b` "
-        f"1 block) at "
+        f"seeds; MS-NAS at base width {b.train_width}, U-Net depth {b.unet_depth}"
+        + "".join(f" and {d} (`U-Net(width, {d})`)" for d in args.unet_depths if d != b.unet_depth)
+        + ". Searches: space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups "
+        "6 x 4, `+1b` 1 block, `+noskip` no identity edges) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps, batch {b.batch_size}, {args.search_seeds} seeds "
         f"per group ({args.groups}); consensus (mean) decoded with the "
