@@ -46,6 +46,7 @@ __all__ = [
     "ComparedRun",
     "Comparison",
     "FrontierPoint",
+    "dice_window",
     "dominators",
     "frontier_status",
     "pareto_front",
@@ -126,6 +127,28 @@ def frontier_status(points: Sequence[FrontierPoint]) -> list[str]:
         else:
             out.append("U-Net frontier" if p.reference else "on the frontier")
     return out
+
+
+def dice_window(points: Sequence[FrontierPoint]) -> tuple[float, float] | None:
+    """The Dice range a frontier picture shows: from below the worst reference point (by the
+    references' Dice span, at least 0.02) to above the best point, so that a few runs far
+    below the U-Nets (a collapsed search) do not squash the frontier into a line. ``None``
+    without a reference point with figures. Points below the window are drawn on its lower
+    edge, with their Dice in the label.
+
+    >>> pts = [FrontierPoint("U-Net(8, 4)", 0.95, 1.0, True),
+    ...        FrontierPoint("U-Net(16, 4)", 0.96, 2.0, True),
+    ...        FrontierPoint("collapsed", 0.70, 0.5, False)]
+    >>> [round(x, 4) for x in dice_window(pts)]
+    [0.93, 0.965]
+    """
+    known = [p for p in points if _known(p)]
+    refs = [float(p.dice) for p in known if p.reference and p.dice is not None]
+    if not refs:
+        return None
+    span = max(refs) - min(refs)
+    top = max(float(p.dice) for p in known if p.dice is not None)
+    return min(refs) - max(0.02, span), top + max(0.005, span / 4)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from msnas_graph._util import atomic_write
 from msnas_graph.backends.torch.training.run_dir import epoch_files
-from msnas_graph.compare import Comparison, pareto_front
+from msnas_graph.compare import Comparison, FrontierPoint, dice_window, pareto_front
 from msnas_graph.state import SearchState, softmax
 
 __all__ = [
@@ -232,9 +232,12 @@ def plot_arch_weights(path: str | Path, states: Sequence[SearchState]) -> Path |
 def plot_frontier(path: str | Path, comparison: Comparison) -> Path:
     """Mean foreground Dice against measured latency (left, ms per image at the comparison's
     frontier batch) and against MACs (right): U-Net runs as circles, the others as
-    triangles, each labelled with its model; the U-Net runs' Pareto front drawn as a step
-    line (the best Dice a U-Net reaches at or below each cost). Written as ``.png``, ``.svg``
-    or ``.pdf`` by ``path``'s suffix."""
+    triangles, each labelled with its model (with more than :data:`CROWDED` runs, only the
+    U-Nets and the runs on the frontier inside the Dice window); the U-Net runs' Pareto front
+    drawn as a step line (the best Dice a U-Net reaches at or below each cost). The Dice axis
+    spans :func:`~msnas_graph.compare.dice_window`; runs far below it sit on its lower edge as
+    downward triangles, labelled with their Dice where few. Written as ``.png``, ``.svg`` or
+    ``.pdf`` by ``path``'s suffix."""
     fig = _figure(11, 4.5)
     batch = comparison.frontier_batch
     for k, (by, xlabel) in enumerate(
@@ -248,15 +251,7 @@ def plot_frontier(path: str | Path, comparison: Comparison) -> Path:
             xs = [points[i].cost for i in front] + [max(known)]
             ys = [points[i].dice for i in front] + [points[front[-1]].dice]
             ax.plot(xs, ys, drawstyle="steps-post", color="#1f77b4", label="U-Net frontier")
-        for p, status in zip(points, comparison.status(by), strict=True):
-            if p.cost is None or p.dice is None:
-                continue
-            dominated = status.startswith("dominated")
-            colour = "#1f77b4" if p.reference else ("#999999" if dominated else "#d62728")
-            ax.scatter([p.cost], [p.dice], marker="o" if p.reference else "^", color=colour,
-                       zorder=3)  # fmt: skip
-            ax.annotate(p.name, (p.cost, p.dice), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)  # fmt: skip
+        _draw_points(ax, points, comparison.status(by))
         if known and min(known) > 0 and max(known) / min(known) > 10:
             from matplotlib.ticker import NullFormatter
 
@@ -273,6 +268,33 @@ def plot_frontier(path: str | Path, comparison: Comparison) -> Path:
         ax.legend(handles=ax.get_legend_handles_labels()[0] + handles, loc="best",
                   fontsize="small")  # fmt: skip
     return _save_fig(fig, Path(path))
+
+
+#: Above this many runs a picture labels only the U-Nets and the runs on the frontier.
+CROWDED = 15
+
+
+def _draw_points(ax: Any, points: list[FrontierPoint], statuses: list[str]) -> None:
+    """Each run as a marker (U-Nets circles, others triangles; red on the frontier, grey
+    dominated), inside :func:`~msnas_graph.compare.dice_window`: a run below it is drawn on
+    its lower edge as a downward triangle, its Dice in its label."""
+    window = dice_window(points)
+    if window is not None:
+        ax.set_ylim(*window)
+    crowded = len(points) > CROWDED
+    for p, status in zip(points, statuses, strict=True):
+        if p.cost is None or p.dice is None:
+            continue
+        dominated = status.startswith("dominated")
+        colour = "#1f77b4" if p.reference else ("#999999" if dominated else "#d62728")
+        below = window is not None and p.dice < window[0]
+        y = window[0] + 0.02 * (window[1] - window[0]) if window is not None and below else p.dice
+        shape = "v" if below else ("o" if p.reference else "^")
+        ax.scatter([p.cost], [y], marker=shape, color=colour, zorder=3)
+        if crowded and not p.reference and (dominated or below):
+            continue
+        label = f"{p.name} ({p.dice:.3f})" if below else p.name
+        ax.annotate(label, (p.cost, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
 
 
 def _marker(shape: str, colour: str, label: str) -> Any:

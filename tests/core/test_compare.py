@@ -132,3 +132,14 @@ def test_the_note_says_when_the_runs_take_different_input_sizes() -> None:
     assert "different input sizes" not in c.note()
     runs = [*c.runs[:2], dataclasses.replace(c.runs[2], input_size=256)]
     assert "different input sizes (64, 256)" in Comparison(runs, c.settings).note()
+
+
+def test_the_dice_window_keeps_the_references_and_drops_a_collapsed_run() -> None:
+    from msnas_graph.compare import dice_window
+
+    refs = [FrontierPoint(f"U-Net({w}, 4)", 0.95 + w / 1000, w / 8, True) for w in (8, 16)]
+    low, high = dice_window([*refs, FrontierPoint("collapsed", 0.6, 0.5, False)]) or (0, 0)
+    assert low < 0.958 and low > 0.6 and high > 0.966
+    assert dice_window([FrontierPoint("MS-NAS", 0.9, 1.0, False)]) is None  # no U-Net: default
+    nan = FrontierPoint("U-Net(4, 4)", float("nan"), 1.0, True)
+    assert dice_window([nan, *refs]) == dice_window(refs)  # a missing figure is skipped

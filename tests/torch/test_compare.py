@@ -3,6 +3,7 @@ training: hand-made comparisons, tiny modules, no timing asserted."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,13 @@ def test_interleaved_latency_runs_every_model_at_every_batch() -> None:
     assert [t for t, _ in timed[::6]] == [0, 1, 1, 0]
     with pytest.raises(RunError, match="rounds and repeats"):
         interleaved_latency(runners, [(1, 1, 8, 8)] * 2, device=torch.device("cpu"), rounds=0)
+
+
+def test_a_crowded_picture_with_a_collapsed_run_draws(tmp_path: Path) -> None:
+    runs = list(_comparison().runs)
+    extra = [
+        replace(runs[2], run=f"m{i}", model=f"MS-NAS {i}", dice=0.9 + i / 1000) for i in range(16)
+    ]
+    collapsed = replace(runs[2], run="c", model="collapsed", dice=0.4)
+    path = plot_frontier(tmp_path / "f.png", Comparison([*runs, *extra, collapsed]))
+    assert path.stat().st_size > 1000
