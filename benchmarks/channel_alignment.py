@@ -99,8 +99,9 @@ What it means for the frontier (`frontier.md`): a base width whose channel count
 multiples of 16 at the fine scales buys little speed. U-Net(12) (12 and 24 channels at its two
 finest levels) runs at 0.84x U-Net(16)'s latency for 0.56x its MACs, and every MS-NAS network
 trained at width 12 is slower than at width 16; at width 8 a full-resolution layer still
-takes 0.56x the time of width 16 for a quarter of the MACs. Prefer widths whose every scale is a multiple of 16 when the network will run in
-ONNX Runtime on such a CPU, and give a latency-aware search `--cost-channels` at that width:
+takes 0.56x the time of width 16 for a quarter of the MACs. Prefer widths whose every scale
+is a multiple of 16 when the network will run in ONNX Runtime on such a CPU, and give a
+latency-aware search `--cost-channels` at that width:
 its cost table is timed in the eager runtime, which does not see ONNX Runtime's step at 20-24
 channels.
 """
