@@ -67,7 +67,8 @@ budget_options = bundle(
     click.option(
         "--max-macs",
         type=CountType(),
-        help="Decode the best paths whose network fits this many MACs (e.g. 0.5G).",
+        help="Decode the best paths whose network fits this many MACs (e.g. 0.5G), counted "
+        "at --channels where given.",
     ),
     click.option("--max-params", type=CountType(), help="... and this many parameters (e.g. 2M)."),
     click.option(
@@ -127,8 +128,11 @@ def decode_under_budget(
     input_size: int | None = None,
     candidates: int = 128,
     score: str = "paper",
+    channels: int | None = None,
 ) -> BudgetedDecode | None:
-    """The budgeted decode the options ask for, or ``None`` when no budget was given."""
+    """The budgeted decode the options ask for, or ``None`` when no budget was given. Costs
+    are counted (or timed) at base width ``channels`` where given: the width the network will
+    be trained at, not the narrower one it was searched at."""
     if max_macs is None and max_params is None and max_latency_ms is None:
         if input_size is not None:
             raise click.UsageError(
@@ -140,8 +144,9 @@ def decode_under_budget(
 
     cells = decode_cells(state, inputs_per_block)
     timed = max_latency_ms is not None
+    space = state.space if channels is None else state.space.replace(channels=channels)
     model = backend().edge_cost_model(
-        cells, state.space, input_size=input_size, latency=timed, device=latency_device
+        cells, space, input_size=input_size, latency=timed, device=latency_device
     )
     budget = Budget(max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms)
     return budgeted_decode(
@@ -157,7 +162,9 @@ def _one(
     from msnas_graph.render import render
 
     paths, inputs, score = how["paths"], how["inputs_per_block"], how["score"]
-    chosen = decode_under_budget(state, paths, inputs, score=score, **budget)
+    chosen = decode_under_budget(
+        state, paths, inputs, score=score, channels=how["channels"], **budget
+    )
     arch = chosen.architecture if chosen else decode(state, paths, inputs, score)
     text = str(arch) + (f"\n{chosen.summary()}" if chosen else "")
     payload = {**arch.to_dict(), "diagnostics": diag.to_dict()}
@@ -244,7 +251,8 @@ def decode(
     from msnas_graph.diagnostics import diagnose
     from msnas_graph.io import load_states
 
-    how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method}
+    how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method,
+           "channels": channels}  # fmt: skip
     sources = _expand_seeds(sources)
     limits = (k for k, v in budget.items() if v is not None)
     if len(sources) > 1 and set(limits) - {"candidates", "latency_device"}:

@@ -97,3 +97,15 @@ def test_latency_budget_is_measured_and_met(state_file: Path) -> None:
         assert meta["cost"]["latency_ms"] <= free * 0.6
     else:
         assert "--max-latency-ms to at least" in err
+
+
+def test_the_budget_is_counted_at_the_training_width(state_file: Path, tmp_path: Path) -> None:
+    """Search narrow, train wide: ``--channels`` is the width the MACs budget is about."""
+    macs = {}
+    for width in (None, 32):
+        extra = ["--channels", str(width), "-o", tmp_path / f"w{width}.json"] if width else []
+        code, out, err = run("decode", state_file, "--max-macs", "1T", "--json", *extra)
+        assert code == 0, err
+        macs[width] = json.loads(out)["meta"]["cost"]["macs"]
+    assert macs[32] > 3 * macs[None]  # the quick space searches at width 8: 4x the width
+    assert Architecture.load(tmp_path / "w32.json").space.channels == 32
