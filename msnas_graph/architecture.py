@@ -123,6 +123,23 @@ class Architecture(Document):
         space = self.space.replace(channels=channels)
         return Architecture(space, self.edges, self.cells, self.paths, meta=self.meta)
 
+    def with_cell_glue(self, glue: str) -> Architecture:
+        """The same graph and cells compiled with another cell glue
+        (:attr:`~msnas_graph.spec.SearchSpace.cell_glue`: ``darts`` or ``lean``).
+
+        >>> from msnas_graph.spec import SearchSpace
+        >>> from msnas_graph.state import SearchState
+        >>> from msnas_graph.decode import decode
+        >>> arch = decode(SearchState.random(SearchSpace.preset("tiny"), seed=0), paths=2)
+        >>> lean = arch.with_cell_glue("lean")
+        >>> lean.space.cell_glue, lean.edges == arch.edges, lean.content_hash != arch.content_hash
+        ('lean', True, True)
+        """
+        if glue == self.space.cell_glue:
+            return self
+        space = self.space.replace(cell_glue=glue)
+        return Architecture(space, self.edges, self.cells, self.paths, meta=self.meta)
+
     # ------------------------------------------------------------------------ checking
 
     def validate(self) -> None:

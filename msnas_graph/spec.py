@@ -77,6 +77,15 @@ class SearchSpace(Document, BaseModel):
         input_size: default input side length; must be divisible by ``2**(scales-1)``.
         fusion: how the final network merges edges that meet at a node: ``concat`` (then
             1x1 conv + BN + ReLU) or ``sum``.
+        cell_glue: how the final network wraps a decoded cell's blocks. ``darts`` (the paper,
+            DARTS): a ``ReLU -> 1x1 conv -> BN`` preprocess after the resampling, and a
+            ``1x1 conv -> BN`` projection of the concatenation of every block. ``lean``: no
+            preprocess where every operation reading the cell's input is a dense convolution
+            (``conv_3x3``, ``conv_3x3_dil2``: the first convolution changes the width), the
+            ``expand`` preprocess before the upsampling (at the coarse scale), and the output
+            is the one block no other block reads (the projection stays where several are
+            unread). The supernet always searches with the ``darts`` glue. Written to a file
+            only when ``lean``, so files without it keep their hashes.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -101,6 +110,7 @@ class SearchSpace(Document, BaseModel):
     spatial_dims: Literal[2, 3] = 2
     input_size: Int = Field(default=256, ge=1, le=65536)
     fusion: Literal["concat", "sum"] = "concat"
+    cell_glue: Literal["darts", "lean"] = "darts"
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -218,8 +228,18 @@ class SearchSpace(Document, BaseModel):
     # --------------------------------------------------------------------------------- I/O
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (tuples as lists)."""
-        return json.loads(self.model_dump_json())
+        """Plain JSON-ready dict (tuples as lists); ``cell_glue`` only when not ``darts``, so
+        spaces, states and architectures written before it existed keep their content hashes.
+
+        >>> "cell_glue" in SearchSpace.preset("quick").to_dict()
+        False
+        >>> SearchSpace.preset("quick").replace(cell_glue="lean").to_dict()["cell_glue"]
+        'lean'
+        """
+        data: dict[str, Any] = json.loads(self.model_dump_json())
+        if data["cell_glue"] == "darts":
+            del data["cell_glue"]
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
         """JSON text with a schema version (the space's own field, not a header)."""

@@ -182,7 +182,8 @@ def _edge_costs(
             edges[key] = Cost()
             continue
         c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
-        cell = DiscreteCell(e.kind, c_in, c_out, cells[e.kind], graph.space.spatial_dims)
+        space = graph.space
+        cell = DiscreteCell(e.kind, c_in, c_out, cells[e.kind], space.spatial_dims, space.cell_glue)
         edges[key] = measure(cell, c_in, e.src.scale)
     return edges
 

@@ -12,7 +12,13 @@ network would pay for each part, counted (MACs) or timed (batch-1 latency in the
 runtime, the fastest of ``repeats`` passes, as budgeted decoding times its parts):
 
 * ``cells[(kind, scale)]``: the fixed part of a cell of that kind into that scale: resampling
-  and preprocessing (at the source's width) and the projection of the concatenated blocks;
+  and preprocessing (at the source's width) and the projection of the concatenated blocks.
+  Under the ``lean`` cell glue (:attr:`~msnas_graph.spec.SearchSpace.cell_glue`) the table
+  counts the cell the lean glue builds from a chain of dense convolutions: the resampling,
+  and an upsampling edge's preprocess at the coarse scale. It is an approximation there: a
+  ``contract`` cell's first convolution, which reads half the width, is counted at the full
+  width, and a preprocess or projection the lean glue keeps (an input read by a pooling or
+  identity operation, a cell with several unread blocks) is left out;
 * ``ops[(scale, op)]``: one candidate operation at the width and resolution of that scale
   (``none`` costs nothing: it is never decoded);
 * ``base``: the stem and the head(s), paid by every network.
@@ -51,7 +57,7 @@ the term starts at ``W``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +158,9 @@ def measure_search_costs(
         if not carries_cell(e.kind) or key in cells:
             continue
         c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
+        if space.cell_glue == "lean":
+            cells[key] = _lean_fixed(e.kind, c_in, c_out, e.src.scale, dims, value)
+            continue
         enter = nn.Sequential(resample(e.kind, dims), Preprocess(c_in, c_out, dims))
         project = ListInput(Projection(space.blocks * c_out, c_out, dims), space.blocks)
         cells[key] = value(enter, c_in, e.src.scale) + value(
@@ -165,6 +174,18 @@ def measure_search_costs(
                 0.0 if op == NONE_OP else value(build_op(op, width, dims), width, scale)
             )
     return SearchCostTable(metric, size, base, cells, ops)
+
+
+def _lean_fixed(
+    kind: str, c_in: int, c_out: int, scale: int, dims: int, value: Callable[..., float]
+) -> float:
+    """The fixed part of a cell under the ``lean`` glue, for a cell whose blocks form a chain
+    of dense convolutions: the resampling, and for an upsampling edge its preprocess, at the
+    coarse scale (no projection; see the module doc)."""
+    if edge_kind(kind).resample == "upsample":
+        enter = nn.Sequential(Preprocess(c_in, c_out, dims), resample(kind, dims))
+        return value(enter, c_in, scale)
+    return value(resample(kind, dims), c_in, scale)
 
 
 def expected_cost(

@@ -46,7 +46,16 @@ def _models() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
             (1, 1, 16, 16, 16),
         ),
         "supernet": (build_supernet(quick), (2, 1, 32, 32)),
+        "final lean": (build_network(_lean_arch()), (2, 1, 32, 32)),
     }
+
+
+def _lean_arch():
+    """Dense convolutions and parameter-free operations under the lean cell glue: cells with
+    and without a preprocess and a projection."""
+    ops = ("conv_3x3", "conv_3x3_dil2", "skip_connect", "avg_pool_3x3", "none")
+    space = SearchSpace.preset("quick", ops=ops, cell_glue="lean")
+    return decode(SearchState.random(space, seed=1), paths=3)
 
 
 def _ready(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -77,7 +86,9 @@ def test_folded_model_computes_the_same_function_without_batch_norms(name: str) 
         assert torch.equal(v, before[k])
 
 
-@pytest.mark.parametrize("name", ["final concat", "final sum", "final 3d", "supernet"])
+@pytest.mark.parametrize(
+    "name", ["final concat", "final sum", "final 3d", "supernet", "final lean"]
+)
 def test_split_concat_convs_compute_the_same_function(name: str) -> None:
     from msnas_graph.backends.torch.nn.blocks import ConcatFusion, Projection, SplitConv
 
@@ -108,7 +119,7 @@ def test_export_has_no_concat_feeding_a_convolution(tmp_path) -> None:
     assert not convs & concat_outputs
 
 
-@pytest.mark.parametrize("name", ["final concat", "final sum", "unet", "supernet"])
+@pytest.mark.parametrize("name", ["final concat", "final sum", "unet", "supernet", "final lean"])
 def test_channels_last_gives_the_same_outputs(name: str) -> None:
     model, x = _ready(name)
     fused = fuse_for_inference(model, channels_last=True)

@@ -24,9 +24,10 @@ from torch.utils.checkpoint import checkpoint
 from msnas_graph.backends.torch.nn.blocks import Preprocess, Projection, resample
 from msnas_graph.backends.torch.nn.fused import mix_groups
 from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, partial_output
-from msnas_graph.backends.torch.nn.ops import build_op
+from msnas_graph.backends.torch.nn.ops import WIDTH_CHANGING_OPS, build_entry_op
 from msnas_graph.errors import BackendError
 from msnas_graph.genotype import CellGenotype
+from msnas_graph.kinds import edge_kind
 
 __all__ = ["DiscreteCell", "SearchCell", "block_coefficients", "forward_cells", "recompute_pieces"]
 
@@ -285,7 +286,21 @@ class _Block(nn.Module):
 class DiscreteCell(nn.Module):
     """A decoded cell on one network edge: ``resample -> preprocess``, block ``b`` is the sum
     over its kept inputs ``(source, op)`` of ``op(X_source)`` with full-channel operations, then
-    ``projection(cat(X_1..X_N))``. ``blocks[b].ops[i]`` runs the genotype's ``blocks[b][i]``."""
+    ``projection(cat(X_1..X_N))``. ``blocks[b].ops[i]`` runs the genotype's ``blocks[b][i]``.
+
+    With ``glue="lean"`` (:attr:`~msnas_graph.spec.SearchSpace.cell_glue`): no preprocess
+    where the widths agree (``keep``) or every operation reading ``X_0`` is a dense convolution
+    (it then reads ``C_src`` channels itself); ``expand`` runs its preprocess before the
+    upsampling, at the coarse scale; the output is the one block no other block reads (its
+    ``projection`` is the identity), or the projection of the unread blocks' concatenation.
+
+    >>> from msnas_graph.genotype import CellGenotype
+    >>> g = CellGenotype.from_dict({"cell_type": "contract", "blocks": [
+    ...     [{"source": 0, "op": "conv_3x3"}], [{"source": 1, "op": "conv_3x3"}]]})
+    >>> cell = DiscreteCell("contract", 8, 16, g, glue="lean")
+    >>> cell(torch.zeros(1, 8, 10, 10)).shape, isinstance(cell.projection, nn.Identity)
+    (torch.Size([1, 16, 5, 5]), True)
+    """
 
     def __init__(
         self,
@@ -294,25 +309,66 @@ class DiscreteCell(nn.Module):
         c_out: int,
         genotype: CellGenotype,
         spatial_dims: int = 2,
+        glue: str = "darts",
     ) -> None:
         super().__init__()
         if not genotype.blocks:
             raise BackendError(f"cell '{genotype.cell_type}': the genotype has no blocks")
+        if glue not in ("darts", "lean"):
+            raise BackendError(f"unknown cell glue '{glue}' (known: darts, lean)")
         self.kind = kind
         self.genotype = genotype
+        self.glue = glue
         self.resample = resample(kind, spatial_dims)
-        self.preprocess = Preprocess(c_in, c_out, spatial_dims)
+        lean = glue == "lean"
+        #: ``expand`` under the lean glue: preprocess at the coarse scale, then upsample.
+        self.preprocess_first = lean and edge_kind(kind).resample == "upsample"
+        entry = lean and not self.preprocess_first and self._direct_entry(genotype, c_in, c_out)
+        self.preprocess = nn.Identity() if entry else Preprocess(c_in, c_out, spatial_dims)
+        width = c_in if entry else c_out
         self.blocks = nn.ModuleList(
             _Block(
                 [i.source for i in inputs],
-                [build_op(i.op, c_out, spatial_dims) for i in inputs],
+                [
+                    build_entry_op(i.op, width if i.source == 0 else c_out, c_out, spatial_dims)
+                    for i in inputs
+                ],
             )
             for inputs in genotype.blocks
         )
-        self.projection = Projection(len(genotype.blocks) * c_out, c_out, spatial_dims)
+        read = {i.source for inputs in genotype.blocks for i in inputs}
+        #: the blocks (1-based states) that make the output
+        self.outputs = (
+            tuple(b for b in range(1, len(genotype.blocks) + 1) if b not in read)
+            if lean
+            else tuple(range(1, len(genotype.blocks) + 1))
+        )
+        self.projection: nn.Module = (
+            nn.Identity()
+            if len(self.outputs) == 1 and lean
+            else Projection(len(self.outputs) * c_out, c_out, spatial_dims)
+        )
+
+    @staticmethod
+    def _direct_entry(genotype: CellGenotype, c_in: int, c_out: int) -> bool:
+        """Whether the blocks can read the cell's input themselves (the lean glue's rule)."""
+        if c_in == c_out:
+            return True
+        return all(
+            i.op in WIDTH_CHANGING_OPS
+            for inputs in genotype.blocks
+            for i in inputs
+            if i.source == 0
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        states = [self.preprocess(self.resample(x))]
+        if self.preprocess_first:
+            x = self.resample(self.preprocess(x))
+        else:
+            x = self.preprocess(self.resample(x))
+        states = [x]
         for block in self.blocks:
             states.append(block(states))
-        return cast(torch.Tensor, self.projection(states[1:]))
+        if isinstance(self.projection, nn.Identity):
+            return states[self.outputs[0]]
+        return cast(torch.Tensor, self.projection([states[b] for b in self.outputs]))

@@ -123,7 +123,12 @@ class FinalNetwork(nn.Module):
             if not carries_cell(e.kind):
                 continue
             cells[edge_key(e)] = DiscreteCell(
-                e.kind, graph.channels(e.src), graph.channels(e.dst), arch.cells[e.kind], dims
+                e.kind,
+                graph.channels(e.src),
+                graph.channels(e.dst),
+                arch.cells[e.kind],
+                dims,
+                space.cell_glue,
             )
         self.cells = nn.ModuleDict(cells)
         fusions: dict[str, nn.Module] = {}

@@ -54,11 +54,13 @@ from msnas_graph.operations import register_operation_name
 from .layers import AvgPool3x3, NdLayers, nd_layers
 
 __all__ = [
+    "WIDTH_CHANGING_OPS",
     "DilConv",
     "NdLayers",
     "OpFactory",
     "SepConvResidual",
     "Zero",
+    "build_entry_op",
     "build_op",
     "nd_layers",
     "op_description",
@@ -353,20 +355,50 @@ def _dil_conv_3x3(channels: int, spatial_dims: int = 2, affine: bool = True) -> 
 
 
 def relu_conv_bn(
-    channels: int, dilation: int = 1, spatial_dims: int = 2, affine: bool = True
+    channels: int,
+    dilation: int = 1,
+    spatial_dims: int = 2,
+    affine: bool = True,
+    in_channels: int | None = None,
 ) -> nn.Sequential:
     """``ReLU -> conv 3x3 (dilation d, padding d, no bias) -> BN``: the dense, shape-preserving
-    convolution of ``conv_3x3`` and ``conv_3x3_dil2`` (the BatchNorm folds into the conv).
+    convolution of ``conv_3x3`` and ``conv_3x3_dil2`` (the BatchNorm folds into the conv);
+    with ``in_channels``, it maps that width to ``channels`` (the ``lean`` cell glue's entry).
 
     >>> relu_conv_bn(4, dilation=2)(torch.zeros(1, 4, 9, 9)).shape
     torch.Size([1, 4, 9, 9])
+    >>> relu_conv_bn(4, in_channels=2)(torch.zeros(1, 2, 9, 9)).shape
+    torch.Size([1, 4, 9, 9])
     """
     layers = nd_layers(spatial_dims)
+    c_in = channels if in_channels is None else in_channels
     return nn.Sequential(
         nn.ReLU(inplace=False),
-        layers.conv(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+        layers.conv(c_in, channels, 3, padding=dilation, dilation=dilation, bias=False),
         layers.batch_norm(channels, affine=affine),
     )
+
+
+#: The operations that can read another width than they write (their dilation): the dense
+#: convolutions, which the ``lean`` cell glue lets take a cell's input without a preprocess.
+WIDTH_CHANGING_OPS: dict[str, int] = {"conv_3x3": 1, "conv_3x3_dil2": 2}
+
+
+def build_entry_op(name: str, in_channels: int, channels: int, spatial_dims: int = 2) -> nn.Module:
+    """Operation ``name`` reading ``in_channels`` and writing ``channels``: one of
+    :data:`WIDTH_CHANGING_OPS`, or any operation when the widths are equal (:func:`build_op`).
+
+    >>> build_entry_op("conv_3x3", 8, 16)(torch.zeros(1, 8, 5, 5)).shape
+    torch.Size([1, 16, 5, 5])
+    """
+    if in_channels == channels:
+        return build_op(name, channels, spatial_dims)
+    if name not in WIDTH_CHANGING_OPS:
+        raise BackendError(
+            f"operation '{name}' cannot map {in_channels} to {channels} channels (only "
+            f"{', '.join(WIDTH_CHANGING_OPS)} can)"
+        )
+    return relu_conv_bn(channels, WIDTH_CHANGING_OPS[name], spatial_dims, in_channels=in_channels)
 
 
 @register_op("conv_3x3", "dense conv 3x3: BN(conv3x3(ReLU(x)))")
