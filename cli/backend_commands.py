@@ -140,6 +140,12 @@ train_options = run_options(
     ),
     click.option("--fusion", type=click.Choice(["concat", "sum"]), help="Override the fusion."),
     click.option(
+        "--cell-glue",
+        type=click.Choice(["darts", "lean"]),
+        help="Override how cells are wrapped: darts (1x1 preprocess and projection, the "
+        "paper) or lean (none where dense convolutions can do without: faster).",
+    ),
+    click.option(
         "--unet-base",
         "unet_base_channels",
         type=click.IntRange(min=1),

@@ -390,6 +390,8 @@ def model_spec(config: Any, ds: Any) -> dict[str, Any]:
             raise RunError(f"model '{config.model}' is a U-Net run; train it with --model unet")
         if getattr(config, "channels", None) is not None:
             arch = arch.widen(config.channels)
+        if getattr(config, "cell_glue", None) is not None:
+            arch = arch.with_cell_glue(config.cell_glue)
         space = arch.space
         if space.num_classes != ds.num_classes or space.in_channels != ds.in_channels:
             raise DataError(
@@ -437,6 +439,12 @@ def init_from_search(network: nn.Module, run_dir: str | Path) -> dict[str, int]:
             f"init_from {run}: the search ran at base width {space.channels}, the network is "
             f"{arch.space.channels} wide, so its weights do not fit; train at the search width "
             f"(drop --channels) or drop --init-from"
+        )
+    if arch.space.cell_glue != "darts":
+        raise RunError(
+            f"init_from {run}: the supernet's cells have a preprocess and a projection that "
+            f"the '{arch.space.cell_glue}' cell glue leaves out; train with --cell-glue darts "
+            f"or drop --init-from"
         )
     if arch.space != space:
         raise RunError(

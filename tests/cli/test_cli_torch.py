@@ -274,6 +274,15 @@ def test_train_decode_and_cost_width_options(tmp_path: Path) -> None:
     code, _, err = run("train", tmp_path / "t2", "--model", tmp_path / "a.json", "--init-from",
                        tmp_path, "--data", data, *SMOKE)  # fmt: skip
     assert code == 1 and "no supernet.pt" in err and err.count("\n") == 1
+    # --cell-glue: the run's architecture carries it, so evaluate and export rebuild the same
+    code, _, err = run("train", tmp_path / "t3", "--model", tmp_path / "a.json", "--cell-glue",
+                       "lean", "--data", data, "--epochs", "1", *SMOKE)  # fmt: skip
+    assert code == 0, err
+    spec = json.loads((tmp_path / "t3" / "model.json").read_text())
+    assert spec["architecture"]["space"]["cell_glue"] == "lean"
+    code, _, err = run("train", tmp_path / "t4", "--model", tmp_path / "a.json", "--cell-glue",
+                       "thin", "--data", data, *SMOKE)  # fmt: skip
+    assert code == 2 and "--cell-glue" in err
 
 
 @pytest.mark.slow

@@ -328,6 +328,15 @@ def test_train_wider_than_searched_and_from_the_supernet(search_run, tmp_path):
     with pytest.raises(RunError, match=f"search ran at base width {width}.*drop --channels"):
         train(TrainConfig(**cfg, channels=2 * width, init_from=str(search_dir)),
               tmp_path / "bad", progress=False)  # fmt: skip
+
+    # the lean cell glue: the run's own architecture says so; the supernet's glue does not fit
+    train(TrainConfig(**cfg, cell_glue="lean"), tmp_path / "lean", progress=False)
+    spec = json.loads((tmp_path / "lean" / "model.json").read_text())
+    lean = Architecture.from_dict(spec["architecture"])
+    assert lean == result.architecture.with_cell_glue("lean")
+    with pytest.raises(RunError, match="lean' cell glue leaves out.*--cell-glue darts"):
+        train(TrainConfig(**cfg, cell_glue="lean", init_from=str(search_dir)),
+              tmp_path / "bad_lean", progress=False)  # fmt: skip
     with pytest.raises(RunError, match="no supernet.pt and state.json"):
         train(TrainConfig(**cfg, init_from=str(tmp_path / "wide")), tmp_path / "bad2",
               progress=False)  # fmt: skip

@@ -402,6 +402,8 @@ class TrainConfig(RunConfig):
             search run folder, or a training run folder of an architecture) whose architecture
             is trained from scratch.
         fusion: multi-scale fusion of an architecture's network (default: its space's).
+        cell_glue: ``"darts"`` or ``"lean"``: how the network wraps its cells
+            (:attr:`~msnas_graph.spec.SearchSpace.cell_glue`; default: its space's).
         channels: base width to train an architecture at (:meth:`Architecture.widen`; DARTS-style
             searches search narrow and train wide); ``None`` = the architecture's own.
         init_from: a search run folder whose supernet weights (``supernet.pt``) initialise the
@@ -428,6 +430,7 @@ class TrainConfig(RunConfig):
 
     model: str | Architecture = "unet"
     fusion: str | None = None
+    cell_glue: str | None = None
     unet_base_channels: int = 56
     unet_depth: int = 5
     data: str = "phantom"
