@@ -15,8 +15,10 @@ dataset's size), over ``--train-seeds`` training seeds each:
   MACs target of ``F`` times U-Net(16)'s), ``convs-lat@F`` (a latency target with the same
   operations), ``convs`` (the same operations, no cost), ``paper-ops`` (the paper's
   operations); the suffix ``+deep`` searches a 6-layer x 4-scale trellis instead of
-  ``quick``'s 4 x 3, ``+1b`` cells of one block, ``+noskip`` a trellis without identity edges;
-  a network that two groups or scores share is trained and counted once.
+  ``quick``'s 4 x 3, ``+1b`` cells of one block, ``+noskip`` a trellis without identity edges,
+  ``+lean`` the lean cell glue (no 1x1 preprocess or projection where dense convolutions do
+  without; the search's cost table counts it); a network that two groups or scores share is
+  trained and counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
 where the data has a pixel size), params, MACs at the training size, and latency in the
@@ -68,6 +70,7 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     "+deep": {"layers": 6, "scales": 4},
     "+1b": {"blocks": 1},
     "+noskip": {"edge_kinds": ("contract", "keep", "expand")},
+    "+lean": {"cell_glue": "lean"},
 }
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
@@ -126,7 +129,7 @@ def group_ops(group: str) -> dict[str, Any]:
     where the ``quick`` space's 4 x 3 stop at 1/4); with ``+1b`` cells of one block (one
     operation each, where ``quick``'s two blocks hold two); with ``+noskip`` no identity
     (``skip``) network edges, so that a cost term cannot meet its target with free edges and
-    must trade real cells. Suffixes combine in any order.
+    must trade real cells; with ``+lean`` the lean cell glue. Suffixes combine in any order.
 
     >>> group_ops("convs-macs@0.8+deep")["scales"], group_ops("paper-ops")["ops"][0]
     (4, 'sep_conv_3x3')
@@ -137,6 +140,8 @@ def group_ops(group: str) -> dict[str, Any]:
     (('contract', 'keep', 'expand'), 4)
     >>> group_cost("convs-lat@0.7+deep+noskip", {"ms": 1}, 8)["cost_target"]
     0.7
+    >>> group_ops("convs-macs@0.8+lean")["cell_glue"]
+    'lean'
     """
     name, extra = _suffixes(group)
     if name == "paper-ops":
@@ -375,11 +380,13 @@ def bench(
                 agree = consensus(states, paths=n, method="mean", score=score)
                 arch = agree.architecture
                 key = model_name(g, score, n, w, b.train_width)
-                net = json.dumps(
+                net = json.dumps(  # what the built network depends on
                     [
                         w,
                         sorted(e.key for e in arch.edges),
                         {c: str(g) for c, g in arch.cells.items()},
+                        arch.space.cell_glue,
+                        arch.space.fusion,
                     ]
                 )
                 if net in shared:
@@ -595,7 +602,7 @@ def main() -> None:
         f"seeds; MS-NAS at base width {b.train_width}, U-Net depth {b.unet_depth}"
         + "".join(f" and {d} (`U-Net(width, {d})`)" for d in args.unet_depths if d != b.unet_depth)
         + ". Searches: space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups "
-        "6 x 4, `+1b` 1 block, `+noskip` no identity edges) at "
+        "6 x 4, `+1b` 1 block, `+noskip` no identity edges, `+lean` the lean cell glue) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps, batch {b.batch_size}, {args.search_seeds} seeds "
         f"per group ({args.groups}); consensus (mean) decoded with the "
