@@ -277,6 +277,9 @@ def test_transfer_with_partial_channels_needs_strict_false() -> None:
         assert torch.equal(v, supernet.cells[key].preprocess.state_dict()[k]), k
     with pytest.raises(BackendError, match="differs from the supernet's space"):
         transfer_weights(build_supernet(TINY_K1), network)
+    lean = arch.with_cell_glue("lean")  # its supernet searches with the darts glue
+    with pytest.raises(BackendError, match="'lean' cell glue leaves out"):
+        transfer_weights(build_supernet(lean.space), build_network(lean))
 
 
 @settings(max_examples=12, deadline=None)

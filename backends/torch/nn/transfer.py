@@ -98,6 +98,11 @@ def transfer_weights(
             f"transfer_weights: the network's space '{arch.space.name}' differs from the "
             f"supernet's space '{supernet.space.name}'; decode the supernet's own state"
         )
+    if arch.space.cell_glue != "darts":
+        raise BackendError(
+            f"transfer_weights: the network's '{arch.space.cell_glue}' cell glue leaves out the "
+            f"supernet's preprocess and projection; build the network with the darts glue"
+        )
     skipped: list[str] = []
     _copy_module(supernet.stem, network.stem, "stem", True, stats)
     with torch.no_grad():
