@@ -144,6 +144,7 @@ def group_ops(group: str) -> dict[str, Any]:
     'lean'
     """
     name, extra = _suffixes(group)
+    extra = {"cell_glue": "darts", **extra}  # the paper's cells unless +lean
     if name == "paper-ops":
         return {"ops": [*DEFAULT_OPERATIONS, "none"], **extra}
     return {"ops": CONV_OPS if name.startswith("convs") else DENSE_OPS, **extra}

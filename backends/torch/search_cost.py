@@ -13,12 +13,13 @@ runtime, the fastest of ``repeats`` passes, as budgeted decoding times its parts
 
 * ``cells[(kind, scale)]``: the fixed part of a cell of that kind into that scale: resampling
   and preprocessing (at the source's width) and the projection of the concatenated blocks.
-  Under the ``lean`` cell glue (:attr:`~msnas_graph.spec.SearchSpace.cell_glue`) the table
-  counts the cell the lean glue builds from a chain of dense convolutions: the resampling,
-  and an upsampling edge's preprocess at the coarse scale. It is an approximation there: a
-  ``contract`` cell's first convolution, which reads half the width, is counted at the full
-  width, and a preprocess or projection the lean glue keeps (an input read by a pooling or
-  identity operation, a cell with several unread blocks) is left out;
+  Under the ``lean`` cell glue (:attr:`~msnas_graph.spec.SearchSpace.cell_glue`) the fixed
+  part is the resampling (and an upsampling edge's preprocess, at the coarse scale), and
+  three more parts are kept apart: ``entry[(kind, scale, op)]``, an operation reading a
+  width-changing cell's input (a dense convolution reads the input's width itself),
+  ``preprocess[(kind, scale)]``, paid when any other operation reads that input, and
+  ``projection[(kind, scale)]``, the projection's cost per block, paid when two or more
+  blocks are left unread;
 * ``ops[(scale, op)]``: one candidate operation at the width and resolution of that scale
   (``none`` costs nothing: it is never decoded);
 * ``base``: the stem and the head(s), paid by every network.
@@ -29,7 +30,13 @@ runtime, the fastest of ``repeats`` passes, as budgeted decoding times its parts
 * block ``b`` of a cell keeps ``m = min(inputs_per_block, b + 1)`` inputs (decoding keeps one
   operation per source); each input ``j`` is weighted by ``p_j`` (normalised over the block)
   and its operation cost ``c_j`` is the ``alpha_j``-weighted mean over the decodable
-  operations, so ``cell(kind, scale) = fixed + sum_b m * sum_j p_j c_j``;
+  operations, so ``cell(kind, scale) = fixed + sum_b m * sum_j p_j c_j``. Under the lean
+  glue, ``c_0`` takes the ``entry`` costs; block ``b`` reads state ``k`` with probability
+  ``r_bk = min(1, m p_k)``; the preprocess is paid with probability one minus the product
+  over blocks of ``1 - r_b0 * (alpha share of the other operations)``; block ``k`` is left
+  unread with probability ``u_k = prod_{b > k} (1 - r_bk)`` and the projection costs
+  ``projection * (sum_k u_k - prod_{k < N} (1 - u_k))`` (blocks taken as independent, as
+  decoding takes them);
 * a path is drawn backwards from each output node, taking the edge into a node with
   probability ``softmax(beta)`` at that node (every input->output path has the probability of
   its product): edge ``e`` lies on it with probability ``pi_e = q(dst) * beta_e``, where
@@ -58,7 +65,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -74,7 +81,7 @@ from msnas_graph.state import SearchState
 
 from .cost_model import ListInput, PartMeasure
 from .nn.blocks import Preprocess, Projection, resample
-from .nn.ops import build_op
+from .nn.ops import WIDTH_CHANGING_OPS, build_entry_op, build_op
 from .nn.supernet import ArchWeights
 
 __all__ = ["CostTerm", "SearchCostTable", "expected_cost", "measure_search_costs"]
@@ -91,6 +98,13 @@ class SearchCostTable:
     base: float
     cells: Mapping[tuple[str, int], float]
     ops: Mapping[tuple[int, str], float]
+    #: lean glue: ``(kind, scale, op)``: an operation reading a width-changing cell's input
+    entry: Mapping[tuple[str, int, str], float] = field(default_factory=dict)
+    #: lean glue: ``(kind, scale)``: the projection's cost per block it concatenates
+    projection: Mapping[tuple[str, int], float] = field(default_factory=dict)
+    #: lean glue: ``(kind, scale)``: the preprocess a width-changing cell needs when an
+    #: operation other than a dense convolution reads its input
+    preprocess: Mapping[tuple[str, int], float] = field(default_factory=dict)
 
     @property
     def unit(self) -> str:
@@ -105,6 +119,9 @@ class SearchCostTable:
             "base": self.base,
             "cells": {f"{k}@{s}": v for (k, s), v in self.cells.items()},
             "ops": {f"{s}@{o}": v for (s, o), v in self.ops.items()},
+            "entry": {f"{k}@{s}@{o}": v for (k, s, o), v in self.entry.items()},
+            "projection": {f"{k}@{s}": v for (k, s), v in self.projection.items()},
+            "preprocess": {f"{k}@{s}": v for (k, s), v in self.preprocess.items()},
         }
 
     @classmethod
@@ -112,7 +129,25 @@ class SearchCostTable:
         """Parse :meth:`to_dict` output."""
         cells = {(k, int(s)): float(v) for ks, v in data["cells"].items() for k, s in [_split(ks)]}
         ops = {(int(s), o): float(v) for so, v in data["ops"].items() for s, o in [_split(so)]}
-        return cls(str(data["metric"]), int(data["input_size"]), float(data["base"]), cells, ops)
+        entry = {
+            (k, int(s), o): float(v)
+            for kso, v in data.get("entry", {}).items()
+            for k, s, o in [kso.split("@", 2)]
+        }
+        projection, preprocess = (
+            {(k, int(s)): float(v) for ks, v in data.get(name, {}).items() for k, s in [_split(ks)]}
+            for name in ("projection", "preprocess")
+        )
+        return cls(
+            str(data["metric"]),
+            int(data["input_size"]),
+            float(data["base"]),
+            cells,
+            ops,
+            entry,
+            projection,
+            preprocess,
+        )
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -153,6 +188,9 @@ def measure_search_costs(
     heads = (measure.head(o, graph.channels(o), space.num_classes) for o in graph.output_nodes)
     base = in_unit(measure.stem(space)) + sum(in_unit(h) for h in heads)
     cells: dict[tuple[str, int], float] = {}
+    entry: dict[tuple[str, int, str], float] = {}
+    projection: dict[tuple[str, int], float] = {}
+    preprocess: dict[tuple[str, int], float] = {}
     for e in graph.edges:
         key = (str(e.kind), e.dst.scale)
         if not carries_cell(e.kind) or key in cells:
@@ -160,6 +198,11 @@ def measure_search_costs(
         c_in, c_out = graph.channels(e.src), graph.channels(e.dst)
         if space.cell_glue == "lean":
             cells[key] = _lean_fixed(e.kind, c_in, c_out, e.src.scale, dims, value)
+            projection[key] = value(Projection(c_out, c_out, dims), c_out, e.dst.scale)
+            if c_in != c_out and edge_kind(e.kind).resample != "upsample":
+                for op in space.ops:
+                    entry[(*key, op)] = _lean_entry(op, c_in, c_out, e.dst.scale, dims, value)
+                preprocess[key] = value(Preprocess(c_in, c_out, dims), c_in, e.dst.scale)
             continue
         enter = nn.Sequential(resample(e.kind, dims), Preprocess(c_in, c_out, dims))
         project = ListInput(Projection(space.blocks * c_out, c_out, dims), space.blocks)
@@ -173,19 +216,50 @@ def measure_search_costs(
             ops[(scale, op)] = (
                 0.0 if op == NONE_OP else value(build_op(op, width, dims), width, scale)
             )
-    return SearchCostTable(metric, size, base, cells, ops)
+    return SearchCostTable(metric, size, base, cells, ops, entry, projection, preprocess)
 
 
 def _lean_fixed(
     kind: str, c_in: int, c_out: int, scale: int, dims: int, value: Callable[..., float]
 ) -> float:
-    """The fixed part of a cell under the ``lean`` glue, for a cell whose blocks form a chain
-    of dense convolutions: the resampling, and for an upsampling edge its preprocess, at the
-    coarse scale (no projection; see the module doc)."""
+    """The fixed part of a cell under the ``lean`` glue: the resampling, and for an
+    upsampling edge its preprocess, at the coarse scale (see the module doc)."""
     if edge_kind(kind).resample == "upsample":
         enter = nn.Sequential(Preprocess(c_in, c_out, dims), resample(kind, dims))
         return value(enter, c_in, scale)
     return value(resample(kind, dims), c_in, scale)
+
+
+def _lean_entry(
+    op: str, c_in: int, c_out: int, scale: int, dims: int, value: Callable[..., float]
+) -> float:
+    """Operation ``op`` reading a lean cell's input of ``c_in`` channels (after the
+    resampling, at the destination ``scale``): a dense convolution changes the width itself;
+    any other operation reads the preprocess's output (the preprocess is counted apart)."""
+    if op == NONE_OP:
+        return 0.0
+    if op in WIDTH_CHANGING_OPS:
+        return value(build_entry_op(op, c_in, c_out, dims), c_in, scale)
+    return value(build_op(op, c_out, dims), c_out, scale)
+
+
+def _lean_projection(reads: list[torch.Tensor], unit: float) -> torch.Tensor:
+    """Expected cost of a lean cell's projection: ``unit`` per concatenated block when two or
+    more blocks are left unread, nothing when one is. ``reads[b][k]`` is the probability that
+    block ``b + 1`` reads state ``k`` (``0``: the cell's input). Block ``k`` is left unread with
+    probability ``u_k = prod_{b > k} (1 - reads[b][k])``; the expectation is
+    ``unit * (sum_k u_k - prod_k (1 - u_k))`` over ``k < N`` (the last block is always
+    unread), exact for one-hot weights."""
+    unread: list[torch.Tensor] = []
+    for k in range(1, len(reads) + 1):
+        u = reads[0].new_ones(())
+        for b in range(k, len(reads)):  # the blocks after block k
+            u = u * (1 - reads[b][k])
+        unread.append(u)
+    single = reads[0].new_ones(())
+    for u in unread[:-1]:
+        single = single * (1 - u)
+    return unit * (sum(unread, reads[0].new_zeros(())) - single)
 
 
 def expected_cost(
@@ -202,11 +276,30 @@ def expected_cost(
         cell = edge_cell(kind)
         op_cost = torch.tensor([table.ops[(scale, op)] for op in space.ops], **like)
         total = ref.new_tensor(fixed)
+        entry = [table.entry.get((kind, scale, op)) for op in space.ops]
+        other = torch.tensor([op not in WIDTH_CHANGING_OPS for op in space.ops], **like)
+        reads: list[torch.Tensor] = []
+        no_preprocess = ref.new_ones(())  # no reader of the input needs the preprocess
         for alpha, p in zip(weights.alpha[cell], weights.p[cell], strict=True):
             a = alpha * decodable
-            per_input = (a * op_cost).sum(-1) / a.sum(-1).clamp_min(1e-12)
+            costs = op_cost.expand_as(a)
+            if entry[0] is not None:  # the input's readers: the lean glue's entry costs
+                first = torch.tensor(entry, **like).unsqueeze(0)
+                costs = torch.cat([first, costs[1:]])
+            per_input = (a * costs).sum(-1) / a.sum(-1).clamp_min(1e-12)
+            keep = min(space.inputs_per_block, len(p))
             block = (p * per_input).sum() / p.sum().clamp_min(1e-12)
-            total = total + min(space.inputs_per_block, len(p)) * block
+            total = total + keep * block
+            reads.append((keep * p / p.sum().clamp_min(1e-12)).clamp(max=1))
+            if entry[0] is not None:
+                share = (a[0] * other).sum() / a[0].sum().clamp_min(1e-12)
+                no_preprocess = no_preprocess * (1 - reads[-1][0] * share)
+        unit = table.projection.get((kind, scale))
+        if unit is not None:
+            total = total + _lean_projection(reads, unit)
+        pre = table.preprocess.get((kind, scale))
+        if pre is not None:
+            total = total + pre * (1 - no_preprocess)
         cell_cost[(kind, scale)] = total
     reach = {o: ref.new_ones(()) for o in graph.output_nodes}
     total = ref.new_tensor(table.base)

@@ -14,7 +14,7 @@ from msnas_graph.backends.torch.export import export_onnx
 from msnas_graph.backends.torch.nn.blocks import Preprocess, Projection
 from msnas_graph.backends.torch.nn.cells import DiscreteCell
 from msnas_graph.backends.torch.nn.network import build_network
-from msnas_graph.backends.torch.search_cost import measure_search_costs
+from msnas_graph.backends.torch.search_cost import SearchCostTable, measure_search_costs
 from msnas_graph.budget import Cost, network_cost
 from msnas_graph.decode import decode
 from msnas_graph.errors import BackendError, SpecError
@@ -99,10 +99,24 @@ def test_lean_network_exports_and_onnxruntime_agrees(tmp_path) -> None:
 
 
 def test_the_search_cost_table_counts_the_lean_glue() -> None:
-    space = SearchSpace.preset("quick", ops=DENSE)
+    space = SearchSpace.preset("quick", ops=DENSE, cell_glue="darts")
     darts = measure_search_costs(space, 32)
     lean = measure_search_costs(space.replace(cell_glue="lean"), 32)
     assert lean.ops == darts.ops and lean.base == darts.base
+    assert not (darts.entry or darts.projection or darts.preprocess)
     for key, fixed in darts.cells.items():
         assert 0 <= lean.cells[key] < fixed
     assert lean.cells[("expand", 0)] > 0 == lean.cells[("keep", 0)]  # the coarse 1x1 stays
+    # a contract cell's first convolution reads half the width
+    assert lean.entry[("contract", 1, "conv_3x3")] == lean.ops[(1, "conv_3x3")] / 2
+    assert lean.entry[("contract", 1, "skip_connect")] == 0 < lean.preprocess[("contract", 1)]
+    assert SearchCostTable.from_dict(lean.to_dict()) == lean  # kept in search checkpoints
+
+
+def test_the_preprocess_is_built_only_for_the_readers_that_need_it() -> None:
+    g = genotype("contract", (0, "avg_pool_3x3"), (0, "conv_3x3"))
+    cell = DiscreteCell("contract", 8, 16, g, glue="lean")
+    assert isinstance(cell.preprocess, Preprocess)
+    assert cell.blocks[1].raw == (True,) and cell.blocks[1].ops[0][1].in_channels == 8
+    assert cell.blocks[0].raw == (False,) and cell.outputs == (1, 2)
+    assert cell(torch.randn(1, 8, 8, 8)).shape == (1, 16, 4, 4)

@@ -27,16 +27,22 @@ from msnas_graph.graph import Supergraph
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
 
+MIXED = ["conv_3x3", "avg_pool_3x3", "skip_connect", "none"]
 SPACES = {
     "tiny": SearchSpace.preset("tiny"),
-    "quick": SearchSpace.preset("quick"),
+    "quick": SearchSpace.preset("quick"),  # the lean cell glue
+    "quick, darts": SearchSpace.preset("quick", cell_glue="darts"),
     "quick, 2 inputs": SearchSpace.preset("quick", inputs_per_block=2),
-    "quick, dense": SearchSpace.preset("quick", ops=["conv_3x3", "conv_3x3_dil2", "none"]),
+    "quick, 2 inputs, darts": SearchSpace.preset("quick", inputs_per_block=2, cell_glue="darts"),
+    # lean cells that keep a preprocess (pooling reads the input) or a projection
+    "quick, lean, mixed": SearchSpace.preset("quick", ops=MIXED),
+    "lean, 3 blocks, mixed": SearchSpace.preset("quick", ops=MIXED, blocks=3),
+    "lean, 3 blocks, 2 inputs": SearchSpace.preset("quick", blocks=3, inputs_per_block=2),
 }
 
 
 @pytest.mark.parametrize("name", list(SPACES))
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_one_hot_weights_give_the_decoded_networks_own_macs(name: str, seed: int) -> None:
     space = SPACES[name]
     table = measure_search_costs(space, space.input_size)

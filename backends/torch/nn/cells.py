@@ -269,15 +269,21 @@ def _add(total: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
 class _Block(nn.Module):
     """A decoded block: the sum of its kept inputs' operations, in genotype order."""
 
-    def __init__(self, sources: Sequence[int], ops: Sequence[nn.Module]) -> None:
+    def __init__(
+        self, sources: Sequence[int], ops: Sequence[nn.Module], raw: Sequence[bool] = ()
+    ) -> None:
         super().__init__()
         self.sources = tuple(sources)
         self.ops = nn.ModuleList(ops)
+        #: per input: it reads the cell's resampled input before the preprocess (lean glue)
+        self.raw = tuple(raw) or (False,) * len(self.sources)
 
-    def forward(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, states: Sequence[torch.Tensor], raw: torch.Tensor | None = None
+    ) -> torch.Tensor:
         out: torch.Tensor | None = None
-        for src, op in zip(self.sources, self.ops, strict=True):
-            y = op(states[src])
+        for src, op, direct in zip(self.sources, self.ops, self.raw, strict=True):
+            y = op(raw if direct else states[src])
             out = y if out is None else out + y
         assert out is not None  # a validated genotype has at least one input per block
         return out
@@ -288,10 +294,11 @@ class DiscreteCell(nn.Module):
     over its kept inputs ``(source, op)`` of ``op(X_source)`` with full-channel operations, then
     ``projection(cat(X_1..X_N))``. ``blocks[b].ops[i]`` runs the genotype's ``blocks[b][i]``.
 
-    With ``glue="lean"`` (:attr:`~msnas_graph.spec.SearchSpace.cell_glue`): no preprocess
-    where the widths agree (``keep``) or every operation reading ``X_0`` is a dense convolution
-    (it then reads ``C_src`` channels itself); ``expand`` runs its preprocess before the
-    upsampling, at the coarse scale; the output is the one block no other block reads (its
+    With ``glue="lean"`` (:attr:`~msnas_graph.spec.SearchSpace.cell_glue`): an operation
+    reading ``X_0`` reads the resampled input itself where the widths agree (``keep``) or it
+    is a dense convolution (it maps ``C_src`` to ``C_dst`` channels); the preprocess is built
+    only for the other readers; ``expand`` runs its preprocess before the upsampling, at the
+    coarse scale, for every reader; the output is the one block no other block reads (its
     ``projection`` is the identity), or the projection of the unread blocks' concatenation.
 
     >>> from msnas_graph.genotype import CellGenotype
@@ -323,16 +330,25 @@ class DiscreteCell(nn.Module):
         lean = glue == "lean"
         #: ``expand`` under the lean glue: preprocess at the coarse scale, then upsample.
         self.preprocess_first = lean and edge_kind(kind).resample == "upsample"
-        entry = lean and not self.preprocess_first and self._direct_entry(genotype, c_in, c_out)
-        self.preprocess = nn.Identity() if entry else Preprocess(c_in, c_out, spatial_dims)
-        width = c_in if entry else c_out
+
+        def direct(source: int, op: str) -> bool:  # reads the resampled input itself
+            if not lean or self.preprocess_first or source != 0:
+                return False
+            return c_in == c_out or op in WIDTH_CHANGING_OPS
+
+        readers = [(i.source, i.op) for inputs in genotype.blocks for i in inputs]
+        needed = not all(direct(src, op) for src, op in readers if src == 0)
+        self.preprocess = Preprocess(c_in, c_out, spatial_dims) if needed else nn.Identity()
         self.blocks = nn.ModuleList(
             _Block(
                 [i.source for i in inputs],
                 [
-                    build_entry_op(i.op, width if i.source == 0 else c_out, c_out, spatial_dims)
+                    build_entry_op(
+                        i.op, c_in if direct(i.source, i.op) else c_out, c_out, spatial_dims
+                    )
                     for i in inputs
                 ],
+                [direct(i.source, i.op) for i in inputs],
             )
             for inputs in genotype.blocks
         )
@@ -349,26 +365,15 @@ class DiscreteCell(nn.Module):
             else Projection(len(self.outputs) * c_out, c_out, spatial_dims)
         )
 
-    @staticmethod
-    def _direct_entry(genotype: CellGenotype, c_in: int, c_out: int) -> bool:
-        """Whether the blocks can read the cell's input themselves (the lean glue's rule)."""
-        if c_in == c_out:
-            return True
-        return all(
-            i.op in WIDTH_CHANGING_OPS
-            for inputs in genotype.blocks
-            for i in inputs
-            if i.source == 0
-        )
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preprocess_first:
-            x = self.resample(self.preprocess(x))
+            raw = x = self.resample(self.preprocess(x))
         else:
-            x = self.preprocess(self.resample(x))
+            raw = self.resample(x)
+            x = self.preprocess(raw)
         states = [x]
         for block in self.blocks:
-            states.append(block(states))
+            states.append(block(states, raw))
         if isinstance(self.projection, nn.Identity):
             return states[self.outputs[0]]
         return cast(torch.Tensor, self.projection([states[b] for b in self.outputs]))
