@@ -17,8 +17,9 @@ dataset's size), over ``--train-seeds`` training seeds each:
   operations); the suffix ``+deep`` searches a 6-layer x 4-scale trellis instead of
   ``quick``'s 4 x 3, ``+1b`` cells of one block, ``+noskip`` a trellis without identity edges,
   ``+lean`` the lean cell glue (no 1x1 preprocess or projection where dense convolutions do
-  without; the search's cost table counts it); a network that two groups or scores share is
-  trained and counted once.
+  without; the search's cost table counts it), ``+lean-build`` the darts cells in the search
+  and the lean glue in the trained networks (``train --cell-glue lean``); a network that two
+  groups or scores share is trained and counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
 where the data has a pixel size), params, MACs at the training size, and latency in the
@@ -71,6 +72,7 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     "+1b": {"blocks": 1},
     "+noskip": {"edge_kinds": ("contract", "keep", "expand")},
     "+lean": {"cell_glue": "lean"},
+    "+lean-build": {},  # searched with the darts cells, built lean (build_glue)
 }
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
@@ -148,6 +150,17 @@ def group_ops(group: str) -> dict[str, Any]:
     if name == "paper-ops":
         return {"ops": [*DEFAULT_OPERATIONS, "none"], **extra}
     return {"ops": CONV_OPS if name.startswith("convs") else DENSE_OPS, **extra}
+
+
+def build_glue(group: str) -> str | None:
+    """The cell glue a group's networks are trained with when it differs from the searched
+    space's: ``+lean-build`` searches with the darts cells (and the darts cost table) and
+    builds the decoded networks lean, as ``train --cell-glue lean`` does.
+
+    >>> build_glue("convs-macs@0.8+lean-build"), build_glue("convs-macs@0.8+lean")
+    ('lean', None)
+    """
+    return "lean" if "+lean-build" in group else None
 
 
 def _suffixes(group: str) -> tuple[str, dict[str, Any]]:
@@ -380,6 +393,8 @@ def bench(
             for n, w in variants(args.paths, args.widths, b.train_width):
                 agree = consensus(states, paths=n, method="mean", score=score)
                 arch = agree.architecture
+                if build_glue(g):
+                    arch = arch.with_cell_glue(build_glue(g))
                 key = model_name(g, score, n, w, b.train_width)
                 net = json.dumps(  # what the built network depends on
                     [
@@ -603,7 +618,8 @@ def main() -> None:
         f"seeds; MS-NAS at base width {b.train_width}, U-Net depth {b.unet_depth}"
         + "".join(f" and {d} (`U-Net(width, {d})`)" for d in args.unet_depths if d != b.unet_depth)
         + ". Searches: space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups "
-        "6 x 4, `+1b` 1 block, `+noskip` no identity edges, `+lean` the lean cell glue) at "
+        "6 x 4, `+1b` 1 block, `+noskip` no identity edges, `+lean` the lean cell glue, "
+        "`+lean-build` darts cells searched, lean cells trained) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps, batch {b.batch_size}, {args.search_seeds} seeds "
         f"per group ({args.groups}); consensus (mean) decoded with the "

@@ -85,9 +85,10 @@ class SearchSpace(Document, BaseModel):
             ``expand`` preprocess before the upsampling (at the coarse scale), and the output
             is the one block no other block reads (the projection stays where several are
             unread). The supernet always searches with the ``darts`` glue. Written to a file
-            only when ``lean``, so files without it keep their hashes. The ``quick`` preset
-            uses ``lean`` (faster at the same Dice on HC18: ``benchmarks/results/
-            frontier_lean.md``); ``paper`` and ``tiny`` keep the paper's ``darts``.
+            only when ``lean``, so files without it keep their hashes. Every preset uses
+            ``darts``: on HC18 a darts-searched network built ``lean`` (``train --cell-glue
+            lean``) ran faster at the same Dice, while a cost-aware search counting the lean
+            cells chose shallower ones and lost Dice (``benchmarks/results/frontier_lean.md``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -233,9 +234,9 @@ class SearchSpace(Document, BaseModel):
         """Plain JSON-ready dict (tuples as lists); ``cell_glue`` only when not ``darts``, so
         spaces, states and architectures written before it existed keep their content hashes.
 
-        >>> "cell_glue" in SearchSpace.preset("paper").to_dict()
+        >>> "cell_glue" in SearchSpace.preset("quick").to_dict()
         False
-        >>> SearchSpace.preset("quick").to_dict()["cell_glue"]
+        >>> SearchSpace.preset("quick", cell_glue="lean").to_dict()["cell_glue"]
         'lean'
         """
         data: dict[str, Any] = json.loads(self.model_dump_json())
@@ -418,7 +419,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ops": [*DENSE_OPERATIONS, NONE_OP],
         "partial_k": 4,
         "input_size": 64,
-        "cell_glue": "lean",
     },
     "tiny": {
         "layers": 3,

@@ -30,14 +30,16 @@ from msnas_graph.state import SearchState
 MIXED = ["conv_3x3", "avg_pool_3x3", "skip_connect", "none"]
 SPACES = {
     "tiny": SearchSpace.preset("tiny"),
-    "quick": SearchSpace.preset("quick"),  # the lean cell glue
-    "quick, darts": SearchSpace.preset("quick", cell_glue="darts"),
+    "quick": SearchSpace.preset("quick"),
+    "quick, lean": SearchSpace.preset("quick", cell_glue="lean"),
     "quick, 2 inputs": SearchSpace.preset("quick", inputs_per_block=2),
-    "quick, 2 inputs, darts": SearchSpace.preset("quick", inputs_per_block=2, cell_glue="darts"),
+    "quick, 2 inputs, lean": SearchSpace.preset("quick", inputs_per_block=2, cell_glue="lean"),
     # lean cells that keep a preprocess (pooling reads the input) or a projection
-    "quick, lean, mixed": SearchSpace.preset("quick", ops=MIXED),
-    "lean, 3 blocks, mixed": SearchSpace.preset("quick", ops=MIXED, blocks=3),
-    "lean, 3 blocks, 2 inputs": SearchSpace.preset("quick", blocks=3, inputs_per_block=2),
+    "quick, lean, mixed": SearchSpace.preset("quick", ops=MIXED, cell_glue="lean"),
+    "lean, 3 blocks, mixed": SearchSpace.preset("quick", ops=MIXED, blocks=3, cell_glue="lean"),
+    "lean, 3 blocks, 2 inputs": SearchSpace.preset(
+        "quick", blocks=3, inputs_per_block=2, cell_glue="lean"
+    ),
 }
 
 
