@@ -283,6 +283,10 @@ def test_train_decode_and_cost_width_options(tmp_path: Path) -> None:
     code, _, err = run("train", tmp_path / "t4", "--model", tmp_path / "a.json", "--cell-glue",
                        "thin", "--data", data, *SMOKE)  # fmt: skip
     assert code == 2 and "--cell-glue" in err
+    code, _, err = run("train", tmp_path / "t5", "--model", "unet", "--cell-glue", "lean",
+                       "--data", data, *SMOKE)  # fmt: skip
+    assert code == 1 and "the U-Net has none" in err and err.count("\n") == 1
+    assert not (tmp_path / "t5").exists()
 
 
 @pytest.mark.slow

@@ -334,6 +334,9 @@ def test_train_wider_than_searched_and_from_the_supernet(search_run, tmp_path):
     spec = json.loads((tmp_path / "lean" / "model.json").read_text())
     lean = Architecture.from_dict(spec["architecture"])
     assert lean == result.architecture.with_cell_glue("lean")
+    with pytest.raises(RunError, match="cell_glue='thin' is not darts or lean"):
+        train(TrainConfig(**cfg, cell_glue="thin"), tmp_path / "thin", progress=False)
+    assert not (tmp_path / "thin").exists()
     with pytest.raises(RunError, match="lean' cell glue leaves out.*--cell-glue darts"):
         train(TrainConfig(**cfg, cell_glue="lean", init_from=str(search_dir)),
               tmp_path / "bad_lean", progress=False)  # fmt: skip
