@@ -79,10 +79,11 @@ class SearchSpace(Document, BaseModel):
             1x1 conv + BN + ReLU) or ``sum``.
         cell_glue: how the final network wraps a decoded cell's blocks. ``darts`` (the paper,
             DARTS): a ``ReLU -> 1x1 conv -> BN`` preprocess after the resampling, and a
-            ``1x1 conv -> BN`` projection of the concatenation of every block. ``lean``: no
-            preprocess where every operation reading the cell's input is a dense convolution
-            (``conv_3x3``, ``conv_3x3_dil2``: the first convolution changes the width), the
-            ``expand`` preprocess before the upsampling (at the coarse scale), and the output
+            ``1x1 conv -> BN`` projection of the concatenation of every block. ``lean``: a
+            dense convolution (``conv_3x3``, ``conv_3x3_dil2``) reading the cell's input reads
+            it itself and changes the width, and so does any operation where the widths agree
+            (the preprocess is built only for the other readers); the ``expand`` preprocess
+            runs before the upsampling (at the coarse scale); and the output
             is the one block no other block reads (the projection stays where several are
             unread). The supernet always searches with the ``darts`` glue. Written to a file
             only when ``lean``, so files without it keep their hashes. Every preset uses

@@ -247,9 +247,9 @@ def _lean_projection(reads: list[torch.Tensor], unit: float) -> torch.Tensor:
     """Expected cost of a lean cell's projection: ``unit`` per concatenated block when two or
     more blocks are left unread, nothing when one is. ``reads[b][k]`` is the probability that
     block ``b + 1`` reads state ``k`` (``0``: the cell's input). Block ``k`` is left unread with
-    probability ``u_k = prod_{b > k} (1 - reads[b][k])``; the expectation is
-    ``unit * (sum_k u_k - prod_k (1 - u_k))`` over ``k < N`` (the last block is always
-    unread), exact for one-hot weights."""
+    probability ``u_k = prod_{b > k} (1 - reads[b][k])`` (the last block always is); the
+    expectation is ``unit * (sum_k u_k - prod_{k < N} (1 - u_k))``, exact for one-hot
+    weights."""
     unread: list[torch.Tensor] = []
     for k in range(1, len(reads) + 1):
         u = reads[0].new_ones(())
