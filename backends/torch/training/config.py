@@ -484,16 +484,15 @@ class TrainConfig(RunConfig):
                     f"{where}: channels widens an architecture; the U-Net's width is "
                     f"unet_base_channels (--unet-base)"
                 )
-        if self.cell_glue is not None:
-            if self.cell_glue not in ("darts", "lean"):
-                raise RunError(
-                    f"{where}: cell_glue={self.cell_glue!r} is not darts or lean (--cell-glue)"
-                )
-            if is_unet:
-                raise RunError(
-                    f"{where}: cell_glue (--cell-glue) builds a searched architecture's cells; "
-                    f"the U-Net has none"
-                )
+        if self.cell_glue not in (None, "darts", "lean"):
+            raise RunError(
+                f"{where}: cell_glue={self.cell_glue!r} is not darts or lean (--cell-glue)"
+            )
+        if self.cell_glue is not None and is_unet:
+            raise RunError(
+                f"{where}: cell_glue (--cell-glue) builds a searched architecture's cells; the "
+                f"U-Net has none"
+            )
         if self.init_from is not None and is_unet:
             raise RunError(
                 f"{where}: init_from copies a search's supernet weights into its architecture; "
