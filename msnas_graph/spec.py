@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_origin
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -39,6 +39,7 @@ from .kinds import EDGE_KINDS as KIND_TABLE
 from .operations import DEFAULT_OPERATIONS, DENSE_OPERATIONS, NONE_OP, check_operation
 
 __all__ = [
+    "CELL_GLUES",
     "CELL_TYPES",
     "EDGE_KINDS",
     "PRESETS",
@@ -53,6 +54,9 @@ __all__ = [
 
 #: Canonical order of network edge kind names (what each kind is: :mod:`msnas_graph.kinds`).
 EDGE_KINDS: tuple[KindName, ...] = KIND_NAMES
+#: How the final network wraps a decoded cell (:attr:`SearchSpace.cell_glue`).
+CellGlue = Literal["darts", "lean"]
+CELL_GLUES: tuple[str, ...] = get_args(CellGlue)
 
 #: A whole number given as one: ``true``, ``"3"`` and ``3.0`` are refused.
 Int = Annotated[int, Strict()]
@@ -114,7 +118,7 @@ class SearchSpace(Document, BaseModel):
     spatial_dims: Literal[2, 3] = 2
     input_size: Int = Field(default=256, ge=1, le=65536)
     fusion: Literal["concat", "sum"] = "concat"
-    cell_glue: Literal["darts", "lean"] = "darts"
+    cell_glue: CellGlue = "darts"
 
     def __init__(self, **data: Any) -> None:
         try:

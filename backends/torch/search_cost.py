@@ -271,27 +271,28 @@ def expected_cost(
     ref = weights.beta[graph.searchable_nodes[0]]
     like: dict[str, Any] = {"dtype": ref.dtype, "device": ref.device}
     decodable = torch.tensor([op != NONE_OP for op in space.ops], **like)
+    other = torch.tensor([op not in WIDTH_CHANGING_OPS for op in space.ops], **like)
     cell_cost: dict[tuple[str, int], torch.Tensor] = {}
     for (kind, scale), fixed in table.cells.items():
         cell = edge_cell(kind)
         op_cost = torch.tensor([table.ops[(scale, op)] for op in space.ops], **like)
         total = ref.new_tensor(fixed)
         entry = [table.entry.get((kind, scale, op)) for op in space.ops]
-        other = torch.tensor([op not in WIDTH_CHANGING_OPS for op in space.ops], **like)
+        # the lean glue's costs of the operations reading the input (a width-changing cell)
+        first = None if entry[0] is None else torch.tensor(entry, **like).unsqueeze(0)
         reads: list[torch.Tensor] = []
         no_preprocess = ref.new_ones(())  # no reader of the input needs the preprocess
         for alpha, p in zip(weights.alpha[cell], weights.p[cell], strict=True):
             a = alpha * decodable
             costs = op_cost.expand_as(a)
-            if entry[0] is not None:  # the input's readers: the lean glue's entry costs
-                first = torch.tensor(entry, **like).unsqueeze(0)
+            if first is not None:
                 costs = torch.cat([first, costs[1:]])
             per_input = (a * costs).sum(-1) / a.sum(-1).clamp_min(1e-12)
             keep = min(space.inputs_per_block, len(p))
             block = (p * per_input).sum() / p.sum().clamp_min(1e-12)
             total = total + keep * block
             reads.append((keep * p / p.sum().clamp_min(1e-12)).clamp(max=1))
-            if entry[0] is not None:
+            if first is not None:
                 share = (a[0] * other).sum() / a[0].sum().clamp_min(1e-12)
                 no_preprocess = no_preprocess * (1 - reads[-1][0] * share)
         unit = table.projection.get((kind, scale))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from msnas_graph._util import unknown_name
 from msnas_graph.backends.torch.nn.blocks import Preprocess, Projection, resample
 from msnas_graph.backends.torch.nn.fused import mix_groups
 from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, partial_output
@@ -28,6 +29,7 @@ from msnas_graph.backends.torch.nn.ops import WIDTH_CHANGING_OPS, build_entry_op
 from msnas_graph.errors import BackendError
 from msnas_graph.genotype import CellGenotype
 from msnas_graph.kinds import edge_kind
+from msnas_graph.spec import CELL_GLUES
 
 __all__ = ["DiscreteCell", "SearchCell", "block_coefficients", "forward_cells", "recompute_pieces"]
 
@@ -321,11 +323,10 @@ class DiscreteCell(nn.Module):
         super().__init__()
         if not genotype.blocks:
             raise BackendError(f"cell '{genotype.cell_type}': the genotype has no blocks")
-        if glue not in ("darts", "lean"):
-            raise BackendError(f"unknown cell glue '{glue}' (known: darts, lean)")
+        if glue not in CELL_GLUES:
+            raise BackendError(unknown_name("cell glue", glue, CELL_GLUES))
         self.kind = kind
         self.genotype = genotype
-        self.glue = glue
         self.resample = resample(kind, spatial_dims)
         lean = glue == "lean"
         #: ``expand`` under the lean glue: preprocess at the coarse scale, then upsample.

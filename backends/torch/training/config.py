@@ -29,7 +29,7 @@ from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.nn.supernet import MEMORY_MODES
 from msnas_graph.budget import COST_METRICS
 from msnas_graph.errors import MsnasError, RunError
-from msnas_graph.spec import SearchSpace, load_space
+from msnas_graph.spec import CELL_GLUES, SearchSpace, load_space
 
 __all__ = ["AMP_MODES", "OPTIMIZERS", "RunConfig", "SearchConfig", "TrainConfig", "resumable"]
 
@@ -484,7 +484,7 @@ class TrainConfig(RunConfig):
                     f"{where}: channels widens an architecture; the U-Net's width is "
                     f"unet_base_channels (--unet-base)"
                 )
-        if self.cell_glue not in (None, "darts", "lean"):
+        if self.cell_glue is not None and self.cell_glue not in CELL_GLUES:
             raise RunError(
                 f"{where}: cell_glue={self.cell_glue!r} is not darts or lean (--cell-glue)"
             )
