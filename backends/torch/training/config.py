@@ -17,169 +17,45 @@ True
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from msnas_graph._util import atomic_write, read_text, unknown_name
+from msnas_graph._util import unknown_name
 from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.nn.supernet import MEMORY_MODES
+from msnas_graph.backends.torch.training.run_config import (
+    MAX_EPOCHS,
+    MAX_STEPS,
+    RunConfig,
+    absolute,
+    check_schedule_size,
+    resumable,
+)
 from msnas_graph.budget import COST_METRICS
-from msnas_graph.errors import MsnasError, RunError
+from msnas_graph.errors import RunError
 from msnas_graph.spec import CELL_GLUES, SearchSpace, load_space
 
-__all__ = ["AMP_MODES", "OPTIMIZERS", "RunConfig", "SearchConfig", "TrainConfig", "resumable"]
+__all__ = [
+    "AMP_MODES",
+    "MAX_EPOCHS",
+    "MAX_STEPS",
+    "OPTIMIZERS",
+    "RunConfig",
+    "SearchConfig",
+    "TrainConfig",
+    "check_schedule_size",
+    "resumable",
+]
 
 AMP_MODES = ("none", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adam")
 
-_RESUME = "resume_free"
-
-
-def resumable(default: Any) -> Any:
-    """A dataclass field with ``default`` that may change when the run is resumed."""
-    return field(default=default, metadata={_RESUME: True})
-
-
-def _to_jsonable(value: Any) -> Any:
-    if isinstance(value, SearchSpace | Architecture):
-        return value.to_dict()
-    if isinstance(value, tuple | list):
-        return [_to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _norm(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
-class RunConfig:
-    """JSON round trip and resume policy shared by the configs (dataclasses)."""
-
-    #: ``field -> value`` meant by a stored config that lacks the field (written by an older
-    #: version) where that differs from the field's default.
-    LEGACY: ClassVar[dict[str, Any]] = {}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the space/architecture as their own JSON documents)."""
-        return {
-            f.name: _to_jsonable(getattr(self, f.name))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-        }
-
-    def to_json(self) -> str:
-        """Indented JSON text."""
-        return json.dumps(self.to_dict(), indent=1)
-
-    def save(self, path: str | Path) -> Path:
-        """Write JSON atomically."""
-        return atomic_write(path, self.to_json() + "\n")
-
-    @classmethod
-    def resume_free(cls) -> frozenset[str]:
-        """The fields that may differ between a run and its resumption."""
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        return frozenset(f.name for f in fields if f.metadata.get(_RESUME))
-
-    def resume_conflicts(self, stored: dict[str, Any]) -> list[str]:
-        """The fields of this config that differ from a stored one and may not change (a field
-        the stored config lacks counts as its :attr:`LEGACY` value, else ``None``)."""
-        free, given = self.resume_free(), self.to_dict()
-        stored = {**self.LEGACY, **stored}
-        return [k for k in given if k not in free and _norm(stored.get(k)) != _norm(given[k])]
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = "config", *, legacy: bool = True) -> Any:
-        """Build from :meth:`to_dict` output; unknown fields are a :class:`RunError`. A field
-        missing from ``data`` takes its :attr:`LEGACY` value (what a config written by an older
-        version meant) unless ``legacy=False`` (fresh options: the defaults apply)."""
-        if not isinstance(data, dict):
-            raise RunError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        for key in data:
-            if key not in names:
-                raise RunError(f"{source}: {unknown_name('config field', key, names)}")
-        if legacy:
-            data = {**{k: v for k, v in cls.LEGACY.items() if k not in data}, **data}
-        try:
-            return cls(**data)
-        except (TypeError, ValueError, KeyError, IndexError) as exc:
-            if isinstance(exc, MsnasError):
-                raise
-            raise RunError(f"{source}: malformed config ({exc})") from None
-
-    @classmethod
-    def load(cls, path: str | Path) -> Any:
-        """Read a ``config.json``."""
-        path = Path(path)
-        missing = f"{path}: no such config file"
-        text = read_text(path, RunError, missing, note=False)  # a resumed run rewrites it
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RunError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data, str(path))
-
-    @classmethod
-    def for_run(cls, config: Any, run_dir: Path, resume: bool, what: str) -> Any:
-        """``config``, or with ``config=None`` and ``resume`` the run's own ``config.json``."""
-        if config is not None:
-            return config
-        if not resume:
-            raise RunError(f"{what}: give a {cls.__name__} (only a resumed run reads config.json)")
-        return cls.load(run_dir / "config.json")
-
-
-def _absolute(source: str | None) -> str | None:
-    """An existing file or folder as an absolute path, so that a run folder's config still
-    finds its data from another working directory; anything else (``phantom``, ``unet``) as is."""
-    if source is None or str(source).startswith("phantom") or str(source).lower() == "unet":
-        return source
-    path = Path(source)
-    return str(path.resolve()) if path.exists() else str(source)
-
-
-#: The most epochs one run may take (a search's warm-up, cell and network epochs together, or
-#: a training's epochs): 250x the paper's 40, 10x nnU-Net's 1000.
-MAX_EPOCHS = 10_000
-#: The most steps a schedule given in steps may take (warm-up and architecture steps).
-MAX_STEPS = 10_000_000
-
-
-def check_schedule_size(where: str, what: str, count: int, unit: str) -> None:
-    """Refuse a schedule of more than :data:`MAX_EPOCHS` epochs or :data:`MAX_STEPS` steps in
-    one line that says how long it would take at least (at an optimistic 1 s an epoch or
-    10 ms a step), before anything runs or is written.
-
-    >>> check_schedule_size("search config", "epochs 10**9 + 10**9", 2 * 10**9, "epoch")
-    Traceback (most recent call last):
-    ...
-    msnas_graph.errors.RunError: search config: epochs 10**9 + 10**9 = 2,000,000,000 epochs, more than the 10,000 a run may take (at even 1 s an epoch: 63 years); give fewer
-    """  # noqa: E501
-    limit, seconds = (MAX_EPOCHS, 1.0) if unit == "epoch" else (MAX_STEPS, 0.01)
-    if count <= limit:
-        return
-    duration = count * seconds
-    for size, name in ((365.25 * 86400, "years"), (86400, "days"), (3600, "hours")):
-        if duration >= 2 * size:
-            shown = f"{duration / size:,.0f} {name}"
-            break
-    else:
-        shown = f"{duration / 3600:.1f} hours"
-    raise RunError(
-        f"{where}: {what} = {count:,} {unit}s, more than the {limit:,} a run may take (at even "
-        f"{seconds:g} s a{'n' if unit == 'epoch' else ''} {unit}: {shown}); give fewer"
-    )
-
 
 def _check_common(cfg: Any, where: str) -> None:
-    cfg.data = _absolute(cfg.data)
-    cfg.folds = _absolute(cfg.folds)
+    cfg.data = absolute(cfg.data)
+    cfg.folds = absolute(cfg.folds)
     if cfg.batch_size < 1:
         raise RunError(f"{where}: batch_size={cfg.batch_size} must be at least 1")
     if cfg.amp not in AMP_MODES:
@@ -462,7 +338,7 @@ class TrainConfig(RunConfig):
         if isinstance(self.model, dict):
             self.model = Architecture.from_dict(self.model, "config: model")
         if isinstance(self.model, str | Path):
-            self.model = _absolute(str(self.model)) or str(self.model)
+            self.model = absolute(str(self.model)) or str(self.model)
         where = "train config"
         if self.optimizer not in OPTIMIZERS:
             raise RunError(f"{where}: {unknown_name('optimizer', self.optimizer, OPTIMIZERS)}")
@@ -474,7 +350,7 @@ class TrainConfig(RunConfig):
         check_schedule_size(where, "epochs", self.epochs, "epoch")
         if self.input_size is not None and self.input_size < 1:
             raise RunError(f"{where}: input_size={self.input_size} must be positive")
-        self.init_from = _absolute(self.init_from)
+        self.init_from = absolute(self.init_from)
         is_unet = isinstance(self.model, str) and self.model.lower() == "unet"
         if self.channels is not None:
             if self.channels < 1:
