@@ -220,15 +220,17 @@ def _arch_macs(arch: Any, b: Budget) -> int:
 
 def _random_models(
     space: SearchSpace, ref: str, models: dict[str, tuple[str, int]], count: int, score: str,
-    b: Budget, out: Path,
+    b: Budget, out: Path, glue: str | None = None,
 ) -> list[str]:  # fmt: skip
     """Add ``count`` random architectures of ``space`` (a search group's) whose MACs lie
     within ``MACS_TOLERANCE`` of model ``ref``'s (the first ``count`` such random states,
-    seeds 1000, 1001, ...) to ``models``; returns their names."""
+    seeds 1000, 1001, ...) to ``models``; returns their names. MACs are matched as searched
+    (in ``space``'s cell glue); with ``glue`` (a ``+lean-build`` group's) both sides are then
+    built with it, so the random architectures are the ones a darts-built comparison picks."""
     from msnas_graph.architecture import Architecture
     from msnas_graph.decode import decode
 
-    target = _arch_macs(Architecture.load(models[ref][0]), b)
+    target = _arch_macs(Architecture.load(models[ref][0]).with_cell_glue(space.cell_glue), b)
     names: list[str] = []
     for seed in range(1000, 1000 + 50 * count):
         if len(names) == count:
@@ -236,9 +238,10 @@ def _random_models(
         arch = decode(SearchState.random(space, seed=seed), paths=3, score=score)
         if abs(_arch_macs(arch, b) / target - 1) > MACS_TOLERANCE:
             continue
-        path = out / f"arch_random_r{seed}.json"
-        arch.save(path)
-        names.append(f"random r{seed}")
+        tag = f"r{seed}" + (f"+{glue}" if glue else "")
+        path = out / f"arch_random_{tag}.json"
+        (arch.with_cell_glue(glue) if glue else arch).save(path)
+        names.append(f"random {tag}")
         models[names[-1]] = (str(path), b.train_width)
     return names
 
@@ -415,15 +418,18 @@ def bench(
                 models[key] = (str(path), w)
                 if n == 3 and w == b.train_width:
                     notes.append(f"{g} ({score}): {agree.summary()}")
-    randoms: list[str] = []
-    ref = ""
-    if args.randoms:
-        rg = args.random_group or groups[0]
+    random_sets: list[dict[str, Any]] = []  # per random group: its reference and randoms
+    random_groups = [g for g in args.random_group.split(",") if g] or groups[:1]
+    for rg in random_groups if args.randoms else []:
         ref = used[(rg, args.scores[0], 3, b.train_width)]
-        randoms = _random_models(spaces[rg], ref, models, args.randoms, args.scores[0], b, out)
+        names = _random_models(
+            spaces[rg], ref, models, args.randoms, args.scores[0], b, out, build_glue(rg)
+        )
+        random_sets.append({"group": rg, "ref": ref, "randoms": names})
         notes.append(
-            f"random: {len(randoms)} random states of `{rg}`'s operation set decoded at N_l = 3 "
-            f"({args.scores[0]} score), MACs within {MACS_TOLERANCE:.0%} of `{ref}`'s"
+            f"random: {len(names)} random states of `{rg}`'s operation set decoded at N_l = 3 "
+            f"({args.scores[0]} score), MACs within {MACS_TOLERANCE:.0%} of `{ref}`'s as "
+            f"searched{f', built {build_glue(rg)}' if build_glue(rg) else ''}"
         )
     for d in args.unet_depths:
         for w in args.unet_widths:
@@ -476,14 +482,13 @@ def bench(
     return {
         "name": name, "comparison": comparison, "per_case": per_case, "spread": spread,
         "steps": steps, "notes": notes, "decisions": decisions, "unet16": unet16,
-        "groups": groups, "search_s": search_s, "long": long_rows, "randoms": randoms,
-        "random_ref": ref, "total_s": time.perf_counter() - t_start,
+        "groups": groups, "search_s": search_s, "long": long_rows,
+        "random_sets": random_sets, "total_s": time.perf_counter() - t_start,
     }  # fmt: skip
 
 
-def _against_random(res: dict[str, Any]) -> str:
-    """The searched consensus against its MACs-matched random architectures."""
-    ref, randoms = res["random_ref"], res["randoms"]
+def _against_random(res: dict[str, Any], ref: str, randoms: list[str]) -> str:
+    """The searched consensus ``ref`` against its MACs-matched random architectures."""
     by_name = {r.model: r for r in res["comparison"].runs}
     means = [by_name[m].dice for m in randoms]
     mean, std = statistics.mean(means), statistics.stdev(means) if len(means) > 1 else 0.0
@@ -497,7 +502,7 @@ def _against_random(res: dict[str, Any]) -> str:
     ]  # fmt: skip
     verdict = "more" if d[0] > std else "less"
     return (
-        f"## {res['name']}: searched against MACs-matched random\n\n" + markdown_table(rows)
+        f"## {res['name']}: `{ref}` against MACs-matched random\n\n" + markdown_table(rows)
         + f"\n\n`{ref}` minus the random architectures ({len(randoms)} architectures x "
         f"training seeds), Dice: {d[0]:+.4f} (95 % bootstrap {d[1]:+.4f} .. {d[2]:+.4f}; test "
         f"cases and models resampled); the random architectures' Dice {mean:.4f} +- {std:.4f} "
@@ -517,7 +522,7 @@ def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
     u16 = by_name.get("U-Net(16)")
     lines = []
     for r in runs:
-        if r.is_reference or u16 is None or r.model in res["randoms"]:
+        if r.is_reference or u16 is None or r.model.startswith("random "):
             continue
         d = bootstrap_diff(res["per_case"][r.model], res["per_case"]["U-Net(16)"])
         lat = r.cost("latency") / u16.cost("latency")
@@ -539,8 +544,8 @@ def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
         + "\n".join(f"- {n}" for n in res["notes"])
         + f"\n\nSearch wall time {res['search_s']:.0f} s; whole dataset {res['total_s']:.0f} s.",
     ]  # fmt: skip
-    if res["randoms"]:
-        text.append(_against_random(res))
+    for rs in res["random_sets"]:
+        text.append(_against_random(res, rs["ref"], rs["randoms"]))
     if res["long"]:
         text.append(f"## {res['name']}: 4x the training steps\n\n" + markdown_table(res["long"]))
     if plot is not None:
@@ -571,7 +576,9 @@ def main() -> None:
     parser.add_argument("--paths", default="3", help="N_l values, at --train-width")
     parser.add_argument("--widths", default="", help="further widths, at N_l = 3")
     parser.add_argument("--randoms", type=int, default=0, help="MACs-matched random archs")
-    parser.add_argument("--random-group", default="", help="whose operations and MACs")
+    parser.add_argument(
+        "--random-group", default="", help="whose operations and MACs (comma-separated)"
+    )
     parser.add_argument("--long", default="", help="models trained again for 4x the steps")
     parser.add_argument("--rounds", type=int, default=5, help="latency rounds")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
