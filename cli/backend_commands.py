@@ -72,8 +72,10 @@ def _conflicts_as_usage(call: Any, run_dir: str) -> Any:
     try:
         return call()
     except ResumeConflictError as exc:
-        params = {p.name: p for p in click.get_current_context().command.params}
-        opts = ", ".join(params[f].opts[0] if f in params else f for f in exc.fields)
+        params = {p.name: p.opts[0] for p in click.get_current_context().command.params}
+        target = "--target-macs/--target-latency"
+        params.update(dict.fromkeys(("cost_target", "cost_target_unet"), target))
+        opts = ", ".join(dict.fromkeys(params.get(f, f) for f in exc.fields))
         raise click.UsageError(
             f"{opts} cannot change when resuming: {exc.run_dir}/config.json fixes it; drop "
             f"the option, or start a new run (--overwrite)"
@@ -193,6 +195,7 @@ def search(
       msnas-graph search runs/s --arch-steps 100,100 --warmup-steps 60 --max-steps 20
       msnas-graph search runs/s --resume            # continue after Ctrl-C
       msnas-graph search runs/fast --cost latency --target-latency 5
+      msnas-graph search runs/f --target-macs 0.8x --cost-channels 16  # 0.8x U-Net(16)
       msnas-graph search runs/s3 --seeds 3 --jobs 2  # then: msnas-graph decode runs/s3
     """
     resolve_cost_target(options)

@@ -20,6 +20,7 @@ def search_text(result: SearchOutcome, run_dir: str, paths: int) -> str:
     if result.architecture is not None:
         lines.append(f"  architecture: {result.run_dir / 'architecture.json'} ({paths} paths)")
         lines.append(str(result.architecture))
+    lines += _expected_cost(result)
     n_paths = min(5, count_paths(result.state.graph))
     if not (Path(result.run_dir) / "state.json").is_file():  # a backend that writes nothing
         lines.append(f"(no state was written to {run_dir}, so there is nothing to decode)")
@@ -28,6 +29,19 @@ def search_text(result: SearchOutcome, run_dir: str, paths: int) -> str:
         f"next: msnas-graph decode {run_dir} --paths {n_paths} --render arch.svg -o arch.json"
     )
     return "\n".join(lines)
+
+
+def _expected_cost(result: SearchOutcome) -> list[str]:
+    """A cost-aware search's expected cost at its end, and against the U-Net's."""
+    last = (getattr(result, "history", None) or [{}])[-1]
+    for column, unit in (("expected_macs", "MACs"), ("expected_latency_ms", "ms at batch 1")):
+        if last.get(column) is not None:
+            vs = last.get("expected_vs_unet")
+            return [
+                f"  expected cost at the end: {float(last[column]):.4g} {unit}"
+                + ("" if vs is None else f" ({float(vs):.2f}x the U-Net's at the cost width)")
+            ]
+    return []
 
 
 def seeds_text(result: Any) -> str:

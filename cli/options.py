@@ -356,20 +356,54 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
     return value
 
 
-def _target_macs(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+def _relative(value: str) -> float | None:
+    """``0.8x`` as 0.8 (a multiple of the U-Net's cost); anything else as None."""
+    if not value.strip().lower().endswith("x"):
+        return None
+    try:
+        factor = float(value.strip()[:-1])
+    except ValueError:
+        raise click.BadParameter(
+            f"'{value}' is not a multiple of the U-Net's cost; give e.g. 0.8x"
+        ) from None
+    if not 0 < factor < float("inf"):
+        raise click.BadParameter(f"the multiple must be a positive number, got {value}")
+    return factor
+
+
+def _target_macs(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> int | tuple[str, float] | None:
     from msnas_graph.budget import parse_count
     from msnas_graph.errors import DecodeError
 
+    if value is None:
+        return None
+    if (factor := _relative(value)) is not None:
+        return ("unet", factor)
     try:
-        return None if value is None else parse_count(value)
+        return parse_count(value)
     except DecodeError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(f"{exc}; or a multiple of the U-Net's MACs, e.g. 0.8x") from None
 
 
-def _target_ms(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not 0 < value < float("inf"):
-        raise click.BadParameter(f"must be a positive number of milliseconds, got {value:g}")
-    return value
+def _target_ms(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> float | tuple[str, float] | None:
+    if value is None:
+        return None
+    if (factor := _relative(value)) is not None:
+        return ("unet", factor)
+    try:
+        ms = float(value)
+    except ValueError:
+        ms = float("nan")
+    if not 0 < ms < float("inf"):
+        raise click.BadParameter(
+            f"must be a positive number of milliseconds, or a multiple of the U-Net's latency "
+            f"(e.g. 0.5x), got {value}"
+        )
+    return ms
 
 
 #: ``search``'s cost term (``search_cost``): what to weigh, how much, or a target.
@@ -397,17 +431,18 @@ cost_options = bundle(
     ),
     click.option(
         "--target-macs",
-        metavar="COUNT",
+        metavar="COUNT|Fx",
         callback=_target_macs,
-        help="Penalise the expected MACs only above this count (e.g. 200M); implies --cost macs.",
+        help="Penalise the expected MACs only above this count (e.g. 200M) or this multiple of "
+        "the U-Net's (0.8x: 0.8 times U-Net(--cost-channels, depth 4)'s MACs at the input "
+        "size); implies --cost macs.",
     ),
     click.option(
         "--target-latency",
-        type=float,
-        metavar="MS",
+        metavar="MS|Fx",
         callback=_target_ms,
-        help="Penalise the expected batch-1 latency only above MS milliseconds; implies "
-        "--cost latency.",
+        help="Penalise the expected batch-1 latency only above MS milliseconds, or this "
+        "multiple of the U-Net's (0.5x), timed like the cost table; implies --cost latency.",
     ),
 )
 
@@ -424,7 +459,10 @@ def resolve_cost_target(options: dict[str, Any]) -> None:
     if options.get("cost") not in (None, metric):
         flag = "--target-macs" if metric == "macs" else "--target-latency"
         raise click.UsageError(f"{flag} weighs {metric}, but --cost {options['cost']} was given")
-    options["cost"], options["cost_target"] = metric, target
+    name = "cost_target"
+    if isinstance(target, tuple):  # ("unet", factor): relative to the U-Net's cost
+        name, target = "cost_target_unet", target[1]
+    options["cost"], options[name] = metric, target
     ctx = click.get_current_context()  # given on the command line: a resume refuses a change
-    for name in ("cost", "cost_target"):
-        ctx.set_parameter_source(name, click.core.ParameterSource.COMMANDLINE)
+    for key in ("cost", name):
+        ctx.set_parameter_source(key, click.core.ParameterSource.COMMANDLINE)

@@ -30,7 +30,7 @@ from msnas_graph.backends.torch.nn.network import FUSIONS, FinalNetwork, build_n
 from msnas_graph.backends.torch.nn.ops import build_op, register_op, registered_ops, unregister_op
 from msnas_graph.backends.torch.nn.supernet import ArchWeights, Supernet, build_supernet
 from msnas_graph.backends.torch.nn.transfer import transfer_weights
-from msnas_graph.errors import BackendError
+from msnas_graph.errors import BackendError, MsnasError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -238,14 +238,29 @@ def _call(function: Callable[..., Any], what: str, *args: Any, **options: Any) -
     return function(*args, **options)
 
 
+#: Fields of which a run gives one: giving one on resume replaces the other.
+_EITHER = ("cost_target", "cost_target_unet")
+
+
 def _config(cls: Any, options: Mapping[str, Any], run_dir: str | Path, resume: bool) -> Any:
     """A run config from ``options``; on resume of a run with a ``config.json``, that config
-    with ``options`` replacing only the fields that may change on resume."""
+    with ``options`` replacing the fields that may change on resume. Any other option must
+    say what the run already holds (the same command again, with ``--resume``), else
+    :class:`ResumeConflictError` names the fields that differ."""
     stored = Path(run_dir) / "config.json"
     if not (resume and stored.is_file()):
         return cls.from_dict(dict(options), f"{cls.__name__} options", legacy=False)
-    fixed = sorted(set(options) - cls.resume_free())
-    if fixed:
-        raise ResumeConflictError(run_dir, fixed)
     config = cls.load(stored)
-    return dataclasses.replace(config, **options) if options else config
+    free = cls.resume_free()
+    if fixed := sorted(set(options) - free):
+        data = {**config.to_dict(), **options}
+        if set(_EITHER) & set(options):
+            data.update({k: options.get(k) for k in _EITHER})
+        try:
+            differ = cls.from_dict(data, str(stored)).resume_conflicts(config.to_dict())
+        except MsnasError:  # the options do not even make a config with the stored ones
+            differ = fixed
+        if differ:
+            raise ResumeConflictError(run_dir, sorted(differ))
+    changed = {k: v for k, v in options.items() if k in free}
+    return dataclasses.replace(config, **changed) if changed else config

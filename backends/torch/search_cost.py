@@ -22,7 +22,10 @@ runtime, the fastest of ``repeats`` passes, as budgeted decoding times its parts
   blocks are left unread;
 * ``ops[(scale, op)]``: one candidate operation at the width and resolution of that scale
   (``none`` costs nothing: it is never decoded);
-* ``base``: the stem and the head(s), paid by every network.
+* ``base``: the stem and the head(s), paid by every network;
+* ``unet``: a whole U-Net (:data:`UNET_DEPTH` levels, the space's base width) measured the
+  same way, so that a target can be relative to it: ``search --target-macs 0.8x`` is 0.8 times
+  this figure (the U-Net a user would otherwise train, at the width of ``--cost-channels``).
 
 **The expectation** (:func:`expected_cost`), under post-softmax weights (an
 :class:`~msnas_graph.backends.torch.nn.supernet.ArchWeights`):
@@ -83,8 +86,12 @@ from .cost_model import ListInput, PartMeasure
 from .nn.blocks import Preprocess, Projection, resample
 from .nn.ops import WIDTH_CHANGING_OPS, build_entry_op, build_op
 from .nn.supernet import ArchWeights
+from .nn.unet import UNet
 
-__all__ = ["CostTerm", "SearchCostTable", "expected_cost", "measure_search_costs"]
+__all__ = ["UNET_DEPTH", "CostTerm", "SearchCostTable", "expected_cost", "measure_search_costs"]
+
+#: The levels of the U-Net a relative target refers to (``U-Net(width, 4)``, three poolings).
+UNET_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,9 @@ class SearchCostTable:
     #: lean glue: ``(kind, scale)``: the preprocess a width-changing cell needs when an
     #: operation other than a dense convolution reads its input
     preprocess: Mapping[tuple[str, int], float] = field(default_factory=dict)
+    #: the U-Net of :data:`UNET_DEPTH` levels at the table's base width, measured alike: the
+    #: reference of a relative target (``search --target-macs 0.8x``); ``None`` in old tables
+    unet: float | None = None
 
     @property
     def unit(self) -> str:
@@ -122,6 +132,7 @@ class SearchCostTable:
             "entry": {f"{k}@{s}@{o}": v for (k, s, o), v in self.entry.items()},
             "projection": {f"{k}@{s}": v for (k, s), v in self.projection.items()},
             "preprocess": {f"{k}@{s}": v for (k, s), v in self.preprocess.items()},
+            "unet": self.unet,
         }
 
     @classmethod
@@ -147,6 +158,7 @@ class SearchCostTable:
             entry,
             projection,
             preprocess,
+            None if data.get("unet") is None else float(data["unet"]),
         )
 
 
@@ -216,7 +228,9 @@ def measure_search_costs(
             ops[(scale, op)] = (
                 0.0 if op == NONE_OP else value(build_op(op, width, dims), width, scale)
             )
-    return SearchCostTable(metric, size, base, cells, ops, entry, projection, preprocess)
+    unet = UNet(space.in_channels, space.num_classes, space.channels, UNET_DEPTH, spatial_dims=dims)
+    reference = value(unet, space.in_channels, 0)
+    return SearchCostTable(metric, size, base, cells, ops, entry, projection, preprocess, reference)
 
 
 def _lean_fixed(

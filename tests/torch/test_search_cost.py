@@ -147,6 +147,9 @@ def test_a_target_only_penalises_above_it() -> None:
         ({"cost_weight": 1.0}, "without a cost"),
         ({"cost": "macs", "cost_weight": -1.0}, "must be a number >= 0"),
         ({"cost": "latency", "cost_target": float("nan")}, "must be a number > 0"),
+        ({"cost": "macs", "cost_target_unet": 0.0}, "cost_target_unet=0.0 must be a number > 0"),
+        ({"cost": "macs", "cost_target": 1e6, "cost_target_unet": 0.8}, "not both"),
+        ({"cost_target_unet": 0.8}, "without a cost"),
     ],
 )
 def test_bad_cost_settings_are_refused(fields: dict[str, object], message: str) -> None:
@@ -161,6 +164,9 @@ def test_bad_cost_settings_are_refused(fields: dict[str, object], message: str) 
         (["--cost", "latency", "--target-macs", "1M"], "--target-macs weighs macs"),
         (["--target-macs", "lots"], "is not a count"),
         (["--target-latency", "0"], "positive number of milliseconds"),
+        (["--target-macs", "0x"], "the multiple must be a positive number"),
+        (["--target-latency", "halfx"], "is not a multiple of the U-Net's cost"),
+        (["--target-latency", "-0.5x"], "the multiple must be a positive number"),
         (["--cost-weight", "nan"], "finite number >= 0"),
     ],
 )
@@ -189,3 +195,43 @@ def test_cost_is_measured_at_the_training_width(tmp_path: Path) -> None:
     assert np.array_equal(_logits(narrow.state), _logits(wider.state))  # W = 0: same search
     ratio = wider.history[-1]["expected_macs"] / narrow.history[-1]["expected_macs"]
     assert 2 < ratio < 4.5  # width 4 -> 8: 1x1 and dense convolutions 4x, depth-wise 2x
+
+
+def test_the_table_holds_the_unet_a_relative_target_refers_to() -> None:
+    from msnas_graph.backends.torch.nn.unet import UNet
+
+    space = SPACES["quick"].replace(channels=16)
+    table = measure_search_costs(space, 64)
+    unet = UNet(space.in_channels, space.num_classes, base_channels=16, depth=4).eval()
+    assert table.unet == count_macs_flops(unet, (1, space.in_channels, 64, 64))[0]
+    assert SearchCostTable.from_dict(table.to_dict()).unet == table.unet
+    old = {k: v for k, v in table.to_dict().items() if k != "unet"}  # a table from before
+    assert SearchCostTable.from_dict(old).unet is None
+
+
+def test_a_target_relative_to_the_unet(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run = tmp_path / "r"
+    args = ["--threads", "1", "search", str(run), "--space", "tiny", "--data", "phantom:8"]
+    args += ["--arch-steps", "2,2", "--warmup-steps", "0", "--max-steps", "2", "--no-progress"]
+    args += ["--input-size", "32"]
+    with caplog.at_level("INFO", logger="msnas_graph"):
+        result = CliRunner().invoke(main, [*args, "--target-macs", "0.5x"])
+    assert result.exit_code == 0, result.output
+    config = SearchConfig.load(run / "config.json")
+    assert (config.cost, config.cost_target, config.cost_target_unet) == ("macs", None, 0.5)
+    space = SearchState.load(run / "state.json").space  # adapted to the data's classes
+    unet = measure_search_costs(space, 32).unet
+    assert unet is not None
+    assert f"= {0.5 * unet:.4g} MACs" in caplog.text  # the target the search weighed
+    # the metrics row: the expected cost as a multiple of the U-Net's
+    rows = (run / "metrics.csv").read_text().splitlines()
+    header, last = rows[0].split(","), rows[-1].split(",")
+    macs, vs = (float(last[header.index(k)]) for k in ("expected_macs", "expected_vs_unet"))
+    assert vs == pytest.approx(macs / unet, rel=1e-5)
+    assert "the U-Net's at the cost width" in result.output
+    # the same command again with --resume is not a change; another target is
+    again = CliRunner().invoke(main, [*args, "--target-macs", "0.5x", "--resume"])
+    assert again.exit_code == 0, again.output
+    other = CliRunner().invoke(main, [*args, "--target-macs", "1M", "--resume"])
+    assert other.exit_code == 2
+    assert "--target-macs/--target-latency cannot change when resuming" in other.stderr

@@ -122,6 +122,9 @@ class SearchConfig(RunConfig):
             the expected cost per epoch).
         cost_target: with ``cost``, a penalty ``W * max(0, log(E[cost] / target))`` only above
             this target (MACs, or ms at batch 1 for latency) instead of ``W * E[cost] / ref``.
+        cost_target_unet: the target as a multiple of the U-Net's cost instead (``0.8``: 0.8x
+            the cost of ``U-Net(cost_channels, 4)`` at ``input_size``, measured with the table;
+            ``search --target-macs 0.8x``); give it or ``cost_target``, not both.
         cost_channels: the base width the cost is measured at: the width the network will
             be trained at (search narrow, train wide; default the space's ``channels``). The
             input size is the search's ``input_size``.
@@ -162,6 +165,7 @@ class SearchConfig(RunConfig):
     cost: str | None = None
     cost_weight: float | None = None
     cost_target: float | None = None
+    cost_target_unet: float | None = None
     cost_channels: int | None = None
 
     #: What a ``config.json`` written before the schedule fields existed meant: no warm-up.
@@ -212,12 +216,12 @@ class SearchConfig(RunConfig):
 
     def _check_cost(self, where: str) -> None:
         """Check the cost term's fields and fill in the default weight."""
+        targets = (self.cost_target, self.cost_target_unet)
         if self.cost is None:
-            if any(x is not None for x in (self.cost_weight, self.cost_target, self.cost_channels)):
+            if any(x is not None for x in (self.cost_weight, *targets, self.cost_channels)):
                 raise RunError(
-                    f"{where}: cost_weight, cost_target or cost_channels given without a cost; "
-                    f"say what to "
-                    f"weigh ({' or '.join(COST_METRICS)})"
+                    f"{where}: cost_weight, a cost target or cost_channels given without a "
+                    f"cost; say what to weigh ({' or '.join(COST_METRICS)})"
                 )
             return
         if self.cost not in COST_METRICS:
@@ -227,10 +231,13 @@ class SearchConfig(RunConfig):
             raise RunError(f"{where}: cost_weight={self.cost_weight} must be a number >= 0")
         if self.cost_channels is not None and not 1 <= int(self.cost_channels) <= 4096:
             raise RunError(f"{where}: cost_channels={self.cost_channels} must lie in 1..4096")
-        if self.cost_target is not None:
-            self.cost_target = float(self.cost_target)
-            if not (math.isfinite(self.cost_target) and self.cost_target > 0):
-                raise RunError(f"{where}: cost_target={self.cost_target} must be a number > 0")
+        if None not in targets:
+            raise RunError(f"{where}: give cost_target or cost_target_unet, not both")
+        for name in ("cost_target", "cost_target_unet"):
+            if (value := getattr(self, name)) is not None:
+                setattr(self, name, float(value))
+                if not (math.isfinite(float(value)) and float(value) > 0):
+                    raise RunError(f"{where}: {name}={value} must be a number > 0")
 
     def _check_schedule(self, where: str) -> None:
         """Normalise and check ``warmup``, ``arch_lr``, ``warmup_steps`` and ``arch_steps``;

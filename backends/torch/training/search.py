@@ -42,7 +42,12 @@ from msnas_graph.backends.torch.limits import check_supernet
 from msnas_graph.backends.torch.losses import DiceCELoss
 from msnas_graph.backends.torch.nn.supernet import Supernet
 from msnas_graph.backends.torch.plots import draw_run_plots
-from msnas_graph.backends.torch.search_cost import CostTerm, SearchCostTable, measure_search_costs
+from msnas_graph.backends.torch.search_cost import (
+    UNET_DEPTH,
+    CostTerm,
+    SearchCostTable,
+    measure_search_costs,
+)
 from msnas_graph.backends.torch.training.config import SearchConfig
 from msnas_graph.backends.torch.training.loop import (
     EpochCallback,
@@ -280,9 +285,23 @@ class SearchStep:
             )
             weight = 1.0 if config.cost_weight is None else config.cost_weight
             self._cost_term = CostTerm(
-                self.cost_table, self.model.graph, config.paths, weight, config.cost_target
+                self.cost_table, self.model.graph, config.paths, weight, self._cost_target()
             )
         return self._cost_term
+
+    def _cost_target(self) -> float | None:
+        """``cost_target``, or ``cost_target_unet`` times the table's U-Net (logged once)."""
+        factor, table = self.config.cost_target_unet, self.cost_table
+        if factor is None or table is None:
+            return self.config.cost_target
+        if table.unet is None:  # a checkpoint's table from before the U-Net was measured
+            raise RunError("this run's cost table has no U-Net figure; give an absolute target")
+        width = self.config.cost_channels or self.space.channels
+        logger.info(
+            "cost target: %gx U-Net(%d, %d)'s %.4g %s = %.4g %s", factor, width, UNET_DEPTH,
+            table.unet, table.unit, factor * table.unet, table.unit,
+        )  # fmt: skip
+        return factor * table.unet
 
     def start(self, run_dir: Path, split: Mapping[str, list[int]], device: Any) -> None:
         logger.info(
@@ -328,6 +347,8 @@ class SearchStep:
         if (term := self.cost_term()) is not None:
             with torch.no_grad():
                 row[_cost_column(term)] = term(self.model.arch_weights())[1]
+            if term.table.unet:  # the expected cost as a multiple of the U-Net's
+                row["expected_vs_unet"] = row[_cost_column(term)] / term.table.unet
         return row
 
     def save_epoch(self, run_dir: Path, row: Mapping[str, Any]) -> None:
@@ -348,10 +369,12 @@ class SearchStep:
         )  # fmt: skip
         term = self.cost_term()
         if term is not None:
+            vs_unet = row.get("expected_vs_unet")
             logger.info(
-                "search epoch %d: expected %s %.4g %s (%.3gx the untrained supernet's)",
+                "search epoch %d: expected %s %.4g %s (%.3gx the untrained supernet's%s)",
                 row["epoch"], term.table.metric, row[_cost_column(term)], term.table.unit,
                 row[_cost_column(term)] / term.reference,
+                "" if vs_unet is None else f", {vs_unet:.3g}x the U-Net's",
             )  # fmt: skip
 
     def plots(self, run_dir: Path, history: list[dict[str, Any]]) -> None:
