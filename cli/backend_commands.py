@@ -37,6 +37,7 @@ from .options import (
     seed_option,
     skip_flag,
     space_option,
+    target_macs_value,
     test_fold_option,
     warmup_option,
     warmup_steps_option,
@@ -453,20 +454,35 @@ def export_cmd(source: str, onnx_path: str, as_json: bool, **options: Any) -> No
 @device_option
 @seed_option
 @max_steps_option
+@click.option(
+    "--target-macs",
+    metavar="COUNT|Fx|off",
+    default="0.8x",
+    show_default=True,
+    callback=target_macs_value,
+    help="The search penalises MACs above this count, or this multiple of the U-Net's of the "
+    "same width; off: accuracy alone (the paper's search).",
+)
 @overwrite_option
 @progress_option
 def quickstart(out_dir: str, overwrite: bool, progress: bool, **options: Any) -> None:
     """Search -> decode (rendered) -> train -> evaluate, end to end, into OUT_DIR.
 
     Runs on the built-in phantom data by default (no download; a few minutes on a CPU).
+    The search aims below 0.8x the MACs of a U-Net of the same width (--target-macs).
 
     \b
     Examples:
       msnas-graph quickstart runs/quickstart
       msnas-graph quickstart runs/hc18 --data ../shared/data/hc18 \\
           --folds ../shared/data/hc18/folds.json
+      msnas-graph quickstart runs/paper --target-macs off   # accuracy alone
     """
+    target = options.pop("target_macs")
     settings = _settings(options, resume=False)
+    settings["target_macs_unet"] = target[1] if isinstance(target, tuple) else None  # or off
+    if isinstance(target, int):
+        settings["target_macs"] = target
     result = backend().quickstart(out_dir, settings, overwrite=overwrite, progress=progress)
     click.echo(formatting.quickstart_text(result))
 

@@ -371,13 +371,13 @@ def _relative(value: str) -> float | None:
     return factor
 
 
-def _target_macs(
+def target_macs_value(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> int | tuple[str, float] | None:
     from msnas_graph.budget import parse_count
     from msnas_graph.errors import DecodeError
 
-    if value is None:
+    if value is None or value.strip().lower() == "off":
         return None
     if (factor := _relative(value)) is not None:
         return ("unet", factor)
@@ -432,7 +432,7 @@ cost_options = bundle(
     click.option(
         "--target-macs",
         metavar="COUNT|Fx",
-        callback=_target_macs,
+        callback=target_macs_value,
         help="Penalise the expected MACs only above this count (e.g. 200M) or this multiple of "
         "the U-Net's (0.8x: 0.8 times U-Net(--cost-channels, depth 4)'s MACs at the input "
         "size); implies --cost macs.",

@@ -63,6 +63,7 @@ def test_every_backend_command_dispatches_through_the_protocol(
         "path": "m.onnx", "input_size": 256, "verify": False, "exporter": "dynamo"
     }  # fmt: skip
     assert calls[("quickstart", "runs/q")]["search_epochs"] == (1, 1)
+    assert calls[("quickstart", "runs/q")]["target_macs_unet"] == 0.8  # the default target
     assert calls[("compare", str(["runs/a", "runs/b"]))] == {
         "table": "t.md", "plot": "f.png", "runtime": "auto", "threads": 2, "rounds": 5,
         "device": "auto",
@@ -306,3 +307,17 @@ def test_running_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch) -> N
     code, _, err = run("count", "--space", "tiny")
     assert code == 1 and err.count("\n") == 1 and "unexpected" not in err
     assert err.startswith("msnas-graph: error: out of memory") and "ulimit" in err
+
+
+@pytest.mark.parametrize(
+    ("given", "unet", "count"),
+    [(["--target-macs", "off"], None, None), (["--target-macs", "50M"], None, 50_000_000),
+     (["--target-macs", "0.6x"], 0.6, None)],
+)  # fmt: skip
+def test_quickstart_target_macs(
+    null: NullBackend, given: list[str], unet: float | None, count: int | None
+) -> None:
+    code, _, err = run("--backend", "null", "quickstart", "runs/q", *given)
+    assert code == 0, err
+    options = {str(t): o for name, t, o in null.calls if name == "quickstart"}["runs/q"]
+    assert options["target_macs_unet"] == unet and options.get("target_macs") == count

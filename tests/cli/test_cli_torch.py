@@ -300,7 +300,11 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0, err
     assert (out / "search" / "DONE").is_file() and (out / "train" / "DONE").is_file()
-    assert (out / "architecture.json").is_file() and (out / "evaluation" / "summary.json").is_file()
-    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    evaluation = out / "train" / "eval_test"  # where `evaluate` writes it and `compare` reads it
+    assert (out / "architecture.json").is_file() and (evaluation / "summary.json").is_file()
+    summary = json.loads((evaluation / "summary.json").read_text())
     assert 0.0 <= summary["mean_dice"] <= 1.0
     assert "architecture.json" in text and "decisions: " in text
+    # the search aimed below 0.8x the MACs of the U-Net of its width (--target-macs)
+    config = json.loads((out / "search" / "config.json").read_text())
+    assert (config["cost"], config["cost_target_unet"]) == ("macs", 0.8)

@@ -42,12 +42,6 @@ from msnas_graph.backends.torch.limits import check_supernet
 from msnas_graph.backends.torch.losses import DiceCELoss
 from msnas_graph.backends.torch.nn.supernet import Supernet
 from msnas_graph.backends.torch.plots import draw_run_plots
-from msnas_graph.backends.torch.search_cost import (
-    UNET_DEPTH,
-    CostTerm,
-    SearchCostTable,
-    measure_search_costs,
-)
 from msnas_graph.backends.torch.training.config import SearchConfig
 from msnas_graph.backends.torch.training.loop import (
     EpochCallback,
@@ -68,6 +62,7 @@ from msnas_graph.backends.torch.training.run_dir import (
 )
 from msnas_graph.backends.torch.training.runtime import Runtime, seed_all
 from msnas_graph.backends.torch.training.schedule import PHASES, PhaseSchedule
+from msnas_graph.backends.torch.training.search_costs import SearchCost
 from msnas_graph.data import SegmentationDataset
 from msnas_graph.decode import decode
 from msnas_graph.diagnostics import Diagnostics, diagnose
@@ -238,8 +233,7 @@ class SearchStep:
         self.state: SearchState | None = None  #: the state after the last epoch run
         self.previous: SearchState | None = None  #: the state before it
         self.diagnostics: Diagnostics | None = None  #: the diagnostics of ``state``
-        self.cost_table: SearchCostTable | None = None  #: measured once, kept in checkpoints
-        self._cost_term: CostTerm | None = None
+        self.cost = SearchCost(config, self.space, model.graph, rt.device)
         if rt.main:
             s = self.schedule
             logger.info(
@@ -265,43 +259,10 @@ class SearchStep:
         return {"space": json.dumps(self.space.to_dict())}
 
     def extra_state(self) -> dict[str, Any]:
-        return {} if self.cost_table is None else {"cost_table": self.cost_table.to_dict()}
+        return self.cost.checkpoint()
 
     def load_extra_state(self, ckpt: Mapping[str, Any]) -> None:
-        if "cost_table" in ckpt:  # weigh the numbers the run started with
-            self.cost_table = SearchCostTable.from_dict(ckpt["cost_table"])
-            self._cost_term = None
-
-    def cost_term(self) -> CostTerm | None:
-        """The cost term of the architecture loss (``None`` without ``config.cost``); its
-        table is measured on first use unless a checkpoint brought one."""
-        config = self.config
-        if config.cost is None:
-            return None
-        if self._cost_term is None:
-            space = self.space.replace(channels=config.cost_channels or self.space.channels)
-            self.cost_table = self.cost_table or measure_search_costs(
-                space, config.input_size, config.cost, device=self.rt.device
-            )
-            weight = 1.0 if config.cost_weight is None else config.cost_weight
-            self._cost_term = CostTerm(
-                self.cost_table, self.model.graph, config.paths, weight, self._cost_target()
-            )
-        return self._cost_term
-
-    def _cost_target(self) -> float | None:
-        """``cost_target``, or ``cost_target_unet`` times the table's U-Net (logged once)."""
-        factor, table = self.config.cost_target_unet, self.cost_table
-        if factor is None or table is None:
-            return self.config.cost_target
-        if table.unet is None:  # a checkpoint's table from before the U-Net was measured
-            raise RunError("this run's cost table has no U-Net figure; give an absolute target")
-        width = self.config.cost_channels or self.space.channels
-        logger.info(
-            "cost target: %gx U-Net(%d, %d)'s %.4g %s = %.4g %s", factor, width, UNET_DEPTH,
-            table.unet, table.unit, factor * table.unet, table.unit,
-        )  # fmt: skip
-        return factor * table.unet
+        self.cost.restore(ckpt)
 
     def start(self, run_dir: Path, split: Mapping[str, list[int]], device: Any) -> None:
         logger.info(
@@ -344,11 +305,7 @@ class SearchStep:
         self.diagnostics = diagnose(self.state, paths=self.config.paths, previous=self.previous)
         metrics = self.diagnostics.flat_metrics()  # NaN (no decision of a group) -> empty
         row.update({k: None if v != v else v for k, v in metrics.items()})
-        if (term := self.cost_term()) is not None:
-            with torch.no_grad():
-                row[_cost_column(term)] = term(self.model.arch_weights())[1]
-            if term.table.unet:  # the expected cost as a multiple of the U-Net's
-                row["expected_vs_unet"] = row[_cost_column(term)] / term.table.unet
+        row.update(self.cost.metrics(self.model.arch_weights()))
         return row
 
     def save_epoch(self, run_dir: Path, row: Mapping[str, Any]) -> None:
@@ -367,15 +324,7 @@ class SearchStep:
             "-" if val_dice is None else f"{val_dice:.4f}",
             row["cell_decided"], row["cell_total"], row["node_decided"], row["node_total"],
         )  # fmt: skip
-        term = self.cost_term()
-        if term is not None:
-            vs_unet = row.get("expected_vs_unet")
-            logger.info(
-                "search epoch %d: expected %s %.4g %s (%.3gx the untrained supernet's%s)",
-                row["epoch"], term.table.metric, row[_cost_column(term)], term.table.unit,
-                row[_cost_column(term)] / term.reference,
-                "" if vs_unet is None else f", {vs_unet:.3g}x the U-Net's",
-            )  # fmt: skip
+        self.cost.log(row)
 
     def plots(self, run_dir: Path, history: list[dict[str, Any]]) -> None:
         draw_run_plots(run_dir, history, states=True)
@@ -433,7 +382,7 @@ class SearchStep:
             loss, value = forward_loss(self.model, x, y, self.loss_fn, rt)
             if not math.isfinite(value):
                 return value
-            term = self.cost_term()
+            term = self.cost.term()
             if term is not None and term.weight != 0:  # W = 0: the paper's loss, bit for bit
                 loss = loss + term(self.model.arch_weights())[0]
             grads = torch.autograd.grad(self.arch_scaler.scale(loss), list(active))
@@ -460,11 +409,6 @@ class SearchStep:
             loss, self.weight_opt, self.scaler, self.weight_params, self.config.grad_clip
         )
         return value
-
-
-def _cost_column(term: CostTerm) -> str:
-    """The metrics column of the expected cost: ``expected_macs`` or ``expected_latency_ms``."""
-    return "expected_macs" if term.table.metric == "macs" else "expected_latency_ms"
 
 
 def _finished(run_dir: Path) -> SearchResult:
