@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -23,8 +23,10 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from msnas_graph.budget import BudgetedDecode
+    from msnas_graph.budget import Budget, BudgetedDecode, CostModel
     from msnas_graph.diagnostics import Diagnostics
+    from msnas_graph.genotype import CellGenotype
+    from msnas_graph.spec import SearchSpace
     from msnas_graph.state import SearchState
 
 
@@ -117,41 +119,59 @@ decode_options = bundle(
 )
 
 
-def decode_under_budget(
-    state: SearchState,
-    paths: int,
-    inputs_per_block: int | None,
+def budget_and_model(
+    space: SearchSpace,
     max_macs: int | None = None,
     max_params: int | None = None,
     max_latency_ms: float | None = None,
     latency_device: str = "cpu",
     input_size: int | None = None,
-    candidates: int = 128,
-    score: str = "paper",
     channels: int | None = None,
-) -> BudgetedDecode | None:
-    """The budgeted decode the options ask for, or ``None`` when no budget was given. Costs
-    are counted (or timed) at base width ``channels`` where given: the width the network will
-    be trained at, not the narrower one it was searched at."""
+) -> tuple[Budget, Callable[[Mapping[str, CellGenotype]], CostModel]] | None:
+    """The budget the options ask for and how to cost cells under it, or ``None`` when no
+    budget was given. Costs are counted (or timed) at base width ``channels`` where given: the
+    width the network will be trained at, not the narrower one it was searched at."""
     if max_macs is None and max_params is None and max_latency_ms is None:
         if input_size is not None:
             raise click.UsageError(
                 "--input-size applies only with --max-macs, --max-params or --max-latency-ms"
             )
         return None
-    from msnas_graph.budget import Budget, budgeted_decode
+    from msnas_graph.budget import Budget
+
+    timed = max_latency_ms is not None
+    wide = space if channels is None else space.replace(channels=channels)
+
+    def model(cells: Mapping[str, CellGenotype]) -> CostModel:
+        return backend().edge_cost_model(
+            cells, wide, input_size=input_size, latency=timed, device=latency_device
+        )
+
+    return Budget(max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms), model
+
+
+def decode_under_budget(
+    state: SearchState,
+    paths: int,
+    inputs_per_block: int | None,
+    score: str = "paper",
+    channels: int | None = None,
+    candidates: int = 128,
+    **budget: Any,
+) -> BudgetedDecode | None:
+    """The budgeted decode the options ask for (:func:`budget_and_model`), or ``None``."""
+    from msnas_graph.budget import budgeted_decode
     from msnas_graph.decode import decode_cells
 
+    found = budget_and_model(state.space, channels=channels, **budget)
+    if found is None:
+        return None
+    limits, model = found
     cells = decode_cells(state, inputs_per_block)
-    timed = max_latency_ms is not None
-    space = state.space if channels is None else state.space.replace(channels=channels)
-    model = backend().edge_cost_model(
-        cells, space, input_size=input_size, latency=timed, device=latency_device
-    )
-    budget = Budget(max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms)
     return budgeted_decode(
-        state, budget, model, paths, candidates, inputs_per_block=inputs_per_block, score=score
-    )
+        state, limits, model(cells), paths, candidates, inputs_per_block=inputs_per_block,
+        score=score,
+    )  # fmt: skip
 
 
 def _one(
@@ -177,14 +197,20 @@ def _consensus(
     diags: list[Diagnostics],
     sources: tuple[str, ...],
     how: dict[str, Any],
+    budget: dict[str, Any],
 ) -> tuple[Any, Callable[..., Any], dict[str, Any], str, list[str]]:
     """Decode the consensus of several states: as :func:`_one`."""
     from msnas_graph.consensus import consensus
     from msnas_graph.render import save_rendering
 
+    budget = dict(budget)
+    candidates = budget.pop("candidates", 128)
+    found = budget_and_model(states[0].space, channels=how["channels"], **budget)
+    limits, model = found if found is not None else (None, None)
     result = consensus(
-        states, how["paths"], how["method"], how["score"], how["inputs_per_block"], names=sources
-    )
+        states, how["paths"], how["method"], how["score"], how["inputs_per_block"],
+        names=sources, budget=limits, cost_model=model, candidates=candidates,
+    )  # fmt: skip
     payload = {
         **result.to_dict(),
         "diagnostics": {s: d.to_dict() for s, d in zip(sources, diags, strict=True)},
@@ -245,6 +271,7 @@ def decode(
       msnas-graph decode state.json --paths 3 --max-macs 0.5G --max-params 2M
       msnas-graph decode state.json --paths 3 --max-latency-ms 20
       msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
+      msnas-graph decode runs/seeds --max-macs 95M --channels 16   # a consensus within a budget
       msnas-graph decode runs/search --channels 64 -o wide.json   # to train it wide
     """
     from msnas_graph._util import safe_output
@@ -254,10 +281,11 @@ def decode(
     how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method,
            "channels": channels}  # fmt: skip
     sources = _expand_seeds(sources)
-    limits = (k for k, v in budget.items() if v is not None)
-    if len(sources) > 1 and set(limits) - {"candidates", "latency_device"}:
+    limits = {k for k, v in budget.items() if v is not None} - {"candidates", "latency_device"}
+    if len(sources) > 1 and limits and method != "mean":
         raise click.UsageError(
-            "--max-macs/--max-params/--max-latency-ms decode one source, not a consensus"
+            "--max-macs/--max-params/--max-latency-ms decode the mean consensus, not a vote: "
+            "drop --consensus majority"
         )
     states = load_states(sources)
     for target in (output, render_path):  # refuse a bad output (an input too) before writing
@@ -274,7 +302,7 @@ def decode(
             )
         arch, draw, payload, text, notes = _one(states[0], diags[0], how, budget)
     else:
-        arch, draw, payload, text, notes = _consensus(states, diags, sources, how)
+        arch, draw, payload, text, notes = _consensus(states, diags, sources, how, budget)
     if render_path:
         draw(render_path, **render_limits(dot_timeout, max_dot_elements))
     if output:

@@ -47,7 +47,7 @@ sets); costs are integers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +68,9 @@ from .architecture import Architecture
 from .decode import decode_cells
 from .errors import DecodeError
 from .genotype import CellGenotype
+from .graph import Edge, Supergraph
 from .kinds import cell_types_of
-from .paths import DEFAULT_SCORE, Path, count_paths, edge_scores, top_k_paths
+from .paths import DEFAULT_SCORE, Path, count_paths, edge_scores, rank_paths, top_k_paths
 from .state import SearchState
 
 __all__ = [
@@ -189,9 +190,16 @@ def budgeted_decode(
     inputs_per_block: int | None = None,
     edge_weight: Sequence[float] | np.ndarray | None = None,
     score: str = DEFAULT_SCORE,
+    among: Collection[tuple[Edge, ...]] | None = None,
+    cells: Mapping[str, CellGenotype] | None = None,
 ) -> BudgetedDecode:
     """Decode ``state`` keeping the best ``paths`` of the top ``candidates`` paths whose union
     fits ``budget`` (see the module doc for the rule, the tie-break and exactness).
+
+    ``among`` (paths as edge tuples) replaces the top ``candidates`` with exactly these
+    paths, ranked the same way (a consensus decodes among the paths its seeds chose);
+    ``cells`` replaces :func:`~msnas_graph.decode.decode_cells`'s cells (``cost_model`` must
+    cost them).
 
     ``cost_model`` must cost the cells :func:`~msnas_graph.decode.decode_cells` gives for
     ``inputs_per_block``. ``edge_weight`` (aligned with ``state.graph.edges``) defaults to
@@ -210,8 +218,8 @@ def budgeted_decode(
         raise DecodeError(f"exact_limit must not be negative, got {exact_limit}")
     graph = state.graph
     w = edge_scores(state, score) if edge_weight is None else edge_weight
-    k = min(candidates, count_paths(graph))
-    cands = top_k_paths(graph, w, k)
+    cands = _candidates(graph, w, candidates, among)
+    k = len(cands)
     order = _rank(cands)
     cands = [cands[i] for i in order]
     prob = Problem(graph, cands, cost_model, budget)
@@ -243,12 +251,28 @@ def budgeted_decode(
         "exact": exact,
         "candidates": k,
     }
-    arch = architecture_from_paths(state, chosen, decode_cells(state, inputs_per_block), meta)
+    if cells is None:
+        cells = decode_cells(state, inputs_per_block)
+    arch = architecture_from_paths(state, chosen, cells, meta)
     if len(chosen) < paths:
         logger.info("no %d candidate paths fit %s; kept %d", paths, budget, len(chosen))
     return BudgetedDecode(
         arch, cost, total, exact, len(chosen), paths, k, budget, unconstrained, branches
     )
+
+
+def _candidates(
+    graph: Supergraph,
+    w: Sequence[float] | np.ndarray,
+    candidates: int,
+    among: Collection[tuple[Edge, ...]] | None,
+) -> list[Path]:
+    """The top ``candidates`` paths, or exactly ``among``, ranked alike."""
+    if among is None:
+        return top_k_paths(graph, w, min(candidates, count_paths(graph)))
+    if not among:
+        raise DecodeError("no candidate paths to decode among")
+    return rank_paths(graph, w, among)
 
 
 def _rank(cands: Sequence[Path]) -> list[int]:

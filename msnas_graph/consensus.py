@@ -51,7 +51,7 @@ msnas_graph.errors.DecodeError: state 2 holds the same search state as state 1 (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any
@@ -59,6 +59,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._consensus_choices import (
+    BlockKey,
+    Choice,
     assemble,
     cell_choices,
     cell_text,
@@ -73,8 +75,10 @@ from ._consensus_choices import (
 )
 from ._util import unknown_name
 from .architecture import Architecture
+from .budget import Budget, BudgetedDecode, CostModel, budgeted_decode
 from .decode import decode
 from .errors import DecodeError, StateError
+from .genotype import CellGenotype
 from .graph import Edge
 from .paths import DEFAULT_SCORE
 from .state import SearchState, softmax
@@ -125,6 +129,8 @@ class ConsensusResult:
     identical_to: tuple[str, ...] = ()
     #: Decisions where the plain mean's choice had no vote and a seed's choice replaced it.
     replaced: tuple[str, ...] = ()
+    #: Under a budget: the consensus's budgeted decode (its cost, score and exactness).
+    budgeted: BudgetedDecode | None = None
 
     @property
     def seeds(self) -> int:
@@ -174,10 +180,13 @@ class ConsensusResult:
             "edge_agreement": {e.key: a for e, a in self.edge_agreement.items()},
             "decisions": [d.to_dict() for d in self.decisions],
             "architecture": self.architecture.to_dict(),
+            **({"budget": self.budgeted.to_dict()} if self.budgeted else {}),
         }
 
     def __str__(self) -> str:
         lines = [str(self.architecture), self.summary()]
+        if self.budgeted is not None:
+            lines.append(self.budgeted.summary())
         if self.replaced:
             lines.append(
                 "  no seed chose the plain mean's choice, replaced by the best voted one: "
@@ -274,6 +283,9 @@ def consensus(
     score: str = DEFAULT_SCORE,
     inputs_per_block: int | None = None,
     names: Sequence[str] | None = None,
+    budget: Budget | None = None,
+    cost_model: Callable[[Mapping[str, CellGenotype]], CostModel] | None = None,
+    candidates: int = 128,
 ) -> ConsensusResult:
     """The consensus architecture of ``states`` (one space) and the seeds' agreement.
 
@@ -281,6 +293,8 @@ def consensus(
     ``inputs_per_block`` are those of :func:`msnas_graph.decode.decode`; ``names`` label the
     states in error messages. Raises :class:`DecodeError` for no state or an unknown method,
     :class:`StateError` for states of different spaces.
+    With a ``budget`` (``mean`` only; ``cost_model(cells)`` costs the consensus's cells,
+    ``candidates`` as in budgeted decoding) the paths are chosen under it (module doc).
 
     >>> from msnas_graph.spec import SearchSpace
     >>> space = SearchSpace.preset("quick")
@@ -290,6 +304,8 @@ def consensus(
     (True, 3)
     """
     _check(states, method, names)
+    if budget is not None and (method != "mean" or cost_model is None):
+        raise DecodeError("a budget decodes the mean consensus (with a cost model), not a vote")
     m = inputs_per_block
     archs = [decode(s, paths, m, score) for s in states]
     cells_seed = [cell_choices(s, m) for s in states]
@@ -297,12 +313,19 @@ def consensus(
     state: SearchState | None = None
     replaced: list[str] = []
     meta: dict[str, Any] = {"paths": paths, "score": score}
+    budgeted: BudgetedDecode | None = None
     if method == "mean":
         state = mean_state(states)
         meta["state_hash"] = state.content_hash
         chosen_cells, genotypes, replaced = mean_cells(state, cells_seed, m)
         chosen_nodes = mean_nodes(state, nodes_seed, replaced)
-        top = mean_paths(state, archs, paths, m, score, replaced)
+        if budget is not None and cost_model is not None:
+            how = (budget, cost_model(genotypes), paths, m, score, candidates)
+            archs, budgeted = _budgeted_choice(states, state, genotypes, how, replaced)
+            top = list(budgeted.architecture.paths)
+            meta.update({k: budgeted.architecture.meta[k] for k in ("budget", "cost", "exact")})
+        else:
+            top = mean_paths(state, archs, paths, m, score, replaced)
     else:
         genotypes, chosen_cells = majority_cells(states, cells_seed)
         chosen_nodes = majority_nodes(states, nodes_seed)
@@ -310,27 +333,8 @@ def consensus(
     n = len(states)
     meta.update(consensus=method, seeds=n)
     arch = assemble(states[0], genotypes, top, meta)
-    decisions = [
-        DecisionAgreement(
-            "cell", f"{k[0]}.b{k[1] + 1}", cell_text(v), sum(cs[k] == v for cs in cells_seed), n
-        )
-        for k, v in chosen_cells.items()
-    ]
-    decisions += [
-        DecisionAgreement("node", k, v, sum(ns[k] == v for ns in nodes_seed), n)
-        for k, v in chosen_nodes.items()
-    ]
     seed_paths = [{p.edges for p in a.paths} for a in archs]
-    decisions += [
-        DecisionAgreement(
-            "path",
-            str(i + 1),
-            path_text(p),
-            sum(p.edges in sp for sp in seed_paths),
-            n,
-        )
-        for i, p in enumerate(arch.paths)
-    ]
+    decisions = _decisions(chosen_cells, cells_seed, chosen_nodes, nodes_seed, arch, seed_paths)
     kept = set(arch.edges)
     ours = {p.edges for p in arch.paths}
     return ConsensusResult(
@@ -343,7 +347,68 @@ def consensus(
         state=state,
         identical_to=_identical(arch, archs, names),
         replaced=tuple(replaced),
+        budgeted=budgeted,
     )
+
+
+def _decisions(
+    cells: Mapping[BlockKey, Choice],
+    cells_seed: Sequence[Mapping[BlockKey, Choice]],
+    nodes: Mapping[str, str],
+    nodes_seed: Sequence[Mapping[str, str]],
+    arch: Architecture,
+    voted: Sequence[set[tuple[Edge, ...]]],
+) -> list[DecisionAgreement]:
+    """Every decision of the consensus and how many seeds made it (cells, nodes, paths)."""
+    n = len(cells_seed)
+    decisions = [
+        DecisionAgreement(
+            "cell", f"{k[0]}.b{k[1] + 1}", cell_text(v), sum(cs[k] == v for cs in cells_seed), n
+        )
+        for k, v in cells.items()
+    ]
+    decisions += [
+        DecisionAgreement("node", k, v, sum(ns[k] == v for ns in nodes_seed), n)
+        for k, v in nodes.items()
+    ]
+    decisions += [
+        DecisionAgreement("path", str(i + 1), path_text(p), sum(p.edges in v for v in voted), n)
+        for i, p in enumerate(arch.paths)
+    ]
+    return decisions
+
+
+def _budgeted_choice(
+    states: Sequence[SearchState],
+    mean: SearchState,
+    genotypes: Mapping[str, CellGenotype],
+    how: tuple[Budget, CostModel, int, int | None, str, int],
+    replaced: list[str],
+) -> tuple[list[Architecture], BudgetedDecode]:
+    """Each seed's budgeted network, and the mean's budgeted decode among their paths (the
+    mean's own budgeted paths that no seed kept are added to ``replaced``)."""
+    archs = [_budgeted(s, *how).architecture for s in states]
+    voted = {p.edges for a in archs for p in a.paths}
+    own = _budgeted(mean, *how, None, genotypes)
+    replaced += [f"path {path_text(p)}" for p in own.architecture.paths if p.edges not in voted]
+    return archs, _budgeted(mean, *how, voted, genotypes)
+
+
+def _budgeted(
+    state: SearchState,
+    budget: Budget,
+    model: CostModel,
+    paths: int,
+    m: int | None,
+    score: str,
+    candidates: int,
+    among: set[tuple[Edge, ...]] | None = None,
+    cells: Mapping[str, CellGenotype] | None = None,
+) -> BudgetedDecode:
+    return budgeted_decode(
+        state, budget, model, paths, candidates, inputs_per_block=m, score=score, among=among,
+        cells=cells,
+    )  # fmt: skip
 
 
 def _identical(

@@ -109,3 +109,26 @@ def test_the_budget_is_counted_at_the_training_width(state_file: Path, tmp_path:
         macs[width] = json.loads(out)["meta"]["cost"]["macs"]
     assert macs[32] > 3 * macs[None]  # the quick space searches at width 8: 4x the width
     assert Architecture.load(tmp_path / "w32.json").space.channels == 32
+
+
+def test_a_consensus_decodes_under_a_budget(tmp_path: Path) -> None:
+    seeds = []
+    for seed in (5, 6, 7):
+        path = tmp_path / f"s{seed}.json"
+        code, _, err = run("sample", "--space", "quick", "--seed", str(seed), "-o", path)
+        assert code == 0, err
+        seeds.append(path)
+    code, out, err = run("decode", *seeds, "--paths", "3", "--json")
+    full = Architecture.from_dict(json.loads(out)["architecture"])
+    code, out, err = run("decode", *seeds, "--paths", "3", "--max-macs", "1T", "--json")
+    assert code == 0, err
+    free = json.loads(out)
+    assert Architecture.from_dict(free["architecture"]).edges == full.edges  # unbounded: plain
+    half = free["budget"]["cost"]["macs"] // 2
+    code, out, err = run("decode", *seeds, "--paths", "3", "--max-macs", str(half), "-o",
+                         tmp_path / "a.json")  # fmt: skip
+    assert code == 0, err
+    assert "consensus (mean) of 3 searches" in out and "budget: max" in out
+    assert Architecture.load(tmp_path / "a.json").meta["cost"]["macs"] <= half
+    code, _, err = run("decode", *seeds, "--max-macs", str(half), "--consensus", "majority")
+    assert code == 2 and "drop --consensus majority" in err

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from msnas_graph.budget import TableCostModel
 from msnas_graph.consensus import consensus, mean_state
 from msnas_graph.decode import decode, decode_cells
 from msnas_graph.errors import DecodeError, StateError
@@ -189,3 +191,49 @@ def test_a_consensus_equal_to_one_seed_names_it() -> None:
     assert r.to_dict()["identical_to"] == ["s1", "s3"]
     differ = consensus([SearchState.random(QUICK, seed=i) for i in range(3)])
     assert differ.identical_to == () and "decoded" not in differ.summary()
+
+
+def _simple(space: SearchSpace) -> Callable[[object], TableCostModel]:
+
+    return lambda cells: TableCostModel.simple(space)
+
+
+def test_an_unbounded_budget_gives_the_plain_consensus() -> None:
+    from msnas_graph.budget import Budget
+
+    states = [SearchState.random(QUICK, seed=40 + i, scale=2.0) for i in range(3)]
+    plain = consensus(states, paths=3)
+    free = consensus(states, paths=3, budget=Budget(), cost_model=_simple(QUICK))
+    assert free.architecture.edges == plain.architecture.edges
+    assert [p.edges for p in free.architecture.paths] == [p.edges for p in plain.architecture.paths]
+    assert free.agreement == plain.agreement and free.budgeted is not None
+
+
+@pytest.mark.parametrize("start", range(0, 30, 5))
+def test_a_budgeted_consensus_fits_and_keeps_only_voted_paths(start: int) -> None:
+    from msnas_graph.budget import Budget, budgeted_decode, network_cost
+
+    states = [SearchState.random(QUICK, seed=start + i, scale=2.0) for i in range(3)]
+    model = _simple(QUICK)(None)
+    full = network_cost(consensus(states, paths=3).architecture.edges, model)
+    budget = Budget(max_macs=full.macs * 2 // 3)
+    r = consensus(states, paths=3, budget=budget, cost_model=_simple(QUICK))
+    assert (
+        r.budgeted is not None and network_cost(r.architecture.edges, model).macs <= budget.max_macs
+    )
+    seeds = [budgeted_decode(s, budget, model, 3) for s in states]  # each seed's own set fits
+    voted = {p.edges for b in seeds for p in b.architecture.paths}
+    assert {p.edges for p in r.architecture.paths} <= voted
+    assert min(d.votes for d in r.decisions if d.group == "path") >= 1
+    assert r.to_dict()["budget"]["cost"]["macs"] <= budget.max_macs
+    assert "budget: max" in str(r)
+
+
+def test_a_budget_needs_the_mean_consensus() -> None:
+    from msnas_graph.budget import Budget
+
+    states = [SearchState.random(QUICK, seed=i) for i in range(2)]
+    with pytest.raises(DecodeError, match="a budget decodes the mean consensus"):
+        consensus(
+            states, method="majority", budget=Budget(max_macs=10**9), cost_model=_simple(QUICK)
+        )
