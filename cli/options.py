@@ -374,6 +374,7 @@ def _relative(value: str) -> float | None:
 def target_macs_value(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> int | tuple[str, float] | None:
+    """``--target-macs``: a count (``95M``), ``("unet", F)`` for ``Fx``, or None (``off``)."""
     from msnas_graph.budget import parse_count
     from msnas_graph.errors import DecodeError
 
