@@ -238,10 +238,6 @@ def _call(function: Callable[..., Any], what: str, *args: Any, **options: Any) -
     return function(*args, **options)
 
 
-#: Fields of which a run gives one: giving one on resume replaces the other.
-_EITHER = ("cost_target", "cost_target_unet")
-
-
 def _config(cls: Any, options: Mapping[str, Any], run_dir: str | Path, resume: bool) -> Any:
     """A run config from ``options``; on resume of a run with a ``config.json``, that config
     with ``options`` replacing the fields that may change on resume. Any other option must
@@ -253,11 +249,9 @@ def _config(cls: Any, options: Mapping[str, Any], run_dir: str | Path, resume: b
     config = cls.load(stored)
     free = cls.resume_free()
     if fixed := sorted(set(options) - free):
-        data = {**config.to_dict(), **options}
-        if set(_EITHER) & set(options):
-            data.update({k: options.get(k) for k in _EITHER})
         try:
-            differ = cls.from_dict(data, str(stored)).resume_conflicts(config.to_dict())
+            merged = cls.from_dict(config.with_options(dict(options)), str(stored))
+            differ = merged.resume_conflicts(config.to_dict())
         except MsnasError:  # the options do not even make a config with the stored ones
             differ = fixed
         if differ:

@@ -170,6 +170,8 @@ class SearchConfig(RunConfig):
 
     #: What a ``config.json`` written before the schedule fields existed meant: no warm-up.
     LEGACY: ClassVar[dict[str, Any]] = {"warmup": 0}
+    #: A target is absolute or relative to the U-Net, not both.
+    ONE_OF: ClassVar[tuple[str, ...]] = ("cost_target", "cost_target_unet")
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "config", *, legacy: bool = True) -> Any:

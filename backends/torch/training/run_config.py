@@ -48,6 +48,15 @@ class RunConfig:
     #: ``field -> value`` meant by a stored config that lacks the field (written by an older
     #: version) where that differs from the field's default.
     LEGACY: ClassVar[dict[str, Any]] = {}
+    #: Fields of which a config holds one at most: giving one replaces the others.
+    ONE_OF: ClassVar[tuple[str, ...]] = ()
+
+    def with_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """This config's fields with ``options`` given over them (as :meth:`to_dict`)."""
+        data = {**self.to_dict(), **options}
+        if set(self.ONE_OF) & set(options):
+            data.update({k: options.get(k) for k in self.ONE_OF})
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the space/architecture as their own JSON documents)."""
