@@ -175,14 +175,18 @@ def _suffixes(group: str) -> tuple[str, dict[str, Any]]:
     return group, extra
 
 
-def variants(paths: list[int], widths: list[int], width: int) -> list[tuple[int, int]]:
+def variants(
+    paths: list[int], widths: list[int], width: int, width_paths: tuple[int, ...] = (3,)
+) -> list[tuple[int, int]]:
     """The (N_l, width) pairs each group's consensus is trained at: every ``N_l`` of ``paths``
-    at the main ``width``, and every width of ``widths`` at ``N_l = 3``.
+    at the main ``width``, and every width of ``widths`` at each ``N_l`` of ``width_paths``.
 
     >>> variants([1, 3], [8, 16], 16)
     [(1, 16), (3, 16), (3, 8)]
+    >>> variants([2, 3], [32], 16, (2, 3))
+    [(2, 16), (3, 16), (2, 32), (3, 32)]
     """
-    pairs = [(n, width) for n in paths] + [(3, w) for w in widths]
+    pairs = [(n, width) for n in paths] + [(n, w) for w in widths for n in width_paths]
     return list(dict.fromkeys(pairs))
 
 
@@ -393,7 +397,7 @@ def bench(
         for s, st in enumerate(states):
             decisions.append({"search": f"{g} s{s}", "decisions": diagnose(st, paths=3).summary()})
         for score in args.scores:
-            for n, w in variants(args.paths, args.widths, b.train_width):
+            for n, w in variants(args.paths, args.widths, b.train_width, args.width_paths):
                 agree = consensus(states, paths=n, method="mean", score=score)
                 arch = agree.architecture
                 if build_glue(g):
@@ -574,7 +578,8 @@ def main() -> None:
     parser.add_argument("--arch-steps", default="100,100")
     parser.add_argument("--scores", default="paper", help="path scores to decode with")
     parser.add_argument("--paths", default="3", help="N_l values, at --train-width")
-    parser.add_argument("--widths", default="", help="further widths, at N_l = 3")
+    parser.add_argument("--widths", default="", help="further widths, at --width-paths")
+    parser.add_argument("--width-paths", default="3", help="N_l values trained at --widths")
     parser.add_argument("--randoms", type=int, default=0, help="MACs-matched random archs")
     parser.add_argument(
         "--random-group", default="", help="whose operations and MACs (comma-separated)"
@@ -589,6 +594,7 @@ def main() -> None:
     args.scores = [x for x in args.scores.split(",") if x]
     args.paths = [int(n) for n in args.paths.split(",") if n]
     args.widths = [int(w) for w in args.widths.split(",") if w]
+    args.width_paths = tuple(int(n) for n in args.width_paths.split(",") if n)
     cell, net = (int(x) for x in args.arch_steps.split(","))
     b = Budget(
         search_size=args.search_size, warmup_steps=args.warmup_steps, arch_steps=(cell, net),
@@ -632,7 +638,12 @@ def main() -> None:
         f"per group ({args.groups}); consensus (mean) decoded with the "
         f"{'/'.join(args.scores)} path score at N_l = {', '.join(map(str, args.paths))} "
         f"(width {b.train_width})"
-        + (f" and at N_l = 3 at widths {', '.join(map(str, args.widths))}" if args.widths else "")
+        + (
+            f" and at N_l = {', '.join(map(str, args.width_paths))} at widths "
+            f"{', '.join(map(str, args.widths))}"
+            if args.widths
+            else ""
+        )
         + (f"; {args.randoms} MACs-matched random architectures" if args.randoms else "")
         + ". Latency: one thread, the "
         f"runtime `predict --runtime auto` resolves, median of {args.rounds} interleaved rounds "
