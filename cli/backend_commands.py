@@ -217,6 +217,7 @@ def search(
         click.echo(f"decisions: {diagnostics.summary()}")
         if (warning := diagnostics.warning()) is not None:
             click.echo(f"msnas-graph: warning: {warning}", err=True)
+    formatting.warn_context(result.architecture)
 
 
 def _search_seeds(
@@ -245,6 +246,7 @@ def _search_seeds(
         run_dir,
     )  # fmt: skip
     click.echo(formatting.seeds_text(result))
+    formatting.warn_context(result.architecture)
 
 
 @click.command()

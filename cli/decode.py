@@ -11,6 +11,7 @@ import click
 from msnas_graph.errors import DecodeError
 
 from .backend_commands import backend
+from .formatting import warn_context
 from .options import (
     bundle,
     channels_option,
@@ -317,3 +318,4 @@ def decode(
         if (warning := d.warning()) is not None:
             where = f"{src}: " if len(sources) > 1 else ""
             click.echo(f"msnas-graph: warning: {where}{warning}", err=True)
+    warn_context(arch)

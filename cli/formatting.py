@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import click
+
 from msnas_graph.backend import QuickstartOutcome, SearchOutcome, TrainOutcome
 
 
@@ -42,6 +44,13 @@ def _expected_cost(result: SearchOutcome) -> list[str]:
                 + ("" if vs is None else f" ({float(vs):.2f}x the U-Net's at the cost width)")
             ]
     return []
+
+
+def warn_context(arch: Any) -> None:
+    """Warn on stderr when a decoded architecture never leaves its finest output scale
+    (:meth:`~msnas_graph.architecture.Architecture.context_warning`)."""
+    if arch is not None and (warning := arch.context_warning()) is not None:
+        click.echo(f"msnas-graph: warning: {warning}", err=True)
 
 
 def seeds_text(result: Any) -> str:

@@ -119,6 +119,6 @@ def quickstart(
     diag = result.diagnostics
     decisions = None
     if diag is not None:
-        warning = diag.warning()
-        decisions = diag.summary() + (f"\nwarning: {warning}" if warning else "")
+        warnings = [w for w in (diag.warning(), arch.context_warning()) if w]
+        decisions = diag.summary() + "".join(f"\nwarning: {w}" for w in warnings)
     return QuickstartResult(out, arch, files, summary, seconds, decisions)

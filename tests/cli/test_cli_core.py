@@ -210,6 +210,38 @@ def test_undecided_state_warns_on_stderr(tmp_path: Path) -> None:
     assert json.loads(out)["diagnostics"]["warning"] in err
 
 
+def _flat_state(tmp_path: Path) -> Path:
+    """A decided ``quick`` state whose every node prefers its identity (``skip``) edge, as a
+    cost target too tight for the space leaves it: its best path never leaves scale 0."""
+    import numpy as np
+
+    from msnas_graph.state import SearchState
+
+    state = SearchState.load(_zero_state(tmp_path))
+    for node in state.beta_logits:
+        kinds = state.layout.beta_kinds(node)
+        state.beta_logits[node] = np.array([8.0 if k == "skip" else 0.0 for k in kinds])
+    for logits in [*state.alpha_logits.values(), *state.p_logits.values()]:
+        for row in logits:
+            row[0] += 8.0  # decided cells, so that only the context warning is left
+    state.save(tmp_path / "flat.json")
+    return tmp_path / "flat.json"
+
+
+def test_network_that_never_leaves_full_resolution_warns(tmp_path: Path) -> None:
+    flat = _flat_state(tmp_path)
+    code, out, err = run("decode", str(flat), "--paths", "1", "-o", str(tmp_path / "a.json"))
+    assert code == 0, err
+    assert "path 1: scales 0-0-0-0-0" in out
+    assert err == (
+        f"msnas-graph: warning: {Architecture.load(tmp_path / 'a.json').context_warning()}\n"
+    )
+    assert err.startswith("msnas-graph: warning: the network never leaves scale 0 (of 0..2)")
+    assert "--target-macs" in err
+    code, out, err = run("decode", str(flat), "--paths", "6")  # more paths reach deeper
+    assert code == 0 and "never leaves" not in err, err
+
+
 def test_consensus_of_identical_runs_agrees(state_file: Path, tmp_path: Path) -> None:
     from msnas_graph.state import SearchState
 

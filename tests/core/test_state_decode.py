@@ -130,6 +130,33 @@ def test_architecture_validation_catches_dangling_nodes() -> None:
             broken.validate()
 
 
+@pytest.mark.parametrize(
+    ("fields", "edges", "deepest", "warns"),
+    [
+        ({}, ["L0.s0>L1.s0:skip", "L1.s0>L2.s0:keep", "L2.s0>L3.s0:skip"], 0, True),
+        ({}, ["L0.s0>L1.s1:contract", "L1.s1>L2.s1:skip", "L2.s1>L3.s0:expand"], 1, False),
+        ({"scales": 1}, ["L0.s0>L1.s0:keep", "L1.s0>L2.s0:keep", "L2.s0>L3.s0:skip"], 0, False),
+        (
+            {"output_scales": (1,)},
+            ["L0.s0>L1.s1:contract", "L1.s1>L2.s1:skip", "L2.s1>L3.s1:keep"],
+            1,
+            False,
+        ),
+    ],
+)
+def test_context_warning_only_where_the_network_never_leaves_its_finest_output(
+    fields: dict, edges: list[str], deepest: int, warns: bool
+) -> None:
+    space = SearchSpace.preset("tiny", **fields)
+    cells = decode(SearchState.zeros(space), paths=1).cells
+    arch = Architecture(space, [Edge.parse(e) for e in edges], cells)
+    assert arch.deepest_scale == deepest
+    warning = arch.context_warning()
+    assert (warning is not None) == warns
+    if warns:
+        assert warning.startswith("the network never leaves scale 0 (of 0..1)")
+
+
 def test_str_forms_are_readable() -> None:
     state = SearchState.random(SearchSpace.preset("quick"), seed=0)
     arch = decode(state, paths=3)
