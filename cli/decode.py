@@ -21,6 +21,7 @@ from .options import (
     paths_option,
     render_limits,
     render_option,
+    unet_multiple,
 )
 
 if TYPE_CHECKING:
@@ -31,34 +32,62 @@ if TYPE_CHECKING:
     from msnas_graph.state import SearchState
 
 
+#: A budget relative to the U-Net's cost: ``("unet", 0.8)`` for ``0.8x``.
+Relative = tuple[str, float]
+
+
+def _relative_or_none(
+    type_: click.ParamType, value: Any, param: click.Parameter | None, ctx: click.Context | None
+) -> Relative | None:
+    """``0.8x`` as ``("unet", 0.8)``; anything else as None (a bad multiple fails here)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        factor = unet_multiple(value)
+    except click.BadParameter as exc:
+        type_.fail(exc.message, param, ctx)
+    return None if factor is None else ("unet", factor)
+
+
 class CountType(click.ParamType):
-    """A positive count such as ``0.5G``, ``500M``, ``2e9`` (decimal suffixes k, M, G, T)."""
+    """A positive count such as ``0.5G``, ``500M``, ``2e9`` (decimal suffixes k, M, G, T), or
+    a multiple of the U-Net's (``0.8x``)."""
 
-    name = "COUNT"
+    name = "COUNT|Fx"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | Relative:
+        if isinstance(value, int | tuple):
             return value
+        if (relative := _relative_or_none(self, value, param, ctx)) is not None:
+            return relative
         from msnas_graph.budget import parse_count
 
         try:
             return parse_count(str(value))
         except DecodeError as exc:
-            self.fail(str(exc), param, ctx)
+            self.fail(f"{exc}; or a multiple of the U-Net's, e.g. 0.8x", param, ctx)
 
 
 class PositiveMs(click.ParamType):
-    """A latency in milliseconds: a finite number above zero."""
+    """A latency in milliseconds: a finite number above zero; or a multiple of the U-Net's
+    (``0.6x``)."""
 
-    name = "MS"
+    name = "MS|Fx"
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
+    ) -> float | Relative:
+        if isinstance(value, tuple):
+            return value
+        if (relative := _relative_or_none(self, value, param, ctx)) is not None:
+            return relative
         try:
             ms = float(value)
         except (TypeError, ValueError):
-            self.fail(f"'{value}' is not a number of milliseconds", param, ctx)
+            self.fail(f"'{value}' is not a number of milliseconds (or a multiple such as 0.6x)",
+                      param, ctx)  # fmt: skip
         if not (0 < ms < float("inf")):
             self.fail(f"{value} is not a positive, finite number of milliseconds", param, ctx)
         return ms
@@ -70,15 +99,18 @@ budget_options = bundle(
     click.option(
         "--max-macs",
         type=CountType(),
-        help="Decode the best paths whose network fits this many MACs (e.g. 0.5G), counted "
-        "at --channels where given.",
+        help="Decode the best paths whose network fits this many MACs (e.g. 0.5G), or this "
+        "multiple of the U-Net's (0.8x: 0.8 times U-Net(--channels, depth 4)'s MACs at the "
+        "input size), counted at --channels where given.",
     ),
-    click.option("--max-params", type=CountType(), help="... and this many parameters (e.g. 2M)."),
+    click.option(
+        "--max-params", type=CountType(), help="... and this many parameters (2M, or 0.5x)."
+    ),
     click.option(
         "--max-latency-ms",
         type=PositiveMs(),
-        help="... and this batch-1 latency of the eager runtime, from each part timed alone "
-        "on --latency-device (a sum of parts: an estimate).",
+        help="... and this batch-1 latency of the eager runtime (ms, or 0.6x the U-Net's timed "
+        "alike), from each part timed alone on --latency-device (a sum of parts: an estimate).",
     ),
     click.option(
         "--latency-device",
@@ -122,16 +154,18 @@ decode_options = bundle(
 
 def budget_and_model(
     space: SearchSpace,
-    max_macs: int | None = None,
-    max_params: int | None = None,
-    max_latency_ms: float | None = None,
+    max_macs: int | Relative | None = None,
+    max_params: int | Relative | None = None,
+    max_latency_ms: float | Relative | None = None,
     latency_device: str = "cpu",
     input_size: int | None = None,
     channels: int | None = None,
 ) -> tuple[Budget, Callable[[Mapping[str, CellGenotype]], CostModel]] | None:
     """The budget the options ask for and how to cost cells under it, or ``None`` when no
     budget was given. Costs are counted (or timed) at base width ``channels`` where given: the
-    width the network will be trained at, not the narrower one it was searched at."""
+    width the network will be trained at, not the narrower one it was searched at. A limit
+    relative to the U-Net (``("unet", F)``) becomes ``F`` times U-Net(width, 4)'s cost,
+    measured alike (a note on stderr says what it resolved to)."""
     if max_macs is None and max_params is None and max_latency_ms is None:
         if input_size is not None:
             raise click.UsageError(
@@ -142,13 +176,38 @@ def budget_and_model(
 
     timed = max_latency_ms is not None
     wide = space if channels is None else space.replace(channels=channels)
+    limits = {"max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency_ms}
+    relative = {k: v[1] for k, v in limits.items() if isinstance(v, tuple)}
+    if relative:
+        unet = backend().unet_cost(
+            wide, input_size, latency="max_latency_ms" in relative, device=latency_device
+        )
+        figures = {
+            "max_macs": unet.macs,
+            "max_params": unet.params,
+            "max_latency_ms": unet.latency_ms,
+        }
+        for key, factor in relative.items():
+            exact = factor * figures[key]
+            limits[key] = exact if key == "max_latency_ms" else round(exact)
+            flag, unit = _LIMITS[key]
+            click.echo(
+                f"msnas-graph: note: {flag} {factor:g}x U-Net({wide.channels}, 4)'s "
+                f"{figures[key]:.4g} {unit} = {limits[key]:.4g} {unit}",
+                err=True,
+            )
 
     def model(cells: Mapping[str, CellGenotype]) -> CostModel:
         return backend().edge_cost_model(
             cells, wide, input_size=input_size, latency=timed, device=latency_device
         )
 
-    return Budget(max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms), model
+    return Budget(**limits), model
+
+
+#: Each budget limit's flag and unit.
+_LIMITS = {"max_macs": ("--max-macs", "MACs"), "max_params": ("--max-params", "params"),
+           "max_latency_ms": ("--max-latency-ms", "ms")}  # fmt: skip
 
 
 def decode_under_budget(

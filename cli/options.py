@@ -356,7 +356,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
     return value
 
 
-def _relative(value: str) -> float | None:
+def unet_multiple(value: str) -> float | None:
     """``0.8x`` as 0.8 (a multiple of the U-Net's cost); anything else as None."""
     if not value.strip().lower().endswith("x"):
         return None
@@ -380,7 +380,7 @@ def target_macs_value(
 
     if value is None or value.strip().lower() == "off":
         return None
-    if (factor := _relative(value)) is not None:
+    if (factor := unet_multiple(value)) is not None:
         return ("unet", factor)
     try:
         return parse_count(value)
@@ -393,7 +393,7 @@ def _target_ms(
 ) -> float | tuple[str, float] | None:
     if value is None:
         return None
-    if (factor := _relative(value)) is not None:
+    if (factor := unet_multiple(value)) is not None:
         return ("unet", factor)
     try:
         ms = float(value)

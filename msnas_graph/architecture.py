@@ -112,8 +112,8 @@ class Architecture(Document):
         Segmentation needs context, and only the coarser scales give it: on HC18 every
         decoded network that stayed at full resolution scored 0.64-0.72 Dice, those reaching
         1/2 of the input's side 0.92-0.94 and those reaching 1/4 0.95-0.96
-        (``benchmarks/results/frontier*.md``). A cost target too tight for the space is what
-        decodes such networks: the identity edges are its only free choice.
+        (``benchmarks/results/frontier*.md``). A cost target or a decoding budget too tight for
+        the space is what decodes such networks: the identity edges are its only free choice.
 
         >>> from msnas_graph.graph import Edge
         >>> from msnas_graph.spec import SearchSpace
@@ -134,9 +134,9 @@ class Architecture(Document):
         return (
             f"the network never leaves scale {finest} (of 0..{coarser}): it sees little "
             "context, and on HC18 such networks scored 0.64-0.72 Dice where those reaching "
-            "1/4 of the input's side scored 0.95-0.96; a cost target too tight for the space "
-            "buys identity edges: decode more --paths, or search with a looser "
-            "--target-macs/--target-latency"
+            "1/4 of the input's side scored 0.95-0.96; a cost target or budget too tight for "
+            "the space buys identity edges: decode more --paths, loosen the budget, or search "
+            "with a looser --target-macs/--target-latency"
         )
 
     def to_networkx(self) -> nx.MultiDiGraph:

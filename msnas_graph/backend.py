@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .architecture import Architecture
-    from .budget import CostModel
+    from .budget import Cost, CostModel
     from .compare import Comparison
     from .genotype import CellGenotype
     from .spec import SearchSpace
@@ -187,6 +187,19 @@ class Backend(Protocol):
         ``latency``, each part is also timed on ``device`` (default: the CPU)."""
         ...
 
+    def unet_cost(
+        self,
+        space: SearchSpace,
+        input_size: int | None = None,
+        *,
+        latency: bool = False,
+        device: str | None = None,
+    ) -> Cost:
+        """What U-Net(``space.channels``, depth 4) costs, measured as :meth:`edge_cost_model`
+        measures parts: the reference of a budget relative to the U-Net
+        (``decode --max-macs 0.8x``)."""
+        ...
+
     def search(
         self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]
     ) -> SearchOutcome:
@@ -293,6 +306,25 @@ class NullBackend:
         options = {"input_size": input_size, "latency": latency, "device": device}
         self._record("edge_cost_model", space.name, options)
         return TableCostModel.simple(space)
+
+    def unet_cost(
+        self,
+        space: SearchSpace,
+        input_size: int | None = None,
+        *,
+        latency: bool = False,
+        device: str | None = None,
+    ) -> Cost:
+        from .budget import Cost
+
+        self._record("unet_cost", space.name, {"input_size": input_size, "latency": latency})
+        size = space.input_size if input_size is None else input_size
+        params = macs = 0  # as TableCostModel.simple counts: two 3x3 convolutions per level
+        for level in range(4):
+            c = space.channels * 2**level
+            p = 9 * c * c * (4 if level < 3 else 2)  # encoder and decoder; the bottom once
+            params, macs = params + p, macs + p * (size // 2**level) ** space.spatial_dims
+        return Cost(params, macs, macs if latency else 0)  # 1 ns per MAC
 
     def search(
         self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]

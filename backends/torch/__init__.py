@@ -53,7 +53,7 @@ if TYPE_CHECKING:
         search,
         train,
     )
-    from msnas_graph.budget import CostModel
+    from msnas_graph.budget import Cost, CostModel
     from msnas_graph.compare import Comparison
     from msnas_graph.genotype import CellGenotype
     from msnas_graph.spec import SearchSpace
@@ -174,6 +174,21 @@ class TorchBackend:
 
         dev = resolve_device(device or "cpu") if latency else "cpu"
         return edge_cost_model(cells, space, input_size=input_size, latency=latency, device=dev)
+
+    def unet_cost(
+        self,
+        space: SearchSpace,
+        input_size: int | None = None,
+        *,
+        latency: bool = False,
+        device: str | None = None,
+    ) -> Cost:
+        """:func:`~msnas_graph.backends.torch.cost_model.unet_cost`."""
+        from msnas_graph.backends.torch.cost_model import unet_cost
+        from msnas_graph.backends.torch.training.runtime import resolve_device
+
+        dev = resolve_device(device or "cpu") if latency else "cpu"
+        return unet_cost(space, input_size, latency=latency, device=dev)
 
     def search(
         self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]

@@ -27,7 +27,11 @@ if TYPE_CHECKING:
     from msnas_graph.genotype import CellGenotype
     from msnas_graph.spec import SearchSpace
 
-__all__ = ["ListInput", "PartMeasure", "edge_cost_model"]
+__all__ = ["UNET_DEPTH", "ListInput", "PartMeasure", "edge_cost_model", "unet_cost"]
+
+#: The levels of the U-Net a relative target or budget refers to (``U-Net(width, 4)``, three
+#: poolings): ``search --target-macs 0.8x``, ``decode --max-macs 0.8x``.
+UNET_DEPTH = 4
 
 
 class ListInput(nn.Module):
@@ -94,6 +98,38 @@ def edge_cost_model(
         _fusion_costs(graph, measure) if fusion == "concat" else {},
         {o.scale: measure.head(o, graph.channels(o), classes) for o in graph.output_nodes},
     )
+
+
+def unet_cost(
+    space: SearchSpace,
+    input_size: int | None = None,
+    *,
+    latency: bool = False,
+    device: str | torch.device = "cpu",
+    repeats: int = 20,
+    measure: PartMeasure | None = None,
+) -> Cost:
+    """What the U-Net a user would otherwise train costs, measured as :func:`edge_cost_model`
+    measures a network's parts: U-Net(``space.channels``, :data:`UNET_DEPTH`) with the space's
+    image channels and classes, at batch 1 on an input of side ``input_size`` (default the
+    space's); with ``latency``, also timed on ``device`` in the eager runtime (``measure``:
+    how, where the caller already holds one). A relative budget or target is a multiple of it.
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> unet_cost(SearchSpace.preset("quick", channels=16), 64).macs
+    118685696
+    """
+    from .nn.unet import UNet
+
+    if measure is None:
+        size = space.input_size if input_size is None else input_size
+        timed = torch.device(device) if latency else None
+        measure = PartMeasure(size, space.spatial_dims, timed, repeats)
+    unet = UNet(
+        space.in_channels, space.num_classes, space.channels, UNET_DEPTH,
+        spatial_dims=space.spatial_dims,
+    )  # fmt: skip
+    return measure(unet.eval(), space.in_channels, 0)
 
 
 def _check_arguments(

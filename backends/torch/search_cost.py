@@ -82,16 +82,12 @@ from msnas_graph.operations import NONE_OP
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
 
-from .cost_model import ListInput, PartMeasure
+from .cost_model import UNET_DEPTH, ListInput, PartMeasure, unet_cost
 from .nn.blocks import Preprocess, Projection, resample
 from .nn.ops import WIDTH_CHANGING_OPS, build_entry_op, build_op
 from .nn.supernet import ArchWeights
-from .nn.unet import UNet
 
 __all__ = ["UNET_DEPTH", "CostTerm", "SearchCostTable", "expected_cost", "measure_search_costs"]
-
-#: The levels of the U-Net a relative target refers to (``U-Net(width, 4)``, three poolings).
-UNET_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -228,8 +224,7 @@ def measure_search_costs(
             ops[(scale, op)] = (
                 0.0 if op == NONE_OP else value(build_op(op, width, dims), width, scale)
             )
-    unet = UNet(space.in_channels, space.num_classes, space.channels, UNET_DEPTH, spatial_dims=dims)
-    reference = value(unet, space.in_channels, 0)
+    reference = in_unit(unet_cost(space, measure=measure))
     return SearchCostTable(metric, size, base, cells, ops, entry, projection, preprocess, reference)
 
 

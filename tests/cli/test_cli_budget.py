@@ -67,6 +67,11 @@ def test_input_size_changes_the_counted_macs(state_file: Path) -> None:
         (["--max-latency-ms", "nan"], 2, "--max-latency-ms"),
         (["--max-latency-ms", "1e-9", "--input-size", "32"], 1, "--max-latency-ms to at least"),
         (["--max-latency-ms", "5", "--latency-device", "tpu"], 1, "device 'tpu'"),
+        (["--max-macs", "0x"], 2, "the multiple must be a positive number"),
+        (["--max-params", "-1x"], 2, "the multiple must be a positive number"),
+        (["--max-macs", "nanx"], 2, "the multiple must be a positive number"),
+        (["--max-latency-ms", "halfx"], 2, "is not a multiple of the U-Net's cost"),
+        (["--max-macs", "lotsx"], 2, "is not a multiple of the U-Net's cost"),
     ],
 )
 def test_budget_errors(state_file: Path, args: list[str], code: int, message: str) -> None:
@@ -132,3 +137,30 @@ def test_a_consensus_decodes_under_a_budget(tmp_path: Path) -> None:
     assert Architecture.load(tmp_path / "a.json").meta["cost"]["macs"] <= half
     code, _, err = run("decode", *seeds, "--max-macs", str(half), "--consensus", "majority")
     assert code == 2 and "drop --consensus majority" in err
+
+
+def test_a_budget_relative_to_the_u_net(state_file: Path, tmp_path: Path) -> None:
+    """``--max-macs 0.5x``: half of U-Net(--channels, 4)'s MACs at the input size, counted as
+    ``msnas-graph cost unet`` counts it; the note says what it resolved to."""
+    from msnas_graph.backends.torch.cost import model_cost
+
+    unet = model_cost("unet", input_size=32, unet_base_channels=16, unet_depth=4)["macs"]
+    code, out, err = run(
+        "decode", state_file, "--paths", "3", "--max-macs", "0.5x", "--channels", "16",
+        "--input-size", "32", "-o", tmp_path / "a.json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert err.splitlines()[0] == (
+        f"msnas-graph: note: --max-macs 0.5x U-Net(16, 4)'s {unet:.4g} MACs = "
+        f"{round(0.5 * unet):.4g} MACs"
+    )
+    meta = Architecture.load(tmp_path / "a.json").meta
+    assert meta["budget"]["max_macs"] == round(0.5 * unet) and meta["cost"]["macs"] <= unet / 2
+    code, out, err = run(
+        "decode", state_file, "--paths", "2", "--max-latency-ms", "100x", "--max-params", "2x",
+        "--input-size", "32", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    budget = json.loads(out)["meta"]["budget"]
+    assert budget["max_latency_ms"] > 0 and budget["max_params"] > 0
+    assert "--max-latency-ms 100x U-Net(8, 4)'s" in err and "--max-params 2x" in err
