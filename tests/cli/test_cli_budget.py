@@ -135,6 +135,10 @@ def test_a_consensus_decodes_under_a_budget(tmp_path: Path) -> None:
     assert code == 0, err
     assert "consensus (mean) of 3 searches" in out and "budget: max" in out
     assert Architecture.load(tmp_path / "a.json").meta["cost"]["macs"] <= half
+    code, out, err = run("decode", *seeds, "--paths", "3", "--max-macs", str(half), "--json")
+    unconstrained = json.loads(out)["budget"]["unconstrained_cost"]
+    assert unconstrained == free["budget"]["unconstrained_cost"]  # the mean's plain top 3,
+    assert unconstrained["macs"] > half  # whatever the budget, not the best 3 of its votes
     code, _, err = run("decode", *seeds, "--max-macs", str(half), "--consensus", "majority")
     assert code == 2 and "drop --consensus majority" in err
 
