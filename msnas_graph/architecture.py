@@ -109,10 +109,10 @@ class Architecture(Document):
         """A one-line warning when the network never goes below its finest output scale
         although the space has coarser ones, else None.
 
-        Segmentation needs context, and only the coarser scales give it: on HC18 every
-        decoded network that stayed at full resolution scored 0.64-0.72 Dice, those reaching
-        1/2 of the input's side 0.92-0.94 and those reaching 1/4 0.95-0.96
-        (``benchmarks/results/frontier*.md``). A cost target or a decoding budget too tight for
+        Segmentation needs context, and only the coarser scales give it: on HC18 the
+        decoded networks that stayed at full resolution scored 0.54-0.80 Dice, those reaching
+        1/2 of the input's side 0.91-0.95 and those reaching 1/4 with real cells 0.94-0.96
+        (``benchmarks/results/depth_vs_dice.md``). A cost target or a decoding budget too tight for
         the space is what decodes such networks: the identity edges are its only free choice.
 
         >>> from msnas_graph.graph import Edge
@@ -133,8 +133,8 @@ class Architecture(Document):
             return None
         return (
             f"the network never leaves scale {finest} (of 0..{coarser}): it sees little "
-            "context, and on HC18 such networks scored 0.64-0.72 Dice where those reaching "
-            "1/4 of the input's side scored 0.95-0.96; a cost target or budget too tight for "
+            "context, and on HC18 such networks scored 0.54-0.80 Dice where those reaching "
+            "1/4 of the input's side scored up to 0.96; a cost target or budget too tight for "
             "the space buys identity edges: decode more --paths, loosen the budget, or search "
             "with a looser --target-macs/--target-latency"
         )
