@@ -111,8 +111,8 @@ class Architecture(Document):
 
         Segmentation needs context, and only the coarser scales give it: on HC18 the
         decoded networks that stayed at full resolution scored 0.54-0.80 Dice, those reaching
-        1/2 of the input's side 0.91-0.95 and those reaching 1/4 with real cells 0.94-0.96
-        (``benchmarks/results/depth_vs_dice.md``). A cost target or a decoding budget too tight for
+        1/2 of the input's side 0.91-0.95, and 25 of the 30 reaching 1/4 more than the best of
+        those, up to 0.959 (``benchmarks/results/depth_vs_dice.md``). A cost target or a decoding budget too tight for
         the space is what decodes such networks: the identity edges are its only free choice.
 
         >>> from msnas_graph.graph import Edge
