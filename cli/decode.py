@@ -149,6 +149,16 @@ decode_options = bundle(
         show_default=True,
         help="With several sources: average their normalised weights, or vote per decision.",
     ),
+    click.option(
+        "--min-scale",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        metavar="K",
+        help="Keep the best paths of which at least one reaches scale K (1/2**K of the input's "
+        "side), so that the network sees context: a tight cost target's top paths may all "
+        "stay at full resolution (the mean consensus; not with a budget).",
+    ),
 )
 
 
@@ -245,7 +255,7 @@ def _one(
     chosen = decode_under_budget(
         state, paths, inputs, score=score, channels=how["channels"], **budget
     )
-    arch = chosen.architecture if chosen else decode(state, paths, inputs, score)
+    arch = chosen.architecture if chosen else decode(state, paths, inputs, score, how["min_scale"])
     text = str(arch) + (f"\n{chosen.summary()}" if chosen else "")
     payload = {**arch.to_dict(), "diagnostics": diag.to_dict()}
     notes = [f"decisions: {diag.summary()}"]
@@ -270,6 +280,7 @@ def _consensus(
     result = consensus(
         states, how["paths"], how["method"], how["score"], how["inputs_per_block"],
         names=sources, budget=limits, cost_model=model, candidates=candidates,
+        min_scale=how["min_scale"],
     )  # fmt: skip
     payload = {
         **result.to_dict(),
@@ -311,6 +322,7 @@ def decode(
     inputs_per_block: int | None,
     score: str,
     method: str,
+    min_scale: int,
     dot_timeout: float,
     max_dot_elements: int,
     **budget: Any,
@@ -333,15 +345,21 @@ def decode(
       msnas-graph decode runs/s1 runs/s2 runs/s3 --consensus majority --render agree.svg
       msnas-graph decode runs/seeds --max-macs 95M --channels 16   # a consensus within a budget
       msnas-graph decode runs/search --channels 64 -o wide.json   # to train it wide
+      msnas-graph decode runs/seeds --paths 2 --min-scale 2   # a path down to 1/4 of the side
     """
     from msnas_graph._util import safe_output
     from msnas_graph.diagnostics import diagnose
     from msnas_graph.io import load_states
 
     how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method,
-           "channels": channels}  # fmt: skip
+           "channels": channels, "min_scale": min_scale}  # fmt: skip
     sources = _expand_seeds(sources)
     limits = {k for k, v in budget.items() if v is not None} - {"candidates", "latency_device"}
+    if min_scale and (limits or (len(sources) > 1 and method != "mean")):
+        raise click.UsageError(
+            "--min-scale decodes the top paths or the mean consensus, not under a budget or by "
+            "a vote: drop --max-* or --consensus majority"
+        )
     if len(sources) > 1 and limits and method != "mean":
         raise click.UsageError(
             "--max-macs/--max-params/--max-latency-ms decode the mean consensus, not a vote: "

@@ -14,7 +14,7 @@ from .decode import decode, decode_cell
 from .genotype import BlockInput, CellGenotype
 from .graph import Edge
 from .kinds import cell_types_of
-from .paths import Path, edge_scores, rank_paths
+from .paths import Path, edge_scores, rank_paths, with_min_scale
 from .spec import CellType
 from .state import SearchState, softmax
 
@@ -188,16 +188,19 @@ def mean_nodes(
 def mean_paths(
     state: SearchState,
     archs: Sequence[Architecture],
-    paths: int,
+    how: tuple[int, int],
     m: int | None,
     score: str,
     replaced: list[str],
 ) -> list[Path]:
     """The mean's top ``paths`` among the paths some seed kept (exact order of
-    :func:`msnas_graph.paths.top_k_paths`)."""
+    :func:`msnas_graph.paths.top_k_paths`), ``how = (paths, min_scale)``: with ``min_scale``,
+    the best of them with a path that deep (:func:`msnas_graph.paths.with_min_scale`)."""
+    paths, min_scale = how
     voted = {p.edges for a in archs for p in a.paths}
-    top = rank_paths(state.graph, edge_scores(state, score), voted)[:paths]
-    own = decode(state, paths, m, score).paths
+    ranked = rank_paths(state.graph, edge_scores(state, score), voted)
+    top = with_min_scale(ranked, paths, min_scale) if min_scale > 0 else ranked[:paths]
+    own = decode(state, paths, m, score, min_scale).paths
     replaced += [f"path {path_text(p)}" for p in own if p.edges not in voted]
     return top
 

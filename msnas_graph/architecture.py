@@ -112,8 +112,9 @@ class Architecture(Document):
         Segmentation needs context, and only the coarser scales give it: on HC18 the
         decoded networks that stayed at full resolution scored 0.54-0.80 Dice, those reaching
         1/2 of the input's side 0.91-0.95, and 25 of the 30 reaching 1/4 more than the best of
-        those, up to 0.959 (``benchmarks/results/depth_vs_dice.md``). A cost target or a decoding budget too tight for
-        the space is what decodes such networks: the identity edges are its only free choice.
+        those, up to 0.959 (``benchmarks/results/depth_vs_dice.md``). A cost target or a
+        decoding budget too tight for the space is what decodes such networks: the identity
+        edges are its only free choice (``decode --min-scale`` keeps a path that goes deeper).
 
         >>> from msnas_graph.graph import Edge
         >>> from msnas_graph.spec import SearchSpace
@@ -135,8 +136,8 @@ class Architecture(Document):
             f"the network never leaves scale {finest} (of 0..{coarser}): it sees little "
             "context, and on HC18 such networks scored 0.54-0.80 Dice where those reaching "
             "1/4 of the input's side scored up to 0.96; a cost target or budget too tight for "
-            "the space buys identity edges: decode more --paths, loosen the budget, or search "
-            "with a looser --target-macs/--target-latency"
+            f"the space buys identity edges: decode with --min-scale {coarser} (or more "
+            "--paths, or a looser budget), or search with a looser --target-macs/--target-latency"
         )
 
     def to_networkx(self) -> nx.MultiDiGraph:

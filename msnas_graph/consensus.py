@@ -286,6 +286,7 @@ def consensus(
     budget: Budget | None = None,
     cost_model: Callable[[Mapping[str, CellGenotype]], CostModel] | None = None,
     candidates: int = 128,
+    min_scale: int = 0,
 ) -> ConsensusResult:
     """The consensus architecture of ``states`` (one space) and the seeds' agreement.
 
@@ -295,6 +296,8 @@ def consensus(
     :class:`StateError` for states of different spaces.
     With a ``budget`` (``mean`` only; ``cost_model(cells)`` costs the consensus's cells,
     ``candidates`` as in budgeted decoding) the paths are chosen under it (module doc).
+    With ``min_scale`` (``mean``, no budget), each seed decodes as ``decode(...,
+    min_scale=)`` does and the consensus keeps the best voted set with a path that deep.
 
     >>> from msnas_graph.spec import SearchSpace
     >>> space = SearchSpace.preset("quick")
@@ -306,13 +309,17 @@ def consensus(
     _check(states, method, names)
     if budget is not None and (method != "mean" or cost_model is None):
         raise DecodeError("a budget decodes the mean consensus (with a cost model), not a vote")
+    if min_scale > 0 and (method != "mean" or budget is not None):
+        raise DecodeError("min_scale decodes the mean consensus without a budget")
     m = inputs_per_block
-    archs = [decode(s, paths, m, score) for s in states]
+    archs = [decode(s, paths, m, score, min_scale) for s in states]
     cells_seed = [cell_choices(s, m) for s in states]
     nodes_seed = [node_choices(s) for s in states]
     state: SearchState | None = None
     replaced: list[str] = []
     meta: dict[str, Any] = {"paths": paths, "score": score}
+    if min_scale > 0:
+        meta["min_scale"] = min_scale
     budgeted: BudgetedDecode | None = None
     if method == "mean":
         state = mean_state(states)
@@ -325,7 +332,7 @@ def consensus(
             top = list(budgeted.architecture.paths)
             meta.update({k: budgeted.architecture.meta[k] for k in ("budget", "cost", "exact")})
         else:
-            top = mean_paths(state, archs, paths, m, score, replaced)
+            top = mean_paths(state, archs, (paths, min_scale), m, score, replaced)
     else:
         genotypes, chosen_cells = majority_cells(states, cells_seed)
         chosen_nodes = majority_nodes(states, nodes_seed)

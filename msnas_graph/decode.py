@@ -40,7 +40,7 @@ from .errors import DecodeError
 from .genotype import BlockInput, CellGenotype
 from .kinds import cell_types_of
 from .operations import NONE_OP
-from .paths import DEFAULT_SCORE, edge_scores, top_k_paths
+from .paths import DEFAULT_SCORE, edge_scores, top_paths
 from .spec import CellType
 from .state import SearchState
 
@@ -92,16 +92,19 @@ def decode(
     paths: int = 3,
     inputs_per_block: int | None = None,
     score: str = DEFAULT_SCORE,
+    min_scale: int = 0,
 ) -> Architecture:
     """Decode ``state`` into an :class:`Architecture` keeping the top ``paths`` paths (``N_l``).
 
-    ``score`` is the path score, ``"paper"`` (default) or ``"relative"`` (module doc). Raises
-    :class:`DecodeError` if ``paths`` is below 1 or above the number of paths, or the score
-    mode is unknown.
+    ``score`` is the path score, ``"paper"`` (default) or ``"relative"`` (module doc). With
+    ``min_scale``, the best ``paths`` of which at least one reaches that scale
+    (:func:`msnas_graph.paths.top_paths`; recorded in ``meta``). Raises :class:`DecodeError`
+    if ``paths`` is below 1 or above the number of paths, the score mode is unknown, or no
+    path reaches ``min_scale``.
     """
     scores = edge_scores(state, score)
     cells = decode_cells(state, inputs_per_block)
-    best = top_k_paths(state.graph, scores, paths)
+    best = top_paths(state.graph, scores, paths, min_scale)
     edges = {e for p in best for e in p.edges}
     used = cell_types_of(e.kind for e in edges)
     arch = Architecture(
@@ -112,6 +115,7 @@ def decode(
         meta={
             "paths": paths,
             "score": score,
+            **({"min_scale": min_scale} if min_scale > 0 else {}),
             "state_hash": state.content_hash,
             **_provenance(state),
         },

@@ -69,6 +69,8 @@ __all__ = [
     "rank_paths",
     "relative_scores",
     "top_k_paths",
+    "top_paths",
+    "with_min_scale",
 ]
 
 #: Path-score modes of :func:`edge_scores` (the first is the default of ``decode``).
@@ -252,6 +254,53 @@ def top_k_paths(graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, k:
         edges.reverse()
         result.append(Path(tuple(edges), _path_score(graph, w, edges)))
     return result
+
+
+#: How many of the top paths :func:`top_paths` looks through for one reaching ``min_scale``.
+DEEP_CANDIDATES = 256
+
+
+def with_min_scale(ranked: Sequence[Path], paths: int, min_scale: int) -> list[Path]:
+    """The best ``paths`` of ``ranked`` (paths best first) of which at least one reaches
+    scale ``min_scale``: the top ``paths`` if one of them does, else the top ``paths - 1``
+    and the best path that does (no set with a path that deep scores more). Raises
+    :class:`DecodeError` when no path of ``ranked`` reaches it.
+
+    >>> from msnas_graph.spec import SearchSpace
+    >>> g = Supergraph(SearchSpace.preset("quick"))
+    >>> w = np.array([1.0 if e.kind == "skip" else 0.1 for e in g.edges])
+    >>> [max(p.scales) for p in top_k_paths(g, w, 2)]  # identity edges at full resolution
+    [0, 0]
+    >>> [max(p.scales) for p in with_min_scale(top_k_paths(g, w, 42), 2, min_scale=2)]
+    [0, 2]
+    """
+    top = list(ranked[:paths])
+    if any(max(p.scales) >= min_scale for p in top):
+        return top
+    deep = next((p for p in ranked[paths:] if max(p.scales) >= min_scale), None)
+    if deep is None:
+        raise DecodeError(
+            f"none of the top {len(ranked)} paths reaches scale {min_scale}; lower --min-scale"
+        )
+    return [*top[: paths - 1], deep]
+
+
+def top_paths(
+    graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, paths: int, min_scale: int = 0
+) -> list[Path]:
+    """:func:`top_k_paths`, and with ``min_scale`` the best ``paths`` of which at least one
+    reaches that scale (:func:`with_min_scale` over the top :data:`DEEP_CANDIDATES`): a
+    decoded network then sees at least ``1 / 2**min_scale`` of the input's side."""
+    if min_scale <= 0:
+        return top_k_paths(graph, edge_weight, paths)
+    deepest = max(n.scale for n in graph.nodes)
+    if min_scale > deepest:
+        raise DecodeError(
+            f"min_scale={min_scale}: the space's paths reach scale {deepest} at most; give "
+            f"--min-scale {deepest} or less"
+        )
+    k = min(count_paths(graph), max(paths, DEEP_CANDIDATES))
+    return with_min_scale(top_k_paths(graph, edge_weight, k), paths, min_scale)
 
 
 def _sort_key(

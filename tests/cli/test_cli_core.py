@@ -240,6 +240,42 @@ def test_network_that_never_leaves_full_resolution_warns(tmp_path: Path) -> None
     assert "--target-macs" in err
     code, out, err = run("decode", str(flat), "--paths", "6")  # more paths reach deeper
     assert code == 0 and "never leaves" not in err, err
+    assert "--min-scale 2" in Architecture.load(tmp_path / "a.json").context_warning()
+
+
+def test_min_scale_keeps_a_path_that_deep(tmp_path: Path) -> None:
+    flat = _flat_state(tmp_path)
+    arch_path = tmp_path / "deep.json"
+    code, out, err = run(
+        "decode", str(flat), "--paths", "2", "--min-scale", "2", "-o", str(arch_path)
+    )
+    assert code == 0 and err == "", err
+    assert "path 1: scales 0-0-0-0-0" in out and "path 2: scales 0-1-2-1-0" in out
+    arch = Architecture.load(arch_path)
+    assert arch.deepest_scale == 2 and arch.meta["min_scale"] == 2
+    from msnas_graph.state import SearchState
+
+    twin = tmp_path / "twin.json"
+    state = SearchState.load(flat)  # another seed that decides alike
+    state.alpha_logits[state.space.cell_types[0]][0][0] += 0.5
+    state.save(twin)
+    code, out, err = run("decode", str(flat), str(twin), "--paths", "2", "--min-scale", "1")
+    assert code == 0 and "never leaves" not in err and "consensus (mean) of 2" in out, err
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--min-scale", "3"], 1, "reach scale 2 at most; give --min-scale 2 or less"),
+        (["--min-scale", "-1"], 2, "--min-scale"),
+        (["--min-scale", "1", "--max-macs", "1G"], 2, "not under a budget or by a vote"),
+    ],
+)
+def test_min_scale_errors(tmp_path: Path, extra: list[str], code: int, message: str) -> None:
+    got, out, err = run("decode", str(_flat_state(tmp_path)), *extra)
+    assert got == code and message in err, out + err
+    if code == 1:
+        assert err.count("\n") == 1
 
 
 def test_consensus_of_identical_runs_agrees(state_file: Path, tmp_path: Path) -> None:

@@ -237,3 +237,24 @@ def test_a_budget_needs_the_mean_consensus() -> None:
         consensus(
             states, method="majority", budget=Budget(max_macs=10**9), cost_model=_simple(QUICK)
         )
+
+
+def test_min_scale_consensus_reaches_the_scale_with_voted_paths_only() -> None:
+
+    states = []
+    for i in range(3):  # identity edges favoured, as a tight cost target leaves them
+        s = SearchState.random(QUICK, seed=60 + i, scale=2.0)
+        s.beta_logits = {
+            n: v + np.array([3.0 if k == "skip" else 0.0 for k in s.layout.beta_kinds(n)])
+            for n, v in s.beta_logits.items()
+        }
+        states.append(s)
+    assert consensus(states, paths=2).architecture.deepest_scale < 2
+    r = consensus(states, paths=2, min_scale=2)
+    assert r.architecture.deepest_scale == 2 and r.architecture.meta["min_scale"] == 2
+    seeds = [decode(s, paths=2, min_scale=2) for s in states]
+    assert all(a.deepest_scale == 2 for a in seeds)
+    voted = {p.edges for a in seeds for p in a.paths}
+    assert {p.edges for p in r.architecture.paths} <= voted
+    with pytest.raises(DecodeError, match="min_scale decodes the mean consensus"):
+        consensus(states, paths=2, method="majority", min_scale=2)

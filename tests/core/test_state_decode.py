@@ -203,3 +203,38 @@ def test_binary_files_are_refused_in_one_line(tmp_path) -> None:
         load_space(p)
     with pytest.raises(StateError, match="not a text file"):
         SearchState.load(p)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("paths", "min_scale"), [(1, 2), (2, 1), (2, 2), (3, 2)])
+def test_min_scale_keeps_the_best_set_with_a_path_that_deep(
+    seed: int, paths: int, min_scale: int
+) -> None:
+    """Against brute force over every set of ``paths`` paths: the chosen set reaches
+    ``min_scale`` and no set that does scores more."""
+    import itertools
+
+    space = SearchSpace.preset("quick")
+    state = SearchState.random(space, seed=seed, scale=3.0)
+    state.beta_logits = {  # identity edges favoured, as a cost term leaves them
+        n: v + np.array([2.0 if k == "skip" else 0.0 for k in state.layout.beta_kinds(n)])
+        for n, v in state.beta_logits.items()
+    }
+    arch = decode(state, paths=paths, min_scale=min_scale)
+    assert arch.deepest_scale >= min_scale and arch.meta["min_scale"] == min_scale
+    everything = brute_force_paths(state.graph, edge_scores(state))
+    best = max(
+        sum(p.path_score for p in subset)
+        for subset in itertools.combinations(everything, paths)
+        if any(max(p.scales) >= min_scale for p in subset)
+    )
+    assert sum(p.path_score for p in arch.paths) == pytest.approx(best, abs=1e-9)
+    plain = decode(state, paths=paths)
+    if plain.deepest_scale >= min_scale:  # nothing to change: the plain decode, same hash
+        assert arch.content_hash == plain.content_hash and "min_scale" not in plain.meta
+
+
+def test_min_scale_beyond_the_space_is_refused() -> None:
+    state = SearchState.zeros(SearchSpace.preset("quick"))
+    with pytest.raises(DecodeError, match="reach scale 2 at most; give --min-scale 2 or less"):
+        decode(state, paths=2, min_scale=3)
