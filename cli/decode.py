@@ -294,6 +294,22 @@ def _consensus(
     return result.architecture, draw, payload, str(result), notes
 
 
+def _refuse_mixes(vote: bool, min_scale: int, budget: dict[str, Any]) -> None:
+    """Refuse what ``decode`` cannot combine: a budget or ``--min-scale`` with a vote
+    (``--consensus majority`` over several sources), or both together."""
+    limits = {k for k, v in budget.items() if v is not None} - {"candidates", "latency_device"}
+    if min_scale and (limits or vote):
+        raise click.UsageError(
+            "--min-scale decodes the top paths or the mean consensus, not under a budget or by "
+            "a vote: drop --max-* or --consensus majority"
+        )
+    if vote and limits:
+        raise click.UsageError(
+            "--max-macs/--max-params/--max-latency-ms decode the mean consensus, not a vote: "
+            "drop --consensus majority"
+        )
+
+
 def _expand_seeds(sources: tuple[str, ...]) -> tuple[str, ...]:
     """Each seeds run folder (``search --seeds``) stands for its seed folders."""
     from msnas_graph.seeds import seed_dirs
@@ -354,17 +370,7 @@ def decode(
     how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method,
            "channels": channels, "min_scale": min_scale}  # fmt: skip
     sources = _expand_seeds(sources)
-    limits = {k for k, v in budget.items() if v is not None} - {"candidates", "latency_device"}
-    if min_scale and (limits or (len(sources) > 1 and method != "mean")):
-        raise click.UsageError(
-            "--min-scale decodes the top paths or the mean consensus, not under a budget or by "
-            "a vote: drop --max-* or --consensus majority"
-        )
-    if len(sources) > 1 and limits and method != "mean":
-        raise click.UsageError(
-            "--max-macs/--max-params/--max-latency-ms decode the mean consensus, not a vote: "
-            "drop --consensus majority"
-        )
+    _refuse_mixes(len(sources) > 1 and method != "mean", min_scale, budget)
     states = load_states(sources)
     for target in (output, render_path):  # refuse a bad output (an input too) before writing
         if target:

@@ -22,6 +22,7 @@ from .cost import count_macs_flops, count_parameters, timed_passes
 from .fuse import fuse_for_inference
 from .nn.blocks import ConcatFusion, Head, Stem
 from .nn.cells import DiscreteCell
+from .nn.unet import UNet
 
 if TYPE_CHECKING:
     from msnas_graph.genotype import CellGenotype
@@ -119,8 +120,6 @@ def unet_cost(
     >>> unet_cost(SearchSpace.preset("quick", channels=16), 64).macs
     118685696
     """
-    from .nn.unet import UNet
-
     if measure is None:
         size = space.input_size if input_size is None else input_size
         timed = torch.device(device) if latency else None

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from msnas_graph.backend import NullBackend, get_backend
+from msnas_graph.backend import get_backend
 from msnas_graph.cli.main import main
+from msnas_graph.null_backend import NullBackend
 
 
 def run(*args: object, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -155,7 +156,8 @@ def test_plugins_from_the_environment_and_backends_from_plugins(
     module = _plugin(
         tmp_path,
         monkeypatch,
-        "from msnas_graph.backend import NullBackend, register_backend\n"
+        "from msnas_graph.backend import register_backend\n"
+        "from msnas_graph.null_backend import NullBackend\n"
         f"register_backend({backend!r}, NullBackend)\n",
     )
     code, _, err = run(

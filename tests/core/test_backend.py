@@ -10,13 +10,13 @@ import pytest
 import msnas_graph.operations as ops_mod
 from msnas_graph.backend import (
     Backend,
-    NullBackend,
     PluginError,
     get_backend,
     load_plugins,
     register_backend,
 )
 from msnas_graph.errors import BackendError, SpecError
+from msnas_graph.null_backend import NullBackend
 
 
 def test_null_backend_implements_the_whole_protocol() -> None:

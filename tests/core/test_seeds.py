@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from msnas_graph.architecture import Architecture
-from msnas_graph.backend import NullBackend, register_backend
+from msnas_graph.backend import register_backend
 from msnas_graph.consensus import consensus
 from msnas_graph.errors import RunError, SpecError
+from msnas_graph.null_backend import NullBackend
 from msnas_graph.run_lock import RunLock
 from msnas_graph.seeds import is_seeds_run, search_seeds, seed_dirs
 from msnas_graph.spec import SearchSpace
