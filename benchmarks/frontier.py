@@ -18,8 +18,9 @@ dataset's size), over ``--train-seeds`` training seeds each:
   ``quick``'s 4 x 3, ``+1b`` cells of one block, ``+noskip`` a trellis without identity edges,
   ``+lean`` the lean cell glue (no 1x1 preprocess or projection where dense convolutions do
   without; the search's cost table counts it), ``+lean-build`` the darts cells in the search
-  and the lean glue in the trained networks (``train --cell-glue lean``); a network that two
-  groups or scores share is trained and counted once.
+  and the lean glue in the trained networks (``train --cell-glue lean``), ``+min<k>`` the
+  consensus decoded with ``--min-scale k``; a network that two groups or scores share is
+  trained and counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
 where the data has a pixel size), params, MACs at the training size, and latency in the
@@ -73,6 +74,7 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     "+noskip": {"edge_kinds": ("contract", "keep", "expand")},
     "+lean": {"cell_glue": "lean"},
     "+lean-build": {},  # searched with the darts cells, built lean (build_glue)
+    **{f"+min{k}": {} for k in range(1, 5)},  # decoded with --min-scale k (decode_min_scale)
 }
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
@@ -161,6 +163,17 @@ def build_glue(group: str) -> str | None:
     ('lean', None)
     """
     return "lean" if "+lean-build" in group else None
+
+
+def decode_min_scale(group: str) -> int:
+    """The ``decode --min-scale`` a group's consensus is decoded with: ``k`` for the suffix
+    ``+min<k>`` (the same searches, each kept set with a path down to scale ``k``), else 0.
+
+    >>> decode_min_scale("convs-macs@0.8+deep+lean-build+min3"), decode_min_scale("convs")
+    (3, 0)
+    """
+    found = [k for k in range(1, 5) if f"+min{k}" in group]
+    return found[0] if found else 0
 
 
 def _suffixes(group: str) -> tuple[str, dict[str, Any]]:
@@ -398,7 +411,9 @@ def bench(
             decisions.append({"search": f"{g} s{s}", "decisions": diagnose(st, paths=3).summary()})
         for score in args.scores:
             for n, w in variants(args.paths, args.widths, b.train_width, args.width_paths):
-                agree = consensus(states, paths=n, method="mean", score=score)
+                agree = consensus(
+                    states, paths=n, method="mean", score=score, min_scale=decode_min_scale(g)
+                )
                 arch = agree.architecture
                 if build_glue(g):
                     arch = arch.with_cell_glue(build_glue(g))
@@ -632,7 +647,8 @@ def main() -> None:
         + "".join(f" and {d} (`U-Net(width, {d})`)" for d in args.unet_depths if d != b.unet_depth)
         + ". Searches: space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups "
         "6 x 4, `+1b` 1 block, `+noskip` no identity edges, `+lean` the lean cell glue, "
-        "`+lean-build` darts cells searched, lean cells trained) at "
+        "`+lean-build` darts cells searched, lean cells trained, `+min<k>` decoded with "
+        "`--min-scale k`) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps, batch {b.batch_size}, {args.search_seeds} seeds "
         f"per group ({args.groups}); consensus (mean) decoded with the "
