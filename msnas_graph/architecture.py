@@ -132,11 +132,12 @@ class Architecture(Document):
         coarser = max((n.scale for n in self.supergraph.nodes), default=0)
         if self.deepest_scale > finest or coarser <= finest:
             return None
+        deeper = max(finest + 1, min(2, coarser))  # 1/4 of the side, where the space allows
         return (
             f"the network never leaves scale {finest} (of 0..{coarser}): it sees little "
             "context, and on HC18 such networks scored 0.54-0.80 Dice where those reaching "
             "1/4 of the input's side scored up to 0.96; a cost target or budget too tight for "
-            f"the space buys identity edges: decode with --min-scale {coarser} (or more "
+            f"the space buys identity edges: decode with --min-scale {deeper} (or more "
             "--paths, or a looser budget), or search with a looser --target-macs/--target-latency"
         )
 
