@@ -186,8 +186,9 @@ def budget_and_model(
 
     timed = max_latency_ms is not None
     wide = space if channels is None else space.replace(channels=channels)
-    limits = {"max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency_ms}
-    relative = {k: v[1] for k, v in limits.items() if isinstance(v, tuple)}
+    given = {"max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency_ms}
+    relative = [k for k, v in given.items() if isinstance(v, tuple)]
+    figures: dict[str, float] = {}
     if relative:
         unet = backend().unet_cost(
             wide, input_size, latency="max_latency_ms" in relative, device=latency_device
@@ -197,22 +198,33 @@ def budget_and_model(
             "max_params": unet.params,
             "max_latency_ms": unet.latency_ms,
         }
-        for key, factor in relative.items():
-            exact = factor * figures[key]
-            limits[key] = exact if key == "max_latency_ms" else round(exact)
-            flag, unit = _LIMITS[key]
-            click.echo(
-                f"msnas-graph: note: {flag} {factor:g}x U-Net({wide.channels}, 4)'s "
-                f"{figures[key]:.4g} {unit} = {limits[key]:.4g} {unit}",
-                err=True,
-            )
+
+    def absolute(key: str) -> float | None:
+        value = given[key]
+        if not isinstance(value, tuple):
+            return value
+        limit = value[1] * figures[key]
+        flag, unit = _LIMITS[key]
+        click.echo(
+            f"msnas-graph: note: {flag} {value[1]:g}x U-Net({wide.channels}, 4)'s "
+            f"{figures[key]:.4g} {unit} = {limit:.4g} {unit}",
+            err=True,
+        )
+        return limit
+
+    macs, params = absolute("max_macs"), absolute("max_params")
+    limits = Budget(
+        max_macs=None if macs is None else round(macs),
+        max_params=None if params is None else round(params),
+        max_latency_ms=absolute("max_latency_ms"),
+    )
 
     def model(cells: Mapping[str, CellGenotype]) -> CostModel:
         return backend().edge_cost_model(
             cells, wide, input_size=input_size, latency=timed, device=latency_device
         )
 
-    return Budget(**limits), model
+    return limits, model
 
 
 #: Each budget limit's flag and unit.
