@@ -121,7 +121,7 @@ def unet_cost(
     118685696
     """
     if measure is None:
-        size = space.input_size if input_size is None else input_size
+        size = _checked_size(Supergraph(space), input_size)
         timed = torch.device(device) if latency else None
         measure = PartMeasure(size, space.spatial_dims, timed, repeats)
     unet = UNet(
@@ -147,15 +147,21 @@ def _check_arguments(
     fusion = space.fusion if fusion is None else fusion
     if fusion not in ("concat", "sum"):
         raise BackendError(f"edge_cost_model: fusion must be 'concat' or 'sum', got '{fusion}'")
-    size = space.input_size if input_size is None else input_size
     graph = Supergraph(space)
+    return cells, graph, fusion, _checked_size(graph, input_size)
+
+
+def _checked_size(graph: Supergraph, input_size: int | None) -> int:
+    """``input_size`` (default the space's), or a one-line :class:`BackendError` when the
+    space's deepest scale does not divide it."""
+    size = graph.space.input_size if input_size is None else input_size
     deepest = 2 ** max(n.scale for n in graph.nodes)
     if size < deepest or size % deepest:
         raise BackendError(
             f"input size {size} is not divisible by {deepest} (the space's deepest scale); "
             f"use a multiple of {deepest}"
         )
-    return cells, graph, fusion, size
+    return size
 
 
 class PartMeasure:
