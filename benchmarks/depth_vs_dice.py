@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _common import RESULTS_DIR, markdown_table, write_results
+from frontier import network_key
 
 from msnas_graph.architecture import Architecture
 
@@ -58,12 +59,7 @@ def networks(runs: Path, steps: int) -> list[Network]:
     for path in sorted(runs.glob("arch_*.json")):
         tag = path.stem.removeprefix("arch_")
         arch = Architecture.load(path)
-        net = (  # what the built network depends on (frontier.py's key)
-            tuple(sorted(e.key for e in arch.edges)),
-            tuple((c, str(g)) for c, g in arch.cells.items()),
-            arch.space.cell_glue,
-            arch.space.fusion,
-        )
+        net = network_key(arch, arch.space.channels)
         if net not in seen and (dice := dice_of(runs, tag, steps)):
             seen.add(net)
             cells = sum(1 for e in arch.edges if e.kind != "skip")

@@ -165,6 +165,21 @@ def build_glue(group: str) -> str | None:
     return "lean" if "+lean-build" in group else None
 
 
+def network_key(arch: Any, width: int) -> str:
+    """What the network built from ``arch`` at base width ``width`` depends on (its edges,
+    cells, glue and fusion, not the decoding weights): two groups that decode the same
+    network share one key, and the network is trained and counted once."""
+    return json.dumps(
+        [
+            width,
+            sorted(e.key for e in arch.edges),
+            {c: str(g) for c, g in arch.cells.items()},
+            arch.space.cell_glue,
+            arch.space.fusion,
+        ]
+    )
+
+
 def decode_min_scale(group: str) -> int:
     """The ``decode --min-scale`` a group's consensus is decoded with: ``k`` for the suffix
     ``+min<k>`` (the same searches, each kept set with a path down to scale ``k``), else 0.
@@ -418,15 +433,7 @@ def bench(
                 if build_glue(g):
                     arch = arch.with_cell_glue(build_glue(g))
                 key = model_name(g, score, n, w, b.train_width)
-                net = json.dumps(  # what the built network depends on
-                    [
-                        w,
-                        sorted(e.key for e in arch.edges),
-                        {c: str(g) for c, g in arch.cells.items()},
-                        arch.space.cell_glue,
-                        arch.space.fusion,
-                    ]
-                )
+                net = network_key(arch, w)
                 if net in shared:
                     notes.append(f"{key} decodes the same network as {shared[net]}")
                     used[(g, score, n, w)] = shared[net]

@@ -228,8 +228,8 @@ def budgeted_decode(
             "the cost model has no latency figures; build it with latency measured "
             "(edge_cost_model(..., latency=True)) to use a latency budget"
         )
-    top = min(paths, k)
-    unconstrained = network_cost({e for p in cands[:top] for e in p.edges}, cost_model)
+    plain = cands if among is None else top_k_paths(graph, w, min(paths, count_paths(graph)))
+    unconstrained = network_cost({e for p in plain[:paths] for e in p.edges}, cost_model)
     exact, branches, best = True, 0, None
     for n in range(min(paths, k), 0, -1):
         seed = greedy(prob, n)

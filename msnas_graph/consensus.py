@@ -52,7 +52,7 @@ msnas_graph.errors.DecodeError: state 2 holds the same search state as state 1 (
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Any
 
@@ -398,8 +398,7 @@ def _budgeted_choice(
     voted = {p.edges for a in archs for p in a.paths}
     own = _budgeted(mean, *how, None, genotypes)
     replaced += [f"path {path_text(p)}" for p in own.architecture.paths if p.edges not in voted]
-    chosen = _budgeted(mean, *how, voted, genotypes)  # "unconstrained": the mean's plain top N
-    return archs, replace(chosen, unconstrained_cost=own.unconstrained_cost)
+    return archs, _budgeted(mean, *how, voted, genotypes)
 
 
 def _budgeted(
