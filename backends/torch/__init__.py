@@ -170,9 +170,8 @@ class TorchBackend:
     ) -> CostModel:
         """:func:`~msnas_graph.backends.torch.cost_model.edge_cost_model` (measured per edge)."""
         from msnas_graph.backends.torch.cost_model import edge_cost_model
-        from msnas_graph.backends.torch.training.runtime import resolve_device
 
-        dev = resolve_device(device or "cpu") if latency else "cpu"
+        dev = _timing_device(latency, device)
         return edge_cost_model(cells, space, input_size=input_size, latency=latency, device=dev)
 
     def unet_cost(
@@ -185,9 +184,8 @@ class TorchBackend:
     ) -> Cost:
         """:func:`~msnas_graph.backends.torch.cost_model.unet_cost`."""
         from msnas_graph.backends.torch.cost_model import unet_cost
-        from msnas_graph.backends.torch.training.runtime import resolve_device
 
-        dev = resolve_device(device or "cpu") if latency else "cpu"
+        dev = _timing_device(latency, device)
         return unet_cost(space, input_size, latency=latency, device=dev)
 
     def search(
@@ -251,6 +249,13 @@ def _call(function: Callable[..., Any], what: str, *args: Any, **options: Any) -
                 known = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY]
                 raise BackendError(f"{what}: {unknown_name('option', key, known)}")
     return function(*args, **options)
+
+
+def _timing_device(latency: bool, device: str | None) -> Any:
+    """Where a cost model times its parts: ``device`` (default the CPU) when ``latency``."""
+    from msnas_graph.backends.torch.training.runtime import resolve_device
+
+    return resolve_device(device or "cpu") if latency else "cpu"
 
 
 def _config(cls: Any, options: Mapping[str, Any], run_dir: str | Path, resume: bool) -> Any:
