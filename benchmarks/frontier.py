@@ -278,24 +278,55 @@ def _random_models(
     return names
 
 
+def search_config(
+    group: str, data: dict[str, Any], b: Budget, seed: int, unet16: dict[str, float]
+) -> Any:
+    """The :class:`SearchConfig` of one search of ``group``: what :func:`run_search` runs and
+    what a reused search folder must have been run with."""
+    from msnas_graph.backends.torch.training import SearchConfig
+
+    space = SearchSpace.preset("quick", **group_ops(group))
+    cost = group_cost(group, unet16, b.train_width)
+    return SearchConfig(
+        space=space, input_size=b.search_size, epochs=(1, 1), warmup_steps=b.warmup_steps,
+        arch_steps=b.arch_steps, max_steps_per_epoch=b.search_steps_per_epoch,
+        batch_size=b.batch_size, seed=seed, device="cpu", paths=3, **data, **cost,
+    )  # fmt: skip
+
+
+#: Fields of a search's ``config.json`` that may differ in a reused search folder.
+_FREE_FIELDS = frozenset({"device", "num_workers", "memory", "deterministic"})
+
+
+def reuse_mismatch(run: Path, cfg: Any) -> list[str]:
+    """The fields in which the finished search in ``run`` differs from ``cfg`` (empty: it may be
+    reused). A folder linked in from another benchmark run keeps its own size, schedule and
+    target; reusing one made under other settings would report figures it was not run with."""
+    raw = json.loads((run / "config.json").read_text())
+    stored = json.loads(type(cfg).from_dict(raw).to_json())  # older configs as meant
+    wanted = json.loads(cfg.to_json())
+
+    def same(x: Any, y: Any) -> bool:  # a measured target, rounded differently once
+        if isinstance(x, float) and isinstance(y, float):
+            return math.isclose(x, y, rel_tol=1e-6)
+        return bool(x == y)
+
+    keys = sorted((set(stored) | set(wanted)) - _FREE_FIELDS)
+    return [f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here" for k in keys
+            if not same(stored.get(k), wanted.get(k))]  # fmt: skip
+
+
 def run_search(
     group: str, data: dict[str, Any], b: Budget, seed: int, out: str, unet16: dict[str, float]
 ) -> str:
     """One search (in a worker process); returns its run folder."""
     _one_thread()
-    from msnas_graph.backends.torch.training import SearchConfig, search
+    from msnas_graph.backends.torch.training import search
 
     run = Path(out)
     if (run / "DONE").is_file():
         return str(run)
-    space = SearchSpace.preset("quick", **group_ops(group))
-    cost = group_cost(group, unet16, b.train_width)
-    cfg = SearchConfig(
-        space=space, input_size=b.search_size, epochs=(1, 1), warmup_steps=b.warmup_steps,
-        arch_steps=b.arch_steps, max_steps_per_epoch=b.search_steps_per_epoch,
-        batch_size=b.batch_size, seed=seed, device="cpu", paths=3, **data, **cost,
-    )  # fmt: skip
-    search(cfg, run, overwrite=True, progress=False)
+    search(search_config(group, data, b, seed, unet16), run, overwrite=True, progress=False)
     return str(run)
 
 
@@ -341,25 +372,39 @@ def _batches_per_epoch(data: dict[str, Any], b: Budget) -> int:
     return max(1, math.ceil(len(train_idx) / b.batch_size))
 
 
-def _unet_macs(width: int, b: Budget, in_ch: int, classes: int) -> int:
-    """MACs of a U-Net at the training size (deterministic: a MACs target needs no timing)."""
+def _unet_macs(width: int, b: Budget, in_ch: int, classes: int, size: int) -> int:
+    """MACs of a U-Net at ``size`` (deterministic: a MACs target needs no timing)."""
     from msnas_graph.backends.torch.cost import count_macs_flops
     from msnas_graph.backends.torch.nn.unet import UNet
 
     net = UNet(in_ch, classes, base_channels=width, depth=b.unet_depth).eval()
-    return count_macs_flops(net, (1, in_ch, b.train_size, b.train_size))[0]
+    return count_macs_flops(net, (1, in_ch, size, size))[0]
 
 
-def _unet_ms(width: int, b: Budget, in_ch: int, classes: int) -> float:
-    """Batch-1 latency of an untrained U-Net in the eager runtime (the fastest of 30 passes):
-    the measure the cost-aware search's table uses, for its target."""
+def _unet_ms(width: int, b: Budget, in_ch: int, classes: int, size: int) -> float:
+    """Batch-1 latency of an untrained U-Net at ``size`` in the eager runtime (the fastest of 30
+    passes): the measure the cost-aware search's table uses, for its target."""
     import torch
 
     from msnas_graph.backends.torch.cost_model import fastest_ns
     from msnas_graph.backends.torch.nn.unet import UNet
 
     net = UNet(in_ch, classes, base_channels=width, depth=b.unet_depth).eval()
-    return fastest_ns(net, (1, in_ch, b.train_size, b.train_size), torch.device("cpu"), 30) / 1e6
+    return fastest_ns(net, (1, in_ch, size, size), torch.device("cpu"), 30) / 1e6
+
+
+def _search_unet16(out: Path, b: Budget, in_ch: int, classes: int) -> dict[str, float]:
+    """U-Net(16)'s eager batch-1 latency and MACs at the search size: what the searches'
+    targets are relative to (the cost table is measured at the search size). The latency is
+    timed once per size and kept in ``out`` (reused searches keep their targets); a bare
+    ``unet16_ms.json`` is the 64x64 figure of earlier runs."""
+    size = b.search_size
+    kept, legacy = out / f"unet16_ms_{size}.json", out / "unet16_ms.json"
+    if not kept.is_file():
+        found = legacy.read_text() if size == 64 and legacy.is_file() else None
+        kept.write_text(found or json.dumps(_unet_ms(16, b, in_ch, classes, size)))
+    ms = float(json.loads(kept.read_text()))
+    return {"ms": ms, "macs": _unet_macs(16, b, in_ch, classes, size)}
 
 
 def _compared(runs: dict[str, list[Path]], args: Any) -> Any:
@@ -394,13 +439,18 @@ def bench(
     out.mkdir(parents=True, exist_ok=True)
     ctx = get_context("spawn")
     t_start = time.perf_counter()
-    kept = out / "unet16_ms.json"  # measured once: reused searches keep their targets
-    if not kept.is_file():
-        kept.write_text(json.dumps(_unet_ms(16, b, in_ch, classes)))
-    unet16 = {"ms": float(json.loads(kept.read_text())), "macs": _unet_macs(16, b, in_ch, classes)}
-    print(f"[{name}] U-Net(16): {unet16} (eager ms at batch 1, MACs)", flush=True)
+    unet16 = _search_unet16(out, b, in_ch, classes)
+    print(f"[{name}] U-Net(16) at {b.search_size}x{b.search_size}: {unet16} (eager ms, MACs)")
     groups = [g for g in args.groups.split(",") if g]
     jobs = [(g, s) for g in groups for s in range(args.search_seeds)]
+    for g, s in jobs:  # a folder linked in from a run under other settings is refused
+        run = out / f"search_{g}_s{s}"
+        cfg = search_config(g, data, b, s, unet16)
+        if (run / "DONE").is_file() and (differ := reuse_mismatch(run, cfg)):
+            sys.exit(
+                f"frontier: {run} was searched under other settings ({'; '.join(differ)}); "
+                "give the same --search-size/--arch-steps/--warmup-steps, or another --out"
+            )
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
         runs = list(pool.map(
             run_search, [g for g, _ in jobs], [data] * len(jobs), [b] * len(jobs),
@@ -508,6 +558,7 @@ def bench(
     return {
         "name": name, "comparison": comparison, "per_case": per_case, "spread": spread,
         "steps": steps, "notes": notes, "decisions": decisions, "unet16": unet16,
+        "search_size": b.search_size,
         "groups": groups, "search_s": search_s, "long": long_rows,
         "random_sets": random_sets, "total_s": time.perf_counter() - t_start,
     }  # fmt: skip
@@ -561,8 +612,9 @@ def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
         f"## {res['name']}: models (mean over training seeds)\n\n" + markdown_table(table)
         + f"\n\n{comparison.note()}",
         f"## {res['name']}: against U-Net(16)\n\n" + "\n".join(lines)
-        + f"\n\nU-Net(16)'s batch-1 latency in the eager runtime (the measure of the search's "
-        f"cost table): {res['unet16']['ms']:.3f} ms; its MACs {res['unet16']['macs']:.4g}. "
+        + f"\n\nU-Net(16) at the search size, {res['search_size']}x{res['search_size']}, the "
+        f"measure of the searches' cost tables and targets: {res['unet16']['ms']:.3f} ms "
+        f"batch-1 in the eager runtime, {res['unet16']['macs']:.4g} MACs. "
         "Cost settings per search group: "
         + "; ".join(f"`{g}` {group_cost(g, res['unet16'], 16) or 'none'}" for g in res["groups"])
         + ".",
