@@ -86,6 +86,7 @@ class Budget:
     search_size: int = 64
     warmup_steps: int = 60
     arch_steps: tuple[int, int] = (100, 100)
+    arch_lr: float | None = None  # automatic: 2 / the phase's steps, at most 3e-2
     search_steps_per_epoch: int = 50
     train_size: int = 64
     train_steps: int = 400
@@ -289,7 +290,7 @@ def search_config(
     cost = group_cost(group, unet16, b.train_width)
     return SearchConfig(
         space=space, input_size=b.search_size, epochs=(1, 1), warmup_steps=b.warmup_steps,
-        arch_steps=b.arch_steps, max_steps_per_epoch=b.search_steps_per_epoch,
+        arch_steps=b.arch_steps, arch_lr=b.arch_lr, max_steps_per_epoch=b.search_steps_per_epoch,
         batch_size=b.batch_size, seed=seed, device="cpu", paths=3, **data, **cost,
     )  # fmt: skip
 
@@ -650,6 +651,7 @@ def main() -> None:
     parser.add_argument("--train-width", type=int, default=Budget.train_width)
     parser.add_argument("--warmup-steps", type=int, default=Budget.warmup_steps)
     parser.add_argument("--arch-steps", default="100,100")
+    parser.add_argument("--arch-lr", type=float, help="architecture lr (default: automatic)")
     parser.add_argument("--scores", default="paper", help="path scores to decode with")
     parser.add_argument("--paths", default="3", help="N_l values, at --train-width")
     parser.add_argument("--widths", default="", help="further widths, at --width-paths")
@@ -672,6 +674,7 @@ def main() -> None:
     cell, net = (int(x) for x in args.arch_steps.split(","))
     b = Budget(
         search_size=args.search_size, warmup_steps=args.warmup_steps, arch_steps=(cell, net),
+        arch_lr=args.arch_lr,
         train_size=args.train_size, train_steps=args.train_steps, train_width=args.train_width,
     )  # fmt: skip
     if not args.reuse and args.out.exists():
@@ -709,7 +712,9 @@ def main() -> None:
         "`+lean-build` darts cells searched, lean cells trained, `+min<k>` decoded with "
         "`--min-scale k`) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
-        f"{b.arch_steps[1]} architecture steps, batch {b.batch_size}, {args.search_seeds} seeds "
+        f"{b.arch_steps[1]} architecture steps (architecture lr "
+        f"{b.arch_lr or 'automatic, 2 / the phase steps'}), batch {b.batch_size}, "
+        f"{args.search_seeds} seeds "
         f"per group ({args.groups}); consensus (mean) decoded with the "
         f"{'/'.join(args.scores)} path score at N_l = {', '.join(map(str, args.paths))} "
         f"(width {b.train_width})"
