@@ -157,7 +157,8 @@ decode_options = bundle(
         metavar="K",
         help="Keep the best paths of which at least one reaches scale K (1/2**K of the input's "
         "side), so that the network sees context: a tight cost target's top paths may all "
-        "stay at full resolution (the mean consensus; not with a budget).",
+        "stay at full resolution (the mean consensus; under a budget, the best set that fits "
+        "and holds such a path).",
     ),
 )
 
@@ -239,6 +240,7 @@ def decode_under_budget(
     score: str = "paper",
     channels: int | None = None,
     candidates: int = 128,
+    min_scale: int = 0,
     **budget: Any,
 ) -> BudgetedDecode | None:
     """The budgeted decode the options ask for (:func:`budget_and_model`), or ``None``."""
@@ -252,7 +254,7 @@ def decode_under_budget(
     cells = decode_cells(state, inputs_per_block)
     return budgeted_decode(
         state, limits, model(cells), paths, candidates, inputs_per_block=inputs_per_block,
-        score=score,
+        score=score, min_scale=min_scale,
     )  # fmt: skip
 
 
@@ -265,8 +267,9 @@ def _one(
 
     paths, inputs, score = how["paths"], how["inputs_per_block"], how["score"]
     chosen = decode_under_budget(
-        state, paths, inputs, score=score, channels=how["channels"], **budget
-    )
+        state, paths, inputs, score=score, channels=how["channels"], min_scale=how["min_scale"],
+        **budget,
+    )  # fmt: skip
     arch = chosen.architecture if chosen else decode(state, paths, inputs, score, how["min_scale"])
     text = str(arch) + (f"\n{chosen.summary()}" if chosen else "")
     payload = {**arch.to_dict(), "diagnostics": diag.to_dict()}
@@ -308,12 +311,12 @@ def _consensus(
 
 def _refuse_mixes(vote: bool, min_scale: int, budget: dict[str, Any]) -> None:
     """Refuse what ``decode`` cannot combine: a budget or ``--min-scale`` with a vote
-    (``--consensus majority`` over several sources), or both together."""
+    (``--consensus majority`` over several sources)."""
     limits = {k for k, v in budget.items() if v is not None} - {"candidates", "latency_device"}
-    if min_scale and (limits or vote):
+    if min_scale and vote:
         raise click.UsageError(
-            "--min-scale decodes the top paths or the mean consensus, not under a budget or by "
-            "a vote: drop --max-* or --consensus majority"
+            "--min-scale decodes the top paths or the mean consensus, not a vote: drop "
+            "--consensus majority"
         )
     if vote and limits:
         raise click.UsageError(
@@ -374,6 +377,7 @@ def decode(
       msnas-graph decode runs/seeds --max-macs 95M --channels 16   # a consensus within a budget
       msnas-graph decode runs/search --channels 64 -o wide.json   # to train it wide
       msnas-graph decode runs/seeds --paths 2 --min-scale 2   # a path down to 1/4 of the side
+      msnas-graph decode runs/deep --paths 4 --min-scale 3 --max-latency-ms 0.8x
     """
     from msnas_graph._util import safe_output
     from msnas_graph.diagnostics import diagnose

@@ -35,9 +35,17 @@ class Problem:
     """The candidates as integer tables, and the union's cost kept up to date incrementally."""
 
     def __init__(
-        self, graph: Supergraph, cands: Sequence[Path], model: CostModel, budget: Budget
+        self,
+        graph: Supergraph,
+        cands: Sequence[Path],
+        model: CostModel,
+        budget: Budget,
+        min_scale: int = 0,
     ) -> None:
         self.k = len(cands)
+        # with min_scale, a set must hold a path that reaches it; last_deep: the last such rank
+        self.deep = [max(p.scales) >= min_scale for p in cands]
+        self.last_deep = max((j for j, d in enumerate(self.deep) if d), default=-1)
         self.sq = quantize([p.path_score for p in cands])
         if any(a < b for a, b in zip(self.sq, self.sq[1:], strict=False)):
             raise DecodeError("candidate paths must be sorted by score, best first")
@@ -130,6 +138,10 @@ class Problem:
     def score(self, chosen: Sequence[int]) -> int:
         return sum(self.sq[j] for j in chosen)
 
+    def deep_in(self, chosen: Sequence[int]) -> bool:
+        """Whether ``chosen`` holds a path that reaches the required scale."""
+        return any(self.deep[j] for j in chosen)
+
 
 class _Stop(Exception):
     pass
@@ -139,6 +151,10 @@ def greedy(prob: Problem, n: int) -> tuple[int, ...] | None:
     """Fill ``n`` paths in rank order while the union fits (or, if that fails, cheapest
     addition first), then swap in better-ranked paths while the union still fits."""
     chosen = _fill(prob, n, by_cost=False) or _fill(prob, n, by_cost=True)
+    if chosen and not prob.deep_in(chosen):
+        for j in chosen:
+            prob.remove(j)
+        chosen = _fill_deep(prob, n)
     if not chosen:
         return None
     improved = True
@@ -151,7 +167,7 @@ def greedy(prob: Problem, n: int) -> tuple[int, ...] | None:
                     continue
                 prob.remove(old)
                 prob.add(j)
-                if prob.fits():
+                if prob.fits() and prob.deep_in([j, *(c for c in chosen if c != old)]):
                     chosen[i] = j
                     chosen.sort()
                     improved = True
@@ -191,6 +207,37 @@ def _fill(prob: Problem, n: int, by_cost: bool) -> list[int]:
     return []
 
 
+def _fill_deep(prob: Problem, n: int) -> list[int]:
+    """The best-ranked path that reaches the required scale and fits alone, then others in
+    rank order while the union fits: ``n`` paths kept in ``prob`` (or none, ``prob`` left
+    empty)."""
+    first = None
+    for d in (j for j in range(prob.k) if prob.deep[j]):
+        prob.add(d)
+        if prob.fits():
+            first = d
+            break
+        prob.remove(d)
+    if first is None:
+        return []
+    chosen = [first]
+    for j in range(prob.k):
+        if len(chosen) == n:
+            break
+        if j == first:
+            continue
+        prob.add(j)
+        if prob.fits():
+            chosen.append(j)
+        else:
+            prob.remove(j)
+    if len(chosen) == n:
+        return sorted(chosen)
+    for j in chosen:
+        prob.remove(j)
+    return []
+
+
 def branch_and_bound(
     prob: Problem, n: int, limit: int, seed: tuple[int, ...] | None
 ) -> tuple[tuple[int, ...] | None, bool, int]:
@@ -202,16 +249,18 @@ def branch_and_bound(
     chosen: list[int] = []
     branches = 0
 
-    def visit(start: int, s: int) -> None:
+    def visit(start: int, s: int, deep: bool) -> None:
         nonlocal best, best_s, branches
         r = n - len(chosen)
         if r == 0:
             t = tuple(chosen)
-            if prob.fits() and (best is None or s > best_s or (s == best_s and t < best)):
+            if deep and prob.fits() and (best is None or s > best_s or (s == best_s and t < best)):
                 best, best_s = t, s
             return
         depth = len(chosen)
         for j in range(start, prob.k - r + 1):
+            if not deep and j > prob.last_deep:
+                break  # no path left that reaches the required scale
             if best is not None:
                 bound = s + prob.prefix[j + r] - prob.prefix[j]
                 if bound < best_s or (bound == best_s and (*chosen, j) > best[: depth + 1]):
@@ -222,12 +271,12 @@ def branch_and_bound(
             prob.add(j)
             if not prob.monotone or prob.fits():
                 chosen.append(j)
-                visit(j + 1, s + prob.sq[j])
+                visit(j + 1, s + prob.sq[j], deep or prob.deep[j])
                 chosen.pop()
             prob.remove(j)
 
     try:
-        visit(0, 0)
+        visit(0, 0, False)
     except _Stop:
         for j in chosen:
             prob.remove(j)

@@ -12,6 +12,9 @@ the budget and whose summed ``path_score`` is highest; the architecture is their
 the cells of :func:`msnas_graph.decode.decode_cells`, built as plain ``decode`` builds it.
 If no ``N_l``-set fits, the best ``N_l - 1``-set is taken, and so on (reported in
 :attr:`BudgetedDecode.n_paths`); if not even one candidate path fits, :class:`DecodeError`.
+With ``min_scale`` only sets that hold a path reaching that scale count (``decode --min-scale``
+under a budget: a tight budget's best set may otherwise keep only full-resolution paths); the
+candidates then also hold the best ``candidates`` paths that reach it.
 The score of a set is the sum of its paths' scores (shared edges count once per path, as in the
 paper's ranking). Ties go to the set whose candidate ranks are lexicographically smallest, so an
 unbounded budget returns exactly plain ``decode``'s top ``N_l`` paths.
@@ -70,7 +73,16 @@ from .errors import DecodeError
 from .genotype import CellGenotype
 from .graph import Edge, Supergraph
 from .kinds import cell_types_of
-from .paths import DEFAULT_SCORE, Path, count_paths, edge_scores, rank_paths, top_k_paths
+from .paths import (
+    DEEP_CANDIDATES,
+    DEFAULT_SCORE,
+    Path,
+    count_paths,
+    edge_scores,
+    rank_paths,
+    top_k_paths,
+    top_paths,
+)
 from .state import SearchState
 
 __all__ = [
@@ -192,6 +204,7 @@ def budgeted_decode(
     score: str = DEFAULT_SCORE,
     among: Collection[tuple[Edge, ...]] | None = None,
     cells: Mapping[str, CellGenotype] | None = None,
+    min_scale: int = 0,
 ) -> BudgetedDecode:
     """Decode ``state`` keeping the best ``paths`` of the top ``candidates`` paths whose union
     fits ``budget`` (see the module doc for the rule, the tie-break and exactness).
@@ -199,7 +212,8 @@ def budgeted_decode(
     ``among`` (paths as edge tuples) replaces the top ``candidates`` with exactly these
     paths, ranked the same way (a consensus decodes among the paths its seeds chose);
     ``cells`` replaces :func:`~msnas_graph.decode.decode_cells`'s cells (``cost_model`` must
-    cost them).
+    cost them). With ``min_scale``, only sets holding a path that reaches that scale count
+    (see the module doc).
 
     ``cost_model`` must cost the cells :func:`~msnas_graph.decode.decode_cells` gives for
     ``inputs_per_block``. ``edge_weight`` (aligned with ``state.graph.edges``) defaults to
@@ -208,28 +222,21 @@ def budgeted_decode(
     :class:`DecodeError` if not even the cheapest candidate path fits (naming its cost), or on
     bad ``paths``/``candidates``.
     """
-    if paths < 1:
-        raise DecodeError(f"number of paths must be at least 1, got {paths}")
-    if candidates < paths:
-        raise DecodeError(
-            f"candidates ({candidates}) must be at least the number of paths ({paths})"
-        )
-    if exact_limit < 0:
-        raise DecodeError(f"exact_limit must not be negative, got {exact_limit}")
+    _check_sizes(paths, candidates, exact_limit)
     graph = state.graph
     w = edge_scores(state, score) if edge_weight is None else edge_weight
-    cands = _candidates(graph, w, candidates, among)
+    plain = top_paths(graph, w, min(paths, count_paths(graph)), min_scale)  # checks min_scale
+    cands = _candidates(graph, w, candidates, among, min_scale)
     k = len(cands)
     order = _rank(cands)
     cands = [cands[i] for i in order]
-    prob = Problem(graph, cands, cost_model, budget)
+    prob = Problem(graph, cands, cost_model, budget, min_scale)
     if budget.max_latency_ms is not None and not prob.has_latency:
         raise DecodeError(
             "the cost model has no latency figures; build it with latency measured "
             "(edge_cost_model(..., latency=True)) to use a latency budget"
         )
-    plain = cands if among is None else top_k_paths(graph, w, min(paths, count_paths(graph)))
-    unconstrained = network_cost({e for p in plain[:paths] for e in p.edges}, cost_model)
+    unconstrained = network_cost({e for p in plain for e in p.edges}, cost_model)
     exact, branches, best = True, 0, None
     for n in range(min(paths, k), 0, -1):
         seed = greedy(prob, n)
@@ -238,7 +245,9 @@ def budgeted_decode(
         if best is not None:
             break
     if best is None:
-        raise DecodeError(_too_small(budget, [network_cost(p.edges, cost_model) for p in cands]))
+        deep = [p for j, p in enumerate(cands) if prob.deep[j]]
+        costs = [network_cost(p.edges, cost_model) for p in deep]
+        raise DecodeError(_too_small(budget, costs, min_scale))
     chosen = [cands[j] for j in best]
     cost = network_cost({e for p in chosen for e in p.edges}, cost_model)
     total = float(sum(p.path_score for p in chosen))
@@ -250,6 +259,7 @@ def budgeted_decode(
         "path_score_sum": total,
         "exact": exact,
         "candidates": k,
+        **({"min_scale": min_scale} if min_scale > 0 else {}),
     }
     if cells is None:
         cells = decode_cells(state, inputs_per_block)
@@ -261,18 +271,41 @@ def budgeted_decode(
     )
 
 
+def _check_sizes(paths: int, candidates: int, exact_limit: int) -> None:
+    if paths < 1:
+        raise DecodeError(f"number of paths must be at least 1, got {paths}")
+    if candidates < paths:
+        raise DecodeError(
+            f"candidates ({candidates}) must be at least the number of paths ({paths})"
+        )
+    if exact_limit < 0:
+        raise DecodeError(f"exact_limit must not be negative, got {exact_limit}")
+
+
 def _candidates(
     graph: Supergraph,
     w: Sequence[float] | np.ndarray,
     candidates: int,
     among: Collection[tuple[Edge, ...]] | None,
+    min_scale: int = 0,
 ) -> list[Path]:
-    """The top ``candidates`` paths, or exactly ``among``, ranked alike."""
-    if among is None:
-        return top_k_paths(graph, w, min(candidates, count_paths(graph)))
-    if not among:
-        raise DecodeError("no candidate paths to decode among")
-    return rank_paths(graph, w, among)
+    """The top ``candidates`` paths, or exactly ``among``, ranked alike; with ``min_scale``
+    also the best ``candidates`` paths that reach it among the top
+    ``max(candidates, DEEP_CANDIDATES)`` (:func:`~msnas_graph.paths.top_paths`' pool)."""
+    if among is not None:
+        if not among:
+            raise DecodeError("no candidate paths to decode among")
+        found = rank_paths(graph, w, among)
+    else:
+        pool = max(candidates, DEEP_CANDIDATES) if min_scale > 0 else candidates
+        ranked = top_k_paths(graph, w, min(pool, count_paths(graph)))
+        found = ranked[:candidates]
+        found += [p for p in ranked[candidates:] if max(p.scales) >= min_scale][:candidates]
+    if min_scale > 0 and not any(max(p.scales) >= min_scale for p in found):
+        raise DecodeError(
+            f"none of the {len(found)} candidate paths reaches scale {min_scale}; lower --min-scale"
+        )
+    return found
 
 
 def _rank(cands: Sequence[Path]) -> list[int]:
@@ -282,7 +315,7 @@ def _rank(cands: Sequence[Path]) -> list[int]:
     return sorted(range(len(cands)), key=lambda i: -sq[i])
 
 
-def _too_small(budget: Budget, costs: Sequence[Cost]) -> str:
+def _too_small(budget: Budget, costs: Sequence[Cost], min_scale: int = 0) -> str:
     cheapest = min(costs, key=lambda c: (c.macs, c.params))
     fix = []
     if budget.max_macs is not None:
@@ -299,7 +332,8 @@ def _too_small(budget: Budget, costs: Sequence[Cost]) -> str:
         if lat < low:
             fix.append(f"--max-latency-ms to at least {low / 1e6:.4g}")
     how = " and ".join(fix) if fix else "--max-macs, --max-params or --max-latency-ms"
+    which = f" that reach scale {min_scale}" if min_scale > 0 else ""
     return (
-        f"the budget ({budget}) is below the cheapest of the top {len(costs)} candidate paths "
-        f"({cheapest}); raise {how}, or consider more paths with --candidates"
+        f"the budget ({budget}) is below the cheapest of the top {len(costs)} candidate paths"
+        f"{which} ({cheapest}); raise {how}, or consider more paths with --candidates"
     )

@@ -296,8 +296,8 @@ def consensus(
     :class:`StateError` for states of different spaces.
     With a ``budget`` (``mean`` only; ``cost_model(cells)`` costs the consensus's cells,
     ``candidates`` as in budgeted decoding) the paths are chosen under it (module doc).
-    With ``min_scale`` (``mean``, no budget), each seed decodes as ``decode(...,
-    min_scale=)`` does and the consensus keeps the best voted set with a path that deep.
+    With ``min_scale`` (``mean``), each seed decodes as ``decode(..., min_scale=)`` (or the
+    budgeted decode) does and the consensus keeps the best voted set with a path that deep.
 
     >>> from msnas_graph.spec import SearchSpace
     >>> space = SearchSpace.preset("quick")
@@ -309,8 +309,8 @@ def consensus(
     _check(states, method, names)
     if budget is not None and (method != "mean" or cost_model is None):
         raise DecodeError("a budget decodes the mean consensus (with a cost model), not a vote")
-    if min_scale > 0 and (method != "mean" or budget is not None):
-        raise DecodeError("min_scale decodes the mean consensus without a budget")
+    if min_scale > 0 and method != "mean":
+        raise DecodeError("min_scale decodes the mean consensus, not a vote")
     m = inputs_per_block
     archs = [decode(s, paths, m, score, min_scale) for s in states]
     cells_seed = [cell_choices(s, m) for s in states]
@@ -327,7 +327,7 @@ def consensus(
         chosen_cells, genotypes, replaced = mean_cells(state, cells_seed, m)
         chosen_nodes = mean_nodes(state, nodes_seed, replaced)
         if budget is not None and cost_model is not None:
-            how = (budget, cost_model(genotypes), paths, m, score, candidates)
+            how = (budget, cost_model(genotypes), paths, m, score, candidates, min_scale)
             archs, budgeted = _budgeted_choice(states, state, genotypes, how, replaced)
             top = list(budgeted.architecture.paths)
             meta.update({k: budgeted.architecture.meta[k] for k in ("budget", "cost", "exact")})
@@ -389,16 +389,16 @@ def _budgeted_choice(
     states: Sequence[SearchState],
     mean: SearchState,
     genotypes: Mapping[str, CellGenotype],
-    how: tuple[Budget, CostModel, int, int | None, str, int],
+    how: tuple[Budget, CostModel, int, int | None, str, int, int],
     replaced: list[str],
 ) -> tuple[list[Architecture], BudgetedDecode]:
     """Each seed's budgeted network, and the mean's budgeted decode among their paths (the
     mean's own budgeted paths that no seed kept are added to ``replaced``)."""
     archs = [_budgeted(s, *how).architecture for s in states]
     voted = {p.edges for a in archs for p in a.paths}
-    own = _budgeted(mean, *how, None, genotypes)
+    own = _budgeted(mean, *how, among=None, cells=genotypes)
     replaced += [f"path {path_text(p)}" for p in own.architecture.paths if p.edges not in voted]
-    return archs, _budgeted(mean, *how, voted, genotypes)
+    return archs, _budgeted(mean, *how, among=voted, cells=genotypes)
 
 
 def _budgeted(
@@ -409,12 +409,13 @@ def _budgeted(
     m: int | None,
     score: str,
     candidates: int,
+    min_scale: int,
     among: set[tuple[Edge, ...]] | None = None,
     cells: Mapping[str, CellGenotype] | None = None,
 ) -> BudgetedDecode:
     return budgeted_decode(
         state, budget, model, paths, candidates, inputs_per_block=m, score=score, among=among,
-        cells=cells,
+        cells=cells, min_scale=min_scale,
     )  # fmt: skip
 
 

@@ -268,7 +268,7 @@ def test_min_scale_keeps_a_path_that_deep(tmp_path: Path) -> None:
     [
         (["--min-scale", "3"], 1, "reach scale 2 at most; give --min-scale 2 or less"),
         (["--min-scale", "-1"], 2, "--min-scale"),
-        (["--min-scale", "1", "--max-macs", "1G"], 2, "not under a budget or by a vote"),
+        (["--min-scale", "2", "--max-macs", "1"], 1, "candidate paths that reach scale 2"),
     ],
 )
 def test_min_scale_errors(tmp_path: Path, extra: list[str], code: int, message: str) -> None:
@@ -276,6 +276,29 @@ def test_min_scale_errors(tmp_path: Path, extra: list[str], code: int, message: 
     assert got == code and message in err, out + err
     if code == 1:
         assert err.count("\n") == 1
+
+
+def test_min_scale_under_a_budget(tmp_path: Path) -> None:
+    flat = _flat_state(tmp_path)
+    code, out, err = run("decode", str(flat), "--paths", "2", "--max-macs", "1G", "--json")
+    assert code == 0, err
+    roomy = json.loads(out)["meta"]["cost"]["macs"]  # the plain top 2: identity edges, cheap
+    out_file = tmp_path / "deep.json"
+    code, out, err = run(
+        "decode", str(flat), "--paths", "2", "--min-scale", "2", "--max-macs", "1G",
+        "-o", str(out_file),
+    )  # fmt: skip
+    assert code == 0 and "never leaves" not in err, err
+    arch = Architecture.load(out_file)
+    assert arch.deepest_scale == 2 and arch.meta["min_scale"] == 2
+    assert arch.meta["cost"]["macs"] > roomy and "budget: max" in out
+    twin = tmp_path / "twin.json"
+    flat.rename(twin)
+    _flat_state(tmp_path)
+    code, _, err = run(
+        "decode", str(flat), str(twin), "--min-scale", "1", "--consensus", "majority"
+    )
+    assert code == 2 and "not a vote" in err, err
 
 
 def test_consensus_of_identical_runs_agrees(state_file: Path, tmp_path: Path) -> None:

@@ -56,13 +56,15 @@ def random_model(space: SearchSpace, seed: int, monotone: bool = True) -> TableC
 
 
 def brute_force(
-    cands: list[Path], budget: Budget, model: TableCostModel, paths: int
+    cands: list[Path], budget: Budget, model: TableCostModel, paths: int, min_scale: int = 0
 ) -> tuple[list[tuple[Fraction, tuple[int, ...]]], int]:
-    """Every fitting subset of the largest size that has one, best first (exact scores,
-    then lexicographic ranks), and that size."""
+    """Every fitting subset (holding a path that reaches ``min_scale``) of the largest size that
+    has one, best first (exact scores, then lexicographic ranks), and that size."""
     for n in range(paths, 0, -1):
         sets = []
         for combo in itertools.combinations(range(len(cands)), n):
+            if not any(max(cands[j].scales) >= min_scale for j in combo):
+                continue
             cost = network_cost({e for j in combo for e in cands[j].edges}, model)
             if budget.allows(cost):
                 score = sum((Fraction(cands[j].path_score) for j in combo), Fraction(0))
@@ -137,6 +139,69 @@ def test_exact_equals_brute_force(
     assert budget.allows(greedy.cost) and greedy.n_paths <= n
     if greedy.n_paths == n:  # relative path scores can be negative: compare equal-size sets
         assert greedy.score <= float(best_score) + 1e-9
+
+
+def _shallow_state(preset: str, seed: int, bias: float) -> SearchState:
+    """A random state whose nodes favour their identity edge by ``bias``, as a tight cost
+    target leaves them: its top paths tend to stay at full resolution."""
+    import numpy as np
+
+    state = SearchState.random(SearchSpace.preset(preset), seed=seed)
+    for node, logits in state.beta_logits.items():
+        kinds = state.layout.beta_kinds(node)
+        state.beta_logits[node] = logits + np.array([bias * (k == "skip") for k in kinds])
+    return state
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    preset=PRESETS,
+    seed=st.integers(0, 10_000),
+    paths=st.integers(1, 3),
+    k=st.integers(3, 12),
+    frac=st.floats(0.0, 1.2),
+    bias=st.floats(0.0, 4.0),
+    deepest=st.booleans(),
+)
+def test_min_scale_under_a_budget_equals_brute_force(
+    preset: str, seed: int, paths: int, k: int, frac: float, bias: float, deepest: bool
+) -> None:
+    from msnas_graph.budget import _candidates
+
+    state = _shallow_state(preset, seed, bias)
+    min_scale = state.space.scales - 1 if deepest else 1
+    model = random_model(state.space, seed)
+    w = edge_scores(state)
+    cands = _candidates(state.graph, w, min(k, count_paths(state.graph)), None, min_scale)
+    cands.sort(key=lambda p: -p.path_score)
+    deep = [p for p in cands if max(p.scales) >= min_scale]
+    assert deep  # the pool always holds paths that reach the scale
+    lo = min(network_cost(p.edges, model).macs for p in deep)
+    hi = network_cost({e for p in cands for e in p.edges}, model).macs
+    budget = Budget(max_macs=int(lo + frac * (hi - lo)))
+    sets, n = brute_force(cands, budget, model, paths, min_scale)
+    decoded = budgeted_decode(state, budget, model, paths, k, min_scale=min_scale)
+    assert sets and decoded.n_paths == n and decoded.exact and budget.allows(decoded.cost)
+    assert decoded.architecture.deepest_scale >= min_scale
+    assert decoded.score == pytest.approx(float(sets[0][0]), abs=1e-9)
+    assert decoded.architecture.meta["min_scale"] == min_scale
+    assert decoded.cost == network_cost(decoded.architecture.edges, model)
+    forced = budgeted_decode(state, budget, model, paths, k, exact_limit=0, min_scale=min_scale)
+    assert forced.architecture.deepest_scale >= min_scale and budget.allows(forced.cost)
+
+
+def test_min_scale_under_a_budget_keeps_a_deep_path_a_plain_budget_drops() -> None:
+    state = _shallow_state("quick", 5, 3.0)
+    model = TableCostModel.simple(state.space)
+    free = budgeted_decode(state, Budget(), model, paths=3, min_scale=2)
+    assert free.architecture == decode(state, paths=3, min_scale=2)
+    assert free.cost == free.unconstrained_cost
+    tight = Budget(max_macs=free.cost.macs)
+    assert budgeted_decode(state, tight, model, paths=3).architecture.deepest_scale < 2
+    kept = budgeted_decode(state, tight, model, paths=3, min_scale=2)
+    assert kept.architecture.deepest_scale == 2 and kept.cost.macs <= free.cost.macs
+    with pytest.raises(DecodeError, match="candidate paths that reach scale 2"):
+        budgeted_decode(state, Budget(max_macs=1), model, paths=3, min_scale=2)
 
 
 @settings(max_examples=15)

@@ -258,3 +258,21 @@ def test_min_scale_consensus_reaches_the_scale_with_voted_paths_only() -> None:
     assert {p.edges for p in r.architecture.paths} <= voted
     with pytest.raises(DecodeError, match="min_scale decodes the mean consensus"):
         consensus(states, paths=2, method="majority", min_scale=2)
+    # under a budget: each seed keeps a path that deep, and so does the consensus
+    from msnas_graph.budget import Budget, budgeted_decode, network_cost
+
+    model = _simple(QUICK)(None)
+    budget = Budget(max_macs=network_cost(r.architecture.edges, model).macs)
+    assert (
+        consensus(
+            states, paths=2, budget=budget, cost_model=_simple(QUICK)
+        ).architecture.deepest_scale
+        < 2
+    )
+    b = consensus(states, paths=2, budget=budget, cost_model=_simple(QUICK), min_scale=2)
+    assert b.architecture.deepest_scale == 2 and b.architecture.meta["min_scale"] == 2
+    assert network_cost(b.architecture.edges, model).macs <= budget.max_macs
+    seeds = [budgeted_decode(s, budget, model, 2, min_scale=2) for s in states]
+    assert all(a.architecture.deepest_scale == 2 for a in seeds)
+    voted = {p.edges for a in seeds for p in a.architecture.paths}
+    assert {p.edges for p in b.architecture.paths} <= voted
