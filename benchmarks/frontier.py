@@ -19,8 +19,9 @@ dataset's size), over ``--train-seeds`` training seeds each:
   ``+lean`` the lean cell glue (no 1x1 preprocess or projection where dense convolutions do
   without; the search's cost table counts it), ``+lean-build`` the darts cells in the search
   and the lean glue in the trained networks (``train --cell-glue lean``), ``+min<k>`` the
-  consensus decoded with ``--min-scale k``; a network that two groups or scores share is
-  trained and counted once.
+  consensus decoded with ``--min-scale k``, ``+blat<F>`` decoded under ``--max-latency-ms Fx``
+  at the training size and width; a network that two groups or scores share is trained and
+  counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
 where the data has a pixel size), params, MACs at the training size, and latency in the
@@ -75,6 +76,7 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     "+lean": {"cell_glue": "lean"},
     "+lean-build": {},  # searched with the darts cells, built lean (build_glue)
     **{f"+min{k}": {} for k in range(1, 5)},  # decoded with --min-scale k (decode_min_scale)
+    **{f"+blat{f}": {} for f in ("0.5", "0.6", "0.7", "0.8", "0.9", "1.0")},  # decode_budget
 }
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
@@ -190,6 +192,33 @@ def decode_min_scale(group: str) -> int:
     """
     found = [k for k in range(1, 5) if f"+min{k}" in group]
     return found[0] if found else 0
+
+
+def decode_budget(group: str) -> float | None:
+    """The ``decode --max-latency-ms Fx`` a group's consensus is decoded under (at the training
+    size and width): ``F`` for the suffix ``+blat<F>``, else ``None``.
+
+    >>> decode_budget("convs+deep+lean-build+min3+blat0.8"), decode_budget("convs")
+    (0.8, None)
+    """
+    found = [k for k in SUFFIXES if k.startswith("+blat") and k in group]
+    return float(found[0].removeprefix("+blat")) if found else None
+
+
+def _budget_args(group: str, space: SearchSpace, b: Budget, width: int) -> dict[str, Any]:
+    """``consensus``'s budget and cost model for a ``+blat<F>`` group: ``F`` times
+    U-Net(``width``)'s eager batch-1 latency at the training size, each part of the network
+    timed alike at ``width`` (darts cells: a lean build is faster than the budget counts)."""
+    frac = decode_budget(group)
+    if frac is None:
+        return {}
+    from msnas_graph.cli.decode import budget_and_model
+
+    found = budget_and_model(
+        space, max_latency_ms=("unet", frac), input_size=b.train_size, channels=width
+    )
+    assert found is not None
+    return {"budget": found[0], "cost_model": found[1]}
 
 
 def _suffixes(group: str) -> tuple[str, dict[str, Any]]:
@@ -466,6 +495,7 @@ def bench(
     notes: list[str] = []
     decisions: list[dict[str, Any]] = []
     spaces: dict[str, SearchSpace] = {}
+    budgets: dict[tuple[str, int], dict[str, Any]] = {}
     for g in groups:
         states = [
             SearchState.load(Path(r) / "state.json")
@@ -477,9 +507,12 @@ def bench(
             decisions.append({"search": f"{g} s{s}", "decisions": diagnose(st, paths=3).summary()})
         for score in args.scores:
             for n, w in variants(args.paths, args.widths, b.train_width, args.width_paths):
+                if (g, w) not in budgets:  # timed once per group and width
+                    budgets[(g, w)] = _budget_args(g, spaces[g], b, w)
                 agree = consensus(
-                    states, paths=n, method="mean", score=score, min_scale=decode_min_scale(g)
-                )
+                    states, paths=n, method="mean", score=score, min_scale=decode_min_scale(g),
+                    **budgets[(g, w)],
+                )  # fmt: skip
                 arch = agree.architecture
                 if build_glue(g):
                     arch = arch.with_cell_glue(build_glue(g))
@@ -710,7 +743,7 @@ def main() -> None:
         + ". Searches: space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups "
         "6 x 4, `+1b` 1 block, `+noskip` no identity edges, `+lean` the lean cell glue, "
         "`+lean-build` darts cells searched, lean cells trained, `+min<k>` decoded with "
-        "`--min-scale k`) at "
+        "`--min-scale k`, `+blat<F>` under `--max-latency-ms Fx` at the training size) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps (architecture lr "
         f"{b.arch_lr or 'automatic, 2 / the phase steps'}), batch {b.batch_size}, "
