@@ -20,8 +20,8 @@ dataset's size), over ``--train-seeds`` training seeds each:
   without; the search's cost table counts it), ``+lean-build`` the darts cells in the search
   and the lean glue in the trained networks (``train --cell-glue lean``), ``+min<k>`` the
   consensus decoded with ``--min-scale k``, ``+blat<F>`` decoded under ``--max-latency-ms Fx``
-  at the training size and width; a network that two groups or scores share is trained and
-  counted once.
+  at the training size and width, ``+gumbel`` searched with ``--path-sampling gumbel``; a
+  network that two groups or scores share is trained and counted once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
 where the data has a pixel size), params, MACs at the training size, and latency in the
@@ -77,6 +77,7 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     "+lean-build": {},  # searched with the darts cells, built lean (build_glue)
     **{f"+min{k}": {} for k in range(1, 5)},  # decoded with --min-scale k (decode_min_scale)
     **{f"+blat{f}": {} for f in ("0.5", "0.6", "0.7", "0.8", "0.9", "1.0")},  # decode_budget
+    "+gumbel": {},  # searched with --path-sampling gumbel (search_config)
 }
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
@@ -321,6 +322,7 @@ def search_config(
         space=space, input_size=b.search_size, epochs=(1, 1), warmup_steps=b.warmup_steps,
         arch_steps=b.arch_steps, arch_lr=b.arch_lr, max_steps_per_epoch=b.search_steps_per_epoch,
         batch_size=b.batch_size, seed=seed, device="cpu", paths=3, **data, **cost,
+        path_sampling="gumbel" if "+gumbel" in group else "softmax",
     )  # fmt: skip
 
 
@@ -743,7 +745,8 @@ def main() -> None:
         + ". Searches: space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups "
         "6 x 4, `+1b` 1 block, `+noskip` no identity edges, `+lean` the lean cell glue, "
         "`+lean-build` darts cells searched, lean cells trained, `+min<k>` decoded with "
-        "`--min-scale k`, `+blat<F>` under `--max-latency-ms Fx` at the training size) at "
+        "`--min-scale k`, `+blat<F>` under `--max-latency-ms Fx` at the training size, "
+        "`+gumbel` searched with `--path-sampling gumbel`) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps (architecture lr "
         f"{b.arch_lr or 'automatic, 2 / the phase steps'}), batch {b.batch_size}, "

@@ -96,6 +96,13 @@ memory_option = click.option(
     help="The supernet's memory mode: fast (default; stores the activations) or low "
     "(recomputes every cell in the backward pass: about 1/10 of the memory, 1.7x the time).",
 )
+path_sampling_option = click.option(
+    "--path-sampling",
+    type=click.Choice(["softmax", "gumbel"]),
+    help="The network phase: softmax (default; the paper: each node sums its inputs weighted "
+    "by softmax(beta)) or gumbel (each training step runs one sampled input per node, so the "
+    "loss tells paths apart; GDAS, FBNet).",
+)
 #: Deprecated (one release): ``--memory low``.
 checkpoint_option = click.option("--checkpoint", is_flag=True, hidden=True)
 
@@ -125,6 +132,7 @@ search_options = run_options(
     memory_option,
     checkpoint_option,
     cost_options,
+    path_sampling_option,
 )
 
 #: ``train``: RUN_DIR, the model and its optimisation, then the shared run options.

@@ -267,6 +267,9 @@ class Supernet(nn.Module):
         self._factor = 2 ** max(n.scale for n in graph.nodes)
         self._fixed: ArchWeights | None = None
         self.memory = memory
+        #: While set and in training mode, :meth:`forward` samples one input per node (see
+        #: :meth:`sampled_weights`) instead of weighting them all; ``None``: the paper's sum.
+        self.sample_beta: float | None = None
 
     @property
     def memory(self) -> str:
@@ -335,6 +338,27 @@ class Supernet(nn.Module):
             },
         )
 
+    def sampled_weights(self, tau: float) -> ArchWeights:
+        """:meth:`arch_weights` with each node's ``beta`` replaced by a hard Gumbel-softmax
+        sample of its logits (one-hot forward, the soft sample's gradient backward: GDAS,
+        FBNet's straight-through estimator): the forward pass runs a single path through the
+        trellis, so the loss, and the logits' gradient, depend on which path it is. Under
+        ``softmax(beta)`` the supernet's other edges make up for a weak one and the network
+        weights barely learn which path is better.
+
+        >>> net = build_supernet(SearchSpace.preset("tiny"))
+        >>> w = net.sampled_weights(1.0)
+        >>> sorted({float(v.sum()) for v in w.beta.values()}), all(
+        ...     set(v.tolist()) <= {0.0, 1.0} for v in w.beta.values())
+        ([1.0], True)
+        """
+        w = self.arch_weights()
+        beta = {
+            n: nn.functional.gumbel_softmax(self.beta_logits[k], tau=tau, hard=True)
+            for n, k in zip(self._nodes, self._beta_keys, strict=True)
+        }
+        return ArchWeights(alpha=w.alpha, p=w.p, beta=beta)
+
     @staticmethod
     def _logits(table: nn.ModuleDict, cell_type: str) -> nn.ParameterList:
         return cast(nn.ParameterList, table[cell_type])
@@ -359,12 +383,16 @@ class Supernet(nn.Module):
 
         ``weights`` (post-softmax, see :class:`ArchWeights`) overrides the architecture
         parameters for this call; otherwise the weights set by :meth:`fix_weights`, otherwise
-        ``softmax`` of the logits (computed once per call and per cell type).
+        ``softmax`` of the logits (computed once per call and per cell type), with ``beta``
+        sampled (:meth:`sampled_weights`) in training mode while :attr:`sample_beta` is set.
         """
         check_input(x, self.space.in_channels, self.space.spatial_dims, self._factor, "supernet")
         if weights is not None:
             weights.check(self.space, self.graph)
-        w = weights or self._fixed or self.arch_weights()
+        sample = self.sample_beta if self.training else None
+        w = weights or self._fixed
+        if w is None:
+            w = self.arch_weights() if sample is None else self.sampled_weights(sample)
         whole = self.training and torch.is_grad_enabled() and self.memory == "low"
         memo: _Memo = {}
 

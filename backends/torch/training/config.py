@@ -42,6 +42,7 @@ __all__ = [
     "MAX_EPOCHS",
     "MAX_STEPS",
     "OPTIMIZERS",
+    "PATH_SAMPLING",
     "RunConfig",
     "SearchConfig",
     "TrainConfig",
@@ -51,6 +52,11 @@ __all__ = [
 
 AMP_MODES = ("none", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adam")
+#: How the network phase weighs a node's inputs (:attr:`SearchConfig.path_sampling`).
+PATH_SAMPLING = ("softmax", "gumbel")
+#: The Gumbel-softmax temperature of ``path_sampling="gumbel"`` (the forward pass is one-hot
+#: whatever it is; it shapes the straight-through gradient).
+GUMBEL_TAU = 1.0
 
 
 def _check_common(cfg: Any, where: str) -> None:
@@ -128,6 +134,11 @@ class SearchConfig(RunConfig):
         cost_channels: the base width the cost is measured at: the width the network will
             be trained at (search narrow, train wide; default the space's ``channels``). The
             input size is the search's ``input_size``.
+        path_sampling: ``"softmax"`` (the paper: each node sums its inputs weighted by
+            ``softmax(beta)``) or ``"gumbel"``: in the network phase each training forward pass
+            samples one input per node (hard Gumbel-softmax, straight-through; GDAS, FBNet), so
+            the supernet runs one path and the loss tells paths apart
+            (:meth:`~msnas_graph.backends.torch.nn.supernet.Supernet.sampled_weights`).
 
     ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``memory`` may change when
     the run is resumed; any other difference is refused.
@@ -167,6 +178,7 @@ class SearchConfig(RunConfig):
     cost_target: float | None = None
     cost_target_unet: float | None = None
     cost_channels: int | None = None
+    path_sampling: str = "softmax"
 
     #: What a ``config.json`` written before the schedule fields existed meant: no warm-up.
     LEGACY: ClassVar[dict[str, Any]] = {"warmup": 0}
@@ -213,6 +225,9 @@ class SearchConfig(RunConfig):
             raise RunError(f"{where}: paths={self.paths} must be at least 1")
         if self.memory not in MEMORY_MODES:
             raise RunError(f"{where}: {unknown_name('memory mode', self.memory, MEMORY_MODES)}")
+        if self.path_sampling not in PATH_SAMPLING:
+            kind = "path sampling"
+            raise RunError(f"{where}: {unknown_name(kind, self.path_sampling, PATH_SAMPLING)}")
         self._check_schedule(where)
         self._check_cost(where)
 

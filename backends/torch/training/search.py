@@ -42,7 +42,7 @@ from msnas_graph.backends.torch.limits import check_supernet
 from msnas_graph.backends.torch.losses import DiceCELoss
 from msnas_graph.backends.torch.nn.supernet import Supernet
 from msnas_graph.backends.torch.plots import draw_run_plots
-from msnas_graph.backends.torch.training.config import SearchConfig
+from msnas_graph.backends.torch.training.config import GUMBEL_TAU, SearchConfig
 from msnas_graph.backends.torch.training.loop import (
     EpochCallback,
     EpochLoop,
@@ -345,10 +345,12 @@ class SearchStep:
         a_iter: Iterator[Any] | None = None
         w_total = a_total = 0.0
         n_arch = 0
+        gumbel = self.config.path_sampling == "gumbel"
         try:
             for i, global_step in enumerate(steps, start=1):
                 xw, yw = next(w_iter)
                 phase = self.schedule.phase(global_step)
+                self.model.sample_beta = GUMBEL_TAU if gumbel and phase == "network" else None
                 if phase != "warmup":
                     if a_iter is None:
                         a_iter = iter(self.loaders["arch"][0])
@@ -361,6 +363,7 @@ class SearchStep:
                 bar.set_postfix(loss=f"{value_w:.4f}", phase=phase)
         finally:
             bar.close()
+            self.model.sample_beta = None  # validation and decoding weigh every input
             for p in arch_params:
                 p.requires_grad_(True)
         return w_total / max(len(steps), 1), (a_total / n_arch if n_arch else None), n_arch
