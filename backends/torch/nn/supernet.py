@@ -267,8 +267,7 @@ class Supernet(nn.Module):
         self._factor = 2 ** max(n.scale for n in graph.nodes)
         self._fixed: ArchWeights | None = None
         self.memory = memory
-        #: While set and in training mode, :meth:`forward` samples one input per node (see
-        #: :meth:`sampled_weights`) instead of weighting them all; ``None``: the paper's sum.
+        #: Set (a temperature), training forwards sample one input per node (sampled_weights)
         self.sample_beta: float | None = None
 
     @property
@@ -339,12 +338,10 @@ class Supernet(nn.Module):
         )
 
     def sampled_weights(self, tau: float) -> ArchWeights:
-        """:meth:`arch_weights` with each node's ``beta`` replaced by a hard Gumbel-softmax
-        sample of its logits (one-hot forward, the soft sample's gradient backward: GDAS,
-        FBNet's straight-through estimator): the forward pass runs a single path through the
-        trellis, so the loss, and the logits' gradient, depend on which path it is. Under
-        ``softmax(beta)`` the supernet's other edges make up for a weak one and the network
-        weights barely learn which path is better.
+        """:meth:`arch_weights` with each node's ``beta`` a hard Gumbel-softmax sample of its
+        logits (one-hot forward, straight-through gradient; GDAS, FBNet): the pass runs one path
+        through the trellis, so the loss depends on which (under ``softmax(beta)`` the other
+        edges make up for a weak one and ``beta`` barely learns).
 
         >>> net = build_supernet(SearchSpace.preset("tiny"))
         >>> w = net.sampled_weights(1.0)
@@ -390,9 +387,8 @@ class Supernet(nn.Module):
         if weights is not None:
             weights.check(self.space, self.graph)
         sample = self.sample_beta if self.training else None
-        w = weights or self._fixed
-        if w is None:
-            w = self.arch_weights() if sample is None else self.sampled_weights(sample)
+        w = weights or self._fixed or (self.sampled_weights(sample) if sample else None)
+        w = w or self.arch_weights()
         whole = self.training and torch.is_grad_enabled() and self.memory == "low"
         memo: _Memo = {}
 
