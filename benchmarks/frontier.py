@@ -213,13 +213,16 @@ def _budget_args(group: str, space: SearchSpace, b: Budget, width: int) -> dict[
     frac = decode_budget(group)
     if frac is None:
         return {}
-    from msnas_graph.cli.decode import budget_and_model
+    from msnas_graph.backends.torch.cost_model import edge_cost_model, unet_cost
+    from msnas_graph.budget import Budget
 
-    found = budget_and_model(
-        space, max_latency_ms=("unet", frac), input_size=b.train_size, channels=width
-    )
-    assert found is not None
-    return {"budget": found[0], "cost_model": found[1]}
+    wide, size = space.replace(channels=width), b.train_size
+    limit = frac * unet_cost(wide, size, latency=True).latency_ms
+    print(f"[{group}] decode budget: {frac}x U-Net({width})'s eager latency = {limit:.3f} ms")
+    return {
+        "budget": Budget(max_latency_ms=limit),
+        "cost_model": lambda cells: edge_cost_model(cells, wide, size, latency=True),
+    }
 
 
 def _suffixes(group: str) -> tuple[str, dict[str, Any]]:
