@@ -149,7 +149,8 @@ class _Stop(Exception):
 
 def greedy(prob: Problem, n: int) -> tuple[int, ...] | None:
     """Fill ``n`` paths in rank order while the union fits (or, if that fails, cheapest
-    addition first), then swap in better-ranked paths while the union still fits."""
+    addition first; or, if the set must hold a deep path and does not, from the best deep path
+    that fits), then swap in better-ranked paths while the union still fits (and stays deep)."""
     chosen = _fill(prob, n, by_cost=False) or _fill(prob, n, by_cost=True)
     if chosen and not prob.deep_in(chosen):
         for j in chosen:
