@@ -101,7 +101,8 @@ path_sampling_option = click.option(
     type=click.Choice(["softmax", "gumbel"]),
     help="The network phase: softmax (default; the paper: each node sums its inputs weighted "
     "by softmax(beta)) or gumbel (each training step runs one sampled input per node, so the "
-    "loss tells paths apart; GDAS, FBNet).",
+    "loss tells paths apart; GDAS, FBNet): for accuracy-only searches of deep spaces; with a "
+    "cost target the cost won on HC18 (README).",
 )
 #: Deprecated (one release): ``--memory low``.
 checkpoint_option = click.option("--checkpoint", is_flag=True, hidden=True)
