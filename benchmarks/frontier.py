@@ -184,6 +184,18 @@ def network_key(arch: Any, width: int) -> str:
     )
 
 
+def trained_other(run: Path, source: str, width: int) -> bool:
+    """Whether the finished training run in ``run`` trained another network than the
+    architecture file ``source`` at ``width`` (a U-Net source is never checked)."""
+    if source.startswith("unet") or not (run / "DONE").is_file():
+        return False
+    from msnas_graph.architecture import Architecture
+
+    trained = json.loads((run / "model.json").read_text())["architecture"]
+    mine = network_key(Architecture.load(source), width)
+    return network_key(Architecture.from_dict(trained), width) != mine
+
+
 def decode_min_scale(group: str) -> int:
     """The ``decode --min-scale`` a group's consensus is decoded with: ``k`` for the suffix
     ``+min<k>`` (the same searches, each kept set with a path down to scale ``k``), else 0.
@@ -560,6 +572,12 @@ def bench(
         tag = m.replace(", ", "_d").replace(" ", "_").replace("(", "").replace(")", "")
         return str(out / f"train_{tag}_s{s}_{steps}")
 
+    for m, s, st in tasks:  # a finished run of another network under this name is refused
+        if trained_other(Path(run_dir(m, s, st)), *models[m]):
+            sys.exit(
+                f"frontier: {run_dir(m, s, st)} trained another network than {models[m][0]} "
+                "now holds (the searches changed); give another --out"
+            )
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
         results = list(pool.map(
             run_train, [models[m][0] for m, _, _ in tasks], [models[m][1] for m, _, _ in tasks],
