@@ -30,6 +30,7 @@ from .options import (
     max_steps_option,
     out_dir_option,
     overwrite_option,
+    path_sampling_option,
     paths_option,
     progress_option,
     resolve_cost_target,
@@ -95,14 +96,6 @@ memory_option = click.option(
     type=click.Choice(["fast", "low"]),
     help="The supernet's memory mode: fast (default; stores the activations) or low "
     "(recomputes every cell in the backward pass: about 1/10 of the memory, 1.7x the time).",
-)
-path_sampling_option = click.option(
-    "--path-sampling",
-    type=click.Choice(["softmax", "gumbel"]),
-    help="The network phase: softmax (default; the paper: each node sums its inputs weighted "
-    "by softmax(beta)) or gumbel (each training step runs one sampled input per node, so the "
-    "loss tells paths apart; GDAS, FBNet): for accuracy-only searches of deep spaces; with a "
-    "cost target the cost won on HC18 (README).",
 )
 #: Deprecated (one release): ``--memory low``.
 checkpoint_option = click.option("--checkpoint", is_flag=True, hidden=True)
