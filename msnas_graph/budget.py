@@ -77,11 +77,13 @@ from .paths import (
     DEEP_CANDIDATES,
     DEFAULT_SCORE,
     Path,
+    check_min_scale,
     count_paths,
     edge_scores,
     rank_paths,
     top_k_paths,
     top_paths,
+    with_min_scale,
 )
 from .state import SearchState
 
@@ -225,8 +227,9 @@ def budgeted_decode(
     _check_sizes(paths, candidates, exact_limit)
     graph = state.graph
     w = edge_scores(state, score) if edge_weight is None else edge_weight
-    plain = top_paths(graph, w, min(paths, count_paths(graph)), min_scale)  # checks min_scale
+    check_min_scale(graph, min_scale)
     cands = _candidates(graph, w, candidates, among, min_scale)
+    plain = _plain(graph, w, cands, paths, among is None, min_scale)
     k = len(cands)
     order = _rank(cands)
     cands = [cands[i] for i in order]
@@ -269,6 +272,22 @@ def budgeted_decode(
     return BudgetedDecode(
         arch, cost, total, exact, len(chosen), paths, k, budget, unconstrained, branches
     )
+
+
+def _plain(
+    graph: Supergraph,
+    w: Sequence[float] | np.ndarray,
+    cands: list[Path],
+    paths: int,
+    top: bool,
+    min_scale: int,
+) -> list[Path]:
+    """What plain ``decode`` keeps: taken from ``cands`` when they are ``top_k_paths``' (in
+    order, ``top``), else decoded."""
+    if not top:
+        return top_paths(graph, w, min(paths, count_paths(graph)), min_scale)
+    n = min(paths, len(cands))
+    return with_min_scale(cands, n, min_scale) if min_scale > 0 else cands[:n]
 
 
 def _check_sizes(paths: int, candidates: int, exact_limit: int) -> None:

@@ -285,6 +285,16 @@ def with_min_scale(ranked: Sequence[Path], paths: int, min_scale: int) -> list[P
     return [*top[: paths - 1], deep]
 
 
+def check_min_scale(graph: Supergraph, min_scale: int) -> None:
+    """A one-line :class:`DecodeError` when no path of ``graph`` can reach ``min_scale``."""
+    deepest = max(n.scale for n in graph.nodes)
+    if min_scale > deepest:
+        raise DecodeError(
+            f"min_scale={min_scale}: the space's paths reach scale {deepest} at most; give "
+            f"--min-scale {deepest} or less"
+        )
+
+
 def top_paths(
     graph: Supergraph, edge_weight: Sequence[float] | np.ndarray, paths: int, min_scale: int = 0
 ) -> list[Path]:
@@ -293,12 +303,7 @@ def top_paths(
     decoded network then sees at least ``1 / 2**min_scale`` of the input's side."""
     if min_scale <= 0:
         return top_k_paths(graph, edge_weight, paths)
-    deepest = max(n.scale for n in graph.nodes)
-    if min_scale > deepest:
-        raise DecodeError(
-            f"min_scale={min_scale}: the space's paths reach scale {deepest} at most; give "
-            f"--min-scale {deepest} or less"
-        )
+    check_min_scale(graph, min_scale)
     k = min(count_paths(graph), max(paths, DEEP_CANDIDATES))
     return with_min_scale(top_k_paths(graph, edge_weight, k), paths, min_scale)
 
