@@ -20,8 +20,10 @@ dataset's size), over ``--train-seeds`` training seeds each:
   without; the search's cost table counts it), ``+lean-build`` the darts cells in the search
   and the lean glue in the trained networks (``train --cell-glue lean``), ``+min<k>`` the
   consensus decoded with ``--min-scale k``, ``+blat<F>`` decoded under ``--max-latency-ms Fx``
-  at the training size and width, ``+gumbel`` searched with ``--path-sampling gumbel``; a
-  network that two groups or scores share is trained and counted once.
+  at the training size and width (``+bmacs<F>``: ``--max-macs Fx``; both counted in the glue
+  the network is built with, ``decode --cell-glue``), ``+gumbel`` searched with
+  ``--path-sampling gumbel``; a network that two groups or scores share is trained and counted
+  once.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
 where the data has a pixel size), params, MACs at the training size, and latency in the
@@ -68,6 +70,7 @@ from msnas_graph.state import SearchState  # noqa: E402
 
 DENSE_OPS = ["conv_3x3", "conv_3x3_dil2", "avg_pool_3x3", "skip_connect", "none"]
 CONV_OPS = ["conv_3x3", "conv_3x3_dil2", "none"]  # no free operation for the cost to choose
+BUDGET_FRACTIONS = ("0.5", "0.6", "0.7", "0.8", "0.9", "1.0")
 #: Group suffixes and the space fields they set (group_ops).
 SUFFIXES: dict[str, dict[str, Any]] = {
     "+deep": {"layers": 6, "scales": 4},
@@ -76,7 +79,7 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     "+lean": {"cell_glue": "lean"},
     "+lean-build": {},  # searched with the darts cells, built lean (build_glue)
     **{f"+min{k}": {} for k in range(1, 5)},  # decoded with --min-scale k (decode_min_scale)
-    **{f"+blat{f}": {} for f in ("0.5", "0.6", "0.7", "0.8", "0.9", "1.0")},  # decode_budget
+    **{f"+b{k}{f}": {} for k in ("lat", "macs") for f in BUDGET_FRACTIONS},  # decode_budget
     "+gumbel": {},  # searched with --path-sampling gumbel (search_config)
 }
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
@@ -207,33 +210,42 @@ def decode_min_scale(group: str) -> int:
     return found[0] if found else 0
 
 
-def decode_budget(group: str) -> float | None:
-    """The ``decode --max-latency-ms Fx`` a group's consensus is decoded under (at the training
-    size and width): ``F`` for the suffix ``+blat<F>``, else ``None``.
+def decode_budget(group: str) -> tuple[str, float] | None:
+    """The budget a group's consensus is decoded under (at the training size and width, in
+    the glue it is built with): ``("lat", F)``, ``decode --max-latency-ms Fx``, for the suffix
+    ``+blat<F>``; ``("macs", F)``, ``--max-macs Fx``, for ``+bmacs<F>``; else ``None``.
 
     >>> decode_budget("convs+deep+lean-build+min3+blat0.8"), decode_budget("convs")
-    (0.8, None)
+    (('lat', 0.8), None)
+    >>> decode_budget("convs+deep+lean-build+bmacs0.7+gumbel")
+    ('macs', 0.7)
     """
-    found = [k for k in SUFFIXES if k.startswith("+blat") and k in group]
-    return float(found[0].removeprefix("+blat")) if found else None
+    found = [k for k in SUFFIXES if k.startswith(("+blat", "+bmacs")) and k in group]
+    if not found:
+        return None
+    kind = found[0][2:].rstrip("0123456789.")
+    return kind, float(found[0].removeprefix(f"+b{kind}"))
 
 
 def _budget_args(group: str, space: SearchSpace, b: Budget, width: int) -> dict[str, Any]:
-    """``consensus``'s budget and cost model for a ``+blat<F>`` group: ``F`` times
-    U-Net(``width``)'s eager batch-1 latency at the training size, each part of the network
-    timed alike at ``width`` (darts cells: a lean build is faster than the budget counts)."""
-    frac = decode_budget(group)
-    if frac is None:
+    """``consensus``'s budget and cost model for a ``+blat<F>`` or ``+bmacs<F>`` group: ``F``
+    times U-Net(``width``)'s eager batch-1 latency (or MACs) at the training size, each part
+    of the network timed (counted) alike at ``width`` in ``space``'s cell glue (the build's:
+    ``decode --cell-glue``)."""
+    found = decode_budget(group)
+    if found is None:
         return {}
     from msnas_graph.backends.torch.cost_model import edge_cost_model, unet_cost
     from msnas_graph.budget import Budget
 
+    (kind, frac), timed = found, found[0] == "lat"
     wide, size = space.replace(channels=width), b.train_size
-    limit = frac * unet_cost(wide, size, latency=True).latency_ms
-    print(f"[{group}] decode budget: {frac}x U-Net({width})'s eager latency = {limit:.3f} ms")
+    unet = unet_cost(wide, size, latency=timed)
+    limit = frac * (unet.latency_ms if timed else unet.macs)
+    print(f"[{group}] decode budget: {frac}x U-Net({width})'s {kind} = {limit:.4g}")
     return {
-        "budget": Budget(max_latency_ms=limit),
-        "cost_model": lambda cells: edge_cost_model(cells, wide, size, latency=True),
+        "budget": Budget(max_latency_ms=limit) if timed else Budget(max_macs=round(limit)),
+        "cost_model": lambda cells: edge_cost_model(cells, wide, size, latency=timed),
     }
 
 
@@ -298,11 +310,12 @@ def _arch_macs(arch: Any, b: Budget) -> int:
 
 def _random_models(
     space: SearchSpace, ref: str, models: dict[str, tuple[str, int]], count: int, score: str,
-    b: Budget, out: Path, glue: str | None = None,
+    b: Budget, out: Path, glue: str | None = None, paths: int = 3,
 ) -> list[str]:  # fmt: skip
-    """Add ``count`` random architectures of ``space`` (a search group's) whose MACs lie
-    within ``MACS_TOLERANCE`` of model ``ref``'s (the first ``count`` such random states,
-    seeds 1000, 1001, ...) to ``models``; returns their names. MACs are matched as searched
+    """Add ``count`` random architectures of ``space`` (a search group's), decoded at
+    ``paths`` (``ref``'s N_l), whose MACs lie within ``MACS_TOLERANCE`` of model ``ref``'s
+    (the first ``count`` such random states, seeds 1000, 1001, ...) to ``models``; returns
+    their names. MACs are matched as searched
     (in ``space``'s cell glue); with ``glue`` (a ``+lean-build`` group's) both sides are then
     built with it, so the random architectures are the ones a darts-built comparison picks."""
     from msnas_graph.architecture import Architecture
@@ -313,10 +326,10 @@ def _random_models(
     for seed in range(1000, 1000 + 50 * count):
         if len(names) == count:
             break
-        arch = decode(SearchState.random(space, seed=seed), paths=3, score=score)
+        arch = decode(SearchState.random(space, seed=seed), paths=paths, score=score)
         if abs(_arch_macs(arch, b) / target - 1) > MACS_TOLERANCE:
             continue
-        tag = f"r{seed}" + (f"+{glue}" if glue else "")
+        tag = f"r{seed}" + ("" if paths == 3 else f"_N{paths}") + (f"+{glue}" if glue else "")
         path = out / f"arch_random_{tag}.json"
         (arch.with_cell_glue(glue) if glue else arch).save(path)
         names.append(f"random {tag}")
@@ -520,19 +533,19 @@ def bench(
             if gg == g
         ]
         spaces[g] = states[0].space
+        glue = build_glue(g)  # decoded (and any budget counted) in the glue it is built with
+        built = [st.with_cell_glue(glue) for st in states] if glue else states
         for s, st in enumerate(states):
             decisions.append({"search": f"{g} s{s}", "decisions": diagnose(st, paths=3).summary()})
         for score in args.scores:
             for n, w in variants(args.paths, args.widths, b.train_width, args.width_paths):
                 if (g, w) not in budgets:  # timed once per group and width
-                    budgets[(g, w)] = _budget_args(g, spaces[g], b, w)
+                    budgets[(g, w)] = _budget_args(g, built[0].space, b, w)
                 agree = consensus(
-                    states, paths=n, method="mean", score=score, min_scale=decode_min_scale(g),
+                    built, paths=n, method="mean", score=score, min_scale=decode_min_scale(g),
                     **budgets[(g, w)],
                 )  # fmt: skip
-                arch = agree.architecture
-                if build_glue(g):
-                    arch = arch.with_cell_glue(build_glue(g))
+                arch = agree.architecture  # in the build's glue (``built``)
                 key = model_name(g, score, n, w, b.train_width)
                 net = network_key(arch, w)
                 if net in shared:
@@ -547,14 +560,15 @@ def bench(
                     notes.append(f"{g} ({score}): {agree.summary()}")
     random_sets: list[dict[str, Any]] = []  # per random group: its reference and randoms
     random_groups = [g for g in args.random_group.split(",") if g] or groups[:1]
+    rn = 3 if 3 in args.paths else args.paths[0]  # the N_l of the reference and the randoms
     for rg in random_groups if args.randoms else []:
-        ref = used[(rg, args.scores[0], 3, b.train_width)]
+        ref = used[(rg, args.scores[0], rn, b.train_width)]
         names = _random_models(
-            spaces[rg], ref, models, args.randoms, args.scores[0], b, out, build_glue(rg)
+            spaces[rg], ref, models, args.randoms, args.scores[0], b, out, build_glue(rg), rn
         )
         random_sets.append({"group": rg, "ref": ref, "randoms": names})
         notes.append(
-            f"random: {len(names)} random states of `{rg}`'s operation set decoded at N_l = 3 "
+            f"random: {len(names)} random states of `{rg}`'s operation set decoded at N_l = {rn} "
             f"({args.scores[0]} score), MACs within {MACS_TOLERANCE:.0%} of `{ref}`'s as "
             f"searched{f', built {build_glue(rg)}' if build_glue(rg) else ''}"
         )
@@ -766,7 +780,8 @@ def main() -> None:
         + ". Searches: space `quick` (4 layers x 3 scales, width 8, 2 blocks; `+deep` groups "
         "6 x 4, `+1b` 1 block, `+noskip` no identity edges, `+lean` the lean cell glue, "
         "`+lean-build` darts cells searched, lean cells trained, `+min<k>` decoded with "
-        "`--min-scale k`, `+blat<F>` under `--max-latency-ms Fx` at the training size, "
+        "`--min-scale k`, `+blat<F>` under `--max-latency-ms Fx` (`+bmacs<F>`: `--max-macs Fx`) "
+        "at the training size, in the build's glue, "
         "`+gumbel` searched with `--path-sampling gumbel`) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps (architecture lr "

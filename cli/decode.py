@@ -160,6 +160,14 @@ decode_options = bundle(
         "stay at full resolution (the mean consensus; under a budget, the best set that fits "
         "and holds such a path).",
     ),
+    click.option(
+        "--cell-glue",
+        type=click.Choice(["darts", "lean"]),
+        help="Build the decoded cells with this glue (default: the searched space's): lean "
+        "leaves out the 1x1 preprocess and projection where dense convolutions can do "
+        "without (faster). A budget then counts the network so built, and the architecture "
+        "file carries the glue to `train`.",
+    ),
 )
 
 
@@ -354,6 +362,7 @@ def decode(
     score: str,
     method: str,
     min_scale: int,
+    cell_glue: str | None,
     dot_timeout: float,
     max_dot_elements: int,
     **budget: Any,
@@ -378,6 +387,7 @@ def decode(
       msnas-graph decode runs/search --channels 64 -o wide.json   # to train it wide
       msnas-graph decode runs/seeds --paths 2 --min-scale 2   # a path down to 1/4 of the side
       msnas-graph decode runs/deep --paths 4 --min-scale 3 --max-latency-ms 0.8x
+      msnas-graph decode runs/deep --cell-glue lean --max-macs 0.7x --input-size 128
     """
     from msnas_graph._util import safe_output
     from msnas_graph.diagnostics import diagnose
@@ -388,6 +398,8 @@ def decode(
     sources = _expand_seeds(sources)
     _refuse_mixes(len(sources) > 1 and method != "mean", min_scale, budget)
     states = load_states(sources)
+    if cell_glue is not None:
+        states = [s.with_cell_glue(cell_glue) for s in states]
     for target in (output, render_path):  # refuse a bad output (an input too) before writing
         if target:
             safe_output(target)

@@ -109,6 +109,24 @@ class SearchState(Document):
         alpha, p, beta = ParameterLayout(space, graph).filled(fill)
         return cls(space, alpha, p, beta, graph=graph)
 
+    def with_cell_glue(self, glue: str) -> SearchState:
+        """The same weights over a space whose final network wraps its cells in ``glue``
+        (:attr:`~msnas_graph.spec.SearchSpace.cell_glue`): what it decodes to is built with
+        that glue, and a budgeted decode counts that glue's cost.
+
+        >>> from msnas_graph.spec import SearchSpace
+        >>> state = SearchState.random(SearchSpace.preset("tiny"), seed=0)
+        >>> lean = state.with_cell_glue("lean")
+        >>> lean.space.cell_glue, lean.edge_weights().tolist() == state.edge_weights().tolist()
+        ('lean', True)
+        """
+        if glue == self.space.cell_glue:
+            return self
+        return SearchState(
+            self.space.replace(cell_glue=glue), self.alpha_logits, self.p_logits,
+            self.beta_logits, meta=self.meta,
+        )  # fmt: skip
+
     # ------------------------------------------------------------------------- weights
 
     def edge_weights(self) -> np.ndarray:

@@ -169,3 +169,40 @@ def test_a_budget_relative_to_the_u_net(state_file: Path, tmp_path: Path) -> Non
     budget = json.loads(out)["meta"]["budget"]
     assert budget["max_latency_ms"] > 0 and budget["max_params"] > 0
     assert "--max-latency-ms 100x U-Net(8, 4)'s" in err and "--max-params 2x" in err
+
+
+def test_cell_glue_lean_is_what_the_budget_counts_and_the_file_carries(
+    state_file: Path, tmp_path: Path
+) -> None:
+    """``decode --cell-glue lean``: a darts-searched state decoded for a lean build. The
+    budget counts the lean network (the MACs of the network ``train`` builds from the file),
+    and a budget between the lean and the darts cost keeps the set that fits only lean."""
+    from msnas_graph.backends.torch.cost import count_macs_flops
+    from msnas_graph.backends.torch.nn.network import build_network
+
+    cost = {}
+    for glue in ("darts", "lean"):
+        path = tmp_path / f"{glue}.json"
+        code, out, err = run(
+            "decode", state_file, "--cell-glue", glue, "--max-macs", "1T", "--input-size", "32",
+            "-o", path, "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        arch = Architecture.load(path)
+        assert arch.space.cell_glue == glue  # the file carries it (darts: the default, unwritten)
+        assert json.loads(out)["space"].get("cell_glue", "darts") == glue
+        cost[glue] = arch.meta["cost"]["macs"]
+        assert cost[glue] == count_macs_flops(build_network(arch), (1, 1, 32, 32))[0]
+    plain = Architecture.load(tmp_path / "darts.json")
+    lean = Architecture.load(tmp_path / "lean.json")
+    assert lean.edges == plain.edges and cost["lean"] < cost["darts"]
+    between = (cost["lean"] + cost["darts"]) // 2
+    for glue, same in (("lean", True), ("darts", False)):
+        code, out, err = run(
+            "decode", state_file, "--cell-glue", glue, "--max-macs", str(between),
+            "--input-size", "32", "--json",
+        )  # fmt: skip
+        assert code == 0, err
+        assert (Architecture.from_dict(json.loads(out)).edges == plain.edges) is same
+    code, _, err = run("decode", state_file, "--cell-glue", "thin")
+    assert code == 2 and "'thin' is not one of 'darts', 'lean'" in err
