@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from msnas_graph._util import unknown_name
 from msnas_graph.backend import Options, PathLike, ResumeConflictError, RunFlags
+from msnas_graph.backends.torch.nn.arch_weights import ArchWeights
 from msnas_graph.backends.torch.nn.mixed import PartialChannelMixedOp, channel_shuffle
 from msnas_graph.backends.torch.nn.network import FUSIONS, FinalNetwork, build_network
 from msnas_graph.backends.torch.nn.ops import build_op, register_op, registered_ops, unregister_op
-from msnas_graph.backends.torch.nn.supernet import ArchWeights, Supernet, build_supernet
+from msnas_graph.backends.torch.nn.supernet import Supernet, build_supernet
 from msnas_graph.backends.torch.nn.transfer import transfer_weights
 from msnas_graph.errors import BackendError, MsnasError
 

@@ -28,7 +28,7 @@ runtime, the fastest of ``repeats`` passes, as budgeted decoding times its parts
   this figure (the U-Net a user would otherwise train, at the width of ``--cost-channels``).
 
 **The expectation** (:func:`expected_cost`), under post-softmax weights (an
-:class:`~msnas_graph.backends.torch.nn.supernet.ArchWeights`):
+:class:`~msnas_graph.backends.torch.nn.arch_weights.ArchWeights`):
 
 * block ``b`` of a cell keeps ``m = min(inputs_per_block, b + 1)`` inputs (decoding keeps one
   operation per source); each input ``j`` is weighted by ``p_j`` (normalised over the block)
@@ -83,9 +83,9 @@ from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
 
 from .cost_model import UNET_DEPTH, ListInput, PartMeasure, unet_cost
+from .nn.arch_weights import ArchWeights
 from .nn.blocks import Preprocess, Projection, resample
 from .nn.ops import WIDTH_CHANGING_OPS, build_entry_op, build_op
-from .nn.supernet import ArchWeights
 
 __all__ = ["UNET_DEPTH", "CostTerm", "SearchCostTable", "expected_cost", "measure_search_costs"]
 

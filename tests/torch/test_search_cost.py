@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from msnas_graph.backends.torch import build_network
 from msnas_graph.backends.torch.cost import count_macs_flops
-from msnas_graph.backends.torch.nn.supernet import ArchWeights
+from msnas_graph.backends.torch.nn.arch_weights import ArchWeights
 from msnas_graph.backends.torch.search_cost import (
     CostTerm,
     SearchCostTable,

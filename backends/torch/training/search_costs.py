@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from msnas_graph.backends.torch.nn.supernet import ArchWeights
+from msnas_graph.backends.torch.nn.arch_weights import ArchWeights
 from msnas_graph.backends.torch.search_cost import (
     UNET_DEPTH,
     CostTerm,
