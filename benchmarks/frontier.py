@@ -524,6 +524,7 @@ def bench(
     used: dict[tuple[str, str, int, int], str] = {}  # (group, score, N_l, width) -> name
     notes: list[str] = []
     decisions: list[dict[str, Any]] = []
+    seen: dict[tuple[str, ...], str] = {}  # search folders (resolved) -> the first group
     spaces: dict[str, SearchSpace] = {}
     budgets: dict[tuple[str, int], dict[str, Any]] = {}
     for g in groups:
@@ -535,8 +536,15 @@ def bench(
         spaces[g] = states[0].space
         glue = build_glue(g)  # decoded (and any budget counted) in the glue it is built with
         built = [st.with_cell_glue(glue) for st in states] if glue else states
-        for s, st in enumerate(states):
+        folders = tuple(
+            os.path.realpath(r) for (gg, _), r in zip(jobs, runs, strict=True) if gg == g
+        )
+        if folders in seen:  # another group's searches, linked: listed once
+            decisions.append({"search": f"{g} s0-s{len(folders) - 1}",
+                              "decisions": f"the searches of `{seen[folders]}`"})  # fmt: skip
+        for s, st in enumerate(states if folders not in seen else []):
             decisions.append({"search": f"{g} s{s}", "decisions": diagnose(st, paths=3).summary()})
+        seen.setdefault(folders, g)
         for score in args.scores:
             for n, w in variants(args.paths, args.widths, b.train_width, args.width_paths):
                 if (g, w) not in budgets:  # timed once per group and width
