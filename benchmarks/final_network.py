@@ -76,7 +76,7 @@ def msnas_arch(seed: int, width: int) -> Architecture:
         input_size=128, num_classes=2,
     )  # fmt: skip
     arch = decode(SearchState.random(space, seed=seed), paths=3)
-    wide = space.replace(channels=width)
+    wide = space.widen(width)
     return Architecture(wide, arch.edges, arch.cells, arch.paths, meta=arch.meta)
 
 

@@ -239,7 +239,7 @@ def _budget_args(group: str, space: SearchSpace, b: Budget, width: int) -> dict[
     from msnas_graph.budget import Budget
 
     (kind, frac), timed = found, found[0] == "lat"
-    wide, size = space.replace(channels=width), b.train_size
+    wide, size = space.widen(width), b.train_size
     unet = unet_cost(wide, size, latency=timed)
     limit = frac * (unet.latency_ms if timed else unet.macs)
     print(f"[{group}] decode budget: {frac}x U-Net({width})'s {kind} = {limit:.4g}")
@@ -561,7 +561,8 @@ def bench(
                     used[(g, score, n, w)] = shared[net]
                     continue
                 shared[net] = used[(g, score, n, w)] = key
-                path = out / f"arch_{g}_{score}{'' if n == 3 else f'_N{n}'}.json"
+                tag = ("" if n == 3 else f"_N{n}") + ("" if w == b.train_width else f"_w{w}")
+                path = out / f"arch_{g}_{score}{tag}.json"  # one file per network
                 arch.save(path)
                 models[key] = (str(path), w)
                 if n == 3 and w == b.train_width:

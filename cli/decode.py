@@ -194,7 +194,7 @@ def budget_and_model(
     from msnas_graph.budget import Budget
 
     timed = max_latency_ms is not None
-    wide = space if channels is None else space.replace(channels=channels)
+    wide = space if channels is None else space.widen(channels)
     given = {"max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency_ms}
     relative = [k for k, v in given.items() if isinstance(v, tuple)]
     figures: dict[str, float] = {}

@@ -154,6 +154,9 @@ class Architecture(Document):
         """The same graph and cells at base width ``channels`` (channels at scale ``i``:
         ``channels * 2**i``): DARTS-style searches search narrow and train wide.
 
+        Any width will do: the final network has no partial channels, so where the search's
+        ``partial_k`` does not divide ``channels`` it becomes their greatest common divisor.
+
         >>> from msnas_graph.spec import SearchSpace
         >>> from msnas_graph.state import SearchState
         >>> from msnas_graph.decode import decode
@@ -163,12 +166,14 @@ class Architecture(Document):
         (48, True, True)
         >>> arch.widen(arch.space.channels) is arch
         True
+        >>> arch.widen(15).space.partial_k  # ``tiny`` searches with partial_k = 2
+        1
         """
         if channels == self.space.channels:
             return self
         if channels < 1:
             raise ArchitectureError(f"widen: channels={channels} must be at least 1")
-        space = self.space.replace(channels=channels)
+        space = self.space.widen(channels)
         return Architecture(space, self.edges, self.cells, self.paths, meta=self.meta)
 
     def with_cell_glue(self, glue: str) -> Architecture:

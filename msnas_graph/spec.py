@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
@@ -211,6 +212,17 @@ class SearchSpace(Document, BaseModel):
         48
         """
         return type(self).from_dict({**self.to_dict(), **changes}, "space")
+
+    def widen(self, channels: int) -> SearchSpace:
+        """The space of a final network built at base width ``channels``. Any width will
+        do: a final network has no partial channels, so where ``partial_k`` (a search-only
+        field) does not divide ``channels`` it becomes their greatest common divisor.
+
+        >>> quick = SearchSpace.preset("quick")
+        >>> quick.widen(14).partial_k, quick.widen(16).partial_k
+        (2, 4)
+        """
+        return self.replace(channels=channels, partial_k=math.gcd(self.partial_k, channels))
 
     # ----------------------------------------------------------------------------- derived
 

@@ -226,6 +226,13 @@ def test_search_schedule_options_and_decisions(tmp_path: Path) -> None:
     code, out, err = run("decode", s, "--paths", "1", "--channels", "12", "-o", tmp_path / "w.json")
     assert code == 0, err
     assert json.loads((tmp_path / "w.json").read_text())["space"]["channels"] == 12
+    # any width builds: the search's partial_k (2 in ``tiny``) need not divide it
+    code, out, err = run("decode", s, "--paths", "1", "--channels", "13", "-o", tmp_path / "o.json")
+    assert code == 0, err
+    odd = json.loads((tmp_path / "o.json").read_text())["space"]
+    assert (odd["channels"], odd["partial_k"]) == (13, 1)
+    code, out, err = run("cost", tmp_path / "o.json", "--input-size", "32", "--no-memory", "--json")
+    assert code == 0 and json.loads(out)["params"] > 0, err
 
 
 @pytest.mark.parametrize(
