@@ -502,7 +502,8 @@ def bench(
     unet16 = _search_unet16(out, b, in_ch, classes)
     print(f"[{name}] U-Net(16) at {b.search_size}x{b.search_size}: {unet16} (eager ms, MACs)")
     groups = [g for g in args.groups.split(",") if g]
-    jobs = [(g, s) for g in groups for s in range(args.search_seeds)]
+    first = args.first_search_seed  # a second, independent search run: another first seed
+    jobs = [(g, s) for g in groups for s in range(first, first + args.search_seeds)]
     for g, s in jobs:  # a folder linked in from a run under other settings is refused
         run = out / f"search_{g}_s{s}"
         cfg = search_config(g, data, b, s, unet16)
@@ -540,9 +541,9 @@ def bench(
             os.path.realpath(r) for (gg, _), r in zip(jobs, runs, strict=True) if gg == g
         )
         if folders in seen:  # another group's searches, linked: listed once
-            decisions.append({"search": f"{g} s0-s{len(folders) - 1}",
+            decisions.append({"search": f"{g} s{first}-s{first + len(folders) - 1}",
                               "decisions": f"the searches of `{seen[folders]}`"})  # fmt: skip
-        for s, st in enumerate(states if folders not in seen else []):
+        for s, st in enumerate(states if folders not in seen else [], first):
             decisions.append({"search": f"{g} s{s}", "decisions": diagnose(st, paths=3).summary()})
         seen.setdefault(folders, g)
         for score in args.scores:
@@ -720,6 +721,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="picture (default: next to --results)")
     parser.add_argument("--groups", default="dense,dense-lat")
     parser.add_argument("--search-seeds", type=int, default=2)
+    parser.add_argument(
+        "--first-search-seed", type=int, default=0, help="seeds K, K+1, ...: an independent run"
+    )
     parser.add_argument("--train-seeds", type=int, default=2)
     parser.add_argument("--unet-widths", default="8,12,16,24,32")
     parser.add_argument("--unet-depths", default="4", help="U-Net depths, e.g. 4,5")
@@ -780,6 +784,8 @@ def main() -> None:
     from msnas_graph.backends.torch.plots import plot_frontier
 
     plot_frontier(plot, res["comparison"])
+    k = args.first_search_seed
+    seeds_from = f" (seeds {k}-{k + args.search_seeds - 1})" if k else ""
     setup = (
         f"Budget (CPU): every model trained {b.train_steps} steps (whatever the dataset's size: "
         f"epochs of at most {b.steps_per_epoch} steps), batch {b.batch_size}, "
@@ -795,7 +801,7 @@ def main() -> None:
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps (architecture lr "
         f"{b.arch_lr or 'automatic, 2 / the phase steps'}), batch {b.batch_size}, "
-        f"{args.search_seeds} seeds "
+        f"{args.search_seeds} seeds{seeds_from} "
         f"per group ({args.groups}); consensus (mean) decoded with the "
         f"{'/'.join(args.scores)} path score at N_l = {', '.join(map(str, args.paths))} "
         f"(width {b.train_width})"
