@@ -250,7 +250,7 @@ def budgeted_decode(
     if best is None:
         deep = [p for j, p in enumerate(cands) if prob.deep[j]]
         costs = [network_cost(p.edges, cost_model) for p in deep]
-        raise DecodeError(_too_small(budget, costs, min_scale))
+        raise DecodeError(_too_small(budget, costs, min_scale, every=k < candidates))
     chosen = [cands[j] for j in best]
     cost = network_cost({e for p in chosen for e in p.edges}, cost_model)
     total = float(sum(p.path_score for p in chosen))
@@ -334,7 +334,11 @@ def _rank(cands: Sequence[Path]) -> list[int]:
     return sorted(range(len(cands)), key=lambda i: -sq[i])
 
 
-def _too_small(budget: Budget, costs: Sequence[Cost], min_scale: int = 0) -> str:
+def _too_small(
+    budget: Budget, costs: Sequence[Cost], min_scale: int = 0, every: bool = False
+) -> str:
+    """The error for a budget below every candidate (``every``: the candidates are all the
+    space's paths, so more of them would not help)."""
     cheapest = min(costs, key=lambda c: (c.macs, c.params))
     fix = []
     if budget.max_macs is not None:
@@ -351,8 +355,12 @@ def _too_small(budget: Budget, costs: Sequence[Cost], min_scale: int = 0) -> str
         if lat < low:
             fix.append(f"--max-latency-ms to at least {low / 1e6:.4g}")
     how = " and ".join(fix) if fix else "--max-macs, --max-params or --max-latency-ms"
-    which = f" that reach scale {min_scale}" if min_scale > 0 else ""
-    return (
-        f"the budget ({budget}) is below the cheapest of the top {len(costs)} candidate paths"
-        f"{which} ({cheapest}); raise {how}, or consider more paths with --candidates"
-    )
+    n, reach = len(costs), f" that reach{'es' * (len(costs) == 1)} scale {min_scale}"
+    which = reach if min_scale > 0 else ""
+    if not every:
+        return (
+            f"the budget ({budget}) is below the cheapest of the top {n} candidate paths"
+            f"{which} ({cheapest}); raise {how}, or consider more paths with --candidates"
+        )
+    paths = "the only path" if n == 1 else f"the cheapest of all {n} paths"
+    return f"the budget ({budget}) is below {paths}{which} ({cheapest}); raise {how}"

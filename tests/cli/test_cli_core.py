@@ -268,7 +268,7 @@ def test_min_scale_keeps_a_path_that_deep(tmp_path: Path) -> None:
     [
         (["--min-scale", "3"], 1, "reach scale 2 at most; give --min-scale 2 or less"),
         (["--min-scale", "-1"], 2, "--min-scale"),
-        (["--min-scale", "2", "--max-macs", "1"], 1, "candidate paths that reach scale 2"),
+        (["--min-scale", "2", "--max-macs", "1"], 1, "only path that reaches scale 2"),
     ],
 )
 def test_min_scale_errors(tmp_path: Path, extra: list[str], code: int, message: str) -> None:

@@ -200,7 +200,7 @@ def test_min_scale_under_a_budget_keeps_a_deep_path_a_plain_budget_drops() -> No
     assert budgeted_decode(state, tight, model, paths=3).architecture.deepest_scale < 2
     kept = budgeted_decode(state, tight, model, paths=3, min_scale=2)
     assert kept.architecture.deepest_scale == 2 and kept.cost.macs <= free.cost.macs
-    with pytest.raises(DecodeError, match="candidate paths that reach scale 2"):
+    with pytest.raises(DecodeError, match="below the only path that reaches scale 2 .*; raise --max-macs to at least [^,]*$"):
         budgeted_decode(state, Budget(max_macs=1), model, paths=3, min_scale=2)
 
 
