@@ -53,7 +53,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HC18 = ROOT.parent / "shared" / "data" / "hc18"
@@ -68,6 +68,9 @@ from msnas_graph.operations import DEFAULT_OPERATIONS  # noqa: E402
 from msnas_graph.spec import SearchSpace  # noqa: E402
 from msnas_graph.state import SearchState  # noqa: E402
 
+if TYPE_CHECKING:
+    from msnas_graph.architecture import Architecture
+
 DENSE_OPS = ["conv_3x3", "conv_3x3_dil2", "avg_pool_3x3", "skip_connect", "none"]
 CONV_OPS = ["conv_3x3", "conv_3x3_dil2", "none"]  # no free operation for the cost to choose
 BUDGET_FRACTIONS = ("0.5", "0.6", "0.7", "0.8", "0.9", "1.0")
@@ -81,6 +84,7 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     **{f"+min{k}": {} for k in range(1, 5)},  # decoded with --min-scale k (decode_min_scale)
     **{f"+b{k}{f}": {} for k in ("lat", "macs") for f in BUDGET_FRACTIONS},  # decode_budget
     "+gumbel": {},  # searched with --path-sampling gumbel (search_config)
+    "+fit": {},  # the budget met by the width, not the paths (decode --fit-width): _fit
 }
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
@@ -247,6 +251,22 @@ def _budget_args(group: str, space: SearchSpace, b: Budget, width: int) -> dict[
         "budget": Budget(max_latency_ms=limit) if timed else Budget(max_macs=round(limit)),
         "cost_model": lambda cells: edge_cost_model(cells, wide, size, latency=timed),
     }
+
+
+def _fit(arch: Architecture, budget: Any, size: int, start: int) -> Architecture:
+    """``+fit`` (``decode --fit-width``): ``arch``, decoded without the budget, at the widest
+    base width whose built network fits it, counted (timed) at ``size`` as ``_budget_args``
+    counts."""
+    from msnas_graph.backends.torch.cost_model import edge_cost_model
+    from msnas_graph.budget import fit_width, network_cost
+
+    def cost_at(width: int) -> Any:
+        wide, timed = arch.space.widen(width), budget.max_latency_ms is not None
+        return network_cost(arch.edges, edge_cost_model(arch.cells, wide, size, latency=timed))
+
+    width, cost = fit_width(budget, cost_at, start)
+    print(f"fitted to {budget}: base width {width}, {cost}")
+    return arch.widen(width)
 
 
 def _suffixes(group: str) -> tuple[str, dict[str, Any]]:
@@ -550,11 +570,15 @@ def bench(
             for n, w in variants(args.paths, args.widths, b.train_width, args.width_paths):
                 if (g, w) not in budgets:  # timed once per group and width
                     budgets[(g, w)] = _budget_args(g, built[0].space, b, w)
+                fit = "+fit" in g and budgets[(g, w)]  # the width meets the budget
                 agree = consensus(
                     built, paths=n, method="mean", score=score, min_scale=decode_min_scale(g),
-                    **budgets[(g, w)],
+                    **({} if fit else budgets[(g, w)]),
                 )  # fmt: skip
                 arch = agree.architecture  # in the build's glue (``built``)
+                if fit:
+                    arch = _fit(arch, budgets[(g, w)]["budget"], b.train_size, w)
+                    w = arch.space.channels  # trained at the fitted width
                 key = model_name(g, score, n, w, b.train_width)
                 net = network_key(arch, w)
                 if net in shared:
@@ -797,7 +821,8 @@ def main() -> None:
         "`+lean-build` darts cells searched, lean cells trained, `+min<k>` decoded with "
         "`--min-scale k`, `+blat<F>` under `--max-latency-ms Fx` (`+bmacs<F>`: `--max-macs Fx`) "
         "at the training size, in the build's glue, "
-        "`+gumbel` searched with `--path-sampling gumbel`) at "
+        "`+gumbel` searched with `--path-sampling gumbel`, `+fit` the budget met by narrowing "
+        "the unbudgeted network to the widest width that fits, `decode --fit-width`) at "
         f"{b.search_size}x{b.search_size}, {b.warmup_steps} warm-up + {b.arch_steps[0]} + "
         f"{b.arch_steps[1]} architecture steps (architecture lr "
         f"{b.arch_lr or 'automatic, 2 / the phase steps'}), batch {b.batch_size}, "

@@ -25,6 +25,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    from msnas_graph.architecture import Architecture
     from msnas_graph.budget import Budget, BudgetedDecode, CostModel
     from msnas_graph.diagnostics import Diagnostics
     from msnas_graph.genotype import CellGenotype
@@ -124,6 +125,13 @@ budget_options = bundle(
         "Top paths the budgeted choice picks from.",
         default=128,
         show_default=True,
+    ),
+    click.option(
+        "--fit-width",
+        is_flag=True,
+        help="Meet the budget by narrowing, not by dropping paths: decode the paths as without "
+        "a budget (--paths, --min-scale), then write the network at the widest base width "
+        "that fits (searched from --channels).",
     ),
 )
 
@@ -317,6 +325,34 @@ def _consensus(
     return result.architecture, draw, payload, str(result), notes
 
 
+def _fit(arch: Architecture, channels: int | None, budget: dict[str, Any]) -> tuple[Any, str]:
+    """``--fit-width``: ``arch`` at the widest base width whose network fits the budget (counted
+    or timed as a budgeted decode counts it), and a line that says so."""
+    from msnas_graph.budget import fit_width, network_cost
+
+    limits = {k: budget[k] for k in ("max_macs", "max_params", "max_latency_ms", "input_size")}
+    found = budget_and_model(arch.space, channels=channels, **limits)
+    if found is None:
+        raise click.UsageError(
+            "--fit-width needs a budget: give --max-macs, --max-params or --max-latency-ms"
+        )
+    wanted, _ = found
+    size, device = budget["input_size"], budget["latency_device"]
+
+    def cost_at(width: int) -> Any:
+        model = backend().edge_cost_model(
+            arch.cells, arch.space.widen(width), input_size=size, device=device,
+            latency=wanted.max_latency_ms is not None,
+        )  # fmt: skip
+        return network_cost(arch.edges, model)
+
+    width, cost = fit_width(wanted, cost_at, channels or arch.space.channels)
+    fitted = arch.widen(width)
+    meta = {**fitted.meta, "fit_width": width, "budget": wanted.to_dict(), "cost": cost.to_dict()}
+    fitted = type(arch)(fitted.space, fitted.edges, fitted.cells, fitted.paths, meta=meta)
+    return fitted, f"fitted to the budget ({wanted}): base width {width}, {cost}"
+
+
 def _refuse_mixes(vote: bool, min_scale: int, budget: dict[str, Any]) -> None:
     """Refuse what ``decode`` cannot combine: a budget or ``--min-scale`` with a vote
     (``--consensus majority`` over several sources)."""
@@ -396,6 +432,10 @@ def decode(
     how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method,
            "channels": channels, "min_scale": min_scale}  # fmt: skip
     sources = _expand_seeds(sources)
+    fit, given = budget.pop("fit_width"), budget
+    if fit:  # the paths are decoded as without a budget; the width meets it
+        budget = {**budget, "max_macs": None, "max_params": None, "max_latency_ms": None}
+        budget["input_size"] = None
     _refuse_mixes(len(sources) > 1 and method != "mean", min_scale, budget)
     states = load_states(sources)
     if cell_glue is not None:
@@ -415,6 +455,12 @@ def decode(
         arch, draw, payload, text, notes = _one(states[0], diags[0], how, budget)
     else:
         arch, draw, payload, text, notes = _consensus(states, diags, sources, how, budget)
+    if fit:
+        arch, line = _fit(arch, channels, given)
+        text = f"{text}\n{line}"
+        where = "architecture" in payload  # a consensus nests it
+        payload = {**payload, **({"architecture": arch.to_dict()} if where else arch.to_dict())}
+        channels = None  # ``arch`` is at the fitted width
     if render_path:
         draw(render_path, **render_limits(dot_timeout, max_dot_elements))
     if output:

@@ -6,6 +6,9 @@ several kept edges meet, the head part of each output node, and a constant base)
 known before anything is built: a :class:`CostModel` answers what each part costs,
 :func:`network_cost` adds them up, :class:`TableCostModel` holds measured numbers.
 
+**Width fitting** (:func:`fit_width`). The other way to meet a budget: keep every path and
+narrow the network instead, to the widest base width whose cost fits (``decode --fit-width``).
+
 **Budgeted decode** (:func:`budgeted_decode`). Among the top ``candidates`` paths (exact top-K,
 :func:`msnas_graph.paths.top_k_paths`), choose **exactly** ``paths`` (``N_l``) whose union fits
 the budget and whose summed ``path_score`` is highest; the architecture is their union, with
@@ -50,7 +53,7 @@ sets); costs are integers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +99,7 @@ __all__ = [
     "TableCostModel",
     "architecture_from_paths",
     "budgeted_decode",
+    "fit_width",
     "format_count",
     "network_cost",
     "parse_count",
@@ -364,3 +368,44 @@ def _too_small(
         )
     paths = "the only path" if n == 1 else f"the cheapest of all {n} paths"
     return f"the budget ({budget}) is below {paths}{which} ({cheapest}); raise {how}"
+
+
+#: The widest base width :func:`fit_width` tries.
+MAX_WIDTH = 4096
+
+
+def fit_width(budget: Budget, cost_at: Callable[[int], Cost], start: int) -> tuple[int, Cost]:
+    """The widest base width whose cost ``cost_at(width)`` the budget allows, and that cost:
+    from ``start`` up by doubling while it fits (to :data:`MAX_WIDTH`), or down, then by
+    bisection (a network's cost grows with its width). Raises :class:`DecodeError` when not
+    even width 1 fits.
+
+    >>> cost_at = lambda w: Cost(params=w * w, macs=100 * w * w)
+    >>> fit_width(Budget(max_macs=20_000), cost_at, start=16)  # 100 * 14**2 = 19_600
+    (14, Cost(params=196, macs=19600, latency_ns=0))
+    >>> fit_width(Budget(max_params=1_000), cost_at, start=16)[0]
+    31
+    """
+    costs: dict[int, Cost] = {}
+
+    def fits(width: int) -> bool:
+        if width not in costs:
+            costs[width] = cost_at(width)
+        return budget.allows(costs[width])
+
+    start = min(max(start, 1), MAX_WIDTH)
+    if fits(start):
+        lo, hi = start, min(2 * start, MAX_WIDTH + 1)
+        while hi <= MAX_WIDTH and fits(hi):
+            lo, hi = hi, min(2 * hi, MAX_WIDTH + 1)
+    else:
+        if not fits(1):
+            raise DecodeError(
+                f"the budget ({budget}) is below the network's cost at base width 1 "
+                f"({costs[1]}): raise the budget, or keep fewer paths (--paths, --min-scale)"
+            )
+        lo, hi = 1, start
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo, costs[lo]

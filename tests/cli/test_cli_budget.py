@@ -206,3 +206,39 @@ def test_cell_glue_lean_is_what_the_budget_counts_and_the_file_carries(
         assert (Architecture.from_dict(json.loads(out)).edges == plain.edges) is same
     code, _, err = run("decode", state_file, "--cell-glue", "thin")
     assert code == 2 and "'thin' is not one of 'darts', 'lean'" in err
+
+
+def test_fit_width_keeps_the_paths_and_narrows_to_the_widest_width_that_fits(
+    state_file: Path, tmp_path: Path
+) -> None:
+    """``decode --fit-width``: the paths of the plain decode, at the widest base width whose
+    built network (counted as ``train`` builds it) fits; one width more does not."""
+    from msnas_graph.backends.torch.cost import count_macs_flops
+    from msnas_graph.backends.torch.nn.network import build_network
+
+    def macs(arch: Architecture) -> int:
+        return count_macs_flops(build_network(arch), (1, 1, 32, 32))[0]
+
+    code, out, err = run("decode", state_file, "--paths", "2", "--channels", "16",
+                         "-o", tmp_path / "plain.json")  # fmt: skip
+    assert code == 0, err
+    plain = Architecture.load(tmp_path / "plain.json")
+    limit = macs(plain) // 2
+    code, out, err = run(
+        "decode", state_file, "--paths", "2", "--channels", "16", "--max-macs", str(limit),
+        "--input-size", "32", "--fit-width", "-o", tmp_path / "fit.json",
+    )  # fmt: skip
+    assert code == 0, err
+    fit = Architecture.load(tmp_path / "fit.json")
+    width = fit.space.channels
+    assert f"fitted to the budget (max {limit / 1e6:.4g}M MACs): base width {width}," in out
+    assert fit.edges == plain.edges and fit.cells == plain.cells and 1 < width < 16
+    assert macs(fit) == fit.meta["cost"]["macs"] <= limit < macs(fit.widen(width + 1))
+    assert fit.meta["fit_width"] == width and fit.meta["budget"]["max_macs"] == limit
+    # a budget it cannot meet even at width 1; no budget at all: one line each, nothing written
+    code, _, err = run("decode", state_file, "--max-macs", "10", "--fit-width", "-o",
+                       tmp_path / "no.json")  # fmt: skip
+    assert code == 1 and "below the network's cost at base width 1" in err
+    assert err.count("\n") == 1 and not (tmp_path / "no.json").exists()
+    code, _, err = run("decode", state_file, "--fit-width")
+    assert code == 2 and "--fit-width needs a budget" in err
