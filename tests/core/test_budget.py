@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from msnas_graph._budget_search import Problem, branch_and_bound, greedy
 from msnas_graph.budget import (
+    MAX_WIDTH,
     Budget,
     Cost,
     TableCostModel,
     budgeted_decode,
+    fit_width,
     format_count,
     network_cost,
     parse_count,
@@ -200,7 +202,10 @@ def test_min_scale_under_a_budget_keeps_a_deep_path_a_plain_budget_drops() -> No
     assert budgeted_decode(state, tight, model, paths=3).architecture.deepest_scale < 2
     kept = budgeted_decode(state, tight, model, paths=3, min_scale=2)
     assert kept.architecture.deepest_scale == 2 and kept.cost.macs <= free.cost.macs
-    with pytest.raises(DecodeError, match="below the only path that reaches scale 2 .*; raise --max-macs to at least [^,]*$"):
+    with pytest.raises(
+        DecodeError,
+        match="below the only path that reaches scale 2 .*; raise --max-macs to at least [^,]*$",
+    ):
         budgeted_decode(state, Budget(max_macs=1), model, paths=3, min_scale=2)
 
 
@@ -383,3 +388,27 @@ def test_latency_budget_trades_score_for_latency() -> None:
 def test_latency_budget_must_be_a_non_negative_number(value: float) -> None:
     with pytest.raises(DecodeError, match="max_latency_ms"):
         Budget(max_latency_ms=value)
+
+
+@given(
+    a=st.integers(0, 10**6), b=st.integers(0, 10**4), c=st.integers(1, 10**4),
+    limit=st.integers(1, 10**12), start=st.integers(1, 5000),
+)  # fmt: skip
+def test_fit_width_is_the_widest_width_that_fits(a: int, b: int, c: int, limit: int, start: int):
+    """Any cost that grows with the width: the answer fits and one more does not (or it is the
+    widest tried); from any start; the evaluations stay logarithmic."""
+    calls: list[int] = []
+
+    def cost_at(w: int) -> Cost:
+        calls.append(w)
+        return Cost(params=0, macs=a + b * w + c * w * w)
+
+    budget = Budget(max_macs=limit)
+    if not budget.allows(cost_at(1)):
+        with pytest.raises(DecodeError, match="below the network's cost at base width 1"):
+            fit_width(budget, cost_at, start)
+        return
+    width, cost = fit_width(budget, cost_at, start)
+    assert budget.allows(cost) and cost == cost_at(width)
+    assert width == MAX_WIDTH or not budget.allows(cost_at(width + 1))
+    assert len(calls) <= 2 * 13 + 4
