@@ -458,8 +458,8 @@ def decode(
     if fit:
         arch, line = _fit(arch, channels, given)
         text = f"{text}\n{line}"
-        where = "architecture" in payload  # a consensus nests it
-        payload = {**payload, **({"architecture": arch.to_dict()} if where else arch.to_dict())}
+        nested = "architecture" in payload  # a consensus nests it
+        payload = {**payload, **({"architecture": arch.to_dict()} if nested else arch.to_dict())}
         channels = None  # ``arch`` is at the fitted width
     if render_path:
         draw(render_path, **render_limits(dot_timeout, max_dot_elements))
