@@ -424,6 +424,7 @@ def decode(
       msnas-graph decode runs/seeds --paths 2 --min-scale 2   # a path down to 1/4 of the side
       msnas-graph decode runs/deep --paths 4 --min-scale 3 --max-latency-ms 0.8x
       msnas-graph decode runs/deep --cell-glue lean --max-macs 0.7x --input-size 128
+      msnas-graph decode runs/deep --min-scale 3 --max-macs 0.5x --channels 16 --fit-width
     """
     from msnas_graph._util import safe_output
     from msnas_graph.diagnostics import diagnose
