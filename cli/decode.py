@@ -131,7 +131,7 @@ budget_options = bundle(
         is_flag=True,
         help="Meet the budget by narrowing, not by dropping paths: decode the paths as without "
         "a budget (--paths, --min-scale), then write the network at the widest base width "
-        "that fits (searched from --channels).",
+        "that fits, --channels or narrower.",
     ),
 )
 
@@ -346,10 +346,13 @@ def _fit(arch: Architecture, channels: int | None, budget: dict[str, Any]) -> tu
         )  # fmt: skip
         return network_cost(arch.edges, model)
 
-    width, cost = fit_width(wanted, cost_at, channels or arch.space.channels)
+    start = channels or arch.space.channels
+    width, cost = fit_width(wanted, cost_at, start)
     fitted = arch.widen(width)
     meta = {**fitted.meta, "fit_width": width, "budget": wanted.to_dict(), "cost": cost.to_dict()}
     fitted = type(arch)(fitted.space, fitted.edges, fitted.cells, fitted.paths, meta=meta)
+    if width == start:
+        return fitted, f"fits the budget ({wanted}) at base width {width} as it is: {cost}"
     return fitted, f"fitted to the budget ({wanted}): base width {width}, {cost}"
 
 

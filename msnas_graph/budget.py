@@ -370,21 +370,16 @@ def _too_small(
     return f"the budget ({budget}) is below {paths}{which} ({cheapest}); raise {how}"
 
 
-#: The widest base width :func:`fit_width` tries.
-MAX_WIDTH = 4096
-
-
 def fit_width(budget: Budget, cost_at: Callable[[int], Cost], start: int) -> tuple[int, Cost]:
-    """The widest base width whose cost ``cost_at(width)`` the budget allows, and that cost:
-    from ``start`` up by doubling while it fits (to :data:`MAX_WIDTH`), or down, then by
-    bisection (a network's cost grows with its width). Raises :class:`DecodeError` when not
-    even width 1 fits.
+    """The widest base width up to ``start`` whose cost ``cost_at(width)`` the budget allows,
+    and that cost, by bisection (a network's cost grows with its width; ``start`` itself when
+    it fits). Raises :class:`DecodeError` when not even width 1 fits.
 
     >>> cost_at = lambda w: Cost(params=w * w, macs=100 * w * w)
     >>> fit_width(Budget(max_macs=20_000), cost_at, start=16)  # 100 * 14**2 = 19_600
     (14, Cost(params=196, macs=19600, latency_ns=0))
-    >>> fit_width(Budget(max_params=1_000), cost_at, start=16)[0]
-    31
+    >>> fit_width(Budget(max_params=1_000), cost_at, start=16)[0]  # fits as it is
+    16
     """
     costs: dict[int, Cost] = {}
 
@@ -393,18 +388,16 @@ def fit_width(budget: Budget, cost_at: Callable[[int], Cost], start: int) -> tup
             costs[width] = cost_at(width)
         return budget.allows(costs[width])
 
-    start = min(max(start, 1), MAX_WIDTH)
+    if start < 1:
+        raise DecodeError(f"fit_width: start={start} must be at least 1")
     if fits(start):
-        lo, hi = start, min(2 * start, MAX_WIDTH + 1)
-        while hi <= MAX_WIDTH and fits(hi):
-            lo, hi = hi, min(2 * hi, MAX_WIDTH + 1)
-    else:
-        if not fits(1):
-            raise DecodeError(
-                f"the budget ({budget}) is below the network's cost at base width 1 "
-                f"({costs[1]}): raise the budget, or keep fewer paths (--paths, --min-scale)"
-            )
-        lo, hi = 1, start
+        return start, costs[start]
+    if not fits(1):
+        raise DecodeError(
+            f"the budget ({budget}) is below the network's cost at base width 1 "
+            f"({costs[1]}): raise the budget, or keep fewer paths (--paths, --min-scale)"
+        )
+    lo, hi = 1, start  # lo fits, hi does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
