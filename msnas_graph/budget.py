@@ -370,14 +370,19 @@ def _too_small(
     return f"the budget ({budget}) is below {paths}{which} ({cheapest}); raise {how}"
 
 
-def fit_width(budget: Budget, cost_at: Callable[[int], Cost], start: int) -> tuple[int, Cost]:
+def fit_width(
+    budget: Budget, cost_at: Callable[[int], Cost], start: int, multiple: int = 1
+) -> tuple[int, Cost]:
     """The widest base width up to ``start`` whose cost ``cost_at(width)`` the budget allows,
-    and that cost, by bisection (a network's cost grows with its width; ``start`` itself when
-    it fits). Raises :class:`DecodeError` when not even width 1 fits.
+    and that cost, by bisection (a network's cost grows with its width): ``start`` itself when
+    it fits, else a multiple of ``multiple`` (runtimes run some channel counts faster per MAC
+    than others). Raises :class:`DecodeError` when not even ``multiple`` fits.
 
     >>> cost_at = lambda w: Cost(params=w * w, macs=100 * w * w)
     >>> fit_width(Budget(max_macs=20_000), cost_at, start=16)  # 100 * 14**2 = 19_600
     (14, Cost(params=196, macs=19600, latency_ns=0))
+    >>> fit_width(Budget(max_macs=20_000), cost_at, start=16, multiple=8)[0]
+    8
     >>> fit_width(Budget(max_params=1_000), cost_at, start=16)[0]  # fits as it is
     16
     """
@@ -388,17 +393,19 @@ def fit_width(budget: Budget, cost_at: Callable[[int], Cost], start: int) -> tup
             costs[width] = cost_at(width)
         return budget.allows(costs[width])
 
-    if start < 1:
-        raise DecodeError(f"fit_width: start={start} must be at least 1")
+    if start < 1 or multiple < 1:
+        raise DecodeError(f"fit_width: start={start} and multiple={multiple} must be at least 1")
     if fits(start):
         return start, costs[start]
-    if not fits(1):
+    if multiple >= start or not fits(multiple):
+        narrowest = min(multiple, start)
         raise DecodeError(
-            f"the budget ({budget}) is below the network's cost at base width 1 "
-            f"({costs[1]}): raise the budget, or keep fewer paths (--paths, --min-scale)"
+            f"the budget ({budget}) is below the network's cost at base width {narrowest} "
+            f"({costs[narrowest]}): raise the budget, or keep fewer paths (--paths, "
+            "--min-scale)" + (", or a smaller --width-multiple" if multiple > 1 else "")
         )
-    lo, hi = 1, start  # lo fits, hi does not
+    lo, hi = 1, -(-start // multiple)  # in multiples: lo fits, hi does not (or is start)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo, costs[lo]
+        lo, hi = (mid, hi) if fits(mid * multiple) else (lo, mid)
+    return lo * multiple, costs[lo * multiple]

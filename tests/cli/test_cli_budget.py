@@ -235,6 +235,14 @@ def test_fit_width_keeps_the_paths_and_narrows_to_the_widest_width_that_fits(
     assert fit.edges == plain.edges and fit.cells == plain.cells and 1 < width < 16
     assert macs(fit) == fit.meta["cost"]["macs"] <= limit < macs(fit.widen(width + 1))
     assert fit.meta["fit_width"] == width and fit.meta["budget"]["max_macs"] == limit
+    code, out, err = run(
+        "decode", state_file, "--paths", "2", "--channels", "16", "--max-macs", str(limit),
+        "--input-size", "32", "--fit-width", "--width-multiple", "4", "-o", tmp_path / "f4.json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert Architecture.load(tmp_path / "f4.json").space.channels == width // 4 * 4
+    code, _, err = run("decode", state_file, "--max-macs", "1G", "--width-multiple", "8")
+    assert code == 2 and "--width-multiple applies only with --fit-width" in err
     # a budget it cannot meet even at width 1; no budget at all: one line each, nothing written
     code, _, err = run("decode", state_file, "--max-macs", "10", "--fit-width", "-o",
                        tmp_path / "no.json")  # fmt: skip

@@ -391,11 +391,13 @@ def test_latency_budget_must_be_a_non_negative_number(value: float) -> None:
 
 @given(
     a=st.integers(0, 10**6), b=st.integers(0, 10**4), c=st.integers(1, 10**4),
-    limit=st.integers(1, 10**12), start=st.integers(1, 5000),
+    limit=st.integers(1, 10**12), start=st.integers(1, 5000), multiple=st.sampled_from([1, 8, 16]),
 )  # fmt: skip
-def test_fit_width_is_the_widest_width_that_fits(a: int, b: int, c: int, limit: int, start: int):
-    """Any cost that grows with the width: the answer fits and one more does not (or it is the
-    start: never wider); the evaluations stay logarithmic."""
+def test_fit_width_is_the_widest_width_that_fits(
+    a: int, b: int, c: int, limit: int, start: int, multiple: int
+) -> None:
+    """Any cost that grows with the width: the answer fits, is the start or a multiple, and
+    the next multiple does not fit (never wider than the start); evaluations stay logarithmic."""
     calls: list[int] = []
 
     def cost_at(w: int) -> Cost:
@@ -403,12 +405,15 @@ def test_fit_width_is_the_widest_width_that_fits(a: int, b: int, c: int, limit: 
         return Cost(params=0, macs=a + b * w + c * w * w)
 
     budget = Budget(max_macs=limit)
-    if not budget.allows(cost_at(1)):
-        with pytest.raises(DecodeError, match="below the network's cost at base width 1"):
-            fit_width(budget, cost_at, start)
+    if not budget.allows(cost_at(min(start, multiple))) and not budget.allows(cost_at(start)):
+        with pytest.raises(DecodeError, match="below the network's cost at base width"):
+            fit_width(budget, cost_at, start, multiple)
         return
     calls.clear()
-    width, cost = fit_width(budget, cost_at, start)
-    assert len(calls) <= 2 + 13  # start, 1, then bisection: 5000 < 2**13
-    assert budget.allows(cost) and cost == cost_at(width)
-    assert width <= start and (width == start or not budget.allows(cost_at(width + 1)))
+    width, cost = fit_width(budget, cost_at, start, multiple)
+    assert len(calls) <= 2 + 13  # start, the narrowest, then bisection: 5000 < 2**13
+    assert budget.allows(cost) and cost == cost_at(width) and width <= start
+    assert width == start or (
+        width % multiple == 0
+        and (width + multiple > start or not budget.allows(cost_at(width + multiple)))
+    )
