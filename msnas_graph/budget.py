@@ -254,7 +254,8 @@ def budgeted_decode(
     if best is None:
         deep = [p for j, p in enumerate(cands) if prob.deep[j]]
         costs = [network_cost(p.edges, cost_model) for p in deep]
-        raise DecodeError(_too_small(budget, costs, min_scale, every=k < candidates))
+        every = among is None and k == count_paths(graph)  # more candidates would not help
+        raise DecodeError(_too_small(budget, costs, min_scale, every))
     chosen = [cands[j] for j in best]
     cost = network_cost({e for p in chosen for e in p.edges}, cost_model)
     total = float(sum(p.path_score for p in chosen))
