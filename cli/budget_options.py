@@ -120,7 +120,8 @@ budget_options = bundle(
         is_flag=True,
         help="Meet the budget by narrowing, not by dropping paths: decode the paths as without "
         "a budget (--paths, --min-scale), then write the network at the widest base width "
-        "that fits, --channels or narrower.",
+        "that fits, --channels or narrower. --max-latency-ms then times the whole network "
+        "(and the U-Net of 0.5x) in the runtime predict uses (auto), fastest pass.",
     ),
     count_option(
         "--width-multiple",
@@ -141,6 +142,7 @@ def budget_and_model(
     latency_device: str = "cpu",
     input_size: int | None = None,
     channels: int | None = None,
+    runtime: str | None = None,
 ) -> tuple[Budget, Callable[[Mapping[str, CellGenotype]], CostModel]] | None:
     """The budget the options ask for and how to cost cells under it, or ``None`` when no
     budget was given. Costs are counted (or timed) at base width ``channels`` where given: the
@@ -162,13 +164,19 @@ def budget_and_model(
     figures: dict[str, float] = {}
     if relative:
         unet = backend().unet_cost(
-            wide, input_size, latency="max_latency_ms" in relative, device=latency_device
+            wide,
+            input_size,
+            latency="max_latency_ms" in relative,
+            device=latency_device,
+            runtime=runtime,
         )
         figures = {
             "max_macs": unet.macs,
             "max_params": unet.params,
             "max_latency_ms": unet.latency_ms,
         }
+
+    timed_in = f" (whole, {runtime} runtime)" if runtime and timed else ""
 
     def absolute(key: str) -> float | None:
         value = given[key]
@@ -178,7 +186,7 @@ def budget_and_model(
         flag, unit = _LIMITS[key]
         click.echo(
             f"msnas-graph: note: {flag} {value[1]:g}x U-Net({wide.channels}, 4)'s "
-            f"{figures[key]:.4g} {unit} = {limit:.4g} {unit}",
+            f"{figures[key]:.4g} {unit}{timed_in} = {limit:.4g} {unit}",
             err=True,
         )
         return limit
@@ -253,29 +261,30 @@ def fit_to_budget(
     """``--fit-width``: ``arch`` at the widest base width whose network fits the budget (counted
     or timed as a budgeted decode counts it), ``text`` with a line that says so, and
     ``payload`` (``decode --json``'s) with the fitted architecture."""
-    from msnas_graph.budget import fit_width, network_cost
+    from msnas_graph.budget import fit_width
 
-    limits = {k: fit[k] for k in ("max_macs", "max_params", "max_latency_ms", "input_size")}
-    found = budget_and_model(arch.space, channels=channels, **limits)
+    keys = ("max_macs", "max_params", "max_latency_ms", "input_size", "latency_device")
+    found = budget_and_model(arch.space, channels=channels, runtime="auto",
+                             **{k: fit[k] for k in keys})  # fmt: skip
     assert found is not None  # split_fit refused --fit-width without a budget
     wanted, size, device = found[0], fit["input_size"], fit["latency_device"]
 
-    def cost_at(width: int) -> Any:
-        model = backend().edge_cost_model(
-            arch.cells, arch.space.widen(width), input_size=size, device=device,
-            latency=wanted.max_latency_ms is not None,
-        )  # fmt: skip
-        return network_cost(arch.edges, model)
+    def cost_at(width: int) -> Any:  # counted, and timed whole as predict runs it
+        timed = wanted.max_latency_ms is not None
+        return backend().built_cost(
+            arch.widen(width), size, latency=timed, device=device, runtime="auto"
+        )
 
     start = channels or arch.space.channels
     width, cost = fit_width(wanted, cost_at, start, fit["width_multiple"])
     fitted = arch.widen(width)
     meta = {**fitted.meta, "fit_width": width, "budget": wanted.to_dict(), "cost": cost.to_dict()}
     fitted = type(arch)(fitted.space, fitted.edges, fitted.cells, fitted.paths, meta=meta)
+    how = " (timed whole, auto runtime)" if wanted.max_latency_ms is not None else ""
     if width == start:
-        text += f"\nfits the budget ({wanted}) at base width {width} as it is: {cost}"
+        text += f"\nfits the budget ({wanted}) at base width {width} as it is: {cost}{how}"
     else:
-        text += f"\nfitted to the budget ({wanted}): base width {width}, {cost}"
+        text += f"\nfitted to the budget ({wanted}): base width {width}, {cost}{how}"
     nested = "architecture" in payload  # a consensus nests it
     payload = {**payload, **({"architecture": fitted.to_dict()} if nested else fitted.to_dict())}
     return fitted, text, payload

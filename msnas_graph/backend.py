@@ -193,10 +193,24 @@ class Backend(Protocol):
         *,
         latency: bool = False,
         device: str | None = None,
+        runtime: str | None = None,
     ) -> Cost:
         """What U-Net(``space.channels``, depth 4) costs, measured as :meth:`edge_cost_model`
-        measures parts: the reference of a budget relative to the U-Net
-        (``decode --max-macs 0.8x``)."""
+        measures parts (or, where ``runtime`` is named, timed whole in it as :meth:`built_cost`
+        times): the reference of a budget relative to the U-Net (``decode --max-macs 0.8x``)."""
+        ...
+
+    def built_cost(
+        self,
+        arch: Architecture,
+        input_size: int | None = None,
+        *,
+        latency: bool = False,
+        device: str | None = None,
+        runtime: str = "auto",
+    ) -> Cost:
+        """The built network's parameters and batch-1 MACs; with ``latency``, also its fastest
+        batch-1 pass, whole, in the inference ``runtime`` on ``device`` (default: the CPU)."""
         ...
 
     def search(

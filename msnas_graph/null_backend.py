@@ -103,6 +103,7 @@ class NullBackend:
         *,
         latency: bool = False,
         device: str | None = None,
+        runtime: str | None = None,
     ) -> Cost:
         from .budget import Cost
 
@@ -114,6 +115,22 @@ class NullBackend:
             p = 9 * c * c * (4 if level < 3 else 2)  # encoder and decoder; the bottom once
             params, macs = params + p, macs + p * (size // 2**level) ** space.spatial_dims
         return Cost(params, macs, macs if latency else 0)  # 1 ns per MAC
+
+    def built_cost(
+        self,
+        arch: Architecture,
+        input_size: int | None = None,
+        *,
+        latency: bool = False,
+        device: str | None = None,
+        runtime: str = "auto",
+    ) -> Cost:
+        from .budget import Cost, TableCostModel, network_cost
+
+        options = {"input_size": input_size, "latency": latency, "runtime": runtime}
+        self._record("built_cost", arch.space.name, options)
+        cost = network_cost(arch.edges, TableCostModel.simple(arch.space))
+        return Cost(cost.params, cost.macs, cost.macs if latency else 0)  # 1 ns per MAC
 
     def search(
         self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]

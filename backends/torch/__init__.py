@@ -182,12 +182,28 @@ class TorchBackend:
         *,
         latency: bool = False,
         device: str | None = None,
+        runtime: str | None = None,
     ) -> Cost:
         """:func:`~msnas_graph.backends.torch.cost_model.unet_cost`."""
         from msnas_graph.backends.torch.cost_model import unet_cost
 
         dev = _timing_device(latency, device)
-        return unet_cost(space, input_size, latency=latency, device=dev)
+        return unet_cost(space, input_size, latency=latency, device=dev, runtime=runtime)
+
+    def built_cost(
+        self,
+        arch: Architecture,
+        input_size: int | None = None,
+        *,
+        latency: bool = False,
+        device: str | None = None,
+        runtime: str = "auto",
+    ) -> Cost:
+        """:func:`~msnas_graph.backends.torch.cost_model.built_cost`."""
+        from msnas_graph.backends.torch.cost_model import built_cost
+
+        dev = _timing_device(latency, device)
+        return built_cost(arch, input_size, latency=latency, device=dev, runtime=runtime)
 
     def search(
         self, options: Options, run_dir: PathLike, **flags: Unpack[RunFlags]

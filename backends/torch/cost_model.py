@@ -18,7 +18,7 @@ from msnas_graph.errors import BackendError
 from msnas_graph.graph import NodeId, Supergraph
 from msnas_graph.kinds import carries_cell
 
-from .cost import count_macs_flops, count_parameters, timed_passes
+from .cost import count_macs_flops, count_parameters, latency_runner, timed_passes
 from .fuse import fuse_for_inference
 from .nn.blocks import ConcatFusion, Head, Stem
 from .nn.cells import DiscreteCell
@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     from msnas_graph.genotype import CellGenotype
     from msnas_graph.spec import SearchSpace
 
-__all__ = ["UNET_DEPTH", "ListInput", "PartMeasure", "edge_cost_model", "unet_cost"]
+__all__ = [
+    "UNET_DEPTH",
+    "ListInput",
+    "PartMeasure",
+    "built_cost",
+    "edge_cost_model",
+    "runtime_ns",
+    "unet_cost",
+]
 
 #: The levels of the U-Net a relative target or budget refers to (``U-Net(width, 4)``, three
 #: poolings): ``search --target-macs 0.8x``, ``decode --max-macs 0.8x``.
@@ -109,12 +117,14 @@ def unet_cost(
     device: str | torch.device = "cpu",
     repeats: int = 20,
     measure: PartMeasure | None = None,
+    runtime: str | None = None,
 ) -> Cost:
     """What the U-Net a user would otherwise train costs, measured as :func:`edge_cost_model`
     measures a network's parts: U-Net(``space.channels``, :data:`UNET_DEPTH`) with the space's
     image channels and classes, at batch 1 on an input of side ``input_size`` (default the
     space's); with ``latency``, also timed on ``device`` in the eager runtime (``measure``:
-    how, where the caller already holds one). A relative budget or target is a multiple of it.
+    how, where the caller already holds one), or whole in ``runtime`` where one is named, as
+    :func:`built_cost` times a network. A relative budget or target is a multiple of it.
 
     >>> from msnas_graph.spec import SearchSpace
     >>> unet_cost(SearchSpace.preset("quick", channels=16), 64).macs
@@ -128,7 +138,69 @@ def unet_cost(
         space.in_channels, space.num_classes, space.channels, UNET_DEPTH,
         spatial_dims=space.spatial_dims,
     )  # fmt: skip
-    return measure(unet.eval(), space.in_channels, 0)
+    if runtime is None or not latency:
+        return measure(unet.eval(), space.in_channels, 0)
+    counted = PartMeasure(measure.size, measure.dims)(unet.eval(), space.in_channels, 0)
+    ns = runtime_ns(unet, (1, space.in_channels, *[measure.size] * measure.dims), device,
+                    runtime, repeats)  # fmt: skip
+    return Cost(counted.params, counted.macs, ns)
+
+
+def built_cost(
+    arch: Architecture,
+    input_size: int | None = None,
+    *,
+    latency: bool = False,
+    device: str | torch.device = "cpu",
+    runtime: str = "auto",
+    repeats: int = 20,
+) -> Cost:
+    """The parameters and batch-1 MACs of ``arch``'s built network on an input of side
+    ``input_size`` (default the space's); with ``latency``, also its fastest batch-1 pass,
+    whole, in the inference ``runtime`` (``auto``: what ``predict`` runs) on ``device``
+    (:func:`runtime_ns`). Where :func:`edge_cost_model` sums parts timed alone in the eager
+    runtime, this is what a user of the network measures; it takes a build (and an ONNX export)
+    per network, so it is for a few networks, not for choosing paths.
+
+    >>> from msnas_graph.decode import decode
+    >>> from msnas_graph.spec import SearchSpace
+    >>> from msnas_graph.state import SearchState
+    >>> arch = decode(SearchState.random(SearchSpace.preset("tiny"), seed=0), paths=2)
+    >>> model = edge_cost_model(arch, input_size=32)
+    >>> from msnas_graph.budget import network_cost
+    >>> built_cost(arch, 32).macs == network_cost(arch.edges, model).macs
+    True
+    """
+    from .nn.network import build_network
+
+    size = _checked_size(Supergraph(arch.space), input_size)
+    space = arch.space
+    shape = (1, space.in_channels, *[size] * space.spatial_dims)
+    net = build_network(arch).eval()
+    cost = Cost(count_parameters(net), count_macs_flops(net, shape)[0])
+    if not latency:
+        return cost
+    return Cost(cost.params, cost.macs, runtime_ns(net, shape, device, runtime, repeats))
+
+
+def runtime_ns(
+    model: nn.Module,
+    shape: tuple[int, ...],
+    device: str | torch.device,
+    runtime: str,
+    repeats: int = 20,
+    warmup: int = 3,
+) -> int:
+    """The fastest of ``repeats`` passes of ``model`` on a random input of ``shape`` through the
+    inference ``runtime`` (BatchNorm folded, as ``predict`` runs it; built before the timing),
+    in whole nanoseconds: the minimum, as :func:`fastest_ns` takes it, because other processes
+    only ever add time."""
+    dev = torch.device(device)
+    work = latency_runner(model, dev, runtime)
+    x = torch.randn(*shape, device=dev)
+    with torch.inference_mode():
+        work(x)  # the runtime is built (traced, exported) on its first call
+    return max(1, min(timed_passes(work, x, dev, warmup, repeats)))
 
 
 def _check_arguments(

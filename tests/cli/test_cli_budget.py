@@ -243,6 +243,17 @@ def test_fit_width_keeps_the_paths_and_narrows_to_the_widest_width_that_fits(
     assert Architecture.load(tmp_path / "f4.json").space.channels == width // 4 * 4
     code, _, err = run("decode", state_file, "--max-macs", "1G", "--width-multiple", "8")
     assert code == 2 and "--width-multiple applies only with --fit-width" in err
+    # a latency budget times whole networks in the runtime predict uses (figures vary: no
+    # timing is asserted, only that it was timed and what was written holds it)
+    code, out, err = run(
+        "decode", state_file, "--paths", "2", "--channels", "16", "--max-latency-ms", "100x",
+        "--input-size", "32", "--fit-width", "-o", tmp_path / "lat.json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "(whole, auto runtime)" in err and "(timed whole, auto runtime)" in out
+    lat = Architecture.load(tmp_path / "lat.json").meta
+    assert 0 < lat["cost"]["latency_ms"] <= lat["budget"]["max_latency_ms"]
+    assert lat["fit_width"] == 16 and "as it is" in out
     # a budget it cannot meet even at width 1; no budget at all: one line each, nothing written
     code, _, err = run("decode", state_file, "--max-macs", "10", "--fit-width", "-o",
                        tmp_path / "no.json")  # fmt: skip

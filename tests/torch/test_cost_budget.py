@@ -66,3 +66,19 @@ def test_latency_model_times_every_part_and_keeps_counts() -> None:
     assert all(c.latency_ns > 0 for c in timed.outputs.values())
     with pytest.raises(BackendError, match="repeats"):
         edge_cost_model(cells, state.space, latency=True, repeats=0)
+
+
+def test_built_cost_counts_as_the_parts_and_times_the_whole_network() -> None:
+    """``built_cost``: the parts' count, and with ``latency`` one whole timing in the named
+    runtime; ``unet_cost(runtime=...)`` times the U-Net the same way (the reference of 0.5x)."""
+    from msnas_graph.backends.torch.cost_model import built_cost, unet_cost
+
+    arch = decode(SearchState.random(SearchSpace.preset("tiny"), seed=1), paths=2)
+    counted = built_cost(arch, 16)
+    assert counted == whole_network(arch, arch.space.fusion, 16) and counted.latency_ns == 0
+    timed = built_cost(arch, 16, latency=True, runtime="eager", repeats=2)
+    assert (timed.params, timed.macs) == (counted.params, counted.macs) and timed.latency_ns > 0
+    unet = unet_cost(arch.space, 16, latency=True, runtime="eager", repeats=2)
+    assert unet.latency_ns > 0 and unet.macs == unet_cost(arch.space, 16).macs
+    with pytest.raises(BackendError, match="not divisible"):
+        built_cost(arch, 15)
