@@ -258,8 +258,9 @@ def split_fit(budget: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, 
 def fit_to_budget(
     arch: Architecture, channels: int | None, fit: dict[str, Any], text: str, payload: Any
 ) -> tuple[Architecture, str, Any]:
-    """``--fit-width``: ``arch`` at the widest base width whose network fits the budget (counted
-    or timed as a budgeted decode counts it), ``text`` with a line that says so, and
+    """``--fit-width``: ``arch`` at the widest base width whose built network fits the budget
+    (counted as a budgeted decode counts it; a latency timed whole, and the U-Net of a relative
+    budget alike, in the runtime ``predict`` uses), ``text`` with a line that says so, and
     ``payload`` (``decode --json``'s) with the fitted architecture."""
     from msnas_graph.budget import fit_width
 
