@@ -254,7 +254,8 @@ def budgeted_decode(
     if best is None:
         deep = [p for j, p in enumerate(cands) if prob.deep[j]]
         costs = [network_cost(p.edges, cost_model) for p in deep]
-        every = among is None and k == count_paths(graph)  # more candidates would not help
+        # every path there is (that reaches min_scale) is a candidate: more would not help
+        every = among is None and len(deep) == count_paths(graph) - count_paths(graph, min_scale)
         raise DecodeError(_too_small(budget, costs, min_scale, every))
     chosen = [cands[j] for j in best]
     cost = network_cost({e for p in chosen for e in p.edges}, cost_model)
@@ -363,9 +364,11 @@ def _too_small(
     n, reach = len(costs), f" that reach{'es' * (len(costs) == 1)} scale {min_scale}"
     which = reach if min_scale > 0 else ""
     if not every:
+        top = "the only one of the top candidate paths" if n == 1 else (
+            f"the cheapest of the top {n} candidate paths")  # fmt: skip
         return (
-            f"the budget ({budget}) is below the cheapest of the top {n} candidate paths"
-            f"{which} ({cheapest}); raise {how}, or consider more paths with --candidates"
+            f"the budget ({budget}) is below {top}{which} ({cheapest}); raise {how}, or "
+            "consider more paths with --candidates"
         )
     paths = "the only path" if n == 1 else f"the cheapest of all {n} paths"
     return f"the budget ({budget}) is below {paths}{which} ({cheapest}); raise {how}"

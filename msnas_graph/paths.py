@@ -108,21 +108,25 @@ class Path:
         return " ".join(parts) + f"  (score {self.path_score:.4f})"
 
 
-def count_paths(graph: Supergraph) -> int:
-    """Exact number of input -> output paths (Python int, no overflow).
+def count_paths(graph: Supergraph, below: int | None = None) -> int:
+    """Exact number of input -> output paths (Python int, no overflow); with ``below``, of
+    those that stay below that scale (so ``count_paths(g) - count_paths(g, k)`` paths reach
+    scale ``k``).
 
     Convention: a path is a sequence of network edges, so the ``keep`` cell and the ``skip``
     identity between the same two nodes make two different paths; a path ends at any output
     node.
 
     >>> from msnas_graph.spec import SearchSpace
-    >>> count_paths(Supergraph(SearchSpace.preset("tiny")))
-    14
+    >>> g = Supergraph(SearchSpace.preset("tiny"))
+    >>> count_paths(g), count_paths(g, below=1)  # 8 of the 14 stay at full resolution
+    (14, 8)
     """
     ways: dict[NodeId, int] = {graph.input_node: 1}
     for node in graph.nodes:
         if node != graph.input_node:
-            ways[node] = sum(ways[e.src] for e in graph.in_edges(node))
+            shallow = below is None or node.scale < below
+            ways[node] = sum(ways[e.src] for e in graph.in_edges(node)) if shallow else 0
     return sum(ways[o] for o in graph.output_nodes)
 
 

@@ -417,3 +417,16 @@ def test_fit_width_is_the_widest_width_that_fits(
         width % multiple == 0
         and (width + multiple > start or not budget.allows(cost_at(width + multiple)))
     )
+
+
+def test_a_budget_below_the_only_deep_path_names_it_without_the_candidates_advice() -> None:
+    """A 6 x 4 trellis has one path to scale 3 among far more than 128 candidates: the error
+    names it as the only one and does not send the user to --candidates."""
+    space = SearchSpace.preset("quick", layers=6, scales=4)
+    state = SearchState.random(space, seed=0)
+    assert count_paths(state.graph) > 128
+    assert count_paths(state.graph) - count_paths(state.graph, 3) == 1
+    with pytest.raises(DecodeError) as info:
+        budgeted_decode(state, Budget(max_macs=1), TableCostModel.simple(space), min_scale=3)
+    assert "below the only path that reaches scale 3 (" in str(info.value)
+    assert "--candidates" not in str(info.value)
