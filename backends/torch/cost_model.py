@@ -22,6 +22,7 @@ from .cost import count_macs_flops, count_parameters, latency_runner, timed_pass
 from .fuse import fuse_for_inference
 from .nn.blocks import ConcatFusion, Head, Stem
 from .nn.cells import DiscreteCell
+from .nn.network import build_network
 from .nn.unet import UNet
 
 if TYPE_CHECKING:
@@ -171,8 +172,6 @@ def built_cost(
     >>> built_cost(arch, 32).macs == network_cost(arch.edges, model).macs
     True
     """
-    from .nn.network import build_network
-
     size = _checked_size(Supergraph(arch.space), input_size)
     space = arch.space
     shape = (1, space.in_channels, *[size] * space.spatial_dims)

@@ -35,7 +35,7 @@ def test_a_backend_missing_methods_is_named(monkeypatch: pytest.MonkeyPatch) -> 
     name = f"partial_{uuid.uuid4().hex[:6]}"
     register_backend(name, Partial)
     with pytest.raises(
-        BackendError, match=r"does not implement.*missing: build_network, compare, cost"
+        BackendError, match=r"does not implement.*missing: build_network, built_cost, compare, cost"
     ):
         get_backend(name)
     with pytest.raises(BackendError, match="must be letters"):
