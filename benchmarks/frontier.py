@@ -330,12 +330,13 @@ def _arch_macs(arch: Any, b: Budget) -> int:
 
 def _random_models(
     space: SearchSpace, ref: str, models: dict[str, tuple[str, int]], count: int, score: str,
-    b: Budget, out: Path, glue: str | None = None, paths: int = 3,
+    b: Budget, out: Path, glue: str | None = None, paths: int = 3, min_scale: int = 0,
 ) -> list[str]:  # fmt: skip
     """Add ``count`` random architectures of ``space`` (a search group's), decoded at
-    ``paths`` (``ref``'s N_l), whose MACs lie within ``MACS_TOLERANCE`` of model ``ref``'s
-    (the first ``count`` such random states, seeds 1000, 1001, ...) to ``models``; returns
-    their names. MACs are matched as searched
+    ``paths`` (``ref``'s N_l) and ``min_scale`` (its group's), whose MACs lie within
+    ``MACS_TOLERANCE`` of model ``ref``'s (the first ``count`` such random states, seeds 1000,
+    1001, ...) to ``models``, trained at ``ref``'s width; returns their names. MACs are matched
+    at the training width, as searched
     (in ``space``'s cell glue); with ``glue`` (a ``+lean-build`` group's) both sides are then
     built with it, so the random architectures are the ones a darts-built comparison picks."""
     from msnas_graph.architecture import Architecture
@@ -346,14 +347,18 @@ def _random_models(
     for seed in range(1000, 1000 + 50 * count):
         if len(names) == count:
             break
-        arch = decode(SearchState.random(space, seed=seed), paths=paths, score=score)
+        state = SearchState.random(space, seed=seed)
+        arch = decode(state, paths=paths, score=score, min_scale=min_scale)
         if abs(_arch_macs(arch, b) / target - 1) > MACS_TOLERANCE:
             continue
+        width = models[ref][1]
         tag = f"r{seed}" + ("" if paths == 3 else f"_N{paths}") + (f"+{glue}" if glue else "")
+        tag += (f"_min{min_scale}" if min_scale else "") + (
+            f"_w{width}" if width != b.train_width else "")  # fmt: skip
         path = out / f"arch_random_{tag}.json"
         (arch.with_cell_glue(glue) if glue else arch).save(path)
         names.append(f"random {tag}")
-        models[names[-1]] = (str(path), b.train_width)
+        models[names[-1]] = (str(path), width)
     return names
 
 
@@ -596,13 +601,23 @@ def bench(
     random_groups = [g for g in args.random_group.split(",") if g] or groups[:1]
     rn = 3 if 3 in args.paths else args.paths[0]  # the N_l of the reference and the randoms
     for rg in random_groups if args.randoms else []:
-        ref = used[(rg, args.scores[0], rn, b.train_width)]
+        ref = used[(rg, args.scores[0], rn, args.random_width or b.train_width)]
         names = _random_models(
-            spaces[rg], ref, models, args.randoms, args.scores[0], b, out, build_glue(rg), rn
+            spaces[rg],
+            ref,
+            models,
+            args.randoms,
+            args.scores[0],
+            b,
+            out,
+            build_glue(rg),
+            rn,
+            decode_min_scale(rg),
         )
         random_sets.append({"group": rg, "ref": ref, "randoms": names})
         notes.append(
             f"random: {len(names)} random states of `{rg}`'s operation set decoded at N_l = {rn} "
+            f"(min scale {decode_min_scale(rg)}, trained at `{ref}`'s width) "
             f"({args.scores[0]} score), MACs within {MACS_TOLERANCE:.0%} of `{ref}`'s as "
             f"searched{f', built {build_glue(rg)}' if build_glue(rg) else ''}"
         )
@@ -764,6 +779,7 @@ def main() -> None:
     parser.add_argument("--widths", default="", help="further widths, at --width-paths")
     parser.add_argument("--width-paths", default="3", help="N_l values trained at --widths")
     parser.add_argument("--randoms", type=int, default=0, help="MACs-matched random archs")
+    parser.add_argument("--random-width", type=int, help="the reference's width: one of --widths")
     parser.add_argument(
         "--random-group", default="", help="whose operations and MACs (comma-separated)"
     )
