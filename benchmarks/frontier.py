@@ -22,8 +22,11 @@ dataset's size), over ``--train-seeds`` training seeds each:
   consensus decoded with ``--min-scale k``, ``+blat<F>`` decoded under ``--max-latency-ms Fx``
   at the training size and width (``+bmacs<F>``: ``--max-macs Fx``; both counted in the glue
   the network is built with, ``decode --cell-glue``), ``+gumbel`` searched with
-  ``--path-sampling gumbel``; a network that two groups or scores share is trained and counted
-  once.
+  ``--path-sampling gumbel``, ``+fit`` that budget met by narrowing the unbudgeted consensus
+  to the widest base width that fits (``decode --fit-width``); a network that two groups or
+  scores share is trained and counted once. ``--first-search-seed K`` makes an independent
+  search run (seeds K, K+1, ...); ``--randoms R`` adds MACs-matched random architectures of
+  the first group's space, decoded alike (N_l, ``--min-scale``), at ``--random-width``.
 
 Per model: Dice, IoU and HD95 on the test fold (HD95 in the unit the evaluation reports: mm
 where the data has a pixel size), params, MACs at the training size, and latency in the
