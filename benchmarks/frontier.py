@@ -23,8 +23,9 @@ dataset's size), over ``--train-seeds`` training seeds each:
   at the training size and width (``+bmacs<F>``: ``--max-macs Fx``; both counted in the glue
   the network is built with, ``decode --cell-glue``), ``+gumbel`` searched with
   ``--path-sampling gumbel``, ``+fit`` that budget met by narrowing the unbudgeted consensus
-  to the widest base width that fits (``decode --fit-width``); a network that two groups or
-  scores share is trained and counted once. ``--first-search-seed K`` makes an independent
+  to the widest base width that fits (``decode --fit-width``; ``+fit8``: a multiple of 8); a
+  network that two groups or scores share is trained and counted once.
+  ``--first-search-seed K`` makes an independent
   search run (seeds K, K+1, ...); ``--randoms R`` adds MACs-matched random architectures of
   the first group's space, decoded alike (N_l, ``--min-scale``), at ``--random-width``.
 
@@ -88,6 +89,7 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     **{f"+b{k}{f}": {} for k in ("lat", "macs") for f in BUDGET_FRACTIONS},  # decode_budget
     "+gumbel": {},  # searched with --path-sampling gumbel (search_config)
     "+fit": {},  # the budget met by the width, not the paths (decode --fit-width): _fit
+    "+fit8": {},  # the same, a width that is a multiple of 8 (--width-multiple 8)
 }
 MACS_TOLERANCE = 0.15  # a random architecture is MACs-matched within this
 
@@ -256,7 +258,7 @@ def _budget_args(group: str, space: SearchSpace, b: Budget, width: int) -> dict[
     }
 
 
-def _fit(arch: Architecture, budget: Any, size: int, start: int) -> Architecture:
+def _fit(arch: Architecture, budget: Any, size: int, start: int, multiple: int = 1) -> Architecture:
     """``+fit`` (``decode --fit-width``): ``arch``, decoded without the budget, at the widest
     base width whose built network fits it, counted (timed) at ``size`` as ``_budget_args``
     counts."""
@@ -267,7 +269,7 @@ def _fit(arch: Architecture, budget: Any, size: int, start: int) -> Architecture
         wide, timed = arch.space.widen(width), budget.max_latency_ms is not None
         return network_cost(arch.edges, edge_cost_model(arch.cells, wide, size, latency=timed))
 
-    width, cost = fit_width(budget, cost_at, start)
+    width, cost = fit_width(budget, cost_at, start, multiple)
     print(f"fitted to {budget}: base width {width}, {cost}")
     return arch.widen(width)
 
@@ -585,7 +587,8 @@ def bench(
                 )  # fmt: skip
                 arch = agree.architecture  # in the build's glue (``built``)
                 if fit:
-                    arch = _fit(arch, budgets[(g, w)]["budget"], b.train_size, w)
+                    multiple = 8 if g.endswith("+fit8") or "+fit8+" in g else 1
+                    arch = _fit(arch, budgets[(g, w)]["budget"], b.train_size, w, multiple)
                     w = arch.space.channels  # trained at the fitted width
                 key = model_name(g, score, n, w, b.train_width)
                 net = network_key(arch, w)
