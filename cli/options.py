@@ -8,6 +8,7 @@ that a new option reaches the backend through :func:`run_options` with no more p
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -341,6 +342,20 @@ arch_lr_option = click.option(
     callback=_arch_lr,
     help="Architecture learning rate (Adam) of both phases. Default (auto): 2 / the phase's "
     "architecture steps, clipped to [3e-4, 3e-2].",
+)
+
+def _non_negative(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"must be a finite number >= 0, got {value}")
+    return value
+
+
+arch_weight_decay_option = click.option(
+    "--arch-weight-decay",
+    type=float,
+    callback=_non_negative,
+    help="L2 weight decay of the architecture parameters (Adam). Default 1e-3 (DARTS's); 0 is "
+    "MONAI DiNTS's.",
 )
 
 channels_option = click.option(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from msnas_graph.cli.main import main
@@ -215,12 +216,15 @@ def test_search_schedule_options_and_decisions(tmp_path: Path) -> None:
     s = tmp_path / "s"
     code, out, err = run(
         "search", s, "--space", "tiny", "--data", "phantom:8", "--arch-steps", "1,1",
-        "--warmup-steps", "1", "--arch-lr", "0.01", *SMOKE,
+        "--warmup-steps", "1", "--arch-lr", "0.01", "--arch-weight-decay", "0", *SMOKE,
     )  # fmt: skip
     assert code == 0, err
     assert "decisions: " in out and "cell decisions" in out
     cfg = json.loads((s / "config.json").read_text())
     assert (cfg["arch_steps"], cfg["warmup_steps"], cfg["arch_lr"]) == ([1, 1], 1, 0.01)
+    assert cfg["arch_weight_decay"] == 0.0  # and the architecture optimiser runs with it:
+    groups = torch.load(s / "checkpoint.pt", weights_only=False)["arch_opt"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.0, 0.0]
     assert (s / "plots" / "decisions.png").is_file()
     # decode writes the architecture at another width
     code, out, err = run("decode", s, "--paths", "1", "--channels", "12", "-o", tmp_path / "w.json")
@@ -240,6 +244,8 @@ def test_search_schedule_options_and_decisions(tmp_path: Path) -> None:
     [
         (["--arch-lr", "fast"], 2, "expected a number or 'auto'"),
         (["--arch-lr", "-1"], 2, "must be a positive number"),
+        (["--arch-weight-decay", "nan"], 2, "finite number >= 0"),
+        (["--arch-weight-decay", "-1e-3"], 2, "finite number >= 0"),
         (["--arch-steps", "10"], 2, "expected CELL,NETWORK steps"),
         (["--arch-steps", "0,0"], 2, "total >= 1"),
         (["--warmup", "-1"], 2, "--warmup"),

@@ -261,6 +261,9 @@ class SearchConfig(RunConfig):
         resolve the automatic warm-up."""
         if self.arch_lr is not None and (self.arch_lr <= 0 or not math.isfinite(self.arch_lr)):
             raise RunError(f"{where}: arch_lr={self.arch_lr} must be a positive number (or auto)")
+        self.arch_weight_decay = float(self.arch_weight_decay)
+        if not (math.isfinite(self.arch_weight_decay) and self.arch_weight_decay >= 0):
+            raise RunError(f"{where}: arch_weight_decay={self.arch_weight_decay} must be >= 0")
         for name in ("warmup", "warmup_steps"):
             value = getattr(self, name)
             if value is not None and int(value) < 0:
