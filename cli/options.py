@@ -344,6 +344,7 @@ arch_lr_option = click.option(
     "architecture steps, clipped to [3e-4, 3e-2].",
 )
 
+
 def _non_negative(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise click.BadParameter(f"must be a finite number >= 0, got {value}")
