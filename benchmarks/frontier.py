@@ -23,7 +23,8 @@ dataset's size), over ``--train-seeds`` training seeds each:
   consensus decoded with ``--min-scale k``, ``+blat<F>`` decoded under ``--max-latency-ms Fx``
   at the training size and width (``+bmacs<F>``: ``--max-macs Fx``; both counted in the glue
   the network is built with, ``decode --cell-glue``), ``+gumbel`` searched with
-  ``--path-sampling gumbel``, ``+fit`` that budget met by narrowing the unbudgeted consensus
+  ``--path-sampling gumbel``, ``+awd0`` searched without the architecture parameters' weight
+  decay (DARTS's 1e-3), ``+fit`` that budget met by narrowing the unbudgeted consensus
   to the widest base width that fits (``decode --fit-width``; ``+fit8``: a multiple of 8); a
   network that two groups or scores share is trained and counted once.
   ``--first-search-seed K`` makes an independent
@@ -90,6 +91,7 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     **{f"+min{k}": {} for k in range(1, 5)},  # decoded with --min-scale k (decode_min_scale)
     **{f"+b{k}{f}": {} for k in ("lat", "macs") for f in BUDGET_FRACTIONS},  # decode_budget
     "+gumbel": {},  # searched with --path-sampling gumbel (search_config)
+    "+awd0": {},  # searched without the architecture weight decay (search_config)
     "+fit": {},  # the budget met by the width, not the paths (decode --fit-width): _fit
     "+fit8": {},  # the same, a width that is a multiple of 8 (--width-multiple 8)
 }
@@ -383,6 +385,7 @@ def search_config(
         arch_steps=b.arch_steps, arch_lr=b.arch_lr, max_steps_per_epoch=b.search_steps_per_epoch,
         batch_size=b.batch_size, seed=seed, device="cpu", paths=3, **data, **cost,
         path_sampling="gumbel" if "+gumbel" in group else "softmax",
+        **({"arch_weight_decay": 0.0} if "+awd0" in group else {}),
     )  # fmt: skip
 
 
