@@ -16,7 +16,6 @@ dataset's size), over ``--train-seeds`` training seeds each:
   operations), ``convs`` (the same operations, no cost), ``paper-ops`` (the paper's
   operations); the suffix ``+deep`` searches a 6-layer x 4-scale trellis instead of
   ``quick``'s 4 x 3, ``+1b`` cells of one block, ``+noskip`` a trellis without identity edges,
-  ``+pk<k>`` the supernet's mixed operations over 1/k of the channels (``quick``: 1/4),
   ``+lean`` the lean cell glue (no 1x1 preprocess or projection where dense convolutions do
   without; the search's cost table counts it), ``+lean-build`` the darts cells in the search
   and the lean glue in the trained networks (``train --cell-glue lean``), ``+min<k>`` the
@@ -85,7 +84,6 @@ SUFFIXES: dict[str, dict[str, Any]] = {
     "+deep": {"layers": 6, "scales": 4},
     "+1b": {"blocks": 1},
     "+noskip": {"edge_kinds": ("contract", "keep", "expand")},
-    **{f"+pk{k}": {"partial_k": k} for k in (1, 2)},  # partial channels: 1/k of them mixed
     "+lean": {"cell_glue": "lean"},
     "+lean-build": {},  # searched with the darts cells, built lean (build_glue)
     **{f"+min{k}": {} for k in range(1, 5)},  # decoded with --min-scale k (decode_min_scale)
