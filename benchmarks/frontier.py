@@ -561,6 +561,7 @@ def bench(
     seen: dict[tuple[str, ...], str] = {}  # search folders (resolved) -> the first group
     spaces: dict[str, SearchSpace] = {}
     budgets: dict[tuple[str, int], dict[str, Any]] = {}
+    main_n = 3 if 3 in args.paths or not args.paths else args.paths[0]  # agreement, randoms
     for g in groups:
         states = [
             SearchState.load(Path(r) / "state.json")
@@ -593,6 +594,8 @@ def bench(
                     multiple = 8 if g.endswith("+fit8") or "+fit8+" in g else 1
                     arch = _fit(arch, budgets[(g, w)]["budget"], b.train_size, w, multiple)
                     w = arch.space.channels  # trained at the fitted width
+                if n == main_n and w == b.train_width:  # also for a network another shares
+                    notes.append(f"{g} ({score}, N_l = {n}): {agree.summary()}")
                 key = model_name(g, score, n, w, b.train_width)
                 net = network_key(arch, w)
                 if net in shared:
@@ -604,11 +607,9 @@ def bench(
                 path = out / f"arch_{g}_{score}{tag}.json"  # one file per network
                 arch.save(path)
                 models[key] = (str(path), w)
-                if n == 3 and w == b.train_width:
-                    notes.append(f"{g} ({score}): {agree.summary()}")
     random_sets: list[dict[str, Any]] = []  # per random group: its reference and randoms
     random_groups = [g for g in args.random_group.split(",") if g] or groups[:1]
-    rn = 3 if 3 in args.paths else args.paths[0]  # the N_l of the reference and the randoms
+    rn = main_n  # the N_l of the reference and the randoms
     for rg in random_groups if args.randoms else []:
         ref = used[(rg, args.scores[0], rn, args.random_width or b.train_width)]
         names = _random_models(
