@@ -261,9 +261,13 @@ class SearchConfig(RunConfig):
         resolve the automatic warm-up."""
         if self.arch_lr is not None and (self.arch_lr <= 0 or not math.isfinite(self.arch_lr)):
             raise RunError(f"{where}: arch_lr={self.arch_lr} must be a positive number (or auto)")
-        self.arch_weight_decay = float(self.arch_weight_decay)
+        decay = self.arch_weight_decay
+        try:
+            self.arch_weight_decay = float(decay)
+        except (TypeError, ValueError):
+            raise RunError(f"{where}: arch_weight_decay={decay!r} must be a number >= 0") from None
         if not (math.isfinite(self.arch_weight_decay) and self.arch_weight_decay >= 0):
-            raise RunError(f"{where}: arch_weight_decay={self.arch_weight_decay} must be >= 0")
+            raise RunError(f"{where}: arch_weight_decay={decay} must be >= 0")
         for name in ("warmup", "warmup_steps"):
             value = getattr(self, name)
             if value is not None and int(value) < 0:
