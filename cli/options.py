@@ -8,7 +8,6 @@ that a new option reaches the backend through :func:`run_options` with no more p
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -345,9 +344,9 @@ arch_lr_option = click.option(
 )
 
 
-def _non_negative(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise click.BadParameter(f"must be a finite number >= 0, got {value}")
+def _non_negative(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not 0 <= value < float("inf"):  # also refuses nan
+        raise click.BadParameter(f"must be a finite number >= 0, got {value:g}")
     return value
 
 
@@ -372,12 +371,6 @@ init_from_option = click.option(
     type=click.Path(exists=True, file_okay=False),
     help="Start from this search run's supernet weights where shapes allow (same width).",
 )
-
-
-def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not 0 <= value < float("inf"):  # also refuses nan
-        raise click.BadParameter(f"must be a finite number >= 0, got {value:g}")
-    return value
 
 
 def unet_multiple(value: str) -> float | None:
@@ -442,7 +435,7 @@ cost_options = bundle(
     click.option(
         "--cost-weight",
         type=float,
-        callback=_positive,
+        callback=_non_negative,
         metavar="W",
         help="Weight of the cost term (default 1; the cost is divided by the untrained "
         "supernet's, so W is unitless; 0 only reports the expected cost).",
