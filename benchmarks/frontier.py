@@ -638,7 +638,8 @@ def bench(
     data_t = {**data, "batches_per_epoch": _batches_per_epoch(data, b)}
     tasks = [(m, s, b.train_steps) for m in models for s in range(args.train_seeds)]
     if args.long:
-        tasks += [(m, 0, 4 * b.train_steps) for m in args.long.split(",") if m in models]
+        long = [m for m in args.long.split(",") if m in models]
+        tasks += [(m, s, 4 * b.train_steps) for m in long for s in range(args.long_seeds)]
     print(f"[{name}] training {len(tasks)} runs ...", flush=True)
 
     def run_dir(m: str, s: int, steps: int) -> str:
@@ -675,14 +676,15 @@ def bench(
         for m in models
     }  # fmt: skip
 
-    def dice_of(m: str, sd: int, st: int) -> str:
-        return f"{float(by_task[(m, sd, st)]['summary']['mean_dice']):.4f}"
+    def dice_of(m: str, sd: int, st: int) -> float:
+        return float(by_task[(m, sd, st)]["summary"]["mean_dice"])
 
-    long_rows = [
-        {"model": m, "steps": st, "Dice": dice_of(m, sd, st),
-         "Dice at the base budget (seed 0)": dice_of(m, 0, b.train_steps)}
-        for (m, sd, st) in tasks
-        if st != b.train_steps
+    long_rows = [  # per model trained longer: its seeds' Dice there and at the base budget
+        {"model": m, "steps": st, "seeds": seeds, "dice": [dice_of(m, sd, st) for sd in seeds],
+         "base": [dice_of(m, sd, b.train_steps) for sd in seeds],
+         "cases": [by_task[(m, sd, st)]["dice"] for sd in seeds]}
+        for m, st in dict.fromkeys((m, st) for m, _, st in tasks if st != b.train_steps)
+        for seeds in [[sd for mm, sd, st2 in tasks if mm == m and st2 == st]]
     ]  # fmt: skip
     steps = {m: by_task[(m, 0, b.train_steps)]["steps"] for m in models}
     return {
@@ -715,6 +717,42 @@ def _against_random(res: dict[str, Any], ref: str, randoms: list[str]) -> str:
         f"cases and models resampled); the random architectures' Dice {mean:.4f} +- {std:.4f} "
         f"(std over architectures): the searched network is {verdict} than one random std above."
     )  # fmt: skip
+
+
+def _long_section(res: dict[str, Any]) -> str:
+    """The models trained for 4x the steps: Dice over their seeds there and at the base budget
+    (the same seeds), and each against U-Net(16) trained as long, where it was."""
+    by_name = {r.model: r for r in res["comparison"].runs}
+    ref = next((x for x in res["long"] if x["model"] == "U-Net(16)"), None)
+    u16 = by_name.get("U-Net(16)")
+    rows = []
+    for x in res["long"]:
+        row = {
+            "model": x["model"], "steps": x["steps"], "seeds": len(x["seeds"]),
+            "Dice": _mean_std(x["dice"]),
+            "Dice at the base budget (same seeds)": _mean_std(x["base"]),
+        }  # fmt: skip
+        if ref is not None:
+            d = bootstrap_diff(x["cases"], ref["cases"])
+            row["minus U-Net(16), as long"] = (
+                "" if x is ref else f"{d[0]:+.4f} ({d[1]:+.4f} .. {d[2]:+.4f})"
+            )
+        if u16 is not None:
+            lat = by_name[x["model"]].cost("latency") / u16.cost("latency")
+            row["latency vs U-Net(16)"] = f"{lat:.2f}x"
+        rows.append(row)
+    return (
+        f"## {res['name']}: 4x the training steps\n\n" + markdown_table(rows)
+        + "\n\nDice: mean +- std over the seeds; the difference to U-Net(16) trained as long "
+        "with a 95 % bootstrap interval (test cases and training seeds resampled); latency "
+        "as in the first table (batch 1)."
+    )  # fmt: skip
+
+
+def _mean_std(values: list[float]) -> str:
+    """``mean +- std`` of a list of Dice (the std is 0 for one value)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} +- {std:.4f}"
 
 
 def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
@@ -755,7 +793,7 @@ def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:
     for rs in res["random_sets"]:
         text.append(_against_random(res, rs["ref"], rs["randoms"]))
     if res["long"]:
-        text.append(f"## {res['name']}: 4x the training steps\n\n" + markdown_table(res["long"]))
+        text.append(_long_section(res))
     if plot is not None:
         text.append(f"Picture: `{plot.name}`.")
     return text
@@ -794,6 +832,7 @@ def main() -> None:
         "--random-group", default="", help="whose operations and MACs (comma-separated)"
     )
     parser.add_argument("--long", default="", help="models trained again for 4x the steps")
+    parser.add_argument("--long-seeds", type=int, default=1, help="training seeds of --long")
     parser.add_argument("--rounds", type=int, default=5, help="latency rounds")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--reuse", action="store_true", help="keep finished runs in --out")
