@@ -74,6 +74,11 @@ def _check_common(cfg: Any, where: str) -> None:
         raise RunError(f"{where}: val_fraction={cfg.val_fraction} must lie in [0, 1)")
     if cfg.lr <= 0 or not math.isfinite(cfg.lr):
         raise RunError(f"{where}: lr={cfg.lr} must be a positive number")
+    for name in ("lr_min", "momentum", "weight_decay"):
+        if not (math.isfinite(value := getattr(cfg, name)) and value >= 0):
+            raise RunError(f"{where}: {name}={value} must be a number >= 0")
+    if cfg.grad_clip is not None and not (math.isfinite(cfg.grad_clip) and cfg.grad_clip > 0):
+        raise RunError(f"{where}: grad_clip={cfg.grad_clip} must be a number > 0 (or null: off)")
 
 
 @dataclass
@@ -200,6 +205,7 @@ class SearchConfig(RunConfig):
         return super().from_dict(data, source, legacy=legacy)
 
     def __post_init__(self) -> None:
+        self.check_types("search config")
         if isinstance(self.space, dict):
             self.space = SearchSpace.from_dict(self.space, "config: space")
         elif not isinstance(self.space, SearchSpace):
@@ -262,11 +268,7 @@ class SearchConfig(RunConfig):
         if self.arch_lr is not None and (self.arch_lr <= 0 or not math.isfinite(self.arch_lr)):
             raise RunError(f"{where}: arch_lr={self.arch_lr} must be a positive number (or auto)")
         decay = self.arch_weight_decay
-        try:
-            self.arch_weight_decay = float(decay)
-        except (TypeError, ValueError):
-            raise RunError(f"{where}: arch_weight_decay={decay!r} must be a number >= 0") from None
-        if not (math.isfinite(self.arch_weight_decay) and self.arch_weight_decay >= 0):
+        if not (math.isfinite(decay) and decay >= 0):
             raise RunError(f"{where}: arch_weight_decay={decay} must be >= 0")
         for name in ("warmup", "warmup_steps"):
             value = getattr(self, name)
@@ -366,6 +368,7 @@ class TrainConfig(RunConfig):
     init_from: str | None = None
 
     def __post_init__(self) -> None:
+        self.check_types("train config")
         if isinstance(self.model, dict):
             self.model = Architecture.from_dict(self.model, "config: model")
         if isinstance(self.model, str | Path):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
+import types
+import typing
 from dataclasses import field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,6 +45,58 @@ def _norm(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+#: What a value of each plain field type must be, as the error says it.
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _plain(value: Any, kind: type) -> tuple[bool, Any]:
+    """Whether ``value`` is of the plain type ``kind`` (a JSON number for a number: an integral
+    float is an integer, an integer a float, a bool neither), and the value as that type."""
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool), value
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return True, int(value)
+    if kind is int and isinstance(value, numbers.Integral):
+        return True, int(value)
+    if kind is float and isinstance(value, numbers.Real):
+        return True, float(value)
+    return isinstance(value, kind), value
+
+
+def _typed(value: Any, hint: Any) -> tuple[bool, Any, str]:
+    """Check ``value`` against a field's annotation: (fits, the value normalised, what the
+    annotation asks for). A class other than the plain types (a space, an architecture) also
+    takes a mapping, a string or a path: its own checks read them."""
+    options = (
+        typing.get_args(hint)
+        if typing.get_origin(hint) in (types.UnionType, typing.Union)
+        else (hint,)
+    )
+    wants = []
+    for kind in options:
+        if kind is type(None):
+            if value is None:
+                return True, None, ""
+            wants.append("null")
+        elif typing.get_origin(kind) is tuple:
+            items = typing.get_args(kind)
+            wants.append(f"a list of {len(items)} {_KINDS[items[0]].split(' ', 1)[1]}s")
+            if isinstance(value, list | tuple) and len(value) == len(items):
+                checked = [_plain(v, k) for v, k in zip(value, items, strict=True)]
+                if all(ok for ok, _ in checked):
+                    return True, tuple(v for _, v in checked), ""
+        elif kind in _KINDS:
+            wants.append(_KINDS[kind])
+            ok, normalised = _plain(value, kind)
+            if ok:
+                return True, normalised, ""
+        else:
+            wants.append(f"{'an' if kind.__name__[0] in 'AEIOU' else 'a'} {kind.__name__}")
+            if isinstance(value, kind | dict | str | Path):
+                return True, value, ""
+    return False, value, " or ".join(wants)
+
+
 class RunConfig:
     """JSON round trip and resume policy shared by the configs (dataclasses)."""
 
@@ -50,6 +105,26 @@ class RunConfig:
     LEGACY: ClassVar[dict[str, Any]] = {}
     #: Fields of which a config holds one at most: giving one replaces the others.
     ONE_OF: ClassVar[tuple[str, ...]] = ()
+
+    def check_types(self, where: str) -> None:
+        """Refuse a field whose value is not of its annotated type, in one line (a hand-edited
+        ``config.json`` or an API call: ``lr="abc"``, ``augment="false"``); normalise the rest
+        (an integral float to an int, a NumPy number to a Python one, a list to a tuple), so
+        that the config's own checks and its JSON see plain values.
+
+        >>> from msnas_graph.backends.torch.training.config import TrainConfig
+        >>> TrainConfig(augment="false")
+        Traceback (most recent call last):
+        ...
+        msnas_graph.errors.RunError: train config: augment='false' must be true or false
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            ok, normalised, wanted = _typed(value, hints[f.name])
+            if not ok:
+                raise RunError(f"{where}: {f.name}={value!r} must be {wanted}")
+            setattr(self, f.name, normalised)
 
     def with_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """This config's fields with ``options`` given over them (as :meth:`to_dict`)."""
@@ -116,7 +191,12 @@ class RunConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RunError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data, str(path))
+        try:
+            return cls.from_dict(data, str(path))
+        except RunError as exc:  # a field's own check: say which file holds it
+            if str(path) in str(exc):
+                raise
+            raise RunError(f"{path}: {exc}") from None
 
     @classmethod
     def for_run(cls, config: Any, run_dir: Path, resume: bool, what: str) -> Any:
