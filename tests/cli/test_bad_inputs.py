@@ -58,6 +58,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert code == 0, err
         _bad_files(w)
         _round2_items_6_to_11_files(w)
+        _config_type_files(w)
     finally:
         os.chdir(cwd)
     return w
@@ -419,6 +420,14 @@ CASES: list[tuple[list[str], int, str]] = [
         "not the colours of an RGB",
     ),
     (["evaluate", "t", "--data", "r2_ch_tif", "--device", "cpu"], 1, "not the colours of an RGB"),
+    # a hand-edited config.json: each field of the wrong type is named, with the file
+    (
+        ["train", "cfg_lr_str", "--resume"],
+        1,
+        "config.json: train config: lr='abc' must be a number",
+    ),
+    (["train", "cfg_augment_str", "--resume"], 1, "augment='false' must be true or false"),
+    (["train", "cfg_epochs_float", "--resume"], 1, "epochs=2.5 must be an integer"),
 ]
 
 
@@ -438,6 +447,15 @@ def shrink(channels, spatial_dims=2, affine=True):
 def raises(channels, spatial_dims=2, affine=True):
     raise ValueError("no such width")
 """
+
+
+def _config_type_files(w: Path) -> None:
+    """Unfinished copies of the trained run whose config.json holds a field of the wrong type."""
+    for name, field, value in [("cfg_lr_str", "lr", "abc"), ("cfg_augment_str", "augment", "false"),
+                               ("cfg_epochs_float", "epochs", 2.5)]:  # fmt: skip
+        run = _copy_run(w / "t", w / name, skip=("DONE",))
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, field: value}))
 
 
 def _round2_items_6_to_11_files(w: Path) -> None:
