@@ -3,6 +3,7 @@
 holds plain Python values its JSON can carry."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,8 +62,8 @@ def test_numbers_are_normalised_to_what_json_carries():
     assert (cfg.seed, cfg.epochs, cfg.arch_betas) == (3, (1, 2), (0.0, 1.0))
     assert type(cfg.seed) is int and type(cfg.lr) is float
     assert json.loads(cfg.to_json())["seed"] == 3  # a NumPy integer would not serialise
-    train = TrainConfig(epochs=np.int32(4), seed=2.0, grad_clip=None)
-    assert (train.epochs, train.seed, train.grad_clip) == (4, 2, None)
+    train = TrainConfig(epochs=np.int32(4), seed=2.0, grad_clip=None, data=Path("phantom:8"))
+    assert (train.epochs, train.seed, train.grad_clip, train.data) == (4, 2, None, "phantom:8")
     assert SearchConfig.from_dict(cfg.to_dict()) == cfg
 
 

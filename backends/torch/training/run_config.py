@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
+import os
 import types
 import typing
 from dataclasses import field
@@ -51,7 +52,8 @@ _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a s
 
 def _plain(value: Any, kind: type) -> tuple[bool, Any]:
     """Whether ``value`` is of the plain type ``kind`` (a JSON number for a number: an integral
-    float is an integer, an integer a float, a bool neither), and the value as that type."""
+    float is an integer, an integer a float, a bool neither; a path is a string), and the value
+    as that type."""
     if kind is bool or isinstance(value, bool):
         return kind is bool and isinstance(value, bool), value
     if kind is int and isinstance(value, float) and value.is_integer():
@@ -60,6 +62,8 @@ def _plain(value: Any, kind: type) -> tuple[bool, Any]:
         return True, int(value)
     if kind is float and isinstance(value, numbers.Real):
         return True, float(value)
+    if kind is str and isinstance(value, os.PathLike):  # a path for a file or folder field
+        return True, os.fspath(value)
     return isinstance(value, kind), value
 
 
