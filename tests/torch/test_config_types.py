@@ -45,6 +45,7 @@ def test_a_search_config_field_of_the_wrong_type_is_one_line(kw, message):
         ({"model": 3}, "model=3 must be a string or an Architecture$"),
         ({"epochs": "10"}, "epochs='10' must be an integer$"),
         ({"compile": "yes"}, "compile='yes' must be true or false$"),
+        ({"data": ["x"] * 10**5}, r"data=\['x', 'x', .{50,}\.\.\. must be a string$"),
         ({"lr_min": float("inf")}, "lr_min=inf must be a number >= 0$"),
     ],
 )
