@@ -65,7 +65,7 @@ HC18 = ROOT.parent / "shared" / "data" / "hc18"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
-from search_vs_random import bootstrap_diff  # noqa: E402
+from search_vs_random import _ms, bootstrap_diff  # noqa: E402
 
 from msnas_graph.consensus import consensus  # noqa: E402
 from msnas_graph.diagnostics import diagnose  # noqa: E402
@@ -637,9 +637,9 @@ def bench(
     # --- training
     data_t = {**data, "batches_per_epoch": _batches_per_epoch(data, b)}
     tasks = [(m, s, b.train_steps) for m in models for s in range(args.train_seeds)]
-    if args.long:
-        long = [m for m in args.long.split(",") if m in models]
-        tasks += [(m, s, 4 * b.train_steps) for m in long for s in range(args.long_seeds)]
+    long = [m for m in args.long.split(",") if m in models]  # trained 4x as long
+    long_steps, long_seeds = 4 * b.train_steps, list(range(args.long_seeds))
+    tasks += [(m, s, long_steps) for m in long for s in long_seeds]
     print(f"[{name}] training {len(tasks)} runs ...", flush=True)
 
     def run_dir(m: str, s: int, steps: int) -> str:
@@ -680,11 +680,11 @@ def bench(
         return float(by_task[(m, sd, st)]["summary"]["mean_dice"])
 
     long_rows = [  # per model trained longer: its seeds' Dice there and at the base budget
-        {"model": m, "steps": st, "seeds": seeds, "dice": [dice_of(m, sd, st) for sd in seeds],
-         "base": [dice_of(m, sd, b.train_steps) for sd in seeds],
-         "cases": [by_task[(m, sd, st)]["dice"] for sd in seeds]}
-        for m, st in dict.fromkeys((m, st) for m, _, st in tasks if st != b.train_steps)
-        for seeds in [[sd for mm, sd, st2 in tasks if mm == m and st2 == st]]
+        {"model": m, "steps": long_steps, "seeds": long_seeds,
+         "dice": [dice_of(m, sd, long_steps) for sd in long_seeds],
+         "base": [dice_of(m, sd, b.train_steps) for sd in long_seeds],
+         "cases": [by_task[(m, sd, long_steps)]["dice"] for sd in long_seeds]}
+        for m in long
     ]  # fmt: skip
     steps = {m: by_task[(m, 0, b.train_steps)]["steps"] for m in models}
     return {
@@ -729,8 +729,8 @@ def _long_section(res: dict[str, Any]) -> str:
     for x in res["long"]:
         row = {
             "model": x["model"], "steps": x["steps"], "seeds": len(x["seeds"]),
-            "Dice": _mean_std(x["dice"]),
-            "Dice at the base budget (same seeds)": _mean_std(x["base"]),
+            "Dice": _ms(x["dice"]),
+            "Dice at the base budget (same seeds)": _ms(x["base"]),
         }  # fmt: skip
         if ref is not None:
             d = bootstrap_diff(x["cases"], ref["cases"])
@@ -747,12 +747,6 @@ def _long_section(res: dict[str, Any]) -> str:
         "with a 95 % bootstrap interval (test cases and training seeds resampled); latency "
         "as in the first table (batch 1)."
     )  # fmt: skip
-
-
-def _mean_std(values: list[float]) -> str:
-    """``mean +- std`` of a list of Dice (the std is 0 for one value)."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} +- {std:.4f}"
 
 
 def _sections(res: dict[str, Any], plot: Path | None) -> list[str]:

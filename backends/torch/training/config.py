@@ -205,7 +205,8 @@ class SearchConfig(RunConfig):
         return super().from_dict(data, source, legacy=legacy)
 
     def __post_init__(self) -> None:
-        self.check_types("search config")
+        where = "search config"
+        self.check_types(where)
         if isinstance(self.space, dict):
             self.space = SearchSpace.from_dict(self.space, "config: space")
         elif not isinstance(self.space, SearchSpace):
@@ -215,9 +216,6 @@ class SearchConfig(RunConfig):
             self.input_size = space.input_size
         if self.epochs is None:
             self.epochs = (20, 20) if space.name == "paper" else (2, 2)
-        self.epochs = (int(self.epochs[0]), int(self.epochs[1]))
-        self.arch_betas = (float(self.arch_betas[0]), float(self.arch_betas[1]))
-        where = "search config"
         _check_common(self, where)
         if min(self.epochs) < 0 or sum(self.epochs) < 1:
             raise RunError(f"{where}: epochs={self.epochs} must be non-negative with a total >= 1")
@@ -249,18 +247,17 @@ class SearchConfig(RunConfig):
             return
         if self.cost not in COST_METRICS:
             raise RunError(f"{where}: {unknown_name('cost', self.cost, COST_METRICS)}")
-        self.cost_weight = 1.0 if self.cost_weight is None else float(self.cost_weight)
+        self.cost_weight = 1.0 if self.cost_weight is None else self.cost_weight
         if not (math.isfinite(self.cost_weight) and self.cost_weight >= 0):
             raise RunError(f"{where}: cost_weight={self.cost_weight} must be a number >= 0")
-        if self.cost_channels is not None and not 1 <= int(self.cost_channels) <= 4096:
+        if self.cost_channels is not None and not 1 <= self.cost_channels <= 4096:
             raise RunError(f"{where}: cost_channels={self.cost_channels} must lie in 1..4096")
         if None not in targets:
             raise RunError(f"{where}: give cost_target or cost_target_unet, not both")
         for name in ("cost_target", "cost_target_unet"):
-            if (value := getattr(self, name)) is not None:
-                setattr(self, name, float(value))
-                if not (math.isfinite(float(value)) and float(value) > 0):
-                    raise RunError(f"{where}: {name}={value} must be a number > 0")
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise RunError(f"{where}: {name}={value} must be a number > 0")
 
     def _check_schedule(self, where: str) -> None:
         """Normalise and check ``warmup``, ``arch_lr``, ``warmup_steps`` and ``arch_steps``;
@@ -272,7 +269,7 @@ class SearchConfig(RunConfig):
             raise RunError(f"{where}: arch_weight_decay={decay} must be >= 0")
         for name in ("warmup", "warmup_steps"):
             value = getattr(self, name)
-            if value is not None and int(value) < 0:
+            if value is not None and value < 0:
                 raise RunError(f"{where}: {name}={value} must be >= 0")
         if self.arch_steps is None:
             if self.warmup_steps is not None:
@@ -281,7 +278,7 @@ class SearchConfig(RunConfig):
                     f"arch_steps too (the whole schedule in steps) or use warmup (epochs)"
                 )
             assert self.epochs is not None
-            self.warmup = self.epochs[0] // 2 if self.warmup is None else int(self.warmup)
+            self.warmup = self.epochs[0] // 2 if self.warmup is None else self.warmup
             what = f"warm-up {self.warmup} + epochs {self.epochs[0]},{self.epochs[1]}"
             check_schedule_size(where, what, self.warmup + sum(self.epochs), "epoch")
             return
@@ -290,13 +287,12 @@ class SearchConfig(RunConfig):
                 f"{where}: warmup={self.warmup} (epochs) with arch_steps (steps); give the "
                 f"warm-up in steps (warmup_steps) when the schedule is in steps"
             )
-        cell, network = (int(x) for x in self.arch_steps)
-        self.arch_steps = (cell, network)
+        cell, network = self.arch_steps
         if min(cell, network) < 0 or cell + network < 1:
             raise RunError(
                 f"{where}: arch_steps={self.arch_steps} must be non-negative with a total >= 1"
             )
-        self.warmup_steps = cell // 2 if self.warmup_steps is None else int(self.warmup_steps)
+        self.warmup_steps = cell // 2 if self.warmup_steps is None else self.warmup_steps
         what = f"warm-up steps {self.warmup_steps} + arch steps {cell},{network}"
         check_schedule_size(where, what, self.warmup_steps + cell + network, "step")
 
