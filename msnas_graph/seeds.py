@@ -14,10 +14,15 @@ run's ``paths``) and writes into ``RUN/``:
 
 ``jobs > 1`` runs that many seeds at once, each in its own process (``spawn``), each with
 ``threads`` CPU threads (default 1, set in the child only: the calling process's thread count
-is never changed). ``SIGTERM`` or ``Ctrl-C`` stops every running seed at its checkpoint; with
-``resume`` the finished seeds are kept as they are, the interrupted ones continue from their
-checkpoints and the ones never started start. ``RUN`` itself is locked for the command's life
-(:class:`msnas_graph.run_lock.RunLock`), each seed folder by its own search.
+is never changed). The workers' log records come to this process (the standard library's
+multiprocess logging recipe: one process writes), each message led by its seed folder's name:
+those the ``msnas_graph`` logger here lets through are logged here, and with ``progress`` the
+informational ones (a search logs a line per epoch) are printed to stderr in place of the
+progress bars a lone search draws. ``SIGTERM`` or ``Ctrl-C`` stops every running seed at its
+checkpoint; with ``resume`` the finished seeds are kept as they are, the interrupted ones
+continue from their checkpoints and the ones never started start. ``RUN`` itself is locked
+for the command's life (:class:`msnas_graph.run_lock.RunLock`), each seed folder by its own
+search.
 
 A seed's search is the backend's plain search with ``seed`` set: it seeds the initialisation,
 the data order and, without a folds file, the split, so give ``--folds`` to search every seed
@@ -36,7 +41,9 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,7 +223,8 @@ def search_seeds(
                 if on_seed_end is not None:
                     on_seed_end(d, st)
         else:
-            _run_parallel(tasks, jobs, backend, list(plugins), threads or 1, on_seed_end)
+            workers = (backend, list(plugins), threads or 1)
+            _run_parallel(tasks, jobs, workers, on_seed_end, progress)
         result = _finish(run_dir, dirs, status, int(full.get("paths", 3)))
     except BaseException:
         if not resume and not any(_status(d, True) != "searched" for d in _planned(run_dir)):
@@ -247,6 +255,54 @@ def _finish(run_dir: Path, dirs: list[Path], status: list[str], paths: int) -> S
 # ------------------------------------------------------------------------ worker processes
 
 
+class _LogRelay(logging.Handler):
+    """Puts a worker's log records on the queue as ``(seed_dir, "log", message, level)``."""
+
+    def __init__(self, queue: Any, seed_dir: str, level: int) -> None:
+        super().__init__(level)
+        self.queue, self.seed_dir = queue, seed_dir
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put((self.seed_dir, "log", record.getMessage(), record.levelno))
+        except Exception:  # a record that cannot be formatted or sent is not worth a crash
+            self.handleError(record)
+
+
+@contextmanager
+def _logs_to(queue: Any, seed_dir: str, level: int) -> Iterator[None]:
+    """While inside: the ``msnas_graph`` log records at ``level`` and above go to ``queue``
+    (:class:`_LogRelay`) and nowhere else; the logger is restored after."""
+    log = logging.getLogger("msnas_graph")
+    relay, saved = _LogRelay(queue, seed_dir, level), (log.level, log.propagate)
+    log.addHandler(relay)
+    log.setLevel(level)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(relay)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+
+
+def _worker_log_level(progress: bool) -> int:
+    """What the workers send: what this process's ``msnas_graph`` logger lets through, and the
+    informational records too with ``progress``."""
+    level = logging.getLogger("msnas_graph").getEffectiveLevel()
+    return min(level, logging.INFO) if progress else level
+
+
+def _relay(seed_dir: str, message: str, level: int, progress: bool) -> None:
+    """A worker's log record, here: logged if this process's logger lets it through, else
+    printed to stderr with ``progress`` if it is informational."""
+    text = f"{Path(seed_dir).name}: {message}"
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s", text)
+    elif progress and level >= logging.INFO:
+        print(text, file=sys.stderr, flush=True)
+
+
 def _seed_worker(
     backend: str,
     plugins: list[str],
@@ -255,9 +311,11 @@ def _seed_worker(
     seed_dir: str,
     flags: dict[str, Any],
     queue: Any,
+    log_level: int = logging.WARNING,
 ) -> None:
     """One seed's search in a fresh process: ``threads`` CPU threads (this process only),
-    the plugins, ``SIGTERM`` as ``Ctrl-C``; reports ``(seed_dir, kind, message, fields)``."""
+    the plugins, ``SIGTERM`` as ``Ctrl-C``, its log records at ``log_level`` and above sent
+    to the parent (:func:`_logs_to`); reports ``(seed_dir, kind, message, fields)``."""
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read when this process imports torch
     os.environ["MKL_NUM_THREADS"] = str(threads)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -266,7 +324,7 @@ def _seed_worker(
         from .backend import get_backend, load_plugins
 
         load_plugins(plugins)
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), _logs_to(queue, seed_dir, log_level):
             get_backend(backend).search(options, seed_dir, **flags)
     except KeyboardInterrupt:
         report = (seed_dir, "interrupted", "", None)
@@ -298,29 +356,30 @@ def _error(report: tuple[str, str, str, list[str] | None]) -> BaseException:
 def _run_parallel(
     tasks: list[tuple[Path, dict[str, Any], dict[str, Any], str]],
     jobs: int,
-    backend: str,
-    plugins: list[str],
-    threads: int,
+    workers: tuple[str, list[str], int],
     on_seed_end: Callable[[Path, str], None] | None,
+    progress: bool,
 ) -> None:
     """Run ``tasks`` (seed folder, options, flags, status) ``jobs`` at a time in spawned
-    processes; stop them all (``SIGTERM``: each keeps its checkpoint) on the first failure
-    or an interrupt of this process, then raise it."""
+    processes (``workers``: backend, plugins, threads each), relaying their log records
+    (:func:`_relay`); stop them all (``SIGTERM``: each keeps its checkpoint) on the first
+    failure or an interrupt of this process, then raise it."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     todo = list(tasks)
     running: dict[str, tuple[Any, str]] = {}
     failure: BaseException | None = None
+    level = _worker_log_level(progress)
     with sigterm_as_interrupt():
         try:
             while (todo and failure is None) or running:
                 while todo and failure is None and len(running) < jobs:
                     d, opts, flags, st = todo.pop(0)
-                    args = (backend, plugins, threads, opts, str(d), flags, queue)
+                    args = (*workers, opts, str(d), flags, queue, level)
                     proc = ctx.Process(target=_seed_worker, args=args, name=f"msnas {d.name}")
                     proc.start()
                     running[str(d)] = (proc, st)
-                report = _next_report(queue, running)
+                report = _next_report(queue, running, progress)
                 proc, st = running.pop(report[0])
                 proc.join()
                 if report[1] != "ok":
@@ -337,24 +396,29 @@ def _run_parallel(
         raise failure
 
 
-def _next_report(queue: Any, running: Mapping[str, tuple[Any, str]]) -> tuple[Any, ...]:
-    """The next worker's report; a worker that died without one (killed, or it crashed
-    before it could report) gives an error report of its own."""
+def _next_report(
+    queue: Any, running: Mapping[str, tuple[Any, str]], progress: bool = False
+) -> tuple[Any, ...]:
+    """The next worker's report, relaying the log records before it (:func:`_relay`); a
+    worker that died without one (killed, or it crashed before it could report) gives an
+    error report of its own."""
     import queue as queues
 
+    grace = False  # a worker has died: its report may still be in the pipe
     while True:
         try:
-            return tuple(queue.get(timeout=1.0))
+            item = tuple(queue.get(timeout=2.0 if grace else 1.0))
         except queues.Empty:
             dead = [d for d, (proc, _) in running.items() if not proc.is_alive()]
-            if not dead:
-                continue
-            try:
-                return tuple(queue.get(timeout=2.0))  # a report still in the pipe
-            except queues.Empty:
+            if dead and grace:
                 code = running[dead[0]][0].exitcode
                 return (dead[0], "RunError", f"{dead[0]}: the seed's process ended with "
                         f"exit code {code} and no report; resume with --resume", None)  # fmt: skip
+            grace = bool(dead)
+            continue
+        if item[1] != "log":
+            return item
+        _relay(item[0], item[2], item[3], progress)
 
 
 def _stop(running: Mapping[str, tuple[Any, str]]) -> None:

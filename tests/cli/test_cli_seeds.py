@@ -48,8 +48,12 @@ def test_seeds_interrupted_and_resumed_equal_an_uninterrupted_parallel_run(
 ) -> None:
     threads = torch.get_num_threads()
     whole, run_dir = tmp_path / "whole", tmp_path / "run"
-    code, out, err = run("search", whole, "--seeds", "2", "--jobs", "2", *TINY)
+    with_progress = [a for a in TINY if a != "--no-progress"]
+    code, out, err = run("search", whole, "--seeds", "2", "--jobs", "2", *with_progress)
     assert code == 0, err
+    for seed in ("seed_0", "seed_1"):  # in parallel: a line per seed epoch, not bars
+        assert f"{seed}: search epoch 1/2 (cell)" in err
+        assert f"{seed}: search epoch 2/2 (network)" in err
     assert torch.get_num_threads() == threads  # the workers' one thread is theirs alone
     assert "consensus (mean) of 2 searches" in out and str(whole / "consensus.json") in out
 

@@ -4,6 +4,7 @@ writes a random state per seed (no torch)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -170,3 +171,60 @@ def test_a_worker_sets_its_threads_and_reports_instead_of_raising(
     assert isinstance(conflict, ResumeConflictError)
     assert conflict.fields == ("max_steps_per_epoch",)
     assert isinstance(_error(("r/seed_0", "interrupted", "", None)), KeyboardInterrupt)
+
+
+class LoggingSearch(FakeSearch):
+    """A search that logs one informational line and one warning."""
+
+    def search(self, options: Any, run_dir: Any, **flags: Any) -> Any:
+        log = logging.getLogger("msnas_graph.backends.fake")
+        log.info("search epoch 1/2 (cell)")
+        log.warning("search warning: undecided")
+        return super().search(options, run_dir, **flags)
+
+
+def test_a_worker_sends_its_log_records_to_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import queue
+    import signal
+
+    from msnas_graph.seeds import _next_report, _seed_worker
+
+    name = f"fake_{uuid.uuid4().hex[:8]}"
+    register_backend(name, LoggingSearch)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    package = logging.getLogger("msnas_graph")
+    before = (package.level, package.propagate, list(package.handlers))
+    q: queue.Queue[Any] = queue.Queue()
+    d = str(tmp_path / "seed_0")
+    _seed_worker(name, [], 1, {**OPTIONS, "seed": 0}, d, {}, q, logging.INFO)
+    items = [q.get_nowait() for _ in range(3)]
+    assert items == [
+        (d, "log", "search epoch 1/2 (cell)", logging.INFO),
+        (d, "log", "search warning: undecided", logging.WARNING),
+        (d, "ok", "", None),
+    ]
+    assert (package.level, package.propagate, list(package.handlers)) == before  # restored
+    _seed_worker(name, [], 1, {**OPTIONS, "seed": 1}, str(tmp_path / "seed_1"), {}, q)
+    assert q.get_nowait()[1:3] == ("log", "search warning: undecided")  # WARNING: no info
+    assert q.get_nowait()[1] == "ok"
+
+    # the parent: informational lines printed only with progress, the warning logged always
+    logged: list[tuple[int, str]] = []
+    monkeypatch.setattr(
+        "msnas_graph.seeds.logger.log", lambda level, fmt, text: logged.append((level, text))
+    )
+    monkeypatch.setattr(
+        "msnas_graph.seeds.logger.isEnabledFor", lambda level: level >= logging.WARNING
+    )
+    for progress in (True, False):
+        logged.clear()
+        for item in items:
+            q.put(item)
+        assert _next_report(q, {}, progress) == (d, "ok", "", None)
+        err = capsys.readouterr().err
+        assert logged == [(logging.WARNING, "seed_0: search warning: undecided")]
+        assert err == ("seed_0: search epoch 1/2 (cell)\n" if progress else "")
