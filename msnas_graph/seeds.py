@@ -389,8 +389,7 @@ def _run_parallel(
                     on_seed_end(Path(report[0]), st)
         except BaseException:
             _stop(running)
-            for proc, _ in running.values():
-                proc.join()
+            _join(queue, running, progress)
             raise
     if failure is not None:
         raise failure
@@ -419,6 +418,23 @@ def _next_report(
         if item[1] != "log":
             return item
         _relay(item[0], item[2], item[3], progress)
+
+
+def _join(queue: Any, running: Mapping[str, tuple[Any, str]], progress: bool) -> None:
+    """Wait for the stopped workers, relaying what they log as they stop: a process that has
+    put records on a queue does not end until they are read (multiprocessing's "joining
+    processes that use queues")."""
+    import queue as queues
+
+    for proc, _ in running.values():
+        while proc.is_alive():
+            try:
+                item = tuple(queue.get(timeout=0.1))
+            except queues.Empty:
+                continue
+            if item[1] == "log":
+                _relay(item[0], item[2], item[3], progress)
+        proc.join()
 
 
 def _stop(running: Mapping[str, tuple[Any, str]]) -> None:

@@ -1,9 +1,13 @@
 """``search RUN --seeds 2 [--jobs 2]`` end to end on a tiny space: interrupted and resumed,
-it gives the same consensus as an uninterrupted run in parallel processes."""
+it gives the same consensus as an uninterrupted run in parallel processes; ``SIGTERM`` stops
+parallel seeds at their checkpoints."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +96,38 @@ def test_seeds_options_and_refusals(tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_sigterm_stops_parallel_seeds_at_their_checkpoints_and_resume_finishes(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "run"
+    search = [sys.executable, "-m", "msnas_graph.cli.main", "--threads", "1", "search", run_dir]
+    tiny = ["--space", "tiny", "--data", "phantom:8", "--epochs", "1,12", "--device", "cpu",
+            "--max-steps", "1", "--batch-size", "2"]  # fmt: skip
+    proc = subprocess.Popen(
+        [str(a) for a in [*search, "--seeds", "2", "--jobs", "2", *tiny]],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    started: set[str] = set()
+    for line in proc.stderr:  # the workers' relayed epoch lines: both seeds are under way
+        if ": search epoch 1/13" in line:
+            started.add(line.split(":")[0])
+        if len(started) == 2:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    seeds = [run_dir / "seed_0", run_dir / "seed_1"]
+    assert all((d / "checkpoint.pt").is_file() for d in seeds)
+    assert not all((d / "DONE").is_file() for d in seeds)
+    assert not (run_dir / "consensus.json").exists()
+
+    code, _, err = run("search", run_dir, "--resume", "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert (run_dir / "consensus.json").is_file()
+    for d in seeds:  # every epoch once: resumed from the checkpoint, none run twice
+        assert len((d / "metrics.csv").read_text().splitlines()) == 1 + 13
