@@ -97,3 +97,29 @@ def test_bad_and_legacy_values() -> None:
     data = config().to_dict()
     del data["path_sampling"]  # a config.json written before the field: the paper's sum
     assert SearchConfig.from_dict(data).path_sampling == "softmax"
+
+
+def test_a_sampled_phase_is_validated_on_the_path_of_the_strongest_inputs(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    search_module = importlib.import_module("msnas_graph.backends.torch.training.search")
+    real, seen = search_module.validate, []
+
+    def validate(model, *args, **kwargs):
+        fixed = model.fixed_weights
+        seen.append(None if fixed is None else [v.tolist() for v in fixed.beta.values()])
+        if fixed is not None:  # one-hot at the strongest input of every node
+            want = model.argmax_weights()
+            assert all(torch.equal(fixed.beta[n], want.beta[n]) for n in want.beta)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "validate", validate)
+    search(config(path_sampling="gumbel"), tmp_path / "gumbel", progress=False)
+    # [w c] [c n] [n n]: the epochs that end in the network phase validate one path
+    assert [s is None for s in seen] == [True, False, False]
+    assert all({x for v in beta for x in v} <= {0.0, 1.0} for beta in seen[1:])
+    seen.clear()
+    search(config(), tmp_path / "softmax", progress=False)
+    assert seen == [None, None, None]  # the paper's sum is validated as it is trained

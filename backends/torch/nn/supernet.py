@@ -243,6 +243,21 @@ class Supernet(nn.Module):
         }
         return ArchWeights(alpha=w.alpha, p=w.p, beta=beta)
 
+    def argmax_weights(self) -> ArchWeights:
+        """:meth:`arch_weights` with each node's ``beta`` one-hot at its strongest input (the
+        first of equals): the single path a sampled search's validation runs.
+
+        >>> net = build_supernet(SearchSpace.preset("tiny"))
+        >>> sorted({tuple(v.tolist()) for v in net.argmax_weights().beta.values()})[:2]
+        [(1.0,), (1.0, 0.0)]
+        """
+        w = self.arch_weights()
+        beta = {
+            n: nn.functional.one_hot(v.argmax(), v.numel()).to(v.dtype).detach()
+            for n, v in w.beta.items()
+        }
+        return ArchWeights(alpha=w.alpha, p=w.p, beta=beta)
+
     @staticmethod
     def _logits(table: nn.ModuleDict, cell_type: str) -> nn.ParameterList:
         return cast(nn.ParameterList, table[cell_type])

@@ -48,15 +48,25 @@ __all__ = [
     "TrainConfig",
     "check_schedule_size",
     "resumable",
+    "samples_paths",
 ]
 
 AMP_MODES = ("none", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adam")
-#: How the network phase weighs a node's inputs (:attr:`SearchConfig.path_sampling`).
+#: How the search weighs a node's inputs (:attr:`SearchConfig.path_sampling`).
 PATH_SAMPLING = ("softmax", "gumbel")
 #: The Gumbel-softmax temperature of ``path_sampling="gumbel"`` (the forward pass is one-hot
 #: whatever it is; it shapes the straight-through gradient).
 GUMBEL_TAU = 1.0
+
+
+def samples_paths(path_sampling: str, phase: str) -> bool:
+    """Whether a training step of ``phase`` runs one sampled input per node.
+
+    >>> samples_paths("gumbel", "network"), samples_paths("gumbel", "cell")
+    (True, False)
+    """
+    return path_sampling == "gumbel" and phase == "network"
 
 
 def _check_common(cfg: Any, where: str) -> None:
@@ -143,7 +153,9 @@ class SearchConfig(RunConfig):
             ``softmax(beta)``) or ``"gumbel"``: in the network phase each training forward pass
             samples one input per node (hard Gumbel-softmax, straight-through; GDAS, FBNet), so
             the supernet runs one path and the loss tells paths apart
-            (:meth:`~msnas_graph.backends.torch.nn.supernet.Supernet.sampled_weights`).
+            (:meth:`~msnas_graph.backends.torch.nn.supernet.Supernet.sampled_weights`); the
+            network phase is then validated on the path of each node's strongest input (what
+            its weights are trained to run), not the weighted sum.
 
     ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``memory`` may change when
     the run is resumed; any other difference is refused.

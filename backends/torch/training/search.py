@@ -42,7 +42,7 @@ from msnas_graph.backends.torch.limits import check_supernet
 from msnas_graph.backends.torch.losses import DiceCELoss
 from msnas_graph.backends.torch.nn.supernet import Supernet
 from msnas_graph.backends.torch.plots import draw_run_plots
-from msnas_graph.backends.torch.training.config import GUMBEL_TAU, SearchConfig
+from msnas_graph.backends.torch.training.config import GUMBEL_TAU, SearchConfig, samples_paths
 from msnas_graph.backends.torch.training.loop import (
     EpochCallback,
     EpochLoop,
@@ -282,10 +282,15 @@ class SearchStep:
         bar = progress_bar(len(steps), f"search {epoch + 1}/{schedule.epochs} {phase}", progress)
         train_loss, arch_loss, arch_steps = self.train_epoch(steps, epoch + 1, bar)
         self.sched.step()
-        val_loss, val_dice = validate(
-            self.model, *self.loaders["val"], self.loss_fn, self.space.num_classes, self.rt,
-            self.config.max_steps_per_epoch,
-        )  # fmt: skip
+        if samples_paths(self.config.path_sampling, phase):  # the weights know single paths
+            self.model.fix_weights(self.model.argmax_weights())
+        try:
+            val_loss, val_dice = validate(
+                self.model, *self.loaders["val"], self.loss_fn, self.space.num_classes, self.rt,
+                self.config.max_steps_per_epoch,
+            )  # fmt: skip
+        finally:
+            self.model.fix_weights(None)
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "phase": phase,
@@ -345,12 +350,12 @@ class SearchStep:
         a_iter: Iterator[Any] | None = None
         w_total = a_total = 0.0
         n_arch = 0
-        gumbel = self.config.path_sampling == "gumbel"
         try:
             for i, global_step in enumerate(steps, start=1):
                 xw, yw = next(w_iter)
                 phase = self.schedule.phase(global_step)
-                self.model.sample_beta = GUMBEL_TAU if gumbel and phase == "network" else None
+                sampled = samples_paths(self.config.path_sampling, phase)
+                self.model.sample_beta = GUMBEL_TAU if sampled else None
                 if phase != "warmup":
                     if a_iter is None:
                         a_iter = iter(self.loaders["arch"][0])
