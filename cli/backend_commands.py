@@ -37,7 +37,6 @@ from .options import (
     resolve_cost_target,
     run_options,
     seed_option,
-    settle_steps_option,
     skip_flag,
     space_option,
     target_macs_value,
@@ -130,7 +129,6 @@ search_options = run_options(
     checkpoint_option,
     cost_options,
     path_sampling_option,
-    settle_steps_option,
 )
 
 #: ``train``: RUN_DIR, the model and its optimisation, then the shared run options.

@@ -335,12 +335,6 @@ path_sampling_option = click.option(
     "loss tells paths apart; GDAS, FBNet): for accuracy-only searches of deep spaces; with a "
     "cost target the cost won on HC18 (README).",
 )
-settle_steps_option = click.option(
-    "--settle-steps",
-    type=click.IntRange(min=0),
-    help="With --path-sampling gumbel: weight-only steps on sampled paths at the start of the "
-    "network phase, before beta learns (added to the schedule). Default 0.",
-)
 arch_lr_option = click.option(
     "--arch-lr",
     metavar="FLOAT|auto",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -124,31 +123,3 @@ def test_a_sampled_phase_is_validated_on_the_path_of_the_strongest_inputs(
     seen.clear()
     search(config(), tmp_path / "softmax", progress=False)
     assert seen == [None, None, None]  # the paper's sum is validated as it is trained
-
-
-def test_settle_steps_train_sampled_paths_before_beta_learns(tmp_path) -> None:
-    # warm-up 1, cell 2, settle 2, network 3 steps in epochs of 2: [w c] [c s] [s n] [n n]
-    result = search(config(path_sampling="gumbel", settle_steps=2), tmp_path / "s", progress=False)
-    assert [r["arch_steps"] for r in result.history] == [1, 1, 1, 2]
-    assert [r["phase"] for r in result.history] == ["cell", "network", "network", "network"]
-    first, settled = (
-        SearchState.load(tmp_path / "s" / "states" / f"epoch_00{e}.json") for e in (1, 2)
-    )
-    assert all(
-        np.array_equal(a, b)
-        for a, b in zip(first.beta_logits.values(), settled.beta_logits.values(), strict=True)
-    )  # beta has not moved while the weights settled
-    assert not all(
-        np.array_equal(a, b)
-        for a, b in zip(
-            settled.beta_logits.values(), result.state.beta_logits.values(), strict=True
-        )
-    )
-    with pytest.raises(RunError, match="needs path_sampling='gumbel'") as info:
-        config(settle_steps=5)
-    assert "\n" not in str(info.value)
-    with pytest.raises(RunError, match="settle_steps=-1 must be >= 0"):
-        config(path_sampling="gumbel", settle_steps=-1)
-    data = config(path_sampling="gumbel").to_dict()
-    del data["settle_steps"]  # a config.json written before the field: no settling
-    assert SearchConfig.from_dict(data).settle_steps == 0

@@ -156,11 +156,6 @@ class SearchConfig(RunConfig):
             (:meth:`~msnas_graph.backends.torch.nn.supernet.Supernet.sampled_weights`); the
             network phase is then validated on the path of each node's strongest input (what
             its weights are trained to run), not the weighted sum.
-        settle_steps: with ``path_sampling="gumbel"``, weight-only steps on sampled paths at
-            the start of the network phase, before its architecture steps: the weights,
-            trained on the weighted sum until then, learn to run single paths before ``beta``
-            compares them (SPOS trains a supernet on uniformly sampled paths the same way).
-            Added to the schedule (``arch_steps`` still counts the architecture steps).
 
     ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``memory`` may change when
     the run is resumed; any other difference is refused.
@@ -201,7 +196,6 @@ class SearchConfig(RunConfig):
     cost_target_unet: float | None = None
     cost_channels: int | None = None
     path_sampling: str = "softmax"
-    settle_steps: int = 0
 
     #: What a ``config.json`` written before the schedule fields existed meant: no warm-up.
     LEGACY: ClassVar[dict[str, Any]] = {"warmup": 0}
@@ -250,13 +244,6 @@ class SearchConfig(RunConfig):
         if self.path_sampling not in PATH_SAMPLING:
             kind = "path sampling"
             raise RunError(f"{where}: {unknown_name(kind, self.path_sampling, PATH_SAMPLING)}")
-        if self.settle_steps < 0:
-            raise RunError(f"{where}: settle_steps={self.settle_steps} must be >= 0")
-        if self.settle_steps and self.path_sampling != "gumbel":
-            raise RunError(
-                f"{where}: settle_steps={self.settle_steps} settles the weights on sampled "
-                f"paths; it needs path_sampling='gumbel' (--path-sampling gumbel)"
-            )
         self._check_schedule(where)
         self._check_cost(where)
 

@@ -64,9 +64,6 @@ class PhaseSchedule:
     network_steps: int
     steps_per_epoch: int
     arch_lr: float | None = None
-    #: Weight-only steps at the start of the network phase, before its ``network_steps``
-    #: architecture steps (:attr:`~.config.SearchConfig.settle_steps`).
-    settle_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.steps_per_epoch < 1:
@@ -82,7 +79,6 @@ class PhaseSchedule:
     @classmethod
     def from_config(cls, config: Any, steps_per_epoch: int) -> PhaseSchedule:
         """The schedule of a :class:`~.config.SearchConfig` at ``steps_per_epoch``."""
-        settle = getattr(config, "settle_steps", 0)
         if config.arch_steps is None:
             cell, network = config.epochs
             return cls(
@@ -91,25 +87,13 @@ class PhaseSchedule:
                 network * steps_per_epoch,
                 steps_per_epoch,
                 config.arch_lr,
-                settle,
             )
         cell, network = config.arch_steps
-        return cls(config.warmup_steps, cell, network, steps_per_epoch, config.arch_lr, settle)
+        return cls(config.warmup_steps, cell, network, steps_per_epoch, config.arch_lr)
 
     @property
     def total_steps(self) -> int:
-        return self.warmup_steps + self.cell_steps + self.settle_steps + self.network_steps
-
-    def architecture_step(self, step: int) -> bool:
-        """Whether 0-based global ``step`` takes an architecture step: not in the warm-up nor
-        in the network phase's first ``settle_steps``.
-
-        >>> s = PhaseSchedule(1, 2, 2, 4, settle_steps=2)
-        >>> [s.phase(i)[0] + "-+"[s.architecture_step(i)] for i in range(s.total_steps)]
-        ['w-', 'c+', 'c+', 'n-', 'n-', 'n+', 'n+']
-        """
-        settled = self.warmup_steps + self.cell_steps + self.settle_steps
-        return self.phase(step) == "cell" or step >= settled
+        return self.warmup_steps + self.cell_steps + self.network_steps
 
     @property
     def epochs(self) -> int:

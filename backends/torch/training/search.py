@@ -237,11 +237,9 @@ class SearchStep:
         if rt.main:
             s = self.schedule
             logger.info(
-                "search schedule: %d warm-up + %d cell + %s%d network steps = %d epochs of %d "
+                "search schedule: %d warm-up + %d cell + %d network steps = %d epochs of %d "
                 "steps; architecture lr cell %.3g, network %.3g (%s)",
-                s.warmup_steps, s.cell_steps,
-                f"{s.settle_steps} settling + " if s.settle_steps else "",
-                s.network_steps, s.epochs, s.steps_per_epoch,
+                s.warmup_steps, s.cell_steps, s.network_steps, s.epochs, s.steps_per_epoch,
                 s.lr("cell"), s.lr("network"), "auto" if config.arch_lr is None else "given",
             )  # fmt: skip
 
@@ -358,7 +356,7 @@ class SearchStep:
                 phase = self.schedule.phase(global_step)
                 sampled = samples_paths(self.config.path_sampling, phase)
                 self.model.sample_beta = GUMBEL_TAU if sampled else None
-                if self.schedule.architecture_step(global_step):
+                if phase != "warmup":
                     if a_iter is None:
                         a_iter = iter(self.loaders["arch"][0])
                     xa, ya = next(a_iter)
