@@ -228,3 +228,24 @@ def test_a_worker_sends_its_log_records_to_the_parent(
         err = capsys.readouterr().err
         assert logged == [(logging.WARNING, "seed_0: search warning: undecided")]
         assert err == ("seed_0: search epoch 1/2 (cell)\n" if progress else "")
+
+
+def test_a_worker_that_died_without_a_report_is_reported(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import queue
+
+    from msnas_graph.seeds import _next_report
+
+    class Dead:  # a worker process killed (SIGKILL: the out-of-memory killer) mid-search
+        exitcode = -9
+
+        def is_alive(self) -> bool:
+            return False
+
+    q: queue.Queue[Any] = queue.Queue()
+    q.put(("r/seed_1", "log", "search epoch 3/17 (cell)", logging.INFO))  # sent before it died
+    report = _next_report(q, {"r/seed_1": (Dead(), "searched")}, True)
+    assert report[:2] == ("r/seed_1", "RunError")
+    assert "ended with exit code -9 and no report; resume with --resume" in report[2]
+    assert capsys.readouterr().err == "seed_1: search epoch 3/17 (cell)\n"  # relayed first
