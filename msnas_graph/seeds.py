@@ -293,14 +293,19 @@ def _worker_log_level(progress: bool) -> int:
     return min(level, logging.INFO) if progress else level
 
 
-def _relay(seed_dir: str, message: str, level: int, progress: bool) -> None:
-    """A worker's log record, here: logged if this process's logger lets it through, else
-    printed to stderr with ``progress`` if it is informational."""
+def _relay(item: tuple[Any, ...], progress: bool) -> bool:
+    """Whether ``item`` from the queue is a worker's log record ``(seed_dir, "log", message,
+    level)`` rather than its report; a record is shown here: logged if this process's logger
+    lets it through, else printed to stderr with ``progress`` if it is informational."""
+    if item[1] != "log":
+        return False
+    seed_dir, _, message, level = item
     text = f"{Path(seed_dir).name}: {message}"
     if logger.isEnabledFor(level):
         logger.log(level, "%s", text)
     elif progress and level >= logging.INFO:
         print(text, file=sys.stderr, flush=True)
+    return True
 
 
 def _seed_worker(
@@ -415,9 +420,8 @@ def _next_report(
                         f"exit code {code} and no report; resume with --resume", None)  # fmt: skip
             grace = bool(dead)
             continue
-        if item[1] != "log":
+        if not _relay(item, progress):
             return item
-        _relay(item[0], item[2], item[3], progress)
 
 
 def _join(queue: Any, running: Mapping[str, tuple[Any, str]], progress: bool) -> None:
@@ -432,8 +436,7 @@ def _join(queue: Any, running: Mapping[str, tuple[Any, str]], progress: bool) ->
                 item = tuple(queue.get(timeout=0.1))
             except queues.Empty:
                 continue
-            if item[1] == "log":
-                _relay(item[0], item[2], item[3], progress)
+            _relay(item, progress)  # a stopped worker's report is not needed
         proc.join()
 
 

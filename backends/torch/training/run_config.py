@@ -127,7 +127,8 @@ class RunConfig:
             value = getattr(self, f.name)
             ok, normalised, wanted = _typed(value, hints[f.name])
             if not ok:
-                shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+                shown = repr(value)
+                shown = shown if len(shown) <= 80 else shown[:77] + "..."
                 raise RunError(f"{where}: {f.name}={shown} must be {wanted}")
             setattr(self, f.name, normalised)
 
