@@ -329,12 +329,11 @@ arch_steps_option = click.option(
 
 path_sampling_option = click.option(
     "--path-sampling",
-    type=click.Choice(["softmax", "gumbel", "anneal"]),
+    type=click.Choice(["softmax", "gumbel"]),
     help="The network phase: softmax (default; the paper: each node sums its inputs weighted "
     "by softmax(beta)) or gumbel (each training step runs one sampled input per node, so the "
     "loss tells paths apart; GDAS, FBNet): for accuracy-only searches of deep spaces; with a "
-    "cost target the cost won on HC18 (README). anneal: soft samples whose temperature falls "
-    "from 1 to 0.1 over the phase (SNAS).",
+    "cost target the cost won on HC18 (README).",
 )
 arch_lr_option = click.option(
     "--arch-lr",

@@ -154,10 +154,8 @@ class Supernet(nn.Module):
         self._factor = 2 ** max(n.scale for n in graph.nodes)
         self._fixed: ArchWeights | None = None
         self.memory = memory
-        #: Set (a temperature), training forwards sample each node's input weights
-        #: (sampled_weights): one-hot while :attr:`sample_hard`, else soft
+        #: Set (a temperature), training forwards sample one input per node (sampled_weights)
         self.sample_beta: float | None = None
-        self.sample_hard = True
 
     @property
     def memory(self) -> str:
@@ -226,25 +224,21 @@ class Supernet(nn.Module):
             },
         )
 
-    def sampled_weights(self, tau: float, hard: bool = True) -> ArchWeights:
+    def sampled_weights(self, tau: float) -> ArchWeights:
         """:meth:`arch_weights` with each node's ``beta`` a hard Gumbel-softmax sample of its
         logits (one-hot forward, straight-through gradient; GDAS, FBNet): the pass runs one path
         through the trellis, so the loss depends on which (under ``softmax(beta)`` the other
-        edges make up for a weak one and ``beta`` barely learns). ``hard=False``: a soft sample,
-        ``softmax((logits + Gumbel noise) / tau)`` (SNAS), near one-hot as ``tau`` falls.
+        edges make up for a weak one and ``beta`` barely learns).
 
         >>> net = build_supernet(SearchSpace.preset("tiny"))
         >>> w = net.sampled_weights(1.0)
         >>> sorted({float(v.sum()) for v in w.beta.values()}), all(
         ...     set(v.tolist()) <= {0.0, 1.0} for v in w.beta.values())
         ([1.0], True)
-        >>> soft = net.sampled_weights(1.0, hard=False).beta
-        >>> all(abs(float(v.sum()) - 1) < 1e-6 and bool((v > 0).all()) for v in soft.values())
-        True
         """
         w = self.arch_weights()
         beta = {
-            n: nn.functional.gumbel_softmax(self.beta_logits[k], tau=tau, hard=hard)
+            n: nn.functional.gumbel_softmax(self.beta_logits[k], tau=tau, hard=True)
             for n, k in zip(self._nodes, self._beta_keys, strict=True)
         }
         return ArchWeights(alpha=w.alpha, p=w.p, beta=beta)
@@ -295,8 +289,7 @@ class Supernet(nn.Module):
         if weights is not None:
             weights.check(self.space, self.graph)
         sample = self.sample_beta if self.training else None
-        w = weights or self._fixed
-        w = w or (self.sampled_weights(sample, self.sample_hard) if sample else None)
+        w = weights or self._fixed or (self.sampled_weights(sample) if sample else None)
         w = w or self.arch_weights()
         whole = self.training and torch.is_grad_enabled() and self.memory == "low"
         memo: _Memo = {}

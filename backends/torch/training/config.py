@@ -39,7 +39,6 @@ from msnas_graph.spec import CELL_GLUES, SearchSpace, load_space
 
 __all__ = [
     "AMP_MODES",
-    "ANNEAL_TAU",
     "MAX_EPOCHS",
     "MAX_STEPS",
     "OPTIMIZERS",
@@ -50,46 +49,24 @@ __all__ = [
     "check_schedule_size",
     "resumable",
     "samples_paths",
-    "sampling_temperature",
 ]
 
 AMP_MODES = ("none", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adam")
 #: How the search weighs a node's inputs (:attr:`SearchConfig.path_sampling`).
-PATH_SAMPLING = ("softmax", "gumbel", "anneal")
+PATH_SAMPLING = ("softmax", "gumbel")
 #: The Gumbel-softmax temperature of ``path_sampling="gumbel"`` (the forward pass is one-hot
 #: whatever it is; it shapes the straight-through gradient).
 GUMBEL_TAU = 1.0
-#: The temperatures of ``path_sampling="anneal"`` at the network phase's first and last step
-#: (soft samples; at 1 a two-input node's weight is uniform on [0, 1], at 0.1 mostly near 0 or 1).
-ANNEAL_TAU = (1.0, 0.1)
 
 
 def samples_paths(path_sampling: str, phase: str) -> bool:
-    """Whether a training step of ``phase`` samples each node's input weights.
+    """Whether a training step of ``phase`` runs one sampled input per node.
 
     >>> samples_paths("gumbel", "network"), samples_paths("gumbel", "cell")
     (True, False)
     """
-    return path_sampling in ("gumbel", "anneal") and phase == "network"
-
-
-def sampling_temperature(path_sampling: str, done: float) -> tuple[float, bool]:
-    """``(tau, hard)`` of the Gumbel-softmax samples a network-phase step draws, ``done`` the
-    fraction of the phase's steps before it: ``gumbel`` one-hot samples at
-    :data:`GUMBEL_TAU`; ``anneal`` soft samples whose temperature falls geometrically over the
-    phase from ``ANNEAL_TAU[0]`` to ``ANNEAL_TAU[1]`` (SNAS), so the network moves from random
-    mixtures of a node's inputs towards single paths while ``beta`` learns.
-
-    >>> sampling_temperature("gumbel", 0.5)
-    (1.0, True)
-    >>> [round(sampling_temperature("anneal", d)[0], 3) for d in (0.0, 0.5, 1.0)]
-    [1.0, 0.316, 0.1]
-    """
-    if path_sampling == "gumbel":
-        return GUMBEL_TAU, True
-    first, last = ANNEAL_TAU
-    return first * (last / first) ** min(max(done, 0.0), 1.0), False
+    return path_sampling == "gumbel" and phase == "network"
 
 
 def _check_common(cfg: Any, where: str) -> None:
@@ -178,10 +155,7 @@ class SearchConfig(RunConfig):
             the supernet runs one path and the loss tells paths apart
             (:meth:`~msnas_graph.backends.torch.nn.supernet.Supernet.sampled_weights`); the
             network phase is then validated on the path of each node's strongest input (what
-            its weights are trained to run), not the weighted sum. ``"anneal"``: the same
-            with soft samples whose temperature falls over the network phase
-            (:func:`sampling_temperature`; SNAS), so the weights move from random mixtures of
-            a node's inputs towards single paths instead of switching to them at once.
+            its weights are trained to run), not the weighted sum.
 
     ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``memory`` may change when
     the run is resumed; any other difference is refused.

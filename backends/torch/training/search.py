@@ -42,11 +42,7 @@ from msnas_graph.backends.torch.limits import check_supernet
 from msnas_graph.backends.torch.losses import DiceCELoss
 from msnas_graph.backends.torch.nn.supernet import Supernet
 from msnas_graph.backends.torch.plots import draw_run_plots
-from msnas_graph.backends.torch.training.config import (
-    SearchConfig,
-    samples_paths,
-    sampling_temperature,
-)
+from msnas_graph.backends.torch.training.config import GUMBEL_TAU, SearchConfig, samples_paths
 from msnas_graph.backends.torch.training.loop import (
     EpochCallback,
     EpochLoop,
@@ -358,7 +354,8 @@ class SearchStep:
             for i, global_step in enumerate(steps, start=1):
                 xw, yw = next(w_iter)
                 phase = self.schedule.phase(global_step)
-                self.set_sampling(global_step, phase)
+                sampled = samples_paths(self.config.path_sampling, phase)
+                self.model.sample_beta = GUMBEL_TAU if sampled else None
                 if phase != "warmup":
                     if a_iter is None:
                         a_iter = iter(self.loaders["arch"][0])
@@ -375,17 +372,6 @@ class SearchStep:
             for p in arch_params:
                 p.requires_grad_(True)
         return w_total / max(len(steps), 1), (a_total / n_arch if n_arch else None), n_arch
-
-    def set_sampling(self, global_step: int, phase: str) -> None:
-        """Whether and how the steps of ``global_step`` sample each node's input weights
-        (:func:`~.config.sampling_temperature`; the temperature follows the network phase)."""
-        model, schedule = self.model, self.schedule
-        if not samples_paths(self.config.path_sampling, phase):
-            model.sample_beta = None
-            return
-        start = schedule.warmup_steps + schedule.cell_steps
-        done = (global_step - start) / max(schedule.network_steps - 1, 1)
-        model.sample_beta, model.sample_hard = sampling_temperature(self.config.path_sampling, done)
 
     def arch_step(self, x: Any, y: Any, active: Sequence[nn.Parameter]) -> float:
         """A first-order architecture step on ``active`` only; the loss (mean over ranks).
