@@ -82,6 +82,7 @@ from .genotype import CellGenotype
 from .graph import Edge
 from .paths import DEFAULT_SCORE
 from .state import SearchState, softmax
+from .topology import TOPOLOGY, cell_types_used, on_topology, shared_topology
 
 if TYPE_CHECKING:
     import graphviz
@@ -273,7 +274,10 @@ def mean_state(states: Sequence[SearchState]) -> SearchState:
         for c in space.cell_types
     }
     beta = {n: _log_mean([s.beta_logits[n] for s in states]) for n in graph.searchable_nodes}
-    return SearchState(space, alpha, p, beta, meta={"consensus": "mean", "seeds": len(states)})
+    meta: dict[str, Any] = {"consensus": "mean", "seeds": len(states)}
+    if (net := shared_topology(list(states))) is not None:  # searched on one fixed network
+        meta[TOPOLOGY] = net.to_dict()
+    return SearchState(space, alpha, p, beta, meta=meta)
 
 
 def consensus(
@@ -293,9 +297,10 @@ def consensus(
     ``method`` is ``"mean"`` or ``"majority"`` (module doc); ``paths``, ``score`` and
     ``inputs_per_block`` are those of :func:`msnas_graph.decode.decode`; ``names`` label the
     states in error messages. Raises :class:`DecodeError` for no state or an unknown method,
-    :class:`StateError` for states of different spaces.
-    With a ``budget`` (``mean`` only; ``cost_model(cells)`` costs the consensus's cells,
-    ``candidates`` as in budgeted decoding) the paths are chosen under it (module doc).
+    :class:`StateError` for states of different spaces. States searched on one fixed network
+    (:mod:`msnas_graph.topology`) decide only its cells. With a ``budget`` (``mean`` only;
+    ``cost_model(cells)`` costs the consensus's cells, ``candidates`` as in budgeted decoding)
+    the paths are chosen under it (module doc).
     With ``min_scale`` (``mean``), each seed decodes as ``decode(..., min_scale=)`` (or the
     budgeted decode) does and the consensus keeps the best voted set with a path that deep.
 
@@ -307,11 +312,10 @@ def consensus(
     (True, 3)
     """
     _check(states, method, names)
-    if budget is not None and (method != "mean" or cost_model is None):
-        raise DecodeError("a budget decodes the mean consensus (with a cost model), not a vote")
-    if min_scale > 0 and method != "mean":
-        raise DecodeError("min_scale decodes the mean consensus, not a vote")
+    _check_choosing(method, budget is not None, cost_model is not None, min_scale)
     m = inputs_per_block
+    if (net := _fixed_network(states, budget is not None or min_scale > 0)) is not None:
+        return _on_topology(states, net, method, m, names)
     archs = [decode(s, paths, m, score, min_scale) for s in states]
     cells_seed = [cell_choices(s, m) for s in states]
     nodes_seed = [node_choices(s) for s in states]
@@ -383,6 +387,60 @@ def _decisions(
         for i, p in enumerate(arch.paths)
     ]
     return decisions
+
+
+def _check_choosing(method: str, budget: bool, cost_model: bool, min_scale: int) -> None:
+    """A budget (with its cost model) or ``min_scale`` chooses the mean consensus's paths."""
+    if budget and (method != "mean" or not cost_model):
+        raise DecodeError("a budget decodes the mean consensus (with a cost model), not a vote")
+    if min_scale > 0 and method != "mean":
+        raise DecodeError("min_scale decodes the mean consensus, not a vote")
+
+
+def _fixed_network(states: Sequence[SearchState], choosing: bool) -> Architecture | None:
+    """The network ``states`` were searched on (``search --topology``), if any; a budget or
+    ``min_scale`` (``choosing`` paths) is refused for them."""
+    net = shared_topology(list(states))
+    if net is not None and choosing:
+        raise DecodeError(
+            "the states were searched on a fixed network (search --topology): its paths are "
+            "given, so no budget or min_scale chooses them"
+        )
+    return net
+
+
+def _on_topology(
+    states: Sequence[SearchState],
+    net: Architecture,
+    method: str,
+    m: int | None,
+    names: Sequence[str] | None,
+) -> ConsensusResult:
+    """The consensus of states searched on the fixed network ``net``: its edges and paths,
+    the consensus of the cells it uses, and the seeds' agreement on those cells alone."""
+    cells_seed = [cell_choices(s, m) for s in states]
+    state: SearchState | None = None
+    replaced: list[str] = []
+    if method == "mean":
+        state = mean_state(states)
+        chosen_cells, genotypes, replaced = mean_cells(state, cells_seed, m)
+    else:
+        genotypes, chosen_cells = majority_cells(states, cells_seed)
+    used = cell_types_used(net)
+    meta = {"consensus": method, "seeds": len(states)}
+    arch = on_topology(net, dict(genotypes), meta)
+    archs = [decode(s, inputs_per_block=m) for s in states]
+    decisions = [
+        d
+        for d in _decisions(chosen_cells, cells_seed, {}, [{} for _ in states], arch, [])
+        if d.group == "cell" and d.where.split(".")[0] in used
+    ]
+    return ConsensusResult(
+        architecture=arch, method=method, decisions=tuple(decisions),
+        edge_agreement=dict.fromkeys(arch.edges, 1.0), edge_jaccard=(1.0,) * len(states),
+        path_jaccard=(1.0,) * len(states), state=state,
+        identical_to=_identical(arch, archs, names), replaced=tuple(replaced),
+    )  # fmt: skip
 
 
 def _budgeted_choice(

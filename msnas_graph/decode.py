@@ -101,7 +101,16 @@ def decode(
     (:func:`msnas_graph.paths.top_paths`; recorded in ``meta``). Raises :class:`DecodeError`
     if ``paths`` is below 1 or above the number of paths, the score mode is unknown, or no
     path reaches ``min_scale``.
+
+    A state searched on a fixed network (``search --topology``: :mod:`msnas_graph.topology`)
+    decodes to that network's edges and paths with its own cells; ``paths``, ``score`` and
+    ``min_scale`` then choose nothing.
     """
+    from .topology import on_topology, state_topology
+
+    if (net := state_topology(state)) is not None:
+        meta = {"state_hash": state.content_hash, **_provenance(state)}
+        return on_topology(net, decode_cells(state, inputs_per_block), meta)
     scores = edge_scores(state, score)
     cells = decode_cells(state, inputs_per_block)
     best = top_paths(state.graph, scores, paths, min_scale)

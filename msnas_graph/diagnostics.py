@@ -45,6 +45,7 @@ from .genotype import BlockInput
 from .operations import NONE_OP
 from .paths import DEFAULT_SCORE, count_paths, edge_scores, top_k_paths
 from .state import SearchState, softmax
+from .topology import TOPOLOGY, cell_types_used, state_topology
 
 __all__ = [
     "DECIDED_FRACTION",
@@ -293,9 +294,11 @@ class Diagnostics:
             if ps.edges_vs_prior == 0
             else f"differs from the untrained prior in {ps.edges_vs_prior} edges"
         )
+        if not self.nodes:  # a fixed network (search --topology): only its cells decided
+            prior = f"'s cells differ from the untrained prior's in {ps.blocks_vs_prior} blocks"
         text = (
             f"{nc} of {len(self.cells)} cell decisions and {nn} of {len(self.nodes)} node "
-            f"decisions decided; the decoded architecture {prior}"
+            f"decisions decided; the decoded architecture{'' if not self.nodes else ' '}{prior}"
         )
         if self.flips is not None:
             text += f"; {self.flips} decisions flipped since the previous state"
@@ -375,12 +378,12 @@ def _path_set(
     if paths < count_paths(state.graph):
         nxt = top_k_paths(state.graph, edge_scores(state, score), paths + 1)
         gap = nxt[paths - 1].path_score - nxt[paths].path_score
-    zero = SearchState.zeros(state.space, state.graph)
+    zero = SearchState(state.space, *_zero_logits(state), meta=state.meta, graph=state.graph)
     prior = decode(zero, paths, inputs_per_block, score)
     ours, theirs = decode_cells(state, inputs_per_block), decode_cells(zero, inputs_per_block)
     blocks = sum(
         _choices(x) != _choices(y)
-        for c in ours
+        for c in (arch.cells if TOPOLOGY in state.meta else ours)  # a fixed network: its cells
         for x, y in zip(ours[c].blocks, theirs[c].blocks, strict=True)
     )
     changed = None
@@ -434,6 +437,9 @@ def diagnose(
         )
     cells = cell_decisions(state, inputs_per_block, threshold, max_entropy)
     nodes = node_decisions(state, threshold, max_entropy)
+    if (net := state_topology(state)) is not None:  # its network's cells: all it decides
+        used = cell_types_used(net)
+        cells, nodes = [d for d in cells if d.where.split(".")[0] in used], []
     if previous is not None:
         before = {
             (d.group, d.where): d.chosen
@@ -444,6 +450,12 @@ def diagnose(
         nodes = [_flip(d, before) for d in nodes]
     ps = _path_set(state, paths, inputs_per_block, score, previous)
     return Diagnostics(tuple(cells), tuple(nodes), ps, threshold, max_entropy)
+
+
+def _zero_logits(state: SearchState) -> tuple[Any, Any, Any]:
+    """The logits of the untrained state of ``state``'s space."""
+    zero = SearchState.zeros(state.space, state.graph)
+    return zero.alpha_logits, zero.p_logits, zero.beta_logits
 
 
 def _flip(d: Decision, before: dict[tuple[str, str], str]) -> Decision:
