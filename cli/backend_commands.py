@@ -44,6 +44,7 @@ from .options import (
     warmup_option,
     warmup_steps_option,
 )
+from .search_options import topology_option
 
 
 def backend() -> Backend:
@@ -129,6 +130,7 @@ search_options = run_options(
     checkpoint_option,
     cost_options,
     path_sampling_option,
+    topology_option,
 )
 
 #: ``train``: RUN_DIR, the model and its optimisation, then the shared run options.
@@ -202,6 +204,7 @@ def search(
       msnas-graph search runs/fast --cost latency --target-latency 5
       msnas-graph search runs/f --target-macs 0.8x --cost-channels 16  # 0.8x U-Net(16)
       msnas-graph search runs/s3 --seeds 3 --jobs 2  # then: msnas-graph decode runs/s3
+      msnas-graph search runs/c --topology deep.json --arch-steps 300,0  # its cells only
     """
     resolve_cost_target(options)
     _deprecated_checkpoint(options)

@@ -143,6 +143,25 @@ def _refuse_mixes(vote: bool, min_scale: int, budget: dict[str, Any]) -> None:
         )
 
 
+def _refuse_paths_of_a_fixed_network(
+    states: list[SearchState], min_scale: int, budget: dict[str, Any], fit: Any
+) -> None:
+    """States searched on a fixed network (``search --topology``) decode to its paths: an
+    option that chooses paths is refused rather than ignored."""
+    from msnas_graph.topology import TOPOLOGY
+
+    if not any(TOPOLOGY in s.meta for s in states):
+        return
+    ctx = click.get_current_context()
+    given = ctx.get_parameter_source("paths") is click.core.ParameterSource.COMMANDLINE
+    limits = {k for k, v in budget.items() if v is not None} - {"candidates", "latency_device"}
+    if given or min_scale or limits or fit:
+        raise click.UsageError(
+            "the state was searched on a fixed network (search --topology), whose paths it "
+            "keeps: drop --paths, --min-scale, --max-* and --fit-width"
+        )
+
+
 def _note_one_source(method: str) -> None:
     """A note on stderr where ``--consensus`` was given with a single source."""
     ctx = click.get_current_context()
@@ -221,6 +240,7 @@ def decode(
     fit, budget = split_fit(budget)  # with --fit-width the width meets the budget, not paths
     _refuse_mixes(len(sources) > 1 and method != "mean", min_scale, budget)
     states = load_states(sources)
+    _refuse_paths_of_a_fixed_network(states, min_scale, budget, fit)
     if cell_glue is not None:
         states = [s.with_cell_glue(cell_glue) for s in states]
     for target in (output, render_path):  # refuse a bad output (an input too) before writing

@@ -19,17 +19,18 @@ def search_text(result: SearchOutcome, run_dir: str, paths: int) -> str:
         f"search finished: {result.run_dir}",
         f"  final state:  {result.run_dir / 'state.json'}",
     ]
+    fixed = result.architecture is not None and "topology" in result.architecture.meta
     if result.architecture is not None:
-        lines.append(f"  architecture: {result.run_dir / 'architecture.json'} ({paths} paths)")
+        what = "its cells on the fixed network" if fixed else f"{paths} paths"
+        lines.append(f"  architecture: {result.run_dir / 'architecture.json'} ({what})")
         lines.append(str(result.architecture))
     lines += _expected_cost(result)
     n_paths = min(5, count_paths(result.state.graph))
     if not (Path(result.run_dir) / "state.json").is_file():  # a backend that writes nothing
         lines.append(f"(no state was written to {run_dir}, so there is nothing to decode)")
         return "\n".join(lines)
-    lines.append(
-        f"next: msnas-graph decode {run_dir} --paths {n_paths} --render arch.svg -o arch.json"
-    )
+    paths_option = "" if fixed else f" --paths {n_paths}"
+    lines.append(f"next: msnas-graph decode {run_dir}{paths_option} --render arch.svg -o arch.json")
     return "\n".join(lines)
 
 

@@ -41,16 +41,18 @@ import torch
 from torch import nn
 
 from msnas_graph._util import unknown_name
+from msnas_graph.architecture import Architecture
 from msnas_graph.backends.torch.nn.arch_weights import ArchWeights
 from msnas_graph.backends.torch.nn.blocks import Head, Stem, check_input, edge_key, node_key
 from msnas_graph.backends.torch.nn.cells import SearchCell, forward_cells, recompute_pieces
 from msnas_graph.backends.torch.nn.fused import has_own_hooks
 from msnas_graph.backends.torch.nn.network import Inputs, execution_plan, run_plan
-from msnas_graph.errors import BackendError, StateError
+from msnas_graph.errors import BackendError, MsnasError, StateError
 from msnas_graph.graph import NodeId, Supergraph
 from msnas_graph.kinds import carries_cell
 from msnas_graph.spec import SearchSpace
 from msnas_graph.state import SearchState
+from msnas_graph.topology import TOPOLOGY, cell_types_used, check_topology
 
 __all__ = ["MEMORY_MODES", "ArchWeights", "Supernet", "build_supernet"]
 
@@ -153,6 +155,8 @@ class Supernet(nn.Module):
         self._beta_keys = tuple(node_key(n) for n in self._nodes)
         self._factor = 2 ** max(n.scale for n in graph.nodes)
         self._fixed: ArchWeights | None = None
+        self._topology: tuple[dict[NodeId, torch.Tensor], dict[NodeId, list[int]]] | None = None
+        self._network: Architecture | None = None  #: the fixed network (fix_topology)
         self.memory = memory
         #: Set (a temperature), training forwards sample one input per node (sampled_weights)
         self.sample_beta: float | None = None
@@ -213,15 +217,18 @@ class Supernet(nn.Module):
     def arch_weights(self) -> ArchWeights:
         """``softmax`` of the current logits, differentiable (what :meth:`forward` uses)."""
         cts = self.space.cell_types
+        logits = [self.beta_logits[k] for k in self._beta_keys]
+        if self._topology is None:
+            beta = {n: torch.softmax(t, dim=0) for n, t in zip(self._nodes, logits, strict=True)}
+        else:  # fixed: on the logits' device and dtype wherever the supernet has moved
+            fixed = self._topology[0]
+            beta = {n: fixed[n].to(t) for n, t in zip(self._nodes, logits, strict=True)}
         return ArchWeights(
             alpha={
                 c: [torch.softmax(a, -1) for a in self._logits(self.alpha_logits, c)] for c in cts
             },
             p={c: [torch.softmax(a, 0) for a in self._logits(self.p_logits, c)] for c in cts},
-            beta={
-                n: torch.softmax(self.beta_logits[k], dim=0)
-                for n, k in zip(self._nodes, self._beta_keys, strict=True)
-            },
+            beta=beta,
         )
 
     def sampled_weights(self, tau: float) -> ArchWeights:
@@ -270,6 +277,57 @@ class Supernet(nn.Module):
             weights.check(self.space, self.graph)
         self._fixed = weights
 
+    def fix_topology(self, arch: Architecture | None) -> None:
+        """Run only the edges of ``arch`` (a decoded network of this space's trellis, at any
+        width or cell glue): each of its nodes sums its kept inputs (``beta`` fixed at 1 on
+        them, as :meth:`ArchWeights.from_architecture`), so only the cells' ``alpha`` and ``p``
+        remain to be searched, on the network that will be trained. The other cells are not
+        computed. ``None`` runs the whole supernet again.
+
+        >>> from msnas_graph.decode import decode
+        >>> space = SearchSpace.preset("tiny")
+        >>> net = build_supernet(space)
+        >>> net.fix_topology(decode(SearchState.zeros(space), paths=1))
+        >>> net(torch.randn(2, 1, 32, 32)).shape, len(net.arch_weights().beta) == len(
+        ...     net.beta_logits)
+        (torch.Size([2, 2, 32, 32]), True)
+        """
+        if arch is None:
+            self._topology = self._network = None
+            self._plan = execution_plan(self._nodes, self.graph.in_edges)
+            return
+        graph = self.graph
+        try:
+            check_topology(self.space, arch)
+        except MsnasError as exc:
+            raise BackendError(f"fix_topology: {exc}") from None
+        missing = [o for o in graph.output_nodes if not arch.in_edges(o)]
+        if missing:
+            raise BackendError(f"fix_topology: the network has no edge into output {missing[0]}")
+        beta = {n: torch.zeros(len(graph.node_kinds(n))) for n in self._nodes}
+        kept: dict[NodeId, list[int]] = {}
+        for e in arch.edges:
+            k = graph.node_kinds(e.dst).index(e.kind)
+            beta[e.dst][k] = 1.0
+            kept.setdefault(e.dst, []).append(k)
+        self._topology = (beta, {n: sorted(ks) for n, ks in kept.items()})
+        self._network = arch
+        self._plan = execution_plan([n for n in self._nodes if n in kept], arch.in_edges)
+
+    @property
+    def topology(self) -> Architecture | None:
+        """The network :meth:`fix_topology` restricts the supernet to, if any."""
+        return self._network
+
+    def searched_cell_parameters(self) -> list[nn.Parameter]:
+        """:meth:`cell_parameters` of the cell types the supernet runs (all of them, or those of
+        its fixed network's edges): the ones a loss has a gradient for."""
+        used = self.space.cell_types if self._network is None else cell_types_used(self._network)
+        return [
+            *(p for c in used for p in self._logits(self.alpha_logits, c)),
+            *(p for c in used for p in self._logits(self.p_logits, c)),
+        ]
+
     @property
     def fixed_weights(self) -> ArchWeights | None:
         """The weights set by :meth:`fix_weights`, if any."""
@@ -317,6 +375,8 @@ class Supernet(nn.Module):
         fused cells among them (two or more, without hooks of their own) run as one computation
         (:func:`~msnas_graph.backends.torch.nn.cells.forward_cells`)."""
         bw = w.beta[node]
+        if self._topology is not None:  # ins: the architecture's edges into node, in order
+            bw = bw[self._topology[1][node]]
         cells = {k: cast(SearchCell, self.cells[key]) for k, (_, _, key) in enumerate(ins) if key}
         fused = [k for k, c in cells.items() if c.fuse and not has_own_hooks(c) and not whole]
         grouped: dict[int, torch.Tensor] = {}
@@ -348,6 +408,8 @@ class Supernet(nn.Module):
             return t.detach().to("cpu", torch.float64).numpy().copy()
 
         cts = self.space.cell_types
+        if self._network is not None:  # searched on a fixed network: the state says which
+            meta = {**(meta or {}), TOPOLOGY: self._network.to_dict()}
         return SearchState(
             self.space,
             alpha_logits={c: [arr(a) for a in self._logits(self.alpha_logits, c)] for c in cts},

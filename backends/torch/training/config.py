@@ -34,8 +34,9 @@ from msnas_graph.backends.torch.training.run_config import (
     resumable,
 )
 from msnas_graph.budget import COST_METRICS
-from msnas_graph.errors import RunError
+from msnas_graph.errors import MsnasError, RunError
 from msnas_graph.spec import CELL_GLUES, SearchSpace, load_space
+from msnas_graph.topology import check_topology
 
 __all__ = [
     "AMP_MODES",
@@ -89,6 +90,14 @@ def _check_common(cfg: Any, where: str) -> None:
             raise RunError(f"{where}: {name}={value} must be a number >= 0")
     if cfg.grad_clip is not None and not (math.isfinite(cfg.grad_clip) and cfg.grad_clip > 0):
         raise RunError(f"{where}: grad_clip={cfg.grad_clip} must be a number > 0 (or null: off)")
+
+
+def _load_topology(source: dict[str, Any] | str | Path) -> Architecture:
+    """A search's fixed network from its document or its file (``config.json`` keeps the
+    document, so a resumed run does not depend on the file)."""
+    if isinstance(source, dict):
+        return Architecture.from_dict(source, "config: topology")
+    return Architecture.load(source)
 
 
 @dataclass
@@ -156,6 +165,11 @@ class SearchConfig(RunConfig):
             (:meth:`~msnas_graph.backends.torch.nn.supernet.Supernet.sampled_weights`); the
             network phase is then validated on the path of each node's strongest input (what
             its weights are trained to run), not the weighted sum.
+        topology: a decoded network (an :class:`Architecture`, or its file) whose edges are
+            kept: the supernet runs only them and only their cells are searched
+            (:mod:`msnas_graph.topology`); there is no network phase (its epochs or steps
+            default to 0 and must be 0), and the run decodes to that network with the cells
+            found. Its space must share the search space's trellis and cell structure.
 
     ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``memory`` may change when
     the run is resumed; any other difference is refused.
@@ -196,6 +210,7 @@ class SearchConfig(RunConfig):
     cost_target_unet: float | None = None
     cost_channels: int | None = None
     path_sampling: str = "softmax"
+    topology: Architecture | None = None
 
     #: What a ``config.json`` written before the schedule fields existed meant: no warm-up.
     LEGACY: ClassVar[dict[str, Any]] = {"warmup": 0}
@@ -226,8 +241,11 @@ class SearchConfig(RunConfig):
         space = self.space
         if self.input_size is None:
             self.input_size = space.input_size
+        if isinstance(self.topology, dict | str | Path):
+            self.topology = _load_topology(self.topology)
         if self.epochs is None:
-            self.epochs = (20, 20) if space.name == "paper" else (2, 2)
+            cells = 20 if space.name == "paper" else 2
+            self.epochs = (cells, 0 if self.topology is not None else cells)
         _check_common(self, where)
         if min(self.epochs) < 0 or sum(self.epochs) < 1:
             raise RunError(f"{where}: epochs={self.epochs} must be non-negative with a total >= 1")
@@ -246,6 +264,24 @@ class SearchConfig(RunConfig):
             raise RunError(f"{where}: {unknown_name(kind, self.path_sampling, PATH_SAMPLING)}")
         self._check_schedule(where)
         self._check_cost(where)
+        self._check_topology(where)
+
+    def _check_topology(self, where: str) -> None:
+        """A fixed network fits the space and leaves no network phase."""
+        if self.topology is None:
+            return
+        assert isinstance(self.space, SearchSpace) and self.epochs is not None
+        try:
+            check_topology(self.space, self.topology)
+        except MsnasError as exc:
+            raise RunError(f"{where}: {exc}") from None
+        network = self.epochs[1] if self.arch_steps is None else self.arch_steps[1]
+        if network:
+            what = "arch_steps" if self.arch_steps is not None else "epochs"
+            raise RunError(
+                f"{where}: a topology fixes the network, so the network phase has nothing to "
+                f"decide: give {what} (or --{what.replace('_', '-')}) as CELL,0"
+            )
 
     def _check_cost(self, where: str) -> None:
         """Check the cost term's fields and fill in the default weight."""

@@ -140,6 +140,11 @@ def _build(config: SearchConfig, rt: Runtime) -> tuple[SearchStep, dict[str, lis
     check_supernet(space, config.batch_size, config.input_size, device=rt.device)
     seed_all(config.seed)
     model = Supernet(space, memory=config.memory).to(rt.device)
+    if config.topology is not None:  # its classes and channels follow the data's too
+        net = config.topology
+        shape = {"num_classes": space.num_classes, "in_channels": space.in_channels}
+        model.fix_topology(Architecture(net.space.replace(**shape), net.edges, net.cells,
+                                        net.paths, net.meta))  # fmt: skip
     n_paths = count_paths(model.graph)
     if config.paths > n_paths:
         raise RunError(
@@ -214,7 +219,9 @@ class SearchStep:
             min(len(loaders["weights"][0]), len(loaders["arch"][0])), config.max_steps_per_epoch
         )
         self.schedule = PhaseSchedule.from_config(config, self.steps)
-        self.groups = {"cell": model.cell_parameters(), "network": model.network_parameters()}
+        self.groups = {  # the cells a fixed network runs (every one otherwise), the nodes
+            "cell": model.searched_cell_parameters(), "network": model.network_parameters()
+        }  # fmt: skip
         self.weight_params = model.weight_parameters()
         self.weight_opt = _weight_sgd(
             self.weight_params, config.lr, config.momentum, config.weight_decay

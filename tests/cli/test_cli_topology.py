@@ -1,0 +1,80 @@
+"""``search --topology ARCH.json``: the cells of a given network searched on it, one seed or
+several, decoded to that network; what would choose its paths is refused, not ignored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from msnas_graph.architecture import Architecture
+from msnas_graph.cli.main import main
+
+pytest.importorskip("torch")
+
+SMOKE = ["--device", "cpu", "--no-progress", "--max-steps", "1", "--batch-size", "2"]
+TINY = ["--space", "tiny", "--data", "phantom:8", *SMOKE]
+
+
+def run(*args: Any) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Path:
+    assert run("sample", "--space", "tiny", "--seed", "1", "-o", tmp_path / "s.json")[0] == 0
+    out = tmp_path / "net.json"
+    assert run("decode", tmp_path / "s.json", "--paths", "2", "-o", out)[0] == 0
+    return out
+
+
+def test_seeds_searched_on_a_network_decode_to_it_and_train(tmp_path: Path, net: Path) -> None:
+    code, _out, err = run("search", tmp_path / "r", "--seeds", "2", "--topology", net, *TINY)
+    assert code == 0, err
+    given = Architecture.load(net)
+    arch = Architecture.load(tmp_path / "r" / "architecture.json")
+    assert arch.edges == given.edges and arch.paths == given.paths
+    agreement = json.loads((tmp_path / "r" / "consensus.json").read_text())
+    assert {d["group"] for d in agreement["decisions"]} == {"cell"}
+    code, _out, err = run("decode", tmp_path / "r", "-o", tmp_path / "again.json")
+    assert code == 0, err
+    assert Architecture.load(tmp_path / "again.json") == arch
+    code, _out, err = run("train", tmp_path / "t", "--model", tmp_path / "r", "--epochs", "1",
+                         "--data", "phantom:8", *SMOKE)  # fmt: skip
+    assert code == 0, err
+
+
+def test_one_search_says_what_it_kept_and_decode_refuses_path_options(
+    tmp_path: Path, net: Path
+) -> None:
+    code, out, err = run("search", tmp_path / "one", "--topology", net, *TINY)
+    assert code == 0, err
+    assert "its cells on the fixed network" in out and "--paths" not in out.split("next:")[1]
+    for extra in (["--paths", "3"], ["--min-scale", "1"], ["--max-macs", "1M"]):
+        code, out, err = run("decode", tmp_path / "one", *extra)
+        assert code == 2 and "searched on a fixed network" in err, extra
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (lambda p: p.write_text("{}"), [], "not an architecture"),
+        (None, [], "no such architecture file"),
+        ("net", ["--epochs", "1,1"], "give epochs (or --epochs) as CELL,0"),
+        ("net", ["--set", "layers=4"], "layers 3 against the search's 4"),
+    ],
+)
+def test_a_bad_topology_is_one_line_and_leaves_no_run(
+    tmp_path: Path, net: Path, make: Any, args: list[str], message: str
+) -> None:
+    target = net if make == "net" else tmp_path / "given.json"
+    if callable(make):
+        make(target)
+    code, _out, err = run("search", tmp_path / "bad", "--topology", target, *TINY, *args)
+    assert code != 0 and message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
