@@ -233,6 +233,7 @@ def decode(
     from msnas_graph._util import safe_output
     from msnas_graph.diagnostics import diagnose
     from msnas_graph.io import load_states
+    from msnas_graph.topology import with_cell_glue
 
     how = {"paths": paths, "inputs_per_block": inputs_per_block, "score": score, "method": method,
            "channels": channels, "min_scale": min_scale}  # fmt: skip
@@ -241,8 +242,8 @@ def decode(
     _refuse_mixes(len(sources) > 1 and method != "mean", min_scale, budget)
     states = load_states(sources)
     _refuse_paths_of_a_fixed_network(states, min_scale, budget, fit)
-    if cell_glue is not None:
-        states = [s.with_cell_glue(cell_glue) for s in states]
+    if cell_glue is not None:  # a fixed network's too
+        states = [with_cell_glue(s, cell_glue) for s in states]
     for target in (output, render_path):  # refuse a bad output (an input too) before writing
         if target:
             safe_output(target)

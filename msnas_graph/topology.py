@@ -42,6 +42,7 @@ __all__ = [
     "on_topology",
     "shared_topology",
     "state_topology",
+    "with_cell_glue",
     "with_topology",
 ]
 
@@ -100,6 +101,18 @@ def with_topology(state: SearchState, arch: Architecture) -> SearchState:
         state.space, state.alpha_logits, state.p_logits, state.beta_logits,
         meta={**state.meta, TOPOLOGY: arch.to_dict()}, graph=state.graph,
     )  # fmt: skip
+
+
+def with_cell_glue(state: SearchState, glue: str) -> SearchState:
+    """:meth:`SearchState.with_cell_glue`, the network of a state searched on one rebuilt with
+    ``glue`` too (what it decodes to is built with it)."""
+    glued = state.with_cell_glue(glue)
+    net = state_topology(glued)
+    if net is None or net.space.cell_glue == glue:
+        return glued
+    meta = {**glued.meta, TOPOLOGY: net.with_cell_glue(glue).to_dict()}
+    return SearchState(glued.space, glued.alpha_logits, glued.p_logits, glued.beta_logits,
+                       meta=meta, graph=glued.graph)  # fmt: skip
 
 
 def shared_topology(states: list[SearchState]) -> Architecture | None:

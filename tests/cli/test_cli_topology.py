@@ -54,6 +54,12 @@ def test_one_search_says_what_it_kept_and_decode_refuses_path_options(
     code, out, err = run("search", tmp_path / "one", "--topology", net, *TINY)
     assert code == 0, err
     assert "its cells on the fixed network" in out and "--paths" not in out.split("next:")[1]
+    code, out, err = run("decode", tmp_path / "one", "--cell-glue", "lean", "--channels", "12",
+                         "-o", tmp_path / "lean.json")  # fmt: skip
+    assert code == 0, err
+    lean = Architecture.load(tmp_path / "lean.json")
+    assert lean.space.cell_glue == "lean" and lean.space.channels == 12
+    assert lean.edges == Architecture.load(net).edges
     for extra in (["--paths", "3"], ["--min-scale", "1"], ["--max-macs", "1M"]):
         code, out, err = run("decode", tmp_path / "one", *extra)
         assert code == 2 and "searched on a fixed network" in err, extra
