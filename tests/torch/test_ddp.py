@@ -30,6 +30,11 @@ SCRIPT = textwrap.dedent(
     )
     result = search(cfg, out / "search", progress=False)
     (out / f"state{rank}.json").write_text(result.state.to_json())
+    from msnas_graph.decode import decode
+    net = decode(result.state, paths=1)  # cells searched on one network: idle cells elsewhere
+    topo = search(SearchConfig(**{**cfg.__dict__, "epochs": (1, 0), "topology": net}),
+                  out / "topology", progress=False)
+    (out / f"topology{rank}.json").write_text(topo.state.to_json())
     tcfg = TrainConfig(
         model="unet", unet_base_channels=4, unet_depth=3, data="phantom:12", input_size=32,
         epochs=1, batch_size=2, max_steps_per_epoch=2, device="cpu",
@@ -72,6 +77,10 @@ def test_two_process_search_and_train(tmp_path: Path) -> None:
     assert SearchState.load(run / "state.json").content_hash == s0.content_hash
     # rank 0 wrote the run folder once; both ranks saw the same (all-reduced) metrics
     assert len((run / "metrics.csv").read_text().splitlines()) == 3
+    t0 = SearchState.load(tmp_path / "topology0.json")
+    assert t0 == SearchState.load(tmp_path / "topology1.json")  # no rank waited on idle cells
+    assert t0 != SearchState.zeros(t0.space, graph=t0.graph)  # its cells moved
+    assert (tmp_path / "topology" / "DONE").is_file()
     h0 = json.loads((tmp_path / "train0.json").read_text())
     h1 = json.loads((tmp_path / "train1.json").read_text())
     strip = [{k: v for k, v in r.items() if k != "time_s"} for r in h0]

@@ -328,6 +328,12 @@ class Supernet(nn.Module):
             *(p for c in used for p in self._logits(self.p_logits, c)),
         ]
 
+    def idle_parameters(self) -> list[nn.Parameter]:
+        """The weights of the cells a fixed network does not run (none without one): no loss
+        has a gradient for them, so data-parallel training must not wait for one."""
+        running = {key for layer in self._plan for _, ins in layer for _, _, key in ins if key}
+        return [p for key, c in self.cells.items() if key not in running for p in c.parameters()]
+
     @property
     def fixed_weights(self) -> ArchWeights | None:
         """The weights set by :meth:`fix_weights`, if any."""

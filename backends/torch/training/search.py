@@ -235,7 +235,7 @@ class SearchStep:
             weight_decay=config.arch_weight_decay,
         )
         self.scaler, self.arch_scaler = rt.scaler(), rt.scaler()
-        self.ddp = rt.wrap(model, ignore=model.arch_parameters())
+        self.ddp = rt.wrap(model, ignore=[*model.arch_parameters(), *model.idle_parameters()])
         self.loss_fn = DiceCELoss(self.space.num_classes)
         self.state: SearchState | None = None  #: the state after the last epoch run
         self.previous: SearchState | None = None  #: the state before it
