@@ -1,0 +1,219 @@
+"""Cells searched on the network that will be trained, against cells searched over the trellis.
+
+The README's recipe searches cells and network edges together over the whole trellis; the cells
+it decodes are the ones that served the average of all its paths. This benchmark keeps the
+network fixed (a decoded architecture's edges, :meth:`Supernet.fix_topology`), searches only the
+cells on it (warm-up, then the cell phase; the network phase has nothing left to decide), and
+trains the result beside the trellis-searched cells and MACs-matched random cell sets on the same
+edges, with one recipe and several training seeds.
+
+    python benchmarks/cells_on_topology.py --arch runs/gumbel64_b09.json \
+        --like runs/gumbel64/seed_0 --seeds 4 --jobs 2 --out runs/topo64 --width 8 \
+        --randoms 4 --train-seeds 3 --results benchmarks/results/cells_on_topology.md
+
+``--like`` names a search run whose configuration (space, data, folds, search size, learning
+rates) the cell searches copy; ``--warmup-steps`` and ``--cell-steps`` replace its schedule.
+Finished runs are reused (their ``DONE`` marker). Training: 400 steps (epochs of at most 40),
+batch 8, at ``--train-size``, the frontier's recipe; Dice on the test fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import markdown_table, write_results
+from search_vs_random import _ms, bootstrap_diff
+
+from msnas_graph.architecture import Architecture
+from msnas_graph.consensus import consensus
+from msnas_graph.decode import decode_cells
+from msnas_graph.state import SearchState
+from msnas_graph.topology import on_topology
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def cell_search(like: str, arch_path: str, seed: int, warmup: int, cells: int, out: str) -> str:
+    """One ``search --topology`` of ``arch_path``'s cells (in a worker process); its folder."""
+    _one_thread()
+    from msnas_graph.backends.torch.training import SearchConfig, search
+
+    run = Path(out)
+    if (run / "DONE").is_file():
+        return out
+    base = SearchConfig.load(Path(like) / "config.json")
+    config = dataclasses.replace(
+        base, seed=seed, arch_steps=(cells, 0), warmup_steps=warmup, path_sampling="softmax",
+        topology=Architecture.load(arch_path),
+    )  # fmt: skip
+    search(config, run, overwrite=True, progress=False)
+    return out
+
+
+def train_one(arch_path: str, width: int, seed: int, size: int, steps: int, data: dict[str, Any],
+              out: str) -> list[float]:  # fmt: skip
+    """Train ``steps`` steps (epochs of at most 40) and evaluate (in a worker process); the
+    per-case test Dice."""
+    _one_thread()
+    from msnas_graph.backends.torch.inference import evaluate
+    from msnas_graph.backends.torch.training import TrainConfig, train
+
+    run = Path(out)
+    if not (run / "DONE").is_file():
+        cfg = TrainConfig(
+            model=arch_path, channels=width, input_size=size, epochs=math.ceil(steps / 40),
+            max_steps_per_epoch=min(40, steps), batch_size=8, seed=seed, device="cpu", **data,
+        )  # fmt: skip
+        train(cfg, run, overwrite=True, progress=False)
+    if not (run / "eval_test" / "per_case.csv").is_file():
+        evaluate(run, device="cpu", out_dir=run / "eval_test")
+    with open(run / "eval_test" / "per_case.csv", encoding="utf-8") as fh:
+        return [float(r["mean_dice"]) for r in csv.DictReader(fh)]
+
+
+def _macs(arch: Architecture, width: int, size: int) -> int:
+    from msnas_graph.backends.torch.cost import model_cost
+
+    return int(model_cost(arch.widen(width), input_size=size, activation=False)["macs"])
+
+
+def _cell_agreement(states: list[SearchState], used: set[str]) -> float:
+    """Mean agreement of the seeds on the blocks of the cell types the network uses."""
+    res = consensus(states, paths=1)
+    xs = [d.agreement for d in res.decisions if d.group == "cell" and d.where.split(".")[0] in used]
+    return statistics.mean(xs)
+
+
+def _cells_text(arch: Architecture, used: set[str]) -> str:
+    return "; ".join(
+        f"{c}: " + " -> ".join(f"{i.op}({i.source})" for b in g.blocks for i in b)
+        for c, g in arch.cells.items()
+        if c in used
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", required=True, help="the decoded network whose edges are kept")
+    ap.add_argument("--like", required=True, help="a search run whose config the searches copy")
+    ap.add_argument("--trellis", help="trellis search seeds (a --seeds run) for their agreement")
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--warmup-steps", type=int, default=60)
+    ap.add_argument("--cell-steps", type=int, default=300)
+    ap.add_argument("--width", type=int, default=8, help="training width")
+    ap.add_argument("--train-size", type=int, default=128)
+    ap.add_argument("--train-seeds", type=int, default=3)
+    ap.add_argument("--train-steps", type=int, default=400)
+    ap.add_argument("--randoms", type=int, default=4)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--results", default="benchmarks/results/cells_on_topology.md")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arch = Architecture.load(args.arch)
+    used = {e.kind for e in arch.edges if e.kind != "skip"}
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        runs = list(pool.map(
+            cell_search, *zip(*[(args.like, args.arch, s, args.warmup_steps, args.cell_steps,
+                                 str(out / f"seed_{s}"))
+                                for s in range(args.first_seed, args.first_seed + args.seeds)],
+                              strict=True),
+        ))  # fmt: skip
+    search_s = time.perf_counter() - t0
+    states = [SearchState.load(Path(r) / "state.json") for r in runs]
+    models = {"trellis cells (the recipe)": arch, "topology cells": consensus(states).architecture}
+    target = _macs(models["topology cells"], args.width, args.train_size)
+    space = states[0].space
+    for seed in range(1000, 1000 + 50 * args.randoms):
+        if sum(m.startswith("random") for m in models) == args.randoms:
+            break
+        rand = on_topology(arch, decode_cells(SearchState.random(space, seed=seed)))
+        if abs(_macs(rand, args.width, args.train_size) / target - 1) <= 0.15:
+            models[f"random r{seed}"] = rand
+    paths = {}  # named by content: a finished training is reused only for the same network
+    for name, a in models.items():
+        paths[name] = out / f"arch_{a.content_hash[:16]}.json"
+        a.save(paths[name])
+    cfg = json.loads((Path(args.like) / "config.json").read_text())
+    data = {"data": cfg["data"], "folds": cfg["folds"], "test_fold": cfg.get("test_fold", 0)}
+    jobs = [(name, s) for name in models for s in range(args.train_seeds)]
+    with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
+        dice = list(pool.map(train_one, *zip(*[
+            (str(paths[n]), args.width, s, args.train_size, args.train_steps, data,
+             str(out / "train" / f"{paths[n].stem}_w{args.width}_s{s}")) for n, s in jobs
+        ], strict=True)))  # fmt: skip
+    per: dict[str, list[list[float]]] = {}
+    for (name, _), d in zip(jobs, dice, strict=True):
+        per.setdefault(name, []).append(d)
+    means = {n: [statistics.mean(d) for d in v] for n, v in per.items()}
+    rows = [
+        {"model": n, "Dice": _ms(means[n]),
+         "MACs": f"{_macs(models[n], args.width, args.train_size) / 1e6:.1f} M",
+         "cells": _cells_text(models[n], used)}
+        for n in models
+    ]  # fmt: skip
+    randoms = [n for n in models if n.startswith("random")]
+    random_means = [statistics.mean(means[n]) for n in randoms]
+    setup = (
+        f"Topology: `{args.arch}` ({len(arch.edges)} edges). Cell searches: `{args.like}`'s "
+        f"configuration, {args.warmup_steps} warm-up + {args.cell_steps} cell steps on the "
+        f"topology (`search --topology`), seeds {args.first_seed}-"
+        f"{args.first_seed + args.seeds - 1}, {search_s:.0f} s on {args.jobs} processes. Training: "
+        f"{args.train_steps} steps (epochs of at most 40), batch 8, "
+        f"{args.train_size}x{args.train_size}, "
+        f"width {args.width}, {args.train_seeds} seeds; Dice on the test fold. Random cell sets: "
+        f"random states' cells on the same edges, MACs within 15 % of the topology cells'."
+    )
+    agreement = f"topology searches {_cell_agreement(states, used):.0%}"
+    if args.trellis:
+        trellis = sorted(Path(args.trellis).glob("seed_*/state.json"))
+        agree = _cell_agreement([SearchState.load(p) for p in trellis], used)
+        agreement += f", trellis searches (`{args.trellis}`) {agree:.0%}"
+    table = markdown_table(rows) + (
+        f"\n\nSeeds' agreement on the blocks of the cells the network uses "
+        f"({', '.join(sorted(used))}): {agreement}."
+    )
+    reading = []
+    sd = statistics.stdev(random_means) if len(random_means) > 1 else math.nan
+    for ref in ("topology cells", "trellis cells (the recipe)"):
+        d, lo, hi = bootstrap_diff(per[ref], [c for n in randoms for c in per[n]])
+        reading.append(
+            f"- {ref} minus the random cell sets: {d:+.4f} (95 % bootstrap {lo:+.4f} .. "
+            f"{hi:+.4f}); the random sets' Dice {statistics.mean(random_means):.4f} +- {sd:.4f} "
+            f"(std over sets): {'more' if d > sd else 'less'} than one random std above"
+        )
+    d, lo, hi = bootstrap_diff(per["topology cells"], per["trellis cells (the recipe)"])
+    reading.append(
+        f"- topology cells minus trellis cells: {d:+.4f} (95 % bootstrap {lo:+.4f} .. {hi:+.4f})"
+        f"\n\nWhole run {time.perf_counter() - t0:.0f} s."
+    )
+    path = write_results(
+        "cells_on_topology", "Cells searched on the trained network's edges", setup, [table],
+        "\n".join(reading), path=Path(args.results),
+    )  # fmt: skip
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
