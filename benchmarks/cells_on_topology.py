@@ -94,6 +94,12 @@ def _macs(arch: Architecture, width: int, size: int) -> int:
     return int(model_cost(arch.widen(width), input_size=size, activation=False)["macs"])
 
 
+def _search_seconds(run: Path) -> float:
+    """The wall time a search run's epochs took (``metrics.csv``)."""
+    with open(run / "metrics.csv", encoding="utf-8") as fh:
+        return sum(float(r["time_s"]) for r in csv.DictReader(fh))
+
+
 def _cell_agreement(states: list[SearchState], used: set[str]) -> float:
     """Mean agreement of the seeds on the blocks of the cell types the network uses."""
     res = consensus(states, paths=1)
@@ -140,7 +146,7 @@ def main() -> None:
                                 for s in range(args.first_seed, args.first_seed + args.seeds)],
                               strict=True),
         ))  # fmt: skip
-    search_s = time.perf_counter() - t0
+    search_s = sum(_search_seconds(Path(r)) for r in runs)  # a reused run's own time too
     states = [SearchState.load(Path(r) / "state.json") for r in runs]
     models = {"trellis cells (the recipe)": arch, "topology cells": consensus(states).architecture}
     target = _macs(models["topology cells"], args.width, args.train_size)
@@ -179,8 +185,8 @@ def main() -> None:
         f"Topology: `{args.arch}` ({len(arch.edges)} edges). Cell searches: `{args.like}`'s "
         f"configuration, {args.warmup_steps} warm-up + {args.cell_steps} cell steps on the "
         f"topology (`search --topology`), seeds {args.first_seed}-"
-        f"{args.first_seed + args.seeds - 1}, {search_s:.0f} s on {args.jobs} processes. Training: "
-        f"{args.train_steps} steps (epochs of at most 40), batch 8, "
+        f"{args.first_seed + args.seeds - 1}, {search_s:.0f} s of search (one thread each). "
+        f"Training: {args.train_steps} steps (epochs of at most 40), batch 8, "
         f"{args.train_size}x{args.train_size}, "
         f"width {args.width}, {args.train_seeds} seeds; Dice on the test fold. Random cell sets: "
         f"random states' cells on the same edges, MACs within 15 % of the topology cells'."
