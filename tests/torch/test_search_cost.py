@@ -237,19 +237,13 @@ def test_a_target_relative_to_the_unet(tmp_path: Path, caplog: pytest.LogCapture
     assert "--target-macs/--target-latency cannot change when resuming" in other.stderr
 
 
-def test_a_relative_target_resumes_exactly(tmp_path: Path) -> None:
+def test_a_relative_target_resumes_exactly(tmp_path: Path, resumed_search) -> None:
     cfg = _config(cost="macs", cost_target_unet=0.1)  # below the tiny space's ~0.2x: active
     whole = search(cfg, tmp_path / "whole", progress=False)
     free = search(_config(), tmp_path / "free", progress=False)
     assert whole.state.content_hash != free.state.content_hash  # the target moved the search
 
-    def stop(row: dict[str, object]) -> None:
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        search(cfg, tmp_path / "parts", progress=False, on_epoch_end=stop)
-    resumed = search(None, tmp_path / "parts", resume=True, progress=False)
+    resumed = resumed_search(cfg, tmp_path / "parts")
     assert resumed.state.content_hash == whole.state.content_hash
     assert [r["expected_vs_unet"] for r in resumed.history] == [
         r["expected_vs_unet"] for r in whole.history

@@ -126,7 +126,7 @@ def test_a_topology_search_has_no_network_phase_and_refuses_one(tmp_path: Path) 
 
 
 def test_a_topology_search_decodes_to_the_network_and_resumes_to_the_same_state(
-    tmp_path: Path,
+    tmp_path: Path, resumed_search
 ) -> None:
     arch = _arch(THREE, 4).widen(8)
     cfg = _config(topology=arch, arch_steps=(4, 0), warmup_steps=2)
@@ -137,12 +137,6 @@ def test_a_topology_search_decodes_to_the_network_and_resumes_to_the_same_state(
     saved = SearchConfig.load(tmp_path / "whole" / "config.json")
     assert saved.topology == arch  # the run keeps the network, not the file's path
 
-    def stop(row: dict) -> None:
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        search(cfg, tmp_path / "parts", progress=False, on_epoch_end=stop)
-    parts = search(None, tmp_path / "parts", resume=True, progress=False)
+    parts = resumed_search(cfg, tmp_path / "parts")
     assert parts.state.content_hash == whole.state.content_hash
     assert parts.architecture == whole.architecture
