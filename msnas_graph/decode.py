@@ -43,6 +43,7 @@ from .operations import NONE_OP
 from .paths import DEFAULT_SCORE, edge_scores, top_paths
 from .spec import CellType
 from .state import SearchState
+from .topology import on_topology, state_topology
 
 __all__ = ["decode", "decode_cell", "decode_cells"]
 
@@ -106,8 +107,6 @@ def decode(
     decodes to that network's edges and paths with its own cells; ``paths``, ``score`` and
     ``min_scale`` then choose nothing.
     """
-    from .topology import on_topology, state_topology
-
     if (net := state_topology(state)) is not None:
         meta = {"state_hash": state.content_hash, **_provenance(state)}
         return on_topology(net, decode_cells(state, inputs_per_block), meta)
