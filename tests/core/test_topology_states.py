@@ -91,3 +91,12 @@ def test_a_network_of_another_space_is_refused_by_name(net) -> None:
     with pytest.raises(SpecError, match="ops"):
         check_topology(other_ops, net)
     check_topology(QUICK.replace(channels=4, partial_k=1), net)  # width and k may differ
+
+
+def test_a_network_of_identity_edges_only_has_nothing_to_search() -> None:
+    from msnas_graph.architecture import Architecture
+    from msnas_graph.graph import Edge
+
+    edges = [Edge.parse(f"L{i}.s0>L{i + 1}.s0:skip") for i in range(QUICK.layers)]
+    with pytest.raises(SpecError, match="only identity edges"):
+        check_topology(QUICK, Architecture(QUICK, edges, {}))
