@@ -15,13 +15,14 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from msnas_graph._inputs import file_kind, noted_inputs
+from msnas_graph._inputs import file_kind, inside, noted_inputs
 from msnas_graph.errors import OutputError
 
 __all__ = [
     "command_outputs",
     "make_folder",
     "record_created",
+    "refuse_losing_inputs",
     "remove_created",
     "safe_output",
 ]
@@ -148,3 +149,29 @@ def safe_output(
                 f"{path}: is an input of this command; write the output to another path"
             )
     return path
+
+
+def refuse_losing_inputs(paths: Iterable[str | os.PathLike[str]], action: str) -> None:
+    """One-line :class:`~msnas_graph.errors.OutputError` if a file the running command has read
+    is one of ``paths`` or lies in one of them (folders), which ``action`` (e.g. "--overwrite
+    deletes") would replace or remove: checked before a run folder is cleared or written, so
+    that nothing is lost on the way to the refusal.
+
+    >>> import tempfile, os
+    >>> from msnas_graph._inputs import command_inputs, note_input
+    >>> run = tempfile.mkdtemp()
+    >>> src = os.path.join(run, "architecture.json")
+    >>> with command_inputs():
+    ...     note_input(src)
+    ...     refuse_losing_inputs([src], "--overwrite deletes")
+    Traceback (most recent call last):
+    ...
+    msnas_graph.errors.OutputError: ...architecture.json: an input of this command, which --overwrite deletes; copy it elsewhere first or choose another folder
+    """  # noqa: E501
+    for src in noted_inputs():
+        for p in map(Path, paths):
+            if _same(p, src) or (p.is_dir() and inside(src, p)):
+                raise OutputError(
+                    f"{src}: an input of this command, which {action}; copy it elsewhere first "
+                    f"or choose another folder"
+                )

@@ -33,6 +33,7 @@ from msnas_graph._outputs import (
     command_outputs,
     make_folder,
     record_created,
+    refuse_losing_inputs,
     remove_created,
     safe_output,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "note_input",
     "open_input",
     "read_text",
+    "refuse_losing_inputs",
     "regular_input",
     "remove_created",
     "safe_output",

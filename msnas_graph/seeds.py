@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from ._util import atomic_write
+from ._util import atomic_write, refuse_losing_inputs
 from .architecture import Architecture
 from .consensus import ConsensusResult, consensus
 from .errors import MsnasError, RunError
@@ -166,6 +166,8 @@ def _plan(
             + ("use --overwrite to replace it" if done else "use --resume to continue it")
             + " or choose another folder"
         )
+    action = "--overwrite deletes" if overwrite else "the seeds run writes over"
+    refuse_losing_inputs([*(run_dir / n for n in _RUN_FILES), *run_dir.glob("seed_*")], action)
     for name in _RUN_FILES if overwrite else ():
         (run_dir / name).unlink(missing_ok=True)
     base = int(options.get("seed", 0))

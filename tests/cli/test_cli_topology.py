@@ -84,3 +84,24 @@ def test_a_bad_topology_is_one_line_and_leaves_no_run(
     assert code != 0 and message in err
     assert "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("seeds", [[], ["--seeds", "2"]])
+def test_a_topology_inside_the_run_folder_is_never_deleted(
+    tmp_path: Path, net: Path, seeds: list[str]
+) -> None:
+    run_dir = tmp_path / "r"
+    assert run("search", run_dir, *seeds, "--topology", net, *TINY)[0] == 0
+    own = run_dir / "architecture.json"
+    before = own.read_bytes()
+    code, _out, err = run("search", run_dir, *seeds, "--topology", own, "--overwrite", *TINY)
+    assert code != 0 and "an input of this command, which --overwrite deletes" in err
+    assert "Traceback" not in err and own.read_bytes() == before
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "architecture.json").write_bytes(net.read_bytes())
+    code, _out, err = run("search", fresh, *seeds, "--topology", fresh / "architecture.json",
+                          *TINY)  # fmt: skip
+    assert code != 0 and "an input of this command" in err and "writes over" in err
+    # nothing written beside it (the run lock's file, harmless, may stay)
+    assert sorted(p.name for p in fresh.iterdir() if p.name != ".lock") == ["architecture.json"]

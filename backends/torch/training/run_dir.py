@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from msnas_graph._util import atomic_path, atomic_write, make_folder, open_input
+from msnas_graph._util import (
+    atomic_path,
+    atomic_write,
+    make_folder,
+    open_input,
+    refuse_losing_inputs,
+)
 from msnas_graph.errors import RunError
 from msnas_graph.run_lock import LOCK, RunLock
 
@@ -165,6 +171,9 @@ def prepare_run_dir(run_dir: str | Path, kind: str, *, resume: bool, overwrite: 
         raise RunError(
             f"{run_dir}: --resume and --overwrite contradict each other; give one of them"
         )
+    if not resume:  # the run writes (or --overwrite deletes) its files: none may be an input
+        action = "--overwrite deletes" if overwrite else "the run writes over"
+        refuse_losing_inputs([run_dir / name for name in RUN_FILES[kind]], action)
     finished = is_finished(run_dir)
     has_ckpt = os.path.lexists(run_dir / CHECKPOINT)  # a special file is refused on reading
     if resume or overwrite:
