@@ -30,11 +30,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import markdown_table, write_results
+from frontier import Budget, _arch_macs, _batches_per_epoch, _one_thread, run_train
 from search_vs_random import _ms, bootstrap_diff
 
 from msnas_graph.architecture import Architecture
@@ -42,12 +42,6 @@ from msnas_graph.consensus import consensus
 from msnas_graph.decode import decode_cells
 from msnas_graph.state import SearchState
 from msnas_graph.topology import on_topology
-
-
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def cell_search(like: str, arch_path: str, seed: int, warmup: int, cells: int, out: str) -> str:
@@ -67,31 +61,8 @@ def cell_search(like: str, arch_path: str, seed: int, warmup: int, cells: int, o
     return out
 
 
-def train_one(arch_path: str, width: int, seed: int, size: int, steps: int, data: dict[str, Any],
-              out: str) -> list[float]:  # fmt: skip
-    """Train ``steps`` steps (epochs of at most 40) and evaluate (in a worker process); the
-    per-case test Dice."""
-    _one_thread()
-    from msnas_graph.backends.torch.inference import evaluate
-    from msnas_graph.backends.torch.training import TrainConfig, train
-
-    run = Path(out)
-    if not (run / "DONE").is_file():
-        cfg = TrainConfig(
-            model=arch_path, channels=width, input_size=size, epochs=math.ceil(steps / 40),
-            max_steps_per_epoch=min(40, steps), batch_size=8, seed=seed, device="cpu", **data,
-        )  # fmt: skip
-        train(cfg, run, overwrite=True, progress=False)
-    if not (run / "eval_test" / "per_case.csv").is_file():
-        evaluate(run, device="cpu", out_dir=run / "eval_test")
-    with open(run / "eval_test" / "per_case.csv", encoding="utf-8") as fh:
-        return [float(r["mean_dice"]) for r in csv.DictReader(fh)]
-
-
-def _macs(arch: Architecture, width: int, size: int) -> int:
-    from msnas_graph.backends.torch.cost import model_cost
-
-    return int(model_cost(arch.widen(width), input_size=size, activation=False)["macs"])
+def _arch_macs_at(arch: Architecture, width: int, size: int) -> int:
+    return _arch_macs(arch, Budget(train_width=width, train_size=size))
 
 
 def _search_seconds(run: Path) -> float:
@@ -149,13 +120,13 @@ def main() -> None:
     search_s = sum(_search_seconds(Path(r)) for r in runs)  # a reused run's own time too
     states = [SearchState.load(Path(r) / "state.json") for r in runs]
     models = {"trellis cells (the recipe)": arch, "topology cells": consensus(states).architecture}
-    target = _macs(models["topology cells"], args.width, args.train_size)
+    target = _arch_macs_at(models["topology cells"], args.width, args.train_size)
     space = states[0].space
     for seed in range(1000, 1000 + 50 * args.randoms):
         if sum(m.startswith("random") for m in models) == args.randoms:
             break
         rand = on_topology(arch, decode_cells(SearchState.random(space, seed=seed)))
-        if abs(_macs(rand, args.width, args.train_size) / target - 1) <= 0.15:
+        if abs(_arch_macs_at(rand, args.width, args.train_size) / target - 1) <= 0.15:
             models[f"random r{seed}"] = rand
     paths = {}  # named by content: a finished training is reused only for the same network
     for name, a in models.items():
@@ -163,19 +134,21 @@ def main() -> None:
         a.save(paths[name])
     cfg = json.loads((Path(args.like) / "config.json").read_text())
     data = {"data": cfg["data"], "folds": cfg["folds"], "test_fold": cfg.get("test_fold", 0)}
+    b = Budget(train_size=args.train_size)  # the frontier's recipe: epochs of at most 40 steps
+    data["batches_per_epoch"] = _batches_per_epoch(data, b)
     jobs = [(name, s) for name in models for s in range(args.train_seeds)]
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
-        dice = list(pool.map(train_one, *zip(*[
-            (str(paths[n]), args.width, s, args.train_size, args.train_steps, data,
+        done = list(pool.map(run_train, *zip(*[
+            (str(paths[n]), args.width, s, args.train_steps, dict(data), b,
              str(out / "train" / f"{paths[n].stem}_w{args.width}_s{s}")) for n, s in jobs
         ], strict=True)))  # fmt: skip
     per: dict[str, list[list[float]]] = {}
-    for (name, _), d in zip(jobs, dice, strict=True):
-        per.setdefault(name, []).append(d)
+    for (name, _), d in zip(jobs, done, strict=True):
+        per.setdefault(name, []).append(d["dice"])
     means = {n: [statistics.mean(d) for d in v] for n, v in per.items()}
     rows = [
         {"model": n, "Dice": _ms(means[n]),
-         "MACs": f"{_macs(models[n], args.width, args.train_size) / 1e6:.1f} M",
+         "MACs": f"{_arch_macs_at(models[n], args.width, args.train_size) / 1e6:.1f} M",
          "cells": _cells_text(models[n], used)}
         for n in models
     ]  # fmt: skip
