@@ -19,7 +19,9 @@ def search_text(result: SearchOutcome, run_dir: str, paths: int) -> str:
         f"search finished: {result.run_dir}",
         f"  final state:  {result.run_dir / 'state.json'}",
     ]
-    fixed = result.architecture is not None and "topology" in result.architecture.meta
+    from msnas_graph.topology import TOPOLOGY
+
+    fixed = result.architecture is not None and TOPOLOGY in result.architecture.meta
     if result.architecture is not None:
         what = "its cells on the fixed network" if fixed else f"{paths} paths"
         lines.append(f"  architecture: {result.run_dir / 'architecture.json'} ({what})")

@@ -136,5 +136,5 @@ def on_topology(
     used = cell_types_used(arch)
     return Architecture(
         arch.space, arch.edges, {c: g for c, g in cells.items() if c in used}, arch.paths,
-        {**(meta or {}), "topology": arch.content_hash}, graph=arch.supergraph,
+        {**(meta or {}), TOPOLOGY: arch.content_hash}, graph=arch.supergraph,
     )  # fmt: skip

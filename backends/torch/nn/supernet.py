@@ -192,7 +192,7 @@ class Supernet(nn.Module):
 
     def cell_parameters(self) -> list[nn.Parameter]:
         """The cell-level architecture parameters: every ``alpha`` and ``p`` logit tensor."""
-        return [*self.alpha_logits.parameters(), *self.p_logits.parameters()]
+        return self._cell_logits(self.space.cell_types)
 
     def network_parameters(self) -> list[nn.Parameter]:
         """The network-level architecture parameters: every ``beta`` logit tensor."""
@@ -323,9 +323,13 @@ class Supernet(nn.Module):
         """:meth:`cell_parameters` of the cell types the supernet runs (all of them, or those of
         its fixed network's edges): the ones a loss has a gradient for."""
         used = self.space.cell_types if self._network is None else cell_types_used(self._network)
+        return self._cell_logits(used)
+
+    def _cell_logits(self, cell_types: tuple[str, ...]) -> list[nn.Parameter]:
+        """The ``alpha`` then the ``p`` logit tensors of ``cell_types``, in the space's order."""
         return [
-            *(p for c in used for p in self._logits(self.alpha_logits, c)),
-            *(p for c in used for p in self._logits(self.p_logits, c)),
+            *(p for c in cell_types for p in self._logits(self.alpha_logits, c)),
+            *(p for c in cell_types for p in self._logits(self.p_logits, c)),
         ]
 
     def idle_parameters(self) -> list[nn.Parameter]:
