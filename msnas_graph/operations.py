@@ -62,6 +62,8 @@ _OPERATIONS: dict[str, str] = {
     "dil_conv_3x3": "dilated separable conv 3x3, rate 2: BN(pw(dw3x3_d2(ReLU(x))))",
     "conv_3x3": "dense conv 3x3: BN(conv3x3(ReLU(x)))",
     "conv_3x3_dil2": "dense dilated conv 3x3, rate 2: BN(conv3x3_d2(ReLU(x)))",
+    "conv_3x3_dil4": "dense dilated conv 3x3, rate 4: BN(conv3x3_d4(ReLU(x)))",
+    "conv_5x5": "dense conv 5x5: BN(conv5x5(ReLU(x)))",
     "avg_pool_3x3": "average pooling 3x3, stride 1, padding 1 (count_include_pad=False)",
     "max_pool_3x3": "max pooling 3x3, stride 1, padding 1",
     "skip_connect": "identity",

@@ -44,6 +44,20 @@ def test_a_chain_of_dense_convolutions_has_no_preprocess_and_no_projection() -> 
     assert count_macs_flops(cell, tuple(x.shape))[0] < count_macs_flops(darts, tuple(x.shape))[0]
 
 
+@pytest.mark.parametrize(
+    ("op", "kernel", "dilation"), [("conv_3x3_dil4", 3, 4), ("conv_5x5", 5, 1)]
+)
+def test_every_dense_convolution_changes_the_width_itself(
+    op: str, kernel: int, dilation: int
+) -> None:
+    g = genotype("contract", (0, op), (1, "conv_3x3"))
+    cell = DiscreteCell("contract", 8, 16, g, glue="lean")
+    conv = cell.blocks[0].ops[0][1]
+    assert isinstance(cell.preprocess, nn.Identity) and conv.in_channels == 8
+    assert conv.kernel_size == (kernel, kernel) and conv.dilation == (dilation, dilation)
+    assert cell(torch.randn(2, 8, 12, 12)).shape == (2, 16, 6, 6)
+
+
 def test_lean_keeps_what_the_genotype_needs() -> None:
     # an identity reads the input of a width-changing edge: the preprocess stays
     g = genotype("contract", (0, "skip_connect"), (1, "conv_3x3"))

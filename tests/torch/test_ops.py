@@ -19,7 +19,7 @@ from msnas_graph.errors import BackendError
 from msnas_graph.operations import DEFAULT_OPERATIONS, NONE_OP, known_operations
 
 PARAMETER_FREE = {"avg_pool_3x3", "max_pool_3x3", "skip_connect", "none"}
-DENSE = ("conv_3x3", "conv_3x3_dil2")
+DENSE = ("conv_3x3", "conv_3x3_dil2", "conv_3x3_dil4", "conv_5x5")
 DEFAULTS = sorted({*DEFAULT_OPERATIONS, NONE_OP, "max_pool_3x3", *DENSE})
 
 
@@ -233,13 +233,16 @@ def test_op_batch_norm_folds_into_its_convolution(name: str) -> None:
         torch.testing.assert_close(folded(x), op(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("name", "dilation"), [("conv_3x3", 1), ("conv_3x3_dil2", 2)])
-def test_dense_conv_is_relu_conv_bn_without_residual(name: str, dilation: int) -> None:
+@pytest.mark.parametrize(
+    ("name", "kernel", "dilation"),
+    [("conv_3x3", 3, 1), ("conv_3x3_dil2", 3, 2), ("conv_3x3_dil4", 3, 4), ("conv_5x5", 5, 1)],
+)
+def test_dense_conv_is_relu_conv_bn_without_residual(name: str, kernel: int, dilation: int) -> None:
     torch.manual_seed(0)
     op = build_op(name, 4).eval()
     relu, conv, bn = op
     assert isinstance(relu, nn.ReLU) and isinstance(bn, nn.BatchNorm2d)
-    assert conv.kernel_size == (3, 3) and conv.dilation == (dilation, dilation)
+    assert conv.kernel_size == (kernel, kernel) and conv.dilation == (dilation, dilation)
     assert conv.groups == 1 and conv.bias is None
     x = torch.randn(1, 4, 9, 9)
     with torch.no_grad():

@@ -17,6 +17,8 @@ The default operations (DESIGN.md "Operations"; paper Fig. 2):
 ``dil_conv_3x3``  ``BN(pointwise(depthwise3x3_dilation2(ReLU(x))))`` -- no residual
 ``conv_3x3``      ``BN(conv3x3(ReLU(x)))`` -- dense convolution (DiNTS's operation), no residual
 ``conv_3x3_dil2`` ``BN(conv3x3_dilation2(ReLU(x)))`` -- dense dilated convolution
+``conv_3x3_dil4`` ``BN(conv3x3_dilation4(ReLU(x)))`` -- the same MACs, a 9x9 field
+``conv_5x5``      ``BN(conv5x5(ReLU(x)))`` -- dense, 2.8x ``conv_3x3``'s MACs
 ``avg_pool_3x3``  average pooling 3x3, stride 1, padding 1, ``count_include_pad=False``
 ``max_pool_3x3``  max pooling 3x3, stride 1, padding 1
 ``skip_connect``  identity
@@ -360,28 +362,37 @@ def relu_conv_bn(
     spatial_dims: int = 2,
     affine: bool = True,
     in_channels: int | None = None,
+    kernel: int = 3,
 ) -> nn.Sequential:
-    """``ReLU -> conv 3x3 (dilation d, padding d, no bias) -> BN``: the dense, shape-preserving
-    convolution of ``conv_3x3`` and ``conv_3x3_dil2`` (the BatchNorm folds into the conv);
-    with ``in_channels``, it maps that width to ``channels`` (the ``lean`` cell glue's entry).
+    """``ReLU -> conv kxk (dilation d, "same" padding, no bias) -> BN``: the dense,
+    shape-preserving convolution of ``conv_3x3``, ``conv_3x3_dil2``, ``conv_3x3_dil4`` and
+    ``conv_5x5`` (the BatchNorm folds into the conv); with ``in_channels``, it maps that width to
+    ``channels`` (the ``lean`` cell glue's entry).
 
     >>> relu_conv_bn(4, dilation=2)(torch.zeros(1, 4, 9, 9)).shape
     torch.Size([1, 4, 9, 9])
-    >>> relu_conv_bn(4, in_channels=2)(torch.zeros(1, 2, 9, 9)).shape
+    >>> relu_conv_bn(4, in_channels=2, kernel=5)(torch.zeros(1, 2, 9, 9)).shape
     torch.Size([1, 4, 9, 9])
     """
     layers = nd_layers(spatial_dims)
     c_in = channels if in_channels is None else in_channels
+    pad = dilation * (kernel - 1) // 2
     return nn.Sequential(
         nn.ReLU(inplace=False),
-        layers.conv(c_in, channels, 3, padding=dilation, dilation=dilation, bias=False),
+        layers.conv(c_in, channels, kernel, padding=pad, dilation=dilation, bias=False),
         layers.batch_norm(channels, affine=affine),
     )
 
 
-#: The operations that can read another width than they write (their dilation): the dense
-#: convolutions, which the ``lean`` cell glue lets take a cell's input without a preprocess.
-WIDTH_CHANGING_OPS: dict[str, int] = {"conv_3x3": 1, "conv_3x3_dil2": 2}
+#: The operations that can read another width than they write, as (kernel, dilation): the
+#: dense convolutions, which the ``lean`` cell glue lets take a cell's input without a
+#: preprocess.
+WIDTH_CHANGING_OPS: dict[str, tuple[int, int]] = {
+    "conv_3x3": (3, 1),
+    "conv_3x3_dil2": (3, 2),
+    "conv_3x3_dil4": (3, 4),
+    "conv_5x5": (5, 1),
+}
 
 
 def build_entry_op(name: str, in_channels: int, channels: int, spatial_dims: int = 2) -> nn.Module:
@@ -398,7 +409,8 @@ def build_entry_op(name: str, in_channels: int, channels: int, spatial_dims: int
             f"operation '{name}' cannot map {in_channels} to {channels} channels (only "
             f"{', '.join(WIDTH_CHANGING_OPS)} can)"
         )
-    return relu_conv_bn(channels, WIDTH_CHANGING_OPS[name], spatial_dims, in_channels=in_channels)
+    kernel, dilation = WIDTH_CHANGING_OPS[name]
+    return relu_conv_bn(channels, dilation, spatial_dims, in_channels=in_channels, kernel=kernel)
 
 
 @register_op("conv_3x3", "dense conv 3x3: BN(conv3x3(ReLU(x)))")
@@ -409,6 +421,16 @@ def _conv_3x3(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.M
 @register_op("conv_3x3_dil2", "dense dilated conv 3x3, rate 2: BN(conv3x3_d2(ReLU(x)))")
 def _conv_3x3_dil2(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
     return relu_conv_bn(channels, 2, spatial_dims, affine=affine)
+
+
+@register_op("conv_3x3_dil4", "dense dilated conv 3x3, rate 4: BN(conv3x3_d4(ReLU(x)))")
+def _conv_3x3_dil4(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return relu_conv_bn(channels, 4, spatial_dims, affine=affine)
+
+
+@register_op("conv_5x5", "dense conv 5x5: BN(conv5x5(ReLU(x)))")
+def _conv_5x5(channels: int, spatial_dims: int = 2, affine: bool = True) -> nn.Module:
+    return relu_conv_bn(channels, 1, spatial_dims, affine=affine, kernel=5)
 
 
 @register_op("avg_pool_3x3", "average pooling 3x3, stride 1, padding 1 (count_include_pad=False)")
