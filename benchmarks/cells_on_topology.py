@@ -12,7 +12,9 @@ edges, with one recipe and several training seeds.
         --randoms 4 --train-seeds 3 --results benchmarks/results/cells_on_topology.md
 
 ``--like`` names a search run whose configuration (space, data, folds, search size, learning
-rates) the cell searches copy; ``--warmup-steps`` and ``--cell-steps`` replace its schedule.
+rates) the cell searches copy; ``--warmup-steps`` and ``--cell-steps`` replace its schedule, and
+``--set FIELD=VALUE`` its space's fields (e.g. ``--set ops=conv_3x3,conv_5x5,none``: the cells
+searched over another operation set; the random cell sets are drawn from the same space).
 Finished runs are reused (their ``DONE`` marker). Training: 400 steps (epochs of at most 40),
 batch 8, at ``--train-size``, the frontier's recipe; Dice on the test fold.
 """
@@ -40,11 +42,14 @@ from search_vs_random import _ms, bootstrap_diff
 from msnas_graph.architecture import Architecture
 from msnas_graph.consensus import consensus
 from msnas_graph.decode import decode_cells
+from msnas_graph.spec import load_space, parse_overrides
 from msnas_graph.state import SearchState
 from msnas_graph.topology import on_topology
 
 
-def cell_search(like: str, arch_path: str, seed: int, warmup: int, cells: int, out: str) -> str:
+def cell_search(
+    like: str, arch_path: str, seed: int, warmup: int, cells: int, out: str, sets: list[str]
+) -> str:
     """One ``search --topology`` of ``arch_path``'s cells (in a worker process); its folder."""
     _one_thread()
     from msnas_graph.backends.torch.training import SearchConfig, search
@@ -53,9 +58,10 @@ def cell_search(like: str, arch_path: str, seed: int, warmup: int, cells: int, o
     if (run / "DONE").is_file():
         return out
     base = SearchConfig.load(Path(like) / "config.json")
+    space = load_space(base.space, parse_overrides(sets))
     config = dataclasses.replace(
         base, seed=seed, arch_steps=(cells, 0), warmup_steps=warmup, path_sampling="softmax",
-        topology=Architecture.load(arch_path),
+        topology=Architecture.load(arch_path), space=space,
     )  # fmt: skip
     search(config, run, overwrite=True, progress=False)
     return out
@@ -101,6 +107,8 @@ def main() -> None:
     ap.add_argument("--train-seeds", type=int, default=3)
     ap.add_argument("--train-steps", type=int, default=400)
     ap.add_argument("--randoms", type=int, default=4)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a field of the copied search space (repeatable)")  # fmt: skip
     ap.add_argument("--out", required=True)
     ap.add_argument("--results", default="benchmarks/results/cells_on_topology.md")
     args = ap.parse_args()
@@ -113,7 +121,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
         runs = list(pool.map(
             cell_search, *zip(*[(args.like, args.arch, s, args.warmup_steps, args.cell_steps,
-                                 str(out / f"seed_{s}"))
+                                 str(out / f"seed_{s}"), args.set)
                                 for s in range(args.first_seed, args.first_seed + args.seeds)],
                               strict=True),
         ))  # fmt: skip
@@ -125,7 +133,7 @@ def main() -> None:
     for seed in range(1000, 1000 + 50 * args.randoms):
         if sum(m.startswith("random") for m in models) == args.randoms:
             break
-        rand = on_topology(arch, decode_cells(SearchState.random(space, seed=seed)))
+        rand = on_topology(arch, decode_cells(SearchState.random(space, seed=seed)), space)
         if abs(_arch_macs_at(rand, args.width, args.train_size) / target - 1) <= 0.15:
             models[f"random r{seed}"] = rand
     paths = {}  # named by content: a finished training is reused only for the same network
@@ -157,7 +165,8 @@ def main() -> None:
     setup = (
         f"Topology: `{args.arch}` ({len(arch.edges)} edges). Cell searches: `{args.like}`'s "
         f"configuration, {args.warmup_steps} warm-up + {args.cell_steps} cell steps on the "
-        f"topology (`search --topology`), seeds {args.first_seed}-"
+        f"topology (`search --topology`{''.join(f' --set {x}' for x in args.set)}), seeds "
+        f"{args.first_seed}-"
         f"{args.first_seed + args.seeds - 1}, {search_s:.0f} s of search (one thread each). "
         f"Training: {args.train_steps} steps (epochs of at most 40), batch 8, "
         f"{args.train_size}x{args.train_size}, "

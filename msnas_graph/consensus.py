@@ -428,7 +428,7 @@ def _on_topology(
         genotypes, chosen_cells = majority_cells(states, cells_seed)
     used = cell_types_used(net)
     meta = {"consensus": method, "seeds": len(states)}
-    arch = on_topology(net, dict(genotypes), meta)
+    arch = on_topology(net, dict(genotypes), states[0].space, meta)
     archs = [decode(s, inputs_per_block=m) for s in states]
     decisions = [
         d

@@ -109,7 +109,7 @@ def decode(
     """
     if (net := state_topology(state)) is not None:
         meta = {"state_hash": state.content_hash, **_provenance(state)}
-        return on_topology(net, decode_cells(state, inputs_per_block), meta)
+        return on_topology(net, decode_cells(state, inputs_per_block), state.space, meta)
     scores = edge_scores(state, score)
     cells = decode_cells(state, inputs_per_block)
     best = top_paths(state.graph, scores, paths, min_scale)

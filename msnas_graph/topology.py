@@ -9,9 +9,10 @@ are: :func:`msnas_graph.decode.decode` gives the network's edges and paths with 
 cells, the diagnostics weigh only the cells the network uses (there is no node decision), and a
 consensus of seeds decides only those cells.
 
-The network keeps its own space (its width and cell glue): the cells are searched in the
-search's space and built as the network was. The two spaces must share the trellis and the
-cell structure (:func:`check_topology`).
+The network keeps its own width and cell glue; the cells are searched in the search's space and
+built as the network was. The two spaces must share the trellis (:func:`check_topology`); the
+cell structure (blocks, operations, inputs per block) is the search's, so a network's cells can
+be searched again over another operation set (its own cells are replaced).
 
 >>> from msnas_graph.decode import decode, decode_cells
 >>> from msnas_graph.spec import SearchSpace
@@ -48,15 +49,16 @@ __all__ = [
 
 #: The ``meta`` key of a state searched on a fixed network: that network's document.
 TOPOLOGY = "topology"
-#: The fields the search space and the network's space must share.
-_SHARED = ("layers", "scales", "blocks", "ops", "inputs_per_block", "edge_kinds",
-           "output_scales", "spatial_dims")  # fmt: skip
+#: The fields the search space and the network's space must share: the trellis.
+_SHARED = ("layers", "scales", "edge_kinds", "output_scales", "spatial_dims")
+#: The cell structure: the search's, whatever the network's cells were.
+_CELL_FIELDS = ("blocks", "ops", "inputs_per_block")
 
 
 def check_topology(space: SearchSpace, arch: Architecture) -> None:
     """Raise :class:`SpecError` unless ``arch``'s network can be searched in ``space``: the same
-    trellis and cell structure (its width, cell glue, partial channels and input size may
-    differ), every edge one of ``space``'s, and at least one cell to search.
+    trellis (its width, cell glue, cell structure, operations, partial channels and input size
+    may differ), every edge one of ``space``'s, and at least one cell to search.
 
     >>> from msnas_graph.decode import decode
     >>> tiny = SearchSpace.preset("tiny")
@@ -64,15 +66,15 @@ def check_topology(space: SearchSpace, arch: Architecture) -> None:
     ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    msnas_graph.errors.SpecError: the topology's network is of another space: layers 3 against ...
+    msnas_graph.errors.SpecError: the topology's network is of another trellis: layers 3 against ...
     """
     mine, theirs = space.to_dict(), arch.space.to_dict()
     for field in _SHARED:
         if mine[field] != theirs[field]:
             raise SpecError(
-                f"the topology's network is of another space: {field} {theirs[field]} against "
-                f"the search's {mine[field]}; decode the network from a search of this space "
-                f"(or search with the network's space)"
+                f"the topology's network is of another trellis: {field} {theirs[field]} against "
+                f"the search's {mine[field]}; search with the network's trellis (--set "
+                f"{field}=...)"
             )
     graph = Supergraph(space)
     foreign = [e for e in arch.edges if not graph.has_edge(e)]
@@ -130,11 +132,25 @@ def shared_topology(states: list[SearchState]) -> Architecture | None:
 
 
 def on_topology(
-    arch: Architecture, cells: dict[str, CellGenotype], meta: dict[str, Any] | None = None
+    arch: Architecture,
+    cells: dict[str, CellGenotype],
+    space: SearchSpace,
+    meta: dict[str, Any] | None = None,
 ) -> Architecture:
-    """``arch``'s edges and paths (and space) with ``cells`` (those of its cell types)."""
+    """``arch``'s edges and paths with ``cells`` (those of its cell types), searched in
+    ``space``: the network's width and glue, ``space``'s cell structure and operations.
+
+    >>> from msnas_graph.decode import decode, decode_cells
+    >>> tiny = SearchSpace.preset("tiny")
+    >>> net = decode(SearchState.random(tiny, seed=1), paths=1)
+    >>> dense = tiny.replace(ops=["conv_3x3", "conv_5x5", "none"])
+    >>> arch = on_topology(net, decode_cells(SearchState.random(dense, seed=2)), dense)
+    >>> arch.edges == net.edges, arch.space.ops, arch.space.channels == net.space.channels
+    (True, ('conv_3x3', 'conv_5x5', 'none'), True)
+    """
     used = cell_types_used(arch)
+    cell_space = arch.space.replace(**{f: getattr(space, f) for f in _CELL_FIELDS})
     return Architecture(
-        arch.space, arch.edges, {c: g for c, g in cells.items() if c in used}, arch.paths,
+        cell_space, arch.edges, {c: g for c, g in cells.items() if c in used}, arch.paths,
         {**(meta or {}), TOPOLOGY: arch.content_hash}, graph=arch.supergraph,
     )  # fmt: skip

@@ -48,12 +48,20 @@ def test_seeds_searched_on_a_network_decode_to_it_and_train(tmp_path: Path, net:
     assert code == 0, err
 
 
-def test_one_search_says_what_it_kept_and_decode_refuses_path_options(
+def test_one_search_over_other_operations_says_what_it_kept_and_decode_refuses_path_options(
     tmp_path: Path, net: Path
 ) -> None:
-    code, out, err = run("search", tmp_path / "one", "--topology", net, *TINY)
+    dense = "conv_3x3,conv_3x3_dil4,conv_5x5,none"  # the network's cells are of tiny's ops
+    code, out, err = run("search", tmp_path / "one", "--topology", net, *TINY, "--set",
+                         f"ops={dense}")  # fmt: skip
     assert code == 0, err
     assert "its cells on the fixed network" in out and "--paths" not in out.split("next:")[1]
+    found = Architecture.load(tmp_path / "one" / "architecture.json")
+    assert found.edges == Architecture.load(net).edges
+    assert found.space.ops == tuple(dense.split(","))
+    assert {i.op for g in found.cells.values() for b in g.blocks for i in b} <= set(
+        dense.split(",")
+    )
     code, out, err = run("decode", tmp_path / "one", "--cell-glue", "lean", "--channels", "12",
                          "-o", tmp_path / "lean.json")  # fmt: skip
     assert code == 0, err

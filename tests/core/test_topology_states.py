@@ -83,14 +83,28 @@ def test_searches_of_different_networks_or_of_the_trellis_are_not_combined(net) 
         consensus(_states(net), min_scale=2)
 
 
-def test_a_network_of_another_space_is_refused_by_name(net) -> None:
+def test_a_network_of_another_trellis_is_refused_by_name(net) -> None:
     tiny = decode(SearchState.zeros(SearchSpace.preset("tiny")), paths=1)
     with pytest.raises(SpecError, match="layers 3 against the search's 4"):
         check_topology(QUICK, tiny)
-    other_ops = QUICK.replace(ops=("conv_3x3", "none"))
-    with pytest.raises(SpecError, match="ops"):
-        check_topology(other_ops, net)
+    with pytest.raises(SpecError, match=r"another trellis: output_scales .*\(--set output_scales="):
+        check_topology(QUICK.replace(output_scales=(0, 1)), net)
     check_topology(QUICK.replace(channels=4, partial_k=1), net)  # width and k may differ
+
+
+@pytest.mark.parametrize("method", ["mean", "majority"])
+def test_cells_searched_over_another_operation_set_replace_the_networks(net, method) -> None:
+    rich = QUICK.replace(ops=("conv_3x3", "conv_3x3_dil4", "conv_5x5", "none"), blocks=3)
+    check_topology(rich, net)
+    states = [with_topology(SearchState.random(rich, seed=s), net) for s in (1, 2)]
+    for arch in (decode(states[0]), consensus(states, method=method).architecture):
+        assert arch.edges == net.edges and arch.paths == net.paths
+        assert arch.space.ops == rich.ops and arch.space.blocks == 3
+        assert arch.space.channels == net.space.channels  # the network's width
+        assert all(len(g.blocks) == 3 for g in arch.cells.values())
+    assert decode(states[0]).cells == {
+        c: g for c, g in decode_cells(states[0]).items() if c in arch.cells
+    }
 
 
 def test_a_network_of_identity_edges_only_has_nothing_to_search() -> None:

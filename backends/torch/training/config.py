@@ -169,7 +169,8 @@ class SearchConfig(RunConfig):
             kept: the supernet runs only them and only their cells are searched
             (:mod:`msnas_graph.topology`); there is no network phase (its epochs or steps
             default to 0 and must be 0), and the run decodes to that network with the cells
-            found. Its space must share the search space's trellis and cell structure.
+            found. Its space must share the search space's trellis; the cells follow the
+            search space's cell structure and operations (its own cells are replaced).
 
     ``device``, ``amp``, ``channels_last``, ``num_workers`` and ``memory`` may change when
     the run is resumed; any other difference is refused.
