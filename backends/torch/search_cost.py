@@ -337,7 +337,9 @@ def edge_cell(kind: str) -> str:
 class CostTerm:
     """``W * E[cost] / reference`` or, with a ``target``, ``W * max(0, log(E[cost] / target))``:
     called with the current weights it returns ``(penalty, expected cost)``; ``reference``
-    is the expected cost under uniform weights."""
+    is the expected cost under uniform weights, or, with ``beta`` (the fixed node weights of
+    a search on one network, ``search --topology``), under uniform cell weights and ``beta``:
+    that network's, so that ``W`` stays unitless there too."""
 
     def __init__(
         self,
@@ -346,11 +348,14 @@ class CostTerm:
         paths: int,
         weight: float = 1.0,
         target: float | None = None,
+        beta: Mapping[Any, torch.Tensor] | None = None,
     ) -> None:
         self.table, self.graph, self.paths = table, graph, paths
         self.weight, self.target = float(weight), target
         with torch.no_grad():
             uniform = ArchWeights.from_state(SearchState.zeros(graph.space))
+            if beta is not None:
+                uniform = ArchWeights(uniform.alpha, uniform.p, dict(beta))
             self.reference = float(expected_cost(uniform, table, graph, paths))
         if not (self.reference > 0 and math.isfinite(self.reference)):
             raise RunError(

@@ -73,6 +73,16 @@ def test_one_search_over_other_operations_says_what_it_kept_and_decode_refuses_p
         assert code == 2 and "searched on a fixed network" in err, extra
 
 
+def test_a_cost_aware_search_on_a_network_runs_and_logs_its_cost(tmp_path: Path, net: Path) -> None:
+    # what it weighs (the network's edges alone) is tested on the term itself (test_search_cost)
+    code, _out, err = run("search", tmp_path / "c", "--topology", net, *TINY, "--cost", "macs",
+                          "--cost-weight", "0.5")  # fmt: skip
+    assert code == 0, err
+    header, *rows = (tmp_path / "c" / "metrics.csv").read_text().splitlines()
+    column = header.split(",").index("expected_macs")
+    assert rows and all(float(r.split(",")[column]) > 0 for r in rows)
+
+
 @pytest.mark.parametrize(
     ("make", "args", "message"),
     [

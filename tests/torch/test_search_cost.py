@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,6 +55,48 @@ def test_one_hot_weights_give_the_decoded_networks_own_macs(name: str, seed: int
     weights = ArchWeights.from_architecture(arch)
     for paths in (1, 3):  # one drawn path, every draw the same: the union is that path
         assert float(expected_cost(weights, table, Supergraph(space), paths)) == macs
+
+
+def _fusion_macs(model: Any, shape: tuple[int, ...]) -> int:
+    """The MACs of the built network's fusions (what the expectation leaves out)."""
+    macs: list[int] = []
+
+    def hook(conv: torch.nn.Conv2d, _inp: object, out: torch.Tensor) -> None:
+        k = conv.kernel_size[0] * conv.kernel_size[1]
+        macs.append(out.numel() * conv.in_channels // conv.groups * k)
+
+    fusions = getattr(model, "fusions")  # noqa: B009
+    hooks = [
+        m.register_forward_hook(hook) for m in fusions.modules() if isinstance(m, torch.nn.Conv2d)
+    ]
+    with torch.no_grad():
+        model.eval()(torch.zeros(shape))
+    for h in hooks:
+        h.remove()
+    return sum(macs)
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_a_fixed_topology_costs_its_own_network_whatever_the_paths(seed: int) -> None:
+    # search --topology --cost: the supernet's fixed beta (one on every kept input) puts each of
+    # the network's edges in the expectation once and no other edge
+    from msnas_graph.backends.torch import build_supernet
+
+    space = SPACES["quick, lean"]
+    table, graph = measure_search_costs(space, space.input_size), Supergraph(space)
+    arch = decode(SearchState.random(space, seed=seed), paths=3)  # nodes of 2-3 inputs
+    net = build_supernet(space)
+    net.fix_topology(arch)
+    mine = ArchWeights.from_architecture(arch)
+    fixed = ArchWeights(mine.alpha, mine.p, net.arch_weights().beta)
+    model, shape = build_network(arch), (1, 1, 64, 64)
+    macs = count_macs_flops(model, shape)[0] - _fusion_macs(model, shape)
+    for paths in (1, 3):
+        assert float(expected_cost(fixed, table, graph, paths)) == macs
+    # W stays unitless: on the untrained supernet of that network the term is W
+    term = CostTerm(table, graph, paths=3, weight=0.5, beta=net.arch_weights().beta)
+    penalty, expected = term(net.arch_weights())
+    assert float(penalty) == pytest.approx(0.5) and expected < CostTerm(table, graph, 3).reference
 
 
 def test_expectation_lies_between_the_cheapest_and_dearest_choices() -> None:

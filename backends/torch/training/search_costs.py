@@ -60,7 +60,11 @@ class SearchCost:
                 space, config.input_size, config.cost, device=self.device
             )
             weight = 1.0 if config.cost_weight is None else config.cost_weight
-            self._term = CostTerm(self.table, self.graph, config.paths, weight, self._target())
+            net = config.topology  # its edges, as the supernet fixes them (fix_topology)
+            beta = None if net is None else ArchWeights.from_architecture(net).beta
+            self._term = CostTerm(
+                self.table, self.graph, config.paths, weight, self._target(), beta=beta
+            )
         return self._term
 
     @property
