@@ -14,7 +14,8 @@ edges, with one recipe and several training seeds.
 ``--like`` names a search run whose configuration (space, data, folds, search size, learning
 rates) the cell searches copy; ``--warmup-steps`` and ``--cell-steps`` replace its schedule, and
 ``--set FIELD=VALUE`` its space's fields (e.g. ``--set ops=conv_3x3,conv_5x5,none``: the cells
-searched over another operation set; the random cell sets are drawn from the same space).
+searched over another operation set; the random cell sets are drawn from the same space);
+``--target-macs-unet F`` adds the cost term of ``search --target-macs Fx`` to the cell searches.
 Finished runs are reused (their ``DONE`` marker). Training: 400 steps (epochs of at most 40),
 batch 8, at ``--train-size``, the frontier's recipe; Dice on the test fold.
 """
@@ -48,7 +49,14 @@ from msnas_graph.topology import on_topology
 
 
 def cell_search(
-    like: str, arch_path: str, seed: int, warmup: int, cells: int, out: str, sets: list[str]
+    like: str,
+    arch_path: str,
+    seed: int,
+    warmup: int,
+    cells: int,
+    out: str,
+    sets: list[str],
+    target_unet: float | None = None,
 ) -> str:
     """One ``search --topology`` of ``arch_path``'s cells (in a worker process); its folder."""
     _one_thread()
@@ -63,6 +71,8 @@ def cell_search(
         base, seed=seed, arch_steps=(cells, 0), warmup_steps=warmup, path_sampling="softmax",
         topology=Architecture.load(arch_path), space=space,
     )  # fmt: skip
+    if target_unet is not None:  # search --target-macs Fx
+        config = dataclasses.replace(config, cost="macs", cost_target_unet=target_unet)
     search(config, run, overwrite=True, progress=False)
     return out
 
@@ -109,6 +119,8 @@ def main() -> None:
     ap.add_argument("--randoms", type=int, default=4)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a field of the copied search space (repeatable)")  # fmt: skip
+    ap.add_argument("--target-macs-unet", type=float, metavar="F",
+                    help="a MACs target: F x U-Net(search width)'s")  # fmt: skip
     ap.add_argument("--out", required=True)
     ap.add_argument("--results", default="benchmarks/results/cells_on_topology.md")
     args = ap.parse_args()
@@ -121,7 +133,7 @@ def main() -> None:
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
         runs = list(pool.map(
             cell_search, *zip(*[(args.like, args.arch, s, args.warmup_steps, args.cell_steps,
-                                 str(out / f"seed_{s}"), args.set)
+                                 str(out / f"seed_{s}"), args.set, args.target_macs_unet)
                                 for s in range(args.first_seed, args.first_seed + args.seeds)],
                               strict=True),
         ))  # fmt: skip
@@ -165,7 +177,9 @@ def main() -> None:
     setup = (
         f"Topology: `{args.arch}` ({len(arch.edges)} edges). Cell searches: `{args.like}`'s "
         f"configuration, {args.warmup_steps} warm-up + {args.cell_steps} cell steps on the "
-        f"topology (`search --topology`{''.join(f' --set {x}' for x in args.set)}), seeds "
+        f"topology (`search --topology`{''.join(f' --set {x}' for x in args.set)}"
+        f"{'' if args.target_macs_unet is None else f' --target-macs {args.target_macs_unet}x'}"
+        f"), seeds "
         f"{args.first_seed}-"
         f"{args.first_seed + args.seeds - 1}, {search_s:.0f} s of search (one thread each). "
         f"Training: {args.train_steps} steps (epochs of at most 40), batch 8, "
