@@ -146,6 +146,8 @@ def main() -> None:
         if sum(m.startswith("random") for m in models) == args.randoms:
             break
         rand = on_topology(arch, decode_cells(SearchState.random(space, seed=seed)), space)
+        if any(rand.content_hash == m.content_hash for m in models.values()):
+            continue  # a cell set already drawn (or searched) counts once
         if abs(_arch_macs_at(rand, args.width, args.train_size) / target - 1) <= 0.15:
             models[f"random r{seed}"] = rand
     paths = {}  # named by content: a finished training is reused only for the same network
