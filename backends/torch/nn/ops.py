@@ -28,8 +28,9 @@ The default operations (DESIGN.md "Operations"; paper Fig. 2):
 The paper's separable convolutions were designed for mobile FLOPs; a dense ``3x3`` convolution
 has 6-8x the MACs of the separable pair at widths 16-64 but runs many times faster per MAC on
 CPUs and GPUs (one large kernel instead of a depth-wise and a point-wise one), and a user
-weighs measured latency. The dense ones are registered beside the paper's; no preset uses them
-(``--set ops=conv_3x3,...`` on the command line does).
+weighs measured latency. The dense ones are registered beside the paper's: the ``quick``
+preset searches ``conv_3x3`` and ``conv_3x3_dil2``; ``conv_3x3_dil4`` and ``conv_5x5`` no preset
+uses (``--set ops=conv_3x3,conv_5x5,...`` on the command line does).
 
 The convolutional operations take ``affine`` (default ``True``): whether their BatchNorm has a
 learnable scale and shift. DARTS and PC-DARTS build the *supernet* with ``affine=False`` (the
