@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from msnas_graph.backend import QuickstartOutcome, SearchOutcome, TrainOutcome
+from msnas_graph.topology import TOPOLOGY
 
 
 def search_text(result: SearchOutcome, run_dir: str, paths: int) -> str:
@@ -19,8 +20,6 @@ def search_text(result: SearchOutcome, run_dir: str, paths: int) -> str:
         f"search finished: {result.run_dir}",
         f"  final state:  {result.run_dir / 'state.json'}",
     ]
-    from msnas_graph.topology import TOPOLOGY
-
     fixed = result.architecture is not None and TOPOLOGY in result.architecture.meta
     if result.architecture is not None:
         what = "its cells on the fixed network" if fixed else f"{paths} paths"

@@ -304,13 +304,9 @@ class Supernet(nn.Module):
         missing = [o for o in graph.output_nodes if not arch.in_edges(o)]
         if missing:
             raise BackendError(f"fix_topology: the network has no edge into output {missing[0]}")
-        beta = {n: torch.zeros(len(graph.node_kinds(n))) for n in self._nodes}
-        kept: dict[NodeId, list[int]] = {}
-        for e in arch.edges:
-            k = graph.node_kinds(e.dst).index(e.kind)
-            beta[e.dst][k] = 1.0
-            kept.setdefault(e.dst, []).append(k)
-        self._topology = (beta, {n: sorted(ks) for n, ks in kept.items()})
+        beta = ArchWeights.from_architecture(arch).beta  # 1 on every kept edge, 0 elsewhere
+        kept = {n: torch.nonzero(b).flatten().tolist() for n, b in beta.items() if b.any()}
+        self._topology = (beta, kept)
         self._network = arch
         self._plan = execution_plan([n for n in self._nodes if n in kept], arch.in_edges)
 
